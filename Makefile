@@ -1,0 +1,89 @@
+# Apiary developer and CI entry points. `make help` lists the targets.
+#
+# Python tooling: a bootstrap venv in .tools/ holds uv; `uv sync --frozen` builds .venv/
+# from uv.lock. Tests need PostgreSQL and Redis server binaries (Debian packages); they
+# are started as throwaway processes by scripts/services.sh, never as system services.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := .tools/bin/uv
+VENV := .venv
+# Stamp written after a successful `uv sync`; it lives inside .venv so deleting .venv
+# forces a resync, and it is older than uv.lock/pyproject.toml whenever they change.
+SYNC_STAMP := $(VENV)/.apiary-sync-stamp
+
+# Extra arguments for both pytest passes of `make test`, e.g. PYTEST_ARGS="-x -k tenants".
+PYTEST_ARGS ?=
+
+# Prefix for commands that need root: nothing when we are root, else sudo.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: help venv deps-test lint run test clean
+
+# List the targets with their `##` descriptions.
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+# Create/refresh .venv; a no-op while uv.lock and pyproject.toml are unchanged.
+venv: $(SYNC_STAMP) ## Create or update .venv from uv.lock (fast when up to date)
+
+$(UV):
+	rm -rf .tools
+	@# Debian's python3 needs python3-venv for `-m venv`; install it once if missing.
+	$(PYTHON) -m venv .tools || { \
+		rm -rf .tools; \
+		echo "python3 -m venv failed; installing python3-venv"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends python3-venv; \
+		$(PYTHON) -m venv .tools; \
+	}
+	.tools/bin/pip install --quiet uv
+
+$(SYNC_STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+# Install the PostgreSQL and Redis servers, but only when they are missing.
+deps-test: ## Install postgresql and redis-server (apt) if their binaries are missing
+	@pkgs=""; \
+	have_pg=""; \
+	for d in /usr/lib/postgresql/*/bin; do \
+		if [ -x "$$d/pg_ctl" ] && [ -x "$$d/initdb" ]; then have_pg=1; fi; \
+	done; \
+	[ -n "$$have_pg" ] || pkgs="$$pkgs postgresql"; \
+	{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 \
+		|| pkgs="$$pkgs redis-server"; \
+	if [ -z "$$pkgs" ]; then \
+		echo "deps-test: postgresql and redis-server already present"; \
+	else \
+		echo "deps-test: installing$$pkgs"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends $$pkgs; \
+	fi
+
+# Static checks; runs all three tools and fails if any of them fails.
+lint: venv ## Run ruff check, ruff format --check and mypy
+	@status=0; \
+	echo "+ ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "+ ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "+ mypy"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+# Initialise (migrate; first run creates the super admin and prints its one-time
+# password), then serve in the foreground.
+run: venv ## Initialise the database and serve Apiary (prints the URL)
+	$(VENV)/bin/apiary init
+	exec $(VENV)/bin/apiary serve
+
+# Lint, then both pytest passes against throwaway PostgreSQL/Redis (see scripts/test.sh).
+test: venv deps-test lint ## Lint, then pytest on PostgreSQL+Redis and on SQLite (both_databases)
+	scripts/test.sh $(PYTEST_ARGS)
+
+# Remove everything the targets above create.
+clean: ## Remove .venv, .tools, stamps and .test-services
+	@for d in .test-services/run.*; do \
+		[ -d "$$d" ] && scripts/services.sh stop "$$d" || true; \
+	done
+	rm -rf $(VENV) .tools .test-services

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apiary.db import Base, utcnow
+
+
+class AuditEntry(Base):
+    """One action. `hash` covers this entry's fields and the previous entry's hash."""
+
+    __tablename__ = "audit_entries"
+
+    # BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER primary key.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    # No foreign keys: the log outlives what it describes (a removed tenant keeps its trail).
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    actor_user_id: Mapped[uuid.UUID | None]
+    actor_api_key_id: Mapped[uuid.UUID | None]
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

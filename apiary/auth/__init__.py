@@ -1,0 +1,1 @@
+"""Authentication: passwords, JWT access tokens, rotating refresh tokens, API keys, OIDC."""

@@ -1,0 +1,45 @@
+"""Who is calling: the principal every endpoint receives, however it authenticated."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from apiary.authz.permissions import Permission, Role, allows
+from apiary.authz.scope import TenantScope
+from apiary.errors import Forbidden
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The who and where of an action, as the audit log records it."""
+
+    user_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    role: Role
+    tenant_id: uuid.UUID | None
+    actor: Actor
+    session_id: uuid.UUID | None = None  # the sign-in, for JWT callers
+
+    @property
+    def is_super_admin(self) -> bool:
+        return self.role is Role.SUPER_ADMIN
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        return self.actor.user_id
+
+    def can(self, permission: Permission) -> bool:
+        return allows(self.role, permission)
+
+    @property
+    def scope(self) -> TenantScope:
+        """The choke point for this caller's tenant-owned data."""
+        if self.tenant_id is None:
+            raise Forbidden("this endpoint needs a tenant: sign in to one of your tenants")
+        return TenantScope(self.tenant_id)

@@ -1,0 +1,133 @@
+"""FastAPI dependencies: the database session, the caller (`AuthContext`), and `authorize`.
+
+Every endpoint takes `auth: Annotated[AuthContext, authorize(Permission.X)]`; a test walks
+the routes and fails on any endpoint that does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.params import Depends as DependsParam
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.auth.context import Actor, AuthContext
+from apiary.auth.repository import auth_repository
+from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
+from apiary.authz.permissions import Permission, Role
+from apiary.db import session_scope, utcnow
+from apiary.errors import Forbidden, Unauthorized
+from apiary.observability.logging import request_context
+from apiary.runtime import RuntimeDep
+from apiary.tenants.models import TenantStatus
+
+# Writing last_used_at on every call would turn each read into a write; once a minute is enough.
+_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+async def _session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    async with session_scope(runtime.session_factory) as session:
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a failed commit is
+# an error response rather than a success the database never saw.
+DbSession = Annotated[AsyncSession, Depends(_session, scope="function")]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthorized("send 'Authorization: Bearer <access token or API key>'")
+    return credentials.strip()
+
+
+async def _from_api_key(session: AsyncSession, key: str, ip: str | None) -> AuthContext:
+    prefix = api_key_prefix(key)
+    found = await auth_repository.api_key_by_prefix(session, prefix) if prefix else None
+    if found is None or not digests_match(found[0].key_hash, digest(key)):
+        raise Unauthorized("invalid API key")
+    api_key, tenant = found
+    now = utcnow()
+    if api_key.revoked_at is not None:
+        raise Unauthorized("API key revoked")
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise Unauthorized("API key expired")
+    if tenant.status != TenantStatus.ACTIVE:
+        raise Forbidden(f"tenant {tenant.name!r} is suspended")
+    if api_key.last_used_at is None or now - api_key.last_used_at > _TOUCH_INTERVAL:
+        await auth_repository.touch_api_key(session, api_key.id, now)
+    return AuthContext(
+        role=Role(api_key.role),
+        tenant_id=tenant.id,
+        actor=Actor(api_key_id=api_key.id, ip=ip),
+    )
+
+
+async def _from_access_token(
+    session: AsyncSession, token: str, signing_key: str, ip: str | None
+) -> AuthContext:
+    claims = decode_access_token(token, signing_key=signing_key)
+    auth_session = await auth_repository.auth_session(session, claims.session_id)
+    if auth_session is None or auth_session.revoked_at is not None:
+        raise Unauthorized("session ended: sign in again")
+    user = await auth_repository.user_by_id(session, claims.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("account disabled")
+    actor = Actor(user_id=user.id, ip=ip)
+    role: Role | None = Role.SUPER_ADMIN if user.is_super_admin else None
+    if claims.tenant_id is not None:
+        found = await auth_repository.membership(
+            session, user_id=user.id, tenant_id=claims.tenant_id
+        )
+        if found is None and role is None:
+            raise Unauthorized("no longer a member of this tenant: sign in again")
+        if found is not None:
+            membership, tenant = found
+            if tenant.status != TenantStatus.ACTIVE and role is None:
+                raise Forbidden(f"tenant {tenant.name!r} is suspended")
+            role = role or Role(membership.role)
+    if role is None:
+        raise Unauthorized("no longer a member of this tenant: sign in again")
+    return AuthContext(
+        role=role, tenant_id=claims.tenant_id, actor=actor, session_id=claims.session_id
+    )
+
+
+async def current_auth(request: Request, runtime: RuntimeDep, session: DbSession) -> AuthContext:
+    credentials = _bearer(request)
+    ip = client_ip(request)
+    if credentials.startswith("apy_"):
+        auth = await _from_api_key(session, credentials, ip)
+    else:
+        auth = await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
+    context = request_context.get()
+    if context is not None and auth.tenant_id is not None:
+        context.tenant_id = str(auth.tenant_id)
+    return auth
+
+
+def authorize(permission: Permission) -> DependsParam:
+    """The dependency an endpoint declares: authenticated, and its role holds `permission`."""
+
+    async def check(auth: Annotated[AuthContext, Depends(current_auth)]) -> AuthContext:
+        if not auth.can(permission):
+            raise Forbidden(f"role {auth.role.value!r} lacks permission {permission.value!r}")
+        return auth
+
+    check.permission = permission  # type: ignore[attr-defined]  # read by the route walk test
+    dependency: DependsParam = Depends(check)
+    return dependency
+
+
+def required_permission(dependency: Callable[..., Coroutine[Any, Any, Any]]) -> Permission | None:
+    value = getattr(dependency, "permission", None)
+    return value if isinstance(value, Permission) else None

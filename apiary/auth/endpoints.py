@@ -1,0 +1,74 @@
+"""Routes under /api/v1/auth: password and OIDC sign-in, refresh, sign-out, and who am I."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request, status
+from pydantic import Field
+
+from apiary.auth.context import AuthContext
+from apiary.auth.dependencies import DbSession, authorize, client_ip
+from apiary.auth.schemas import LoginRequest, Me, OIDCLoginRequest, RefreshRequest, TokenPair
+from apiary.auth.service import auth_service
+from apiary.authz.permissions import Permission
+from apiary.errors import BadRequest
+from apiary.kit.schemas import Schema
+from apiary.runtime import RuntimeDep
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+Signed = Annotated[AuthContext, authorize(Permission.SELF)]
+
+
+class LogoutRequest(Schema):
+    refresh_token: str | None = Field(default=None, max_length=512)
+
+
+@router.post("/login", summary="Sign in with email and password")
+async def login(
+    body: LoginRequest, request: Request, session: DbSession, runtime: RuntimeDep
+) -> TokenPair:
+    return await auth_service.login(
+        session,
+        body,
+        settings=runtime.settings,
+        counters=runtime.counters,
+        factory=runtime.session_factory,
+        ip=client_ip(request),
+    )
+
+
+@router.post("/oidc", summary="Sign in with an ID token from the configured OIDC issuer")
+async def login_oidc(
+    body: OIDCLoginRequest, request: Request, session: DbSession, runtime: RuntimeDep
+) -> TokenPair:
+    if runtime.oidc is None:
+        raise BadRequest("OIDC sign-in is not configured (set APIARY_OIDC__ISSUER and audience)")
+    identity = await runtime.oidc.verify(body.id_token)
+    return await auth_service.login_oidc(
+        session, identity, settings=runtime.settings, ip=client_ip(request)
+    )
+
+
+@router.post("/refresh", summary="Exchange a refresh token for a new token pair")
+async def refresh(
+    body: RefreshRequest, request: Request, session: DbSession, runtime: RuntimeDep
+) -> TokenPair:
+    return await auth_service.refresh(
+        session,
+        body.refresh_token,
+        settings=runtime.settings,
+        factory=runtime.session_factory,
+        ip=client_ip(request),
+    )
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End this session")
+async def logout(auth: Signed, session: DbSession, body: LogoutRequest | None = None) -> None:
+    await auth_service.logout(session, auth, refresh_token=body.refresh_token if body else None)
+
+
+@router.get("/me", summary="The caller: user or API key, tenant, role, memberships")
+async def me(auth: Signed, session: DbSession) -> Me:
+    return await auth_service.me(session, auth)

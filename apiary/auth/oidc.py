@@ -1,0 +1,249 @@
+"""Verification of ID tokens from an external OpenID Connect issuer (Azure AD style).
+
+`OIDCVerifier` turns a raw ID token into an `OIDCIdentity` or raises `Unauthorized` with a
+short reason. It reads the token header first and refuses any algorithm outside the
+configured asymmetric allow-list before looking up a key; keys come only from the issuer's
+JWKS (discovered from its metadata unless configured), never from the token itself. The key
+set is cached in memory and refetched when a token names an unknown `kid` (key rotation), at
+most once per minute so that forged tokens cannot make Apiary hammer the issuer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+
+from apiary.config import OIDCSettings
+from apiary.errors import Unauthorized
+
+log = logging.getLogger("apiary.auth.oidc")
+
+LEEWAY_S = 60
+REFETCH_INTERVAL_S = 60.0
+RETRY_FIRST_FETCH_S = 5.0
+# Even without an unknown kid the set is refreshed now and then, so a key the issuer
+# withdrew (compromised, rotated out) stops being trusted without a restart.
+JWKS_MAX_AGE_S = 3600.0
+# Real ID tokens are a few KB; refusing huge input keeps parsing cheap for garbage.
+MAX_TOKEN_CHARS = 16_384
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub"]
+
+
+@dataclass(frozen=True)
+class OIDCIdentity:
+    subject: str
+    email: str
+    name: str
+    tenant_ref: str | None  # the issuer's tenant id (settings.tenant_claim, e.g. `tid`)
+
+
+def _reject(reason: str) -> Unauthorized:
+    return Unauthorized(f"invalid ID token: {reason}")
+
+
+class _IssuerUnreachable(Exception):
+    """Fetching metadata or keys failed; the message says why, for the log only."""
+
+
+class OIDCVerifier:
+    """Verifies ID tokens of one issuer; keep one instance per process to share its caches."""
+
+    def __init__(
+        self,
+        settings: OIDCSettings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._http = http
+        self._clock = clock
+        self._allowed = frozenset(
+            alg
+            for alg in settings.allowed_algorithms
+            if alg.lower() != "none" and not alg.upper().startswith("HS")
+        )
+        self._jwks_url: str | None = settings.jwks_url
+        self._jwks: dict[str, dict[str, Any]] | None = None  # kid -> JWK, as published
+        self._keys: dict[tuple[str, str], jwt.PyJWK] = {}  # (kid, alg) -> built key
+        self._loaded_at: float | None = None  # last successful fetch of the key set
+        self._attempted_at: float | None = None  # last fetch attempt, for the throttle
+        self._lock = asyncio.Lock()
+
+    async def verify(self, id_token: str) -> OIDCIdentity:
+        if not id_token or len(id_token) > MAX_TOKEN_CHARS:
+            raise _reject("malformed token")
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError:
+            raise _reject("malformed token") from None
+
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._allowed:
+            raise _reject("algorithm not allowed")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise _reject("malformed token")
+
+        key = await self._signing_key(kid, alg)
+        claims = self._decode(id_token, key, alg)
+        return self._identity(claims)
+
+    def _decode(self, id_token: str, key: jwt.PyJWK, alg: str) -> Mapping[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                id_token,
+                key,
+                algorithms=[alg],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=LEEWAY_S,
+                options={"require": REQUIRED_CLAIMS, "enforce_minimum_key_length": True},
+            )
+        except jwt.InvalidSignatureError:
+            raise _reject("signature verification failed") from None
+        except jwt.ExpiredSignatureError:
+            raise _reject("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise _reject("token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise _reject("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise _reject("wrong issuer") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise _reject(f"missing {error.claim} claim") from None
+        except jwt.InvalidAlgorithmError:
+            raise _reject("algorithm not allowed") from None
+        except jwt.InvalidKeyError:
+            raise _reject("unusable signing key") from None
+        except jwt.PyJWTError:
+            raise _reject("malformed token") from None
+        return claims
+
+    def _identity(self, claims: Mapping[str, Any]) -> OIDCIdentity:
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise _reject("missing sub claim")
+        # Azure AD puts the address in `email` only when the user has a mailbox; work
+        # accounts otherwise carry it as `preferred_username` (v2) or `upn` (v1).
+        email = next(
+            (
+                value.strip().lower()
+                for claim in ("email", "preferred_username", "upn")
+                if isinstance(value := claims.get(claim), str) and "@" in value
+            ),
+            None,
+        )
+        if email is None:
+            raise _reject("missing email claim")
+        name = claims.get("name")
+        tenant_ref = claims.get(self._settings.tenant_claim)
+        return OIDCIdentity(
+            subject=subject,
+            email=email,
+            name=name.strip() if isinstance(name, str) and name.strip() else email,
+            tenant_ref=tenant_ref if isinstance(tenant_ref, str) and tenant_ref else None,
+        )
+
+    async def _signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        if self._needs_fetch(kid):
+            async with self._lock:
+                # Another request may have refreshed the set while this one waited.
+                if self._needs_fetch(kid):
+                    await self._refresh(kid)
+        if self._jwks is None:
+            raise _reject("issuer unreachable")
+        jwk = self._find(self._jwks, kid)
+        if jwk is None:
+            raise _reject("unknown signing key")
+        jwk_kid, jwk_data = jwk
+        cached = self._keys.get((jwk_kid, alg))
+        if cached is not None:
+            return cached
+        # A key published for one algorithm must not verify another (e.g. an RSA key
+        # offered for ES256, or an `alg: PS256` key used with RS256).
+        published_alg = jwk_data.get("alg")
+        if published_alg is not None and published_alg != alg:
+            raise _reject("algorithm does not match signing key")
+        try:
+            key = jwt.PyJWK(jwk_data, algorithm=alg)
+        except jwt.PyJWTError:
+            raise _reject("algorithm does not match signing key") from None
+        self._keys[(jwk_kid, alg)] = key
+        return key
+
+    @staticmethod
+    def _find(
+        jwks: Mapping[str, dict[str, Any]], kid: str | None
+    ) -> tuple[str, dict[str, Any]] | None:
+        if kid is None:
+            # `kid` is optional in JWS; without it only a single-key set is unambiguous.
+            return next(iter(jwks.items())) if len(jwks) == 1 else None
+        jwk = jwks.get(kid)
+        return (kid, jwk) if jwk is not None else None
+
+    def _needs_fetch(self, kid: str | None) -> bool:
+        now = self._clock()
+        if self._jwks is None or self._loaded_at is None:
+            # Requests queued behind a failed first fetch fail fast instead of each
+            # waiting out another timeout.
+            return self._attempted_at is None or now - self._attempted_at >= RETRY_FIRST_FETCH_S
+        if self._attempted_at is not None and now - self._attempted_at < REFETCH_INTERVAL_S:
+            return False
+        return self._find(self._jwks, kid) is None or now - self._loaded_at >= JWKS_MAX_AGE_S
+
+    async def _refresh(self, kid: str | None) -> None:
+        self._attempted_at = self._clock()
+        try:
+            jwks = await self._fetch_jwks()
+        except _IssuerUnreachable as error:
+            log.warning("OIDC issuer %s: %s", self._settings.issuer, error)
+            if self._jwks is None or self._find(self._jwks, kid) is None:
+                raise _reject("issuer unreachable") from None
+            return  # the stale set still knows this kid; better than locking everyone out
+        self._jwks = jwks
+        self._keys = {}
+        self._loaded_at = self._attempted_at
+
+    async def _fetch_jwks(self) -> dict[str, dict[str, Any]]:
+        if self._jwks_url is None:
+            base = self._settings.issuer.rstrip("/")
+            metadata = await self._get_json(f"{base}/.well-known/openid-configuration")
+            jwks_uri = metadata.get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not jwks_uri:
+                raise _IssuerUnreachable("metadata has no jwks_uri")
+            self._jwks_url = jwks_uri
+        document = await self._get_json(self._jwks_url)
+        keys = document.get("keys")
+        if not isinstance(keys, list):
+            raise _IssuerUnreachable("JWKS has no key list")
+        jwks = {
+            # A lone key may omit its kid; tokens without a kid then still find it.
+            jwk["kid"] if isinstance(jwk.get("kid"), str) else "": jwk
+            for jwk in keys
+            # Encryption keys can share the set; they never sign tokens.
+            if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig"
+        }
+        if not jwks:
+            raise _IssuerUnreachable("JWKS has no signing keys")
+        return jwks
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            document = response.json()
+        except httpx.HTTPError as error:
+            raise _IssuerUnreachable(f"GET {url}: {type(error).__name__}") from None
+        except ValueError:
+            raise _IssuerUnreachable(f"GET {url}: response is not JSON") from None
+        if not isinstance(document, dict):
+            raise _IssuerUnreachable(f"GET {url}: response is not a JSON object")
+        return document

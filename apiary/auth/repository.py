@@ -1,0 +1,113 @@
+"""Queries for authentication. The lookups here run before a tenant is known (who is this
+caller?), so they are the one place that reads users, sessions and API keys across tenants."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.api_keys.models import ApiKey
+from apiary.auth.models import AuthSession, RefreshToken
+from apiary.tenants.models import Tenant
+from apiary.users.models import Membership, User
+
+
+class AuthRepository:
+    async def user_by_email(self, session: AsyncSession, email: str) -> User | None:
+        return await session.scalar(select(User).where(User.email == email.lower()))
+
+    async def user_by_id(self, session: AsyncSession, user_id: uuid.UUID) -> User | None:
+        return await session.get(User, user_id)
+
+    async def user_by_oidc_subject(self, session: AsyncSession, subject: str) -> User | None:
+        return await session.scalar(select(User).where(User.oidc_subject == subject))
+
+    async def membership(
+        self, session: AsyncSession, *, user_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> tuple[Membership, Tenant] | None:
+        row = (
+            await session.execute(
+                select(Membership, Tenant)
+                .join(Tenant, Tenant.id == Membership.tenant_id)
+                .where(Membership.user_id == user_id, Membership.tenant_id == tenant_id)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def memberships_of(
+        self, session: AsyncSession, user_id: uuid.UUID
+    ) -> list[tuple[Membership, Tenant]]:
+        rows = await session.execute(
+            select(Membership, Tenant)
+            .join(Tenant, Tenant.id == Membership.tenant_id)
+            .where(Membership.user_id == user_id)
+            .order_by(Membership.created_at, Tenant.name)
+        )
+        return [(m, t) for m, t in rows]
+
+    async def tenant_by_ref(self, session: AsyncSession, ref: str) -> Tenant | None:
+        """A tenant by id or by exact name, as a user names it at sign-in."""
+        try:
+            return await session.get(Tenant, uuid.UUID(ref))
+        except ValueError:
+            return await session.scalar(select(Tenant).where(Tenant.name == ref))
+
+    async def tenant_by_oidc_id(self, session: AsyncSession, oidc_tenant_id: str) -> Tenant | None:
+        return await session.scalar(select(Tenant).where(Tenant.oidc_tenant_id == oidc_tenant_id))
+
+    async def auth_session(
+        self, session: AsyncSession, session_id: uuid.UUID
+    ) -> AuthSession | None:
+        return await session.get(AuthSession, session_id)
+
+    async def refresh_token(
+        self, session: AsyncSession, token_hash: str
+    ) -> tuple[RefreshToken, AuthSession] | None:
+        row = (
+            await session.execute(
+                select(RefreshToken, AuthSession)
+                .join(AuthSession, AuthSession.id == RefreshToken.session_id)
+                .where(RefreshToken.token_hash == token_hash)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def revoke_sessions(
+        self,
+        session: AsyncSession,
+        *,
+        reason: str,
+        now: datetime,
+        session_id: uuid.UUID | None = None,
+        user_id: uuid.UUID | None = None,
+        tenant_id: uuid.UUID | None = None,
+    ) -> None:
+        statement = update(AuthSession).where(AuthSession.revoked_at.is_(None))
+        if session_id is not None:
+            statement = statement.where(AuthSession.id == session_id)
+        if user_id is not None:
+            statement = statement.where(AuthSession.user_id == user_id)
+        if tenant_id is not None:
+            statement = statement.where(AuthSession.tenant_id == tenant_id)
+        await session.execute(statement.values(revoked_at=now, revoked_reason=reason))
+
+    async def api_key_by_prefix(
+        self, session: AsyncSession, prefix: str
+    ) -> tuple[ApiKey, Tenant] | None:
+        row = (
+            await session.execute(
+                select(ApiKey, Tenant)
+                .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.prefix == prefix)
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    async def touch_api_key(self, session: AsyncSession, key_id: uuid.UUID, now: datetime) -> None:
+        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+
+
+auth_repository = AuthRepository()

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+
+from pydantic import Field
+
+from apiary.authz.permissions import Role
+from apiary.kit.schemas import Email, Schema
+
+
+class LoginRequest(Schema):
+    email: Email
+    password: str = Field(min_length=1, max_length=1024)
+    tenant: str | None = Field(
+        default=None, description="Tenant id or name to sign in to; default: your first tenant"
+    )
+
+
+class OIDCLoginRequest(Schema):
+    id_token: str = Field(min_length=1, max_length=16_384)
+
+
+class RefreshRequest(Schema):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class TokenPair(Schema):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+    tenant_id: uuid.UUID | None
+    role: Role
+
+
+class MembershipView(Schema):
+    tenant_id: uuid.UUID
+    tenant_name: str
+    role: Role
+
+
+class Me(Schema):
+    user_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None
+    email: str | None
+    name: str | None
+    tenant_id: uuid.UUID | None
+    role: Role
+    is_super_admin: bool
+    memberships: list[MembershipView]

@@ -1,0 +1,1 @@
+"""Authorization: roles, the permission matrix, and the one tenant-scoping choke point."""

@@ -1,0 +1,198 @@
+"""The `apiary` command: serve, migrate, init, and admin and audit tasks.
+
+Commands that print data print JSON on stdout, so scripts can read them; errors go to
+stderr as one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from apiary.authz.permissions import MEMBER_ROLES, Role
+from apiary.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="Apiary: multi-tenant LLM agent swarms.", no_args_is_help=True)
+admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(runtime)` in a fresh runtime, turning domain errors into one line."""
+    from apiary.errors import ApiaryError
+    from apiary.runtime import Runtime
+
+    async def main() -> T:
+        runtime = Runtime.build(settings)
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(main())
+    except ApiaryError as error:
+        raise _fail(f"{error.name}: {error.detail}") from None
+
+
+def _migrate(settings: Settings) -> None:
+    from apiary import migrations
+
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.sqlalchemy_url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [APIARY_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [APIARY_PORT]")] = None,
+) -> None:
+    """Start the API server."""
+    import uvicorn
+
+    from apiary.main import create_app
+    from apiary.observability.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    bind_host, bind_port = host or settings.host, port or settings.port
+    typer.echo(f"Apiary listening on http://{bind_host}:{bind_port}  (API docs: /docs)")
+    uvicorn.run(
+        create_app(settings),
+        host=bind_host,
+        port=bind_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def migrate(
+    downgrade: Annotated[
+        str | None, typer.Option(help="Downgrade to this revision instead (e.g. base)")
+    ] = None,
+) -> None:
+    """Upgrade the database to the newest schema (or downgrade with --downgrade)."""
+    from apiary import migrations
+
+    settings = _settings()
+    if downgrade:
+        migrations.downgrade(settings.sqlalchemy_url, downgrade)
+    else:
+        _migrate(settings)
+    typer.echo("database is at " + (downgrade or "head"), err=True)
+
+
+@app.command()
+def init() -> None:
+    """Migrate, and on the first run create the super admin, printing its password once."""
+    settings = _settings()
+    _migrate(settings)
+    from apiary.bootstrap import ensure_super_admin
+
+    created = _run(settings, lambda runtime: ensure_super_admin(runtime))
+    if created is None:
+        typer.echo("Super admin already exists; sign in with your saved password.")
+        return
+    email, password = created
+    # Printed to the terminal once and never logged: it exists nowhere else in clear.
+    typer.echo(
+        "\n  First run: a super admin was created. Save this password; it is not shown again.\n"
+        f"    email:    {email}\n    password: {password}\n"
+    )
+
+
+@admin_app.command("create-tenant")
+def create_tenant(
+    name: Annotated[str, typer.Argument(help="Tenant name, unique")],
+    admin_email: Annotated[str, typer.Option(help="Email of the tenant's first admin")],
+    admin_password: Annotated[
+        str | None, typer.Option(help="Password for a new admin user; default: generated")
+    ] = None,
+    plan: Annotated[str, typer.Option(help="Plan name")] = "free",
+) -> None:
+    """Create a tenant and its first admin; print JSON with their ids."""
+    from apiary.bootstrap import cli_create_tenant
+
+    settings = _settings()
+    try:
+        created = _run(
+            settings,
+            lambda runtime: cli_create_tenant(
+                runtime, name=name, admin_email=admin_email, password=admin_password, plan=plan
+            ),
+        )
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+    _print_json(created)
+
+
+@admin_app.command("create-api-key")
+def create_api_key(
+    tenant: Annotated[str, typer.Option(help="Tenant name or id")],
+    role: Annotated[str, typer.Option(help="One of: " + ", ".join(sorted(MEMBER_ROLES)))],
+    name: Annotated[str, typer.Option(help="A label for the key")] = "cli",
+) -> None:
+    """Create an API key in a tenant; print JSON with the key (shown only this once)."""
+    from apiary.bootstrap import cli_create_api_key
+
+    if role not in MEMBER_ROLES:
+        raise _fail(f"--role: must be one of {', '.join(sorted(MEMBER_ROLES))}", 2)
+    settings = _settings()
+    created = _run(
+        settings,
+        lambda runtime: cli_create_api_key(runtime, tenant=tenant, role=Role(role), name=name),
+    )
+    _print_json(created)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exit 1 and name the first broken entry if tampered."""
+    from apiary.audit.service import ChainReport, audit_service
+    from apiary.db import session_scope
+
+    async def verify(runtime: Any) -> ChainReport:
+        async with session_scope(runtime.session_factory) as session:
+            return await audit_service.verify(session)
+
+    report = _run(_settings(), verify)
+    _print_json(report.__dict__)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as error:  # raised lazily by a command's settings
+        typer.echo(str(error), err=True)
+        sys.exit(2)

@@ -1,0 +1,153 @@
+"""Settings: environment variables prefixed `APIARY_`, over an optional YAML file.
+
+The YAML file named by `APIARY_CONFIG` holds structured settings (providers, routes, prices
+in later modules); environment variables win over it. Embedded defaults need nothing set:
+SQLite and secrets live in the data dir. Production switches by URL alone
+(`APIARY_DATABASE_URL=postgresql+asyncpg://…`, `APIARY_REDIS_URL=redis://…`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+Role = Literal["super_admin", "tenant_admin", "developer", "viewer", "billing_admin"]
+
+
+class ConfigError(Exception):
+    """Configuration that cannot start Apiary; its message is one line naming the bad key."""
+
+
+class OIDCSettings(BaseSettings):
+    """Sign-in with an external OpenID Connect issuer (Azure AD style)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    issuer: str
+    audience: str
+    jwks_url: str | None = None  # default: discovered from the issuer's metadata
+    tenant_claim: str = "tid"  # matched against a tenant's `oidc_tenant_id`
+    default_role: Role = "viewer"  # role given to a user provisioned on first sign-in
+    allowed_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+    @field_validator("allowed_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg.lower() == "none" or alg.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"only asymmetric algorithms are allowed, not {', '.join(bad)}")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APIARY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None  # default: SQLite in the data dir
+    redis_url: str | None = None  # default: in-process cache, limits and pub/sub
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    environment: Literal["development", "production", "test"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    jwt_secret: SecretStr | None = None  # default: generated once into the data dir
+    access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
+
+    login_max_failures: int = Field(default=5, ge=1)  # per account and per IP, in the window
+    login_failure_window_s: int = Field(default=900, ge=1)
+
+    bootstrap_admin_email: str = "admin@apiary.local"
+
+    oidc: OIDCSettings | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("APIARY_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'apiary.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The JWT signing secret: configured, or generated once and kept in the data dir."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.data_dir / "secrets" / "jwt.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    key = "APIARY_" + "__".join(location).upper() if location else "APIARY_CONFIG"
+    return f"invalid configuration: {key}: {first['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning any problem into a one-line ConfigError."""
+    config_file = os.environ.get("APIARY_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"invalid configuration: APIARY_CONFIG: no such file {config_file!r}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    except Exception as error:  # a malformed YAML file or environment value
+        raise ConfigError(f"invalid configuration: {type(error).__name__}: {error}") from None

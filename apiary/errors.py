@@ -1,0 +1,114 @@
+"""Typed domain errors and the one handler that turns them into JSON responses.
+
+Services raise these; nothing below the routes raises `HTTPException`. Every error body is
+`{"error": "<Name>", "detail": "<what is wrong>"}`; no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("apiary.errors")
+
+
+class ApiaryError(Exception):
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class BadRequest(ApiaryError):
+    status_code = 400
+
+
+class Unauthorized(ApiaryError):
+    status_code = 401
+
+    def __init__(self, detail: str = "authentication required") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiaryError):
+    status_code = 403
+
+
+class NotFound(ApiaryError):
+    status_code = 404
+
+
+class Conflict(ApiaryError):
+    status_code = 409
+
+
+class Unprocessable(ApiaryError):
+    status_code = 422
+
+
+class TooManyRequests(ApiaryError):
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = retry_after_s
+
+
+class ServiceUnavailable(ApiaryError):
+    status_code = 503
+
+
+def error_response(
+    status: int, error: str, detail: str, *, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_apiary_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiaryError)
+        return error_response(exc.status_code, exc.name, exc.detail, headers=exc.headers)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        return error_response(422, "ValidationError", "; ".join(problems))
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return error_response(
+            exc.status_code, name, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette answers unhandled errors outside our middleware, so the request id is
+        # passed explicitly to the log line and the response.
+        request_id = str(getattr(request.state, "request_id", "-"))
+        log.exception("unhandled error", exc_info=exc, extra={"request_id": request_id})
+        return error_response(
+            500,
+            "InternalError",
+            f"internal error (request id {request_id})",
+            headers={"x-request-id": request_id},
+        )
+
+    app.add_exception_handler(ApiaryError, on_apiary_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

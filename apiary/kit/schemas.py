@@ -1,0 +1,54 @@
+"""The base for every API schema, and the page envelope every list endpoint returns."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+_EMAIL = re.compile(
+    r"^[^@\s]{1,64}@(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def _email(value: str) -> str:
+    # Syntax only: self-hosted installs use internal domains (.local, .internal, .test) that
+    # a public-deliverability check would refuse.
+    normalized = value.strip().lower()
+    if not _EMAIL.match(normalized):
+        raise ValueError("not a valid email address")
+    return normalized
+
+
+Email = Annotated[str, AfterValidator(_email)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageParams(BaseModel):
+    limit: int
+    offset: int
+
+
+def _page_params(
+    limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+Paging = Annotated[PageParams, Depends(_page_params)]

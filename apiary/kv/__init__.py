@@ -1,0 +1,105 @@
+"""Counters with expiry for rate limits and throttles: in-process embedded, Redis in production."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+
+class CounterStore(Protocol):
+    async def incr(self, key: str, *, ttl_s: int) -> int:
+        """Add one to `key`, starting a `ttl_s` window if it is new; return the new count."""
+        ...
+
+    async def get(self, key: str) -> tuple[int, int]:
+        """Return (count, seconds until the window ends); (0, 0) for an unknown key."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCounterStore:
+    """One process's counters; expired windows are dropped lazily and by a periodic sweep."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = asyncio.Lock()
+        self._ops = 0
+
+    def _sweep(self, now: float) -> None:
+        self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+
+    async def incr(self, key: str, *, ttl_s: int) -> int:
+        now = time.monotonic()
+        async with self._lock:
+            self._ops += 1
+            if self._ops % 1024 == 0:
+                self._sweep(now)
+            count, expires = self._counts.get(key, (0, 0.0))
+            if expires <= now:
+                count, expires = 0, now + ttl_s
+            self._counts[key] = (count + 1, expires)
+            return count + 1
+
+    async def get(self, key: str) -> tuple[int, int]:
+        count, expires = self._counts.get(key, (0, 0.0))
+        remaining = expires - time.monotonic()
+        return (count, int(remaining) + 1) if remaining > 0 else (0, 0)
+
+    async def delete(self, key: str) -> None:
+        self._counts.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._counts.clear()
+
+
+class RedisCounterStore:
+    """Counters shared by every replica, so a throttle holds across the whole deployment."""
+
+    def __init__(self, url: str, *, namespace: str = "apiary") -> None:
+        self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._ns = namespace
+
+    def _key(self, key: str) -> str:
+        return f"{self._ns}:{key}"
+
+    async def incr(self, key: str, *, ttl_s: int) -> int:
+        name = self._key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, ttl_s, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def get(self, key: str) -> tuple[int, int]:
+        name = self._key(key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(name)
+            pipe.ttl(name)
+            raw, ttl = await pipe.execute()
+        if raw is None:
+            return (0, 0)
+        return (int(raw), max(int(ttl), 1))
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(self._key(key))
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def create_counter_store(redis_url: str | None) -> CounterStore:
+    return RedisCounterStore(redis_url) if redis_url else MemoryCounterStore()

@@ -1,0 +1,19 @@
+"""Every ORM model, imported in one place so Alembic and the tests see the whole schema."""
+
+from apiary.api_keys.models import ApiKey
+from apiary.audit.models import AuditEntry
+from apiary.auth.models import AuthSession, RefreshToken
+from apiary.db import Base
+from apiary.tenants.models import Tenant
+from apiary.users.models import Membership, User
+
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "AuthSession",
+    "Base",
+    "Membership",
+    "RefreshToken",
+    "Tenant",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Structured logging, request context and Prometheus metrics for the HTTP service."""

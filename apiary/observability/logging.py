@@ -1,0 +1,224 @@
+"""One-JSON-object-per-line logging with request correlation and secret redaction.
+
+`configure_logging` installs a single stderr handler on the root logger whose records carry the
+current request id and tenant id (from `request_context`, set by the observability middleware and
+filled in by the auth layer), any `extra=` fields, and a redacted traceback. Redaction runs on the
+handler rather than on a logger, because logger filters never see records propagated from child
+loggers; it blanks sensitive extra fields by key name and scrubs credential-shaped substrings from
+messages, string values and tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+import orjson
+
+__all__ = [
+    "REDACTED",
+    "RedactingFilter",
+    "RequestContext",
+    "configure_logging",
+    "redact",
+    "request_context",
+]
+
+REDACTED = "[redacted]"
+
+
+@dataclass
+class RequestContext:
+    """What a log line needs to know about the request it was written for.
+
+    Mutable on purpose: the auth layer sets `tenant_id` on the shared object, so the change is
+    seen by the middleware even when made inside a copied context (threadpool, child task).
+    """
+
+    request_id: str
+    tenant_id: str | None = None
+
+
+request_context: ContextVar[RequestContext | None] = ContextVar("request_context", default=None)
+
+# "token(?!s)" keeps LLM usage counts such as `prompt_tokens` readable; the value patterns
+# below still scrub any credential that lands in them.
+_SENSITIVE_KEY = re.compile(
+    r"password|secret|token(?!s)|authorization|api_?key|cookie|key_hash", re.IGNORECASE
+)
+
+# The look-behinds stop ordinary words such as "task-..." from being mistaken for key prefixes.
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(Bearer)\s+\S+", re.IGNORECASE), rf"\1 {REDACTED}"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9_])apy_[A-Za-z0-9_-]{8,}"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{16,}"), REDACTED),
+)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_CORE_KEYS = ("ts", "level", "logger", "message", "exc", "stack")
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
+_UVICORN_ACCESS_LOGGER = "uvicorn.access"
+# httpx logs every outbound URL at INFO, query string included, which is where some LLM
+# providers take their API key.
+_CHATTY_CLIENT_LOGGERS = ("httpx", "httpcore")
+
+
+def redact(text: str) -> str:
+    """Replace every credential-shaped substring of `text` with a redaction marker."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _is_sensitive_key(key: object) -> bool:
+    return isinstance(key, str) and _SENSITIVE_KEY.search(key) is not None
+
+
+def _redact_value(value: object) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED if _is_sensitive_key(key) else _redact_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _RECORD_ATTRS and not key.startswith("_")
+    }
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub secrets from a record in place before any formatter sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            # A broken format string must not make logging raise into the caller.
+            message = f"{record.msg} {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        for key, value in _extra_fields(record).items():
+            setattr(record, key, REDACTED if _is_sensitive_key(key) else _redact_value(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def _correlation(record: logging.LogRecord) -> tuple[object, object]:
+    # An explicit `extra=` wins so code running outside the request (e.g. a 500 handler after
+    # the middleware has unwound) can still attach the id it read from `request.state`.
+    ctx = request_context.get()
+    request_id = record.__dict__.get("request_id", ctx.request_id if ctx else None)
+    tenant_id = record.__dict__.get("tenant_id", ctx.tenant_id if ctx else None)
+    return request_id, tenant_id
+
+
+class JsonFormatter(logging.Formatter):
+    """Render a record as one compact JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id, tenant_id = _correlation(record)
+        payload: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": request_id,
+            "tenant_id": tenant_id,
+        }
+        for key, value in _extra_fields(record).items():
+            # Never let an extra field masquerade as one of the envelope keys.
+            payload[f"extra_{key}" if key in _CORE_KEYS else key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            payload["exc"] = record.exc_text
+        if record.stack_info:
+            payload["stack"] = record.stack_info
+        return orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable single line for local development: same fields, no JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id, tenant_id = _correlation(record)
+        line = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name} "
+            f"[{request_id or '-'} {tenant_id or '-'}] {record.getMessage()}"
+        )
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in _extra_fields(record).items()
+            if key not in ("request_id", "tenant_id")
+        )
+        if extras:
+            line = f"{line} {extras}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{record.stack_info}"
+        return line
+
+
+class _ApiaryHandler(logging.StreamHandler[TextIO]):
+    """Marker subclass so `configure_logging` can find and replace its own handler."""
+
+
+def configure_logging(
+    level: str = "INFO", *, json: bool = True, stream: TextIO | None = None
+) -> None:
+    """Route all logging through one redacting handler on the root logger.
+
+    Safe to call more than once: the previous Apiary handler is replaced, never duplicated.
+    Handlers installed by others (a test harness's capture, for example) are left alone.
+    `stream` defaults to stderr and exists so tests can read what was written.
+    """
+    root = logging.getLogger()
+    for existing in [h for h in root.handlers if isinstance(h, _ApiaryHandler)]:
+        root.removeHandler(existing)
+        existing.close()
+
+    handler = _ApiaryHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+    # Uvicorn installs its own plain-text handlers; send its records through ours instead.
+    for name in _UVICORN_LOGGERS:
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # The middleware writes a richer access line (route, tenant, duration), so uvicorn's is noise.
+    access_logger = logging.getLogger(_UVICORN_ACCESS_LOGGER)
+    access_logger.handlers.clear()
+    access_logger.propagate = False
+    access_logger.disabled = True
+    for name in _CHATTY_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

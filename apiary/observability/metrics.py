@@ -1,0 +1,165 @@
+"""Per-request observability: request ids, Prometheus metrics and the access log.
+
+`ObservabilityMiddleware` is a pure ASGI middleware (no `BaseHTTPMiddleware`, which buffers and
+breaks streaming). For every HTTP request it picks a request id, exposes it through
+`request_context` and `request.state.request_id`, echoes it in `x-request-id`, and when the
+response is done records `apiary_http_requests_total` / `apiary_http_request_duration_seconds`
+labelled by route template (never the raw path, whose cardinality is unbounded) and writes one
+access line on the `apiary.access` logger. Metrics live in a private `REGISTRY` so several apps
+or tests in one process do not collide with the global default registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apiary.observability.logging import RequestContext, request_context
+
+__all__ = [
+    "HTTP_LATENCY",
+    "HTTP_REQUESTS",
+    "REGISTRY",
+    "REQUEST_ID_HEADER",
+    "UNMATCHED_ROUTE",
+    "ObservabilityMiddleware",
+    "metrics_response",
+]
+
+REGISTRY: Final = CollectorRegistry()
+
+HTTP_REQUESTS: Final = Counter(
+    "apiary_http_requests_total",
+    "HTTP requests handled, by method, route template and status code.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+
+HTTP_LATENCY: Final = Histogram(
+    "apiary_http_request_duration_seconds",
+    "Time from receiving an HTTP request to finishing its response, by route template.",
+    ["method", "route"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+UNMATCHED_ROUTE: Final = "unmatched"
+
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Clients can send any method token; folding the odd ones keeps the label set bounded.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Scraped and probed every few seconds: counted, but kept out of the access log.
+_QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
+
+access_log = logging.getLogger("apiary.access")
+
+
+def _request_id_from(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            # An id we echo into logs and headers must not carry spaces, newlines or bulk.
+            if _REQUEST_ID_SHAPE.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+def _route_template(scope: Scope, *, entry_root_path: str) -> str:
+    """The matched route's path template, including router prefixes and mount points."""
+    # Mounts rewrite root_path as they match; the growth since we saw the request is the
+    # mount prefix, which the inner route's own template does not include.
+    mount_prefix = str(scope.get("root_path", ""))[len(entry_root_path) :]
+    route = scope.get("route")
+    if route is None or isinstance(route, Mount):
+        # Either nothing matched, or a mounted app without routes of its own (static files)
+        # or with none that matched took the request.
+        return f"{mount_prefix}/{{path}}" if mount_prefix else UNMATCHED_ROUTE
+    template = getattr(route, "path_format", None)
+    # FastAPI 0.165 no longer copies routes on include_router: scope["route"] is the original
+    # APIRoute without the router prefixes. The prefixed template is only kept on FastAPI's
+    # per-request routing context, which we read defensively since it is not public API.
+    fastapi_scope = scope.get("fastapi")
+    effective = fastapi_scope.get("effective_route_context") if fastapi_scope else None
+    if effective is not None and getattr(effective, "original_route", None) is route:
+        template = getattr(effective, "path_format", None) or template
+    if not isinstance(template, str):
+        return UNMATCHED_ROUTE
+    return mount_prefix + template
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI middleware adding request ids, metrics and an access log to HTTP requests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        context = RequestContext(request_id=request_id)
+        token = request_context.set(context)
+        entry_root_path = str(scope.get("root_path", ""))
+        started = time.perf_counter()
+        status = 500
+        error: str | None = None
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            # Even if a streaming response already sent its 200 header, the request failed.
+            status = 500
+            error = type(exc).__name__
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+            route = _route_template(scope, entry_root_path=entry_root_path)
+            HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            HTTP_LATENCY.labels(method=method, route=route).observe(duration)
+            if route not in _QUIET_ROUTES:
+                duration_ms = round(duration * 1000, 2)
+                access_log.info(
+                    "%s %s %s %.2fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    duration_ms,
+                    # The query string is left out: it is where clients put tokens.
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": duration_ms,
+                        **({"error": error} if error else {}),
+                    },
+                )
+            request_context.reset(token)
+
+
+def metrics_response() -> Response:
+    """Prometheus text exposition of `REGISTRY`, for the `GET /metrics` endpoint."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

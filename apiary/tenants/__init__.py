@@ -1,0 +1,1 @@
+"""Tenants (organizations): the unit of isolation, billing and membership."""

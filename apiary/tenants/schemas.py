@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from apiary.kit.schemas import Email, Schema
+from apiary.tenants.models import TenantStatus
+
+TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class Tenant(Schema):
+    id: uuid.UUID
+    name: str
+    status: TenantStatus
+    plan: str
+    oidc_tenant_id: str | None
+    created_at: datetime
+
+
+class TenantCreate(Schema):
+    name: TenantName
+    plan: str = Field(default="free", min_length=1, max_length=40)
+    oidc_tenant_id: str | None = Field(default=None, min_length=1, max_length=200)
+    admin_email: Email | None = Field(
+        default=None, description="Create (or add) this user as the tenant's first admin"
+    )
+    admin_password: str | None = Field(default=None, min_length=10, max_length=1024)
+
+
+class TenantUpdate(Schema):
+    name: TenantName | None = None
+    plan: str | None = Field(default=None, min_length=1, max_length=40)
+    status: TenantStatus | None = None
+    oidc_tenant_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class TenantCreated(Schema):
+    tenant: Tenant
+    admin_user_id: uuid.UUID | None
+    admin_temporary_password: str | None = Field(
+        description="Shown once, when Apiary generated the admin's password"
+    )

@@ -1,0 +1,1 @@
+"""Users and their memberships in tenants (one role per membership)."""

@@ -1,0 +1,193 @@
+"""Tenant isolation, walked over every route the app has.
+
+Tenant A owns members, an API key and audit entries. Tenant B's admin, by JWT and by API
+key, calls every tenant-owned route with A's ids in the path: each answers 404, no body
+mentions anything of A's, and A's data is unchanged afterwards. A new route with a path
+parameter the walk does not know fails here until A owns a resource of that kind below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from apiary.auth.dependencies import required_permission
+from apiary.authz.permissions import Permission, Role
+from apiary.main import API_PREFIX, API_ROUTERS
+from apiary.runtime import Runtime
+from tests.factories import Caller, make_api_key, make_member, make_tenant
+
+pytestmark = pytest.mark.both_databases
+
+# Routes anyone may call without credentials.
+PUBLIC = {
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/oidc"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+}
+
+# A valid body for each write route, so a request reaches the choke point instead of
+# stopping at validation. "{n}" makes names unique per walking caller.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/api/v1/auth/logout"): {},
+    ("POST", "/api/v1/members"): {"email": "walker-{n}@b.example", "role": "viewer"},
+    ("PATCH", "/api/v1/members/{membership_id}"): {"role": "viewer"},
+    ("POST", "/api/v1/api-keys"): {"name": "walk", "role": "viewer"},
+    ("POST", "/api/v1/tenants"): {"name": "walk-tenant-{n}"},
+    ("PATCH", "/api/v1/tenants/{tenant_id}"): {"plan": "stolen"},
+}
+
+
+def _permission_of(route: APIRoute) -> Permission | None:
+    pending = list(route.dependant.dependencies)
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is not None and (found := required_permission(dependant.call)):
+            return found
+        pending.extend(dependant.dependencies)
+    return None
+
+
+def _routes(app: FastAPI) -> list[tuple[str, str, APIRoute]]:
+    routes = [
+        (method, API_PREFIX + route.path, route)
+        for router in API_ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"})
+    ]
+    # The walk must cover every operation the app serves: compare with its OpenAPI paths.
+    served = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+    walked = {(method, path) for method, path, _ in routes}
+    missing = served - walked - PUBLIC
+    assert not missing, f"routes outside API_ROUTERS, unseen by the walk: {sorted(missing)}"
+    return routes
+
+
+def test_every_route_declares_a_permission(app: FastAPI) -> None:
+    undeclared = [
+        f"{method} {path}"
+        for method, path, route in _routes(app)
+        if (method, path) not in PUBLIC and _permission_of(route) is None
+    ]
+    assert undeclared == [], "endpoints without authorize(Permission.X): " + ", ".join(undeclared)
+
+
+async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[str, str], Caller]:
+    tenant = await make_tenant(runtime, client, "alpha-corp")
+    developer = await make_member(client, tenant, Role.DEVELOPER, email="dev@alpha-corp.example")
+    key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    # A's key is used once, so that it has a last-used time to leak.
+    assert (await client.get("/api/v1/auth/me", headers=key.headers)).status_code == 200
+    resources = {
+        "membership_id": developer.extra["membership_id"],
+        "key_id": key.extra["key_id"],
+        "tenant_id": tenant.id,
+    }
+    return resources, tenant.admin
+
+
+def _body(method: str, path: str, n: int) -> dict[str, Any] | None:
+    template = BODIES.get((method, path))
+    if template is None:
+        return None
+    return {k: v.format(n=n) if isinstance(v, str) else v for k, v in template.items()}
+
+
+def _leaks(body: str, url: str, resources: dict[str, str]) -> list[str]:
+    # An id the caller put in the URL may be echoed back ("... not found"); anything
+    # else of A's may not appear at all.
+    markers = [value for value in resources.values() if value not in url] + ["alpha-corp"]
+    return [marker for marker in markers if marker in body]
+
+
+async def test_second_tenant_finds_nothing_of_the_first(
+    app: FastAPI, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    resources, a_admin = await _tenant_a(runtime, client)
+    before = {
+        path: (await client.get(path, headers=a_admin.headers)).json()
+        for path in ("/api/v1/members", "/api/v1/api-keys", "/api/v1/audit-log")
+    }
+    b = await make_tenant(runtime, client, "bravo-inc")
+    b_key = await make_api_key(runtime, b, Role.TENANT_ADMIN)
+    failures: list[str] = []
+    walked = 0
+    callers = (("B's admin (JWT)", b.admin), ("B's admin key", b_key))
+    for n, (caller_name, caller) in enumerate(callers):
+        for method, path, route in _routes(app):
+            if (method, path) in PUBLIC or path == "/api/v1/auth/logout":
+                continue
+            permission = _permission_of(route)
+            unknown = [p for p in route.param_convertors if p not in resources]
+            if unknown:
+                failures.append(
+                    f"{method} {path}: path parameter(s) {unknown} unknown to the walk; "
+                    "give tenant A a resource of that kind in _tenant_a()"
+                )
+                continue
+            url = path.format(**resources)
+            if (method, path) not in BODIES and method in {"POST", "PATCH", "PUT"}:
+                failures.append(f"{method} {path}: add a valid body to BODIES")
+                continue
+            response = await client.request(
+                method, url, headers=caller.headers, json=_body(method, path, n)
+            )
+            walked += 1
+            if permission is Permission.TENANTS_MANAGE:
+                expected = {403}  # platform routes: a tenant admin is refused outright
+            elif route.param_convertors:
+                expected = {404}  # A's resource does not exist for B
+            else:
+                expected = {200, 201}
+            if response.status_code not in expected:
+                failures.append(f"{caller_name}: {method} {url} -> {response.status_code}")
+            if leaked := _leaks(response.text, url, resources):
+                failures.append(f"{caller_name}: {method} {url} leaked {leaked}")
+    assert walked >= 20
+    assert failures == [], "\n".join(failures)
+
+    after = {
+        path: (await client.get(path, headers=a_admin.headers)).json()
+        for path in ("/api/v1/members", "/api/v1/api-keys")
+    }
+    assert after["/api/v1/members"] == before["/api/v1/members"]
+    assert after["/api/v1/api-keys"]["items"][0]["revoked_at"] is None
+    assert after["/api/v1/api-keys"] == before["/api/v1/api-keys"]
+
+
+async def test_ids_from_the_body_cannot_pick_a_tenant(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    resources, _ = await _tenant_a(runtime, client)
+    b = await make_tenant(runtime, client, "bravo-inc")
+    response = await client.post(
+        "/api/v1/api-keys",
+        headers=b.admin.headers,
+        json={"name": "sneaky", "role": "viewer", "tenant_id": resources["tenant_id"]},
+    )
+    assert response.status_code == 422  # unknown fields are refused, not silently used
+    assert "tenant_id" in response.json()["detail"]
+
+
+async def test_a_key_acts_only_in_its_own_tenant(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    a = await make_tenant(runtime, client, "alpha-corp")
+    b = await make_tenant(runtime, client, "bravo-inc")
+    b_key = await make_api_key(runtime, b, Role.TENANT_ADMIN)
+    members = await client.get("/api/v1/members", headers=b_key.headers)
+    emails = [m["email"] for m in members.json()["items"]]
+    assert emails == ["admin@bravo-inc.example"]
+    assert a.id not in members.text

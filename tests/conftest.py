@@ -1,0 +1,136 @@
+"""Shared fixtures: a real database (PostgreSQL from `make test`, else SQLite), Redis when
+given, the app with its lifespan, an HTTP client, and a clean slate before every test.
+
+`APIARY_TEST_DATABASE_URL` is a postgresql+asyncpg URL or `sqlite`; a fresh database is
+created for the session and migrated to head. `APIARY_TEST_REDIS_URL` is optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from apiary import migrations
+from apiary.config import Settings
+from apiary.db import create_engine
+from apiary.main import create_app
+from apiary.models import Base
+from apiary.runtime import Runtime
+from tests.auth.oidc_issuer import LocalIssuer, local_issuer
+
+__all__ = ["local_issuer"]
+
+TEST_DATABASE = os.environ.get("APIARY_TEST_DATABASE_URL", "sqlite") or "sqlite"
+TEST_REDIS = os.environ.get("APIARY_TEST_REDIS_URL") or None
+
+
+def pytest_report_header() -> list[str]:
+    database = "sqlite" if TEST_DATABASE == "sqlite" else make_url(TEST_DATABASE).drivername
+    return [f"apiary: database={database} redis={'yes' if TEST_REDIS else 'no'}"]
+
+
+async def _create_postgres_database(admin_url: str) -> str:
+    """A database of our own for this session, so runs never see each other's rows."""
+    name = f"apiary_t_{secrets.token_hex(4)}"
+    engine = create_engine(admin_url)
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_postgres_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    engine = create_engine(admin_url)
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("apiary-data")
+
+
+@pytest.fixture(scope="session")
+async def empty_database_url(data_dir: Path) -> AsyncIterator[str]:
+    """A database with no tables yet."""
+    if TEST_DATABASE == "sqlite":
+        yield f"sqlite+aiosqlite:///{data_dir / 'test.db'}"
+        return
+    url = await _create_postgres_database(TEST_DATABASE)
+    yield url
+    await _drop_postgres_database(TEST_DATABASE, url)
+
+
+@pytest.fixture(scope="session")
+async def database_url(empty_database_url: str) -> str:
+    await asyncio.to_thread(migrations.upgrade, empty_database_url)
+    return empty_database_url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, data_dir: Path, local_issuer: LocalIssuer) -> Settings:
+    return Settings(
+        oidc=local_issuer.settings(),
+        database_url=database_url,
+        redis_url=TEST_REDIS,
+        data_dir=data_dir,
+        environment="test",
+        jwt_secret=secrets.token_urlsafe(32),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def runtime(app: FastAPI) -> Runtime:
+    value: Runtime = app.state.runtime
+    return value
+
+
+@pytest.fixture(autouse=True)
+async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test starts with empty tables and an empty Redis."""
+    if "app" not in request.fixturenames and "runtime" not in request.fixturenames:
+        yield
+        return
+    runtime: Runtime = request.getfixturevalue("runtime")
+    async with runtime.engine.begin() as connection:
+        tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))
+    if TEST_REDIS:
+        redis = Redis.from_url(TEST_REDIS)
+        await redis.flushdb()
+        await redis.aclose()
+    else:
+        await runtime.counters.close()  # the in-process store: forget every counter
+    yield
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://apiary.test") as http:
+        yield http
