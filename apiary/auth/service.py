@@ -25,7 +25,7 @@ from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.config import Settings
 from apiary.db import session_scope, utcnow
-from apiary.errors import Forbidden, TooManyRequests, Unauthorized
+from apiary.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from apiary.kv import CounterStore
 from apiary.tenants.models import Tenant, TenantStatus
 from apiary.users.models import Membership, User
@@ -85,16 +85,28 @@ class AuthService:
         )
         if tenant is None:
             raise Forbidden("no Apiary tenant is linked to your identity provider's tenant")
-        user = await auth_repository.user_by_oidc_subject(session, identity.subject)
+        # The IdP's subject is unique only within its tenant, and its email claim is not
+        # verified, so an account is bound to (tenant claim, subject), and an existing
+        # account is linked by email only if it already belongs to this tenant.
+        subject = f"{identity.tenant_ref}:{identity.subject}"
+        user = await auth_repository.user_by_oidc_subject(session, subject)
         if user is None:
             user = await auth_repository.user_by_email(session, identity.email)
             if user is None:
                 user = User(email=identity.email, name=identity.name, password_hash=None)
                 session.add(user)
                 await session.flush()
-            elif user.oidc_subject not in (None, identity.subject):
-                raise Unauthorized("this email is linked to another identity provider account")
-            user.oidc_subject = identity.subject
+            elif (
+                user.oidc_subject is not None
+                or user.is_super_admin
+                or await auth_repository.membership(session, user_id=user.id, tenant_id=tenant.id)
+                is None
+            ):
+                raise Conflict(
+                    f"an Apiary account for {identity.email} already exists; an admin of "
+                    f"tenant {tenant.name!r} must add it before it can sign in with OIDC"
+                )
+            user.oidc_subject = subject
         if not user.is_active:
             raise Unauthorized("account disabled")
         found = await auth_repository.membership(session, user_id=user.id, tenant_id=tenant.id)

@@ -139,7 +139,9 @@ async def test_bad_access_tokens_are_refused(
     key = runtime.settings.signing_key
     if case == "tampered":
         header, _payload, signature = token.split(".")
-        forged = jwt.encode(_forge(runtime, token, tid="00000000-0000-0000-0000-000000000001"), "x")
+        forged = jwt.encode(
+            _forge(runtime, token, tid="00000000-0000-0000-0000-000000000001"), "k" * 32
+        )
         token = f"{header}.{forged.split('.')[1]}.{signature}"
     elif case == "expired":
         past = utcnow() - timedelta(hours=2)

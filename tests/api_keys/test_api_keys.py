@@ -1,0 +1,180 @@
+"""API keys: shown once, stored only as a hash, limited by role, expiry and revocation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from apiary.api_keys.models import ApiKey
+from apiary.authz.permissions import Role
+from apiary.db import utcnow
+from apiary.runtime import Runtime
+from tests.factories import make_member, make_tenant
+
+pytestmark = pytest.mark.both_databases
+
+
+async def test_key_is_shown_once_and_stored_as_a_hash(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    created = await client.post(
+        "/api/v1/api-keys", headers=tenant.admin.headers, json={"name": "ci", "role": "developer"}
+    )
+    assert created.status_code == 201
+    body = created.json()
+    key = body["key"]
+    assert key.startswith(f"apy_{body['prefix']}_")
+
+    listed = await client.get("/api/v1/api-keys", headers=tenant.admin.headers)
+    assert listed.json()["total"] == 1
+    assert key not in listed.text
+    assert "key" not in listed.json()["items"][0]
+    one = await client.get(f"/api/v1/api-keys/{body['id']}", headers=tenant.admin.headers)
+    assert key not in one.text
+
+    async with runtime.session_factory() as session:
+        stored = (await session.scalars(select(ApiKey))).one()
+    assert key not in (stored.key_hash, stored.prefix, stored.name)
+    assert len(stored.key_hash) == 64
+
+    me = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {key}"})
+    assert me.status_code == 200
+    assert me.json()["role"] == "developer"
+    assert me.json()["api_key_id"] == body["id"]
+    used = await client.get(f"/api/v1/api-keys/{body['id']}", headers=tenant.admin.headers)
+    assert used.json()["last_used_at"] is not None
+
+
+async def test_revoked_key_stops_working_at_once(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    body = (
+        await client.post(
+            "/api/v1/api-keys", headers=tenant.admin.headers, json={"name": "x", "role": "viewer"}
+        )
+    ).json()
+    headers = {"Authorization": f"Bearer {body['key']}"}
+    assert (await client.get("/api/v1/members", headers=headers)).status_code == 200
+    revoked = await client.delete(f"/api/v1/api-keys/{body['id']}", headers=tenant.admin.headers)
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    refused = await client.get("/api/v1/members", headers=headers)
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "API key revoked"
+
+
+async def test_expired_key_is_refused(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    body = (
+        await client.post(
+            "/api/v1/api-keys",
+            headers=tenant.admin.headers,
+            json={"name": "short", "role": "viewer", "expires_at": "2099-01-01T00:00:00Z"},
+        )
+    ).json()
+    async with runtime.session_factory() as session:
+        stored = await session.get(ApiKey, uuid.UUID(body["id"]))
+        assert stored is not None
+        stored.expires_at = utcnow() - timedelta(seconds=1)
+        await session.commit()
+    response = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['key']}"}
+    )
+    assert response.status_code == 401
+    assert response.json()["detail"] == "API key expired"
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "message"),
+    [("2001-01-01T00:00:00Z", "future"), ("2099-01-01T00:00:00", "timezone")],
+)
+async def test_bad_expiry_is_422(
+    client: httpx.AsyncClient, runtime: Runtime, expires_at: str, message: str
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    response = await client.post(
+        "/api/v1/api-keys",
+        headers=tenant.admin.headers,
+        json={"name": "x", "role": "viewer", "expires_at": expires_at},
+    )
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+    assert (await client.get("/api/v1/api-keys", headers=tenant.admin.headers)).json()["total"] == 0
+
+
+async def test_forged_and_malformed_keys_are_401(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    body = (
+        await client.post(
+            "/api/v1/api-keys", headers=tenant.admin.headers, json={"name": "x", "role": "viewer"}
+        )
+    ).json()
+    forged = body["key"][:-4] + "AAAA"  # right prefix, wrong secret
+    for key in (forged, "apy_short", "apy_"):
+        response = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 401, key
+        assert response.json()["detail"] == "invalid API key"
+
+
+async def test_developer_cannot_mint_an_admin_key(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    developer = await make_member(client, tenant, Role.DEVELOPER)
+    refused = await client.post(
+        "/api/v1/api-keys", headers=developer.headers, json={"name": "x", "role": "tenant_admin"}
+    )
+    assert refused.status_code == 403
+    allowed = await client.post(
+        "/api/v1/api-keys", headers=developer.headers, json={"name": "x", "role": "developer"}
+    )
+    assert allowed.status_code == 201
+
+
+async def test_viewer_cannot_create_or_list_keys(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    viewer = await make_member(client, tenant, Role.VIEWER)
+    for method, path, json in (
+        ("POST", "/api/v1/api-keys", {"name": "x", "role": "viewer"}),
+        ("GET", "/api/v1/api-keys", None),
+    ):
+        response = await client.request(method, path, headers=viewer.headers, json=json)
+        assert response.status_code == 403
+        assert "api_keys" in response.json()["detail"]
+
+
+async def test_list_is_paginated(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    for i in range(5):
+        await client.post(
+            "/api/v1/api-keys",
+            headers=tenant.admin.headers,
+            json={"name": f"k{i}", "role": "viewer"},
+        )
+    page = await client.get(
+        "/api/v1/api-keys", params={"limit": 2, "offset": 2}, headers=tenant.admin.headers
+    )
+    body = page.json()
+    assert (body["total"], body["limit"], body["offset"], len(body["items"])) == (5, 2, 2, 2)
+    seen: set[str] = set()
+    for offset in (0, 2, 4):
+        chunk = await client.get(
+            "/api/v1/api-keys", params={"limit": 2, "offset": offset}, headers=tenant.admin.headers
+        )
+        seen.update(item["name"] for item in chunk.json()["items"])
+    assert seen == {f"k{i}" for i in range(5)}
+    too_big = await client.get(
+        "/api/v1/api-keys", params={"limit": 1000}, headers=tenant.admin.headers
+    )
+    assert too_big.status_code == 422
+    assert "query.limit" in too_big.json()["detail"]

@@ -1,0 +1,174 @@
+"""Members: add (creating the user), change role, remove; nobody grants above their role,
+and a tenant always keeps an admin."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from apiary.authz.permissions import Role
+from apiary.runtime import Runtime
+from tests.factories import PASSWORD, login, make_member, make_tenant
+
+pytestmark = pytest.mark.both_databases
+
+
+async def test_admin_adds_a_member_who_can_sign_in(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    created = await client.post(
+        "/api/v1/members",
+        headers=tenant.admin.headers,
+        json={"email": "New.Person@Acme.example", "role": "developer", "name": "New Person"},
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert body["email"] == "new.person@acme.example"
+    password = body["temporary_password"]
+    assert password
+    caller = await login(client, "new.person@acme.example", password)
+    assert caller.tenant_id == tenant.id
+    listed = await client.get("/api/v1/members", headers=tenant.admin.headers)
+    assert [m["email"] for m in listed.json()["items"]] == [
+        "admin@acme.example",
+        "new.person@acme.example",
+    ]
+    assert password not in listed.text
+
+
+async def test_existing_user_joins_a_second_tenant_and_picks_it_at_sign_in(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    acme = await make_tenant(runtime, client, "acme")
+    globex = await make_tenant(runtime, client, "globex")
+    joined = await client.post(
+        "/api/v1/members",
+        headers=globex.admin.headers,
+        json={"email": "admin@acme.example", "role": "viewer"},
+    )
+    assert joined.status_code == 201
+    assert joined.json()["temporary_password"] is None  # the existing password stays
+    into_globex = await login(client, "admin@acme.example", PASSWORD, tenant="globex")
+    assert into_globex.tenant_id == globex.id
+    me = (await client.get("/api/v1/auth/me", headers=into_globex.headers)).json()
+    assert me["role"] == "viewer"
+    assert {m["tenant_name"] for m in me["memberships"]} == {"acme", "globex"}
+    assert acme.id != globex.id
+    outsider = await client.post(
+        "/api/v1/auth/login",
+        json={"email": "admin@globex.example", "password": PASSWORD, "tenant": "acme"},
+    )
+    assert outsider.status_code == 403
+
+
+async def test_adding_a_member_twice_is_409(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    again = await client.post(
+        "/api/v1/members",
+        headers=tenant.admin.headers,
+        json={"email": "admin@acme.example", "role": "viewer"},
+    )
+    assert again.status_code == 409
+    assert again.json()["error"] == "Conflict"
+
+
+async def test_role_change_takes_effect_on_the_next_request(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    dev = await make_member(client, tenant, Role.DEVELOPER)
+    assert (await client.get("/api/v1/api-keys", headers=dev.headers)).status_code == 200
+    changed = await client.patch(
+        f"/api/v1/members/{dev.extra['membership_id']}",
+        headers=tenant.admin.headers,
+        json={"role": "viewer"},
+    )
+    assert changed.status_code == 200
+    assert changed.json()["role"] == "viewer"
+    # Same access token, new role: roles are read per request, not baked into tokens.
+    assert (await client.get("/api/v1/api-keys", headers=dev.headers)).status_code == 403
+
+
+async def test_the_last_admin_cannot_be_demoted_or_removed(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    members = (await client.get("/api/v1/members", headers=tenant.admin.headers)).json()
+    admin_membership = members["items"][0]["id"]
+    demote = await client.patch(
+        f"/api/v1/members/{admin_membership}",
+        headers=tenant.admin.headers,
+        json={"role": "viewer"},
+    )
+    assert demote.status_code == 409
+    assert "at least one tenant_admin" in demote.json()["detail"]
+    remove = await client.delete(
+        f"/api/v1/members/{admin_membership}", headers=tenant.admin.headers
+    )
+    assert remove.status_code == 409
+    second = await make_member(client, tenant, Role.TENANT_ADMIN)
+    assert second.tenant_id == tenant.id
+    remove = await client.delete(
+        f"/api/v1/members/{admin_membership}", headers=tenant.admin.headers
+    )
+    assert remove.status_code == 204
+
+
+async def test_removed_member_loses_access_immediately(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    viewer = await make_member(client, tenant, Role.VIEWER)
+    removed = await client.delete(
+        f"/api/v1/members/{viewer.extra['membership_id']}", headers=tenant.admin.headers
+    )
+    assert removed.status_code == 204
+    assert (await client.get("/api/v1/members", headers=viewer.headers)).status_code == 401
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": viewer.refresh_token}
+    )
+    assert refreshed.status_code == 401
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.DEVELOPER, Role.BILLING_ADMIN])
+async def test_non_admins_cannot_manage_members(
+    client: httpx.AsyncClient, runtime: Runtime, role: Role
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    caller = await make_member(client, tenant, role)
+    assert (await client.get("/api/v1/members", headers=caller.headers)).status_code == 200
+    add = await client.post(
+        "/api/v1/members",
+        headers=caller.headers,
+        json={"email": "x@acme.example", "role": "viewer"},
+    )
+    assert add.status_code == 403
+    assert "members:write" in add.json()["detail"]
+
+
+async def test_nobody_is_made_super_admin_through_membership(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    response = await client.post(
+        "/api/v1/members",
+        headers=tenant.admin.headers,
+        json={"email": "climber@acme.example", "role": "super_admin"},
+    )
+    assert response.status_code == 403
+    listed = await client.get("/api/v1/members", headers=tenant.admin.headers)
+    assert listed.json()["total"] == 1
+
+
+async def test_short_password_is_refused_naming_the_field(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    response = await client.post(
+        "/api/v1/members",
+        headers=tenant.admin.headers,
+        json={"email": "p@acme.example", "role": "viewer", "password": "short"},
+    )
+    assert response.status_code == 422
+    assert "body.password" in response.json()["detail"]
