@@ -9,18 +9,23 @@ SQLite and secrets live in the data dir. Production switches by URL alone
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
+
+from apiary.gateway.config import GatewayConfig, PriceConfig, ProviderConfig, RouteConfig
 
 Role = Literal["super_admin", "tenant_admin", "developer", "viewer", "billing_admin"]
 
@@ -75,6 +80,20 @@ class Settings(BaseSettings):
     bootstrap_admin_email: str = "admin@apiary.local"
 
     oidc: OIDCSettings | None = None
+
+    # The gateway (usually from the YAML file): see apiary/gateway/config.py.
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _gateway_consistent(self) -> Settings:
+        self.gateway  # noqa: B018 - cross-checks providers, routes and prices now, at start-up
+        return self
+
+    @property
+    def gateway(self) -> GatewayConfig:
+        return GatewayConfig(providers=self.providers, routes=self.routes, prices=self.prices)
 
     @field_validator("database_url")
     @classmethod
@@ -136,18 +155,54 @@ class Settings(BaseSettings):
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     location = [str(part) for part in first["loc"]]
-    key = "APIARY_" + "__".join(location).upper() if location else "APIARY_CONFIG"
-    return f"invalid configuration: {key}: {first['msg']}"
+    if not location:
+        return f"invalid configuration: {first['msg']}"
+    key = "APIARY_" + "__".join(location).upper()
+    path = ".".join(location)
+    named = key if path.upper() == key.removeprefix("APIARY_") else f"{key} ({path})"
+    return f"invalid configuration: {named}: {first['msg']}"
+
+
+def _check_config_file(path: str) -> None:
+    """Parse the YAML file first, so its problems are reported against APIARY_CONFIG."""
+    if not Path(path).is_file():
+        raise ConfigError(f"invalid configuration: APIARY_CONFIG: no such file {path!r}")
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"invalid configuration: APIARY_CONFIG: {path}{where}: {error.problem}"
+        ) from None
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"invalid configuration: APIARY_CONFIG: {path}: {error}") from None
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError(
+            f"invalid configuration: APIARY_CONFIG: {path}: the top level must be a mapping "
+            "of setting names to values"
+        )
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings, turning any problem into a one-line ConfigError."""
     config_file = os.environ.get("APIARY_CONFIG")
-    if config_file and not Path(config_file).is_file():
-        raise ConfigError(f"invalid configuration: APIARY_CONFIG: no such file {config_file!r}")
+    if config_file:
+        _check_config_file(config_file)
     try:
         return Settings(**overrides)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
-    except Exception as error:  # a malformed YAML file or environment value
-        raise ConfigError(f"invalid configuration: {type(error).__name__}: {error}") from None
+    except SettingsError as error:  # an environment value that is not the JSON it must be
+        match = _SETTINGS_ERROR_FIELD.search(str(error))
+        key = f"APIARY_{match.group(1).upper()}" if match else "APIARY_*"
+        raise ConfigError(
+            f"invalid configuration: {key}: cannot parse the value (lists and mappings are "
+            "JSON in the environment, e.g. APIARY_OIDC__ALLOWED_ALGORITHMS='[\"RS256\"]')"
+        ) from None
+    except Exception as error:  # anything else: still one line, never a traceback
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise ConfigError(f"invalid configuration: {type(error).__name__}: {first_line}") from None

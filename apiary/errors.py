@@ -75,25 +75,60 @@ def error_response(
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
+# OpenAI's error `type` for each status, so OpenAI SDKs raise their matching exception.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def render(
+    request: Request,
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Apiary's error shape, or OpenAI's under /v1 where OpenAI SDKs are the clients."""
+    if request.url.path.startswith("/v1/"):
+        body = {
+            "error": {
+                "message": detail,
+                "type": _OPENAI_TYPES.get(status, "api_error"),
+                "param": None,
+                "code": error,
+            }
+        }
+        return JSONResponse(body, status_code=status, headers=headers)
+    return error_response(status, error, detail, headers=headers)
+
+
 def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in location)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_apiary_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_apiary_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiaryError)
-        return error_response(exc.status_code, exc.name, exc.detail, headers=exc.headers)
+        return render(request, exc.status_code, exc.name, exc.detail, headers=exc.headers)
 
-    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = [f"{_field_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        return error_response(422, "ValidationError", "; ".join(problems))
+        return render(request, 422, "ValidationError", "; ".join(problems))
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return error_response(
-            exc.status_code, name, str(exc.detail), headers=dict(exc.headers or {})
+        return render(
+            request, exc.status_code, name, str(exc.detail), headers=dict(exc.headers or {})
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -101,7 +136,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # passed explicitly to the log line and the response.
         request_id = str(getattr(request.state, "request_id", "-"))
         log.exception("unhandled error", exc_info=exc, extra={"request_id": request_id})
-        return error_response(
+        return render(
+            request,
             500,
             "InternalError",
             f"internal error (request id {request_id})",

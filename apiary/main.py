@@ -14,14 +14,15 @@ from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
 from apiary.errors import install_error_handlers
+from apiary.gateway import openai_api
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.runtime import Runtime
 from apiary.tenants import endpoints as tenants
 from apiary.users import endpoints as members
 
 API_PREFIX = "/api/v1"
-# Every router under /api/v1. The isolation test walks exactly these, so a router added
-# here is checked by it automatically.
+# Every router under /api/v1. The isolation test walks exactly these (and the /v1 one),
+# so a router added here is checked by it automatically.
 API_ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
     tenants.router,
@@ -29,6 +30,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     api_keys.router,
     audit.router,
 )
+# The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
+OPENAI_ROUTER = openai_api.router
 
 
 def api_router() -> APIRouter:
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
+        runtime.start()
         app.state.runtime = runtime
         try:
             yield
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)
     app.include_router(api_router())
+    app.include_router(OPENAI_ROUTER)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -5,6 +5,7 @@ from apiary.audit.models import AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
 from apiary.tenants.models import Tenant
+from apiary.usage.models import LedgerEntry
 from apiary.users.models import Membership, User
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "AuditEntry",
     "AuthSession",
     "Base",
+    "LedgerEntry",
     "Membership",
     "RefreshToken",
     "Tenant",

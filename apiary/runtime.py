@@ -16,7 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
+from apiary.gateway.providers.base import HttpClient
+from apiary.gateway.service import Gateway
 from apiary.kv import CounterStore, create_counter_store
+from apiary.usage.ledger import LedgerWriter
 
 
 @dataclass
@@ -26,6 +29,9 @@ class Runtime:
     session_factory: async_sessionmaker[AsyncSession]
     counters: CounterStore
     http: httpx.AsyncClient
+    gateway: Gateway
+    ledger: LedgerWriter
+    upstream: HttpClient
     oidc: OIDCVerifier | None = field(default=None)
 
     @classmethod
@@ -34,16 +40,27 @@ class Runtime:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.sqlalchemy_url)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        upstream = HttpClient()
+        session_factory = create_session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
-            session_factory=create_session_factory(engine),
+            session_factory=session_factory,
             counters=create_counter_store(settings.redis_url),
             http=http,
+            gateway=Gateway(settings.gateway, upstream),
+            ledger=LedgerWriter(session_factory),
+            upstream=upstream,
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
         )
 
+    def start(self) -> None:
+        """Start background work (the ledger writer); needs the running event loop."""
+        self.ledger.start()
+
     async def close(self) -> None:
+        await self.ledger.close()
+        await self.upstream.close()
         await self.http.aclose()
         await self.counters.close()
         await self.engine.dispose()

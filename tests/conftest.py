@@ -27,8 +27,9 @@ from apiary.main import create_app
 from apiary.models import Base
 from apiary.runtime import Runtime
 from tests.auth.oidc_issuer import LocalIssuer, local_issuer
+from tests.fakes.upstream import fake_upstream
 
-__all__ = ["local_issuer"]
+__all__ = ["fake_upstream", "local_issuer"]
 
 TEST_DATABASE = os.environ.get("APIARY_TEST_DATABASE_URL", "sqlite") or "sqlite"
 TEST_REDIS = os.environ.get("APIARY_TEST_REDIS_URL") or None

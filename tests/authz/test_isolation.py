@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import Permission, Role
-from apiary.main import API_PREFIX, API_ROUTERS
+from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
 from apiary.runtime import Runtime
 from tests.factories import Caller, make_api_key, make_member, make_tenant
 
@@ -42,6 +42,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/api-keys"): {"name": "walk", "role": "viewer"},
     ("POST", "/api/v1/tenants"): {"name": "walk-tenant-{n}"},
     ("PATCH", "/api/v1/tenants/{tenant_id}"): {"plan": "stolen"},
+    # A model nobody serves: the call is authorized and routed, and fails before any upstream.
+    ("POST", "/v1/chat/completions"): {
+        "model": "no-such-model",
+        "messages": [{"role": "user", "content": "hello"}],
+    },
+    ("POST", "/v1/embeddings"): {"model": "no-such-model", "input": "x"},
+}
+# Statuses for routes whose walk body cannot succeed by design.
+EXPECTED: dict[tuple[str, str], set[int]] = {
+    ("POST", "/v1/chat/completions"): {404},
+    ("POST", "/v1/embeddings"): {404},
 }
 
 
@@ -56,9 +67,10 @@ def _permission_of(route: APIRoute) -> Permission | None:
 
 
 def _routes(app: FastAPI) -> list[tuple[str, str, APIRoute]]:
+    routers = [(API_PREFIX, router) for router in API_ROUTERS] + [("", OPENAI_ROUTER)]
     routes = [
-        (method, API_PREFIX + route.path, route)
-        for router in API_ROUTERS
+        (method, prefix + route.path, route)
+        for prefix, router in routers
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in sorted((route.methods or set()) - {"HEAD", "OPTIONS"})
@@ -145,7 +157,9 @@ async def test_second_tenant_finds_nothing_of_the_first(
                 method, url, headers=caller.headers, json=_body(method, path, n)
             )
             walked += 1
-            if permission is Permission.TENANTS_MANAGE:
+            if (method, path) in EXPECTED:
+                expected = EXPECTED[(method, path)]
+            elif permission is Permission.TENANTS_MANAGE:
                 expected = {403}  # platform routes: a tenant admin is refused outright
             elif route.param_convertors:
                 expected = {404}  # A's resource does not exist for B

@@ -1,0 +1,1 @@
+"""Provider adapters, one file each, behind the `Provider` protocol in `base.py`."""

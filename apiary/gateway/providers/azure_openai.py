@@ -1,0 +1,46 @@
+"""Azure OpenAI: OpenAI's wire format at per-deployment URLs, with an `api-version` and
+either an `api-key` or an Azure AD bearer token (from azure-identity)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiary.gateway.config import ProviderConfig
+from apiary.gateway.providers.base import HttpClient
+from apiary.gateway.providers.openai import OpenAIProvider
+
+_AAD_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
+        super().__init__(config, http)
+        self._credential: Any = None
+
+    def url(self, model: str, path: str) -> str:
+        deployment = self.config.deployments.get(model, model)
+        return (
+            f"{self.config.url}/openai/deployments/{deployment}/{path}"
+            f"?api-version={self.config.api_version}"
+        )
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.config.api_key is not None:
+            headers["api-key"] = self.config.api_key.get_secret_value()
+        return headers
+
+    async def auth_headers(self) -> dict[str, str]:
+        headers = self.headers()
+        if self.config.azure_ad:
+            headers["authorization"] = f"Bearer {await self._aad_token()}"
+        return headers
+
+    async def _aad_token(self) -> str:
+        # azure-identity caches the token and refreshes it before expiry.
+        if self._credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+        token = await self._credential.get_token(_AAD_SCOPE)
+        return str(token.token)

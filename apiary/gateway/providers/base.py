@@ -1,0 +1,143 @@
+"""The protocol every provider adapter implements, and the errors they raise.
+
+Requests and responses are OpenAI chat-completion JSON (as dicts going in, as bytes coming
+out, ready to send to the client). An adapter for another wire format (Anthropic)
+translates both ways; OpenAI-format adapters forward bytes and only parse usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import aiohttp
+
+from apiary.gateway.config import ProviderConfig
+
+JSON = dict[str, Any]
+
+ErrorKind = Literal[
+    "rate_limit", "server", "timeout", "connection", "context_length", "auth", "client"
+]
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # the part of prompt_tokens served from the provider's cache
+
+
+@dataclass(slots=True)
+class Completion:
+    body: bytes  # an OpenAI `chat.completion` (or embeddings list) JSON document
+    usage: Usage | None
+    model: str
+
+
+@dataclass(slots=True)
+class StreamState:
+    """Filled in while a stream is consumed: usage arrives in the last events."""
+
+    usage: Usage | None = None
+    model: str = ""
+    first_token: bool = False
+
+
+class ProviderError(Exception):
+    """A failed upstream call, classified so the gateway knows whether to retry or fall back."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        provider: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.provider = provider
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying the same provider again after a pause."""
+        return self.kind in ("rate_limit", "server", "timeout", "connection")
+
+    @property
+    def falls_back(self) -> bool:
+        """Worth trying the next model in the chain."""
+        return self.retryable or self.kind == "context_length"
+
+
+class Provider(Protocol):
+    config: ProviderConfig
+
+    async def complete(self, request: JSON, model: str) -> Completion: ...
+
+    def stream(self, request: JSON, model: str, state: StreamState) -> AsyncIterator[bytes]:
+        """Yield OpenAI `chat.completion.chunk` JSON documents (without SSE framing)."""
+        ...
+
+    async def embed(self, request: JSON, model: str) -> Completion: ...
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds; dates are ignored)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify_status(status: int, message: str, *, code: str | None = None) -> ErrorKind:
+    if status == 429:
+        return "rate_limit"
+    if status >= 500:
+        return "server"
+    if status in (401, 403):
+        return "auth"
+    lowered = (code or "") + " " + message.lower()
+    if "context_length" in lowered or "context length" in lowered or "too long" in lowered:
+        return "context_length"
+    return "client"
+
+
+@dataclass
+class HttpClient:
+    """One pooled aiohttp session per process, shared by every adapter."""
+
+    session: aiohttp.ClientSession | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def get(self) -> aiohttp.ClientSession:
+        if self.session is None or self.session.closed:
+            async with self._lock:
+                if self.session is None or self.session.closed:
+                    self.session = aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(
+                            limit=1000, limit_per_host=0, ttl_dns_cache=300
+                        ),
+                        json_serialize=_dumps,
+                    )
+        return self.session
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+def _dumps(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()

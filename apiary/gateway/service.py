@@ -1,0 +1,221 @@
+"""The gateway's call path: route, then walk the chain with retries, breakers and queues.
+
+For each target in the decided chain: skip it while its breaker is open; wait for a turn
+under its `max_concurrency`/`rpm`; call it, retrying retryable errors with backoff that
+honours `Retry-After`; on an error that warrants it (429, 5xx, timeout, connection,
+context length) move to the next target. A stream falls back only until its first chunk
+arrives: after that the client has seen output from this model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from apiary.gateway import catalog
+from apiary.gateway.config import LOCAL_MODEL, GatewayConfig, ProviderConfig
+from apiary.gateway.providers.base import (
+    JSON,
+    Completion,
+    HttpClient,
+    Provider,
+    ProviderError,
+    StreamState,
+    Usage,
+)
+from apiary.gateway.registry import build_provider
+from apiary.gateway.resilience import CircuitBreaker, ProviderLimiter, backoff_s
+from apiary.gateway.router import Decision, Router, Target
+
+
+@dataclass
+class ProviderHandle:
+    provider: Provider
+    breaker: CircuitBreaker
+    limiter: ProviderLimiter
+
+
+@dataclass
+class CallResult:
+    """What a finished call produced, and what the ledger needs to know about it."""
+
+    decision: Decision
+    target: Target | None = None
+    completion: Completion | None = None
+    usage: Usage | None = None
+    fallback_path: list[str] = field(default_factory=list)  # "provider/model: why" per skip
+    queue_s: float = 0.0
+    upstream_s: float = 0.0
+    ttft_s: float | None = None
+    error: ProviderError | None = None
+
+    @property
+    def attempts(self) -> int:
+        return len(self.fallback_path) + (1 if self.target else 0)
+
+
+class AllProvidersFailed(Exception):
+    def __init__(self, result: CallResult) -> None:
+        last = result.error
+        super().__init__(last.message if last else "no provider could serve the request")
+        self.result = result
+
+
+def default_config(config: GatewayConfig) -> GatewayConfig:
+    """With no provider configured, the bundled local model serves everything."""
+    if config.providers:
+        return config
+    provider, model = LOCAL_MODEL.split("/")
+    local = ProviderConfig(name=provider, kind="local", models=[model], max_concurrency=1)
+    return GatewayConfig(providers=[local], routes=config.routes, prices=config.prices)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, http: HttpClient) -> None:
+        self.config = default_config(config)
+        self.http = http
+        self.handles = {
+            p.name: ProviderHandle(
+                provider=build_provider(p, http),
+                breaker=CircuitBreaker(),
+                limiter=ProviderLimiter(max_concurrency=p.max_concurrency, rpm=p.rpm),
+            )
+            for p in self.config.providers
+        }
+        self.router = Router(self.config, {p.name: list(p.models) for p in self.config.providers})
+
+    def price(self, target: Target) -> catalog.ModelInfo | None:
+        return catalog.lookup(target.provider, target.model, overrides=self.config.prices)
+
+    async def complete(self, request: JSON, decision: Decision) -> CallResult:
+        result = CallResult(decision=decision)
+        for target in decision.chain:
+            handle = self.handles[target.provider]
+            if not handle.breaker.allow():
+                result.fallback_path.append(f"{target.key}: circuit open")
+                continue
+            try:
+                completion = await self._call_with_retries(handle, target, request, result)
+            except ProviderError as error:
+                result.error = error
+                result.fallback_path.append(f"{target.key}: {error.kind}")
+                if not error.falls_back:
+                    break
+                continue
+            result.target, result.completion, result.usage = target, completion, completion.usage
+            return result
+        raise AllProvidersFailed(result)
+
+    async def _call_with_retries(
+        self, handle: ProviderHandle, target: Target, request: JSON, result: CallResult
+    ) -> Completion:
+        attempt = 0
+        while True:
+            async with handle.limiter.slot() as waited:
+                result.queue_s += waited
+                started = time.perf_counter()
+                try:
+                    completion = await handle.provider.complete(request, target.model)
+                except ProviderError as error:
+                    result.upstream_s += time.perf_counter() - started
+                    if error.kind not in ("client", "context_length"):
+                        handle.breaker.record_failure()
+                    pause = backoff_s(attempt, error.retry_after_s) if error.retryable else None
+                    if pause is None or attempt >= handle.provider.config.max_retries:
+                        raise
+                    if not handle.breaker.allow():
+                        raise
+                else:
+                    result.upstream_s += time.perf_counter() - started
+                    handle.breaker.record_success()
+                    return completion
+            attempt += 1
+            await asyncio.sleep(pause)
+
+    async def stream(
+        self, request: JSON, decision: Decision
+    ) -> tuple[CallResult, AsyncIterator[bytes]]:
+        """Open a stream on the first target that produces its first token.
+
+        Chunks before the first token (role, filter notes) are held back, so a target that
+        fails before producing output is replaced by the next one without the client
+        noticing. Returns the result (completed as the stream is consumed) and the chunks.
+        """
+        result = CallResult(decision=decision)
+        for target in decision.chain:
+            handle = self.handles[target.provider]
+            if not handle.breaker.allow():
+                result.fallback_path.append(f"{target.key}: circuit open")
+                continue
+            state = StreamState()
+            slot = handle.limiter.slot()
+            result.queue_s += await slot.__aenter__()
+            started = time.perf_counter()
+            chunks = aiter(handle.provider.stream(request, target.model, state))
+            held: list[bytes] = []
+            try:
+                async for chunk in chunks:
+                    held.append(chunk)
+                    if state.first_token:
+                        break
+            except ProviderError as error:
+                await slot.__aexit__(None, None, None)
+                if error.kind not in ("client", "context_length"):
+                    handle.breaker.record_failure()
+                result.error = error
+                result.fallback_path.append(f"{target.key}: {error.kind}")
+                if not error.falls_back:
+                    break
+                continue
+            result.target = target
+            result.ttft_s = time.perf_counter() - started
+            return result, self._rest(held, chunks, handle, state, result, slot, started)
+        raise AllProvidersFailed(result)
+
+    async def _rest(
+        self,
+        held: list[bytes],
+        chunks: AsyncIterator[bytes],
+        handle: ProviderHandle,
+        state: StreamState,
+        result: CallResult,
+        slot: AbstractAsyncContextManager[float],
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        try:
+            for chunk in held:
+                yield chunk
+            async for chunk in chunks:
+                yield chunk
+            handle.breaker.record_success()
+        except ProviderError as error:
+            handle.breaker.record_failure()
+            result.error = error
+            raise
+        finally:
+            result.usage = state.usage
+            result.upstream_s = time.perf_counter() - started
+            await slot.__aexit__(None, None, None)
+
+    async def embed(self, request: JSON, decision: Decision) -> CallResult:
+        result = CallResult(decision=decision)
+        for target in decision.chain:
+            handle = self.handles[target.provider]
+            try:
+                async with handle.limiter.slot() as waited:
+                    result.queue_s += waited
+                    started = time.perf_counter()
+                    completion = await handle.provider.embed(request, target.model)
+                    result.upstream_s += time.perf_counter() - started
+            except ProviderError as error:
+                result.error = error
+                result.fallback_path.append(f"{target.key}: {error.kind}")
+                if not error.falls_back:
+                    break
+                continue
+            result.target, result.completion, result.usage = target, completion, completion.usage
+            return result
+        raise AllProvidersFailed(result)

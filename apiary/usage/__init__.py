@@ -1,0 +1,1 @@
+"""Usage: the per-call ledger, written in batches off the request path."""

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Float, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apiary.authz.scope import TenantOwned
+from apiary.db import Base, IdMixin
+
+
+class LedgerEntry(IdMixin, TenantOwned, Base):
+    """One model call: who made it, what served it, what it cost, and how it went."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_entries_tenant_time", "tenant_id", "created_at"),)
+
+    api_key_id: Mapped[uuid.UUID | None]
+    user_id: Mapped[uuid.UUID | None]
+    execution_id: Mapped[uuid.UUID | None]
+    agent_id: Mapped[uuid.UUID | None]
+    kind: Mapped[str] = mapped_column(String(20))  # chat | embedding
+    requested_model: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_estimated: Mapped[bool] = mapped_column(default=False)  # no usage from upstream
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # None: the model has no price
+    priced: Mapped[bool] = mapped_column(default=True)
+    cache_hit: Mapped[bool] = mapped_column(default=False)
+    saved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    fallback_path: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(20))  # ok | error
+    error: Mapped[str | None] = mapped_column(String(500))
+    streamed: Mapped[bool] = mapped_column(default=False)

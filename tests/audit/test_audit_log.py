@@ -1,0 +1,434 @@
+"""The audit log: what gets recorded, who may read it (their tenant's entries only), paging
+and filtering, and the hash chain that exposes edits, deletions and forged re-links, both
+through the service and through `apiary audit verify` on a tampered database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select, text
+
+from apiary.audit.models import AuditEntry
+from apiary.audit.service import GENESIS, ChainReport, audit_service, entry_hash
+from apiary.authz.permissions import Role
+from apiary.runtime import Runtime
+from tests.factories import (
+    Caller,
+    TenantFixture,
+    make_api_key,
+    make_member,
+    make_super_admin,
+    make_tenant,
+)
+
+both_databases = pytest.mark.both_databases
+APIARY_BIN = Path(sys.executable).parent / "apiary"
+
+
+async def _entries(
+    client: httpx.AsyncClient, caller: Caller, **params: str | int
+) -> dict[str, Any]:
+    response = await client.get("/api/v1/audit-log", params=params, headers=caller.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _only(client: httpx.AsyncClient, caller: Caller, action: str) -> dict[str, Any]:
+    body = await _entries(client, caller, action=action)
+    assert body["total"] == 1, body
+    entry: dict[str, Any] = body["items"][0]
+    assert entry["action"] == action
+    return entry
+
+
+async def _verify(runtime: Runtime) -> ChainReport:
+    async with runtime.session_factory() as session:
+        return await audit_service.verify(session)
+
+
+async def _seqs(runtime: Runtime) -> list[int]:
+    async with runtime.session_factory() as session:
+        return list(await session.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)))
+
+
+async def _execute(runtime: Runtime, sql: str, **params: object) -> None:
+    """Tamper behind the application's back, as someone with database access would."""
+    async with runtime.engine.begin() as connection:
+        await connection.execute(text(sql), params)
+
+
+async def _tenant_with_history(runtime: Runtime, client: httpx.AsyncClient) -> TenantFixture:
+    """A tenant whose log has a handful of entries (created, admin added, logins, keys)."""
+    tenant = await make_tenant(runtime, client, "acme")
+    for _ in range(3):
+        await make_api_key(runtime, tenant, Role.VIEWER)
+    return tenant
+
+
+@both_databases
+async def test_sign_in_is_recorded(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    entry = await _only(client, tenant.admin, "auth.login")
+    assert entry["tenant_id"] == tenant.id
+    assert entry["actor_user_id"] == tenant.admin.user_id
+    assert entry["ip"] == "10.9.8.7"
+    assert entry["details"] == {"method": "password"}
+
+
+@both_databases
+async def test_api_key_creation_and_revocation_are_recorded(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    created = await client.post(
+        "/api/v1/api-keys",
+        headers=tenant.admin.headers,
+        json={"name": "ci", "role": "developer"},
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()
+    entry = await _only(client, tenant.admin, "api_key.created")
+    assert entry["target_type"] == "api_key"
+    assert entry["target_id"] == key["id"]
+    assert entry["actor_user_id"] == tenant.admin.user_id
+    assert entry["details"]["name"] == "ci"
+    assert entry["details"]["role"] == "developer"
+    assert key["key"] not in orjson.dumps(entry).decode()  # the secret is never logged
+
+    revoked = await client.delete(f"/api/v1/api-keys/{key['id']}", headers=tenant.admin.headers)
+    assert revoked.status_code == 200, revoked.text
+    entry = await _only(client, tenant.admin, "api_key.revoked")
+    assert entry["target_id"] == key["id"]
+    assert entry["actor_user_id"] == tenant.admin.user_id
+    # Revoking twice changes nothing and records nothing more.
+    await client.delete(f"/api/v1/api-keys/{key['id']}", headers=tenant.admin.headers)
+    assert (await _entries(client, tenant.admin, action="api_key.revoked"))["total"] == 1
+
+
+@both_databases
+async def test_actions_by_an_api_key_name_the_key(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    developer_key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    created = await client.post(
+        "/api/v1/api-keys", headers=developer_key.headers, json={"name": "child", "role": "viewer"}
+    )
+    assert created.status_code == 201, created.text
+    log = await _entries(client, tenant.admin, action="api_key.created")
+    by_key = [e for e in log["items"] if e["target_id"] == created.json()["id"]]
+    assert len(by_key) == 1
+    assert by_key[0]["actor_api_key_id"] == developer_key.extra["key_id"]
+    assert by_key[0]["actor_user_id"] is None
+
+
+@both_databases
+async def test_role_change_is_recorded(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    developer = await make_member(client, tenant, Role.DEVELOPER)
+    changed = await client.patch(
+        f"/api/v1/members/{developer.extra['membership_id']}",
+        headers=tenant.admin.headers,
+        json={"role": "viewer"},
+    )
+    assert changed.status_code == 200, changed.text
+    entry = await _only(client, tenant.admin, "member.role_changed")
+    assert entry["target_type"] == "user"
+    assert entry["target_id"] == developer.user_id
+    assert entry["actor_user_id"] == tenant.admin.user_id
+    assert entry["details"]["from"] == "developer"
+    assert entry["details"]["to"] == "viewer"
+
+
+@both_databases
+async def test_tenant_update_by_super_admin_is_recorded(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    root = await make_super_admin(runtime, client)
+    updated = await client.patch(
+        f"/api/v1/tenants/{tenant.id}", headers=root.headers, json={"plan": "pro"}
+    )
+    assert updated.status_code == 200, updated.text
+    entry = await _only(client, tenant.admin, "tenant.updated")  # the tenant sees it too
+    assert entry["tenant_id"] == tenant.id
+    assert entry["target_id"] == tenant.id
+    assert entry["actor_user_id"] == root.user_id
+    assert entry["details"] == {"plan": ["free", "pro"]}
+
+
+@both_databases
+async def test_each_tenant_reads_only_its_own_log(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    acme = await make_tenant(runtime, client, "acme")
+    globex = await make_tenant(runtime, client, "globex")
+    acme_key = await make_api_key(runtime, acme, Role.DEVELOPER)
+    await make_member(client, acme, Role.VIEWER)
+
+    acme_log = await _entries(client, acme.admin, limit=200)
+    globex_log = await _entries(client, globex.admin, limit=200)
+    assert {e["tenant_id"] for e in acme_log["items"]} == {acme.id}
+    assert {e["tenant_id"] for e in globex_log["items"]} == {globex.id}
+    assert acme_log["total"] > globex_log["total"]
+    # Nothing of acme's shows up for globex, not even through a filter.
+    globex_targets = {e["target_id"] for e in globex_log["items"]}
+    assert acme.id not in globex_targets
+    assert acme_key.extra["key_id"] not in globex_targets
+    none = await _entries(client, globex.admin, action="api_key.created")
+    assert none == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert not {e["seq"] for e in acme_log["items"]} & {e["seq"] for e in globex_log["items"]}
+
+
+@both_databases
+async def test_log_is_paginated_newest_first(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    for _ in range(5):
+        await make_api_key(runtime, tenant, Role.VIEWER)
+    pages = [
+        await _entries(client, tenant.admin, action="api_key.created", limit=2, offset=offset)
+        for offset in (0, 2, 4, 6)
+    ]
+    assert [page["total"] for page in pages] == [5, 5, 5, 5]
+    assert [len(page["items"]) for page in pages] == [2, 2, 1, 0]
+    assert [(page["limit"], page["offset"]) for page in pages] == [(2, 0), (2, 2), (2, 4), (2, 6)]
+    seqs = [entry["seq"] for page in pages for entry in page["items"]]
+    assert seqs == sorted(seqs, reverse=True)
+    assert len(set(seqs)) == 5
+
+    everything = await _entries(client, tenant.admin, limit=200)
+    assert everything["total"] == len(everything["items"]) > 5
+    assert {e["action"] for e in everything["items"]} >= {
+        "tenant.created",
+        "member.added",
+        "auth.login",
+        "api_key.created",
+    }
+    bad = await client.get("/api/v1/audit-log", params={"limit": 0}, headers=tenant.admin.headers)
+    assert bad.status_code == 422
+
+
+@both_databases
+async def test_log_filters_by_action(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    await make_api_key(runtime, tenant, Role.VIEWER)
+    await make_member(client, tenant, Role.DEVELOPER)
+    added = await _entries(client, tenant.admin, action="member.added")
+    # The first admin (at tenant creation) and the developer.
+    assert added["total"] == 2
+    assert {e["action"] for e in added["items"]} == {"member.added"}
+    assert {e["details"]["role"] for e in added["items"]} == {"tenant_admin", "developer"}
+    assert (await _entries(client, tenant.admin, action="no.such_action"))["total"] == 0
+
+
+@both_databases
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.VIEWER, Role.BILLING_ADMIN])
+async def test_only_admins_read_the_log(
+    client: httpx.AsyncClient, runtime: Runtime, role: Role
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    member = await make_member(client, tenant, role)
+    key = await make_api_key(runtime, tenant, role)
+    for caller in (member, key):
+        response = await client.get("/api/v1/audit-log", headers=caller.headers)
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "Forbidden"
+    assert (await client.get("/api/v1/audit-log")).status_code == 401
+
+
+@both_databases
+async def test_super_admin_outside_a_tenant_is_told_to_pick_one(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await make_tenant(runtime, client, "acme")
+    root = await make_super_admin(runtime, client)
+    response = await client.get("/api/v1/audit-log", headers=root.headers)
+    assert response.status_code == 403
+    assert "needs a tenant" in response.json()["detail"]
+
+
+@both_databases
+async def test_chain_verifies_on_an_untouched_log(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    empty = await _verify(runtime)
+    assert empty == ChainReport(ok=True, entries=0)
+    await _tenant_with_history(runtime, client)
+    report = await _verify(runtime)
+    assert report.ok
+    assert report.broken_seq is None
+    assert report.entries == len(await _seqs(runtime)) >= 5
+    # Every entry links to the one before it, starting from the genesis hash.
+    async with runtime.session_factory() as session:
+        rows = list(await session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+    assert rows[0].prev_hash == GENESIS
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(rows))
+
+
+@both_databases
+async def test_edited_entry_is_detected(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await _tenant_with_history(runtime, client)
+    seqs = await _seqs(runtime)
+    middle = seqs[len(seqs) // 2]
+    await _execute(
+        runtime,
+        "UPDATE audit_entries SET details = :details WHERE seq = :seq",
+        details='{"name": "innocent"}',
+        seq=middle,
+    )
+    report = await _verify(runtime)
+    assert not report.ok
+    assert report.broken_seq == middle
+    assert report.entries == seqs.index(middle)  # the entries before it are still good
+    assert report.reason is not None
+    assert "modified" in report.reason
+
+
+@both_databases
+async def test_edited_action_is_detected(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await _tenant_with_history(runtime, client)
+    seqs = await _seqs(runtime)
+    await _execute(
+        runtime, "UPDATE audit_entries SET action = 'auth.logout' WHERE seq = :seq", seq=seqs[1]
+    )
+    report = await _verify(runtime)
+    assert (report.ok, report.broken_seq) == (False, seqs[1])
+
+
+@both_databases
+async def test_deleted_entry_is_detected(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await _tenant_with_history(runtime, client)
+    seqs = await _seqs(runtime)
+    middle = len(seqs) // 2
+    await _execute(runtime, "DELETE FROM audit_entries WHERE seq = :seq", seq=seqs[middle])
+    report = await _verify(runtime)
+    assert not report.ok
+    assert report.broken_seq == seqs[middle + 1]  # the entry that pointed at the deleted one
+    assert report.reason is not None
+    assert "removed" in report.reason
+
+
+async def _forge(runtime: Runtime, seq: int, **changes: Any) -> None:
+    """Rewrite an entry's link and details and give it a hash matching its new contents."""
+    async with runtime.session_factory() as session:
+        entry = await session.get_one(AuditEntry, seq)
+        fields: dict[str, Any] = {
+            "prev_hash": entry.prev_hash,
+            "created_at": entry.created_at,
+            "tenant_id": entry.tenant_id,
+            "actor_user_id": entry.actor_user_id,
+            "actor_api_key_id": entry.actor_api_key_id,
+            "action": entry.action,
+            "target_type": entry.target_type,
+            "target_id": entry.target_id,
+            "ip": entry.ip,
+            "details": entry.details,
+        }
+    fields.update(changes)
+    await _execute(
+        runtime,
+        "UPDATE audit_entries SET prev_hash = :prev_hash, details = :details, hash = :hash "
+        "WHERE seq = :seq",
+        prev_hash=fields["prev_hash"],
+        details=orjson.dumps(fields["details"]).decode(),
+        hash=entry_hash(**fields),
+        seq=seq,
+    )
+
+
+@both_databases
+async def test_forged_relink_after_a_deletion_breaks_the_next_entry(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _tenant_with_history(runtime, client)
+    seqs = await _seqs(runtime)
+    assert len(seqs) >= 5
+    gone, relinked, following = seqs[1], seqs[2], seqs[3]
+    async with runtime.session_factory() as session:
+        before_gone = (await session.get_one(AuditEntry, seqs[0])).hash
+    # Remove an entry, then point its successor at its predecessor and re-hash it: that
+    # entry now checks out on its own, but the one after it still names the old hash.
+    await _execute(runtime, "DELETE FROM audit_entries WHERE seq = :seq", seq=gone)
+    await _forge(runtime, relinked, prev_hash=before_gone)
+    report = await _verify(runtime)
+    assert not report.ok
+    assert report.broken_seq == following
+    assert report.entries == 2  # the first entry and the forged one pass
+
+
+@both_databases
+async def test_rehashed_edit_breaks_the_next_entry(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _tenant_with_history(runtime, client)
+    seqs = await _seqs(runtime)
+    middle = len(seqs) // 2
+    await _forge(runtime, seqs[middle])  # re-hashing unchanged contents changes nothing
+    assert (await _verify(runtime)).ok
+    # Edited and re-hashed, the entry is self-consistent; its successor no longer links to it.
+    await _forge(runtime, seqs[middle], details={"name": "rewritten"})
+    report = await _verify(runtime)
+    assert not report.ok
+    assert report.broken_seq == seqs[middle + 1]
+    assert report.entries == middle + 1
+
+
+@both_databases
+async def test_entry_relinked_to_a_wrong_parent_is_detected(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _tenant_with_history(runtime, client)
+    seqs = await _seqs(runtime)
+    middle = len(seqs) // 2
+    # Pointing an entry back at the genesis (starting a new chain) does not hide it either.
+    await _forge(runtime, seqs[middle], prev_hash=GENESIS)
+    report = await _verify(runtime)
+    assert (report.ok, report.broken_seq) == (False, seqs[middle])
+
+
+def _apiary(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    env["APIARY_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [str(APIARY_BIN), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_verify_names_the_tampered_entry(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for command in (
+        ["init"],
+        ["admin", "create-tenant", "acme", "--admin-email", "a@acme.io"],
+    ):
+        result = _apiary(data_dir, *command)
+        assert result.returncode == 0, result.stderr
+    intact = _apiary(data_dir, "audit", "verify")
+    assert intact.returncode == 0, intact.stderr
+    assert orjson.loads(intact.stdout)["ok"] is True
+
+    with sqlite3.connect(data_dir / "apiary.db") as db:
+        seqs = [row[0] for row in db.execute("SELECT seq FROM audit_entries ORDER BY seq")]
+        assert len(seqs) >= 3
+        db.execute(
+            "UPDATE audit_entries SET details = ? WHERE seq = ?",
+            ('{"name": "not-acme"}', seqs[1]),
+        )
+    db.close()
+
+    tampered = _apiary(data_dir, "audit", "verify")
+    assert tampered.returncode == 1, tampered.stderr
+    report = orjson.loads(tampered.stdout)
+    assert report["ok"] is False
+    assert report["broken_seq"] == seqs[1]
+    assert "Traceback" not in tampered.stderr

@@ -1,0 +1,123 @@
+"""Migrations on a brand-new database: up to head, down to nothing, up again, and a schema
+that matches the ORM models exactly (a model change without its migration fails here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, make_url
+
+from apiary import migrations
+from apiary.db import create_engine
+from apiary.models import Base
+
+pytestmark = pytest.mark.both_databases
+
+TEST_DATABASE = os.environ.get("APIARY_TEST_DATABASE_URL", "sqlite") or "sqlite"
+APP_TABLES = frozenset(Base.metadata.tables)
+
+
+async def _admin_execute(sql: str) -> None:
+    engine = create_engine(TEST_DATABASE)
+    try:
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def blank_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A database nobody has touched: no tables, no alembic_version."""
+    if TEST_DATABASE == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
+        return
+    name = f"apiary_m_{secrets.token_hex(4)}"
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(TEST_DATABASE).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            names: list[str] = await connection.run_sync(
+                lambda sync: inspect(sync).get_table_names()
+            )
+            return set(names)
+    finally:
+        await engine.dispose()
+
+
+async def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            revision: str | None = await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+            return revision
+    finally:
+        await engine.dispose()
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(migrations.alembic_config("unused")).get_current_head()
+    assert head is not None
+    return head
+
+
+async def test_upgrade_downgrade_and_upgrade_again(blank_url: str) -> None:
+    assert await _tables(blank_url) == set()
+
+    await asyncio.to_thread(migrations.upgrade, blank_url)
+    assert await _tables(blank_url) == APP_TABLES | {"alembic_version"}
+    assert await _revision(blank_url) == _head()
+
+    await asyncio.to_thread(migrations.downgrade, blank_url, "base")
+    assert not (await _tables(blank_url)) & APP_TABLES
+    assert await _revision(blank_url) is None
+
+    # Down to nothing must leave nothing behind (types, indexes) that blocks the way back up.
+    await asyncio.to_thread(migrations.upgrade, blank_url)
+    assert await _tables(blank_url) == APP_TABLES | {"alembic_version"}
+    assert await _revision(blank_url) == _head()
+
+
+async def test_upgrade_twice_is_a_no_op(blank_url: str) -> None:
+    await asyncio.to_thread(migrations.upgrade, blank_url)
+    await asyncio.to_thread(migrations.upgrade, blank_url)
+    assert await _tables(blank_url) == APP_TABLES | {"alembic_version"}
+
+
+async def test_migrated_schema_matches_the_models(blank_url: str) -> None:
+    await asyncio.to_thread(migrations.upgrade, blank_url)
+
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        found: list[object] = compare_metadata(context, Base.metadata)
+        return found
+
+    engine = create_engine(blank_url)
+    try:
+        async with engine.connect() as connection:
+            diff = await connection.run_sync(differences)
+    finally:
+        await engine.dispose()
+    assert diff == [], "models and migrations disagree; generate a migration:\n" + "\n".join(
+        map(repr, diff)
+    )
