@@ -106,6 +106,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
+        return value
+
+    @model_validator(mode="after")
+    def _production_secret(self) -> Settings:
+        # Replicas must share the key; one generated into each data dir would not be shared.
+        if self.environment == "production" and self.jwt_secret is None:
+            raise ValueError("APIARY_JWT_SECRET is required when APIARY_ENVIRONMENT=production")
+        return self
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:

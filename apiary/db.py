@@ -77,10 +77,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
 
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # hide_parameters: SQL errors are logged, and their parameters can hold password hashes.
+    return create_async_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -89,11 +92,15 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
 
 @asynccontextmanager
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on any error."""
+    """One unit of work: commit on success, roll back on any error, except an error that
+    says its changes stand (`keep_changes`, e.g. the audit entry of a refused sign-in)."""
     async with factory() as session:
         try:
             yield session
-        except BaseException:
-            await session.rollback()
+        except BaseException as error:
+            if getattr(error, "keep_changes", False):
+                await session.commit()
+            else:
+                await session.rollback()
             raise
         await session.commit()

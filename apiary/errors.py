@@ -12,18 +12,25 @@ from typing import ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("apiary.errors")
 
 
 class ApiaryError(Exception):
+    """A domain error. `keep_changes`: the request's transaction still commits (a failed
+    sign-in is refused, and its audit entry and revocations must stay written)."""
+
     status_code: ClassVar[int] = 400
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, headers: dict[str, str] | None = None, keep_changes: bool = False
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.keep_changes = keep_changes
 
     @property
     def name(self) -> str:
@@ -37,8 +44,10 @@ class BadRequest(ApiaryError):
 class Unauthorized(ApiaryError):
     status_code = 401
 
-    def __init__(self, detail: str = "authentication required") -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(
+        self, detail: str = "authentication required", *, keep_changes: bool = False
+    ) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, keep_changes=keep_changes)
 
 
 class Forbidden(ApiaryError):
@@ -60,8 +69,10 @@ class Unprocessable(ApiaryError):
 class TooManyRequests(ApiaryError):
     status_code = 429
 
-    def __init__(self, detail: str, *, retry_after_s: int) -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+    def __init__(self, detail: str, *, retry_after_s: int, keep_changes: bool = False) -> None:
+        super().__init__(
+            detail, headers={"Retry-After": str(max(1, retry_after_s))}, keep_changes=keep_changes
+        )
         self.retry_after_s = retry_after_s
 
 
@@ -144,7 +155,12 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"x-request-id": request_id},
         )
 
+    async def on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
+        # Two requests racing to create the same thing: the loser gets a conflict, not a 500.
+        return render(request, 409, "Conflict", "this conflicts with an existing record")
+
     app.add_exception_handler(ApiaryError, on_apiary_error)
+    app.add_exception_handler(IntegrityError, on_integrity_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

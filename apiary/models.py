@@ -1,7 +1,7 @@
 """Every ORM model, imported in one place so Alembic and the tests see the whole schema."""
 
 from apiary.api_keys.models import ApiKey
-from apiary.audit.models import AuditEntry
+from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
 from apiary.tenants.models import Tenant
@@ -10,6 +10,7 @@ from apiary.users.models import Membership, User
 
 __all__ = [
     "ApiKey",
+    "AuditChainHead",
     "AuditEntry",
     "AuthSession",
     "Base",

@@ -299,3 +299,19 @@ def test_cli_reports_bad_setting_in_one_line_and_exits_2(
     assert "Traceback" not in result.stderr + result.stdout
     # Nothing was created: the command stopped before touching the database.
     assert not (tmp_path / "data" / "apiary.db").exists()
+
+
+def test_jwt_secret_must_be_long_and_required_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APIARY_JWT_SECRET", "short")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "APIARY_JWT_SECRET" in str(caught.value)
+    monkeypatch.delenv("APIARY_JWT_SECRET")
+    monkeypatch.setenv("APIARY_ENVIRONMENT", "production")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "APIARY_JWT_SECRET is required" in str(caught.value)
+    monkeypatch.setenv("APIARY_JWT_SECRET", "x" * 40)
+    assert load_settings().environment == "production"

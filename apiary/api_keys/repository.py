@@ -24,6 +24,14 @@ class ApiKeyRepository:
     async def get(self, session: AsyncSession, scope: TenantScope, key_id: uuid.UUID) -> ApiKey:
         return await scope.get(session, ApiKey, key_id)
 
+    async def active_created_by(
+        self, session: AsyncSession, scope: TenantScope, user_id: uuid.UUID
+    ) -> Sequence[ApiKey]:
+        statement = scope.select(ApiKey).where(
+            ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None)
+        )
+        return (await session.scalars(statement)).all()
+
     def add(self, session: AsyncSession, scope: TenantScope, api_key: ApiKey) -> ApiKey:
         return scope.add(session, api_key)
 

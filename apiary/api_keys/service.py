@@ -14,7 +14,7 @@ from apiary.api_keys.schemas import ApiKeyCreate, ApiKeyCreated
 from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.auth.tokens import new_api_key
-from apiary.authz.permissions import may_grant
+from apiary.authz.permissions import Role, may_grant
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
 from apiary.errors import Forbidden, Unprocessable
@@ -30,6 +30,9 @@ class ApiKeyService:
     async def create_in(
         self, session: AsyncSession, scope: TenantScope, body: ApiKeyCreate, *, auth: AuthContext
     ) -> ApiKeyCreated:
+        if auth.actor.api_key_id is not None:
+            # A key minting keys would outlive its own revocation: only people create keys.
+            raise Forbidden("API keys cannot create API keys: sign in as a user")
         if not may_grant(auth.role, body.role):
             raise Forbidden(f"role {auth.role.value!r} may not create a {body.role.value!r} key")
         if body.expires_at is not None:
@@ -72,6 +75,8 @@ class ApiKeyService:
 
     async def revoke(self, session: AsyncSession, auth: AuthContext, key_id: uuid.UUID) -> ApiKey:
         api_key = await api_key_repository.get(session, auth.scope, key_id)
+        if not may_grant(auth.role, Role(api_key.role)):
+            raise Forbidden(f"role {auth.role.value!r} may not revoke a {api_key.role!r} key")
         if api_key.revoked_at is None:
             api_key.revoked_at = utcnow()
             await session.flush()
@@ -85,6 +90,34 @@ class ApiKeyService:
                 details={"name": api_key.name, "prefix": api_key.prefix},
             )
         return api_key
+
+    async def revoke_created_by(
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        *,
+        user_id: uuid.UUID,
+        above: Role | None = None,
+        reason: str,
+    ) -> int:
+        """Revoke the keys a member created (only those their role may no longer grant, when
+        `above` is given): a key must not keep access its creator has lost."""
+        revoked = 0
+        for api_key in await api_key_repository.active_created_by(session, auth.scope, user_id):
+            if above is not None and may_grant(above, Role(api_key.role)):
+                continue
+            api_key.revoked_at = utcnow()
+            revoked += 1
+            await audit_service.record(
+                session,
+                action="api_key.revoked",
+                actor=auth.actor,
+                tenant_id=auth.tenant_id,
+                target_type="api_key",
+                target_id=api_key.id,
+                details={"name": api_key.name, "prefix": api_key.prefix, "reason": reason},
+            )
+        return revoked
 
 
 api_key_service = ApiKeyService()

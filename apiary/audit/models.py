@@ -31,3 +31,18 @@ class AuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditChainHead(Base):
+    """The newest entry's hash and the entry count, in one row.
+
+    Appenders update this row before reading it, which serializes them across processes
+    (a row lock on PostgreSQL, the database write lock on SQLite), and `verify` compares
+    the chain's end with it, so entries cut from the end are noticed too.
+    """
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    entries: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))

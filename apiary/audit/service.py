@@ -1,14 +1,15 @@
 """Appending to the audit log and verifying its hash chain.
 
 Each entry's hash is SHA-256 over its canonical JSON and the previous entry's hash, so any
-edit, insertion or deletion in the middle breaks every later link. Appends take the chain
-lock for the rest of the transaction: an advisory lock on PostgreSQL, a process lock on
-SQLite (embedded mode is one process), so two transactions never chain to the same parent.
+edit, insertion or deletion in the middle breaks every later link. An append first updates
+the one-row chain head, which holds its write lock until the transaction ends (a row lock
+on PostgreSQL, the database write lock on SQLite, across processes too), so two
+transactions never chain to the same parent. The head also records the newest hash and
+the entry count, so `verify` notices entries cut from the end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -17,20 +18,17 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import event, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from apiary.audit.models import AuditEntry
+from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.context import Actor
 from apiary.authz.scope import TenantScope
-from apiary.db import session_scope, utcnow
+from apiary.db import utcnow
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
 
 GENESIS = "0" * 64
-_ADVISORY_KEY = 0x41504941  # "APIA"
-_sqlite_chain_lock = asyncio.Lock()
 
 
 def entry_hash(
@@ -79,23 +77,23 @@ def _hash_of(entry: AuditEntry) -> str:
     )
 
 
-async def _lock_chain(session: AsyncSession) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
-        return
-    if session.info.get("audit_chain_locked"):
-        return
-    await _sqlite_chain_lock.acquire()
-    session.info["audit_chain_locked"] = True
-    if not session.info.get("audit_release_listener"):
-        session.info["audit_release_listener"] = True
-        event.listen(session.sync_session, "after_transaction_end", _release_chain_lock)
+HEAD_ID = 1
 
 
-def _release_chain_lock(sync_session: Session, transaction: SessionTransaction) -> None:
-    # Only the outermost transaction's end (commit or rollback) releases the lock.
-    if transaction.parent is None and sync_session.info.pop("audit_chain_locked", False):
-        _sqlite_chain_lock.release()
+async def _claim_head(session: AsyncSession) -> str:
+    """Lock the chain head for the rest of the transaction and return the newest hash."""
+    statement = (
+        update(AuditChainHead)
+        .where(AuditChainHead.id == HEAD_ID)
+        .values(entries=AuditChainHead.entries + 1)
+        .returning(AuditChainHead.head_hash)
+    )
+    head = (await session.execute(statement)).scalar_one_or_none()
+    if head is None:  # an empty database (the migration seeds the row; tests truncate it)
+        session.add(AuditChainHead(id=HEAD_ID, head_hash=GENESIS, entries=1))
+        await session.flush()
+        return GENESIS
+    return head
 
 
 class AuditService:
@@ -111,10 +109,7 @@ class AuditService:
         details: dict[str, Any] | None = None,
     ) -> AuditEntry:
         """Append an entry in the caller's transaction: it lands only if the action does."""
-        await _lock_chain(session)
-        last = await session.scalar(
-            select(AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-        )
+        previous = await _claim_head(session)
         entry = AuditEntry(
             tenant_id=tenant_id,
             actor_user_id=actor.user_id,
@@ -125,35 +120,15 @@ class AuditService:
             ip=actor.ip,
             details=details or {},
             created_at=utcnow(),
-            prev_hash=last or GENESIS,
+            prev_hash=previous,
         )
         entry.hash = _hash_of(entry)
         session.add(entry)
+        await session.execute(
+            update(AuditChainHead).where(AuditChainHead.id == HEAD_ID).values(head_hash=entry.hash)
+        )
         await session.flush()
         return entry
-
-    async def record_alone(
-        self,
-        factory: async_sessionmaker[AsyncSession],
-        *,
-        action: str,
-        actor: Actor,
-        tenant_id: uuid.UUID | None,
-        target_type: str | None = None,
-        target_id: uuid.UUID | str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        """Append in a transaction of its own, for failures whose request is rolled back."""
-        async with session_scope(factory) as session:
-            await self.record(
-                session,
-                action=action,
-                actor=actor,
-                tenant_id=tenant_id,
-                target_type=target_type,
-                target_id=target_id,
-                details=details,
-            )
 
     async def list(
         self, session: AsyncSession, scope: TenantScope, page: PageParams, *, action: str | None
@@ -178,7 +153,7 @@ class AuditService:
                 )
             ).all()
             if not rows:
-                return ChainReport(ok=True, entries=checked)
+                return await self._check_head(session, expected_prev, checked)
             for entry in rows:
                 if entry.prev_hash != expected_prev:
                     return ChainReport(
@@ -197,6 +172,21 @@ class AuditService:
                 expected_prev = entry.hash
                 checked += 1
                 after = entry.seq
+
+    async def _check_head(self, session: AsyncSession, last_hash: str, count: int) -> ChainReport:
+        head = await session.get(AuditChainHead, HEAD_ID)
+        if head is None:
+            ok = count == 0
+            return ChainReport(ok=ok, entries=count, reason=None if ok else "chain head missing")
+        if head.head_hash != last_hash or head.entries != count:
+            return ChainReport(
+                ok=False,
+                entries=count,
+                broken_seq=None,
+                reason=f"the log ends before its recorded head ({head.entries} entries "
+                f"recorded, {count} present): entries were removed from the end",
+            )
+        return ChainReport(ok=True, entries=count)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ async def login(
         body,
         settings=runtime.settings,
         counters=runtime.counters,
-        factory=runtime.session_factory,
         ip=client_ip(request),
     )
 
@@ -45,9 +44,13 @@ async def login_oidc(
 ) -> TokenPair:
     if runtime.oidc is None:
         raise BadRequest("OIDC sign-in is not configured (set APIARY_OIDC__ISSUER and audience)")
-    identity = await runtime.oidc.verify(body.id_token)
     return await auth_service.login_oidc(
-        session, identity, settings=runtime.settings, ip=client_ip(request)
+        session,
+        body.id_token,
+        verifier=runtime.oidc,
+        settings=runtime.settings,
+        counters=runtime.counters,
+        ip=client_ip(request),
     )
 
 
@@ -59,7 +62,6 @@ async def refresh(
         session,
         body.refresh_token,
         settings=runtime.settings,
-        factory=runtime.session_factory,
         ip=client_ip(request),
     )
 

@@ -75,6 +75,17 @@ class AuthRepository:
         ).first()
         return (row[0], row[1]) if row else None
 
+    async def mark_refresh_used(
+        self, session: AsyncSession, token_id: uuid.UUID, now: datetime
+    ) -> bool:
+        """Mark a refresh token used; False when it already was (a replay)."""
+        result = await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
+            .values(used_at=now)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def revoke_sessions(
         self,
         session: AsyncSession,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.audit.service import audit_service
 from apiary.auth.context import Actor, AuthContext
 from apiary.auth.models import AuthSession, RefreshToken
-from apiary.auth.oidc import OIDCIdentity
+from apiary.auth.oidc import OIDCIdentity, OIDCVerifier
 from apiary.auth.passwords import verify_password
 from apiary.auth.repository import auth_repository
 from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
@@ -24,7 +24,7 @@ from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_ref
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.config import Settings
-from apiary.db import session_scope, utcnow
+from apiary.db import utcnow
 from apiary.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from apiary.kv import CounterStore
 from apiary.tenants.models import Tenant, TenantStatus
@@ -39,37 +39,94 @@ class AuthService:
         *,
         settings: Settings,
         counters: CounterStore,
-        factory: async_sessionmaker[AsyncSession],
         ip: str | None,
     ) -> TokenPair:
         email = request.email.lower()
-        keys = [f"login-fail:account:{email}", f"login-fail:ip:{ip or '-'}"]
-        for key in keys:
-            failures, retry_after = await counters.get(key)
-            if failures >= settings.login_max_failures:
-                raise TooManyRequests(
-                    "too many failed sign-ins; try again later", retry_after_s=retry_after
+        keys = [f"login:account:{email}", f"login:ip:{ip or '-'}"]
+        # Count the attempt before checking the password: parallel guesses each see the
+        # others' counts, so no burst slips under the limit while argon2 runs.
+        window, limit = settings.login_failure_window_s, settings.login_max_failures
+        counts = [await counters.incr(key, ttl_s=window) for key in keys]
+        if max(counts) > limit:
+            if limit + 1 in counts:  # the first refusal in this window is worth recording
+                await audit_service.record(
+                    session,
+                    action="auth.login_throttled",
+                    actor=Actor(ip=ip),
+                    tenant_id=None,
+                    details={"email": email},
                 )
+            retry_after = max([(await counters.get(key))[1] for key in keys])
+            raise TooManyRequests(
+                "too many failed sign-ins; try again later",
+                retry_after_s=retry_after,
+                keep_changes=True,
+            )
         user = await auth_repository.user_by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)
         if user is None or not valid or not user.is_active:
-            for key in keys:
-                await counters.incr(key, ttl_s=settings.login_failure_window_s)
-            await audit_service.record_alone(
-                factory,
-                action="auth.login_failed",
-                actor=Actor(user_id=user.id if user else None, ip=ip),
-                tenant_id=None,
-                details={"email": email, "method": "password"},
-            )
-            raise Unauthorized("invalid email or password")
+            await self._record_failure(session, user, email=email, ip=ip)
+            raise Unauthorized("invalid email or password", keep_changes=True)
+        # A success does not count against the account or the address.
         await counters.delete(keys[0])
+        await counters.decr(keys[1])
         tenant, role = await self._choose_tenant(session, user, request.tenant)
         return await self._open_session(
             session, user, tenant, role, method="password", settings=settings, ip=ip
         )
 
+    async def _record_failure(
+        self, session: AsyncSession, user: User | None, *, email: str, ip: str | None
+    ) -> None:
+        """One entry in each tenant of a known account, so its admins see attacks on it."""
+        tenants: list[uuid.UUID | None] = [None]
+        if user is not None:
+            tenants = [t.id for _, t in await auth_repository.memberships_of(session, user.id)]
+        for tenant_id in tenants or [None]:
+            await audit_service.record(
+                session,
+                action="auth.login_failed",
+                actor=Actor(user_id=user.id if user else None, ip=ip),
+                tenant_id=tenant_id,
+                details={"email": email, "method": "password"},
+            )
+
     async def login_oidc(
+        self,
+        session: AsyncSession,
+        id_token: str,
+        *,
+        verifier: OIDCVerifier,
+        settings: Settings,
+        counters: CounterStore,
+        ip: str | None,
+    ) -> TokenPair:
+        """Sign in with an ID token; every refusal is audited and counted against the IP."""
+        key = f"login:ip:{ip or '-'}"
+        count = await counters.incr(key, ttl_s=settings.login_failure_window_s)
+        if count > settings.login_max_failures:
+            _, retry_after = await counters.get(key)
+            raise TooManyRequests(
+                "too many failed sign-ins; try again later", retry_after_s=retry_after
+            )
+        try:
+            identity = await verifier.verify(id_token)
+            tokens = await self._login_identity(session, identity, settings=settings, ip=ip)
+        except (Unauthorized, Forbidden, Conflict) as refused:
+            await session.rollback()  # nothing half-provisioned stays; the audit entry does
+            await audit_service.record(
+                session,
+                action="auth.oidc_failed",
+                actor=Actor(ip=ip),
+                tenant_id=None,
+                details={"reason": refused.detail[:200]},
+            )
+            refused.keep_changes = True
+            raise
+        await counters.decr(key)
+        return tokens
+
+    async def _login_identity(
         self,
         session: AsyncSession,
         identity: OIDCIdentity,
@@ -86,8 +143,9 @@ class AuthService:
         if tenant is None:
             raise Forbidden("no Apiary tenant is linked to your identity provider's tenant")
         # The IdP's subject is unique only within its tenant, and its email claim is not
-        # verified, so an account is bound to (tenant claim, subject), and an existing
-        # account is linked by email only if it already belongs to this tenant.
+        # verified, so an account is bound to (tenant claim, subject). An existing account
+        # is linked by email only if it belongs to this tenant and to no other: a tenant
+        # admin can add anyone's email to their tenant, and must not gain their account.
         subject = f"{identity.tenant_ref}:{identity.subject}"
         user = await auth_repository.user_by_oidc_subject(session, subject)
         if user is None:
@@ -99,8 +157,8 @@ class AuthService:
             elif (
                 user.oidc_subject is not None
                 or user.is_super_admin
-                or await auth_repository.membership(session, user_id=user.id, tenant_id=tenant.id)
-                is None
+                or {t.id for _, t in await auth_repository.memberships_of(session, user.id)}
+                != {tenant.id}
             ):
                 raise Conflict(
                     f"an Apiary account for {identity.email} already exists; an admin of "
@@ -131,7 +189,6 @@ class AuthService:
         refresh_token: str,
         *,
         settings: Settings,
-        factory: async_sessionmaker[AsyncSession],
         ip: str | None,
     ) -> TokenPair:
         found = await auth_repository.refresh_token(session, digest(refresh_token))
@@ -141,11 +198,14 @@ class AuthService:
         now = utcnow()
         if auth_session.revoked_at is not None:
             raise Unauthorized("session ended: sign in again")
-        if token.used_at is not None:
-            await self._revoke_replayed(factory, auth_session, ip=ip)
-            raise Unauthorized("refresh token reused: the session has been revoked")
         if token.expires_at <= now:
             raise Unauthorized("refresh token expired: sign in again")
+        # Marking it used is the check: of two concurrent refreshes, only one updates a row.
+        if not await auth_repository.mark_refresh_used(session, token.id, now):
+            await self._revoke_replayed(session, auth_session, ip=ip)
+            raise Unauthorized(
+                "refresh token reused: the session has been revoked", keep_changes=True
+            )
         user = await auth_repository.user_by_id(session, auth_session.user_id)
         if user is None or not user.is_active:
             raise Unauthorized("account disabled")
@@ -158,7 +218,6 @@ class AuthService:
                 role = role or Role(membership[0].role)
         if role is None:
             raise Unauthorized("no longer a member of this tenant: sign in again")
-        token.used_at = now
         return await self._issue(session, auth_session, role, settings=settings)
 
     async def logout(
@@ -279,24 +338,18 @@ class AuthService:
         )
 
     async def _revoke_replayed(
-        self,
-        factory: async_sessionmaker[AsyncSession],
-        auth_session: AuthSession,
-        *,
-        ip: str | None,
+        self, session: AsyncSession, auth_session: AuthSession, *, ip: str | None
     ) -> None:
-        # In a transaction of its own: the request fails with 401, the revocation must stay.
-        async with session_scope(factory) as session:
-            await auth_repository.revoke_sessions(
-                session, reason="refresh_reuse", now=utcnow(), session_id=auth_session.id
-            )
-            await audit_service.record(
-                session,
-                action="auth.refresh_reused",
-                actor=Actor(user_id=auth_session.user_id, ip=ip),
-                tenant_id=auth_session.tenant_id,
-                details={"session_id": str(auth_session.id)},
-            )
+        await auth_repository.revoke_sessions(
+            session, reason="refresh_reuse", now=utcnow(), session_id=auth_session.id
+        )
+        await audit_service.record(
+            session,
+            action="auth.refresh_reused",
+            actor=Actor(user_id=auth_session.user_id, ip=ip),
+            tenant_id=auth_session.tenant_id,
+            details={"session_id": str(auth_session.id)},
+        )
 
 
 auth_service = AuthService()

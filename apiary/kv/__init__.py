@@ -14,6 +14,10 @@ class CounterStore(Protocol):
         """Add one to `key`, starting a `ttl_s` window if it is new; return the new count."""
         ...
 
+    async def decr(self, key: str) -> None:
+        """Take one off `key` (not below zero), keeping its window."""
+        ...
+
     async def get(self, key: str) -> tuple[int, int]:
         """Return (count, seconds until the window ends); (0, 0) for an unknown key."""
         ...
@@ -48,6 +52,14 @@ class MemoryCounterStore:
             self._counts[key] = (count + 1, expires)
             return count + 1
 
+    async def decr(self, key: str) -> None:
+        async with self._lock:
+            count, expires = self._counts.get(key, (0, 0.0))
+            if count > 1 and expires > time.monotonic():
+                self._counts[key] = (count - 1, expires)
+            else:
+                self._counts.pop(key, None)
+
     async def get(self, key: str) -> tuple[int, int]:
         count, expires = self._counts.get(key, (0, 0.0))
         remaining = expires - time.monotonic()
@@ -80,6 +92,11 @@ class RedisCounterStore:
             pipe.expire(name, ttl_s, nx=True)
             count, _ = await pipe.execute()
         return int(count)
+
+    async def decr(self, key: str) -> None:
+        name = self._key(key)
+        if await self._redis.decr(name) <= 0:
+            await self._redis.delete(name)
 
     async def get(self, key: str) -> tuple[int, int]:
         name = self._key(key)

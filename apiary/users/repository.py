@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.kit.schemas import PageParams
+from apiary.tenants.models import Tenant
 from apiary.users.models import Membership, User
 
 
@@ -51,6 +52,13 @@ class MembershipRepository:
         self, session: AsyncSession, scope: TenantScope, user_id: uuid.UUID
     ) -> Membership | None:
         return await session.scalar(scope.select(Membership).where(Membership.user_id == user_id))
+
+    async def lock_tenant(self, session: AsyncSession, scope: TenantScope) -> None:
+        """Serialize membership changes in one tenant until the transaction ends (PostgreSQL
+        row lock; SQLite serializes writers anyway)."""
+        await session.execute(
+            select(Tenant.id).where(Tenant.id == scope.tenant_id).with_for_update()
+        )
 
     async def count_admins(self, session: AsyncSession, scope: TenantScope) -> int:
         statement = scope.select(Membership).where(Membership.role == Role.TENANT_ADMIN)

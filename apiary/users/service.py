@@ -10,6 +10,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apiary.api_keys.service import api_key_service
 from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.auth.passwords import hash_password
@@ -103,10 +104,16 @@ class MemberService:
         old = Role(membership.role)
         if old == body.role:
             return _member(membership, user)
-        if old is Role.TENANT_ADMIN:
-            await self._keep_an_admin(session, auth.scope)
+        if not may_grant(auth.role, old):
+            raise Forbidden(f"role {auth.role.value!r} may not change a {old.value!r}")
+        await membership_repository.lock_tenant(session, auth.scope)
         membership.role = body.role
         await session.flush()
+        if old is Role.TENANT_ADMIN:
+            await self._keep_an_admin(session, auth.scope)
+        revoked = await api_key_service.revoke_created_by(
+            session, auth, user_id=user.id, above=body.role, reason="creator's role lowered"
+        )
         await audit_service.record(
             session,
             action="member.role_changed",
@@ -114,7 +121,12 @@ class MemberService:
             tenant_id=auth.tenant_id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "from": old.value, "to": body.role.value},
+            details={
+                "email": user.email,
+                "from": old.value,
+                "to": body.role.value,
+                "keys_revoked": revoked,
+            },
         )
         return _member(membership, user)
 
@@ -122,9 +134,16 @@ class MemberService:
         self, session: AsyncSession, auth: AuthContext, membership_id: uuid.UUID
     ) -> None:
         membership, user = await membership_repository.get(session, auth.scope, membership_id)
+        if not may_grant(auth.role, Role(membership.role)):
+            raise Forbidden(f"role {auth.role.value!r} may not remove a {membership.role!r}")
+        await membership_repository.lock_tenant(session, auth.scope)
+        await session.delete(membership)
+        await session.flush()
         if Role(membership.role) is Role.TENANT_ADMIN:
             await self._keep_an_admin(session, auth.scope)
-        await session.delete(membership)
+        revoked = await api_key_service.revoke_created_by(
+            session, auth, user_id=user.id, reason="creator removed"
+        )
         # Their sign-ins to this tenant end now, not when the access token expires.
         await auth_repository.revoke_sessions(
             session, reason="removed", now=utcnow(), user_id=user.id, tenant_id=auth.tenant_id
@@ -136,11 +155,13 @@ class MemberService:
             tenant_id=auth.tenant_id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": membership.role},
+            details={"email": user.email, "role": membership.role, "keys_revoked": revoked},
         )
 
     async def _keep_an_admin(self, session: AsyncSession, scope: TenantScope) -> None:
-        if await membership_repository.count_admins(session, scope) <= 1:
+        # Counted after the change, under the tenant lock: two admins demoting each other
+        # at once cannot both succeed.
+        if await membership_repository.count_admins(session, scope) < 1:
             raise Conflict("a tenant must keep at least one tenant_admin")
 
 

@@ -5,6 +5,7 @@ through the service and through `apiary audit verify` on a tampered database.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sqlite3
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, func, select, text
 
 from apiary.audit.models import AuditEntry
 from apiary.audit.service import GENESIS, ChainReport, audit_service, entry_hash
@@ -121,16 +122,31 @@ async def test_actions_by_an_api_key_name_the_key(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     tenant = await make_tenant(runtime, client, "acme")
+    admin_key = await make_api_key(runtime, tenant, Role.TENANT_ADMIN)
+    added = await client.post(
+        "/api/v1/members",
+        headers=admin_key.headers,
+        json={"email": "by-key@acme.example", "role": "viewer"},
+    )
+    assert added.status_code == 201, added.text
+    log = await _entries(client, tenant.admin, action="member.added")
+    by_key = [e for e in log["items"] if e["target_id"] == added.json()["user_id"]]
+    assert len(by_key) == 1
+    assert by_key[0]["actor_api_key_id"] == admin_key.extra["key_id"]
+    assert by_key[0]["actor_user_id"] is None
+
+
+@both_databases
+async def test_api_keys_cannot_create_api_keys(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
     developer_key = await make_api_key(runtime, tenant, Role.DEVELOPER)
-    created = await client.post(
+    refused = await client.post(
         "/api/v1/api-keys", headers=developer_key.headers, json={"name": "child", "role": "viewer"}
     )
-    assert created.status_code == 201, created.text
-    log = await _entries(client, tenant.admin, action="api_key.created")
-    by_key = [e for e in log["items"] if e["target_id"] == created.json()["id"]]
-    assert len(by_key) == 1
-    assert by_key[0]["actor_api_key_id"] == developer_key.extra["key_id"]
-    assert by_key[0]["actor_user_id"] is None
+    assert refused.status_code == 403
+    assert "sign in as a user" in refused.json()["detail"]
+    listed = await client.get("/api/v1/api-keys", headers=tenant.admin.headers)
+    assert listed.json()["total"] == 1  # only the developer key itself
 
 
 @both_databases
@@ -432,3 +448,84 @@ def test_cli_verify_names_the_tampered_entry(tmp_path: Path) -> None:
     assert report["ok"] is False
     assert report["broken_seq"] == seqs[1]
     assert "Traceback" not in tampered.stderr
+
+
+@both_databases
+async def test_entries_cut_from_the_end_are_detected(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await make_tenant(runtime, client, "acme")
+    async with runtime.session_factory() as session:
+        assert (await audit_service.verify(session)).ok
+        last = await session.scalar(select(func.max(AuditEntry.seq)))
+        await session.execute(delete(AuditEntry).where(AuditEntry.seq == last))
+        await session.commit()
+    async with runtime.session_factory() as session:
+        report = await audit_service.verify(session)
+    assert not report.ok
+    assert report.reason is not None
+    assert "removed from the end" in report.reason
+
+
+@both_databases
+async def test_concurrent_appends_keep_one_chain(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    responses = await asyncio.gather(
+        *[
+            client.post(
+                "/api/v1/api-keys",
+                headers=tenant.admin.headers,
+                json={"name": f"k{i}", "role": "viewer"},
+            )
+            for i in range(12)
+        ]
+    )
+    assert {r.status_code for r in responses} == {201}
+    async with runtime.session_factory() as session:
+        report = await audit_service.verify(session)
+    assert report.ok, report
+    assert report.entries >= 13
+
+
+_APPENDER = """
+import asyncio, sys
+from apiary.audit.service import audit_service
+from apiary.auth.context import Actor
+from apiary.config import Settings
+from apiary.db import session_scope
+from apiary.runtime import Runtime
+
+async def main() -> None:
+    runtime = Runtime.build(Settings(data_dir=sys.argv[1]))
+    for i in range(int(sys.argv[2])):
+        async with session_scope(runtime.session_factory) as session:
+            await audit_service.record(
+                session, action="test.append", actor=Actor(ip=sys.argv[3]), tenant_id=None,
+                details={"i": i},
+            )
+    await runtime.close()
+
+asyncio.run(main())
+"""
+
+
+def test_two_processes_appending_to_one_sqlite_log_keep_one_chain(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    env["APIARY_DATA_DIR"] = str(tmp_path)
+    apiary = Path(sys.executable).parent / "apiary"
+    subprocess.run([apiary, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _APPENDER, str(tmp_path), "40", f"writer-{n}"], env=env
+        )
+        for n in range(2)
+    ]
+    assert [w.wait(timeout=180) for w in writers] == [0, 0]
+    verified = subprocess.run(
+        [apiary, "audit", "verify"], env=env, capture_output=True, text=True, timeout=120
+    )
+    report = orjson.loads(verified.stdout)
+    assert verified.returncode == 0, report
+    assert report["entries"] == 80

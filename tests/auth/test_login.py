@@ -7,7 +7,9 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
+from sqlalchemy import select
 
+from apiary.audit.models import AuditEntry
 from apiary.db import utcnow
 from apiary.runtime import Runtime
 from tests.factories import PASSWORD, login, make_tenant
@@ -42,8 +44,18 @@ async def test_wrong_password_is_401_and_audited(
     log = await client.get(
         "/api/v1/audit-log", params={"action": "auth.login_failed"}, headers=tenant.admin.headers
     )
-    # Failed sign-ins have no tenant yet; they are platform entries, not this tenant's.
-    assert log.json()["total"] == 0
+    # The tenant's admins see the attack on their user; the unknown email is a platform entry.
+    [entry] = log.json()["items"]
+    assert entry["details"]["email"] == "admin@acme.example"
+    assert entry["ip"] == "10.9.8.7"
+    async with runtime.session_factory() as session:
+        ghost = await session.scalar(
+            select(AuditEntry).where(
+                AuditEntry.details["email"].as_string() == "ghost@acme.example"
+            )
+        )
+    assert ghost is not None
+    assert ghost.tenant_id is None
 
 
 async def test_login_is_throttled_per_account(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from apiary.audit.models import AuditEntry
 from apiary.authz.permissions import Role
 from apiary.runtime import Runtime
 from tests.auth.oidc_issuer import LocalIssuer, new_rsa_key
@@ -101,3 +103,40 @@ async def test_bad_id_tokens_are_401(
     assert response.json()["detail"].startswith("invalid ID token")
     members = await client.get("/api/v1/members", headers=tenant.admin.headers)
     assert members.json()["total"] == 1  # nobody was provisioned
+
+
+async def test_an_admin_cannot_capture_another_tenants_user_through_oidc(
+    client: httpx.AsyncClient, runtime: Runtime, local_issuer: LocalIssuer
+) -> None:
+    acme = await make_tenant(runtime, client, "acme")
+    victim = await make_member(client, acme, Role.DEVELOPER, email="victim@acme.example")
+    evil = await make_tenant(runtime, client, "evil")
+    await _link(client, runtime, evil.id, "azure-tid-evil")
+    # evil's admin adds the victim's email to evil, then signs in as it from evil's IdP.
+    added = await client.post(
+        "/api/v1/members",
+        headers=evil.admin.headers,
+        json={"email": "victim@acme.example", "role": "viewer"},
+    )
+    assert added.status_code == 201
+    token = local_issuer.token(sub="attacker", email="victim@acme.example", tid="azure-tid-evil")
+    response = await client.post("/api/v1/auth/oidc", json={"id_token": token})
+    assert response.status_code == 409
+    me = await client.get("/api/v1/auth/me", headers=victim.headers)
+    assert me.status_code == 200  # the victim's own sign-in is untouched
+
+
+async def test_refused_oidc_sign_ins_are_audited(
+    client: httpx.AsyncClient, runtime: Runtime, local_issuer: LocalIssuer
+) -> None:
+    await make_tenant(runtime, client, "acme")
+    response = await client.post(
+        "/api/v1/auth/oidc", json={"id_token": local_issuer.token(aud="another-app")}
+    )
+    assert response.status_code == 401
+    async with runtime.session_factory() as session:
+        entries = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "auth.oidc_failed"))
+        ).all()
+    assert len(entries) == 1
+    assert "audience" in entries[0].details["reason"]

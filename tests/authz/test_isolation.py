@@ -51,6 +51,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
+    ("POST", "/api/v1/api-keys"): {201, 403},  # 403 for the key caller: keys cannot mint keys
     ("POST", "/v1/chat/completions"): {404},
     ("POST", "/v1/embeddings"): {404},
 }
