@@ -43,7 +43,8 @@ $(UV):
 	.tools/bin/pip install --quiet uv
 
 $(SYNC_STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	@# llama-cpp-python builds from source; GGML_NATIVE=OFF keeps the build portable across CPUs.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(UV) sync --frozen
 	touch $@
 
 # Install the PostgreSQL and Redis servers, but only when they are missing.
@@ -87,3 +88,9 @@ clean: ## Remove .venv, .tools, stamps and .test-services
 		[ -d "$$d" ] && scripts/services.sh stop "$$d" || true; \
 	done
 	rm -rf $(VENV) .tools .test-services
+
+# Apiary vs LiteLLM's proxy vs the upstream called directly, on this machine (a few
+# minutes; the first run also installs LiteLLM into bench/.litellm-venv). See docs/benchmarks.md.
+.PHONY: bench-gateway
+bench-gateway: venv ## Benchmark /v1/chat/completions against LiteLLM's proxy (BENCH_ARGS=--quick)
+	$(VENV)/bin/python bench/gateway.py $(BENCH_ARGS)

@@ -50,6 +50,12 @@ class Unauthorized(ApiaryError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, keep_changes=keep_changes)
 
 
+class PaymentRequired(ApiaryError):
+    """A budget is spent: the call would cost money the tenant has not allowed."""
+
+    status_code = 402
+
+
 class Forbidden(ApiaryError):
     status_code = 403
 

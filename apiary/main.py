@@ -15,9 +15,11 @@ from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
 from apiary.errors import install_error_handlers
 from apiary.gateway import openai_api
+from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.runtime import Runtime
 from apiary.tenants import endpoints as tenants
+from apiary.usage import endpoints as usage
 from apiary.users import endpoints as members
 
 API_PREFIX = "/api/v1"
@@ -29,6 +31,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     members.router,
     api_keys.router,
     audit.router,
+    limits.router,
+    usage.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTER = openai_api.router

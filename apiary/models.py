@@ -4,6 +4,7 @@ from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
+from apiary.limits.models import TenantLimits
 from apiary.tenants.models import Tenant
 from apiary.usage.models import LedgerEntry
 from apiary.users.models import Membership, User
@@ -18,5 +19,6 @@ __all__ = [
     "Membership",
     "RefreshToken",
     "Tenant",
+    "TenantLimits",
     "User",
 ]

@@ -13,12 +13,15 @@ import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
+from apiary.gateway.cache import ResponseCache
 from apiary.gateway.providers.base import HttpClient
 from apiary.gateway.service import Gateway
 from apiary.kv import CounterStore, create_counter_store
+from apiary.limits.enforcer import LimitEnforcer
 from apiary.usage.ledger import LedgerWriter
 
 
@@ -32,6 +35,9 @@ class Runtime:
     gateway: Gateway
     ledger: LedgerWriter
     upstream: HttpClient
+    cache: ResponseCache
+    key_usage: LastUsedRecorder
+    limits: LimitEnforcer
     oidc: OIDCVerifier | None = field(default=None)
 
     @classmethod
@@ -42,24 +48,31 @@ class Runtime:
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         upstream = HttpClient()
         session_factory = create_session_factory(engine)
+        counters = create_counter_store(settings.redis_url)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=session_factory,
-            counters=create_counter_store(settings.redis_url),
+            counters=counters,
             http=http,
             gateway=Gateway(settings.gateway, upstream),
             ledger=LedgerWriter(session_factory),
             upstream=upstream,
+            cache=ResponseCache(redis_url=settings.redis_url),
+            key_usage=LastUsedRecorder(session_factory),
+            limits=LimitEnforcer(counters, session_factory),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
         )
 
     def start(self) -> None:
         """Start background work (the ledger writer); needs the running event loop."""
         self.ledger.start()
+        self.key_usage.start()
 
     async def close(self) -> None:
         await self.ledger.close()
+        await self.key_usage.close()
+        await self.cache.close()
         await self.upstream.close()
         await self.http.aclose()
         await self.counters.close()

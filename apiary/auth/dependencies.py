@@ -7,7 +7,6 @@ the routes and fails on any endpoint that does not.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -21,11 +20,8 @@ from apiary.authz.permissions import Permission, Role
 from apiary.db import session_scope, utcnow
 from apiary.errors import Forbidden, Unauthorized
 from apiary.observability.logging import request_context
-from apiary.runtime import RuntimeDep
+from apiary.runtime import Runtime, RuntimeDep
 from apiary.tenants.models import TenantStatus
-
-# Writing last_used_at on every call would turn each read into a write; once a minute is enough.
-_TOUCH_INTERVAL = timedelta(seconds=60)
 
 
 async def _session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
@@ -50,7 +46,9 @@ def _bearer(request: Request) -> str:
     return credentials.strip()
 
 
-async def _from_api_key(session: AsyncSession, key: str, ip: str | None) -> AuthContext:
+async def _from_api_key(
+    session: AsyncSession, key: str, ip: str | None, runtime: Runtime
+) -> AuthContext:
     prefix = api_key_prefix(key)
     found = await auth_repository.api_key_by_prefix(session, prefix) if prefix else None
     if found is None or not digests_match(found[0].key_hash, digest(key)):
@@ -63,8 +61,7 @@ async def _from_api_key(session: AsyncSession, key: str, ip: str | None) -> Auth
         raise Unauthorized("API key expired")
     if tenant.status != TenantStatus.ACTIVE:
         raise Forbidden(f"tenant {tenant.name!r} is suspended")
-    if api_key.last_used_at is None or now - api_key.last_used_at > _TOUCH_INTERVAL:
-        await auth_repository.touch_api_key(session, api_key.id, now)
+    runtime.key_usage.note(api_key.id, now)
     return AuthContext(
         role=Role(api_key.role),
         tenant_id=tenant.id,
@@ -106,7 +103,7 @@ async def current_auth(request: Request, runtime: RuntimeDep, session: DbSession
     credentials = _bearer(request)
     ip = client_ip(request)
     if credentials.startswith("apy_"):
-        auth = await _from_api_key(session, credentials, ip)
+        auth = await _from_api_key(session, credentials, ip, runtime)
     else:
         auth = await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
     context = request_context.get()

@@ -117,8 +117,5 @@ class AuthRepository:
         ).first()
         return (row[0], row[1]) if row else None
 
-    async def touch_api_key(self, session: AsyncSession, key_id: uuid.UUID, now: datetime) -> None:
-        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
-
 
 auth_repository = AuthRepository()

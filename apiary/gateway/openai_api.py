@@ -9,7 +9,6 @@ forwards the rest untouched. Responses name the provider, model, route and cost 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -20,13 +19,15 @@ from fastapi.responses import Response, StreamingResponse
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import authorize
 from apiary.authz.permissions import Permission
-from apiary.db import utcnow
 from apiary.errors import ApiaryError, BadRequest, NotFound
 from apiary.gateway import catalog, tokens
+from apiary.gateway.cache import CachedResponse, cache_key, wants_cache
 from apiary.gateway.providers.base import ProviderError, Usage
-from apiary.gateway.router import Decision, UnknownModel
+from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
 from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
-from apiary.runtime import RuntimeDep
+from apiary.limits.enforcer import Admission
+from apiary.runtime import Runtime, RuntimeDep
+from apiary.usage.ledger import ledger_row
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -120,43 +121,33 @@ def _ledger(
 ) -> tuple[dict[str, Any], float | None]:
     usage, estimated = result.usage, False
     if usage is None and result.target is not None and kind == "chat":
-        usage, estimated = (
-            Usage(prompt_tokens=tokens.count_messages(body.get("messages", []))),
-            True,
-        )
+        # No usage from upstream (a dropped stream): count the prompt ourselves.
+        usage = Usage(prompt_tokens=tokens.count_messages(body.get("messages", [])))
+        estimated = True
     usage = usage or Usage()
-    info = gateway.price(result.target) if result.target else None
-    cost = catalog.cost_usd(info, usage) if result.target else 0.0
-    entry = {
-        "id": uuid.uuid4(),
-        "created_at": utcnow(),
-        "tenant_id": auth.scope.tenant_id,
-        "api_key_id": auth.actor.api_key_id,
-        "user_id": auth.actor.user_id,
-        "execution_id": None,
-        "agent_id": None,
-        "kind": kind,
-        "requested_model": str(body.get("model"))[:200],
-        "route": result.decision.route,
-        "reason": result.decision.reason[:200],
-        "provider": result.target.provider if result.target else None,
-        "model": result.target.model if result.target else None,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "tokens_estimated": estimated,
-        "cost_usd": cost,
-        "priced": cost is not None,
-        "cache_hit": False,
-        "saved_usd": 0.0,
-        "latency_ms": latency_s * 1000,
-        "ttft_ms": result.ttft_s * 1000 if result.ttft_s is not None else None,
-        "fallback_path": result.fallback_path,
-        "status": "ok" if result.target and result.error is None else "error",
-        "error": result.error.message[:500] if result.error else None,
-        "streamed": streamed,
-    }
-    return entry, cost
+    target = result.target
+    cost = catalog.cost_usd(gateway.price(target), usage) if target else 0.0
+    failed = result.error if (target is None or result.error is not None) else None
+    row = ledger_row(
+        auth,
+        body,
+        kind=kind,
+        route=result.decision.route,
+        reason=result.decision.reason,
+        provider=target.provider if target else None,
+        model=target.model if target else None,
+        usage=usage,
+        cost_usd=cost,
+        latency_s=latency_s,
+        ttft_s=result.ttft_s,
+        fallback_path=result.fallback_path,
+        error=(failed.message if failed else "no provider available")
+        if target is None or result.error is not None
+        else None,
+        streamed=streamed,
+        tokens_estimated=estimated,
+    )
+    return row, cost
 
 
 def _headers(
@@ -178,6 +169,51 @@ def _headers(
     }
 
 
+def _estimate_cost(gateway: Gateway, decision: Decision, body: dict[str, Any]) -> float | None:
+    """What the call may cost at the first candidate's price, for the budget reservation."""
+    info = gateway.price(decision.chain[0]) if decision.chain else None
+    if info is None:
+        return None
+    expected = Usage(
+        prompt_tokens=tokens.count_messages(body.get("messages", [])),
+        completion_tokens=int(
+            body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_OUTPUT_TOKENS
+        ),
+    )
+    return catalog.cost_usd(info, expected)
+
+
+def _cache_hit(
+    hit: CachedResponse, auth: AuthContext, body: dict[str, Any], runtime: Runtime, started: float
+) -> Response:
+    runtime.ledger.record(
+        ledger_row(
+            auth,
+            body,
+            kind="chat",
+            route=None,
+            reason="cache hit",
+            provider=hit.provider,
+            model=hit.model,
+            usage=Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens),
+            cost_usd=0.0,
+            cache_hit=True,
+            saved_usd=hit.cost_usd or 0.0,
+            latency_s=time.perf_counter() - started,
+        )
+    )
+    return Response(
+        hit.body,
+        media_type="application/json",
+        headers={
+            "x-apiary-cache": "hit",
+            "x-apiary-provider": hit.provider,
+            "x-apiary-model": hit.model,
+            "x-apiary-cost-usd": "0",
+        },
+    )
+
+
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
 async def chat_completions(
     started: Started, request: Request, auth: Caller, runtime: RuntimeDep
@@ -186,10 +222,20 @@ async def chat_completions(
     gateway, ledger = runtime.gateway, runtime.ledger
     body = await _json_body(request)
     _check_chat(body)
+    cacheable = wants_cache(body, request.headers.get("x-apiary-cache"))
+    body.pop("cache", None)  # Apiary's switch, not a provider parameter
+    key = cache_key(str(auth.scope.tenant_id), body) if cacheable else None
+    if key is not None and (hit := await runtime.cache.get(key)) is not None:
+        return _cache_hit(hit, auth, body, runtime, started)
     decision = _decide(gateway, body)
+    admission = await runtime.limits.admit(
+        auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body)
+    )
     routed = time.perf_counter()
     if body.get("stream"):
-        return await _stream(gateway, auth, body, decision, runtime, started, routed, handler)
+        return await _stream(
+            gateway, auth, body, decision, runtime, admission, started, routed, handler
+        )
     try:
         result = await gateway.complete(body, decision)
     except AllProvidersFailed as error:
@@ -197,17 +243,35 @@ async def chat_completions(
             gateway, auth, body, error.result, kind="chat", latency_s=time.perf_counter() - started
         )
         ledger.record(entry)
+        await runtime.limits.settle(admission, tokens=0, cost_usd=0.0)
         raise _failed(error) from None
     entry, cost = _ledger(
         gateway, auth, body, result, kind="chat", latency_s=time.perf_counter() - started
     )
     ledger.record(entry)
-    assert result.completion is not None
-    return Response(
-        result.completion.body,
-        media_type="application/json",
-        headers=_headers(result, cost, started=started, routed=routed, handler=handler),
+    warning = await runtime.limits.settle(
+        admission, tokens=entry["prompt_tokens"] + entry["completion_tokens"], cost_usd=cost
     )
+    assert result.completion is not None
+    assert result.target is not None
+    if key is not None:
+        await runtime.cache.put(
+            key,
+            CachedResponse(
+                body=result.completion.body,
+                provider=result.target.provider,
+                model=result.target.model,
+                prompt_tokens=entry["prompt_tokens"],
+                completion_tokens=entry["completion_tokens"],
+                cost_usd=cost,
+            ),
+        )
+    headers = _headers(result, cost, started=started, routed=routed, handler=handler)
+    if key is not None:
+        headers["x-apiary-cache"] = "miss"
+    if warning:
+        headers["x-apiary-budget-warning"] = warning
+    return Response(result.completion.body, media_type="application/json", headers=headers)
 
 
 async def _stream(
@@ -215,7 +279,8 @@ async def _stream(
     auth: AuthContext,
     body: dict[str, Any],
     decision: Decision,
-    runtime: Any,
+    runtime: Runtime,
+    admission: Admission,
     started: float,
     routed: float,
     handler: float,
@@ -233,6 +298,7 @@ async def _stream(
             streamed=True,
         )
         runtime.ledger.record(entry)
+        await runtime.limits.settle(admission, tokens=0, cost_usd=0.0)
         raise _failed(error) from None
     info = gateway.price(result.target) if result.target else None
     headers = _headers(result, None, started=started, routed=routed, handler=handler)
@@ -248,7 +314,7 @@ async def _stream(
             }
             yield b"data: " + orjson.dumps(problem) + b"\n\n"
         finally:
-            entry, _ = _ledger(
+            entry, cost = _ledger(
                 gateway,
                 auth,
                 body,
@@ -258,6 +324,11 @@ async def _stream(
                 streamed=True,
             )
             runtime.ledger.record(entry)
+            await runtime.limits.settle(
+                admission,
+                tokens=entry["prompt_tokens"] + entry["completion_tokens"],
+                cost_usd=cost,
+            )
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)

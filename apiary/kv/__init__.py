@@ -10,8 +10,12 @@ from redis.asyncio import Redis
 
 
 class CounterStore(Protocol):
-    async def incr(self, key: str, *, ttl_s: int) -> int:
-        """Add one to `key`, starting a `ttl_s` window if it is new; return the new count."""
+    async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
+        """Add `amount` to `key`, starting a `ttl_s` window if it is new; return the total."""
+        ...
+
+    async def set_if_absent(self, key: str, value: int, *, ttl_s: int) -> bool:
+        """Start `key` at `value` unless it exists; True when this call set it."""
         ...
 
     async def decr(self, key: str) -> None:
@@ -40,7 +44,7 @@ class MemoryCounterStore:
     def _sweep(self, now: float) -> None:
         self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
 
-    async def incr(self, key: str, *, ttl_s: int) -> int:
+    async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
         now = time.monotonic()
         async with self._lock:
             self._ops += 1
@@ -49,8 +53,17 @@ class MemoryCounterStore:
             count, expires = self._counts.get(key, (0, 0.0))
             if expires <= now:
                 count, expires = 0, now + ttl_s
-            self._counts[key] = (count + 1, expires)
-            return count + 1
+            self._counts[key] = (count + amount, expires)
+            return count + amount
+
+    async def set_if_absent(self, key: str, value: int, *, ttl_s: int) -> bool:
+        now = time.monotonic()
+        async with self._lock:
+            found = self._counts.get(key)
+            if found is not None and found[1] > now:
+                return False
+            self._counts[key] = (value, now + ttl_s)
+            return True
 
     async def decr(self, key: str) -> None:
         async with self._lock:
@@ -85,13 +98,16 @@ class RedisCounterStore:
     def _key(self, key: str) -> str:
         return f"{self._ns}:{key}"
 
-    async def incr(self, key: str, *, ttl_s: int) -> int:
+    async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
         name = self._key(key)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
+            pipe.incrby(name, amount)
             pipe.expire(name, ttl_s, nx=True)
             count, _ = await pipe.execute()
         return int(count)
+
+    async def set_if_absent(self, key: str, value: int, *, ttl_s: int) -> bool:
+        return bool(await self._redis.set(self._key(key), value, ex=ttl_s, nx=True))
 
     async def decr(self, key: str) -> None:
         name = self._key(key)

@@ -53,6 +53,37 @@ HTTP_LATENCY: Final = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
+# Model calls, by what served them. Providers and models are bounded by the gateway config.
+GATEWAY_CALLS: Final = Counter(
+    "apiary_gateway_calls_total",
+    "Model calls through the gateway, by provider, model, status and whether the cache answered.",
+    ["provider", "model", "status", "cache"],
+    registry=REGISTRY,
+)
+GATEWAY_TOKENS: Final = Counter(
+    "apiary_gateway_tokens_total",
+    "Tokens through the gateway, by provider, model and direction (prompt or completion).",
+    ["provider", "model", "direction"],
+    registry=REGISTRY,
+)
+GATEWAY_COST: Final = Counter(
+    "apiary_gateway_cost_usd_total",
+    "What gateway calls cost, in USD (priced calls only).",
+    ["provider", "model"],
+    registry=REGISTRY,
+)
+GATEWAY_UNPRICED: Final = Counter(
+    "apiary_gateway_unpriced_calls_total",
+    "Calls to models with no known price: their cost is unknown, not zero.",
+    ["provider", "model"],
+    registry=REGISTRY,
+)
+GATEWAY_CACHE_SAVED: Final = Counter(
+    "apiary_gateway_cache_saved_usd_total",
+    "What cache hits would have cost, in USD.",
+    registry=REGISTRY,
+)
+
 REQUEST_ID_HEADER: Final = "x-request-id"
 UNMATCHED_ROUTE: Final = "unmatched"
 

@@ -12,16 +12,94 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from apiary.db import session_scope
+from apiary.auth.context import AuthContext
+from apiary.db import session_scope, utcnow
+from apiary.gateway.providers.base import Usage
+from apiary.observability.metrics import (
+    GATEWAY_CACHE_SAVED,
+    GATEWAY_CALLS,
+    GATEWAY_COST,
+    GATEWAY_TOKENS,
+    GATEWAY_UNPRICED,
+)
 from apiary.usage.models import LedgerEntry
 
 log = logging.getLogger("apiary.ledger")
+
+
+def ledger_row(
+    auth: AuthContext,
+    body: dict[str, Any],
+    *,
+    kind: str,
+    route: str | None,
+    reason: str,
+    provider: str | None,
+    model: str | None,
+    usage: Usage,
+    cost_usd: float | None,
+    latency_s: float,
+    ttft_s: float | None = None,
+    cache_hit: bool = False,
+    saved_usd: float = 0.0,
+    fallback_path: Sequence[str] = (),
+    error: str | None = None,
+    streamed: bool = False,
+    tokens_estimated: bool = False,
+) -> dict[str, Any]:
+    """One ledger row (LedgerEntry's columns), stamped with the caller's tenant."""
+    return {
+        "id": uuid.uuid4(),
+        "created_at": utcnow(),
+        "tenant_id": auth.scope.tenant_id,
+        "api_key_id": auth.actor.api_key_id,
+        "user_id": auth.actor.user_id,
+        "execution_id": None,
+        "agent_id": None,
+        "kind": kind,
+        "requested_model": str(body.get("model"))[:200],
+        "route": route,
+        "reason": reason[:200],
+        "provider": provider,
+        "model": model,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "tokens_estimated": tokens_estimated,
+        "cost_usd": cost_usd,
+        "priced": cost_usd is not None,
+        "cache_hit": cache_hit,
+        "saved_usd": saved_usd,
+        "latency_ms": latency_s * 1000,
+        "ttft_ms": ttft_s * 1000 if ttft_s is not None else None,
+        "fallback_path": list(fallback_path),
+        "status": "error" if error else "ok",
+        "error": error[:500] if error else None,
+        "streamed": streamed,
+    }
+
+
+def _count(entry: dict[str, Any]) -> None:
+    provider, model = entry["provider"] or "none", entry["model"] or "none"
+    GATEWAY_CALLS.labels(
+        provider, model, entry["status"], "hit" if entry["cache_hit"] else "miss"
+    ).inc()
+    GATEWAY_TOKENS.labels(provider, model, "prompt").inc(entry["prompt_tokens"])
+    GATEWAY_TOKENS.labels(provider, model, "completion").inc(entry["completion_tokens"])
+    if entry["cost_usd"] is None:
+        GATEWAY_UNPRICED.labels(provider, model).inc()
+    elif entry["cost_usd"] > 0:
+        GATEWAY_COST.labels(provider, model).inc(entry["cost_usd"])
+    if entry["saved_usd"]:
+        GATEWAY_CACHE_SAVED.inc(entry["saved_usd"])
 
 
 class LedgerWriter:
@@ -44,6 +122,7 @@ class LedgerWriter:
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one entry (a dict of LedgerEntry columns). Never blocks, never raises."""
+        _count(entry)
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1
         self._pending.append(entry)

@@ -51,6 +51,7 @@ async def test_key_is_shown_once_and_stored_as_a_hash(
     assert me.status_code == 200
     assert me.json()["role"] == "developer"
     assert me.json()["api_key_id"] == body["id"]
+    await runtime.key_usage.flush()  # last use is written in batches, every few seconds
     used = await client.get(f"/api/v1/api-keys/{body['id']}", headers=tenant.admin.headers)
     assert used.json()["last_used_at"] is not None
 

@@ -8,6 +8,7 @@ parameter the walk does not know fails here until A owns a resource of that kind
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import Permission, Role
 from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
 from apiary.runtime import Runtime
+from apiary.usage.models import LedgerEntry
 from tests.factories import Caller, make_api_key, make_member, make_tenant
 
 pytestmark = pytest.mark.both_databases
@@ -48,6 +50,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hello"}],
     },
     ("POST", "/v1/embeddings"): {"model": "no-such-model", "input": "x"},
+    ("PATCH", "/api/v1/limits"): {"monthly_budget_usd": 5},
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
@@ -103,6 +106,24 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
     key = await make_api_key(runtime, tenant, Role.DEVELOPER)
     # A's key is used once, so that it has a last-used time to leak.
     assert (await client.get("/api/v1/auth/me", headers=key.headers)).status_code == 200
+    await runtime.key_usage.flush()
+    # ... and A has usage in the ledger, for the usage routes to leak.
+    async with runtime.session_factory() as session:
+        session.add(
+            LedgerEntry(
+                tenant_id=uuid.UUID(tenant.id),
+                kind="chat",
+                requested_model="alpha-corp-model",
+                provider="alpha-corp-provider",
+                model="alpha-corp-model",
+                prompt_tokens=11,
+                completion_tokens=7,
+                cost_usd=0.5,
+                latency_ms=3.0,
+                status="ok",
+            )
+        )
+        await session.commit()
     resources = {
         "membership_id": developer.extra["membership_id"],
         "key_id": key.extra["key_id"],

@@ -17,6 +17,7 @@ from openai.types.chat import (
 from apiary.authz.permissions import Role
 from apiary.gateway.config import PriceConfig, RouteConfig
 from apiary.gateway.resilience import ProviderLimiter
+from apiary.observability.metrics import REGISTRY
 from tests.factories import make_api_key
 from tests.fakes import Drop, Fail, Reply, Slow, StreamThenDrop, ToolCall
 from tests.gateway.conftest import Gateway, GatewayFactory
@@ -319,6 +320,8 @@ async def test_kimi_k2_6_drops_custom_sampling(gateway: Gateway) -> None:
 
 
 async def test_unpriced_model_is_recorded_as_unpriced(gateway: Gateway) -> None:
+    labels = {"provider": "lab", "model": "mystery-7b"}
+    before = REGISTRY.get_sample_value("apiary_gateway_unpriced_calls_total", labels) or 0
     raw = await gateway.client().chat.completions.with_raw_response.create(
         model="lab/mystery-7b",
         messages=HELLO,
@@ -327,6 +330,8 @@ async def test_unpriced_model_is_recorded_as_unpriced(gateway: Gateway) -> None:
     [entry] = await gateway.ledger()
     assert entry.cost_usd is None
     assert entry.priced is False
+    # ... and in the metrics: unknown, not zero.
+    assert REGISTRY.get_sample_value("apiary_gateway_unpriced_calls_total", labels) == before + 1
 
 
 async def test_price_override_applies(make_gateway: GatewayFactory) -> None:

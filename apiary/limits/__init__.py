@@ -1,0 +1,1 @@
+"""Per-tenant budgets and rate limits, and their enforcement on every gateway call."""

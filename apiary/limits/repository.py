@@ -1,0 +1,33 @@
+"""Queries for limits and month-to-date spend, through the tenant scope."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.authz.scope import TenantScope
+from apiary.limits.models import TenantLimits
+from apiary.usage.models import LedgerEntry
+
+
+class LimitsRepository:
+    async def get(self, session: AsyncSession, scope: TenantScope) -> TenantLimits | None:
+        return await session.scalar(scope.select(TenantLimits))
+
+    def add(self, session: AsyncSession, scope: TenantScope, limits: TenantLimits) -> None:
+        scope.add(session, limits)
+
+    async def spent_since(
+        self, session: AsyncSession, scope: TenantScope, since: datetime
+    ) -> float:
+        statement = (
+            scope.select(LedgerEntry)
+            .where(LedgerEntry.created_at >= since)
+            .with_only_columns(func.coalesce(func.sum(LedgerEntry.cost_usd), 0.0))
+        )
+        return float(await session.scalar(statement) or 0.0)
+
+
+limits_repository = LimitsRepository()

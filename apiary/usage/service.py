@@ -1,0 +1,285 @@
+"""Usage reports over the ledger: totals, series, the baseline comparison, the CSV export.
+
+Savings against a baseline model (see `BaselineComparison`): over the priced chat calls of
+the window, `baseline cost - actual cost`, split exactly in two. The cache part is what the
+gateway's cache hits would have cost on the baseline, less what they did cost (usually
+nothing); the routing part is the same difference over every other compared call, i.e. what
+serving them on the models chosen saved against the baseline. Prices are linear in tokens,
+so the baseline cost of a group of calls is `catalog.cost_usd` of their summed tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from apiary.authz.scope import TenantScope
+from apiary.db import session_scope, utcnow
+from apiary.errors import Unprocessable
+from apiary.gateway import catalog
+from apiary.gateway.config import PriceConfig
+from apiary.gateway.providers.base import Usage
+from apiary.usage.models import LedgerEntry
+from apiary.usage.repository import LedgerTotals, usage_repository
+from apiary.usage.schemas import (
+    BaselineComparison,
+    UsageBucket,
+    UsageDimension,
+    UsageSeries,
+    UsageSeriesRow,
+    UsageSummary,
+)
+
+EXPORT_CHUNK_ROWS = 1000
+
+EXPORT_COLUMNS = (
+    "created_at",
+    "id",
+    "kind",
+    "status",
+    "requested_model",
+    "route",
+    "provider",
+    "model",
+    "api_key_id",
+    "user_id",
+    "agent_id",
+    "execution_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "tokens_estimated",
+    "cost_usd",
+    "priced",
+    "cache_hit",
+    "saved_usd",
+    "latency_ms",
+    "ttft_ms",
+    "streamed",
+    "error",
+)
+
+# A cell starting with one of these is a formula to a spreadsheet; requested_model and error
+# come from callers and upstreams, so such text is quoted (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open UTC range [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+def _month_start(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(month_start: dt.datetime) -> dt.datetime:
+    return _month_start(month_start + dt.timedelta(days=32))
+
+
+def resolve_window(
+    start: dt.datetime | None, end: dt.datetime | None, *, now: dt.datetime | None = None
+) -> Window:
+    """The range a report covers. `to` defaults to the end of the current UTC month, `from`
+    to the start of the month `to` closes (so no parameters = the current calendar month)."""
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and value.utcoffset() is None:
+            raise Unprocessable(f"{name}: give a timezone, e.g. 2026-01-01T00:00:00Z")
+    if end is None:
+        end = _next_month(_month_start((now or utcnow()).astimezone(dt.UTC)))
+    end = end.astimezone(dt.UTC)
+    if start is None:
+        start = _month_start(end - dt.timedelta(microseconds=1))
+    start = start.astimezone(dt.UTC)
+    if start >= end:
+        raise Unprocessable(f"from: must be before to ({start.isoformat()} >= {end.isoformat()})")
+    return Window(start, end)
+
+
+def resolve_baseline(name: str, *, overrides: Mapping[str, PriceConfig]) -> catalog.ModelInfo:
+    """The price of a baseline given as `provider/model` (a price override applies) or as a
+    model name the catalog knows (some contain a slash: `deepseek-ai/DeepSeek-V3`)."""
+    name = name.strip()
+    info: catalog.ModelInfo | None = None
+    provider, slash, model = name.partition("/")
+    if slash:
+        info = catalog.lookup(provider, model, overrides=overrides)
+    info = info or catalog.lookup("", name, overrides={})
+    if info is None:
+        raise Unprocessable(
+            f"baseline: unknown model {name!r}; give provider/model or a model name from "
+            "the price table"
+        )
+    if info.input is None or info.output is None:
+        raise Unprocessable(f"baseline: model {name!r} has no known price")
+    return info
+
+
+def _rate(hits: int, calls: int) -> float:
+    return hits / calls if calls else 0.0
+
+
+def _baseline_cost(info: catalog.ModelInfo, totals: LedgerTotals) -> float:
+    usage = Usage(
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        cached_tokens=totals.billable_cached_tokens,
+    )
+    cost = catalog.cost_usd(info, usage)
+    assert cost is not None  # resolve_baseline refused unpriced models
+    return cost
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_text(rows: list[list[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
+
+class UsageService:
+    async def summary(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        window: Window,
+        *,
+        baseline: str | None,
+        overrides: Mapping[str, PriceConfig],
+    ) -> UsageSummary:
+        baseline_info = resolve_baseline(baseline, overrides=overrides) if baseline else None
+        groups = await usage_repository.totals_by_kind(
+            session, scope, start=window.start, end=window.end
+        )
+        total = sum((g.totals for g in groups), LedgerTotals())
+        comparison = None
+        if baseline is not None and baseline_info is not None:
+            compared = [g for g in groups if g.priced and g.kind == "chat"]
+            hits = sum((g.totals for g in compared if g.cache_hit), LedgerTotals())
+            sent = sum((g.totals for g in compared if not g.cache_hit), LedgerTotals())
+            cache_savings = _baseline_cost(baseline_info, hits) - hits.cost_usd
+            routing_savings = _baseline_cost(baseline_info, sent) - sent.cost_usd
+            compared_calls = hits.calls + sent.calls
+            comparison = BaselineComparison(
+                model=baseline,
+                compared_calls=compared_calls,
+                excluded_calls=total.calls - compared_calls,
+                cost_usd=_baseline_cost(baseline_info, hits + sent),
+                actual_cost_usd=hits.cost_usd + sent.cost_usd,
+                savings_usd=cache_savings + routing_savings,
+                cache_savings_usd=cache_savings,
+                routing_savings_usd=routing_savings,
+            )
+        return UsageSummary(
+            from_=window.start,
+            to=window.end,
+            calls=total.calls,
+            errors=total.errors,
+            prompt_tokens=total.prompt_tokens,
+            completion_tokens=total.completion_tokens,
+            cached_tokens=total.cached_tokens,
+            cost_usd=total.cost_usd,
+            unpriced_calls=total.unpriced_calls,
+            cache_hits=total.cache_hits,
+            cache_hit_rate=_rate(total.cache_hits, total.calls),
+            saved_by_cache_usd=total.saved_usd,
+            baseline=comparison,
+        )
+
+    async def series(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        window: Window,
+        *,
+        group_by: UsageDimension,
+        bucket: UsageBucket | None,
+    ) -> UsageSeries:
+        found = await usage_repository.series(
+            session,
+            scope,
+            start=window.start,
+            end=window.end,
+            group_by=group_by,
+            by_day=bucket is UsageBucket.DAY,
+        )
+        rows = [
+            UsageSeriesRow(
+                key=s.key,
+                day=s.day,
+                calls=s.totals.calls,
+                errors=s.totals.errors,
+                prompt_tokens=s.totals.prompt_tokens,
+                completion_tokens=s.totals.completion_tokens,
+                cached_tokens=s.totals.cached_tokens,
+                cost_usd=s.totals.cost_usd,
+                unpriced_calls=s.totals.unpriced_calls,
+                cache_hits=s.totals.cache_hits,
+                cache_hit_rate=_rate(s.totals.cache_hits, s.totals.calls),
+                saved_by_cache_usd=s.totals.saved_usd,
+            )
+            for s in found
+        ]
+        return UsageSeries(
+            from_=window.start, to=window.end, group_by=group_by, bucket=bucket, rows=rows
+        )
+
+    def export_filename(self, window: Window) -> str:
+        return f"apiary-usage-{window.start:%Y%m%dT%H%M%SZ}-{window.end:%Y%m%dT%H%M%SZ}.csv"
+
+    async def export_csv(
+        self,
+        factory: async_sessionmaker[AsyncSession],
+        scope: TenantScope,
+        window: Window,
+        *,
+        chunk_rows: int = EXPORT_CHUNK_ROWS,
+    ) -> AsyncIterator[str]:
+        """The window's ledger entries as CSV text, one chunk per `chunk_rows` entries.
+
+        It runs while the response streams, after the request's session has closed, so each
+        chunk reads in a short session of its own and no connection is held between chunks.
+        """
+        yield _csv_text([list(EXPORT_COLUMNS)])
+        after: tuple[dt.datetime, uuid.UUID] | None = None
+        while True:
+            async with session_scope(factory) as session:
+                entries = await usage_repository.entries_after(
+                    session,
+                    scope,
+                    start=window.start,
+                    end=window.end,
+                    after=after,
+                    limit=chunk_rows,
+                )
+            if not entries:
+                return
+            yield _csv_text([_csv_row(entry) for entry in entries])
+            if len(entries) < chunk_rows:
+                return
+            after = (entries[-1].created_at, entries[-1].id)
+
+
+def _csv_row(entry: LedgerEntry) -> list[object]:
+    return [_cell(getattr(entry, column)) for column in EXPORT_COLUMNS]
+
+
+usage_service = UsageService()

@@ -1,0 +1,223 @@
+"""The response cache, rate limits and budgets, as an OpenAI SDK client meets them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from apiary.auth.context import Actor, AuthContext
+from apiary.authz.permissions import Role
+from apiary.errors import PaymentRequired
+from apiary.gateway.config import PriceConfig
+from apiary.limits.enforcer import Admission
+from tests.factories import Caller, make_api_key, make_member, make_tenant
+from tests.gateway.conftest import Gateway, GatewayFactory
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello cache"}]
+
+
+def upstream_calls(gateway: Gateway) -> int:
+    return len([r for r in gateway.upstream.requests if r.path.endswith("/chat/completions")])
+
+
+async def set_limits(gateway: Gateway, caller: Caller, **limits: Any) -> None:
+    async with gateway.http() as http:
+        response = await http.patch("/api/v1/limits", headers=caller.headers, json=limits)
+    assert response.status_code == 200, response.text
+
+
+async def test_deterministic_requests_are_served_from_cache(gateway: Gateway) -> None:
+    client = gateway.client()
+    first = await client.chat.completions.with_raw_response.create(
+        model="oai/gpt-4o-mini", messages=HELLO, temperature=0
+    )
+    second = await client.chat.completions.with_raw_response.create(
+        model="oai/gpt-4o-mini", messages=HELLO, temperature=0
+    )
+    assert first.headers["x-apiary-cache"] == "miss"
+    assert second.headers["x-apiary-cache"] == "hit"
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert upstream_calls(gateway) == 1
+    miss, hit = await gateway.ledger()
+    assert hit.cache_hit
+    assert hit.cost_usd == 0.0
+    assert hit.saved_usd == pytest.approx(miss.cost_usd)
+    assert miss.cost_usd is not None
+    assert miss.cost_usd > 0
+
+
+async def test_any_differing_parameter_misses(gateway: Gateway) -> None:
+    client = gateway.client()
+    await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO, temperature=0)
+    for variant in ({"max_tokens": 5}, {"seed": 7}, {"stop": ["x"]}):
+        response = await client.chat.completions.with_raw_response.create(
+            model="oai/gpt-4o-mini", messages=HELLO, temperature=0, **variant
+        )
+        assert response.headers["x-apiary-cache"] == "miss", variant
+    other_model = await client.chat.completions.with_raw_response.create(
+        model="oai/gpt-4o", messages=HELLO, temperature=0
+    )
+    assert other_model.headers["x-apiary-cache"] == "miss"
+    assert upstream_calls(gateway) == 5
+
+
+async def test_two_tenants_never_share_an_entry(
+    gateway: Gateway, make_gateway: GatewayFactory
+) -> None:
+    await gateway.client().chat.completions.create(
+        model="oai/gpt-4o-mini", messages=HELLO, temperature=0
+    )
+    other = await make_tenant(gateway.runtime, gateway.http(), "other-tenant")
+    other_key = await make_api_key(gateway.runtime, other, Role.DEVELOPER)
+    response = await gateway.client(key=other_key.token).chat.completions.with_raw_response.create(
+        model="oai/gpt-4o-mini", messages=HELLO, temperature=0
+    )
+    assert response.headers["x-apiary-cache"] == "miss"
+    assert upstream_calls(gateway) == 2
+
+
+async def test_sampling_requests_are_not_cached_unless_asked(gateway: Gateway) -> None:
+    client = gateway.client()
+    for _ in range(2):
+        response = await client.chat.completions.with_raw_response.create(
+            model="oai/gpt-4o-mini", messages=HELLO, temperature=0.7
+        )
+        assert "x-apiary-cache" not in response.headers
+    assert upstream_calls(gateway) == 2
+    for _ in range(2):
+        await client.chat.completions.create(
+            model="oai/gpt-4o-mini",
+            messages=HELLO,
+            temperature=0.7,
+            extra_headers={"X-Apiary-Cache": "true"},
+        )
+    assert upstream_calls(gateway) == 3
+    await client.chat.completions.create(
+        model="oai/gpt-4o-mini", messages=HELLO, extra_body={"cache": True}
+    )
+    assert "cache" not in (gateway.upstream.requests[-1].body or {})  # ours, not forwarded
+
+
+async def test_key_request_rate_limit_is_429_with_retry_after(gateway: Gateway) -> None:
+    await set_limits(gateway, gateway.tenant.admin, key_rpm=2)
+    client = gateway.client()
+    for _ in range(2):
+        await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    assert "API key request rate limit" in caught.value.message
+    assert upstream_calls(gateway) == 2
+    # Another key of the same tenant has its own allowance.
+    second = await make_api_key(gateway.runtime, gateway.tenant, Role.DEVELOPER)
+    await gateway.client(key=second.token).chat.completions.create(
+        model="oai/gpt-4o-mini", messages=HELLO
+    )
+
+
+async def test_tenant_token_rate_limit(gateway: Gateway) -> None:
+    await set_limits(gateway, gateway.tenant.admin, tenant_tpm=5)
+    client = gateway.client()
+    await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    assert "token rate limit" in caught.value.message
+
+
+async def test_budget_stops_spending_at_the_limit(make_gateway: GatewayFactory) -> None:
+    # One dollar per token makes the arithmetic visible: each call costs a few dollars.
+    gateway: Gateway = await make_gateway(
+        prices={"lab/mystery-7b": PriceConfig(input=1_000_000, output=1_000_000)}
+    )
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=60)
+    client = gateway.client()
+
+    async def spend_until_refused() -> None:
+        for _ in range(50):
+            await client.chat.completions.create(
+                model="lab/mystery-7b", messages=HELLO, max_tokens=8
+            )
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await spend_until_refused()
+    assert caught.value.status_code == 402
+    assert "monthly budget of $60.00 reached" in caught.value.message
+    entries = await gateway.ledger()
+    assert len(entries) >= 5
+    assert sum(e.cost_usd or 0 for e in entries) <= 60
+
+
+async def test_concurrent_reservations_cannot_overspend(gateway: Gateway) -> None:
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=100)
+    enforcer = gateway.runtime.limits
+    key = await make_api_key(gateway.runtime, gateway.tenant, Role.DEVELOPER)
+    async with gateway.http() as http:
+        me = (await http.get("/api/v1/auth/me", headers=key.headers)).json()
+    auth = AuthContext(
+        role=Role.DEVELOPER,
+        tenant_id=uuid.UUID(me["tenant_id"]),
+        actor=Actor(api_key_id=uuid.UUID(me["api_key_id"])),
+    )
+
+    async def attempt() -> Admission | None:
+        try:
+            return await enforcer.admit(auth, estimate_cost_usd=lambda: 10.0)
+        except PaymentRequired:
+            return None
+
+    admitted = [a for a in await asyncio.gather(*[attempt() for _ in range(25)]) if a]
+    assert len(admitted) == 10  # $100 of $10 reservations, however the 25 interleave
+    for admission in admitted:
+        await enforcer.settle(admission, tokens=10, cost_usd=4.0)
+    # Settled at $4 each, $60 is free again: six more $10 reservations fit.
+    again = [a for a in await asyncio.gather(*[attempt() for _ in range(10)]) if a]
+    assert len(again) == 6
+
+
+async def test_soft_limit_warns_once_in_the_audit_log(make_gateway: GatewayFactory) -> None:
+    gateway: Gateway = await make_gateway(
+        prices={"lab/mystery-7b": PriceConfig(input=1_000_000, output=1_000_000)}
+    )
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=1000, soft_limit_ratio=0.001)
+    client = gateway.client()
+    raw = await client.chat.completions.with_raw_response.create(
+        model="lab/mystery-7b", messages=HELLO, max_tokens=8
+    )
+    assert "of the monthly budget" in raw.headers["x-apiary-budget-warning"]
+    await client.chat.completions.create(model="lab/mystery-7b", messages=HELLO, max_tokens=8)
+    async with gateway.http() as http:
+        log = await http.get(
+            "/api/v1/audit-log",
+            params={"action": "budget.soft_limit_reached"},
+            headers=gateway.tenant.admin.headers,
+        )
+    assert log.json()["total"] == 1
+
+
+async def test_limits_api_validates_and_checks_roles(gateway: Gateway) -> None:
+    viewer = await make_member(gateway.http(), gateway.tenant, Role.VIEWER)
+    billing = await make_member(gateway.http(), gateway.tenant, Role.BILLING_ADMIN)
+    async with gateway.http() as http:
+        bad = await http.patch(
+            "/api/v1/limits",
+            headers=gateway.tenant.admin.headers,
+            json={"monthly_budget_usd": -1},
+        )
+        assert bad.status_code == 422
+        assert "monthly_budget_usd" in bad.json()["detail"]
+        refused = await http.patch(
+            "/api/v1/limits", headers=viewer.headers, json={"monthly_budget_usd": 5}
+        )
+        assert refused.status_code == 403
+        allowed = await http.patch(
+            "/api/v1/limits", headers=billing.headers, json={"monthly_budget_usd": 5}
+        )
+        assert allowed.status_code == 200
+        current = await http.get("/api/v1/limits", headers=gateway.tenant.admin.headers)
+    assert current.json()["monthly_budget_usd"] == 5
+    assert current.json()["key_rpm"] is None
