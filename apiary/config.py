@@ -55,6 +55,17 @@ class OIDCSettings(BaseSettings):
         return value
 
 
+class CacheSettings(BaseSettings):
+    """The gateway's response cache (see apiary/gateway/cache.py and semantic_cache.py)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    ttl_s: int = Field(default=3600, ge=1)
+    max_entries: int = Field(default=10_000, ge=1)
+    semantic: bool = False  # also answer requests that mean the same (MiniLM embeddings)
+    semantic_threshold: float = Field(default=0.95, gt=0, le=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -80,6 +91,7 @@ class Settings(BaseSettings):
     bootstrap_admin_email: str = "admin@apiary.local"
 
     oidc: OIDCSettings | None = None
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

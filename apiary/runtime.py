@@ -17,8 +17,10 @@ from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
+from apiary.embeddings.minilm import MiniLMEmbedder
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.providers.base import HttpClient
+from apiary.gateway.semantic_cache import SemanticCache
 from apiary.gateway.service import Gateway
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
@@ -37,6 +39,7 @@ class Runtime:
     upstream: HttpClient
     cache: ResponseCache
     key_usage: LastUsedRecorder
+    semantic_cache: SemanticCache | None
     limits: LimitEnforcer
     oidc: OIDCVerifier | None = field(default=None)
 
@@ -58,7 +61,18 @@ class Runtime:
             gateway=Gateway(settings.gateway, upstream),
             ledger=LedgerWriter(session_factory),
             upstream=upstream,
-            cache=ResponseCache(redis_url=settings.redis_url),
+            cache=ResponseCache(
+                redis_url=settings.redis_url,
+                ttl_s=settings.cache.ttl_s,
+                max_entries=settings.cache.max_entries,
+            ),
+            semantic_cache=SemanticCache(
+                MiniLMEmbedder(),
+                threshold=settings.cache.semantic_threshold,
+                ttl_s=settings.cache.ttl_s,
+            )
+            if settings.cache.semantic
+            else None,
             key_usage=LastUsedRecorder(session_factory),
             limits=LimitEnforcer(counters, session_factory),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,

@@ -24,6 +24,7 @@ from apiary.gateway import catalog, tokens
 from apiary.gateway.cache import CachedResponse, cache_key, wants_cache
 from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
+from apiary.gateway.semantic_cache import bucket_key
 from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
 from apiary.limits.enforcer import Admission
 from apiary.runtime import Runtime, RuntimeDep
@@ -184,7 +185,13 @@ def _estimate_cost(gateway: Gateway, decision: Decision, body: dict[str, Any]) -
 
 
 def _cache_hit(
-    hit: CachedResponse, auth: AuthContext, body: dict[str, Any], runtime: Runtime, started: float
+    hit: CachedResponse,
+    auth: AuthContext,
+    body: dict[str, Any],
+    runtime: Runtime,
+    started: float,
+    *,
+    kind: str,
 ) -> Response:
     runtime.ledger.record(
         ledger_row(
@@ -192,7 +199,7 @@ def _cache_hit(
             body,
             kind="chat",
             route=None,
-            reason="cache hit",
+            reason=f"{kind} cache hit",
             provider=hit.provider,
             model=hit.model,
             usage=Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens),
@@ -206,7 +213,7 @@ def _cache_hit(
         hit.body,
         media_type="application/json",
         headers={
-            "x-apiary-cache": "hit",
+            "x-apiary-cache": f"hit; {kind}",
             "x-apiary-provider": hit.provider,
             "x-apiary-model": hit.model,
             "x-apiary-cost-usd": "0",
@@ -226,7 +233,13 @@ async def chat_completions(
     body.pop("cache", None)  # Apiary's switch, not a provider parameter
     key = cache_key(str(auth.scope.tenant_id), body) if cacheable else None
     if key is not None and (hit := await runtime.cache.get(key)) is not None:
-        return _cache_hit(hit, auth, body, runtime, started)
+        return _cache_hit(hit, auth, body, runtime, started, kind="exact")
+    semantic = runtime.semantic_cache if key is not None else None
+    if semantic is not None:
+        bucket = bucket_key(str(auth.scope.tenant_id), body)
+        vector = await semantic.embed(body)
+        if (similar := semantic.get(bucket, vector)) is not None:
+            return _cache_hit(similar[0], auth, body, runtime, started, kind="semantic")
     decision = _decide(gateway, body)
     admission = await runtime.limits.admit(
         auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body)
@@ -255,17 +268,17 @@ async def chat_completions(
     assert result.completion is not None
     assert result.target is not None
     if key is not None:
-        await runtime.cache.put(
-            key,
-            CachedResponse(
-                body=result.completion.body,
-                provider=result.target.provider,
-                model=result.target.model,
-                prompt_tokens=entry["prompt_tokens"],
-                completion_tokens=entry["completion_tokens"],
-                cost_usd=cost,
-            ),
+        cached = CachedResponse(
+            body=result.completion.body,
+            provider=result.target.provider,
+            model=result.target.model,
+            prompt_tokens=entry["prompt_tokens"],
+            completion_tokens=entry["completion_tokens"],
+            cost_usd=cost,
         )
+        await runtime.cache.put(key, cached)
+        if semantic is not None:
+            semantic.put(bucket, vector, cached)
     headers = _headers(result, cost, started=started, routed=routed, handler=handler)
     if key is not None:
         headers["x-apiary-cache"] = "miss"

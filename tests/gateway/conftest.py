@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from apiary.authz.permissions import Role
-from apiary.config import Settings
+from apiary.config import CacheSettings, Settings
 from apiary.gateway.config import ProviderConfig, RouteConfig
 from apiary.main import create_app
 from apiary.runtime import Runtime
@@ -92,6 +92,7 @@ async def make_gateway(
         routes: dict[str, RouteConfig] | None = None,
         provider_overrides: dict[str, dict[str, Any]] | None = None,
         prices: dict[str, Any] | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> Gateway:
         configured = settings.model_copy(
             update={
@@ -99,6 +100,7 @@ async def make_gateway(
                 "routes": routes
                 or {"default": RouteConfig(models=["oai/gpt-4o-mini", "claude/claude-sonnet-4"])},
                 "prices": prices or {},
+                "cache": CacheSettings(**(cache or {})),
             }
         )
         app = create_app(configured)

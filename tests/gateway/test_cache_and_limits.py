@@ -40,7 +40,7 @@ async def test_deterministic_requests_are_served_from_cache(gateway: Gateway) ->
         model="oai/gpt-4o-mini", messages=HELLO, temperature=0
     )
     assert first.headers["x-apiary-cache"] == "miss"
-    assert second.headers["x-apiary-cache"] == "hit"
+    assert second.headers["x-apiary-cache"] == "hit; exact"
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
     assert upstream_calls(gateway) == 1
     miss, hit = await gateway.ledger()
@@ -221,3 +221,35 @@ async def test_limits_api_validates_and_checks_roles(gateway: Gateway) -> None:
         current = await http.get("/api/v1/limits", headers=gateway.tenant.admin.headers)
     assert current.json()["monthly_budget_usd"] == 5
     assert current.json()["key_rpm"] is None
+
+
+async def test_semantic_cache_answers_a_paraphrase_but_not_another_question(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway: Gateway = await make_gateway(cache={"semantic": True, "semantic_threshold": 0.9})
+    client = gateway.client()
+
+    async def ask(text: str, **extra: Any) -> Any:
+        return await client.chat.completions.with_raw_response.create(
+            model="oai/gpt-4o-mini",
+            messages=[{"role": "user", "content": text}],
+            temperature=0,
+            **extra,
+        )
+
+    first = await ask("What is the capital city of France?")
+    paraphrase = await ask("what's the capital city of France")
+    other = await ask("How do I bake sourdough bread at home?")
+    different_parameter = await ask("What is the capital city of France?!", max_tokens=9)
+    assert first.headers["x-apiary-cache"] == "miss"
+    assert paraphrase.headers["x-apiary-cache"] == "hit; semantic"
+    assert paraphrase.parse().choices[0].message.content == (
+        first.parse().choices[0].message.content
+    )
+    assert other.headers["x-apiary-cache"] == "miss"
+    assert different_parameter.headers["x-apiary-cache"] == "miss"
+    assert upstream_calls(gateway) == 3
+    entries = await gateway.ledger()
+    hits = [e for e in entries if e.cache_hit]
+    assert len(hits) == 1
+    assert hits[0].reason == "semantic cache hit"
