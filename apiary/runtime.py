@@ -7,7 +7,7 @@ reach it through the `RuntimeDep` dependency, never through module globals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 from fastapi import Depends, Request
@@ -26,6 +26,9 @@ from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.usage.ledger import LedgerWriter
 
+if TYPE_CHECKING:  # the client module imports this one
+    from apiary.gateway.client import GatewayClient
+
 
 @dataclass
 class Runtime:
@@ -42,6 +45,13 @@ class Runtime:
     semantic_cache: SemanticCache | None
     limits: LimitEnforcer
     oidc: OIDCVerifier | None = field(default=None)
+
+    @property
+    def client(self) -> GatewayClient:
+        """The gateway's call flow, for in-process callers and the /v1 API alike."""
+        from apiary.gateway.client import GatewayClient
+
+        return GatewayClient(self)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.auth.context import AuthContext
@@ -148,11 +149,26 @@ class LedgerWriter:
             try:
                 async with session_scope(self._factory) as session:
                     await session.execute(insert(LedgerEntry), batch)
+            except IntegrityError:
+                # One bad row (its tenant deleted meanwhile) must not block the rest forever.
+                await self._write_one_by_one(batch)
+                continue
             except Exception:
                 log.exception("ledger batch of %d entries not written; will retry", len(batch))
                 self._pending.extendleft(reversed(batch))
                 return
             self.written += len(batch)
+
+    async def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
+        for entry in batch:
+            try:
+                async with session_scope(self._factory) as session:
+                    await session.execute(insert(LedgerEntry), [entry])
+            except IntegrityError:
+                self.dropped += 1
+                log.error("ledger entry %s dropped: it violates a constraint", entry["id"])
+            else:
+                self.written += 1
 
     async def close(self) -> None:
         if self._task is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import openai
@@ -14,10 +15,13 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
+from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.gateway.config import PriceConfig, RouteConfig
+from apiary.gateway.providers.base import Usage
 from apiary.gateway.resilience import ProviderLimiter
 from apiary.observability.metrics import REGISTRY
+from apiary.usage.ledger import ledger_row
 from tests.factories import make_api_key
 from tests.fakes import Drop, Fail, Reply, Slow, StreamThenDrop, ToolCall
 from tests.gateway.conftest import Gateway, GatewayFactory
@@ -470,3 +474,30 @@ async def test_embeddings(gateway: Gateway) -> None:
     )
     assert len(result.data) == 2
     assert len(result.data[0].embedding) == 8
+
+
+async def test_a_ledger_row_that_cannot_be_written_does_not_block_the_rest(
+    gateway: Gateway,
+) -> None:
+    client = gateway.client()
+    await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    # A row whose tenant no longer exists joins the queue...
+    ghost = AuthContext(role=Role.DEVELOPER, tenant_id=uuid.uuid4(), actor=Actor())
+    gateway.runtime.ledger.record(
+        ledger_row(
+            ghost,
+            {"model": "oai/gpt-4o-mini"},
+            kind="chat",
+            route=None,
+            reason="test",
+            provider="oai",
+            model="gpt-4o-mini",
+            usage=Usage(prompt_tokens=1),
+            cost_usd=0.0,
+            latency_s=0.001,
+        )
+    )
+    await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    entries = await gateway.ledger()
+    assert len(entries) == 2  # both real calls written; only the orphan dropped
+    assert gateway.runtime.ledger.dropped == 1

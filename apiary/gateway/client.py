@@ -1,0 +1,366 @@
+"""The gateway's call flow, shared by the /v1 API and by callers inside Apiary (the swarm,
+knowledge bases), which use it in-process with no HTTP hop.
+
+One chat call: the exact cache, then the semantic cache; the tenant's limits (rates and a
+budget reservation); routing; the provider chain (retries, breakers, fallback); the
+reservation settled with the real cost; one ledger row; the answer cached. Every call,
+whoever makes it, is accounted the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from apiary.auth.context import AuthContext
+from apiary.errors import ApiaryError, NotFound
+from apiary.gateway import catalog, tokens
+from apiary.gateway.cache import CachedResponse, cache_key, wants_cache
+from apiary.gateway.providers.base import ProviderError, Usage
+from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
+from apiary.gateway.semantic_cache import bucket_key
+from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
+from apiary.limits.enforcer import Admission
+from apiary.runtime import Runtime
+from apiary.usage.ledger import ledger_row
+
+
+@dataclass
+class ChatReply:
+    """A finished call: the OpenAI `chat.completion` document and the x-apiary headers."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        document: dict[str, Any] = orjson.loads(self.body)
+        return document
+
+
+@dataclass
+class ChatStream:
+    """An open stream: headers known now, chunks (OpenAI chunk JSON, no SSE framing) to come."""
+
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+class UpstreamFailed(ApiaryError):
+    """Every provider in the chain failed."""
+
+    status_code = 502
+
+
+class UpstreamRateLimited(UpstreamFailed):
+    status_code = 429
+
+
+class UpstreamRejected(UpstreamFailed):
+    """The provider refused the request itself (HTTP 400-class): retrying will not help."""
+
+    status_code = 400
+
+
+def decide(gateway: Gateway, body: dict[str, Any]) -> Decision:
+    try:
+        return gateway.router.decide(body["model"], body)
+    except UnknownModel:
+        raise NotFound(
+            f"model {body['model']!r} does not exist; GET /v1/models lists what you can call"
+        ) from None
+
+
+def _failed(error: AllProvidersFailed) -> UpstreamFailed:
+    last = error.result.error
+    tried = "; ".join(error.result.fallback_path) or "no provider available"
+    if last is not None and last.kind == "client":
+        return UpstreamRejected(
+            f"{last.provider or 'provider'} refused the request: {last.message}"
+        )
+    if last is not None and last.kind == "rate_limit":
+        wait = int(last.retry_after_s or 0) + 1
+        return UpstreamRateLimited(
+            f"every provider is rate limited ({tried})", headers={"Retry-After": str(wait)}
+        )
+    return UpstreamFailed(f"every provider failed ({tried})")
+
+
+def _ledger(
+    gateway: Gateway,
+    auth: AuthContext,
+    body: dict[str, Any],
+    result: CallResult,
+    *,
+    kind: str,
+    latency_s: float,
+    streamed: bool = False,
+) -> tuple[dict[str, Any], float | None]:
+    usage, estimated = result.usage, False
+    if usage is None and result.target is not None and kind == "chat":
+        # No usage from upstream (a dropped stream): count the prompt ourselves.
+        usage = Usage(prompt_tokens=tokens.count_messages(body.get("messages", [])))
+        estimated = True
+    usage = usage or Usage()
+    target = result.target
+    cost = catalog.cost_usd(gateway.price(target), usage) if target else 0.0
+    failed = result.error if (target is None or result.error is not None) else None
+    row = ledger_row(
+        auth,
+        body,
+        kind=kind,
+        route=result.decision.route,
+        reason=result.decision.reason,
+        provider=target.provider if target else None,
+        model=target.model if target else None,
+        usage=usage,
+        cost_usd=cost,
+        latency_s=latency_s,
+        ttft_s=result.ttft_s,
+        fallback_path=result.fallback_path,
+        error=(failed.message if failed else "no provider available")
+        if target is None or result.error is not None
+        else None,
+        streamed=streamed,
+        tokens_estimated=estimated,
+    )
+    return row, cost
+
+
+def _headers(
+    result: CallResult, cost: float | None, *, started: float, routed: float, handler: float
+) -> dict[str, str]:
+    assert result.target is not None
+    timing = (
+        f"auth;dur={(handler - started) * 1000:.2f}, "
+        f"route;dur={(routed - handler) * 1000:.2f}, "
+        f"queue;dur={result.queue_s * 1000:.2f}, "
+        f"upstream;dur={result.upstream_s * 1000:.2f}"
+    )
+    return {
+        "x-apiary-provider": result.target.provider,
+        "x-apiary-model": result.target.model,
+        "x-apiary-route": result.decision.route or "",
+        "x-apiary-cost-usd": "unpriced" if cost is None else f"{cost:.8f}",
+        "server-timing": timing,
+    }
+
+
+def _estimate_cost(gateway: Gateway, decision: Decision, body: dict[str, Any]) -> float | None:
+    """What the call may cost at the first candidate's price, for the budget reservation."""
+    info = gateway.price(decision.chain[0]) if decision.chain else None
+    if info is None:
+        return None
+    expected = Usage(
+        prompt_tokens=tokens.count_messages(body.get("messages", [])),
+        completion_tokens=int(
+            body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_OUTPUT_TOKENS
+        ),
+    )
+    return catalog.cost_usd(info, expected)
+
+
+def _cache_hit(
+    hit: CachedResponse,
+    auth: AuthContext,
+    body: dict[str, Any],
+    runtime: Runtime,
+    started: float,
+    *,
+    kind: str,
+) -> ChatReply:
+    runtime.ledger.record(
+        ledger_row(
+            auth,
+            body,
+            kind="chat",
+            route=None,
+            reason=f"{kind} cache hit",
+            provider=hit.provider,
+            model=hit.model,
+            usage=Usage(prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens),
+            cost_usd=0.0,
+            cache_hit=True,
+            saved_usd=hit.cost_usd or 0.0,
+            latency_s=time.perf_counter() - started,
+        )
+    )
+    return ChatReply(
+        hit.body,
+        headers={
+            "x-apiary-cache": f"hit; {kind}",
+            "x-apiary-provider": hit.provider,
+            "x-apiary-model": hit.model,
+            "x-apiary-cost-usd": "0",
+        },
+    )
+
+
+async def _stream(
+    gateway: Gateway,
+    auth: AuthContext,
+    body: dict[str, Any],
+    decision: Decision,
+    runtime: Runtime,
+    admission: Admission,
+    started: float,
+    routed: float,
+    handler: float,
+) -> ChatStream:
+    try:
+        result, chunks = await gateway.stream(body, decision)
+    except AllProvidersFailed as error:
+        entry, _ = _ledger(
+            gateway,
+            auth,
+            body,
+            error.result,
+            kind="chat",
+            latency_s=time.perf_counter() - started,
+            streamed=True,
+        )
+        runtime.ledger.record(entry)
+        await runtime.limits.settle(admission, tokens=0, cost_usd=0.0)
+        raise _failed(error) from None
+    info = gateway.price(result.target) if result.target else None
+    headers = _headers(result, None, started=started, routed=routed, handler=handler)
+    headers["x-apiary-cost-usd"] = "see ledger" if info else "unpriced"
+
+    async def accounted() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except ProviderError as error:
+            problem = {
+                "error": {"message": error.message, "type": "upstream_error", "code": error.kind}
+            }
+            yield orjson.dumps(problem)
+        finally:
+            entry, cost = _ledger(
+                gateway,
+                auth,
+                body,
+                result,
+                kind="chat",
+                latency_s=time.perf_counter() - started,
+                streamed=True,
+            )
+            runtime.ledger.record(entry)
+            await runtime.limits.settle(
+                admission,
+                tokens=entry["prompt_tokens"] + entry["completion_tokens"],
+                cost_usd=cost,
+            )
+
+    return ChatStream(headers=headers, chunks=accounted())
+
+
+class GatewayClient:
+    """The in-process entry point: `await runtime.client.chat(auth, body)`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def chat(
+        self,
+        auth: AuthContext,
+        body: dict[str, Any],
+        *,
+        cache_header: str | None = None,
+        started: float | None = None,
+    ) -> ChatReply | ChatStream:
+        """One chat completion; a `ChatStream` when `body["stream"]` is set."""
+        runtime = self.runtime
+        started = time.perf_counter() if started is None else started
+        handler = time.perf_counter()
+        gateway, ledger = runtime.gateway, runtime.ledger
+        cacheable = wants_cache(body, cache_header)
+        body.pop("cache", None)  # Apiary's switch, not a provider parameter
+        key = cache_key(str(auth.scope.tenant_id), body) if cacheable else None
+        if key is not None and (hit := await runtime.cache.get(key)) is not None:
+            return _cache_hit(hit, auth, body, runtime, started, kind="exact")
+        semantic = runtime.semantic_cache if key is not None else None
+        if semantic is not None:
+            bucket = bucket_key(str(auth.scope.tenant_id), body)
+            vector = await semantic.embed(body)
+            if (similar := semantic.get(bucket, vector)) is not None:
+                return _cache_hit(similar[0], auth, body, runtime, started, kind="semantic")
+        decision = decide(gateway, body)
+        admission = await runtime.limits.admit(
+            auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body)
+        )
+        routed = time.perf_counter()
+        if body.get("stream"):
+            return await _stream(
+                gateway, auth, body, decision, runtime, admission, started, routed, handler
+            )
+        try:
+            result = await gateway.complete(body, decision)
+        except AllProvidersFailed as error:
+            entry, _ = _ledger(
+                gateway,
+                auth,
+                body,
+                error.result,
+                kind="chat",
+                latency_s=time.perf_counter() - started,
+            )
+            ledger.record(entry)
+            await runtime.limits.settle(admission, tokens=0, cost_usd=0.0)
+            raise _failed(error) from None
+        entry, cost = _ledger(
+            gateway, auth, body, result, kind="chat", latency_s=time.perf_counter() - started
+        )
+        ledger.record(entry)
+        warning = await runtime.limits.settle(
+            admission, tokens=entry["prompt_tokens"] + entry["completion_tokens"], cost_usd=cost
+        )
+        assert result.completion is not None
+        assert result.target is not None
+        if key is not None:
+            cached = CachedResponse(
+                body=result.completion.body,
+                provider=result.target.provider,
+                model=result.target.model,
+                prompt_tokens=entry["prompt_tokens"],
+                completion_tokens=entry["completion_tokens"],
+                cost_usd=cost,
+            )
+            await runtime.cache.put(key, cached)
+            if semantic is not None:
+                semantic.put(bucket, vector, cached)
+        headers = _headers(result, cost, started=started, routed=routed, handler=handler)
+        if key is not None:
+            headers["x-apiary-cache"] = "miss"
+        if warning:
+            headers["x-apiary-budget-warning"] = warning
+        return ChatReply(result.completion.body, headers=headers)
+
+    async def embed(
+        self, auth: AuthContext, body: dict[str, Any], *, started: float | None = None
+    ) -> ChatReply:
+        """Embeddings through the routed chain, accounted like chat calls."""
+        runtime = self.runtime
+        started = time.perf_counter() if started is None else started
+        handler = time.perf_counter()
+        decision = decide(runtime.gateway, body)
+        routed = time.perf_counter()
+        try:
+            result = await runtime.gateway.embed(body, decision)
+        except AllProvidersFailed as error:
+            raise _failed(error) from None
+        entry, cost = _ledger(
+            runtime.gateway,
+            auth,
+            body,
+            result,
+            kind="embedding",
+            latency_s=time.perf_counter() - started,
+        )
+        runtime.ledger.record(entry)
+        assert result.completion is not None
+        headers = _headers(result, cost, started=started, routed=routed, handler=handler)
+        return ChatReply(result.completion.body, headers=headers)
