@@ -17,6 +17,7 @@ from openai.types.chat import (
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
+from apiary.gateway.client import ChatReply
 from apiary.gateway.config import PriceConfig, RouteConfig
 from apiary.gateway.providers.base import Usage
 from apiary.gateway.resilience import ProviderLimiter
@@ -501,3 +502,23 @@ async def test_a_ledger_row_that_cannot_be_written_does_not_block_the_rest(
     entries = await gateway.ledger()
     assert len(entries) == 2  # both real calls written; only the orphan dropped
     assert gateway.runtime.ledger.dropped == 1
+
+
+async def test_in_process_callers_are_accounted_like_http_ones(gateway: Gateway) -> None:
+    key = await make_api_key(gateway.runtime, gateway.tenant, Role.DEVELOPER)
+    async with gateway.http() as http:
+        me = (await http.get("/api/v1/auth/me", headers=key.headers)).json()
+    auth = AuthContext(
+        role=Role.DEVELOPER,
+        tenant_id=uuid.UUID(me["tenant_id"]),
+        actor=Actor(api_key_id=uuid.UUID(me["api_key_id"])),
+    )
+    reply = await gateway.runtime.client.chat(
+        auth, {"model": "default", "messages": [{"role": "user", "content": "in process"}]}
+    )
+    assert isinstance(reply, ChatReply)
+    assert reply.json()["choices"][0]["message"]["content"] == "echo: in process"
+    assert reply.headers["x-apiary-provider"] == "oai"
+    [entry] = await gateway.ledger()
+    assert str(entry.tenant_id) == me["tenant_id"]
+    assert entry.route == "default"
