@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from apiary import migrations
+from apiary.auth import key_cache
 from apiary.config import Settings
 from apiary.db import create_engine
 from apiary.main import create_app
@@ -115,6 +116,7 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     runtime: Runtime = request.getfixturevalue("runtime")
     await runtime.ledger.flush()  # the last test's calls, before their tenants go
+    key_cache.invalidate()
     async with runtime.engine.begin() as connection:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
         if connection.dialect.name == "postgresql":

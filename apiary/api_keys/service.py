@@ -12,6 +12,7 @@ from apiary.api_keys.repository import api_key_repository
 from apiary.api_keys.schemas import ApiKey as ApiKeyView
 from apiary.api_keys.schemas import ApiKeyCreate, ApiKeyCreated
 from apiary.audit.service import audit_service
+from apiary.auth import key_cache
 from apiary.auth.context import AuthContext
 from apiary.auth.tokens import new_api_key
 from apiary.authz.permissions import Role, may_grant
@@ -80,6 +81,7 @@ class ApiKeyService:
         if api_key.revoked_at is None:
             api_key.revoked_at = utcnow()
             await session.flush()
+            key_cache.invalidate()
             await audit_service.record(
                 session,
                 action="api_key.revoked",
@@ -107,6 +109,7 @@ class ApiKeyService:
             if above is not None and may_grant(above, Role(api_key.role)):
                 continue
             api_key.revoked_at = utcnow()
+            key_cache.invalidate()
             revoked += 1
             await audit_service.record(
                 session,

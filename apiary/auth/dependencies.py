@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apiary.auth import key_cache
 from apiary.auth.context import Actor, AuthContext
 from apiary.auth.repository import auth_repository
 from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
@@ -49,23 +50,33 @@ def _bearer(request: Request) -> str:
 async def _from_api_key(
     session: AsyncSession, key: str, ip: str | None, runtime: Runtime
 ) -> AuthContext:
-    prefix = api_key_prefix(key)
-    found = await auth_repository.api_key_by_prefix(session, prefix) if prefix else None
-    if found is None or not digests_match(found[0].key_hash, digest(key)):
-        raise Unauthorized("invalid API key")
-    api_key, tenant = found
     now = utcnow()
-    if api_key.revoked_at is not None:
-        raise Unauthorized("API key revoked")
-    if api_key.expires_at is not None and api_key.expires_at <= now:
+    key_digest = digest(key)
+    verified = key_cache.get(key_digest)
+    if verified is None:
+        prefix = api_key_prefix(key)
+        found = await auth_repository.api_key_by_prefix(session, prefix) if prefix else None
+        if found is None or not digests_match(found[0].key_hash, key_digest):
+            raise Unauthorized("invalid API key")
+        api_key, tenant = found
+        if api_key.revoked_at is not None:
+            raise Unauthorized("API key revoked")
+        if tenant.status != TenantStatus.ACTIVE:
+            raise Forbidden(f"tenant {tenant.name!r} is suspended")
+        verified = key_cache.VerifiedKey(
+            key_id=api_key.id,
+            tenant_id=tenant.id,
+            role=Role(api_key.role),
+            expires_at=api_key.expires_at,
+        )
+        key_cache.put(key_digest, verified)
+    if verified.expires_at is not None and verified.expires_at <= now:
         raise Unauthorized("API key expired")
-    if tenant.status != TenantStatus.ACTIVE:
-        raise Forbidden(f"tenant {tenant.name!r} is suspended")
-    runtime.key_usage.note(api_key.id, now)
+    runtime.key_usage.note(verified.key_id, now)
     return AuthContext(
-        role=Role(api_key.role),
-        tenant_id=tenant.id,
-        actor=Actor(api_key_id=api_key.id, ip=ip),
+        role=verified.role,
+        tenant_id=verified.tenant_id,
+        actor=Actor(api_key_id=verified.key_id, ip=ip),
     )
 
 
