@@ -25,6 +25,7 @@ from apiary.gateway.providers.base import (
     StreamState,
     Usage,
     classify_status,
+    post_json,
     retry_after,
 )
 from apiary.gateway.providers.openai import sse_data
@@ -242,29 +243,15 @@ class AnthropicProvider:
         }
 
     async def _post(self, body: JSON) -> aiohttp.ClientResponse:
-        session = await self.http.get()
-        try:
-            response = await session.post(
-                f"{self.config.url}/v1/messages",
-                data=orjson.dumps(body),
-                headers=self._headers(),
-                timeout=self.timeout,
-            )
-        except TimeoutError:
-            raise ProviderError(
-                "timeout", "upstream timed out", provider=self.config.name
-            ) from None
-        except aiohttp.ClientError as error:
-            raise ProviderError(
-                "connection",
-                f"cannot reach upstream: {type(error).__name__}",
-                provider=self.config.name,
-            ) from None
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            raise error_from_anthropic(response.status, raw, response.headers, self.config.name)
-        return response
+        return await post_json(
+            self.http,
+            f"{self.config.url}/v1/messages",
+            body,
+            headers=self._headers(),
+            limits=self.timeout,
+            provider=self.config.name,
+            parse_error=error_from_anthropic,
+        )
 
     async def complete(self, request: JSON, model: str) -> Completion:
         response = await self._post(to_anthropic(request, model))

@@ -8,11 +8,12 @@ translates both ways; OpenAI-format adapters forward bytes and only parse usage.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import aiohttp
+import orjson
 
 from apiary.gateway.config import ProviderConfig
 
@@ -113,6 +114,37 @@ def classify_status(status: int, message: str, *, code: str | None = None) -> Er
     return "client"
 
 
+ErrorParser = Callable[[int, bytes, Any, str], ProviderError]
+
+
+async def post_json(
+    http: HttpClient,
+    url: str,
+    body: JSON,
+    *,
+    headers: dict[str, str],
+    limits: aiohttp.ClientTimeout,
+    provider: str,
+    parse_error: ErrorParser,
+) -> aiohttp.ClientResponse:
+    """POST a JSON body; an HTTP error status, a timeout or a connection failure becomes a
+    classified `ProviderError` (the error body read with the provider's own parser)."""
+    session = await http.get()
+    try:
+        response = await session.post(url, data=orjson.dumps(body), headers=headers, timeout=limits)
+    except TimeoutError:
+        raise ProviderError("timeout", "upstream timed out", provider=provider) from None
+    except aiohttp.ClientError as error:
+        raise ProviderError(
+            "connection", f"cannot reach upstream: {type(error).__name__}", provider=provider
+        ) from None
+    if response.status >= 400:
+        raw = await response.read()
+        response.release()
+        raise parse_error(response.status, raw, response.headers, provider)
+    return response
+
+
 @dataclass
 class HttpClient:
     """One pooled aiohttp session per process, shared by every adapter."""
@@ -138,6 +170,4 @@ class HttpClient:
 
 
 def _dumps(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()

@@ -24,6 +24,7 @@ from apiary.gateway.providers.base import (
     StreamState,
     Usage,
     classify_status,
+    post_json,
     retry_after,
 )
 
@@ -90,29 +91,15 @@ class OpenAIProvider:
     # -- calls ------------------------------------------------------------------------
 
     async def _post(self, url: str, body: JSON) -> aiohttp.ClientResponse:
-        session = await self.http.get()
-        try:
-            response = await session.post(
-                url,
-                data=orjson.dumps(body),
-                headers=await self.auth_headers(),
-                timeout=self.timeout,
-            )
-        except TimeoutError:
-            raise ProviderError(
-                "timeout", "upstream timed out", provider=self.config.name
-            ) from None
-        except aiohttp.ClientError as error:
-            raise ProviderError(
-                "connection",
-                f"cannot reach upstream: {type(error).__name__}",
-                provider=self.config.name,
-            ) from None
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            raise error_from_openai(response.status, raw, response.headers, self.config.name)
-        return response
+        return await post_json(
+            self.http,
+            url,
+            body,
+            headers=await self.auth_headers(),
+            limits=self.timeout,
+            provider=self.config.name,
+            parse_error=error_from_openai,
+        )
 
     async def auth_headers(self) -> dict[str, str]:
         return self.headers()
