@@ -103,7 +103,7 @@ class Runtime:
         await self.engine.dispose()
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:  # async: no worker-thread hop per request
     runtime: Runtime = request.app.state.runtime
     return runtime
 

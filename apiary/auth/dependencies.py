@@ -47,15 +47,16 @@ def _bearer(request: Request) -> str:
     return credentials.strip()
 
 
-async def _from_api_key(
-    session: AsyncSession, key: str, ip: str | None, runtime: Runtime
-) -> AuthContext:
+async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthContext:
     now = utcnow()
     key_digest = digest(key)
     verified = key_cache.get(key_digest)
     if verified is None:
         prefix = api_key_prefix(key)
-        found = await auth_repository.api_key_by_prefix(session, prefix) if prefix else None
+        found = None
+        if prefix:
+            async with runtime.session_factory() as session:
+                found = await auth_repository.api_key_by_prefix(session, prefix)
         if found is None or not digests_match(found[0].key_hash, key_digest):
             raise Unauthorized("invalid API key")
         api_key, tenant = found
@@ -110,13 +111,17 @@ async def _from_access_token(
     )
 
 
-async def current_auth(request: Request, runtime: RuntimeDep, session: DbSession) -> AuthContext:
+async def current_auth(request: Request, runtime: RuntimeDep) -> AuthContext:
+    # Who is calling is read in a short session of its own, released before the endpoint
+    # runs: a request never holds one pooled connection while waiting for another, and a
+    # gateway call whose key is cached touches no connection at all.
     credentials = _bearer(request)
     ip = client_ip(request)
     if credentials.startswith("apy_"):
-        auth = await _from_api_key(session, credentials, ip, runtime)
+        auth = await _from_api_key(credentials, ip, runtime)
     else:
-        auth = await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
+        async with runtime.session_factory() as session:
+            auth = await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
     context = request_context.get()
     if context is not None and auth.tenant_id is not None:
         context.tenant_id = str(auth.tenant_id)

@@ -1,0 +1,1034 @@
+"""Gateway benchmark: Apiary's /v1/chat/completions against LiteLLM's proxy, side by side.
+
+One run starts a fake OpenAI upstream (tests/fakes/upstream.py) in its own process, then
+measures, against that same upstream and at concurrency 1, 10 and 50, non-streaming and
+streaming: the upstream called directly (the baseline), Apiary served by `apiary serve`
+(one uvicorn worker, API-key auth, ledger, metrics and logs on, SQLite data dir), and
+LiteLLM's proxy (its own venv under bench/.litellm-venv, created on first use). The
+gateways run on CPU 1 (`taskset -c 1`); the upstream and this load generator share CPU 0.
+
+    .venv/bin/python bench/gateway.py            # the full run (about 6 minutes)
+    .venv/bin/python bench/gateway.py --quick    # a smoke run (about 2 minutes)
+
+It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3, and writes
+everything to bench/results/gateway-<date>.json. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+VENV = ROOT / ".venv"
+LITELLM_VENV = BENCH / ".litellm-venv"
+
+# Absolute paths: the scripts run only what they name, never something earlier in PATH.
+TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
+GIT = shutil.which("git") or "/usr/bin/git"
+TAR = shutil.which("tar") or "/usr/bin/tar"
+
+LOADGEN_CPU = 0  # the load generator (this process) and the fake upstream
+GATEWAY_CPU = 1  # the gateway under test, alone on its core
+CONCURRENCIES = (1, 10, 50)
+MODES = ("json", "stream")
+
+UPSTREAM_KEY = "sk-fake-upstream"  # tests/fakes/upstream.py DEFAULT_API_KEY
+MODEL = "gpt-4o-mini"
+ADMIN_EMAIL = "bench@apiary.local"
+# Budget and rate limits for the benchmark tenant: on, so they are enforced, but far above
+# what a run can reach, so they never refuse a request.
+BENCH_LIMITS = {
+    "monthly_budget_usd": 1_000_000_000,
+    "key_rpm": 1_000_000_000,
+    "tenant_rpm": 1_000_000_000,
+    "key_tpm": 1_000_000_000,
+    "tenant_tpm": 1_000_000_000,
+}
+PROMPT = "Say hello to the benchmark"  # the fake echoes it: 7 content chunks when streaming
+
+# Targets of issue 3 ("Tests and benchmark").
+TARGET_RPS_RATIO_JSON = 20.0
+TARGET_RPS_RATIO_STREAM = 10.0
+TARGET_ADDED_P50_MS = 1.0
+TARGET_PEAK_RSS_MIB = 150.0
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def _core_ticks(cpu: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + values[4]  # idle + iowait
+            return sum(values[:8]) - idle, sum(values[:8])
+    return 0, 0
+
+
+@dataclass
+class Service:
+    """A process this benchmark started, in its own process group."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def peak_rss_mib(self) -> float:
+        """VmHWM of the process, plus its children's if it has any (workers)."""
+        return sum(_status_kib(pid, "VmHWM") for pid in _tree(self.pid)) / 1024
+
+    def rss_mib(self) -> float:
+        return sum(_status_kib(pid, "VmRSS") for pid in _tree(self.pid)) / 1024
+
+    def cpu_s(self) -> float:
+        return sum(_cpu_s(pid) for pid in _tree(self.pid))
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=5)
+
+
+class Services:
+    """Every process started, stopped in reverse order however the run ends."""
+
+    def __init__(self) -> None:
+        self.started: list[Service] = []
+
+    def start(
+        self, name: str, argv: Sequence[str], *, cpu: int, env: dict[str, str], log: Path
+    ) -> Service:
+        handle = log.open("wb")
+        popen = subprocess.Popen(  # noqa: S603 - argv built here from fixed paths
+            [TASKSET, "-c", str(cpu), *argv],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, killed as one
+            cwd=ROOT,
+        )
+        handle.close()
+        service = Service(name, popen, log)
+        self.started.append(service)
+        return service
+
+    def stop(self, service: Service) -> None:
+        service.stop()
+        if service in self.started:
+            self.started.remove(service)
+
+    def stop_all(self) -> None:
+        while self.started:
+            self.started.pop().stop()
+
+
+def wait_http(service: Service, url: str, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited early:\n{service.log_tail()}")
+        try:
+            # http://127.0.0.1 URLs this script built
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{service.name} not ready after {timeout_s:.0f}s:\n{service.log_tail()}")
+
+
+def clean_env(source: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment without anything that could point a service elsewhere.
+
+    `source`: a snapshot of the tree (see `export_ref`) imported before the working tree.
+    """
+    dropped = ("APIARY_", "LITELLM_", "OPENAI_", "DATABASE_URL", "REDIS_URL", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    env.update(extra)
+    return env
+
+
+def export_ref(ref: str, workdir: Path) -> tuple[Path, str]:
+    """`git archive` of `ref` into `workdir`: the tree to run, unaffected by edits in progress."""
+    commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    if not commit:
+        raise SystemExit(f"--ref {ref}: not a commit")
+    target = workdir / "source"
+    target.mkdir()
+    archive = subprocess.run(  # noqa: S603 - fixed git command
+        [GIT, "archive", "--format=tar", commit], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(  # noqa: S603 - fixed tar command
+        [TAR, "-x", "-C", str(target)], input=archive.stdout, check=True
+    )
+    return target, commit
+
+
+def start_upstream(
+    services: Services, workdir: Path, *, source: Path | None = None
+) -> tuple[Service, str]:
+    log = workdir / "upstream.log"
+    service = services.start(
+        "fake upstream",
+        [str(VENV / "bin" / "python"), str(BENCH / "fake_upstream_server.py")],
+        cpu=LOADGEN_CPU,
+        env=clean_env(source, PYTHONUNBUFFERED="1"),
+        log=log,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("PORT "):
+                return service, f"http://127.0.0.1:{int(line.split()[1])}"
+        if not service.alive():
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"the fake upstream did not start:\n{service.log_tail()}")
+
+
+# -- Apiary -------------------------------------------------------------------------------------
+
+
+def _apiary(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(  # noqa: S603 - the project's own CLI
+        [str(VENV / "bin" / "apiary"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"apiary {' '.join(args[:2])} failed:\n{done.stderr.strip()}")
+    return done.stdout
+
+
+def start_apiary(
+    services: Services,
+    workdir: Path,
+    upstream_url: str,
+    *,
+    log_level: str,
+    source: Path | None = None,
+) -> tuple[Service, str, str, str]:
+    """A fresh data dir and config, a tenant and a developer key, then `apiary serve`;
+    last, the tenant's budget and rate limits are switched on (see `enable_limits`)."""
+    home = workdir / f"apiary-{log_level.lower()}"
+    home.mkdir()
+    config = home / "apiary.yaml"
+    config.write_text(
+        "providers:\n"
+        "  - name: fake\n"
+        "    kind: openai\n"
+        f"    base_url: {upstream_url}/v1\n"
+        f"    api_key: {UPSTREAM_KEY}\n"
+        f"    models: [{MODEL}]\n"
+    )
+    port = free_port()
+    env = clean_env(
+        source,
+        APIARY_DATA_DIR=str(home / "data"),
+        APIARY_CONFIG=str(config),
+        APIARY_HOST="127.0.0.1",
+        APIARY_PORT=str(port),
+        APIARY_LOG_LEVEL=log_level,
+    )
+    _apiary(env, "migrate")
+    admin_password = secrets.token_urlsafe(18)
+    _apiary(
+        env,
+        "admin",
+        "create-tenant",
+        "bench",
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--admin-password",
+        admin_password,
+    )
+    key = json.loads(
+        _apiary(env, "admin", "create-api-key", "--tenant", "bench", "--role", "developer")
+    )["key"]
+    service = services.start(
+        f"apiary ({log_level})",
+        [str(VENV / "bin" / "apiary"), "serve"],
+        cpu=GATEWAY_CPU,
+        env=env,
+        log=home / "serve.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(service, f"{base}/healthz", timeout_s=60)
+    limits = enable_limits(base, ADMIN_EMAIL, admin_password)
+    return service, f"{base}/v1/chat/completions", key, limits
+
+
+def _call(method: str, url: str, body: object, token: str | None = None) -> Any:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 URLs built here
+        url, data=json.dumps(body).encode(), headers=headers, method=method
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def enable_limits(base: str, email: str, password: str) -> str:
+    """Switch the tenant's budget and rate limits on, set so high that none refuses.
+
+    With no limits set the enforcer returns early; with these, every call is counted
+    against the per-key and per-tenant windows and reserves and settles its cost.
+    """
+    try:
+        token = _call("POST", f"{base}/api/v1/auth/login", {"email": email, "password": password})
+        _call("PATCH", f"{base}/api/v1/limits", BENCH_LIMITS, token["access_token"])
+    except urllib.error.HTTPError as error:
+        if error.code in (404, 405):
+            return "off (this build has no /api/v1/limits)"
+        raise RuntimeError(f"could not set the tenant's limits: HTTP {error.code}") from None
+    return "on: " + ", ".join(f"{k}={v:g}" for k, v in BENCH_LIMITS.items())
+
+
+# -- LiteLLM ------------------------------------------------------------------------------------
+
+
+def ensure_litellm(*, timeout_s: float = 1800) -> tuple[Path | None, str]:
+    """The LiteLLM proxy's venv, created on first use; (None, why) if that fails."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print(f"installing LiteLLM's proxy into {LITELLM_VENV.relative_to(ROOT)} ...", flush=True)
+        steps = [
+            ["python3", "-m", "venv", str(LITELLM_VENV)],
+            [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"],
+        ]
+        deadline = time.monotonic() + timeout_s
+        for step in steps:
+            try:
+                done = subprocess.run(  # noqa: S603 - fixed commands
+                    step,
+                    capture_output=True,
+                    text=True,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as error:
+                return None, f"{' '.join(step[:3])}: {error}"
+            if done.returncode != 0:
+                return None, f"{' '.join(step[:3])} failed: {done.stderr.strip()[-800:]}"
+        if not binary.exists():
+            return None, "pip finished but bench/.litellm-venv/bin/litellm is missing"
+    version = subprocess.run(  # noqa: S603 - fixed command
+        [
+            str(LITELLM_VENV / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m;print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.strip()
+    return binary, version or "unknown"
+
+
+def start_litellm(
+    services: Services, workdir: Path, upstream_url: str, binary: Path
+) -> tuple[Service, str, str]:
+    home = workdir / "litellm"
+    home.mkdir()
+    master_key = "sk-bench-" + secrets.token_hex(16)  # not a documented default
+    config = home / "config.yaml"
+    config.write_text(
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f"      api_base: {upstream_url}/v1\n"
+        f"      api_key: {UPSTREAM_KEY}\n"
+        "general_settings:\n"
+        f"  master_key: {master_key}\n"
+    )
+    port = free_port()
+    env = clean_env(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # no fetch of the price list from GitHub
+        HOME=str(home),  # keeps any cache files it writes inside the temp dir
+    )
+    service = services.start(
+        "litellm proxy",
+        [
+            str(binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        cpu=GATEWAY_CPU,
+        env=env,
+        log=home / "proxy.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(service, f"{base}/health/liveliness", timeout_s=240)
+    return service, f"{base}/v1/chat/completions", master_key
+
+
+# -- load generator -----------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One (target, mode, concurrency) measurement."""
+
+    target: str
+    mode: str
+    concurrency: int
+    requests: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    elapsed_s: float = 0.0
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    ttfb_p50_ms: float | None = None  # streaming: time to the first body bytes
+    added_p50_ms: float | None = None
+    added_p95_ms: float | None = None
+    added_p99_ms: float | None = None
+    gateway_cpu_pct: float | None = None  # of one core
+    gateway_cpu_us_per_request: float | None = None
+    gateway_rss_after_mib: float | None = None  # VmRSS once the cell is done
+    loadgen_core_pct: float | None = None  # this process + the upstream, of one core
+    # Busy time on each core that came from processes outside this benchmark: the noise.
+    others_on_gateway_core_pct: float | None = None
+    others_on_loadgen_core_pct: float | None = None
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def request_body(stream: bool) -> bytes:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 16,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+async def _load(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    *,
+    stream: bool,
+    concurrency: int,
+    duration_s: float,
+    max_requests: int,
+) -> tuple[list[float], list[float], int, str | None, float]:
+    """Closed-loop load: `concurrency` workers, each sending its next request on a reply."""
+    body = request_body(stream)
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    latencies: list[float] = []
+    ttfbs: list[float] = []
+    errors = 0
+    first_error: str | None = None
+    started = time.perf_counter()
+    deadline = started + duration_s
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal errors, first_error, issued
+        while time.perf_counter() < deadline and issued < max_requests:
+            issued += 1
+            t0 = time.perf_counter()
+            ttfb = 0.0
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    if stream:
+                        tail = await response.content.readany()
+                        ttfb = time.perf_counter() - t0
+                        while chunk := await response.content.readany():
+                            tail = (tail + chunk)[-64:]
+                        ok = response.status == 200 and b"[DONE]" in tail
+                    else:
+                        tail = await response.read()
+                        ok = response.status == 200 and tail.startswith(b"{")
+                elapsed = time.perf_counter() - t0
+            except (aiohttp.ClientError, TimeoutError) as error:
+                ok, tail = False, f"{type(error).__name__}: {error}".encode()
+            if ok:
+                latencies.append(elapsed)
+                if stream:
+                    ttfbs.append(ttfb)
+            else:
+                errors += 1
+                if first_error is None:
+                    first_error = tail[:300].decode(errors="replace")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, ttfbs, errors, first_error, time.perf_counter() - started
+
+
+async def _measure(
+    target: str,
+    url: str,
+    key: str,
+    *,
+    mode: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int,
+    gateway: Service | None,
+    upstream: Service,
+) -> Cell:
+    stream = mode == "stream"
+    # One pooled connection per worker, kept alive across the warm-up and the measurement.
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await _load(
+            session,
+            url,
+            key,
+            stream=stream,
+            concurrency=concurrency,
+            duration_s=warmup_s,
+            max_requests=max_requests,
+        )
+        gateway_cpu0 = gateway.cpu_s() if gateway else 0.0
+        ticks0 = (_core_ticks(GATEWAY_CPU), _core_ticks(LOADGEN_CPU))
+        core0 = os.times()
+        upstream_cpu0 = upstream.cpu_s()
+        latencies, ttfbs, errors, first_error, elapsed = await _load(
+            session,
+            url,
+            key,
+            stream=stream,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            max_requests=max_requests,
+        )
+        core1 = os.times()
+        ticks1 = (_core_ticks(GATEWAY_CPU), _core_ticks(LOADGEN_CPU))
+        loadgen_cpu = (core1.user - core0.user) + (core1.system - core0.system)
+        loadgen_cpu += upstream.cpu_s() - upstream_cpu0
+        gateway_cpu = (gateway.cpu_s() - gateway_cpu0) if gateway else 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    busy_gateway_core = (ticks1[0][0] - ticks0[0][0]) / hz
+    busy_loadgen_core = (ticks1[1][0] - ticks0[1][0]) / hz
+    latencies.sort()
+    ttfbs.sort()
+    cell = Cell(
+        target=target,
+        mode=mode,
+        concurrency=concurrency,
+        requests=len(latencies),
+        errors=errors,
+        first_error=first_error,
+        elapsed_s=round(elapsed, 3),
+        rps=round(len(latencies) / elapsed, 1),
+        p50_ms=round(percentile(latencies, 0.50) * 1000, 3),
+        p95_ms=round(percentile(latencies, 0.95) * 1000, 3),
+        p99_ms=round(percentile(latencies, 0.99) * 1000, 3),
+        ttfb_p50_ms=round(percentile(ttfbs, 0.50) * 1000, 3) if stream else None,
+        loadgen_core_pct=round(100 * loadgen_cpu / elapsed, 1),
+        others_on_gateway_core_pct=round(
+            max(0.0, 100 * (busy_gateway_core - gateway_cpu) / elapsed), 1
+        ),
+        others_on_loadgen_core_pct=round(
+            max(0.0, 100 * (busy_loadgen_core - loadgen_cpu) / elapsed), 1
+        ),
+    )
+    if gateway is not None:
+        cell.gateway_cpu_pct = round(100 * gateway_cpu / elapsed, 1)
+        cell.gateway_rss_after_mib = round(gateway.rss_mib(), 1)
+        if latencies:
+            cell.gateway_cpu_us_per_request = round(gateway_cpu / len(latencies) * 1e6, 1)
+    return cell
+
+
+def run_async(coroutine: Any) -> Any:
+    """uvloop when installed (it is in .venv): the load generator should cost little."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TargetRun:
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+    idle_rss_mib: float | None = None
+    peak_rss_mib: float | None = None
+    note: str | None = None
+    log_tail: list[str] = field(default_factory=list)  # its last lines, for the record
+
+
+def run_target(
+    name: str,
+    url: str,
+    key: str,
+    *,
+    gateway: Service | None,
+    upstream: Service,
+    args: argparse.Namespace,
+) -> TargetRun:
+    run = TargetRun(name)
+    if gateway is not None:
+        run.idle_rss_mib = round(gateway.rss_mib(), 1)
+    for mode in MODES:
+        for concurrency in CONCURRENCIES:
+            cell = run_async(
+                _measure(
+                    name,
+                    url,
+                    key,
+                    mode=mode,
+                    concurrency=concurrency,
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    max_requests=args.max_requests,
+                    gateway=gateway,
+                    upstream=upstream,
+                )
+            )
+            run.cells.append(cell)
+            print(
+                f"  {name:<16} {mode:<6} c={concurrency:<3} {cell.rps:>8.1f} req/s  "
+                f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms"
+                + (f"  RSS {cell.gateway_rss_after_mib:.0f} MiB" if gateway else "")
+                + (f"  errors {cell.errors}" if cell.errors else ""),
+                flush=True,
+            )
+            if gateway is not None and not gateway.alive():
+                raise RuntimeError(f"{gateway.name} died:\n{gateway.log_tail()}")
+    if gateway is not None:
+        run.peak_rss_mib = round(gateway.peak_rss_mib(), 1)
+        run.log_tail = [line[:500] for line in gateway.log_tail(10).splitlines()]
+    return run
+
+
+def add_overhead(runs: list[TargetRun]) -> None:
+    direct = {(c.mode, c.concurrency): c for c in runs[0].cells}
+    for run in runs[1:]:
+        for cell in run.cells:
+            base = direct[(cell.mode, cell.concurrency)]
+            cell.added_p50_ms = round(cell.p50_ms - base.p50_ms, 3)
+            cell.added_p95_ms = round(cell.p95_ms - base.p95_ms, 3)
+            cell.added_p99_ms = round(cell.p99_ms - base.p99_ms, 3)
+
+
+def _cell(run: TargetRun | None, mode: str, concurrency: int) -> Cell | None:
+    if run is None:
+        return None
+    return next((c for c in run.cells if c.mode == mode and c.concurrency == concurrency), None)
+
+
+def verdicts(apiary: TargetRun, litellm: TargetRun | None) -> dict[str, Any]:
+    """The ratios and the issue's targets, each with its measured value and pass/fail."""
+    ratios: dict[str, float | None] = {}
+    for mode in MODES:
+        for concurrency in CONCURRENCIES:
+            ours, theirs = _cell(apiary, mode, concurrency), _cell(litellm, mode, concurrency)
+            ratio = None
+            if ours and theirs and theirs.rps > 0:
+                ratio = round(ours.rps / theirs.rps, 1)
+            ratios[f"{mode}_c{concurrency}"] = ratio
+    # CPU time per request is what one core's capacity follows, and unlike requests/s it
+    # does not move when other work on the machine takes a share of the gateway's core.
+    cpu_ratios: dict[str, float | None] = {}
+    for mode in MODES:
+        for concurrency in CONCURRENCIES:
+            ours, theirs = _cell(apiary, mode, concurrency), _cell(litellm, mode, concurrency)
+            ratio = None
+            if ours and theirs and ours.gateway_cpu_us_per_request:
+                ratio = round(
+                    (theirs.gateway_cpu_us_per_request or 0) / ours.gateway_cpu_us_per_request, 1
+                )
+            cpu_ratios[f"{mode}_c{concurrency}"] = ratio
+    json10, stream10 = ratios["json_c10"], ratios["stream_c10"]
+    added = _cell(apiary, "json", 1)
+    added_p50 = added.added_p50_ms if added else None
+    checks = {
+        "rps_ratio_json_c10": {
+            "value": json10,
+            "target": f">= {TARGET_RPS_RATIO_JSON:g}x",
+            "met": json10 is not None and json10 >= TARGET_RPS_RATIO_JSON,
+        },
+        "rps_ratio_stream_c10": {
+            "value": stream10,
+            "target": f">= {TARGET_RPS_RATIO_STREAM:g}x",
+            "met": stream10 is not None and stream10 >= TARGET_RPS_RATIO_STREAM,
+        },
+        "added_p50_ms_json_c1": {
+            "value": added_p50,
+            "target": f"< {TARGET_ADDED_P50_MS:g} ms",
+            "met": added_p50 is not None and added_p50 < TARGET_ADDED_P50_MS,
+        },
+        "peak_rss_mib": {
+            "value": apiary.peak_rss_mib,
+            "target": f"< {TARGET_PEAK_RSS_MIB:g} MiB",
+            "met": apiary.peak_rss_mib is not None and apiary.peak_rss_mib < TARGET_PEAK_RSS_MIB,
+        },
+    }
+    return {
+        "rps_ratio_vs_litellm": ratios,
+        "cpu_per_request_ratio_litellm_over_apiary": cpu_ratios,
+        "targets": checks,
+    }
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(runs: list[TargetRun]) -> str:
+    head = (
+        "| target | mode | c | req/s | p50 ms | p95 ms | p99 ms | added p50 | added p95 "
+        "| added p99 | gateway CPU | CPU µs/req | CPU 0 | others on CPU 1 | errors |"
+    )
+    lines = [head, "|" + " --- |" * 15]
+    for run in runs:
+        for c in run.cells:
+            lines.append(
+                f"| {run.name} | {c.mode} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.2f} "
+                f"| {c.p95_ms:.2f} | {c.p99_ms:.2f} | {_fmt(c.added_p50_ms)} "
+                f"| {_fmt(c.added_p95_ms)} | {_fmt(c.added_p99_ms)} "
+                f"| {_fmt(c.gateway_cpu_pct, 0)}{'%' if c.gateway_cpu_pct is not None else ''} "
+                f"| {_fmt(c.gateway_cpu_us_per_request, 0)} | {_fmt(c.loadgen_core_pct, 0)}% "
+                f"| {_fmt(c.others_on_gateway_core_pct, 0)}% | {c.errors} |"
+            )
+    return "\n".join(lines)
+
+
+def summary(runs: list[TargetRun], headline: TargetRun, litellm: TargetRun | None) -> str:
+    result = verdicts(headline, litellm)
+    out = [f"Ratios {headline.name} / litellm (requests/s):"]
+    for mode in MODES:
+        parts = [
+            f"c={c}: {_fmt(result['rps_ratio_vs_litellm'][f'{mode}_c{c}'], 1)}x"
+            for c in CONCURRENCIES
+        ]
+        out.append(f"  {mode:<6} " + "   ".join(parts))
+    out.append(f"CPU time per request, litellm / {headline.name} (robust to other load):")
+    cpu_ratios = result["cpu_per_request_ratio_litellm_over_apiary"]
+    for mode in MODES:
+        parts = [f"c={c}: {_fmt(cpu_ratios[f'{mode}_c{c}'], 1)}x" for c in CONCURRENCIES]
+        out.append(f"  {mode:<6} " + "   ".join(parts))
+    out.append(f"Targets ({headline.name}):")
+    for name, check in result["targets"].items():
+        mark = "PASS" if check["met"] else "FAIL"
+        out.append(f"  {mark}  {name:<22} {_fmt(check['value'], 2):>8}   target {check['target']}")
+    out.append("Gateway memory (MiB, VmRSS when ready / VmHWM after the run):")
+    for run in runs[1:]:
+        out.append(
+            f"  {run.name:<16} idle {_fmt(run.idle_rss_mib, 1)}  peak {_fmt(run.peak_rss_mib, 1)}"
+        )
+    return "\n".join(out)
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(  # noqa: S603 - fixed git queries
+        [GIT, *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short cells: a smoke run")
+    parser.add_argument("--duration", type=float, help="seconds measured per cell")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per cell")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="cap per cell")
+    parser.add_argument(
+        "--log-levels",
+        default="INFO,WARNING",
+        help="APIARY_LOG_LEVEL values to run Apiary with; the first is the headline",
+    )
+    parser.add_argument("--skip-litellm", action="store_true", help="Apiary vs direct only")
+    parser.add_argument(
+        "--ref",
+        help="run Apiary from `git archive REF` (e.g. HEAD) instead of the working tree",
+    )
+    parser.add_argument("--out", type=Path, help="JSON results path")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 0.5 if args.quick else 2.0
+    args.log_levels = [level.strip().upper() for level in args.log_levels.split(",") if level]
+    return args
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so the `finally` that stops services runs."""
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        print(
+            "this benchmark pins the gateway and the load to two different cores", file=sys.stderr
+        )
+        return 2
+    litellm_binary: Path | None = None
+    litellm_note = "skipped (--skip-litellm)"
+    if not args.skip_litellm:
+        litellm_binary, litellm_note = ensure_litellm()
+        if litellm_binary is None:
+            print(
+                f"\n*** LiteLLM is NOT measured: its install failed ({litellm_note}).\n"
+                "*** Reporting Apiary against the direct upstream only.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    os.sched_setaffinity(0, {LOADGEN_CPU})  # this process is the load generator
+    started_at = dt.datetime.now(dt.UTC)
+    loadavg_at_start = Path("/proc/loadavg").read_text().split()[:3]
+    services = Services()
+    runs: list[TargetRun] = []
+    apiary_runs: list[tuple[str, TargetRun]] = []
+    litellm_run: TargetRun | None = None
+    with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="apiary-bench-") as tmp:
+        workdir = Path(tmp)
+        source: Path | None = None
+        source_note = f"working tree at {_git('rev-parse', 'HEAD')[:12]}"
+        dirty = len(_git("status", "--porcelain", "--", "apiary", "tests").splitlines())
+        if dirty:
+            source_note += f" + {dirty} uncommitted file(s) under apiary/ and tests/"
+        if args.ref:
+            source, commit = export_ref(args.ref, workdir)
+            source_note = f"git archive {args.ref} = {commit[:12]}"
+        print(f"Apiary source: {source_note}", flush=True)
+        try:
+            upstream, upstream_url = start_upstream(services, workdir, source=source)
+            print(f"fake upstream on {upstream_url} (CPU {LOADGEN_CPU})", flush=True)
+            direct = run_target(
+                "direct",
+                f"{upstream_url}/v1/chat/completions",
+                UPSTREAM_KEY,
+                gateway=None,
+                upstream=upstream,
+                args=args,
+            )
+            runs.append(direct)
+            for level in args.log_levels:
+                try:
+                    service, url, key, limits = start_apiary(
+                        services, workdir, upstream_url, log_level=level, source=source
+                    )
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    print(f"\n*** Apiary did not start: {error}", file=sys.stderr)
+                    return 1
+                print(
+                    f"apiary serve, log level {level} (CPU {GATEWAY_CPU}); limits {limits}",
+                    flush=True,
+                )
+                run = run_target(
+                    f"apiary[{level}]", url, key, gateway=service, upstream=upstream, args=args
+                )
+                run.note = (
+                    f"APIARY_LOG_LEVEL={level}, logs to a file; budget and rate limits {limits}"
+                )
+                runs.append(run)
+                apiary_runs.append((level, run))
+                services.stop(service)
+            if litellm_binary is not None:
+                try:
+                    service, url, key = start_litellm(
+                        services, workdir, upstream_url, litellm_binary
+                    )
+                except RuntimeError as error:
+                    litellm_note = f"did not start: {error}"
+                    print(f"\n*** LiteLLM is NOT measured: {litellm_note}\n", file=sys.stderr)
+                else:
+                    print(f"litellm proxy {litellm_note} (CPU {GATEWAY_CPU})", flush=True)
+                    litellm_run = run_target(
+                        "litellm", url, key, gateway=service, upstream=upstream, args=args
+                    )
+                    litellm_run.note = f"litellm {litellm_note}"
+                    runs.append(litellm_run)
+                    services.stop(service)
+        finally:
+            services.stop_all()
+
+    add_overhead(runs)
+    headline = apiary_runs[0][1]
+    result: dict[str, Any] = {
+        "command": " ".join(["bench/gateway.py", *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "apiary_source": source_note,
+        "machine": machine(),
+        "pinning": {"gateway_cpu": GATEWAY_CPU, "upstream_and_loadgen_cpu": LOADGEN_CPU},
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "max_requests": args.max_requests,
+            "concurrencies": list(CONCURRENCIES),
+            "request": json.loads(request_body(stream=False)),
+        },
+        "headline": headline.name,
+        "loadavg_at_start": loadavg_at_start,
+        "litellm": litellm_note,
+        "runs": [asdict(run) for run in runs],
+        **{f"vs_litellm_{level}": verdicts(run, litellm_run) for level, run in apiary_runs},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    out = args.out or RESULTS / f"gateway-{started_at:%Y-%m-%d}{suffix}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print()
+    print(table(runs))
+    print()
+    print(summary(runs, headline, litellm_run))
+    for level, run in apiary_runs[1:]:
+        ratios = verdicts(run, litellm_run)["rps_ratio_vs_litellm"]
+        print(
+            f"With APIARY_LOG_LEVEL={level}: json c=10 {_fmt(ratios['json_c10'], 1)}x, "
+            f"stream c=10 {_fmt(ratios['stream_c10'], 1)}x"
+        )
+    if litellm_run is None:
+        print(f"LiteLLM: {litellm_note}")
+    print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
