@@ -522,3 +522,18 @@ async def test_in_process_callers_are_accounted_like_http_ones(gateway: Gateway)
     [entry] = await gateway.ledger()
     assert str(entry.tenant_id) == me["tenant_id"]
     assert entry.route == "default"
+
+
+async def test_azure_ad_without_its_library_is_a_clear_error(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway: Gateway = await make_gateway(
+        provider_overrides={"azure-east": {"azure_ad": True, "api_key": None}}
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        await gateway.client().chat.completions.create(model="azure-east/gpt-4o", messages=HELLO)
+    assert caught.value.status_code == 502
+    assert not [r for r in gateway.upstream.requests if r.family == "azure"]
+    [entry] = await gateway.ledger()
+    assert entry.error is not None
+    assert "azure-identity" in entry.error

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from apiary.gateway.config import ProviderConfig
-from apiary.gateway.providers.base import HttpClient
+from apiary.gateway.providers.base import HttpClient, ProviderError
 from apiary.gateway.providers.openai import OpenAIProvider
 
 _AAD_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -39,8 +39,14 @@ class AzureOpenAIProvider(OpenAIProvider):
     async def _aad_token(self) -> str:
         # azure-identity caches the token and refreshes it before expiry.
         if self._credential is None:
-            from azure.identity.aio import DefaultAzureCredential
-
+            try:
+                from azure.identity.aio import DefaultAzureCredential
+            except ImportError:
+                raise ProviderError(
+                    "auth",
+                    "azure_ad: true needs the azure-identity package (pip install azure-identity)",
+                    provider=self.config.name,
+                ) from None
             self._credential = DefaultAzureCredential()
         token = await self._credential.get_token(_AAD_SCOPE)
         return str(token.token)
