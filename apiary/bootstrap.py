@@ -14,12 +14,12 @@ from apiary.api_keys.service import api_key_service
 from apiary.audit.service import audit_service
 from apiary.auth.context import Actor, AuthContext
 from apiary.auth.passwords import hash_password
-from apiary.auth.repository import auth_repository
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.db import session_scope
 from apiary.errors import NotFound
 from apiary.runtime import Runtime
+from apiary.tenants.repository import tenant_repository
 from apiary.tenants.schemas import TenantCreate
 from apiary.tenants.service import tenant_service
 from apiary.users.models import User
@@ -81,7 +81,7 @@ async def cli_create_api_key(
     runtime: Runtime, *, tenant: str, role: Role, name: str
 ) -> dict[str, Any]:
     async with session_scope(runtime.session_factory) as session:
-        found = await auth_repository.tenant_by_ref(session, tenant)
+        found = await tenant_repository.by_ref(session, tenant)
         if found is None:
             raise NotFound(f"tenant {tenant!r} not found")
         created = await api_key_service.create_in(

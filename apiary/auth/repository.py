@@ -16,9 +16,6 @@ from apiary.users.models import Membership, User
 
 
 class AuthRepository:
-    async def user_by_email(self, session: AsyncSession, email: str) -> User | None:
-        return await session.scalar(select(User).where(User.email == email.lower()))
-
     async def user_by_id(self, session: AsyncSession, user_id: uuid.UUID) -> User | None:
         return await session.get(User, user_id)
 
@@ -47,16 +44,6 @@ class AuthRepository:
             .order_by(Membership.created_at, Tenant.name)
         )
         return [(m, t) for m, t in rows]
-
-    async def tenant_by_ref(self, session: AsyncSession, ref: str) -> Tenant | None:
-        """A tenant by id or by exact name, as a user names it at sign-in."""
-        try:
-            return await session.get(Tenant, uuid.UUID(ref))
-        except ValueError:
-            return await session.scalar(select(Tenant).where(Tenant.name == ref))
-
-    async def tenant_by_oidc_id(self, session: AsyncSession, oidc_tenant_id: str) -> Tenant | None:
-        return await session.scalar(select(Tenant).where(Tenant.oidc_tenant_id == oidc_tenant_id))
 
     async def auth_session(
         self, session: AsyncSession, session_id: uuid.UUID

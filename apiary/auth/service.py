@@ -28,7 +28,9 @@ from apiary.db import utcnow
 from apiary.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from apiary.kv import CounterStore
 from apiary.tenants.models import Tenant, TenantStatus
+from apiary.tenants.repository import tenant_repository
 from apiary.users.models import Membership, User
+from apiary.users.repository import user_repository
 
 
 class AuthService:
@@ -62,7 +64,7 @@ class AuthService:
                 retry_after_s=retry_after,
                 keep_changes=True,
             )
-        user = await auth_repository.user_by_email(session, email)
+        user = await user_repository.by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)
         if user is None or not valid or not user.is_active:
             await self._record_failure(session, user, email=email, ip=ip)
@@ -136,7 +138,7 @@ class AuthService:
     ) -> TokenPair:
         assert settings.oidc is not None
         tenant = (
-            await auth_repository.tenant_by_oidc_id(session, identity.tenant_ref)
+            await tenant_repository.by_oidc_id(session, identity.tenant_ref)
             if identity.tenant_ref
             else None
         )
@@ -149,7 +151,7 @@ class AuthService:
         subject = f"{identity.tenant_ref}:{identity.subject}"
         user = await auth_repository.user_by_oidc_subject(session, subject)
         if user is None:
-            user = await auth_repository.user_by_email(session, identity.email)
+            user = await user_repository.by_email(session, identity.email)
             if user is None:
                 user = User(email=identity.email, name=identity.name, password_hash=None)
                 session.add(user)
@@ -261,7 +263,7 @@ class AuthService:
     ) -> tuple[Tenant | None, Role]:
         memberships = await auth_repository.memberships_of(session, user.id)
         if requested is not None:
-            tenant = await auth_repository.tenant_by_ref(session, requested)
+            tenant = await tenant_repository.by_ref(session, requested)
             match = [(m, t) for m, t in memberships if tenant is not None and t.id == tenant.id]
             if match:
                 return match[0][1], Role.SUPER_ADMIN if user.is_super_admin else Role(

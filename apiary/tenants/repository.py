@@ -20,6 +20,13 @@ class TenantRepository:
     async def by_name(self, session: AsyncSession, name: str) -> Tenant | None:
         return await session.scalar(select(Tenant).where(Tenant.name == name))
 
+    async def by_ref(self, session: AsyncSession, ref: str) -> Tenant | None:
+        """A tenant by id or by exact name, as a person names it at sign-in or in the CLI."""
+        try:
+            return await self.get(session, uuid.UUID(ref))
+        except ValueError:
+            return await self.by_name(session, ref)
+
     async def by_oidc_id(self, session: AsyncSession, oidc_tenant_id: str) -> Tenant | None:
         return await session.scalar(select(Tenant).where(Tenant.oidc_tenant_id == oidc_tenant_id))
 
