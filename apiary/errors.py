@@ -115,16 +115,22 @@ def render(
 ) -> JSONResponse:
     """Apiary's error shape, or OpenAI's under /v1 where OpenAI SDKs are the clients."""
     if request.url.path.startswith("/v1/"):
-        body = {
-            "error": {
-                "message": detail,
-                "type": _OPENAI_TYPES.get(status, "api_error"),
-                "param": None,
-                "code": error,
-            }
-        }
-        return JSONResponse(body, status_code=status, headers=headers)
+        return JSONResponse(
+            openai_error(status, error, detail), status_code=status, headers=headers
+        )
     return error_response(status, error, detail, headers=headers)
+
+
+def openai_error(status: int, error: str, detail: str) -> dict[str, dict[str, str | None]]:
+    """OpenAI's error document, so OpenAI SDKs raise the matching exception."""
+    return {
+        "error": {
+            "message": detail,
+            "type": _OPENAI_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": error,
+        }
+    }
 
 
 def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:

@@ -65,10 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Added first, so it runs inside the observability middleware (request ids, metrics,
+    # access log) and in front of FastAPI's routing.
+    app.add_middleware(openai_api.OpenAIHotPath)
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)
     app.include_router(api_router())
     app.include_router(OPENAI_ROUTER)
+    openai_api.document_hot_routes(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -1,42 +1,56 @@
 """The OpenAI-compatible API under /v1: chat completions (streaming or not), embeddings,
 and the models a tenant may call. Any OpenAI SDK, LangChain or curl works against it.
 
-The hot path parses the body once with orjson, checks only what routing needs, and
-forwards the rest untouched. Responses name the provider, model, route and cost in
-`x-apiary-*` headers and break the time down in `Server-Timing`.
+`POST /v1/chat/completions` and `POST /v1/embeddings` are the gateway's hot path, so they
+are served by `OpenAIHotPath`, a pure ASGI middleware that answers them before FastAPI's
+routing and dependency solving (which cost more per call than the rest of the gateway put
+together; see docs/benchmarks.md). It does the same steps as any endpoint, just directly:
+authenticate, authorize, parse the body once with orjson, check only what routing needs,
+call the in-process gateway client, answer. Errors use OpenAI's error shape. Responses name
+the provider, model, route and cost in `x-apiary-*` headers and break the time down in
+`Server-Timing`. `GET /v1/models` is an ordinary FastAPI route.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apiary.auth.context import AuthContext
-from apiary.auth.dependencies import authorize
+from apiary.auth.dependencies import authenticate, authorize
 from apiary.authz.permissions import Permission
-from apiary.errors import BadRequest
-from apiary.gateway.client import ChatReply
-from apiary.runtime import RuntimeDep
+from apiary.errors import ApiaryError, BadRequest, Forbidden, openai_error
+from apiary.gateway.client import ChatReply, ChatStream
+from apiary.observability.metrics import ROUTE_TEMPLATE
+from apiary.runtime import Runtime, RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
-
-
-async def _started() -> float:  # async: no worker-thread hop per request
-    return time.perf_counter()
-
-
-Started = Annotated[float, Depends(_started)]
 Caller = Annotated[AuthContext, authorize(Permission.GATEWAY_CALL)]
 
+MAX_BODY_BYTES = 32 * 1024 * 1024
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_JSON = (b"content-type", b"application/json")
+_READ_HEADERS = frozenset({b"authorization", b"x-apiary-cache"})
 
-async def _json_body(request: Request) -> dict[str, Any]:
+
+class PayloadTooLarge(ApiaryError):
+    status_code = 413
+
+
+class _ClientGone(Exception):
+    """The client hung up before its request body arrived."""
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -52,48 +66,196 @@ def _check_chat(body: dict[str, Any]) -> None:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages: required, a non-empty list")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in (
-            "system",
-            "developer",
-            "user",
-            "assistant",
-            "tool",
-            "function",
-        ):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
             raise BadRequest(f"messages.{index}.role: must be system, user, assistant or tool")
 
 
-@router.post("/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
-async def chat_completions(
-    started: Started, request: Request, auth: Caller, runtime: RuntimeDep
-) -> Response:
-    body = await _json_body(request)
-    _check_chat(body)
-    reply = await runtime.client.chat(
-        auth, body, cache_header=request.headers.get("x-apiary-cache"), started=started
-    )
-    if isinstance(reply, ChatReply):
-        return Response(reply.body, media_type="application/json", headers=reply.headers)
-
-    async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            yield b"data: " + chunk + b"\n\n"
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(
-        frames(reply.chunks), media_type="text/event-stream", headers=reply.headers
-    )
-
-
-@router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
-async def embeddings(
-    started: Started, request: Request, auth: Caller, runtime: RuntimeDep
-) -> Response:
-    body = await _json_body(request)
+def _check_embeddings(body: dict[str, Any]) -> None:
     if "input" not in body:
         raise BadRequest("input: required, a string or a list of strings")
-    reply = await runtime.client.embed(auth, body, started=started)
-    return Response(reply.body, media_type="application/json", headers=reply.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class HotRoute:
+    """One endpoint served by the hot path: its permission, body check and gateway call."""
+
+    path: str
+    summary: str
+    permission: Permission
+    check: Callable[[dict[str, Any]], None]
+    call: Callable[
+        [Runtime, AuthContext, dict[str, Any], dict[str, str], float],
+        Awaitable[ChatReply | ChatStream],
+    ]
+
+
+async def _chat(
+    runtime: Runtime, auth: AuthContext, body: dict[str, Any], headers: dict[str, str], t: float
+) -> ChatReply | ChatStream:
+    return await runtime.client.chat(
+        auth, body, cache_header=headers.get("x-apiary-cache"), started=t
+    )
+
+
+async def _embed(
+    runtime: Runtime, auth: AuthContext, body: dict[str, Any], headers: dict[str, str], t: float
+) -> ChatReply | ChatStream:
+    return await runtime.client.embed(auth, body, started=t)
+
+
+HOT_ROUTES: dict[str, HotRoute] = {
+    route.path: route
+    for route in (
+        HotRoute(
+            "/v1/chat/completions",
+            "Create a chat completion (OpenAI-compatible)",
+            Permission.GATEWAY_CALL,
+            _check_chat,
+            _chat,
+        ),
+        HotRoute(
+            "/v1/embeddings",
+            "Create embeddings (OpenAI-compatible)",
+            Permission.GATEWAY_CALL,
+            _check_embeddings,
+            _embed,
+        ),
+    )
+}
+
+
+class OpenAIHotPath:
+    """Pure ASGI middleware answering `POST` to the `HOT_ROUTES`; the rest passes through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = HOT_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        scope[ROUTE_TEMPLATE] = route.path
+        runtime: Runtime = scope["app"].state.runtime
+        headers = {
+            name.decode(): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in _READ_HEADERS
+        }
+        try:
+            reply = await self._call(route, runtime, scope, receive, headers, started)
+        except ApiaryError as error:
+            document = orjson.dumps(openai_error(error.status_code, error.name, error.detail))
+            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+            await _send(send, error.status_code, document, [_JSON, *extra])
+            return
+        except _ClientGone:
+            return
+        if isinstance(reply, ChatReply):
+            await _send(send, 200, reply.body, [_JSON, *_encode(reply.headers)])
+        else:
+            await _send_stream(send, reply)
+
+    async def _call(
+        self,
+        route: HotRoute,
+        runtime: Runtime,
+        scope: Scope,
+        receive: Receive,
+        headers: dict[str, str],
+        started: float,
+    ) -> ChatReply | ChatStream:
+        client = scope.get("client")
+        auth = await authenticate(
+            headers.get("authorization", ""), client[0] if client else None, runtime
+        )
+        if not auth.can(route.permission):
+            raise Forbidden(f"role {auth.role.value!r} lacks permission {route.permission.value!r}")
+        body = _json_body(await _read_body(receive))
+        route.check(body)
+        return await route.call(runtime, auth, body, headers, started)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"request body is over {MAX_BODY_BYTES // 2**20} MiB")
+        parts.append(part)
+        if not message.get("more_body"):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_stream(send: Send, stream: ChatStream) -> None:
+    headers = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        *_encode(stream.headers),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    chunks = stream.chunks
+    try:
+        async for chunk in chunks:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + chunk + b"\n\n",
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+    finally:
+        # A client that hangs up makes `send` raise: closing the stream now stops the upstream
+        # call and writes its ledger entry, instead of leaving both to the garbage collector.
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def document_hot_routes(app: FastAPI) -> None:
+    """Add the hot path's endpoints to the app's OpenAPI document, where clients and the
+    route-walk tests look for them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for route in HOT_ROUTES.values():
+            schema["paths"][route.path] = {
+                "post": {
+                    "tags": ["openai-compatible"],
+                    "summary": route.summary,
+                    "operationId": route.path.strip("/").replace("/", "_"),
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {"200": {"description": "OpenAI-compatible response"}},
+                }
+            }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @router.get("/models", summary="The models and routes this tenant may call")

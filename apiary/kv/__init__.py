@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Protocol
 
@@ -34,11 +33,13 @@ class CounterStore(Protocol):
 
 
 class MemoryCounterStore:
-    """One process's counters; expired windows are dropped lazily and by a periodic sweep."""
+    """One process's counters; expired windows are dropped lazily and by a periodic sweep.
+
+    No lock: each method runs to its end without awaiting, so on one event loop no other
+    coroutine can interleave with it."""
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, float]] = {}
-        self._lock = asyncio.Lock()
         self._ops = 0
 
     def _sweep(self, now: float) -> None:
@@ -46,32 +47,29 @@ class MemoryCounterStore:
 
     async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
         now = time.monotonic()
-        async with self._lock:
-            self._ops += 1
-            if self._ops % 1024 == 0:
-                self._sweep(now)
-            count, expires = self._counts.get(key, (0, 0.0))
-            if expires <= now:
-                count, expires = 0, now + ttl_s
-            self._counts[key] = (count + amount, expires)
-            return count + amount
+        self._ops += 1
+        if self._ops % 1024 == 0:
+            self._sweep(now)
+        count, expires = self._counts.get(key, (0, 0.0))
+        if expires <= now:
+            count, expires = 0, now + ttl_s
+        self._counts[key] = (count + amount, expires)
+        return count + amount
 
     async def set_if_absent(self, key: str, value: int, *, ttl_s: int) -> bool:
         now = time.monotonic()
-        async with self._lock:
-            found = self._counts.get(key)
-            if found is not None and found[1] > now:
-                return False
-            self._counts[key] = (value, now + ttl_s)
-            return True
+        found = self._counts.get(key)
+        if found is not None and found[1] > now:
+            return False
+        self._counts[key] = (value, now + ttl_s)
+        return True
 
     async def decr(self, key: str) -> None:
-        async with self._lock:
-            count, expires = self._counts.get(key, (0, 0.0))
-            if count > 1 and expires > time.monotonic():
-                self._counts[key] = (count - 1, expires)
-            else:
-                self._counts.pop(key, None)
+        count, expires = self._counts.get(key, (0, 0.0))
+        if count > 1 and expires > time.monotonic():
+            self._counts[key] = (count - 1, expires)
+        else:
+            self._counts.pop(key, None)
 
     async def get(self, key: str) -> tuple[int, int]:
         count, expires = self._counts.get(key, (0, 0.0))

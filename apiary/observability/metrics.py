@@ -12,10 +12,10 @@ or tests in one process do not collide with the global default registry.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
-from typing import Final
+from typing import Final, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
@@ -31,6 +31,7 @@ __all__ = [
     "HTTP_REQUESTS",
     "REGISTRY",
     "REQUEST_ID_HEADER",
+    "ROUTE_TEMPLATE",
     "UNMATCHED_ROUTE",
     "ObservabilityMiddleware",
     "metrics_response",
@@ -84,7 +85,24 @@ GATEWAY_CACHE_SAVED: Final = Counter(
     registry=REGISTRY,
 )
 
+_Metric = TypeVar("_Metric", Counter, Histogram)
+_CHILDREN: dict[tuple[object, tuple[str, ...]], object] = {}
+
+
+def labelled(metric: _Metric, *values: str) -> _Metric:
+    """`metric.labels(*values)`, remembered: prometheus_client validates and joins the label
+    values on every `labels()` call, which the gateway's hot path makes several times per
+    request. Every label set here is bounded (route templates, configured providers)."""
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child  # type: ignore[return-value]  # a child has its parent's type
+
+
 REQUEST_ID_HEADER: Final = "x-request-id"
+# Scope key an ASGI handler outside the router sets to name its route template.
+ROUTE_TEMPLATE: Final = "apiary.route_template"
 UNMATCHED_ROUTE: Final = "unmatched"
 
 _REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -104,13 +122,15 @@ def _request_id_from(scope: Scope) -> str:
             if _REQUEST_ID_SHAPE.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
 def _route_template(scope: Scope, *, entry_root_path: str) -> str:
     """The matched route's path template, including router prefixes and mount points."""
     # Mounts rewrite root_path as they match; the growth since we saw the request is the
     # mount prefix, which the inner route's own template does not include.
+    if (named := scope.get(ROUTE_TEMPLATE)) is not None:
+        return str(named)
     mount_prefix = str(scope.get("root_path", ""))[len(entry_root_path) :]
     route = scope.get("route")
     if route is None or isinstance(route, Mount):
@@ -168,8 +188,8 @@ class ObservabilityMiddleware:
             duration = time.perf_counter() - started
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
             route = _route_template(scope, entry_root_path=entry_root_path)
-            HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-            HTTP_LATENCY.labels(method=method, route=route).observe(duration)
+            labelled(HTTP_REQUESTS, method, route, str(status)).inc()
+            labelled(HTTP_LATENCY, method, route).observe(duration)
             if route not in _QUIET_ROUTES:
                 duration_ms = round(duration * 1000, 2)
                 access_log.info(

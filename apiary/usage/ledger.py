@@ -30,10 +30,15 @@ from apiary.observability.metrics import (
     GATEWAY_COST,
     GATEWAY_TOKENS,
     GATEWAY_UNPRICED,
+    labelled,
 )
 from apiary.usage.models import LedgerEntry
 
 log = logging.getLogger("apiary.ledger")
+
+# A Core insert on the table: the ORM's bulk path costs about three times as much per row
+# for the same statement, and the rows are plain dicts already.
+_INSERT = insert(LedgerEntry.__table__)  # type: ignore[arg-type]  # it is a Table
 
 
 def ledger_row(
@@ -90,15 +95,14 @@ def ledger_row(
 
 def _count(entry: dict[str, Any]) -> None:
     provider, model = entry["provider"] or "none", entry["model"] or "none"
-    GATEWAY_CALLS.labels(
-        provider, model, entry["status"], "hit" if entry["cache_hit"] else "miss"
-    ).inc()
-    GATEWAY_TOKENS.labels(provider, model, "prompt").inc(entry["prompt_tokens"])
-    GATEWAY_TOKENS.labels(provider, model, "completion").inc(entry["completion_tokens"])
+    status, cache = entry["status"], "hit" if entry["cache_hit"] else "miss"
+    labelled(GATEWAY_CALLS, provider, model, status, cache).inc()
+    labelled(GATEWAY_TOKENS, provider, model, "prompt").inc(entry["prompt_tokens"])
+    labelled(GATEWAY_TOKENS, provider, model, "completion").inc(entry["completion_tokens"])
     if entry["cost_usd"] is None:
-        GATEWAY_UNPRICED.labels(provider, model).inc()
+        labelled(GATEWAY_UNPRICED, provider, model).inc()
     elif entry["cost_usd"] > 0:
-        GATEWAY_COST.labels(provider, model).inc(entry["cost_usd"])
+        labelled(GATEWAY_COST, provider, model).inc(entry["cost_usd"])
     if entry["saved_usd"]:
         GATEWAY_CACHE_SAVED.inc(entry["saved_usd"])
 
@@ -148,7 +152,7 @@ class LedgerWriter:
             ]
             try:
                 async with session_scope(self._factory) as session:
-                    await session.execute(insert(LedgerEntry), batch)
+                    await session.execute(_INSERT, batch)
             except IntegrityError:
                 # One bad row (its tenant deleted meanwhile) must not block the rest forever.
                 await self._write_one_by_one(batch)
@@ -163,7 +167,7 @@ class LedgerWriter:
         for entry in batch:
             try:
                 async with session_scope(self._factory) as session:
-                    await session.execute(insert(LedgerEntry), [entry])
+                    await session.execute(_INSERT, [entry])
             except IntegrityError:
                 self.dropped += 1
                 log.error("ledger entry %s dropped: it violates a constraint", entry["id"])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import openai
+import orjson
 import pytest
 from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
@@ -17,6 +19,7 @@ from openai.types.chat import (
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
+from apiary.gateway import openai_api
 from apiary.gateway.client import ChatReply
 from apiary.gateway.config import PriceConfig, RouteConfig
 from apiary.gateway.providers.base import Usage
@@ -537,3 +540,63 @@ async def test_azure_ad_without_its_library_is_a_clear_error(
     [entry] = await gateway.ledger()
     assert entry.error is not None
     assert "azure-identity" in entry.error
+
+
+async def test_a_body_over_the_limit_is_413(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openai_api, "MAX_BODY_BYTES", 1024)
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {gateway.key}"},
+            json={"model": "default", "messages": [{"role": "user", "content": "x" * 2000}]},
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PayloadTooLarge"
+    assert gateway.upstream.requests == []
+
+
+async def test_a_client_hanging_up_mid_stream_stops_the_call_and_is_accounted(
+    gateway: Gateway,
+) -> None:
+    # Driven at the ASGI level: the client goes away after the first event, so the
+    # server's next `send` fails the way uvicorn's does for a closed connection.
+    gateway.upstream.script("openai", Reply(text="one two three four five", chunk_delay_s=0.05))
+    body = orjson.dumps(
+        {"model": "oai/gpt-4o-mini", "messages": HELLO, "stream": True, "max_tokens": 9}
+    )
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {gateway.key}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("apiary.test", 80),
+        "app": gateway.app,
+    }
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body" and any(
+            m["type"] == "http.response.body" for m in sent
+        ):
+            raise OSError("client went away")
+        sent.append(message)
+
+    with pytest.raises(OSError, match="went away"):
+        await gateway.app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    [entry] = await gateway.ledger()
+    assert entry.streamed
+    assert entry.latency_ms < 200  # not the whole stream: the upstream call was closed early

@@ -317,6 +317,7 @@ def test_secrets_never_reach_the_log_output(log_stream: io.StringIO) -> None:
     ("text", "expected"),
     [
         ("Authorization: bearer tok3n!", f"Authorization: bearer {REDACTED}"),
+        ("header BeArEr tok3n", f"header BeArEr {REDACTED}"),
         ("jwt=eyJhbGciOi.eyJzdWIiOjF9.c2ln end", f"jwt={REDACTED} end"),
         ("key apy_AbC-12_xyz9 used", f"key {REDACTED} used"),
         ("openai sk-proj-0123456789abcdef!", f"openai {REDACTED}!"),
