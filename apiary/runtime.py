@@ -19,7 +19,7 @@ from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
 from apiary.embeddings.minilm import MiniLMEmbedder
 from apiary.gateway.cache import ResponseCache
-from apiary.gateway.providers.base import HttpClient
+from apiary.gateway.http import HttpClient
 from apiary.gateway.semantic_cache import SemanticCache
 from apiary.gateway.service import Gateway
 from apiary.kv import CounterStore, create_counter_store

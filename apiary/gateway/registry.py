@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from apiary.gateway.config import ProviderConfig
+from apiary.gateway.http import HttpClient
 from apiary.gateway.providers.anthropic import AnthropicProvider
 from apiary.gateway.providers.azure_openai import AzureOpenAIProvider
-from apiary.gateway.providers.base import HttpClient, Provider
+from apiary.gateway.providers.base import Provider
 from apiary.gateway.providers.openai import OpenAIProvider
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from apiary.gateway import catalog
 from apiary.gateway.config import LOCAL_MODEL, GatewayConfig, ProviderConfig
+from apiary.gateway.http import HttpClient
 from apiary.gateway.providers.base import (
     JSON,
     Completion,
-    HttpClient,
     Provider,
     ProviderError,
     StreamState,

@@ -13,19 +13,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from apiary.gateway.config import ProviderConfig
+from apiary.gateway.http import HttpClient, Response
 from apiary.gateway.providers.base import (
     JSON,
     Completion,
-    HttpClient,
     ProviderError,
     StreamState,
     Usage,
     classify_status,
     post_json,
+    read_body,
     retry_after,
 )
 from apiary.gateway.providers.openai import sse_data
@@ -232,7 +232,7 @@ class AnthropicProvider:
     def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
         self.config = config
         self.http = http
-        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=10)
+        self.timeout_s = config.timeout_s
 
     def _headers(self) -> dict[str, str]:
         assert self.config.api_key is not None  # required by the config for this kind
@@ -242,27 +242,20 @@ class AnthropicProvider:
             "anthropic-version": API_VERSION,
         }
 
-    async def _post(self, body: JSON) -> aiohttp.ClientResponse:
+    async def _post(self, body: JSON) -> Response:
         return await post_json(
             self.http,
             f"{self.config.url}/v1/messages",
             body,
             headers=self._headers(),
-            limits=self.timeout,
+            timeout_s=self.timeout_s,
             provider=self.config.name,
             parse_error=error_from_anthropic,
         )
 
     async def complete(self, request: JSON, model: str) -> Completion:
         response = await self._post(to_anthropic(request, model))
-        try:
-            raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError):
-            raise ProviderError(
-                "connection", "upstream dropped the response", provider=self.config.name
-            ) from None
-        finally:
-            response.release()
+        raw = await read_body(response, self.config.name)
         document, usage = from_anthropic(orjson.loads(raw))
         return Completion(body=orjson.dumps(document), usage=usage, model=document["model"])
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from apiary.gateway.config import ProviderConfig
-from apiary.gateway.providers.base import HttpClient, ProviderError
+from apiary.gateway.http import HttpClient
+from apiary.gateway.providers.base import ProviderError
 from apiary.gateway.providers.openai import OpenAIProvider
 
 _AAD_SCOPE = "https://cognitiveservices.azure.com/.default"

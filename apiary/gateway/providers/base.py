@@ -7,15 +7,14 @@ translates both ways; OpenAI-format adapters forward bytes and only parse usage.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import aiohttp
 import orjson
 
 from apiary.gateway.config import ProviderConfig
+from apiary.gateway.http import HttpClient, HttpError, Response
 
 JSON = dict[str, Any]
 
@@ -123,51 +122,40 @@ async def post_json(
     body: JSON,
     *,
     headers: dict[str, str],
-    limits: aiohttp.ClientTimeout,
+    timeout_s: float,
     provider: str,
     parse_error: ErrorParser,
-) -> aiohttp.ClientResponse:
+) -> Response:
     """POST a JSON body; an HTTP error status, a timeout or a connection failure becomes a
     classified `ProviderError` (the error body read with the provider's own parser)."""
-    session = await http.get()
     try:
-        response = await session.post(url, data=orjson.dumps(body), headers=headers, timeout=limits)
+        response = await http.post(url, orjson.dumps(body), headers, timeout_s=timeout_s)
     except TimeoutError:
         raise ProviderError("timeout", "upstream timed out", provider=provider) from None
-    except aiohttp.ClientError as error:
+    except HttpError as error:
         raise ProviderError(
-            "connection", f"cannot reach upstream: {type(error).__name__}", provider=provider
+            "connection", f"cannot reach upstream: {error}", provider=provider
         ) from None
     if response.status >= 400:
-        raw = await response.read()
-        response.release()
+        try:
+            raw = await response.read()
+        except (TimeoutError, HttpError):
+            raw = b""
+        finally:
+            response.release()
         raise parse_error(response.status, raw, response.headers, provider)
     return response
 
 
-@dataclass
-class HttpClient:
-    """One pooled aiohttp session per process, shared by every adapter."""
-
-    session: aiohttp.ClientSession | None = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def get(self) -> aiohttp.ClientSession:
-        if self.session is None or self.session.closed:
-            async with self._lock:
-                if self.session is None or self.session.closed:
-                    self.session = aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(
-                            limit=1000, limit_per_host=0, ttl_dns_cache=300
-                        ),
-                        json_serialize=_dumps,
-                    )
-        return self.session
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+async def read_body(response: Response, provider: str) -> bytes:
+    """The whole body of a successful answer; a cut or late one is a `ProviderError`."""
+    try:
+        return await response.read()
+    except TimeoutError:
+        raise ProviderError("timeout", "upstream timed out", provider=provider) from None
+    except HttpError:
+        raise ProviderError(
+            "connection", "upstream dropped the response", provider=provider
+        ) from None
+    finally:
+        response.release()

@@ -8,23 +8,22 @@ drops that final chunk again when the client did not ask for it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from apiary.gateway.config import ProviderConfig
+from apiary.gateway.http import HttpClient, HttpError, Response
 from apiary.gateway.providers.base import (
     JSON,
     Completion,
-    HttpClient,
     ProviderError,
     StreamState,
     Usage,
     classify_status,
     post_json,
+    read_body,
     retry_after,
 )
 
@@ -68,7 +67,7 @@ class OpenAIProvider:
     def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
         self.config = config
         self.http = http
-        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=10)
+        self.timeout_s = config.timeout_s
 
     # -- the parts that differ between OpenAI-format providers -----------------------
 
@@ -90,13 +89,13 @@ class OpenAIProvider:
 
     # -- calls ------------------------------------------------------------------------
 
-    async def _post(self, url: str, body: JSON) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, body: JSON) -> Response:
         return await post_json(
             self.http,
             url,
             body,
             headers=await self.auth_headers(),
-            limits=self.timeout,
+            timeout_s=self.timeout_s,
             provider=self.config.name,
             parse_error=error_from_openai,
         )
@@ -111,15 +110,7 @@ class OpenAIProvider:
         return await self._complete(self.url(model, "embeddings"), {**request, "model": model})
 
     async def _complete(self, url: str, body: JSON) -> Completion:
-        response = await self._post(url, body)
-        try:
-            raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError):
-            raise ProviderError(
-                "connection", "upstream dropped the response", provider=self.config.name
-            ) from None
-        finally:
-            response.release()
+        raw = await read_body(await self._post(url, body), self.config.name)
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -165,13 +156,15 @@ def _has_token(chunk: JSON) -> bool:
     return False
 
 
-async def sse_data(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[bytes]:
+async def sse_data(response: Response, provider: str) -> AsyncIterator[bytes]:
     """The `data:` payloads of a server-sent-event stream, one per event."""
     try:
-        async for line in response.content:
+        async for line in response.lines():
             if line.startswith(b"data:"):
                 yield line[5:].strip()
-    except (TimeoutError, asyncio.IncompleteReadError, aiohttp.ClientError):
+    except TimeoutError:
+        raise ProviderError("timeout", "upstream timed out mid-stream", provider=provider) from None
+    except HttpError:
         raise ProviderError(
             "connection", "upstream dropped the stream", provider=provider
         ) from None
