@@ -17,17 +17,16 @@ from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
-from apiary.embeddings.minilm import MiniLMEmbedder
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.http import HttpClient
-from apiary.gateway.semantic_cache import SemanticCache
 from apiary.gateway.service import Gateway
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.usage.ledger import LedgerWriter
 
-if TYPE_CHECKING:  # the client module imports this one
-    from apiary.gateway.client import GatewayClient
+if TYPE_CHECKING:
+    from apiary.gateway.client import GatewayClient  # which imports this module
+    from apiary.gateway.semantic_cache import SemanticCache
 
 
 @dataclass
@@ -76,13 +75,7 @@ class Runtime:
                 ttl_s=settings.cache.ttl_s,
                 max_entries=settings.cache.max_entries,
             ),
-            semantic_cache=SemanticCache(
-                MiniLMEmbedder(),
-                threshold=settings.cache.semantic_threshold,
-                ttl_s=settings.cache.ttl_s,
-            )
-            if settings.cache.semantic
-            else None,
+            semantic_cache=_semantic_cache(settings) if settings.cache.semantic else None,
             key_usage=LastUsedRecorder(session_factory),
             limits=LimitEnforcer(counters, session_factory),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
@@ -109,3 +102,16 @@ async def _runtime(request: Request) -> Runtime:  # async: no worker-thread hop 
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+
+
+def _semantic_cache(settings: Settings) -> SemanticCache:
+    # Imported only when enabled: the embedding model brings numpy, tokenizers and
+    # safetensors (about 15 MiB before its weights are even loaded).
+    from apiary.embeddings.minilm import MiniLMEmbedder
+    from apiary.gateway.semantic_cache import SemanticCache
+
+    return SemanticCache(
+        MiniLMEmbedder(),
+        threshold=settings.cache.semantic_threshold,
+        ttl_s=settings.cache.ttl_s,
+    )

@@ -14,10 +14,12 @@ import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.asyncio import Redis
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 # Keys that never change what the model answers.
 _NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "cache", "store"})
@@ -81,11 +83,11 @@ class ResponseCache:
         self._local: OrderedDict[str, tuple[float, CachedResponse]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl_s
-        self._redis: Redis | None = (
-            Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
-            if redis_url
-            else None
-        )
+        self._redis: Redis | None = None
+        if redis_url:
+            from redis.asyncio import Redis  # only when configured: it costs 20 MiB
+
+            self._redis = Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
 
     async def get(self, key: str) -> CachedResponse | None:
         now = time.monotonic()
@@ -125,3 +127,14 @@ class ResponseCache:
         self._local.clear()
         if self._redis is not None:
             await self._redis.aclose()
+
+
+_PARAMETERS_ONLY = frozenset({"messages", "stream", "stream_options", "user", "metadata", "cache"})
+
+
+def bucket_key(tenant_id: str, body: dict[str, Any]) -> str:
+    """The semantic cache's bucket: the tenant and every answer-changing parameter except
+    the conversation, which the semantic cache compares by meaning."""
+    parameters = {k: v for k, v in body.items() if k not in _PARAMETERS_ONLY}
+    canonical = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(tenant_id.encode() + b"\0" + canonical).hexdigest()

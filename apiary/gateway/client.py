@@ -19,10 +19,9 @@ import orjson
 from apiary.auth.context import AuthContext
 from apiary.errors import ApiaryError, NotFound
 from apiary.gateway import catalog, tokens
-from apiary.gateway.cache import CachedResponse, cache_key, wants_cache
+from apiary.gateway.cache import CachedResponse, bucket_key, cache_key, wants_cache
 from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
-from apiary.gateway.semantic_cache import bucket_key
 from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
 from apiary.limits.enforcer import Admission
 from apiary.runtime import Runtime

@@ -12,7 +12,6 @@ matrix-vector product.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,18 +19,11 @@ from typing import Any
 
 import numpy
 import numpy.typing as npt
-import orjson
 
 from apiary.embeddings.minilm import MiniLMEmbedder
-from apiary.gateway.cache import CachedResponse
+from apiary.gateway.cache import CachedResponse, bucket_key
 
-_PARAMETERS_ONLY = frozenset({"messages", "stream", "stream_options", "user", "metadata", "cache"})
-
-
-def bucket_key(tenant_id: str, body: dict[str, Any]) -> str:
-    parameters = {k: v for k, v in body.items() if k not in _PARAMETERS_ONLY}
-    canonical = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(tenant_id.encode() + b"\0" + canonical).hexdigest()
+__all__ = ["SemanticCache", "bucket_key", "conversation_text"]
 
 
 def conversation_text(body: dict[str, Any]) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class CounterStore(Protocol):
@@ -90,6 +91,8 @@ class RedisCounterStore:
     """Counters shared by every replica, so a throttle holds across the whole deployment."""
 
     def __init__(self, url: str, *, namespace: str = "apiary") -> None:
+        from redis.asyncio import Redis  # only when configured: it costs 20 MiB
+
         self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._ns = namespace
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -240,17 +239,3 @@ def test_content_parts_and_odd_requests_are_handled() -> None:
     assert score(parts).value > 0.8
     assert 0.0 <= score({}).value < 0.3
     assert 0.0 <= score({"messages": "not a list"}).value < 0.3
-
-
-def test_scoring_is_fast() -> None:
-    long_request = _ask("Analyze this design. " + "word " * 20_000)
-    requests = [*SIMPLE, *MEDIUM, *COMPLEX, long_request]
-    started = time.perf_counter()
-    for _ in range(20):
-        for request in requests:
-            score(request)
-    per_call = (time.perf_counter() - started) / (20 * len(requests))
-    assert per_call < 0.001
-    started = time.perf_counter()
-    score(long_request)
-    assert time.perf_counter() - started < 0.005
