@@ -106,12 +106,17 @@ class Runtime:
         """Start background work (the ledger writer); needs the running event loop."""
         self.ledger.start()
         self.key_usage.start()
-        self.ingestion.start(self._ingest)
+        self.ingestion.start(self._ingest, backlog=self._unfinished_ingestions)
 
     async def _ingest(self, document_id: uuid.UUID) -> None:
         from apiary.knowledge.tasks import ingest_document
 
         await ingest_document(self, document_id)
+
+    async def _unfinished_ingestions(self) -> list[uuid.UUID]:
+        from apiary.knowledge.tasks import unfinished_documents
+
+        return await unfinished_documents(self)
 
     async def close(self) -> None:
         await self.ingestion.close()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import undefer
 from apiary.authz.scope import TenantScope
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
-from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
+from apiary.knowledge.models import DocumentStatus, KnowledgeBase, KnowledgeDocument
 
 
 class KnowledgeRepository:
@@ -99,6 +99,16 @@ class KnowledgeRepository:
             select(KnowledgeDocument.tenant_id).where(KnowledgeDocument.id == document_id)
         )
         return None if tenant_id is None else TenantScope(tenant_id)
+
+    async def unfinished_document_ids(self, session: AsyncSession) -> list[uuid.UUID]:
+        """Documents of every tenant still queued or processing, oldest first: the backlog
+        a restarted process picks up. Ids only; each job then works through its scope."""
+        statement = (
+            select(KnowledgeDocument.id)
+            .where(KnowledgeDocument.status.in_([DocumentStatus.QUEUED, DocumentStatus.PROCESSING]))
+            .order_by(KnowledgeDocument.created_at)
+        )
+        return list((await session.scalars(statement)).all())
 
 
 knowledge_repository = KnowledgeRepository()
