@@ -313,8 +313,9 @@ class VectorStore:
                         limit=depth,
                     ),
                 ],
+                # Both arms are filtered (to the tenant first); filtering the fused few again
+                # would cost local mode another pass over every point's payload.
                 query=models.FusionQuery(fusion=models.Fusion.RRF),
-                query_filter=query_filter,
                 limit=limit,
                 with_payload=True,
             ).points
