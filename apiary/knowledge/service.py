@@ -291,6 +291,23 @@ async def search(
     return [_hit(hit) for hit in hits]
 
 
+def passages_for_agent(hits: Sequence[SearchHit]) -> str:
+    """Search results as an agent's tool output: numbered passages, each with its source,
+    so the model can cite `[n]` and the synthesis can map `[n]` back to `hits[n - 1]`."""
+    if not hits:
+        return "No passages found."
+    blocks = []
+    for number, hit in enumerate(hits, start=1):
+        citation = hit.citation
+        where = [citation.filename]
+        if citation.page is not None:
+            where.append(f"page {citation.page}")
+        if citation.section:
+            where.append(f"section {citation.section!r}")
+        blocks.append(f"[{number}] ({', '.join(where)})\n{hit.text}")
+    return "\n\n".join(blocks)
+
+
 def _fuse(rankings: list[list[VectorHit]], top_k: int) -> list[VectorHit]:
     scores: dict[str, float] = defaultdict(float)
     found: dict[str, VectorHit] = {}

@@ -191,6 +191,28 @@ async def test_another_tenant_never_sees_the_chunks(
     assert before > 0
 
 
+async def test_passages_for_an_agent_number_their_sources(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client)
+    kb = await create_base(client, tenant.admin)
+    await upload(
+        client,
+        tenant.admin,
+        kb["id"],
+        "benefits-guide.pdf",
+        (CORPUS / "benefits-guide.pdf").read_bytes(),
+    )
+    await ingested(runtime)
+    hits = await service.search(
+        runtime, _auth(tenant), [uuid.UUID(kb["id"])], "pension contribution matching", 2
+    )
+    text = service.passages_for_agent(hits)
+    assert text.startswith("[1] (benefits-guide.pdf, page 2)\nPension")
+    assert "[2] (benefits-guide.pdf, page " in text
+    assert service.passages_for_agent([]) == "No passages found."
+
+
 async def test_the_search_function_needs_read_permission_and_a_tenant(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
