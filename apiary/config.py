@@ -66,6 +66,16 @@ class CacheSettings(BaseSettings):
     semantic_threshold: float = Field(default=0.95, gt=0, le=1)
 
 
+class KnowledgeSettings(BaseSettings):
+    """Knowledge bases: uploads, ingestion and the vector store (see apiary/knowledge/)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # larger uploads get 413
+    embed_batch_size: int = Field(default=64, ge=1, le=2048)  # chunks embedded per call
+    ingest_workers: int = Field(default=1, ge=1, le=16)  # in-process ingestion jobs at once
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -92,6 +102,10 @@ class Settings(BaseSettings):
 
     oidc: OIDCSettings | None = None
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    # Qdrant: a server URL in production; default: local mode in the data dir (one process).
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)
@@ -131,6 +145,18 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.jwt_secret is None:
             raise ValueError("APIARY_JWT_SECRET is required when APIARY_ENVIRONMENT=production")
         return self
+
+    @field_validator("qdrant_url")
+    @classmethod
+    def _qdrant_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Where Qdrant's local mode keeps its collections when no server URL is set."""
+        return self.data_dir / "qdrant"
 
     @field_validator("redis_url")
     @classmethod

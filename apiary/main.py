@@ -15,6 +15,7 @@ from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
 from apiary.errors import install_error_handlers
 from apiary.gateway import openai_api
+from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.runtime import Runtime
@@ -33,6 +34,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     limits.router,
     usage.router,
+    knowledge.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTER = openai_api.router

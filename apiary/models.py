@@ -4,6 +4,7 @@ from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
+from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
 from apiary.limits.models import TenantLimits
 from apiary.tenants.models import Tenant
 from apiary.usage.models import LedgerEntry
@@ -15,6 +16,8 @@ __all__ = [
     "AuditEntry",
     "AuthSession",
     "Base",
+    "KnowledgeBase",
+    "KnowledgeDocument",
     "LedgerEntry",
     "Membership",
     "RefreshToken",

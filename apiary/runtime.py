@@ -6,6 +6,8 @@ reach it through the `RuntimeDep` dependency, never through module globals.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +22,8 @@ from apiary.db import create_engine, create_session_factory
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.http import HttpClient
 from apiary.gateway.service import Gateway
+from apiary.knowledge.queue import JobQueue
+from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.usage.ledger import LedgerWriter
@@ -43,6 +47,8 @@ class Runtime:
     key_usage: LastUsedRecorder
     semantic_cache: SemanticCache | None
     limits: LimitEnforcer
+    vectors: VectorStore  # Qdrant; opened on first use (local mode locks its folder)
+    ingestion: JobQueue  # knowledge ingestion jobs (document ids), in process for now
     oidc: OIDCVerifier | None = field(default=None)
 
     @property
@@ -78,6 +84,14 @@ class Runtime:
             semantic_cache=_semantic_cache(settings) if settings.cache.semantic else None,
             key_usage=LastUsedRecorder(session_factory),
             limits=LimitEnforcer(counters, session_factory),
+            vectors=VectorStore(
+                url=settings.qdrant_url,
+                api_key=settings.qdrant_api_key.get_secret_value()
+                if settings.qdrant_api_key
+                else None,
+                path=settings.qdrant_path,
+            ),
+            ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
         )
 
@@ -85,8 +99,21 @@ class Runtime:
         """Start background work (the ledger writer); needs the running event loop."""
         self.ledger.start()
         self.key_usage.start()
+        self.ingestion.start(self._ingest, backlog=self._unfinished_ingestions)
+
+    async def _ingest(self, document_id: uuid.UUID) -> None:
+        from apiary.knowledge.tasks import ingest_document
+
+        await ingest_document(self, document_id)
+
+    async def _unfinished_ingestions(self) -> list[uuid.UUID]:
+        from apiary.knowledge.tasks import unfinished_documents
+
+        return await unfinished_documents(self)
 
     async def close(self) -> None:
+        await self.ingestion.close()
+        await asyncio.to_thread(self.vectors.close)
         await self.ledger.close()
         await self.key_usage.close()
         await self.cache.close()

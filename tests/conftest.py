@@ -116,6 +116,7 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     runtime: Runtime = request.getfixturevalue("runtime")
     await runtime.ledger.flush()  # the last test's calls, before their tenants go
+    await runtime.ingestion.join()  # the last test's ingestion jobs, before their rows go
     key_cache.invalidate()
     async with runtime.engine.begin() as connection:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]

@@ -78,6 +78,21 @@ def test_environment_variables_use_the_apiary_prefix(
     assert settings.sqlalchemy_url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'apiary.db'}"
 
 
+def test_knowledge_settings_default_to_local_qdrant_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APIARY_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.qdrant_url is None
+    assert settings.qdrant_path == tmp_path / "qdrant"
+    assert settings.knowledge.max_upload_bytes == 20 * 1024 * 1024
+    monkeypatch.setenv("APIARY_QDRANT_URL", "https://qdrant.internal:6333")
+    monkeypatch.setenv("APIARY_KNOWLEDGE__MAX_UPLOAD_BYTES", "1048576")
+    settings = load_settings()
+    assert settings.qdrant_url == "https://qdrant.internal:6333"
+    assert settings.knowledge.max_upload_bytes == 1048576
+
+
 def test_nested_oidc_settings_come_from_double_underscore_variables(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -153,6 +168,8 @@ def test_database_url_from_yaml_is_normalised_too(
         ({"APIARY_PORT": "70000"}, "APIARY_PORT"),
         ({"APIARY_DATABASE_URL": "mysql://x"}, "APIARY_DATABASE_URL"),
         ({"APIARY_REDIS_URL": "http://cache:6379"}, "APIARY_REDIS_URL"),
+        ({"APIARY_QDRANT_URL": "qdrant:6333"}, "APIARY_QDRANT_URL"),
+        ({"APIARY_KNOWLEDGE__MAX_UPLOAD_BYTES": "0"}, "APIARY_KNOWLEDGE__MAX_UPLOAD_BYTES"),
         ({"APIARY_LOG_LEVEL": "LOUD"}, "APIARY_LOG_LEVEL"),
         ({"APIARY_ENVIRONMENT": "staging"}, "APIARY_ENVIRONMENT"),
         ({"APIARY_ACCESS_TOKEN_TTL_S": "5"}, "APIARY_ACCESS_TOKEN_TTL_S"),
@@ -179,6 +196,8 @@ def test_database_url_from_yaml_is_normalised_too(
         "port-out-of-range",
         "database-url-mysql",
         "redis-url-http",
+        "qdrant-url-no-scheme",
+        "upload-limit-zero",
         "log-level",
         "environment",
         "token-ttl-too-short",

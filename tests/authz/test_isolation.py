@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import Permission, Role
+from apiary.authz.scope import TenantScope
 from apiary.gateway.openai_api import HOT_ROUTES
 from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
 from apiary.runtime import Runtime
@@ -53,6 +54,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/v1/embeddings"): {"model": "no-such-model", "input": "x"},
     ("PATCH", "/api/v1/limits"): {"monthly_budget_usd": 5},
+    ("POST", "/api/v1/knowledge-bases"): {"name": "walk-kb-{n}"},
+    # A's knowledge base is not found before any body is read, so no file is needed.
+    ("POST", "/api/v1/knowledge-bases/{kb_id}/documents"): {},
+    ("POST", "/api/v1/knowledge-bases/{kb_id}/documents/{document_id}/reindex"): {},
+    ("POST", "/api/v1/knowledge-bases/{kb_id}/search"): {"query": "alpha-corp secret"},
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
@@ -138,10 +144,24 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
             )
         )
         await session.commit()
+    # ... and a knowledge base with an ingested document, for the knowledge routes.
+    kb = await client.post(
+        "/api/v1/knowledge-bases", headers=tenant.admin.headers, json={"name": "alpha-corp-kb"}
+    )
+    assert kb.status_code == 201, kb.text
+    document = await client.post(
+        f"/api/v1/knowledge-bases/{kb.json()['id']}/documents",
+        headers=tenant.admin.headers,
+        files={"file": ("alpha-corp-plans.md", b"# alpha-corp secret\n\nThe launch is in May.")},
+    )
+    assert document.status_code == 201, document.text
+    await runtime.ingestion.join()
     resources = {
         "membership_id": developer.extra["membership_id"],
         "key_id": key.extra["key_id"],
         "tenant_id": tenant.id,
+        "kb_id": kb.json()["id"],
+        "document_id": document.json()["id"],
     }
     return resources, tenant.admin
 
@@ -166,7 +186,12 @@ async def test_second_tenant_finds_nothing_of_the_first(
     resources, a_admin = await _tenant_a(runtime, client)
     before = {
         path: (await client.get(path, headers=a_admin.headers)).json()
-        for path in ("/api/v1/members", "/api/v1/api-keys", "/api/v1/audit-log")
+        for path in (
+            "/api/v1/members",
+            "/api/v1/api-keys",
+            "/api/v1/audit-log",
+            f"/api/v1/knowledge-bases/{resources['kb_id']}/documents",
+        )
     }
     b = await make_tenant(runtime, client, "bravo-inc")
     b_key = await make_api_key(runtime, b, Role.TENANT_ADMIN)
@@ -211,9 +236,23 @@ async def test_second_tenant_finds_nothing_of_the_first(
 
     after = {
         path: (await client.get(path, headers=a_admin.headers)).json()
-        for path in ("/api/v1/members", "/api/v1/api-keys")
+        for path in (
+            "/api/v1/members",
+            "/api/v1/api-keys",
+            f"/api/v1/knowledge-bases/{resources['kb_id']}/documents",
+        )
     }
     assert after["/api/v1/members"] == before["/api/v1/members"]
+    documents = f"/api/v1/knowledge-bases/{resources['kb_id']}/documents"
+    assert after[documents] == before[documents]
+    assert after[documents]["items"][0]["status"] == "ready"
+    assert (
+        await runtime.vectors.count(
+            TenantScope(uuid.UUID(resources["tenant_id"])),
+            knowledge_base_id=uuid.UUID(resources["kb_id"]),
+        )
+        == 1
+    )
     assert after["/api/v1/api-keys"]["items"][0]["revoked_at"] is None
     assert after["/api/v1/api-keys"] == before["/api/v1/api-keys"]
 

@@ -1,0 +1,205 @@
+"""Routes under /api/v1/knowledge-bases: knowledge bases, their documents, and search."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+from starlette.datastructures import UploadFile
+
+from apiary.auth.context import AuthContext
+from apiary.auth.dependencies import DbSession, authorize
+from apiary.authz.permissions import Permission
+from apiary.errors import Unprocessable
+from apiary.kit.schemas import Page, Paging
+from apiary.knowledge import service
+from apiary.knowledge.errors import PayloadTooLarge
+from apiary.knowledge.extract import SUPPORTED
+from apiary.knowledge.schemas import (
+    Document,
+    KnowledgeBase,
+    KnowledgeBaseCreate,
+    SearchRequest,
+    SearchResults,
+)
+from apiary.knowledge.service import knowledge_service
+from apiary.runtime import RuntimeDep
+
+router = APIRouter(prefix="/knowledge-bases", tags=["knowledge"])
+
+Reader = Annotated[AuthContext, authorize(Permission.KNOWLEDGE_READ)]
+Writer = Annotated[AuthContext, authorize(Permission.KNOWLEDGE_WRITE)]
+
+# Room for the multipart envelope around the file when checking Content-Length up front.
+_MULTIPART_OVERHEAD = 64 * 1024
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"one of {SUPPORTED}",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a knowledge base")
+async def create_base(
+    auth: Writer, session: DbSession, runtime: RuntimeDep, body: KnowledgeBaseCreate
+) -> KnowledgeBase:
+    return KnowledgeBase.model_validate(
+        await knowledge_service.create(session, runtime, auth, body)
+    )
+
+
+@router.get("", summary="List knowledge bases")
+async def list_bases(auth: Reader, session: DbSession, page: Paging) -> Page[KnowledgeBase]:
+    rows, total = await knowledge_service.list(session, auth, page)
+    return Page(
+        items=[KnowledgeBase.model_validate(r) for r in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{kb_id}", summary="Get a knowledge base")
+async def get_base(auth: Reader, session: DbSession, kb_id: uuid.UUID) -> KnowledgeBase:
+    return KnowledgeBase.model_validate(await knowledge_service.get(session, auth, kb_id))
+
+
+@router.delete(
+    "/{kb_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a knowledge base, its documents and every vector",
+)
+async def delete_base(
+    auth: Writer, session: DbSession, runtime: RuntimeDep, kb_id: uuid.UUID
+) -> None:
+    await knowledge_service.delete(session, runtime, auth, kb_id)
+
+
+@router.post(
+    "/{kb_id}/documents",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a document (multipart field 'file'); 200 with the existing one if the "
+    "same content is already there",
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_document(
+    auth: Writer,
+    session: DbSession,
+    runtime: RuntimeDep,
+    kb_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+) -> Document:
+    # The form is parsed here, after the knowledge base is found, so another tenant's id is
+    # a 404 whatever the body, and an oversized body is refused before it is read.
+    await knowledge_service.get(session, auth, kb_id)
+    limit = runtime.settings.knowledge.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + _MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(
+            f"the upload is {int(declared)} bytes; the limit is {limit} bytes "
+            "(APIARY_KNOWLEDGE__MAX_UPLOAD_BYTES)"
+        )
+    form = await request.form(max_files=1, max_fields=5)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise Unprocessable("send the document as the multipart form field 'file'")
+    filename = PurePosixPath(upload.filename.replace("\\", "/")).name[:255]
+    content = await upload.read(limit + 1)
+    document, created = await knowledge_service.upload(
+        session, auth, kb_id, filename=filename, content=content, max_bytes=limit
+    )
+    if created:
+        background.add_task(runtime.ingestion.enqueue, document.id)  # after the commit
+    else:
+        response.status_code = status.HTTP_200_OK
+    return Document.model_validate(document)
+
+
+@router.get("/{kb_id}/documents", summary="List documents with their ingestion status")
+async def list_documents(
+    auth: Reader, session: DbSession, kb_id: uuid.UUID, page: Paging
+) -> Page[Document]:
+    rows, total = await knowledge_service.list_documents(session, auth, kb_id, page)
+    return Page(
+        items=[Document.model_validate(r) for r in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{kb_id}/documents/{document_id}", summary="Get a document and its progress")
+async def get_document(
+    auth: Reader, session: DbSession, kb_id: uuid.UUID, document_id: uuid.UUID
+) -> Document:
+    return Document.model_validate(
+        await knowledge_service.get_document(session, auth, kb_id, document_id)
+    )
+
+
+@router.post(
+    "/{kb_id}/documents/{document_id}/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Extract, split and embed the document again",
+)
+async def reindex_document(
+    auth: Writer,
+    session: DbSession,
+    runtime: RuntimeDep,
+    kb_id: uuid.UUID,
+    document_id: uuid.UUID,
+    background: BackgroundTasks,
+) -> Document:
+    document = await knowledge_service.reindex(session, auth, kb_id, document_id)
+    background.add_task(runtime.ingestion.enqueue, document.id)
+    return Document.model_validate(document)
+
+
+@router.delete(
+    "/{kb_id}/documents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a document and its vectors",
+)
+async def delete_document(
+    auth: Writer,
+    session: DbSession,
+    runtime: RuntimeDep,
+    kb_id: uuid.UUID,
+    document_id: uuid.UUID,
+) -> None:
+    await knowledge_service.delete_document(session, runtime, auth, kb_id, document_id)
+
+
+@router.post("/{kb_id}/search", summary="Search passages, with citations")
+async def search(
+    auth: Reader, runtime: RuntimeDep, kb_id: uuid.UUID, body: SearchRequest
+) -> SearchResults:
+    hits = await service.search(
+        runtime,
+        auth,
+        [kb_id],
+        body.query,
+        body.top_k,
+        mode=body.mode,
+        document_ids=body.filters.document_ids if body.filters else None,
+    )
+    return SearchResults(query=body.query, mode=body.mode, results=hits)

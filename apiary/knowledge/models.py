@@ -1,0 +1,61 @@
+"""Knowledge bases and their documents. Chunks live in Qdrant (text and citation in the
+payload); the database keeps what the API lists and what ingestion needs to start again."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apiary.authz.scope import TenantOwned
+from apiary.db import Base, IdMixin
+
+BUNDLED_EMBEDDING_MODEL = "minilm"  # all-MiniLM-L6-v2, in process, no provider call
+
+
+class DocumentStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class KnowledgeBase(IdMixin, TenantOwned, Base):
+    __tablename__ = "knowledge_bases"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # "minilm" (bundled) or a gateway model name whose provider embeds (costs in the ledger).
+    embedding_model: Mapped[str] = mapped_column(String(200), default=BUNDLED_EMBEDDING_MODEL)
+    chunk_size: Mapped[int] = mapped_column(Integer, default=800)  # characters
+    chunk_overlap: Mapped[int] = mapped_column(Integer, default=120)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+
+
+class KnowledgeDocument(IdMixin, TenantOwned, Base):
+    __tablename__ = "knowledge_documents"
+    # The same bytes uploaded twice into one knowledge base are one document.
+    __table_args__ = (UniqueConstraint("knowledge_base_id", "sha256"),)
+
+    knowledge_base_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=DocumentStatus.QUEUED)
+    error: Mapped[str | None] = mapped_column(Text)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)  # known once split
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)  # embedded and stored so far
+    # The uploaded bytes, so any worker (not only the one that took the upload) can ingest
+    # or re-index them; deferred so lists never load them.
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )

@@ -1,0 +1,114 @@
+"""Queries for knowledge bases and documents, all through the tenant scope."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
+
+from apiary.authz.scope import TenantScope
+from apiary.kit.repository import paginate
+from apiary.kit.schemas import PageParams
+from apiary.knowledge.models import DocumentStatus, KnowledgeBase, KnowledgeDocument
+
+
+class KnowledgeRepository:
+    async def page_bases(
+        self, session: AsyncSession, scope: TenantScope, page: PageParams
+    ) -> tuple[Sequence[KnowledgeBase], int]:
+        return await paginate(
+            session, scope.select(KnowledgeBase), page, KnowledgeBase.name, KnowledgeBase.id
+        )
+
+    async def get_base(
+        self, session: AsyncSession, scope: TenantScope, knowledge_base_id: uuid.UUID
+    ) -> KnowledgeBase:
+        return await scope.get(session, KnowledgeBase, knowledge_base_id)
+
+    async def bases(
+        self, session: AsyncSession, scope: TenantScope, ids: Sequence[uuid.UUID]
+    ) -> Sequence[KnowledgeBase]:
+        statement = scope.select(KnowledgeBase).where(KnowledgeBase.id.in_(list(ids)))
+        return (await session.scalars(statement)).all()
+
+    async def base_named(
+        self, session: AsyncSession, scope: TenantScope, name: str
+    ) -> KnowledgeBase | None:
+        statement = scope.select(KnowledgeBase).where(KnowledgeBase.name == name)
+        return await session.scalar(statement)
+
+    def add(self, session: AsyncSession, scope: TenantScope, row: KnowledgeBase) -> KnowledgeBase:
+        return scope.add(session, row)
+
+    def add_document(
+        self, session: AsyncSession, scope: TenantScope, row: KnowledgeDocument
+    ) -> KnowledgeDocument:
+        return scope.add(session, row)
+
+    async def page_documents(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        knowledge_base_id: uuid.UUID,
+        page: PageParams,
+    ) -> tuple[Sequence[KnowledgeDocument], int]:
+        statement = scope.select(KnowledgeDocument).where(
+            KnowledgeDocument.knowledge_base_id == knowledge_base_id
+        )
+        return await paginate(
+            session, statement, page, KnowledgeDocument.created_at, KnowledgeDocument.id
+        )
+
+    async def get_document(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        document_id: uuid.UUID,
+        *,
+        knowledge_base_id: uuid.UUID | None = None,
+        with_content: bool = False,
+    ) -> KnowledgeDocument | None:
+        statement = scope.select(KnowledgeDocument).where(KnowledgeDocument.id == document_id)
+        if knowledge_base_id is not None:
+            statement = statement.where(KnowledgeDocument.knowledge_base_id == knowledge_base_id)
+        if with_content:
+            statement = statement.options(undefer(KnowledgeDocument.content))
+        return await session.scalar(statement)
+
+    async def document_by_hash(
+        self, session: AsyncSession, scope: TenantScope, knowledge_base_id: uuid.UUID, sha256: str
+    ) -> KnowledgeDocument | None:
+        statement = scope.select(KnowledgeDocument).where(
+            KnowledgeDocument.knowledge_base_id == knowledge_base_id,
+            KnowledgeDocument.sha256 == sha256,
+        )
+        return await session.scalar(statement)
+
+    async def scope_of_document(
+        self, session: AsyncSession, document_id: uuid.UUID
+    ) -> TenantScope | None:
+        """The tenant a document belongs to, for a background job that holds only its id.
+
+        The one unscoped read here: a job is trusted (it was enqueued by a scoped request)
+        and everything it does after this goes through the returned scope.
+        """
+        tenant_id = await session.scalar(
+            select(KnowledgeDocument.tenant_id).where(KnowledgeDocument.id == document_id)
+        )
+        return None if tenant_id is None else TenantScope(tenant_id)
+
+    async def unfinished_document_ids(self, session: AsyncSession) -> list[uuid.UUID]:
+        """Documents of every tenant still queued or processing, oldest first: the backlog
+        a restarted process picks up. Ids only; each job then works through its scope."""
+        statement = (
+            select(KnowledgeDocument.id)
+            .where(KnowledgeDocument.status.in_([DocumentStatus.QUEUED, DocumentStatus.PROCESSING]))
+            .order_by(KnowledgeDocument.created_at)
+        )
+        return list((await session.scalars(statement)).all())
+
+
+knowledge_repository = KnowledgeRepository()

@@ -1,0 +1,168 @@
+"""Ingestion: one document's bytes to stored, searchable chunks. A background job.
+
+`ingest_document(runtime, document_id)` takes an id, reloads everything, and is safe to
+run twice or after a crash: it skips a document that is already `ready`, removes the
+document's old points before writing, and point ids are fixed per (document, chunk), so a
+second run overwrites rather than duplicates. Progress (`chunk_count`, `chunks_done`,
+`status`) is committed to the document after every batch, so a client polling the
+document sees it move. A file that cannot be read ends `failed` with the reason, touching
+nothing else in its knowledge base. Runs today on the in-process queue (queue.py);
+the worker from the swarm branch can call the same function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from apiary.auth.context import Actor, AuthContext
+from apiary.authz.permissions import Role
+from apiary.authz.scope import TenantScope
+from apiary.db import session_scope
+from apiary.errors import ApiaryError
+from apiary.knowledge.chunking import Chunk, split
+from apiary.knowledge.embedding import embed_texts
+from apiary.knowledge.errors import ExtractionError
+from apiary.knowledge.extract import extract
+from apiary.knowledge.models import DocumentStatus
+from apiary.knowledge.repository import knowledge_repository
+from apiary.knowledge.sparse import document_vector
+from apiary.knowledge.vectors import ChunkPoint
+
+if TYPE_CHECKING:
+    from apiary.runtime import Runtime
+
+log = logging.getLogger("apiary.knowledge.ingest")
+
+
+class _DocumentGone(Exception):
+    """The document (or its knowledge base) was deleted while it was being ingested."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    scope: TenantScope
+    document_id: uuid.UUID
+    knowledge_base_id: uuid.UUID
+    filename: str
+    content_type: str
+    content: bytes
+    embedding_model: str
+    chunk_size: int
+    chunk_overlap: int
+    created_by: uuid.UUID | None
+
+
+async def _claim(runtime: Runtime, document_id: uuid.UUID) -> _Job | None:
+    async with session_scope(runtime.session_factory) as session:
+        scope = await knowledge_repository.scope_of_document(session, document_id)
+        if scope is None:
+            return None
+        document = await knowledge_repository.get_document(
+            session, scope, document_id, with_content=True
+        )
+        if document is None or document.status == DocumentStatus.READY:
+            return None
+        base = await knowledge_repository.get_base(session, scope, document.knowledge_base_id)
+        document.status = DocumentStatus.PROCESSING
+        document.error = None
+        document.chunks_done = 0
+        return _Job(
+            scope=scope,
+            document_id=document.id,
+            knowledge_base_id=base.id,
+            filename=document.filename,
+            content_type=document.content_type,
+            content=document.content,
+            embedding_model=base.embedding_model,
+            chunk_size=base.chunk_size,
+            chunk_overlap=base.chunk_overlap,
+            created_by=document.created_by,
+        )
+
+
+async def _update(runtime: Runtime, job: _Job, **fields: object) -> None:
+    async with session_scope(runtime.session_factory) as session:
+        document = await knowledge_repository.get_document(session, job.scope, job.document_id)
+        if document is None:
+            raise _DocumentGone
+        for name, value in fields.items():
+            setattr(document, name, value)
+
+
+async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
+    job = await _claim(runtime, document_id)
+    if job is None:
+        return
+    vectors = runtime.vectors
+    try:
+        extracted = await asyncio.to_thread(extract, job.content, job.filename)
+        chunks = split(extracted, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
+        await vectors.delete_document(job.scope, job.document_id)
+        await _update(runtime, job, chunk_count=len(chunks))
+        # The job acts for the uploader within the document's tenant: a gateway embedding
+        # model's cost lands on that tenant's ledger.
+        auth = AuthContext(
+            role=Role.DEVELOPER, tenant_id=job.scope.tenant_id, actor=Actor(user_id=job.created_by)
+        )
+        batch_size = runtime.settings.knowledge.embed_batch_size
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            await _store(runtime, job, auth, batch)
+            await _update(runtime, job, chunks_done=start + len(batch))
+        await _update(runtime, job, status=DocumentStatus.READY)
+    except _DocumentGone:
+        await vectors.delete_document(job.scope, job.document_id)
+    except (ExtractionError, ApiaryError) as error:
+        await _fail(
+            runtime, job, str(error) if isinstance(error, ExtractionError) else error.detail
+        )
+    except Exception as error:
+        log.exception("ingestion failed", extra={"document_id": str(job.document_id)})
+        await _fail(runtime, job, f"internal error while ingesting ({type(error).__name__})")
+    else:
+        # Deleted between the last update and now: its points must not outlive it.
+        async with session_scope(runtime.session_factory) as session:
+            gone = (
+                await knowledge_repository.get_document(session, job.scope, job.document_id)
+            ) is None
+        if gone:
+            await vectors.delete_document(job.scope, job.document_id)
+
+
+async def unfinished_documents(runtime: Runtime) -> list[uuid.UUID]:
+    """Documents a stopped process left queued or processing, to be ingested again."""
+    async with runtime.session_factory() as session:
+        return await knowledge_repository.unfinished_document_ids(session)
+
+
+async def _store(runtime: Runtime, job: _Job, auth: AuthContext, batch: list[Chunk]) -> None:
+    texts = [chunk.indexed_text for chunk in batch]
+    dense = await embed_texts(runtime, auth, job.embedding_model, texts)
+    sparse = [document_vector(text) for text in texts]
+    points = [
+        ChunkPoint(
+            knowledge_base_id=job.knowledge_base_id,
+            document_id=job.document_id,
+            filename=job.filename,
+            content_type=job.content_type,
+            chunk_index=chunk.index,
+            text=chunk.text,
+            page=chunk.page,
+            section=chunk.section,
+            char_start=chunk.char_start,
+            char_end=chunk.char_end,
+        )
+        for chunk in batch
+    ]
+    await runtime.vectors.upsert(job.scope, points, dense, sparse)
+
+
+async def _fail(runtime: Runtime, job: _Job, reason: str) -> None:
+    await runtime.vectors.delete_document(job.scope, job.document_id)
+    with contextlib.suppress(_DocumentGone):
+        await _update(runtime, job, status=DocumentStatus.FAILED, error=reason[:2000])

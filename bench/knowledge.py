@@ -1,0 +1,331 @@
+"""Knowledge benchmark: ingestion throughput and search latency in Qdrant local mode.
+
+Everything runs through Apiary's own code path (`apiary.knowledge`): extraction and
+splitting, the bundled MiniLM embedder, the BM25-style sparse vectors, and `VectorStore`
+with its tenant filter, against Qdrant in local mode (a folder, as `apiary serve` uses
+without APIARY_QDRANT_URL). The baseline beside it is brute-force cosine search in numpy
+over the same vectors, so the ratios say what local mode costs on top of the arithmetic.
+
+1. Ingestion: `--ingest-chunks` chunks of text (sentences of the test corpus shuffled into
+   800-character chunks) are embedded with MiniLM, given sparse vectors and upserted in
+   batches of 64, as the ingestion job does; the stages are timed separately.
+2. Indexes of 10k and 100k chunks: MiniLM on this machine embeds a few chunks per second,
+   so the large indexes reuse the ingested chunks' vectors (each copy perturbed with small
+   Gaussian noise and renormalised) and texts; each index is built once into
+   bench/.knowledge-cache/ and reused by later runs (`--rebuild` to redo). Local mode's
+   folder writes every point in its own fsynced SQLite transaction and grows its arrays
+   with `numpy.append` per point, so building 100k points on disk takes hours here; indexes
+   above `--on-disk-max` (20k, the size past which qdrant-client itself warns) are built in
+   local mode's in-memory variant instead, which runs the very same search code.
+3. Search: the test corpus's questions, embedded by MiniLM (timed on its own), searched
+   `dense` and `hybrid` through `VectorStore.search`; p50/p95 per mode and size, against
+   numpy's brute force over the same matrix.
+
+    .venv/bin/python bench/knowledge.py                       # 10k and 100k (long: see docs)
+    .venv/bin/python bench/knowledge.py --sizes 10000 --ingest-chunks 256 --queries 10
+
+The JSON of each run goes to bench/results/knowledge-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy
+import numpy.typing as npt
+from qdrant_client import QdrantClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from apiary.authz.scope import TenantScope  # noqa: E402
+from apiary.embeddings.minilm import MiniLMEmbedder  # noqa: E402
+from apiary.knowledge.chunking import split  # noqa: E402
+from apiary.knowledge.extract import extract  # noqa: E402
+from apiary.knowledge.sparse import SparseVector, document_vector, query_vector  # noqa: E402
+from apiary.knowledge.vectors import ChunkPoint, VectorStore  # noqa: E402
+
+CORPUS = ROOT / "tests" / "knowledge" / "corpus"
+QUESTIONS = ROOT / "tests" / "knowledge" / "questions.json"
+CACHE = ROOT / "bench" / ".knowledge-cache"
+RESULTS = ROOT / "bench" / "results"
+TENANT = TenantScope(uuid.UUID("00000000-0000-4000-8000-00000000b001"))
+KB = uuid.UUID("00000000-0000-4000-8000-00000000cb01")
+BATCH = 64
+INDEX_BATCH = 512
+TOP_K = 5
+
+Float32Array = npt.NDArray[numpy.float32]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def chunk_texts(count: int, seed: int = 7) -> list[str]:
+    """`count` chunks of about 800 characters made of the corpus's sentences, shuffled."""
+    sentences: list[str] = []
+    for path in sorted(CORPUS.iterdir()):
+        text = extract(path.read_bytes(), path.name).text
+        sentences += [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s) > 20]
+    rng = random.Random(seed)
+    chunks: list[str] = []
+    while len(chunks) < count:
+        rng.shuffle(sentences)
+        document = " ".join(sentences)
+        extracted = extract(document.encode(), "synthetic.txt")
+        chunks += [c.text for c in split(extracted, chunk_size=800, chunk_overlap=120)]
+    return chunks[:count]
+
+
+def points_for(texts: Sequence[str], start: int) -> list[ChunkPoint]:
+    document = uuid.uuid5(KB, f"bench-document-{start // 1000}")
+    return [
+        ChunkPoint(
+            knowledge_base_id=KB,
+            document_id=document,
+            filename="synthetic.txt",
+            content_type="text/plain",
+            chunk_index=start + offset,
+            text=text,
+            page=None,
+            section=None,
+            char_start=0,
+            char_end=len(text),
+        )
+        for offset, text in enumerate(texts)
+    ]
+
+
+async def bench_ingestion(
+    count: int, workdir: Path
+) -> tuple[dict[str, Any], list[str], Float32Array]:
+    texts = chunk_texts(count)
+    embedder = MiniLMEmbedder()
+    embedder.embed(texts[:4])  # load the model outside the timings
+    store = VectorStore(url=None, path=workdir / "ingest")
+    timings = {"embed": 0.0, "sparse": 0.0, "upsert": 0.0}
+    vectors = numpy.zeros((count, embedder.dimensions), dtype=numpy.float32)
+    started = time.perf_counter()
+    for first in range(0, count, BATCH):
+        batch = texts[first : first + BATCH]
+        t0 = time.perf_counter()
+        dense = await embedder.embed_async(batch)
+        t1 = time.perf_counter()
+        sparse = [document_vector(text) for text in batch]
+        t2 = time.perf_counter()
+        await store.upsert(TENANT, points_for(batch, first), dense, sparse)
+        t3 = time.perf_counter()
+        timings["embed"] += t1 - t0
+        timings["sparse"] += t2 - t1
+        timings["upsert"] += t3 - t2
+        vectors[first : first + len(batch)] = dense
+    total = time.perf_counter() - started
+    stored = await store.count(TENANT, knowledge_base_id=KB)
+    store.close()
+    assert stored == count, (stored, count)
+    result = {
+        "chunks": count,
+        "seconds": round(total, 2),
+        "chunks_per_s": round(count / total, 2),
+        "stage_chunks_per_s": {stage: round(count / s, 1) for stage, s in timings.items()},
+        "embed_share": round(timings["embed"] / total, 3),
+    }
+    return result, texts, vectors
+
+
+def grow(vectors: Float32Array, size: int, seed: int = 11) -> Float32Array:
+    """`size` rows: copies of `vectors` with noise (sigma 0.02 per dimension), unit length."""
+    rng = numpy.random.default_rng(seed)
+    rows = vectors[numpy.arange(size) % len(vectors)].copy()
+    rows[len(vectors) :] += rng.normal(0, 0.02, rows[len(vectors) :].shape).astype(numpy.float32)
+    rows /= numpy.linalg.norm(rows, axis=1, keepdims=True)
+    return rows
+
+
+def in_memory_store() -> VectorStore:
+    store = VectorStore(url=None, path=Path("unused"))
+    # Bench only: local mode without its folder (same engine, same search code).
+    store._client = QdrantClient(location=":memory:")
+    return store
+
+
+async def build_index(
+    size: int, texts: Sequence[str], vectors: Float32Array, *, rebuild: bool, on_disk: bool
+) -> tuple[VectorStore, Float32Array, dict[str, Any]]:
+    folder = CACHE / f"index-{size}-{len(texts)}"
+    rows = grow(vectors, size)
+    info: dict[str, Any] = {"size": size, "storage": "folder" if on_disk else "memory"}
+    if rebuild and folder.exists():
+        shutil.rmtree(folder)
+    fresh = not on_disk or not folder.exists()
+    if fresh:
+        store = VectorStore(url=None, path=folder) if on_disk else in_memory_store()
+        sparse_of = [document_vector(text) for text in texts]
+        started = time.perf_counter()
+        for first in range(0, size, INDEX_BATCH):
+            last = min(size, first + INDEX_BATCH)
+            batch_texts = [texts[i % len(texts)] for i in range(first, last)]
+            sparse: list[SparseVector] = [sparse_of[i % len(texts)] for i in range(first, last)]
+            await store.upsert(TENANT, points_for(batch_texts, first), rows[first:last], sparse)
+        seconds = time.perf_counter() - started
+        info["build_seconds"] = round(seconds, 1)
+        info["upsert_chunks_per_s"] = round(size / seconds, 1)
+        if not on_disk:
+            return store, rows, info
+        store.close()
+    started = time.perf_counter()
+    store = VectorStore(url=None, path=folder)
+    stored = await store.count(TENANT, knowledge_base_id=KB)  # opens (loads) the folder
+    info["open_seconds"] = round(time.perf_counter() - started, 2)
+    assert stored == size, (stored, size)
+    return store, rows, info
+
+
+async def bench_search(
+    store: VectorStore, rows: Float32Array, queries: list[str], query_vectors: Float32Array
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    overlap = []
+    for mode in ("dense", "hybrid"):
+        latencies = []
+        for index, (query, dense) in enumerate(zip(queries, query_vectors, strict=True)):
+            sparse = query_vector(query)
+            started = time.perf_counter()
+            hits = await store.search(
+                TENANT,
+                knowledge_base_ids=[KB],
+                dense=dense,
+                sparse=sparse,
+                limit=TOP_K,
+                mode=mode,  # type: ignore[arg-type]
+            )
+            if index > 0 or len(queries) == 1:  # the first query warms caches up
+                latencies.append(time.perf_counter() - started)
+            if mode == "dense":
+                best = numpy.argpartition(-(rows @ dense), TOP_K)[:TOP_K]
+                expected = {int(i) for i in best}
+                got = {int(h.payload["chunk_index"]) for h in hits}
+                overlap.append(len(expected & got) / TOP_K)
+        result[mode] = _summary(latencies)
+    latencies = []
+    for dense in query_vectors:
+        started = time.perf_counter()
+        scores = rows @ dense
+        best = numpy.argpartition(-scores, TOP_K)[:TOP_K]
+        best[numpy.argsort(-scores[best])]
+        latencies.append(time.perf_counter() - started)
+    result["numpy_bruteforce"] = _summary(latencies)
+    result["dense_top5_agreement_with_numpy"] = round(statistics.mean(overlap), 3)
+    for mode in ("dense", "hybrid"):
+        result[f"{mode}_vs_numpy_p50"] = round(
+            result[mode]["p50_ms"] / max(result["numpy_bruteforce"]["p50_ms"], 1e-6), 1
+        )
+    return result
+
+
+def _summary(seconds: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(seconds, 0.5) * 1000, 3),
+        "p95_ms": round(percentile(seconds, 0.95) * 1000, 3),
+        "n": len(seconds),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ingest-chunks", type=int, default=1000)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild cached indexes")
+    parser.add_argument("--on-disk-max", type=int, default=20_000)
+    parser.add_argument(
+        "--reuse-ingestion",
+        action="store_true",
+        help="skip the ingestion timing; reuse the chunks and vectors the last run cached",
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "args": vars(args),
+    }
+    cached_texts = CACHE / f"ingested-{args.ingest_chunks}.json"
+    cached_vectors = CACHE / f"ingested-{args.ingest_chunks}.npy"
+    if args.reuse_ingestion and cached_texts.exists() and cached_vectors.exists():
+        texts = json.loads(cached_texts.read_text())
+        vectors = numpy.load(cached_vectors)
+        print(f"reusing {len(texts)} ingested chunks from {cached_texts.name}")
+    else:
+        with tempfile.TemporaryDirectory() as workdir:
+            print(f"ingestion: {args.ingest_chunks} chunks (MiniLM + sparse + local Qdrant) ...")
+            ingestion, texts, vectors = await bench_ingestion(args.ingest_chunks, Path(workdir))
+        report["ingestion"] = ingestion
+        print(json.dumps(ingestion, indent=2))
+        cached_texts.write_text(json.dumps(texts))
+        numpy.save(cached_vectors, vectors)
+
+    questions = [q["question"] for q in json.loads(QUESTIONS.read_text())][: args.queries]
+    embedder = MiniLMEmbedder()
+    query_latencies = []
+    query_vectors = numpy.zeros((len(questions), embedder.dimensions), dtype=numpy.float32)
+    for index, question in enumerate(questions):
+        started = time.perf_counter()
+        query_vectors[index] = (await embedder.embed_async([question]))[0]
+        query_latencies.append(time.perf_counter() - started)
+    report["query_embedding"] = _summary(query_latencies)
+    print("query embedding (MiniLM, one query):", report["query_embedding"])
+
+    report["indexes"] = []
+    for size in sizes:
+        print(f"index of {size} chunks: building or opening ...")
+        store, rows, info = await build_index(
+            size, texts, vectors, rebuild=args.rebuild, on_disk=size <= args.on_disk_max
+        )
+        print(" ", info)
+        info["search"] = await bench_search(store, rows, questions, query_vectors)
+        store.close()
+        print(json.dumps(info["search"], indent=2))
+        report["indexes"].append(info)
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"knowledge-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    print(f"\n{'size':>8} {'mode':>8} {'p50 ms':>10} {'p95 ms':>10} {'x numpy p50':>12}")
+    for info in report["indexes"]:
+        search = info["search"]
+        for mode in ("dense", "hybrid", "numpy_bruteforce"):
+            ratio = search.get(f"{mode}_vs_numpy_p50", 1.0)
+            print(
+                f"{info['size']:>8} {mode[:8]:>8} {search[mode]['p50_ms']:>10} "
+                f"{search[mode]['p95_ms']:>10} {ratio:>12}"
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
