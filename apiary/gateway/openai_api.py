@@ -132,8 +132,14 @@ class OpenAIHotPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = HOT_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        if route is None:
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            scope[ROUTE_TEMPLATE] = route.path
+            detail = f"{scope['method']} is not allowed here: use POST {route.path}"
+            document = orjson.dumps(openai_error(405, "MethodNotAllowed", detail))
+            await _send(send, 405, document, [_JSON, (b"allow", b"POST")])
             return
         started = time.perf_counter()
         scope[ROUTE_TEMPLATE] = route.path

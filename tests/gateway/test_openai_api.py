@@ -600,3 +600,11 @@ async def test_a_client_hanging_up_mid_stream_stops_the_call_and_is_accounted(
     [entry] = await gateway.ledger()
     assert entry.streamed
     assert entry.latency_ms < 200  # not the whole stream: the upstream call was closed early
+
+
+async def test_other_methods_on_a_hot_route_are_405(gateway: Gateway) -> None:
+    async with gateway.http() as http:
+        response = await http.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert "POST /v1/chat/completions" in response.json()["error"]["message"]
