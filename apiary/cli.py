@@ -89,8 +89,9 @@ def serve(
         host=bind_host,
         port=bind_port,
         log_config=None,
-        access_log=False,
+        access_log=False,  # ours is written by the observability middleware
         proxy_headers=False,
+        server_header=False,  # no banner naming the server software
     )
 
 
