@@ -107,9 +107,12 @@ class Runtime:
         await ingest_document(self, document_id)
 
     async def _unfinished_ingestions(self) -> list[uuid.UUID]:
-        from apiary.knowledge.tasks import unfinished_documents
+        # The repository, not the tasks module: that one loads the parsers and the
+        # embedding model, which a process that has nothing to ingest should never pay for.
+        from apiary.knowledge.repository import knowledge_repository
 
-        return await unfinished_documents(self)
+        async with self.session_factory() as session:
+            return await knowledge_repository.unfinished_document_ids(session)
 
     async def close(self) -> None:
         await self.ingestion.close()

@@ -15,12 +15,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Literal
-
-from bs4 import BeautifulSoup
-from bs4.element import NavigableString, Tag
+from typing import TYPE_CHECKING, Literal
 
 from apiary.knowledge.errors import ExtractionError, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from bs4.element import Tag
 
 Format = Literal["text", "markdown", "html", "pdf", "docx", "csv", "json"]
 
@@ -151,6 +151,9 @@ _HTML_BLOCKS = {
 
 
 def _html(content: bytes) -> Iterator[Section]:
+    from bs4 import BeautifulSoup  # the parsers load when a document of theirs arrives
+    from bs4.element import NavigableString, Tag
+
     soup = BeautifulSoup(content, "html.parser")
     path: list[tuple[int, str]] = []
     buffer: list[str] = []

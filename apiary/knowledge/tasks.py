@@ -134,12 +134,6 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
             await vectors.delete_document(job.scope, job.document_id)
 
 
-async def unfinished_documents(runtime: Runtime) -> list[uuid.UUID]:
-    """Documents a stopped process left queued or processing, to be ingested again."""
-    async with runtime.session_factory() as session:
-        return await knowledge_repository.unfinished_document_ids(session)
-
-
 async def _store(runtime: Runtime, job: _Job, auth: AuthContext, batch: list[Chunk]) -> None:
     texts = [chunk.indexed_text for chunk in batch]
     dense = await embed_texts(runtime, auth, job.embedding_model, texts)
