@@ -31,11 +31,14 @@ def is_api_path(path: str) -> bool:
     return path in API_ROOTS or path.startswith(API_PREFIXES)
 
 
-def dashboard_response(root: Path, path: str) -> Response:
-    """The build's file at `path`, else index.html (or a page saying how to build it)."""
+def dashboard_response(root: Path, path: str) -> Response | None:
+    """The build's file at `path`, else index.html; None when there is no build."""
     index = root / "index.html"
     if not index.is_file():
-        return Response(_NOT_BUILT, status_code=503, media_type="text/html")
+        # Only `/` says how to build it; any other path stays the API's plain 404.
+        return (
+            Response(_NOT_BUILT, status_code=503, media_type="text/html") if path == "/" else None
+        )
     relative = path.lstrip("/")
     if relative:
         candidate = (root / relative).resolve()
@@ -56,7 +59,9 @@ def mount_dashboard(app: FastAPI, dist: Path) -> None:
         assert isinstance(exc, StarletteHTTPException)
         path = request.url.path
         if exc.status_code == 404 and request.method in ("GET", "HEAD") and not is_api_path(path):
-            return dashboard_response(root, path)
+            page = dashboard_response(root, path)
+            if page is not None:
+                return page
         response = api_errors(request, exc)
         return await response if inspect.isawaitable(response) else response
 

@@ -89,4 +89,5 @@ async def test_without_a_build_it_says_how_to_make_one(settings: Settings, tmp_p
         response = await http.get("/")
         assert response.status_code == 503
         assert "make web" in response.text
+        assert (await http.get("/settings/api-keys")).status_code == 404
         assert (await http.get("/api/v1/nope")).status_code == 404
