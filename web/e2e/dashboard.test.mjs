@@ -209,6 +209,22 @@ test("the super admin suspends and resumes a tenant", async () => {
   await row.getByText("active").waitFor();
 });
 
+test("an expired access token is refreshed without leaving the page", async () => {
+  const before = await page.evaluate(
+    () => JSON.parse(localStorage.getItem("apiary.session")).state,
+  );
+  await page.evaluate(() => {
+    const raw = JSON.parse(localStorage.getItem("apiary.session"));
+    raw.state.accessToken = "expired";
+    localStorage.setItem("apiary.session", JSON.stringify(raw));
+  });
+  await page.reload();
+  await page.getByTestId("tenant-acme").waitFor();
+  const after = await page.evaluate(() => JSON.parse(localStorage.getItem("apiary.session")).state);
+  assert.notEqual(after.accessToken, "expired");
+  assert.notEqual(after.refreshToken, before.refreshToken, "refresh tokens rotate");
+});
+
 test("an expired session goes back to sign-in on the next request", async () => {
   await page.evaluate(() => {
     const raw = JSON.parse(localStorage.getItem("apiary.session"));

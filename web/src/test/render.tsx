@@ -29,7 +29,12 @@ export function renderSignedIn(ui: ReactNode, me: Schemas["Me"], path = "/") {
   queryClient.setQueryData(authKeys.me, me);
   return render(
     <QueryClientProvider client={queryClient}>
-      <MemoryRouter initialEntries={[path]}>{ui}</MemoryRouter>
+      <MemoryRouter
+        initialEntries={[path]}
+        future={{ v7_startTransition: true, v7_relativeSplatPath: true }}
+      >
+        {ui}
+      </MemoryRouter>
     </QueryClientProvider>,
   );
 }
