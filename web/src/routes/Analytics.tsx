@@ -121,11 +121,17 @@ export function Analytics() {
       <div className="mb-6 grid gap-4 lg:grid-cols-2">
         <Card>
           <CardTitle>Budget this month</CardTitle>
-          <BudgetBar
-            spent={range === "this" ? summary.data?.cost_usd : undefined}
-            limits={limits.data}
-            error={limits.error}
-          />
+          {range === "this" ? (
+            <BudgetBar
+              spent={summary.data?.cost_usd}
+              limits={limits.data}
+              error={limits.error ?? summary.error}
+            />
+          ) : (
+            <p className="text-sm text-slate-500">
+              The budget is per calendar month: choose this month to see it.
+            </p>
+          )}
         </Card>
         <Card>
           <CardTitle>Savings against a baseline model</CardTitle>
