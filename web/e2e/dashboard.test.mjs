@@ -200,6 +200,8 @@ test("a viewer sees no write buttons", async () => {
 
 test("the super admin suspends and resumes a tenant", async () => {
   await signIn(stack.superAdmin);
+  await page.getByText("signed in to the platform, not to a tenant", { exact: false }).waitFor();
+  assert.equal(await page.getByRole("link", { name: "API keys" }).count(), 0);
   await page.getByRole("link", { name: "Tenants" }).click();
   const row = page.getByTestId("tenant-acme");
   await row.getByRole("button", { name: "Suspend" }).click();

@@ -9,7 +9,7 @@ export function Overview() {
   const { data: me } = useMe();
   const mayReadUsage = can(me, "usage:read");
   const window = monthWindow();
-  const summary = useUsageSummary(window, { enabled: mayReadUsage });
+  const summary = useUsageSummary(window, { enabled: mayReadUsage && !!me?.tenant_id });
 
   return (
     <div>
@@ -18,7 +18,12 @@ export function Overview() {
         <h2 className="mb-3 text-sm font-semibold uppercase text-slate-500">
           Gateway, this month (UTC)
         </h2>
-        {!mayReadUsage ? (
+        {me?.tenant_id === null ? (
+          <Empty>
+            You are signed in to the platform, not to a tenant: usage is kept per tenant. Manage
+            tenants under Admin.
+          </Empty>
+        ) : !mayReadUsage ? (
           <Empty>Your role does not include usage figures; ask a tenant admin.</Empty>
         ) : summary.isPending ? (
           <Loading what="Loading usage" />

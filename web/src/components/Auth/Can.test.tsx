@@ -45,4 +45,16 @@ describe("AppShell navigation", () => {
     expect(nav.textContent).toContain("Tenants");
     expect(nav.textContent).toContain("Cost analytics");
   });
+
+  it("hides tenant pages from a super admin signed in without a tenant", () => {
+    const platform = {
+      ...meAs("super_admin", ["self", "tenants:manage", "usage:read", "api_keys:read"]),
+      tenant_id: null,
+    };
+    renderSignedIn(<AppShell />, platform);
+    const nav = screen.getByRole("navigation", { name: "Main" });
+    expect(nav.textContent).toContain("Tenants");
+    expect(nav.textContent).not.toContain("API keys");
+    expect(nav.textContent).not.toContain("Cost analytics");
+  });
 });

@@ -12,6 +12,8 @@ interface NavItem {
   permission?: Permission;
   superAdmin?: boolean;
   soon?: boolean;
+  /** Needs a tenant: hidden from a super admin signed in to the platform, not a tenant. */
+  tenant?: boolean;
 }
 
 const SECTIONS: { title: string; items: NavItem[] }[] = [
@@ -19,7 +21,7 @@ const SECTIONS: { title: string; items: NavItem[] }[] = [
     title: "Platform",
     items: [
       { to: "/", label: "Overview" },
-      { to: "/analytics", label: "Cost analytics", permission: "usage:read" },
+      { to: "/analytics", label: "Cost analytics", permission: "usage:read", tenant: true },
       { to: "/agents", label: "Agents", soon: true },
       { to: "/run", label: "Run", soon: true },
       { to: "/executions", label: "Executions", soon: true },
@@ -29,11 +31,11 @@ const SECTIONS: { title: string; items: NavItem[] }[] = [
   {
     title: "Settings",
     items: [
-      { to: "/settings/api-keys", label: "API keys", permission: "api_keys:read" },
-      { to: "/settings/members", label: "Members", permission: "members:read" },
-      { to: "/settings/limits", label: "Budgets & limits", permission: "usage:read" },
+      { to: "/settings/api-keys", label: "API keys", permission: "api_keys:read", tenant: true },
+      { to: "/settings/members", label: "Members", permission: "members:read", tenant: true },
+      { to: "/settings/limits", label: "Budgets & limits", permission: "usage:read", tenant: true },
       { to: "/settings/routing", label: "Routing & providers" },
-      { to: "/settings/audit", label: "Audit log", permission: "audit:read" },
+      { to: "/settings/audit", label: "Audit log", permission: "audit:read", tenant: true },
     ],
   },
   { title: "Admin", items: [{ to: "/admin/tenants", label: "Tenants", superAdmin: true }] },
@@ -58,7 +60,8 @@ export function AppShell() {
             const items = section.items.filter(
               (item) =>
                 (!item.permission || can(user, item.permission)) &&
-                (!item.superAdmin || user.is_super_admin),
+                (!item.superAdmin || user.is_super_admin) &&
+                (!item.tenant || user.tenant_id !== null),
             );
             if (items.length === 0) return null;
             return (
