@@ -2,7 +2,7 @@
 // Steps share one server and run in order: sign in, overview, API keys (create, see once,
 // revoke), a /v1 call whose cost shows in analytics, settings pages, a viewer, the admin.
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { ARTIFACTS, TENANT_ADMIN, VIEWER, apiSignIn, startStack } from "./harness.mjs";
@@ -117,6 +117,12 @@ test("a /v1 call with that key shows its cost in analytics", async () => {
   await page.getByRole("table", { name: "Usage totals" }).getByText("e2e-ci").waitFor();
   await page.locator(".recharts-bar-rectangle").first().waitFor();
   await shot("analytics");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Export CSV" }).click(),
+  ]);
+  const csv = readFileSync(await download.path(), "utf8");
+  assert.match(csv, /gpt-4o-mini/, "the export holds the call's ledger row");
   await page.getByRole("link", { name: "Overview" }).click();
   await page.getByTestId("stat-Calls").waitFor();
   assert.equal(await page.getByTestId("stat-Calls").innerText(), "1");
