@@ -21,7 +21,13 @@ PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv deps-test lint run test clean
+.PHONY: help venv deps-test lint run test clean node web web-api test-web deps-web
+
+# The dashboard (web/): npm installs from package-lock.json; the build is redone when any
+# of its sources is newer than web/dist/index.html.
+NPM_STAMP := web/node_modules/.apiary-npm-stamp
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html \
+	web/vite.config.ts web/tailwind.config.js web/postcss.config.js web/tsconfig.json
 
 # List the targets with their `##` descriptions.
 help: ## Show this help
@@ -64,6 +70,44 @@ deps-test: ## Install postgresql and redis-server (apt) if their binaries are mi
 		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends $$pkgs; \
 	fi
 
+# Node.js and npm for the dashboard: Debian's packages when the machine has none.
+node: ## Install nodejs and npm (apt) if missing
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		echo "node: $$(node --version), npm $$(npm --version)"; \
+	else \
+		echo "node: installing nodejs npm"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends nodejs npm; \
+	fi
+
+$(NPM_STAMP): web/package.json web/package-lock.json | node
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web/dist/index.html: $(NPM_STAMP) $(WEB_SOURCES)
+	cd web && npm run build
+
+web: web/dist/index.html ## Build the dashboard into web/dist (when missing or stale)
+
+# Regenerate the OpenAPI spec and the dashboard's typed client after an API change.
+web-api: venv $(NPM_STAMP) ## Regenerate web/openapi.json and web/src/api/schema.d.ts
+	$(VENV)/bin/apiary openapi --output web/openapi.json
+	cd web && npm run gen:api
+
+# Debian's Chromium for the end-to-end tests (driven by playwright-core).
+deps-web: node ## Install chromium (apt) if /usr/bin/chromium is missing
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "deps-web: chromium already present"; \
+	else \
+		echo "deps-web: installing chromium"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium; \
+	fi
+
+# Lint, typecheck, unit tests, the generated client's freshness, then the browser tests
+# against a real `apiary serve` (which serves the fresh build).
+test-web: venv deps-web web ## Dashboard: biome, tsc, vitest, client freshness, e2e in Chromium
+	cd web && npm run lint && npm run typecheck && npm test && npm run check:api
+	cd web && npm run e2e
+
 # Static checks; runs all three tools and fails if any of them fails.
 lint: venv ## Run ruff check, ruff format --check and mypy
 	@status=0; \
@@ -74,13 +118,14 @@ lint: venv ## Run ruff check, ruff format --check and mypy
 
 # Initialise (migrate; first run creates the super admin and prints its one-time
 # password), then serve in the foreground.
-run: venv ## Initialise the database and serve Apiary (prints the URL)
+run: venv web ## Build the dashboard, initialise the database and serve Apiary (prints the URL)
 	$(VENV)/bin/apiary init
 	exec $(VENV)/bin/apiary serve
 
 # Lint, then both pytest passes against throwaway PostgreSQL/Redis (see scripts/test.sh).
-test: venv deps-test lint ## Lint, then pytest on PostgreSQL+Redis and on SQLite (both_databases)
+test: venv deps-test lint ## Lint, pytest on PostgreSQL+Redis and on SQLite, then test-web
 	scripts/test.sh $(PYTEST_ARGS)
+	$(MAKE) test-web
 
 # Remove everything the targets above create.
 clean: ## Remove .venv, .tools, stamps and .test-services

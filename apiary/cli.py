@@ -175,6 +175,25 @@ def create_api_key(
     _print_json(created)
 
 
+@app.command()
+def openapi(
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write to this file instead of stdout")
+    ] = None,
+) -> None:
+    """Print the OpenAPI spec (JSON); the dashboard's typed client is generated from it."""
+    from apiary.main import create_app
+
+    # The spec depends on code only, not on configuration: defaults keep it reproducible.
+    spec = create_app(Settings()).openapi()
+    text = orjson.dumps(spec, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 and name the first broken entry if tampered."""

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
 
     bootstrap_admin_email: str = "admin@apiary.local"
 
+    # The built dashboard served at `/`; default: web/dist in the source checkout.
+    web_dist: Path | None = None
+
     oidc: OIDCSettings | None = None
     cache: CacheSettings = Field(default_factory=CacheSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)

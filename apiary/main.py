@@ -13,6 +13,7 @@ from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
+from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import install_error_handlers
 from apiary.gateway import openai_api
 from apiary.knowledge import endpoints as knowledge
@@ -80,4 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return metrics_response()
 
+    # The dashboard answers the GETs no route answers (see apiary/dashboard.py).
+    mount_dashboard(app, settings.web_dist or DEFAULT_DIST)
     return app

@@ -92,6 +92,9 @@ def settings(database_url: str, data_dir: Path, local_issuer: LocalIssuer) -> Se
         data_dir=data_dir,
         environment="test",
         jwt_secret=secrets.token_urlsafe(32),  # type: ignore[arg-type]
+        # No dashboard build, whether or not web/dist exists here (tests/test_dashboard.py
+        # gives the app one of its own).
+        web_dist=data_dir / "no-dashboard-build",
     )
 
 

@@ -9,7 +9,15 @@ from pydantic import Field
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize, client_ip
-from apiary.auth.schemas import LoginRequest, Me, OIDCLoginRequest, RefreshRequest, TokenPair
+from apiary.auth.schemas import (
+    AuthConfig,
+    LoginRequest,
+    Me,
+    OIDCClientConfig,
+    OIDCLoginRequest,
+    RefreshRequest,
+    TokenPair,
+)
 from apiary.auth.service import auth_service
 from apiary.authz.permissions import Permission
 from apiary.errors import BadRequest
@@ -23,6 +31,14 @@ Signed = Annotated[AuthContext, authorize(Permission.SELF)]
 
 class LogoutRequest(Schema):
     refresh_token: str | None = Field(default=None, max_length=512)
+
+
+@router.get("/config", summary="How to sign in here: password, and OIDC when configured")
+async def auth_config(runtime: RuntimeDep) -> AuthConfig:
+    oidc = runtime.settings.oidc
+    if oidc is None:
+        return AuthConfig()
+    return AuthConfig(oidc=OIDCClientConfig(issuer=oidc.issuer, client_id=oidc.audience))
 
 
 @router.post("/login", summary="Sign in with email and password")

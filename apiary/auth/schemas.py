@@ -4,7 +4,7 @@ import uuid
 
 from pydantic import Field
 
-from apiary.authz.permissions import Role
+from apiary.authz.permissions import Permission, Role
 from apiary.kit.schemas import Email, Schema
 
 
@@ -48,3 +48,18 @@ class Me(Schema):
     role: Role
     is_super_admin: bool
     memberships: list[MembershipView]
+    permissions: list[Permission] = Field(
+        default_factory=list, description="What this caller's role may do, for role-based UIs"
+    )
+
+
+class OIDCClientConfig(Schema):
+    issuer: str
+    client_id: str = Field(description="The audience: the client id ID tokens are issued to")
+
+
+class AuthConfig(Schema):
+    """How one may sign in here; public, so a sign-in page can show the right buttons."""
+
+    password: bool = True
+    oidc: OIDCClientConfig | None = None

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.both_databases
 
 # Routes anyone may call without credentials.
 PUBLIC = {
+    ("GET", "/api/v1/auth/config"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/oidc"),
     ("POST", "/api/v1/auth/refresh"),

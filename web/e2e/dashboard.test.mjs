@@ -1,0 +1,245 @@
+// The dashboard in a real Chromium against a real `apiary serve` (see harness.mjs).
+// Steps share one server and run in order: sign in, overview, API keys (create, see once,
+// revoke), a /v1 call whose cost shows in analytics, settings pages, a viewer, the admin.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { ARTIFACTS, TENANT_ADMIN, VIEWER, apiSignIn, startStack } from "./harness.mjs";
+
+let stack;
+let page;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  stack = await startStack();
+  const context = await stack.browser.newContext({ viewport: { width: 1280, height: 860 } });
+  page = await context.newPage();
+  page.on("dialog", (dialog) => dialog.accept());
+});
+
+after(async () => {
+  await stack?.stop();
+});
+
+const shot = (name) =>
+  page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+
+async function signIn(user) {
+  await page.goto(`${stack.baseUrl}/sign-in`);
+  await page.getByLabel("Email").fill(user.email);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByTestId("signed-in-as").waitFor();
+  // Sign-in returns to the page that sent you there; the steps start from the overview.
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+}
+
+async function signOut() {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in to Apiary" }).waitFor();
+}
+
+test("an unknown page without a session goes to sign-in; a wrong password shows the server's error", async () => {
+  await page.goto(`${stack.baseUrl}/settings/api-keys`);
+  await page.getByRole("heading", { name: "Sign in to Apiary" }).waitFor();
+  // Password sign-in only: no OIDC issuer is configured, so no OIDC button.
+  assert.equal(await page.getByRole("button", { name: /OIDC/ }).count(), 0);
+  await shot("sign-in");
+  await page.getByLabel("Email").fill(TENANT_ADMIN.email);
+  await page.getByLabel("Password").fill("not the password");
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  assert.match(await alert.innerText(), /password/i);
+});
+
+test("the tenant admin signs in and sees the overview", async () => {
+  await signIn(TENANT_ADMIN);
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  await page.getByTestId("stat-Spend").waitFor();
+  assert.equal(await page.getByTestId("stat-Spend").innerText(), "$0.00");
+  assert.equal(await page.getByTestId("stat-Calls").innerText(), "0");
+  assert.equal(await page.getByText("No executions yet", { exact: false }).count(), 3);
+  await shot("overview-empty");
+});
+
+let apiKey;
+
+test("an API key is created, shown once, and listed without its secret", async () => {
+  await page.getByRole("link", { name: "API keys" }).click();
+  await page.getByText("No API keys yet.").waitFor();
+  await page.getByRole("button", { name: "Create API key" }).click();
+  await page.getByLabel("Name").fill("e2e-ci");
+  await page.getByLabel("Role").selectOption("developer");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  apiKey = (await page.getByTestId("new-api-key").innerText()).trim();
+  assert.match(apiKey, /^apy_/);
+  await shot("api-key-created");
+  await page.getByRole("button", { name: "Done" }).click();
+  const row = page.getByTestId("api-key-e2e-ci");
+  await row.waitFor();
+  assert.ok(!(await page.content()).includes(apiKey), "the secret must not be shown again");
+  assert.match(await row.innerText(), /active/);
+  await shot("api-keys");
+});
+
+test("a /v1 call with that key shows its cost in analytics", async () => {
+  const response = await fetch(`${stack.baseUrl}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "default",
+      messages: [{ role: "user", content: "hello there" }],
+    }),
+  });
+  assert.equal(response.status, 200, await response.text());
+  const cost = Number(response.headers.get("x-apiary-cost-usd"));
+  assert.ok(cost > 0, "the call is priced");
+
+  await page.getByRole("link", { name: "Cost analytics" }).click();
+  // The ledger is written in batches off the hot path: reload until the call shows.
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    await page.getByTestId("stat-Calls").waitFor();
+    if ((await page.getByTestId("stat-Calls").innerText()) === "1") break;
+    assert.ok(Date.now() < deadline, "the call never reached the usage summary");
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  const spend = await page.getByTestId("stat-Spend").innerText();
+  assert.notEqual(spend, "$0.00");
+  const totals = page.getByRole("table", { name: "Usage totals" });
+  await totals.waitFor();
+  assert.match(await totals.innerText(), /gpt-4o-mini/);
+  await page.getByLabel("Group by").selectOption("api_key");
+  await page.getByRole("table", { name: "Usage totals" }).getByText("e2e-ci").waitFor();
+  await page.locator(".recharts-bar-rectangle").first().waitFor();
+  await shot("analytics");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Export CSV" }).click(),
+  ]);
+  const csv = readFileSync(await download.path(), "utf8");
+  assert.match(csv, /gpt-4o-mini/, "the export holds the call's ledger row");
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.getByTestId("stat-Calls").waitFor();
+  assert.equal(await page.getByTestId("stat-Calls").innerText(), "1");
+  assert.equal(await page.getByTestId("stat-Spend").innerText(), spend);
+  await shot("overview");
+});
+
+test("the key is revoked and stops working", async () => {
+  await page.getByRole("link", { name: "API keys" }).click();
+  const row = page.getByTestId("api-key-e2e-ci");
+  await row.getByRole("button", { name: "Revoke" }).click();
+  await row.getByText("revoked").waitFor();
+  const response = await fetch(`${stack.baseUrl}/api/v1/auth/me`, {
+    headers: { authorization: `Bearer ${apiKey}` },
+  });
+  assert.equal(response.status, 401);
+});
+
+test("settings pages: members, budgets, routing, audit log", async () => {
+  await page.getByRole("link", { name: "Members" }).click();
+  await page.getByRole("table", { name: "Members" }).getByText(TENANT_ADMIN.email).waitFor();
+  await page.getByRole("button", { name: "Add member" }).click();
+  await page.getByLabel("Email").fill("not-an-email");
+  await page.locator("#member-email").evaluate((input) => input.removeAttribute("type"));
+  await page.getByRole("button", { name: "Add", exact: true }).click();
+  const alert = page.getByRole("dialog").getByRole("alert");
+  await alert.waitFor();
+  assert.match(await alert.innerText(), /email/i, "the server's validation message is shown");
+  await page.keyboard.press("Escape");
+  await shot("members");
+
+  await page.getByRole("link", { name: "Budgets & limits" }).click();
+  await page.getByLabel("Monthly budget (USD)").fill("25");
+  await page.getByRole("button", { name: "Save limits" }).click();
+  await page.getByText("Saved.").waitFor();
+  await shot("limits");
+
+  await page.getByRole("link", { name: "Routing & providers" }).click();
+  await page
+    .getByRole("table", { name: "Models and routes" })
+    .getByText("fake/gpt-4o-mini")
+    .waitFor();
+  await shot("routing");
+
+  await page.getByRole("link", { name: "Audit log" }).click();
+  const audit = page.getByRole("table", { name: "Audit log" });
+  await audit.getByText("api_key.revoked").waitFor();
+  await shot("audit-log");
+
+  await page.getByRole("link", { name: "Agents" }).click();
+  await page.getByText("coming with the agents API").waitFor();
+});
+
+test("a viewer sees no write buttons", async () => {
+  const token = await apiSignIn(stack.baseUrl, TENANT_ADMIN);
+  const added = await fetch(`${stack.baseUrl}/api/v1/members`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ email: VIEWER.email, role: "viewer", password: VIEWER.password }),
+  });
+  assert.equal(added.status, 201);
+  await signOut();
+  await signIn(VIEWER);
+  await page.getByText("Your role does not include usage figures", { exact: false }).waitFor();
+  const nav = await page.getByRole("navigation", { name: "Main" }).innerText();
+  assert.ok(
+    !nav.includes("API keys") && !nav.includes("Audit log") && !nav.includes("Cost analytics"),
+  );
+  await page.getByRole("link", { name: "Members" }).click();
+  await page.getByRole("table", { name: "Members" }).getByText(VIEWER.email).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Add member" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Remove" }).count(), 0);
+  assert.equal(await page.getByRole("combobox").count(), 0);
+  await shot("viewer-members");
+  // Typed by hand, the page still offers nothing to write, and the server refuses anyway.
+  await page.goto(`${stack.baseUrl}/settings/api-keys`);
+  await page.getByRole("alert").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Create API key" }).count(), 0);
+  await signOut();
+});
+
+test("the super admin suspends and resumes a tenant", async () => {
+  await signIn(stack.superAdmin);
+  await page.getByText("signed in to the platform, not to a tenant", { exact: false }).waitFor();
+  assert.equal(await page.getByRole("link", { name: "API keys" }).count(), 0);
+  await page.getByRole("link", { name: "Tenants" }).click();
+  const row = page.getByTestId("tenant-acme");
+  await row.getByRole("button", { name: "Suspend" }).click();
+  await row.getByText("suspended").waitFor();
+  await shot("admin-tenants");
+  await row.getByRole("button", { name: "Resume" }).click();
+  await row.getByText("active").waitFor();
+});
+
+test("an expired access token is refreshed without leaving the page", async () => {
+  const before = await page.evaluate(
+    () => JSON.parse(localStorage.getItem("apiary.session")).state,
+  );
+  await page.evaluate(() => {
+    const raw = JSON.parse(localStorage.getItem("apiary.session"));
+    raw.state.accessToken = "expired";
+    localStorage.setItem("apiary.session", JSON.stringify(raw));
+  });
+  await page.reload();
+  await page.getByTestId("tenant-acme").waitFor();
+  const after = await page.evaluate(() => JSON.parse(localStorage.getItem("apiary.session")).state);
+  assert.notEqual(after.accessToken, "expired");
+  assert.notEqual(after.refreshToken, before.refreshToken, "refresh tokens rotate");
+});
+
+test("an expired session goes back to sign-in on the next request", async () => {
+  await page.evaluate(() => {
+    const raw = JSON.parse(localStorage.getItem("apiary.session"));
+    raw.state.accessToken = "expired";
+    raw.state.refreshToken = "revoked";
+    localStorage.setItem("apiary.session", JSON.stringify(raw));
+  });
+  await page.reload();
+  await page.getByRole("heading", { name: "Sign in to Apiary" }).waitFor();
+});

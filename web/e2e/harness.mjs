@@ -1,0 +1,176 @@
+// Starts what the end-to-end tests run against: the fake OpenAI upstream
+// (bench/fake_upstream_server.py) and a real `apiary serve` on free ports, with a temporary
+// SQLite data dir, a tenant admin created through the CLI, and Debian's Chromium.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const VENV_BIN = path.join(REPO, ".venv", "bin");
+export const CHROMIUM = process.env.APIARY_E2E_CHROMIUM ?? "/usr/bin/chromium";
+export const ARTIFACTS = path.join(REPO, "web", "e2e", "artifacts");
+
+export const TENANT_ADMIN = { email: "ops@acme.example", password: "e2e admin password" };
+export const VIEWER = { email: "viewer@acme.example", password: "e2e viewer password" };
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Spawn a process whose output is kept (not printed) for the failure message. */
+function start(command, args, env) {
+  const child = spawn(command, args, { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
+  child.output = "";
+  child.stdout.on("data", (chunk) => {
+    child.output += chunk;
+  });
+  child.stderr.on("data", (chunk) => {
+    child.output += chunk;
+  });
+  return child;
+}
+
+async function waitFor(check, what, child, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) {
+      throw new Error(`${what} exited with ${child.exitCode}:\n${child.output.slice(-2000)}`);
+    }
+    if (await check().catch(() => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`${what} did not come up in ${timeoutMs} ms:\n${child.output.slice(-2000)}`);
+}
+
+function cli(args, env) {
+  const result = spawnSync(path.join(VENV_BIN, "apiary"), args, {
+    cwd: REPO,
+    env,
+    encoding: "utf8",
+  });
+  if (result.status !== 0) {
+    throw new Error(`apiary ${args[0]} failed (${result.status}): ${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+export async function startStack() {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "apiary-e2e-"));
+  const children = [];
+  const stop = async () => {
+    for (const child of children.reverse()) {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await new Promise((resolve) => child.once("exit", resolve));
+      }
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    const upstream = start(
+      path.join(VENV_BIN, "python"),
+      ["bench/fake_upstream_server.py"],
+      process.env,
+    );
+    children.push(upstream);
+    let upstreamPort = 0;
+    await waitFor(
+      async () => {
+        const match = /PORT (\d+)/.exec(upstream.output);
+        if (match) upstreamPort = Number(match[1]);
+        return upstreamPort > 0;
+      },
+      "the fake upstream",
+      upstream,
+    );
+
+    const config = path.join(dataDir, "apiary.yaml");
+    writeFileSync(
+      config,
+      [
+        "providers:",
+        "  - name: fake",
+        "    kind: openai",
+        `    base_url: http://127.0.0.1:${upstreamPort}/v1`,
+        "    api_key: sk-fake-upstream", // the key tests/fakes/upstream.py accepts
+        "    models: [gpt-4o-mini]",
+        "routes:",
+        "  default: {models: [fake/gpt-4o-mini]}",
+        "prices:",
+        // Dear on purpose, so one short call shows a visible cost.
+        "  fake/gpt-4o-mini: {input: 1000, output: 2000}",
+        "",
+      ].join("\n"),
+    );
+    const port = await freePort();
+    const env = {
+      ...process.env,
+      APIARY_DATA_DIR: dataDir,
+      APIARY_CONFIG: config,
+      APIARY_LOG_LEVEL: "WARNING",
+    };
+    // SQLite in the temp dir and in-process throttles, whatever the calling shell set.
+    for (const key of ["APIARY_DATABASE_URL", "APIARY_REDIS_URL"]) delete env[key];
+
+    const initOutput = cli(["init"], env);
+    const superPassword = /password:\s+(\S+)/.exec(initOutput)?.[1];
+    if (!superPassword) throw new Error("apiary init printed no super admin password");
+    cli(
+      [
+        "admin",
+        "create-tenant",
+        "acme",
+        "--admin-email",
+        TENANT_ADMIN.email,
+        "--admin-password",
+        TENANT_ADMIN.password,
+      ],
+      env,
+    );
+
+    const server = start(path.join(VENV_BIN, "apiary"), ["serve", "--port", String(port)], env);
+    children.push(server);
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${baseUrl}/readyz`)).ok, "apiary serve", server);
+
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+    });
+    return {
+      baseUrl,
+      browser,
+      superAdmin: { email: "admin@apiary.local", password: superPassword },
+      stop: async () => {
+        await browser.close();
+        await stop();
+      },
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Sign in through the API (for setup steps the test is not about). */
+export async function apiSignIn(baseUrl, user) {
+  const response = await fetch(`${baseUrl}/api/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(user),
+  });
+  if (!response.ok) throw new Error(`sign-in failed: ${response.status}`);
+  return (await response.json()).access_token;
+}

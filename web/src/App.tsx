@@ -1,0 +1,42 @@
+import { RequireSession } from "@/components/Auth/RequireSession";
+import { AppShell } from "@/components/Layout/AppShell";
+import { AdminTenants } from "@/routes/AdminTenants";
+import { Analytics } from "@/routes/Analytics";
+import { ComingSoon } from "@/routes/ComingSoon";
+import { NotFound } from "@/routes/NotFound";
+import { OidcCallback } from "@/routes/OidcCallback";
+import { Overview } from "@/routes/Overview";
+import { SignIn } from "@/routes/SignIn";
+import { ApiKeys } from "@/routes/settings/ApiKeys";
+import { AuditLog } from "@/routes/settings/AuditLog";
+import { Limits } from "@/routes/settings/Limits";
+import { Members } from "@/routes/settings/Members";
+import { Routing } from "@/routes/settings/Routing";
+import { Navigate, Route, Routes } from "react-router-dom";
+
+export function App() {
+  return (
+    <Routes>
+      <Route path="/sign-in" element={<SignIn />} />
+      <Route path="/auth/oidc/callback" element={<OidcCallback />} />
+      <Route element={<RequireSession />}>
+        <Route element={<AppShell />}>
+          <Route index element={<Overview />} />
+          <Route path="analytics" element={<Analytics />} />
+          <Route path="agents" element={<ComingSoon title="Agents" />} />
+          <Route path="run" element={<ComingSoon title="Run" />} />
+          <Route path="executions" element={<ComingSoon title="Executions" />} />
+          <Route path="knowledge" element={<ComingSoon title="Knowledge bases" />} />
+          <Route path="settings" element={<Navigate to="/settings/api-keys" replace />} />
+          <Route path="settings/api-keys" element={<ApiKeys />} />
+          <Route path="settings/members" element={<Members />} />
+          <Route path="settings/limits" element={<Limits />} />
+          <Route path="settings/routing" element={<Routing />} />
+          <Route path="settings/audit" element={<AuditLog />} />
+          <Route path="admin/tenants" element={<AdminTenants />} />
+          <Route path="*" element={<NotFound />} />
+        </Route>
+      </Route>
+    </Routes>
+  );
+}

@@ -1,0 +1,26 @@
+import { cn } from "@/lib/cn";
+import { type InputHTMLAttributes, type SelectHTMLAttributes, forwardRef } from "react";
+
+const field =
+  "h-10 w-full rounded-md border border-slate-300 bg-white px-3 text-sm outline-none " +
+  "focus:border-slate-500 focus:ring-2 focus:ring-slate-200 disabled:opacity-50";
+
+export const Input = forwardRef<HTMLInputElement, InputHTMLAttributes<HTMLInputElement>>(
+  ({ className, ...props }, ref) => <input ref={ref} className={cn(field, className)} {...props} />,
+);
+Input.displayName = "Input";
+
+export const Select = forwardRef<HTMLSelectElement, SelectHTMLAttributes<HTMLSelectElement>>(
+  ({ className, ...props }, ref) => (
+    <select ref={ref} className={cn(field, className)} {...props} />
+  ),
+);
+Select.displayName = "Select";
+
+export function Label({ htmlFor, children }: { htmlFor: string; children: React.ReactNode }) {
+  return (
+    <label htmlFor={htmlFor} className="mb-1 block text-sm font-medium text-slate-700">
+      {children}
+    </label>
+  );
+}

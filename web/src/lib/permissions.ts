@@ -1,0 +1,29 @@
+// Role-based UI: the server lists what the caller may do (`/auth/me` permissions); the UI
+// only hides what would be refused anyway, the server still checks every request.
+import type { Schemas } from "@/api/client";
+
+export type Permission = Schemas["Permission"];
+export type Role = Schemas["Role"];
+type Me = Schemas["Me"];
+
+export function can(me: Me | undefined, permission: Permission): boolean {
+  return me?.permissions?.includes(permission) ?? false;
+}
+
+export const ROLE_LABELS: Record<Role, string> = {
+  super_admin: "Super admin",
+  tenant_admin: "Tenant admin",
+  developer: "Developer",
+  billing_admin: "Billing admin",
+  viewer: "Viewer",
+};
+
+/** The member roles a caller may hand out: its own or lesser ones (the server's may_grant). */
+export function grantableRoles(role: Role | undefined): Role[] {
+  const members: Role[] = ["tenant_admin", "developer", "billing_admin", "viewer"];
+  if (role === "super_admin" || role === "tenant_admin") return members;
+  if (role === "developer") return ["developer", "viewer"];
+  if (role === "billing_admin") return ["billing_admin", "viewer"];
+  if (role === "viewer") return ["viewer"];
+  return [];
+}
