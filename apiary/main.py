@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 
 from apiary import health
+from apiary.agents import endpoints as agents
 from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
@@ -33,6 +34,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     limits.router,
     usage.router,
+    agents.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTER = openai_api.router

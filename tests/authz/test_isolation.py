@@ -51,6 +51,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/v1/embeddings"): {"model": "no-such-model", "input": "x"},
     ("PATCH", "/api/v1/limits"): {"monthly_budget_usd": 5},
+    ("POST", "/api/v1/agents"): {"name": "walker-{n}"},
+    ("PATCH", "/api/v1/agents/{agent_id}"): {"description": "stolen"},
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
@@ -124,7 +126,14 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
             )
         )
         await session.commit()
+    agent = await client.post(
+        "/api/v1/agents",
+        headers=developer.headers,
+        json={"name": "alpha-corp-agent", "system_prompt": "alpha-corp secret prompt"},
+    )
+    assert agent.status_code == 201, agent.text
     resources = {
+        "agent_id": agent.json()["id"],
         "membership_id": developer.extra["membership_id"],
         "key_id": key.extra["key_id"],
         "tenant_id": tenant.id,
