@@ -66,6 +66,19 @@ class CacheSettings(BaseSettings):
     semantic_threshold: float = Field(default=0.95, gt=0, le=1)
 
 
+class SwarmSettings(BaseSettings):
+    """The swarm engine (see apiary/swarm/) and its workers (apiary/worker/)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    tenant_concurrency: int = Field(default=100, ge=1)  # sub-agents per tenant, per process
+    max_steps: int = Field(default=6, ge=1, le=50)  # model calls per sub-agent's tool loop
+    memory_token_limit: int = Field(default=1500, ge=100)  # thread memory kept verbatim
+    # Celery: a message not acknowledged within this time is redelivered to another
+    # worker; set it above your longest execution deadline.
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -92,6 +105,9 @@ class Settings(BaseSettings):
 
     oidc: OIDCSettings | None = None
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    # Where executions run: inside `apiary serve`, or on Celery workers (`apiary worker`).
+    runner: Literal["inprocess", "celery"] = "inprocess"
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

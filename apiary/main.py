@@ -15,6 +15,7 @@ from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
 from apiary.errors import install_error_handlers
+from apiary.executions import endpoints as executions
 from apiary.gateway import openai_api
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
@@ -35,6 +36,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     limits.router,
     usage.router,
     agents.router,
+    executions.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTER = openai_api.router
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
         runtime.start()
+        await runtime.start_runner()
         app.state.runtime = runtime
         try:
             yield

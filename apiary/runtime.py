@@ -6,6 +6,8 @@ reach it through the `RuntimeDep` dependency, never through module globals.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,6 +20,7 @@ from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
 from apiary.embeddings.minilm import MiniLMEmbedder
+from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.providers.base import HttpClient
 from apiary.gateway.semantic_cache import SemanticCache
@@ -25,6 +28,7 @@ from apiary.gateway.service import Gateway
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.usage.ledger import LedgerWriter
+from apiary.worker.runner import Runner, create_runner
 
 if TYPE_CHECKING:  # the client module imports this one
     from apiary.gateway.client import GatewayClient
@@ -44,7 +48,11 @@ class Runtime:
     key_usage: LastUsedRecorder
     semantic_cache: SemanticCache | None
     limits: LimitEnforcer
+    notifier: Notifier
+    runner: Runner
     oidc: OIDCVerifier | None = field(default=None)
+    # Sub-agents running per tenant in this process (the swarm's per-tenant bound).
+    tenant_slots: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
 
     @property
     def client(self) -> GatewayClient:
@@ -86,6 +94,8 @@ class Runtime:
             key_usage=LastUsedRecorder(session_factory),
             limits=LimitEnforcer(counters, session_factory),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
+            notifier=create_notifier(settings.redis_url),
+            runner=create_runner(settings),
         )
 
     def start(self) -> None:
@@ -93,13 +103,19 @@ class Runtime:
         self.ledger.start()
         self.key_usage.start()
 
+    async def start_runner(self) -> None:
+        """Start running executions here (in-process runner), resuming unfinished ones."""
+        await self.runner.start(self)
+
     async def close(self) -> None:
+        await self.runner.close()
         await self.ledger.close()
         await self.key_usage.close()
         await self.cache.close()
         await self.upstream.close()
         await self.http.aclose()
         await self.counters.close()
+        await self.notifier.close()
         await self.engine.dispose()
 
 

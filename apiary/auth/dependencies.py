@@ -111,17 +111,19 @@ async def _from_access_token(
     )
 
 
+async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> AuthContext:
+    """The caller behind an access token or API key (also used by WebSocket routes)."""
+    if credentials.startswith("apy_"):
+        return await _from_api_key(credentials, ip, runtime)
+    async with runtime.session_factory() as session:
+        return await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
+
+
 async def current_auth(request: Request, runtime: RuntimeDep) -> AuthContext:
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    credentials = _bearer(request)
-    ip = client_ip(request)
-    if credentials.startswith("apy_"):
-        auth = await _from_api_key(credentials, ip, runtime)
-    else:
-        async with runtime.session_factory() as session:
-            auth = await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
+    auth = await authenticate(_bearer(request), client_ip(request), runtime)
     context = request_context.get()
     if context is not None and auth.tenant_id is not None:
         context.tenant_id = str(auth.tenant_id)
