@@ -122,6 +122,7 @@ async def _event_stream(
     runtime: Runtime, auth: AuthContext, execution_id: uuid.UUID, after: int
 ) -> AsyncIterator[ExecutionEvent | None]:
     """Events after `after`, live, until the execution ends; None marks an idle interval."""
+    grace = 4
     async with runtime.notifier.listen(events_channel(execution_id)) as listener:
         while True:
             async with session_scope(runtime.session_factory) as session:
@@ -137,7 +138,13 @@ async def _event_stream(
             if rows:
                 continue
             if finished:
-                return
+                # The final state is saved just before its last events: wait briefly for
+                # them, but never forever for a run that ended without them.
+                grace -= 1
+                if grace < 0:
+                    return
+                await listener.wait(0.5)
+                continue
             if not await listener.wait(HEARTBEAT_S):
                 yield None
 
