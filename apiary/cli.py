@@ -95,6 +95,34 @@ def serve(
 
 
 @app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Executions run at once by this worker")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
+    from apiary.observability.logging import configure_logging
+    from apiary.worker.celery_app import QUEUE, make_celery
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise _fail("apiary worker needs APIARY_REDIS_URL (the Celery broker)", 2)
+    configure_logging(settings.log_level)
+    celery = make_celery(settings)
+    celery.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={loglevel}",
+            f"--queues={QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
 def migrate(
     downgrade: Annotated[
         str | None, typer.Option(help="Downgrade to this revision instead (e.g. base)")

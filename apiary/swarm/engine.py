@@ -610,7 +610,11 @@ async def _cancel_requested(context: SwarmContext) -> bool:
 
 async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     """Run or resume one execution to a final state. Safe to call more than once."""
-    context, execution = await _prepare(runtime, execution_id)
+    try:
+        context, execution = await _prepare(runtime, execution_id)
+    except LookupError:
+        log.warning("execution %s no longer exists; nothing to run", execution_id)
+        return
     saver = DatabaseSaver(runtime.session_factory)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
