@@ -98,6 +98,9 @@ async def chat(
     """One model call; with `on_token`, streamed, each content chunk passed to it."""
     spend.check()
     started = time.perf_counter()
+    limit = runtime.settings.swarm.max_tokens
+    if limit is not None and "max_tokens" not in body:
+        body = {**body, "max_tokens": limit}
     if on_token is not None:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     reply = await runtime.client.chat(auth, body)

@@ -141,7 +141,7 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
             "properties": {
                 "subtasks": {
                     "type": "array",
-                    "items": {"type": "string"},
+                    "items": {"type": "string", "minLength": 1, "maxLength": 300},
                     "minItems": 1,
                     "maxItems": context.max_agents,
                 }
