@@ -96,6 +96,77 @@ def serve(
 
 
 @app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What the agent should do")],
+    agent: Annotated[str, typer.Option(help="Agent name or id")],
+    max_agents: Annotated[int | None, typer.Option(help="At most this many sub-agents")] = None,
+    url: Annotated[
+        str, typer.Option(envvar="APIARY_URL", help="Apiary's URL [APIARY_URL]")
+    ] = "http://127.0.0.1:8000",
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="APIARY_API_KEY", help="API key [APIARY_API_KEY]", show_default=False),
+    ] = None,
+) -> None:
+    """Run a task on an agent through the API, showing live progress, then the answer."""
+    import httpx
+
+    from apiary.run_client import RunFailed, run_task
+
+    if not api_key:
+        raise _fail("give --api-key or set APIARY_API_KEY", 2)
+
+    async def main() -> int:
+        headers = {"Authorization": f"Bearer {api_key}"}
+        timeout = httpx.Timeout(30.0, read=None)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as http:
+            return await run_task(
+                http,
+                task=task,
+                agent=agent,
+                max_agents=max_agents,
+                echo=typer.echo,
+                progress=lambda line: typer.echo(line, err=True),
+            )
+
+    try:
+        status = asyncio.run(main())
+    except RunFailed as error:
+        raise _fail(str(error)) from None
+    except httpx.HTTPError as error:
+        raise _fail(f"cannot reach {url}: {type(error).__name__}") from None
+    raise typer.Exit(status)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Executions run at once by this worker")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
+    from apiary.observability.logging import configure_logging
+    from apiary.worker.celery_app import QUEUE, make_celery
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise _fail("apiary worker needs APIARY_REDIS_URL (the Celery broker)", 2)
+    configure_logging(settings.log_level)
+    celery = make_celery(settings)
+    celery.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={loglevel}",
+            f"--queues={QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
 def migrate(
     downgrade: Annotated[
         str | None, typer.Option(help="Downgrade to this revision instead (e.g. base)")

@@ -75,6 +75,19 @@ class KnowledgeSettings(BaseSettings):
     embed_batch_size: int = Field(default=64, ge=1, le=2048)  # chunks embedded per call
     ingest_workers: int = Field(default=1, ge=1, le=16)  # in-process ingestion jobs at once
 
+class SwarmSettings(BaseSettings):
+    """The swarm engine (see apiary/swarm/) and its workers (apiary/worker/)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    tenant_concurrency: int = Field(default=100, ge=1)  # sub-agents per tenant, per process
+    max_steps: int = Field(default=6, ge=1, le=50)  # model calls per sub-agent's tool loop
+    memory_token_limit: int = Field(default=1500, ge=100)  # thread memory kept verbatim
+    max_tokens: int | None = Field(default=None, ge=1)  # per model call; None: the model's
+    # Celery: a message not acknowledged within this time is redelivered to another
+    # worker; set it above your longest execution deadline.
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -109,6 +122,10 @@ class Settings(BaseSettings):
     # Qdrant: a server URL in production; default: local mode in the data dir (one process).
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
+
+    # Where executions run: inside `apiary serve`, or on Celery workers (`apiary worker`).
+    runner: Literal["inprocess", "celery"] = "inprocess"
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

@@ -9,12 +9,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 
 from apiary import health
+from apiary.agents import endpoints as agents
 from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
 from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import install_error_handlers
+from apiary.executions import endpoints as executions
 from apiary.gateway import openai_api
 from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
@@ -36,6 +38,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     limits.router,
     usage.router,
     knowledge.router,
+    agents.router,
+    executions.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTER = openai_api.router
@@ -55,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
         runtime.start()
+        await runtime.start_runner()
         app.state.runtime = runtime
         try:
             yield

@@ -1,16 +1,22 @@
 """Every ORM model, imported in one place so Alembic and the tests see the whole schema."""
 
+from apiary.agents.models import Agent, AgentVersion
 from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
 from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
+from apiary.executions.models import Execution, ExecutionEvent, Subtask
 from apiary.limits.models import TenantLimits
+from apiary.memory.models import ThreadSummary, ThreadTurn
+from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 from apiary.tenants.models import Tenant
 from apiary.usage.models import LedgerEntry
 from apiary.users.models import Membership, User
 
 __all__ = [
+    "Agent",
+    "AgentVersion",
     "ApiKey",
     "AuditChainHead",
     "AuditEntry",
@@ -18,10 +24,17 @@ __all__ = [
     "Base",
     "KnowledgeBase",
     "KnowledgeDocument",
+    "Execution",
+    "ExecutionEvent",
     "LedgerEntry",
     "Membership",
     "RefreshToken",
+    "Subtask",
+    "SwarmCheckpoint",
+    "SwarmCheckpointWrite",
     "Tenant",
     "TenantLimits",
+    "ThreadSummary",
+    "ThreadTurn",
     "User",
 ]

@@ -19,6 +19,7 @@ from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import create_engine, create_session_factory
+from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.http import HttpClient
 from apiary.gateway.service import Gateway
@@ -27,6 +28,7 @@ from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.usage.ledger import LedgerWriter
+from apiary.worker.runner import Runner, create_runner
 
 if TYPE_CHECKING:
     from apiary.gateway.client import GatewayClient  # which imports this module
@@ -49,7 +51,11 @@ class Runtime:
     limits: LimitEnforcer
     vectors: VectorStore  # Qdrant; opened on first use (local mode locks its folder)
     ingestion: JobQueue  # knowledge ingestion jobs (document ids), in process for now
+    notifier: Notifier
+    runner: Runner
     oidc: OIDCVerifier | None = field(default=None)
+    # Sub-agents running per tenant in this process (the swarm's per-tenant bound).
+    tenant_slots: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
 
     @property
     def client(self) -> GatewayClient:
@@ -93,6 +99,8 @@ class Runtime:
             ),
             ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
+            notifier=create_notifier(settings.redis_url),
+            runner=create_runner(settings),
         )
 
     def start(self) -> None:
@@ -114,15 +122,21 @@ class Runtime:
         async with self.session_factory() as session:
             return await knowledge_repository.unfinished_document_ids(session)
 
+    async def start_runner(self) -> None:
+        """Start running executions here (in-process runner), resuming unfinished ones."""
+        await self.runner.start(self)
+
     async def close(self) -> None:
         await self.ingestion.close()
         await asyncio.to_thread(self.vectors.close)
+        await self.runner.close()
         await self.ledger.close()
         await self.key_usage.close()
         await self.cache.close()
         await self.upstream.close()
         await self.http.aclose()
         await self.counters.close()
+        await self.notifier.close()
         await self.engine.dispose()
 
 

@@ -36,6 +36,17 @@ TEST_DATABASE = os.environ.get("APIARY_TEST_DATABASE_URL", "sqlite") or "sqlite"
 TEST_REDIS = os.environ.get("APIARY_TEST_REDIS_URL") or None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `services` (a real Celery worker on Redis and PostgreSQL) run where
+    both are configured, as in pass 1 of `make test`, and are deselected elsewhere."""
+    if TEST_REDIS and TEST_DATABASE != "sqlite":
+        return
+    kept = [item for item in items if item.get_closest_marker("services") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 def pytest_report_header() -> list[str]:
     database = "sqlite" if TEST_DATABASE == "sqlite" else make_url(TEST_DATABASE).drivername
     return [f"apiary: database={database} redis={'yes' if TEST_REDIS else 'no'}"]

@@ -25,6 +25,9 @@ class AuthContext:
     tenant_id: uuid.UUID | None
     actor: Actor
     session_id: uuid.UUID | None = None  # the sign-in, for JWT callers
+    # Set when a swarm execution calls the gateway, so ledger rows carry them.
+    execution_id: uuid.UUID | None = None
+    agent_id: uuid.UUID | None = None
 
     @property
     def is_super_admin(self) -> bool:

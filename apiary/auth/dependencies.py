@@ -39,7 +39,8 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _bearer(authorization: str) -> str:
+def bearer_credentials(authorization: str) -> str:
+    """The credentials of an `Authorization: Bearer ...` header value."""
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise Unauthorized("send 'Authorization: Bearer <access token or API key>'")
@@ -110,13 +111,12 @@ async def _from_access_token(
     )
 
 
-async def authenticate(authorization: str, ip: str | None, runtime: Runtime) -> AuthContext:
-    """The caller named by an `Authorization: Bearer ...` header value: an API key or an
-    access token. Shared by the FastAPI dependency and the /v1 hot path."""
+async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> AuthContext:
+    """The caller behind an access token or API key: for the FastAPI dependency, the /v1 hot
+    path and the WebSocket routes alike."""
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    credentials = _bearer(authorization)
     if credentials.startswith("apy_"):
         auth = await _from_api_key(credentials, ip, runtime)
     else:
@@ -129,7 +129,8 @@ async def authenticate(authorization: str, ip: str | None, runtime: Runtime) -> 
 
 
 async def current_auth(request: Request, runtime: RuntimeDep) -> AuthContext:
-    return await authenticate(request.headers.get("authorization", ""), client_ip(request), runtime)
+    credentials = bearer_credentials(request.headers.get("authorization", ""))
+    return await authenticate(credentials, client_ip(request), runtime)
 
 
 def authorize(permission: Permission) -> DependsParam:

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apiary.auth.context import AuthContext
-from apiary.auth.dependencies import authenticate, authorize
+from apiary.auth.dependencies import authenticate, authorize, bearer_credentials
 from apiary.authz.permissions import Permission
 from apiary.errors import ApiaryError, BadRequest, Forbidden, openai_error
 from apiary.gateway.client import ChatReply, ChatStream
@@ -173,9 +173,8 @@ class OpenAIHotPath:
         started: float,
     ) -> ChatReply | ChatStream:
         client = scope.get("client")
-        auth = await authenticate(
-            headers.get("authorization", ""), client[0] if client else None, runtime
-        )
+        credentials = bearer_credentials(headers.get("authorization", ""))
+        auth = await authenticate(credentials, client[0] if client else None, runtime)
         if not auth.can(route.permission):
             raise Forbidden(f"role {auth.role.value!r} lacks permission {route.permission.value!r}")
         body = _json_body(await _read_body(receive))

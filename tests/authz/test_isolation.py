@@ -21,6 +21,7 @@ from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import Permission, Role
 from apiary.authz.scope import TenantScope
 from apiary.gateway.openai_api import HOT_ROUTES
+from apiary.executions.models import Execution
 from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
 from apiary.runtime import Runtime
 from apiary.usage.models import LedgerEntry
@@ -60,12 +61,18 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/knowledge-bases/{kb_id}/documents"): {},
     ("POST", "/api/v1/knowledge-bases/{kb_id}/documents/{document_id}/reindex"): {},
     ("POST", "/api/v1/knowledge-bases/{kb_id}/search"): {"query": "alpha-corp secret"},
+    ("POST", "/api/v1/agents"): {"name": "walker-{n}"},
+    ("PATCH", "/api/v1/agents/{agent_id}"): {"description": "stolen"},
+    # A's agent, named in the body: not found for B, so nothing runs.
+    ("POST", "/api/v1/executions"): {"agent_id": "{agent_id}", "task": "steal"},
+    ("POST", "/api/v1/executions/{execution_id}/cancel"): {},
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/api-keys"): {201, 403},  # 403 for the key caller: keys cannot mint keys
     ("POST", "/v1/chat/completions"): {404},
     ("POST", "/v1/embeddings"): {404},
+    ("POST", "/api/v1/executions"): {404},
 }
 
 
@@ -157,7 +164,32 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
     )
     assert document.status_code == 201, document.text
     await runtime.ingestion.join()
+    agent = await client.post(
+        "/api/v1/agents",
+        headers=developer.headers,
+        json={"name": "alpha-corp-agent", "system_prompt": "alpha-corp secret prompt"},
+    )
+    assert agent.status_code == 201, agent.text
+    # A finished execution, written directly: running one here would start the bundled model.
+    execution_id = uuid.uuid4()
+    async with runtime.session_factory() as session:
+        session.add(
+            Execution(
+                id=execution_id,
+                tenant_id=uuid.UUID(tenant.id),
+                agent_id=uuid.UUID(agent.json()["id"]),
+                agent_version=1,
+                agent={},
+                task="alpha-corp secret task",
+                state="succeeded",
+                answer="alpha-corp secret answer",
+                role="developer",
+            )
+        )
+        await session.commit()
     resources = {
+        "agent_id": agent.json()["id"],
+        "execution_id": str(execution_id),
         "membership_id": developer.extra["membership_id"],
         "key_id": key.extra["key_id"],
         "tenant_id": tenant.id,
@@ -167,15 +199,15 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
     return resources, tenant.admin
 
 
-def _body(method: str, path: str, n: int) -> dict[str, Any] | None:
+def _body(method: str, path: str, n: int, resources: dict[str, str]) -> dict[str, Any] | None:
     template = BODIES.get((method, path))
     if template is None:
         return None
-    return {k: v.format(n=n) if isinstance(v, str) else v for k, v in template.items()}
+    return {k: v.format(n=n, **resources) if isinstance(v, str) else v for k, v in template.items()}
 
 
 def _leaks(body: str, url: str, resources: dict[str, str]) -> list[str]:
-    # An id the caller put in the URL may be echoed back ("... not found"); anything
+    # An id the caller put in the URL or body may be echoed back ("... not found"); anything
     # else of A's may not appear at all.
     markers = [value for value in resources.values() if value not in url] + ["alpha-corp"]
     return [marker for marker in markers if marker in body]
@@ -216,9 +248,8 @@ async def test_second_tenant_finds_nothing_of_the_first(
             if (method, path) not in BODIES and method in {"POST", "PATCH", "PUT"}:
                 failures.append(f"{method} {path}: add a valid body to BODIES")
                 continue
-            response = await client.request(
-                method, url, headers=caller.headers, json=_body(method, path, n)
-            )
+            body = _body(method, path, n, resources)
+            response = await client.request(method, url, headers=caller.headers, json=body)
             walked += 1
             if (method, path) in EXPECTED:
                 expected = EXPECTED[(method, path)]
@@ -230,7 +261,7 @@ async def test_second_tenant_finds_nothing_of_the_first(
                 expected = {200, 201}
             if response.status_code not in expected:
                 failures.append(f"{caller_name}: {method} {url} -> {response.status_code}")
-            if leaked := _leaks(response.text, url, resources):
+            if leaked := _leaks(response.text, f"{url} {body}", resources):
                 failures.append(f"{caller_name}: {method} {url} leaked {leaked}")
     assert walked >= 20
     assert failures == [], "\n".join(failures)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+
+from apiary.kit.schemas import Schema
+
+AgentName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w .-]*$"
+    ),
+]
+
+
+class AgentFields(Schema):
+    description: str = Field(default="", max_length=2000)
+    system_prompt: str = Field(default="", max_length=20_000)
+    model: str = Field(
+        default="default", min_length=1, max_length=200, description="A gateway model or route"
+    )
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    tools: list[str] = Field(default_factory=list, max_length=20)
+    max_subagents: int = Field(default=5, ge=1, le=100)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    timeout_s: int = Field(default=300, ge=1, le=86_400)
+
+
+class AgentCreate(AgentFields):
+    name: AgentName
+
+
+class AgentUpdate(Schema):
+    name: AgentName | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    system_prompt: str | None = Field(default=None, max_length=20_000)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[str] | None = Field(default=None, max_length=20)
+    max_subagents: int | None = Field(default=None, ge=1, le=100)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    timeout_s: int | None = Field(default=None, ge=1, le=86_400)
+
+
+class Agent(AgentFields):
+    id: uuid.UUID
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentVersion(Schema):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    version: int
+    definition: dict[str, Any]
+    created_at: datetime

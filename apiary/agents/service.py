@@ -1,0 +1,132 @@
+"""Agent rules: a model the gateway serves, tools from the registry, a new version per change."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.agents.models import Agent, AgentVersion
+from apiary.agents.repository import agent_repository
+from apiary.agents.schemas import AgentCreate, AgentUpdate
+from apiary.auth.context import AuthContext
+from apiary.db import utcnow
+from apiary.errors import Conflict, Unprocessable
+from apiary.gateway.router import UnknownModel
+from apiary.kit.schemas import PageParams
+from apiary.runtime import Runtime
+from apiary.swarm.tools import REGISTRY
+
+DEFINITION_FIELDS = (
+    "name",
+    "description",
+    "system_prompt",
+    "model",
+    "temperature",
+    "tools",
+    "max_subagents",
+    "max_cost_usd",
+    "timeout_s",
+)
+
+
+def definition(agent: Agent) -> dict[str, Any]:
+    """What an execution runs with: the agent's fields at its current version."""
+    return {field: getattr(agent, field) for field in DEFINITION_FIELDS} | {
+        "id": str(agent.id),
+        "version": agent.version,
+    }
+
+
+class AgentService:
+    def _check(self, runtime: Runtime, *, model: str | None, tools: list[str] | None) -> None:
+        if model is not None:
+            try:
+                runtime.gateway.router.decide(model, {"messages": []})
+            except UnknownModel:
+                raise Unprocessable(
+                    f"model: {model!r} is not a gateway model or route; GET /v1/models lists them"
+                ) from None
+        if tools is not None:
+            unknown = sorted(set(tools) - set(REGISTRY))
+            if unknown:
+                raise Unprocessable(
+                    f"tools: unknown tool(s) {', '.join(unknown)}; "
+                    f"available: {', '.join(sorted(REGISTRY))}"
+                )
+
+    async def _name_free(
+        self, session: AsyncSession, auth: AuthContext, name: str, *, not_id: uuid.UUID | None
+    ) -> None:
+        found = await agent_repository.by_name(session, auth.scope, name)
+        if found is not None and found.id != not_id:
+            raise Conflict(f"an agent named {name!r} already exists")
+
+    def _snapshot(self, session: AsyncSession, auth: AuthContext, agent: Agent) -> None:
+        agent_repository.add(
+            session,
+            auth.scope,
+            AgentVersion(agent_id=agent.id, version=agent.version, definition=definition(agent)),
+        )
+
+    async def create(
+        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, body: AgentCreate
+    ) -> Agent:
+        self._check(runtime, model=body.model, tools=body.tools)
+        await self._name_free(session, auth, body.name, not_id=None)
+        agent = Agent(id=uuid.uuid4(), version=1, updated_at=utcnow(), **body.model_dump())
+        agent_repository.add(session, auth.scope, agent)
+        await session.flush()
+        self._snapshot(session, auth, agent)
+        await session.flush()
+        return agent
+
+    async def list(
+        self, session: AsyncSession, auth: AuthContext, page: PageParams
+    ) -> tuple[Sequence[Agent], int]:
+        return await agent_repository.page(session, auth.scope, page)
+
+    async def get(self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID) -> Agent:
+        return await agent_repository.get(session, auth.scope, agent_id)
+
+    async def update(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        auth: AuthContext,
+        agent_id: uuid.UUID,
+        body: AgentUpdate,
+    ) -> Agent:
+        agent = await self.get(session, auth, agent_id)
+        changes = body.model_dump(exclude_unset=True)
+        if "max_cost_usd" not in changes:
+            changes = {k: v for k, v in changes.items() if v is not None}
+        self._check(runtime, model=changes.get("model"), tools=changes.get("tools"))
+        if "name" in changes:
+            await self._name_free(session, auth, changes["name"], not_id=agent.id)
+        changed = {k: v for k, v in changes.items() if getattr(agent, k) != v}
+        if not changed:
+            return agent
+        for field, value in changed.items():
+            setattr(agent, field, value)
+        agent.version += 1
+        agent.updated_at = utcnow()
+        await session.flush()
+        self._snapshot(session, auth, agent)
+        await session.flush()
+        return agent
+
+    async def delete(self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID) -> None:
+        agent = await self.get(session, auth, agent_id)
+        await agent_repository.delete(session, agent)
+
+    async def versions(
+        self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID, page: PageParams
+    ) -> tuple[Sequence[AgentVersion], int]:
+        await self.get(session, auth, agent_id)
+        return await agent_repository.versions(session, auth.scope, agent_id, page)
+
+
+agent_service = AgentService()

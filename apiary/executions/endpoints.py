@@ -1,0 +1,221 @@
+"""Routes under /api/v1/executions: start (202, idempotent), list, read, cancel, and the
+live event stream as SSE and over a WebSocket, both resumable from a sequence number."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Header,
+    Query,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+    status,
+)
+from fastapi.responses import StreamingResponse
+
+from apiary.auth.context import AuthContext
+from apiary.auth.dependencies import DbSession, authenticate, authorize
+from apiary.authz.permissions import Permission
+from apiary.db import session_scope
+from apiary.errors import ApiaryError, Forbidden
+from apiary.executions.bus import cancel_channel, events_channel
+from apiary.executions.models import ExecutionState
+from apiary.executions.repository import execution_repository
+from apiary.executions.schemas import (
+    Execution,
+    ExecutionCreate,
+    ExecutionDetail,
+    ExecutionEvent,
+    Subtask,
+)
+from apiary.executions.service import execution_service
+from apiary.kit.schemas import Page, Paging
+from apiary.runtime import Runtime, RuntimeDep
+
+router = APIRouter(prefix="/executions", tags=["executions"])
+
+Reader = Annotated[AuthContext, authorize(Permission.EXECUTIONS_READ)]
+Runner = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]
+
+HEARTBEAT_S = 15.0
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start an execution (202); a repeated Idempotency-Key returns the first (200)",
+)
+async def create_execution(
+    auth: Runner,
+    session: DbSession,
+    runtime: RuntimeDep,
+    body: ExecutionCreate,
+    response: Response,
+    background: BackgroundTasks,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Execution:
+    execution, created = await execution_service.create(
+        session, auth, body, idempotency_key=idempotency_key
+    )
+    if created:
+        # Background tasks run after the response, so after the request's commit.
+        background.add_task(runtime.runner.enqueue, execution.id)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return Execution.model_validate(execution)
+
+
+@router.get("", summary="List executions, newest first")
+async def list_executions(
+    auth: Reader,
+    session: DbSession,
+    page: Paging,
+    agent_id: uuid.UUID | None = None,
+    state: ExecutionState | None = None,
+) -> Page[Execution]:
+    rows, total = await execution_service.list(
+        session, auth, page, agent_id=agent_id, state=state.value if state else None
+    )
+    return Page(
+        items=[Execution.model_validate(r) for r in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{execution_id}", summary="An execution with its subtasks and figures")
+async def get_execution(
+    auth: Reader, session: DbSession, execution_id: uuid.UUID
+) -> ExecutionDetail:
+    execution, subtasks = await execution_service.get(session, auth, execution_id)
+    base = Execution.model_validate(execution).model_dump()
+    return ExecutionDetail(
+        **base,
+        inputs=execution.inputs,
+        subtasks=[Subtask.model_validate(s) for s in subtasks],
+    )
+
+
+@router.post("/{execution_id}/cancel", summary="Cancel: running sub-agents stop promptly")
+async def cancel_execution(
+    auth: Runner,
+    session: DbSession,
+    runtime: RuntimeDep,
+    execution_id: uuid.UUID,
+    background: BackgroundTasks,
+) -> Execution:
+    execution = await execution_service.cancel(session, auth, execution_id)
+    background.add_task(runtime.notifier.notify, cancel_channel(execution_id))
+    return Execution.model_validate(execution)
+
+
+async def _event_stream(
+    runtime: Runtime, auth: AuthContext, execution_id: uuid.UUID, after: int
+) -> AsyncIterator[ExecutionEvent | None]:
+    """Events after `after`, live, until the execution ends; None marks an idle interval."""
+    grace = 4
+    async with runtime.notifier.listen(events_channel(execution_id)) as listener:
+        while True:
+            async with session_scope(runtime.session_factory) as session:
+                execution, rows = await execution_service.events(
+                    session, auth, execution_id, after=after
+                )
+                finished = ExecutionState(execution.state).finished
+            for row in rows:
+                after = row.seq
+                yield ExecutionEvent.model_validate(row)
+                if row.type == "done":
+                    return
+            if rows:
+                continue
+            if finished:
+                # The final state is saved just before its last events: wait briefly for
+                # them, but never forever for a run that ended without them.
+                grace -= 1
+                if grace < 0:
+                    return
+                await listener.wait(0.5)
+                continue
+            if not await listener.wait(HEARTBEAT_S):
+                yield None
+
+
+@router.get(
+    "/{execution_id}/events",
+    summary="Live events as Server-Sent Events; resume with Last-Event-ID or ?after=",
+    response_class=StreamingResponse,
+)
+async def execution_events(
+    auth: Reader,
+    session: DbSession,
+    runtime: RuntimeDep,
+    execution_id: uuid.UUID,
+    after: Annotated[int | None, Query(ge=0, description="Last sequence number seen")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    await execution_repository.get(session, auth.scope, execution_id)  # 404 before streaming
+    start = after if after is not None else _seq(last_event_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for event in _event_stream(runtime, auth, execution_id, start):
+            if event is None:
+                yield b": keep-alive\n\n"
+                continue
+            data = orjson.dumps(event.model_dump(mode="json"))
+            yield f"id: {event.seq}\nevent: {event.type}\n".encode() + b"data: " + data + b"\n\n"
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _seq(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0
+
+
+@router.websocket("/{execution_id}/ws")
+async def execution_socket(
+    websocket: WebSocket,
+    execution_id: uuid.UUID,
+    token: str | None = None,
+    after: int = 0,
+) -> None:
+    """The same events over a WebSocket; authenticate with ?token= or an Authorization
+    header. Each message is one event as JSON; the socket closes after `done`."""
+    runtime: Runtime = websocket.app.state.runtime
+    header = websocket.headers.get("authorization", "")
+    credentials = token or (header[7:].strip() if header.lower().startswith("bearer ") else "")
+    ip = websocket.client.host if websocket.client else None
+    try:
+        if not credentials:
+            raise Forbidden("send ?token= or 'Authorization: Bearer ...'")
+        auth = await authenticate(credentials, ip, runtime)
+        if not auth.can(Permission.EXECUTIONS_READ):
+            raise Forbidden("this role may not read executions")
+        async with session_scope(runtime.session_factory) as session:
+            await execution_repository.get(session, auth.scope, execution_id)
+    except ApiaryError as error:
+        await websocket.close(code=4000 + error.status_code, reason=error.detail[:120])
+        return
+    await websocket.accept()
+    try:
+        async for event in _event_stream(runtime, auth, execution_id, max(after, 0)):
+            if event is not None:
+                await websocket.send_text(orjson.dumps(event.model_dump(mode="json")).decode())
+        await websocket.close()
+    except (WebSocketDisconnect, asyncio.CancelledError):
+        return

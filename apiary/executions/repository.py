@@ -1,0 +1,133 @@
+"""Queries for executions, subtasks and events. Request paths go through the tenant scope;
+the runner's start-up scan (`unfinished_ids`) is the one system-wide query, by design."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.authz.scope import TenantScope
+from apiary.executions.models import (
+    FINISHED,
+    Execution,
+    ExecutionEvent,
+    Subtask,
+)
+from apiary.kit.repository import paginate
+from apiary.kit.schemas import PageParams
+
+
+class ExecutionRepository:
+    async def page(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        page: PageParams,
+        *,
+        agent_id: uuid.UUID | None = None,
+        state: str | None = None,
+    ) -> tuple[Sequence[Execution], int]:
+        statement = scope.select(Execution)
+        if agent_id is not None:
+            statement = statement.where(Execution.agent_id == agent_id)
+        if state is not None:
+            statement = statement.where(Execution.state == state)
+        return await paginate(session, statement, page, Execution.created_at.desc(), Execution.id)
+
+    async def get(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> Execution:
+        return await scope.get(session, Execution, execution_id)
+
+    async def by_idempotency_key(
+        self, session: AsyncSession, scope: TenantScope, key: str
+    ) -> Execution | None:
+        return await session.scalar(scope.select(Execution).where(Execution.idempotency_key == key))
+
+    def add(self, session: AsyncSession, scope: TenantScope, row: Any) -> None:
+        scope.add(session, row)
+
+    async def subtasks(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> Sequence[Subtask]:
+        statement = (
+            scope.select(Subtask)
+            .where(Subtask.execution_id == execution_id)
+            .order_by(Subtask.index)
+        )
+        return (await session.scalars(statement)).all()
+
+    async def subtask(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID, index: int
+    ) -> Subtask | None:
+        return await session.scalar(
+            scope.select(Subtask).where(
+                Subtask.execution_id == execution_id, Subtask.index == index
+            )
+        )
+
+    async def update_subtasks(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        *,
+        statuses: Sequence[str],
+        values: dict[str, Any],
+    ) -> None:
+        await session.execute(
+            update(Subtask)
+            .where(
+                Subtask.tenant_id == scope.tenant_id,
+                Subtask.execution_id == execution_id,
+                Subtask.status.in_(statuses),
+            )
+            .values(**values)
+        )
+
+    async def events_after(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        after: int,
+        limit: int = 500,
+    ) -> Sequence[ExecutionEvent]:
+        statement = (
+            scope.select(ExecutionEvent)
+            .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after)
+            .order_by(ExecutionEvent.seq)
+            .limit(limit)
+        )
+        return (await session.scalars(statement)).all()
+
+    async def last_seq(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> int:
+        value = await session.scalar(
+            select(func.max(ExecutionEvent.seq)).where(
+                ExecutionEvent.tenant_id == scope.tenant_id,
+                ExecutionEvent.execution_id == execution_id,
+            )
+        )
+        return int(value or 0)
+
+    async def unfinished_ids(self, session: AsyncSession) -> Sequence[uuid.UUID]:
+        """Every execution not yet in a final state, across tenants (for the runner)."""
+        statement = (
+            select(Execution.id)
+            .where(Execution.state.not_in([s.value for s in FINISHED]))
+            .order_by(Execution.created_at)
+        )
+        return (await session.scalars(statement)).all()
+
+    async def tenant_of(self, session: AsyncSession, execution_id: uuid.UUID) -> uuid.UUID | None:
+        """The tenant an execution belongs to, for a worker given only its id."""
+        return await session.scalar(select(Execution.tenant_id).where(Execution.id == execution_id))
+
+
+execution_repository = ExecutionRepository()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from apiary.kit.schemas import Schema
+
+
+class ExecutionOptions(Schema):
+    max_agents: int | None = Field(default=None, ge=1, le=100)
+    budget_usd: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0, le=86_400)
+    mode: Literal["swarm", "single"] = "swarm"
+
+
+class ExecutionCreate(Schema):
+    agent_id: uuid.UUID
+    task: str = Field(min_length=1, max_length=50_000)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    options: ExecutionOptions = Field(default_factory=ExecutionOptions)
+
+
+class Subtask(Schema):
+    index: int
+    prompt: str
+    status: str
+    result: str | None
+    error: str | None
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Execution(Schema):
+    id: uuid.UUID
+    agent_id: uuid.UUID | None
+    agent_version: int
+    task: str
+    thread_id: str | None
+    options: dict[str, Any]
+    state: str
+    cancel_requested: bool
+    answer: str | None
+    error: str | None
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+    figures: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ExecutionDetail(Execution):
+    inputs: dict[str, Any]
+    subtasks: list[Subtask]
+
+
+class ExecutionEvent(Schema):
+    seq: int
+    type: str
+    data: dict[str, Any]
+    created_at: datetime

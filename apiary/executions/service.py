@@ -1,0 +1,116 @@
+"""Execution rules: create once per idempotency key, list, read, cancel, read events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.agents.repository import agent_repository
+from apiary.agents.service import definition
+from apiary.auth.context import AuthContext
+from apiary.errors import Conflict
+from apiary.executions.models import Execution, ExecutionEvent, ExecutionState, Subtask
+from apiary.executions.repository import execution_repository
+from apiary.executions.schemas import ExecutionCreate
+from apiary.kit.schemas import PageParams
+
+
+class ExecutionService:
+    async def create(
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        body: ExecutionCreate,
+        *,
+        idempotency_key: str | None,
+    ) -> tuple[Execution, bool]:
+        """The new execution and True; or, for a key seen before, the first one and False."""
+        if idempotency_key is not None:
+            found = await execution_repository.by_idempotency_key(
+                session, auth.scope, idempotency_key
+            )
+            if found is not None:
+                return found, False
+        agent = await agent_repository.get(session, auth.scope, body.agent_id)
+        execution = Execution(
+            id=uuid.uuid4(),
+            agent_id=agent.id,
+            agent_version=agent.version,
+            agent=definition(agent),
+            task=body.task,
+            inputs=body.inputs,
+            options=body.options.model_dump(exclude_none=True),
+            thread_id=body.thread_id,
+            idempotency_key=idempotency_key,
+            state=ExecutionState.QUEUED.value,
+            role=auth.role.value,
+            user_id=auth.actor.user_id,
+            api_key_id=auth.actor.api_key_id,
+            figures={},
+        )
+        execution_repository.add(session, auth.scope, execution)
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            # The same key, raced by a concurrent request: answer with the winner's.
+            if idempotency_key is None:
+                raise
+            found = await execution_repository.by_idempotency_key(
+                session, auth.scope, idempotency_key
+            )
+            if found is None:
+                raise Conflict("this execution conflicts with another request") from None
+            return found, False
+        execution_repository.add(
+            session,
+            auth.scope,
+            ExecutionEvent(
+                execution_id=execution.id, seq=1, type="state", data={"state": "queued"}
+            ),
+        )
+        await session.flush()
+        return execution, True
+
+    async def list(
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        page: PageParams,
+        *,
+        agent_id: uuid.UUID | None,
+        state: str | None,
+    ) -> tuple[Sequence[Execution], int]:
+        return await execution_repository.page(
+            session, auth.scope, page, agent_id=agent_id, state=state
+        )
+
+    async def get(
+        self, session: AsyncSession, auth: AuthContext, execution_id: uuid.UUID
+    ) -> tuple[Execution, Sequence[Subtask]]:
+        execution = await execution_repository.get(session, auth.scope, execution_id)
+        subtasks = await execution_repository.subtasks(session, auth.scope, execution_id)
+        return execution, subtasks
+
+    async def cancel(
+        self, session: AsyncSession, auth: AuthContext, execution_id: uuid.UUID
+    ) -> Execution:
+        execution = await execution_repository.get(session, auth.scope, execution_id)
+        if ExecutionState(execution.state).finished:
+            raise Conflict(f"execution {execution_id} already ended ({execution.state})")
+        execution.cancel_requested = True
+        await session.flush()
+        return execution
+
+    async def events(
+        self, session: AsyncSession, auth: AuthContext, execution_id: uuid.UUID, *, after: int
+    ) -> tuple[Execution, Sequence[ExecutionEvent]]:
+        execution = await execution_repository.get(session, auth.scope, execution_id)
+        rows = await execution_repository.events_after(session, auth.scope, execution_id, after)
+        return execution, rows
+
+
+execution_service = ExecutionService()

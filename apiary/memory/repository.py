@@ -1,0 +1,48 @@
+"""Queries for thread turns and summaries, all through the tenant scope."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apiary.authz.scope import TenantScope
+from apiary.memory.models import ThreadSummary, ThreadTurn
+
+
+class MemoryRepository:
+    async def turns(
+        self, session: AsyncSession, scope: TenantScope, *, agent_id: uuid.UUID, thread_id: str
+    ) -> Sequence[ThreadTurn]:
+        statement = (
+            scope.select(ThreadTurn)
+            .where(ThreadTurn.agent_id == agent_id, ThreadTurn.thread_id == thread_id)
+            .order_by(ThreadTurn.created_at, ThreadTurn.id)
+        )
+        return (await session.scalars(statement)).all()
+
+    async def summary(
+        self, session: AsyncSession, scope: TenantScope, *, agent_id: uuid.UUID, thread_id: str
+    ) -> ThreadSummary | None:
+        return await session.scalar(
+            scope.select(ThreadSummary).where(
+                ThreadSummary.agent_id == agent_id, ThreadSummary.thread_id == thread_id
+            )
+        )
+
+    async def has_turn(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> bool:
+        found = await session.scalar(
+            scope.select(ThreadTurn).where(ThreadTurn.execution_id == execution_id)
+        )
+        return found is not None
+
+    def add(
+        self, session: AsyncSession, scope: TenantScope, row: ThreadTurn | ThreadSummary
+    ) -> None:
+        scope.add(session, row)
+
+
+memory_repository = MemoryRepository()

@@ -1,0 +1,158 @@
+"""Model calls for the swarm: through the in-process gateway, charged to the execution.
+
+Every call goes through `runtime.client.chat` with the execution's `AuthContext`, so the
+ledger row carries the execution and agent, the tenant's limits apply, and the gateway
+routes and falls back as for any other caller. The execution's own budget is checked
+before each call: once spent, no further call is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from apiary.auth.context import AuthContext
+from apiary.gateway import catalog
+from apiary.gateway.client import ChatReply, ChatStream
+from apiary.gateway.providers.base import Usage
+from apiary.gateway.router import Target
+from apiary.runtime import Runtime
+
+
+class BudgetStop(Exception):
+    """The execution's budget is spent: no further model call is made."""
+
+
+@dataclass
+class Spend:
+    """Money spent by one execution so far, against its budget (None: no cap)."""
+
+    budget_usd: float | None
+    cost_usd: float = 0.0
+    stopped: bool = False  # a call was refused for the budget
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget_usd is not None and self.cost_usd >= self.budget_usd
+
+    def check(self) -> None:
+        if self.exhausted:
+            self.stopped = True
+            raise BudgetStop(f"budget of ${self.budget_usd} spent")
+
+
+@dataclass
+class Call:
+    message: dict[str, Any]
+    model: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        content = self.message.get("content")
+        return content if isinstance(content, str) else ""
+
+
+@dataclass
+class Tally:
+    """Tokens, cost and time of a group of calls (a phase, a sub-agent)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+    models: list[str] = field(default_factory=list)
+
+    def add(self, call: Call) -> None:
+        self.prompt_tokens += call.prompt_tokens
+        self.completion_tokens += call.completion_tokens
+        self.cost_usd += call.cost_usd
+        self.calls += 1
+        if call.model and call.model not in self.models:
+            self.models.append(call.model)
+
+
+def _cost(headers: dict[str, str]) -> float:
+    try:
+        return float(headers.get("x-apiary-cost-usd", "0"))
+    except ValueError:  # "unpriced"
+        return 0.0
+
+
+async def chat(
+    runtime: Runtime,
+    auth: AuthContext,
+    spend: Spend,
+    body: dict[str, Any],
+    *,
+    on_token: Callable[[str], Awaitable[None]] | None = None,
+) -> Call:
+    """One model call; with `on_token`, streamed, each content chunk passed to it."""
+    spend.check()
+    started = time.perf_counter()
+    limit = runtime.settings.swarm.max_tokens
+    if limit is not None and "max_tokens" not in body:
+        body = {**body, "max_tokens": limit}
+    if on_token is not None:
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    reply = await runtime.client.chat(auth, body)
+    if isinstance(reply, ChatReply):
+        document = reply.json()
+        usage = document.get("usage") or {}
+        call = Call(
+            message=document["choices"][0]["message"],
+            model=reply.headers.get("x-apiary-model"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cost_usd=_cost(reply.headers),
+        )
+    else:
+        call = await _collect(runtime, reply, on_token)
+    call.seconds = time.perf_counter() - started
+    spend.cost_usd += call.cost_usd
+    return call
+
+
+async def _collect(
+    runtime: Runtime, stream: ChatStream, on_token: Callable[[str], Awaitable[None]] | None
+) -> Call:
+    parts: list[str] = []
+    usage: dict[str, Any] = {}
+    try:
+        async for chunk in stream.chunks:
+            document = orjson.loads(chunk)
+            if "error" in document:
+                raise RuntimeError(str(document["error"].get("message", "stream failed")))
+            usage = document.get("usage") or usage
+            for choice in document.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    parts.append(text)
+                    if on_token is not None:
+                        await on_token(text)
+    except asyncio.CancelledError:
+        await stream.chunks.aclose()  # type: ignore[attr-defined]
+        raise
+    provider, model = stream.headers.get("x-apiary-provider"), stream.headers.get("x-apiary-model")
+    counted = Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+    cost = None
+    if provider and model:
+        cost = catalog.cost_usd(runtime.gateway.price(Target(provider, model)), counted)
+    return Call(
+        message={"role": "assistant", "content": "".join(parts)},
+        model=model,
+        prompt_tokens=counted.prompt_tokens,
+        completion_tokens=counted.completion_tokens,
+        cost_usd=cost or 0.0,
+    )

@@ -1,0 +1,244 @@
+"""A LangGraph checkpointer on Apiary's own database (PostgreSQL or SQLite).
+
+One implementation for both deployments, in tables Alembic migrates. It stores each
+checkpoint whole (the swarm's state is small: a task, subtask prompts and results) and each
+finished task's pending writes, which is what lets a resumed run skip the sub-agents that
+had already finished in the interrupted superstep. Writes are committed one call at a time,
+so a worker killed right after a sub-agent finished still leaves that sub-agent's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from apiary.db import session_scope
+from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
+
+
+def _ids(config: RunnableConfig) -> tuple[str, str]:
+    configurable = config.get("configurable", {})
+    return str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
+
+
+class DatabaseSaver(BaseCheckpointSaver[int]):
+    """Async-only: the swarm always runs its graph with `ainvoke`."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__()
+        self._factory = factory
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        thread_id, ns = _ids(config)
+        checkpoint_id = get_checkpoint_id(config)
+        async with self._factory() as session:
+            statement = select(SwarmCheckpoint).where(
+                SwarmCheckpoint.thread_id == thread_id, SwarmCheckpoint.checkpoint_ns == ns
+            )
+            if checkpoint_id:
+                statement = statement.where(SwarmCheckpoint.checkpoint_id == checkpoint_id)
+            else:
+                statement = statement.order_by(SwarmCheckpoint.checkpoint_id.desc()).limit(1)
+            row = await session.scalar(statement)
+            if row is None:
+                return None
+            writes = (
+                await session.scalars(
+                    select(SwarmCheckpointWrite)
+                    .where(
+                        SwarmCheckpointWrite.thread_id == thread_id,
+                        SwarmCheckpointWrite.checkpoint_ns == ns,
+                        SwarmCheckpointWrite.checkpoint_id == row.checkpoint_id,
+                    )
+                    .order_by(SwarmCheckpointWrite.task_id, SwarmCheckpointWrite.idx)
+                )
+            ).all()
+        return self._tuple(row, writes)
+
+    def _tuple(
+        self, row: SwarmCheckpoint, writes: Sequence[SwarmCheckpointWrite]
+    ) -> CheckpointTuple:
+        configurable = {
+            "thread_id": row.thread_id,
+            "checkpoint_ns": row.checkpoint_ns,
+            "checkpoint_id": row.checkpoint_id,
+        }
+        parent = (
+            {"configurable": {**configurable, "checkpoint_id": row.parent_checkpoint_id}}
+            if row.parent_checkpoint_id
+            else None
+        )
+        return CheckpointTuple(
+            config={"configurable": configurable},
+            checkpoint=self.serde.loads_typed((row.type, row.checkpoint)),
+            metadata=self.serde.loads_typed((row.meta_type, row.meta)),
+            parent_config=parent,  # type: ignore[arg-type]
+            pending_writes=[
+                (w.task_id, w.channel, self.serde.loads_typed((w.type, w.value))) for w in writes
+            ],
+        )
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        statement = select(SwarmCheckpoint).order_by(SwarmCheckpoint.checkpoint_id.desc())
+        if config is not None:
+            thread_id, ns = _ids(config)
+            statement = statement.where(
+                SwarmCheckpoint.thread_id == thread_id, SwarmCheckpoint.checkpoint_ns == ns
+            )
+        if before is not None and (before_id := get_checkpoint_id(before)):
+            statement = statement.where(SwarmCheckpoint.checkpoint_id < before_id)
+        if limit is not None and not filter:
+            statement = statement.limit(limit)
+        async with self._factory() as session:
+            rows = (await session.scalars(statement)).all()
+        yielded = 0
+        for row in rows:
+            found = self._tuple(row, [])
+            if filter and any(found.metadata.get(k) != v for k, v in filter.items()):
+                continue
+            yield found
+            yielded += 1
+            if limit is not None and yielded >= limit:
+                return
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        thread_id, ns = _ids(config)
+        kind, blob = self.serde.dumps_typed(checkpoint)
+        meta_kind, meta = self.serde.dumps_typed(get_checkpoint_metadata(config, metadata))
+        values = {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint["id"],
+            "parent_checkpoint_id": config.get("configurable", {}).get("checkpoint_id"),
+            "type": kind,
+            "checkpoint": blob,
+            "meta_type": meta_kind,
+            "meta": meta,
+        }
+        async with session_scope(self._factory) as session:
+            await self._upsert(session, SwarmCheckpoint, [values], replace=True)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        thread_id, ns = _ids(config)
+        checkpoint_id = str(config["configurable"]["checkpoint_id"])
+        rows = []
+        for index, (channel, value) in enumerate(writes):
+            kind, blob = self.serde.dumps_typed(value)
+            rows.append(
+                {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                    "task_id": task_id,
+                    "idx": WRITES_IDX_MAP.get(channel, index),
+                    "channel": channel,
+                    "type": kind,
+                    "value": blob,
+                    "task_path": task_path,
+                }
+            )
+        if not rows:
+            return
+        # Special channels (errors, interrupts) may be written again and then replace;
+        # a task's regular writes are written once and a repeat is ignored.
+        replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        async with session_scope(self._factory) as session:
+            await self._upsert(session, SwarmCheckpointWrite, rows, replace=replace)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        async with session_scope(self._factory) as session:
+            await session.execute(
+                delete(SwarmCheckpointWrite).where(SwarmCheckpointWrite.thread_id == thread_id)
+            )
+            await session.execute(
+                delete(SwarmCheckpoint).where(SwarmCheckpoint.thread_id == thread_id)
+            )
+
+    @staticmethod
+    async def _upsert(
+        session: AsyncSession,
+        model: type[SwarmCheckpoint] | type[SwarmCheckpointWrite],
+        rows: list[dict[str, Any]],
+        *,
+        replace: bool,
+    ) -> None:
+        dialect = session.get_bind().dialect.name
+        table: Any = model.__table__
+        keys = [column.name for column in table.primary_key.columns]
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement: Any = insert(table)
+        if replace:
+            statement = statement.on_conflict_do_update(
+                index_elements=keys,
+                set_={
+                    column.name: statement.excluded[column.name]
+                    for column in table.columns
+                    if column.name not in keys
+                },
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=keys)
+        await session.execute(statement, rows)
+
+    # The synchronous API is not used: the graph is only ever run with `ainvoke`.
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        raise NotImplementedError("DatabaseSaver is async-only")
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        raise NotImplementedError("DatabaseSaver is async-only")
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        raise NotImplementedError("DatabaseSaver is async-only")

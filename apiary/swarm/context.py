@@ -1,0 +1,33 @@
+"""What every node of one execution's graph shares: the runtime, the caller, the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from apiary.auth.context import AuthContext
+from apiary.authz.scope import TenantScope
+from apiary.executions.events import EventRecorder
+from apiary.runtime import Runtime
+from apiary.swarm.calls import Spend, Tally
+
+
+@dataclass
+class SwarmContext:
+    runtime: Runtime
+    execution_id: uuid.UUID
+    scope: TenantScope
+    auth: AuthContext  # the execution's creator, stamped with execution and agent ids
+    agent: dict[str, Any]  # the agent definition the execution runs
+    mode: str
+    max_agents: int
+    spend: Spend
+    events: EventRecorder
+    slots: asyncio.Semaphore  # sub-agents of this execution at once
+    tenant_slots: asyncio.Semaphore  # sub-agents of this tenant at once, in this process
+    background: str = ""  # inputs and the thread's memory, given to every prompt
+    thread_id: str | None = None
+    max_steps: int = 6
+    phases: dict[str, Tally] = field(default_factory=dict)

@@ -1,0 +1,728 @@
+"""Running one execution from its id: load, run (or resume) the graph, finish the record.
+
+`run_execution` is what both runners call (the in-process one and the Celery task). It is
+safe to call again for the same execution: a finished one is left alone, an unfinished one
+resumes from its last LangGraph checkpoint, whose stored task writes mean sub-agents that
+had finished are neither re-run nor charged again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from apiary.auth.context import Actor, AuthContext
+from apiary.authz.permissions import Role
+from apiary.authz.scope import TenantScope
+from apiary.db import session_scope, utcnow
+from apiary.errors import ApiaryError
+from apiary.executions.bus import cancel_channel
+from apiary.executions.events import EventRecorder
+from apiary.executions.models import Execution, ExecutionState, Subtask, SubtaskStatus
+from apiary.executions.repository import execution_repository
+from apiary.memory.service import memory_service
+from apiary.runtime import Runtime
+from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
+from apiary.swarm.checkpoint import DatabaseSaver
+from apiary.swarm.context import SwarmContext
+from apiary.swarm.graph import SubtaskResult, build_graph
+from apiary.swarm.tools import REGISTRY, ToolContext, ToolError
+
+log = logging.getLogger("apiary.swarm")
+
+RETRIES = 1  # a failed sub-agent is tried once more, then reported
+CANCEL_POLL_S = 1.0
+
+DECOMPOSE_PROMPT = (
+    "You are the orchestrator of a team of up to {n} sub-agents working in parallel. "
+    "Split the user's task into independent subtasks, each a self-contained instruction "
+    "a sub-agent can carry out alone. Use as few subtasks as the task needs (at most {n}). "
+    'Answer only with JSON: {{"subtasks": ["...", "..."]}}.'
+)
+SUBAGENT_PROMPT = (
+    "You are a sub-agent in a team. Carry out your subtask and answer with the result "
+    "only; other sub-agents handle the rest of the task."
+)
+SYNTHESIZE_PROMPT = (
+    "Combine the sub-agents' results into one answer to the user's task. If some "
+    "subtasks failed, answer from what succeeded and say plainly what is missing."
+)
+
+
+class AllSubagentsFailed(Exception):
+    pass
+
+
+# -- small database steps -------------------------------------------------------------------
+
+
+async def _update_execution(context: SwarmContext, **values: Any) -> Execution:
+    async with session_scope(context.runtime.session_factory) as session:
+        execution = await execution_repository.get(session, context.scope, context.execution_id)
+        for name, value in values.items():
+            setattr(execution, name, value)
+        execution.updated_at = utcnow()
+        return execution
+
+
+async def _set_state(context: SwarmContext, state: ExecutionState) -> None:
+    await _update_execution(context, state=state.value)
+    await context.events.emit("state", state=state.value)
+
+
+async def _record_phase(context: SwarmContext, phase: str, tally: Tally, seconds: float) -> None:
+    async with session_scope(context.runtime.session_factory) as session:
+        execution = await execution_repository.get(session, context.scope, context.execution_id)
+        phases = dict(execution.figures.get("phases", {}))
+        phases[phase] = {
+            "seconds": round(seconds, 4),
+            "prompt_tokens": tally.prompt_tokens,
+            "completion_tokens": tally.completion_tokens,
+            "cost_usd": tally.cost_usd,
+            "calls": tally.calls,
+        }
+        execution.figures = {**execution.figures, "phases": phases}
+
+
+async def _update_subtask(context: SwarmContext, index: int, **values: Any) -> None:
+    async with session_scope(context.runtime.session_factory) as session:
+        row = await execution_repository.subtask(
+            session, context.scope, context.execution_id, index
+        )
+        if row is None:
+            return
+        for name, value in values.items():
+            setattr(row, name, value)
+
+
+# -- decompose ------------------------------------------------------------------------------
+
+
+def _with_background(context: SwarmContext, text: str) -> str:
+    return f"{context.background}\n\n{text}" if context.background else text
+
+
+def parse_subtasks(text: str, limit: int) -> list[str] | None:
+    """The subtask list from the orchestrator's JSON, or None when it cannot be read."""
+    candidate = text.strip()
+    fenced = re.search(r"\{.*\}", candidate, re.DOTALL)
+    if fenced:
+        candidate = fenced.group(0)
+    try:
+        document = orjson.loads(candidate)
+    except orjson.JSONDecodeError:
+        return None
+    items = document.get("subtasks") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        return None
+    prompts = [str(item).strip() for item in items if isinstance(item, str) and item.strip()]
+    return prompts[:limit] or None
+
+
+async def run_decompose(context: SwarmContext, task: str) -> list[str]:
+    await _set_state(context, ExecutionState.DECOMPOSING)
+    started = time.perf_counter()
+    tally = Tally()
+    prompts: list[str] | None
+    if context.mode == "single" or context.max_agents == 1:
+        prompts = [task]
+    else:
+        schema = {
+            "type": "object",
+            "properties": {
+                "subtasks": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                    "minItems": 1,
+                    "maxItems": context.max_agents,
+                }
+            },
+            "required": ["subtasks"],
+            "additionalProperties": False,
+        }
+        system = DECOMPOSE_PROMPT.format(n=context.max_agents)
+        if context.agent.get("system_prompt"):
+            system = f"{context.agent['system_prompt']}\n\n{system}"
+        call = await chat(
+            context.runtime,
+            context.auth,
+            context.spend,
+            {
+                "model": context.agent["model"],
+                "temperature": context.agent.get("temperature", 0.2),
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": _with_background(context, task)},
+                ],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "decomposition", "strict": True, "schema": schema},
+                },
+            },
+        )
+        tally.add(call)
+        prompts = parse_subtasks(call.text, context.max_agents)
+        if prompts is None:
+            await context.events.emit(
+                "decomposition_degraded", reason="the orchestrator's answer was not valid JSON"
+            )
+            prompts = [task]
+    await _record_phase(context, "decompose", tally, time.perf_counter() - started)
+    async with session_scope(context.runtime.session_factory) as session:
+        existing = {
+            row.index
+            for row in await execution_repository.subtasks(
+                session, context.scope, context.execution_id
+            )
+        }
+        for index, prompt in enumerate(prompts):
+            if index not in existing:
+                execution_repository.add(
+                    session,
+                    context.scope,
+                    Subtask(execution_id=context.execution_id, index=index, prompt=prompt),
+                )
+    await context.events.emit("subtasks_planned", subtasks=prompts)
+    await _set_state(context, ExecutionState.RUNNING)
+    return prompts
+
+
+# -- sub-agents -----------------------------------------------------------------------------
+
+
+async def _tool_loop(context: SwarmContext, index: int, prompt: str, tally: Tally) -> str:
+    """Call the model, run the tools it asks for, until it answers or the steps run out."""
+    allowed = [REGISTRY[name] for name in context.agent.get("tools", []) if name in REGISTRY]
+    system = SUBAGENT_PROMPT
+    if context.agent.get("system_prompt"):
+        system = f"{context.agent['system_prompt']}\n\n{system}"
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": _with_background(context, prompt)},
+    ]
+    tool_context = ToolContext(
+        runtime=context.runtime,
+        tenant_id=context.scope.tenant_id,
+        execution_id=context.execution_id,
+        agent_id=context.auth.agent_id,
+        thread_id=context.thread_id,
+    )
+    last: Call | None = None
+    for _ in range(context.max_steps):
+        body: dict[str, Any] = {
+            "model": context.agent["model"],
+            "temperature": context.agent.get("temperature", 0.2),
+            "messages": messages,
+        }
+        if allowed:
+            body["tools"] = [tool.spec() for tool in allowed]
+        last = await chat(context.runtime, context.auth, context.spend, body)
+        tally.add(last)
+        calls = last.message.get("tool_calls") or []
+        if not calls:
+            return last.text
+        messages.append(
+            {"role": "assistant", "content": last.message.get("content"), "tool_calls": calls}
+        )
+        for tool_call in calls:
+            function = tool_call.get("function") or {}
+            name = str(function.get("name"))
+            output = await _run_tool(tool_context, name, function.get("arguments") or "{}")
+            await context.events.emit("tool_call", subtask=index, tool=name, output=output[:500])
+            messages.append(
+                {"role": "tool", "tool_call_id": tool_call.get("id"), "content": output}
+            )
+    raise ToolError(f"no answer within the step limit of {context.max_steps} model calls")
+
+
+async def _run_tool(tool_context: ToolContext, name: str, arguments: str) -> str:
+    tool = REGISTRY.get(name)
+    if tool is None:
+        return f"error: no tool named {name!r}"
+    try:
+        parsed = orjson.loads(arguments) if arguments.strip() else {}
+    except orjson.JSONDecodeError:
+        return "error: the arguments were not valid JSON"
+    if not isinstance(parsed, dict):
+        return "error: the arguments must be a JSON object"
+    try:
+        return await tool.run(tool_context, parsed)
+    except ToolError as error:
+        return f"error: {error}"
+
+
+async def run_subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
+    async with context.slots, context.tenant_slots:
+        return await _subagent(context, index, prompt)
+
+
+async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
+    if context.spend.exhausted:
+        context.spend.stopped = True
+        await _update_subtask(context, index, status=SubtaskStatus.SKIPPED.value)
+        return SubtaskResult(
+            index=index, status="skipped", result=None, error="budget spent", seconds=0.0
+        )
+    started_at = utcnow()
+    started = time.perf_counter()
+    await _update_subtask(context, index, status=SubtaskStatus.RUNNING.value, started_at=started_at)
+    await context.events.emit("subagent_started", subtask=index, prompt=prompt[:500])
+    tally = Tally()
+    status, result, error = SubtaskStatus.FAILED, None, None
+    for attempt in range(RETRIES + 1):
+        try:
+            result = await _tool_loop(context, index, prompt, tally)
+        except BudgetStop as stop:
+            status, error = SubtaskStatus.SKIPPED, str(stop)
+            break
+        except (ApiaryError, ToolError, KeyError, ValueError, RuntimeError) as failure:
+            error = f"{type(failure).__name__}: {failure}"[:1000]
+            if attempt < RETRIES:
+                await context.events.emit("subagent_retry", subtask=index, error=error)
+            continue
+        status, error = SubtaskStatus.SUCCEEDED, None
+        break
+    seconds = time.perf_counter() - started
+    # Everything this sub-agent was charged is in the ledger before its result is
+    # checkpointed, so a worker killed in between loses no charge.
+    await context.runtime.ledger.flush()
+    await _update_subtask(
+        context,
+        index,
+        status=status.value,
+        result=result,
+        error=error,
+        model=", ".join(tally.models) or None,
+        prompt_tokens=tally.prompt_tokens,
+        completion_tokens=tally.completion_tokens,
+        cost_usd=tally.cost_usd,
+        attempts=min(attempt + 1, RETRIES + 1),
+        tool_calls=0,
+        finished_at=utcnow(),
+    )
+    await context.events.emit(
+        "subagent_finished",
+        subtask=index,
+        status=status.value,
+        seconds=round(seconds, 4),
+        cost_usd=tally.cost_usd,
+        spent_usd=context.spend.cost_usd,
+        error=error,
+    )
+    return SubtaskResult(
+        index=index, status=status.value, result=result, error=error, seconds=seconds
+    )
+
+
+# -- synthesize -----------------------------------------------------------------------------
+
+
+def partial_answer(results: Sequence[SubtaskResult]) -> str:
+    """What was done, without a synthesis call (the budget or the clock ran out)."""
+    done = [r for r in sorted(results, key=lambda r: r["index"]) if r["status"] == "succeeded"]
+    if not done:
+        return ""
+    return "\n\n".join(f"[{r['index'] + 1}] {r['result']}" for r in done)
+
+
+async def run_synthesize(context: SwarmContext, task: str, results: Sequence[SubtaskResult]) -> str:
+    ordered = sorted(results, key=lambda r: r["index"])
+    succeeded = [r for r in ordered if r["status"] == "succeeded"]
+    if context.spend.stopped or context.spend.exhausted:
+        context.spend.stopped = True
+        return partial_answer(ordered)
+    if not succeeded:
+        raise AllSubagentsFailed(
+            "every sub-agent failed: " + "; ".join(str(r["error"]) for r in ordered)
+        )
+    if len(ordered) == 1:
+        return str(succeeded[0]["result"])  # one sub-agent: its answer is the answer
+    await _set_state(context, ExecutionState.SYNTHESIZING)
+    started = time.perf_counter()
+    sections = []
+    for r in ordered:
+        if r["status"] == "succeeded":
+            sections.append(f"Subtask {r['index'] + 1} result:\n{r['result']}")
+        else:
+            sections.append(f"Subtask {r['index'] + 1} FAILED: {r['error']}")
+    system = SYNTHESIZE_PROMPT
+    if context.agent.get("system_prompt"):
+        system = f"{context.agent['system_prompt']}\n\n{system}"
+
+    async def token(text: str) -> None:
+        await context.events.emit("token", text=text)
+
+    tally = Tally()
+    try:
+        call = await chat(
+            context.runtime,
+            context.auth,
+            context.spend,
+            {
+                "model": context.agent["model"],
+                "temperature": context.agent.get("temperature", 0.2),
+                "messages": [
+                    {"role": "system", "content": system},
+                    {
+                        "role": "user",
+                        "content": _with_background(
+                            context, f"Task: {task}\n\n" + "\n\n".join(sections)
+                        ),
+                    },
+                ],
+            },
+            on_token=token,
+        )
+    except BudgetStop:
+        return partial_answer(ordered)
+    tally.add(call)
+    await _record_phase(context, "synthesize", tally, time.perf_counter() - started)
+    return call.text
+
+
+# -- one run --------------------------------------------------------------------------------
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return max((end - start).total_seconds(), 0.0)
+
+
+def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]:
+    """Wall time, sub-agent time, speedup, critical path, tokens and cost by phase."""
+    phases = dict(execution.figures.get("phases", {}))
+    durations = [_seconds(s.started_at, s.finished_at) for s in subtasks if s.started_at]
+    phases["subagents"] = {
+        "seconds": round(
+            _seconds(
+                min((s.started_at for s in subtasks if s.started_at), default=None),
+                max((s.finished_at for s in subtasks if s.finished_at), default=None),
+            ),
+            4,
+        ),
+        "prompt_tokens": sum(s.prompt_tokens for s in subtasks),
+        "completion_tokens": sum(s.completion_tokens for s in subtasks),
+        "cost_usd": sum(s.cost_usd for s in subtasks),
+        "calls": len(subtasks),
+    }
+    subagent_total = sum(durations)
+    wall = _seconds(execution.started_at, execution.finished_at or utcnow())
+    parallel_wall = phases["subagents"]["seconds"]
+    critical = (
+        phases.get("decompose", {}).get("seconds", 0.0)
+        + max(durations, default=0.0)
+        + phases.get("synthesize", {}).get("seconds", 0.0)
+    )
+    return {
+        "phases": phases,
+        "wall_s": round(wall, 4),
+        "subagent_total_s": round(subagent_total, 4),
+        "speedup": round(subagent_total / parallel_wall, 3) if parallel_wall > 0 else None,
+        "critical_path_s": round(critical, 4),
+        "subagents": {
+            status.value: sum(1 for s in subtasks if s.status == status.value)
+            for status in SubtaskStatus
+        },
+    }
+
+
+def _spent(execution: Execution, subtasks: Sequence[Subtask]) -> float:
+    phases = execution.figures.get("phases", {})
+    return sum(float(p.get("cost_usd") or 0.0) for p in phases.values()) + sum(
+        s.cost_usd for s in subtasks
+    )
+
+
+async def _finish(
+    context: SwarmContext,
+    state: ExecutionState,
+    *,
+    answer: str | None,
+    error: str | None = None,
+) -> None:
+    async with session_scope(context.runtime.session_factory) as session:
+        await execution_repository.update_subtasks(
+            session,
+            context.scope,
+            context.execution_id,
+            statuses=[SubtaskStatus.RUNNING.value],
+            values={"status": SubtaskStatus.CANCELLED.value, "finished_at": utcnow()},
+        )
+        await execution_repository.update_subtasks(
+            session,
+            context.scope,
+            context.execution_id,
+            statuses=[SubtaskStatus.PENDING.value],
+            values={"status": SubtaskStatus.SKIPPED.value},
+        )
+    async with session_scope(context.runtime.session_factory) as session:
+        execution = await execution_repository.get(session, context.scope, context.execution_id)
+        subtasks = await execution_repository.subtasks(session, context.scope, context.execution_id)
+        execution.state = state.value
+        execution.answer = answer
+        execution.error = error
+        execution.finished_at = utcnow()
+        execution.updated_at = execution.finished_at
+        execution.figures = figures(execution, subtasks)
+        phases = execution.figures["phases"]
+        execution.cost_usd = sum(float(p.get("cost_usd") or 0.0) for p in phases.values())
+        execution.prompt_tokens = sum(int(p.get("prompt_tokens") or 0) for p in phases.values())
+        execution.completion_tokens = sum(
+            int(p.get("completion_tokens") or 0) for p in phases.values()
+        )
+        summary = {
+            "state": state.value,
+            "cost_usd": execution.cost_usd,
+            "figures": execution.figures,
+        }
+        thread_id, task, agent_id = execution.thread_id, execution.task, execution.agent_id
+    if state is ExecutionState.SUCCEEDED and thread_id and agent_id and answer is not None:
+        await memory_service.record_turn(
+            context.runtime,
+            tenant_id=context.scope.tenant_id,
+            agent_id=agent_id,
+            thread_id=thread_id,
+            execution_id=context.execution_id,
+            task=task,
+            answer=answer,
+        )
+    await context.events.emit("state", state=state.value)
+    await context.events.emit("done", answer=answer, error=error, **summary)
+    await DatabaseSaver(context.runtime.session_factory).adelete_thread(str(context.execution_id))
+
+
+async def _partial_from_db(context: SwarmContext) -> str:
+    async with session_scope(context.runtime.session_factory) as session:
+        rows = await execution_repository.subtasks(session, context.scope, context.execution_id)
+    return partial_answer(
+        [
+            SubtaskResult(index=r.index, status=r.status, result=r.result, error=r.error, seconds=0)
+            for r in rows
+        ]
+    )
+
+
+def _tenant_slots(runtime: Runtime, tenant_id: uuid.UUID) -> asyncio.Semaphore:
+    slots = runtime.tenant_slots.get(tenant_id)
+    if slots is None:
+        slots = asyncio.Semaphore(runtime.settings.swarm.tenant_concurrency)
+        runtime.tenant_slots[tenant_id] = slots
+    return slots
+
+
+async def _summarizer(context: SwarmContext, text: str) -> str:
+    call = await chat(
+        context.runtime,
+        context.auth,
+        context.spend,
+        {
+            "model": context.agent["model"],
+            "temperature": 0,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": "Summarize this conversation in a few sentences, keeping "
+                    "facts, names, numbers and decisions.",
+                },
+                {"role": "user", "content": text},
+            ],
+        },
+    )
+    return call.text
+
+
+async def _prepare(runtime: Runtime, execution_id: uuid.UUID) -> tuple[SwarmContext, Execution]:
+    async with session_scope(runtime.session_factory) as session:
+        tenant_id = await execution_repository.tenant_of(session, execution_id)
+    if tenant_id is None:
+        raise LookupError(f"execution {execution_id} does not exist")
+    scope = TenantScope(tenant_id)
+    async with session_scope(runtime.session_factory) as session:
+        execution = await execution_repository.get(session, scope, execution_id)
+        subtasks = await execution_repository.subtasks(session, scope, execution_id)
+        if not ExecutionState(execution.state).finished:
+            execution.attempts += 1
+            execution.started_at = execution.started_at or utcnow()
+        spent = _spent(execution, subtasks)
+    options = execution.options or {}
+    agent = execution.agent
+    agent_id = uuid.UUID(agent["id"]) if agent.get("id") else None
+    budget = options.get("budget_usd") or agent.get("max_cost_usd")
+    max_agents = int(options.get("max_agents") or agent.get("max_subagents") or 1)
+    auth = AuthContext(
+        role=Role(execution.role),
+        tenant_id=tenant_id,
+        actor=Actor(user_id=execution.user_id, api_key_id=execution.api_key_id),
+        execution_id=execution_id,
+        agent_id=agent_id,
+    )
+    context = SwarmContext(
+        runtime=runtime,
+        execution_id=execution_id,
+        scope=scope,
+        auth=auth,
+        agent=agent,
+        mode=str(options.get("mode") or "swarm"),
+        max_agents=max_agents,
+        spend=Spend(budget_usd=float(budget) if budget else None, cost_usd=spent),
+        events=await EventRecorder.resume(runtime, scope, execution_id),
+        slots=asyncio.Semaphore(max_agents),
+        tenant_slots=_tenant_slots(runtime, tenant_id),
+        thread_id=execution.thread_id,
+        max_steps=runtime.settings.swarm.max_steps,
+    )
+    return context, execution
+
+
+async def _background(context: SwarmContext, execution: Execution) -> str:
+    parts = []
+    if execution.thread_id and context.auth.agent_id:
+        history = await memory_service.context_text(
+            context.runtime,
+            tenant_id=context.scope.tenant_id,
+            agent_id=context.auth.agent_id,
+            thread_id=execution.thread_id,
+            token_limit=context.runtime.settings.swarm.memory_token_limit,
+            summarize=lambda text: _summarizer(context, text),
+        )
+        if history:
+            parts.append(f"Earlier in this conversation:\n{history}")
+    if execution.inputs:
+        parts.append("Inputs:\n" + orjson.dumps(execution.inputs).decode())
+    return "\n\n".join(parts)
+
+
+async def _cancel_requested(context: SwarmContext) -> bool:
+    async with session_scope(context.runtime.session_factory) as session:
+        execution = await execution_repository.get(session, context.scope, context.execution_id)
+        return execution.cancel_requested
+
+
+async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
+    """Run or resume one execution to a final state. Safe to call more than once."""
+    try:
+        context, execution = await _prepare(runtime, execution_id)
+    except LookupError:
+        log.warning("execution %s no longer exists; nothing to run", execution_id)
+        return
+    saver = DatabaseSaver(runtime.session_factory)
+    if ExecutionState(execution.state).finished:
+        await saver.adelete_thread(str(execution_id))
+        return
+    if execution.cancel_requested:
+        await _finish(context, ExecutionState.CANCELLED, answer=None)
+        return
+    graph = build_graph(saver)
+    config: Any = {"configurable": {"thread_id": str(execution_id)}}
+    resuming = await saver.aget_tuple(config) is not None
+    if resuming:
+        await context.events.emit("resumed", attempt=execution.attempts)
+    deadline_s = float(
+        (execution.options or {}).get("deadline_s") or execution.agent.get("timeout_s") or 300
+    )
+    assert execution.started_at is not None
+    remaining = deadline_s - _seconds(execution.started_at, utcnow())
+    cancelled = asyncio.Event()
+
+    async def run() -> dict[str, Any]:
+        if not resuming:
+            context.background = await _background(context, execution)
+            inputs: Any = {"task": execution.task, "subtasks": [], "results": [], "answer": ""}
+        else:
+            context.background = await _background(context, execution)
+            inputs = None
+        result: dict[str, Any] = await graph.ainvoke(
+            inputs, config, context=context, durability="sync"
+        )
+        return result
+
+    task = asyncio.create_task(run(), name=f"execution-{execution_id}")
+
+    async def watch() -> None:
+        async with runtime.notifier.listen(cancel_channel(execution_id)) as listener:
+            while not task.done():
+                await listener.wait(CANCEL_POLL_S)
+                if await _cancel_requested(context):
+                    cancelled.set()
+                    task.cancel()
+                    return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        try:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                result = await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await _finish(
+                context,
+                ExecutionState.TIMED_OUT,
+                answer=await _partial_from_db(context) or None,
+                error=f"deadline of {deadline_s:g} s passed",
+            )
+            return
+        except asyncio.CancelledError:
+            if not cancelled.is_set():
+                task.cancel()  # the runner is shutting down: leave it to be resumed
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                raise
+            await _finish(
+                context,
+                ExecutionState.CANCELLED,
+                answer=await _partial_from_db(context) or None,
+            )
+            return
+        except AllSubagentsFailed as failure:
+            await _finish(context, ExecutionState.FAILED, answer=None, error=str(failure))
+            return
+        except (ApiaryError, BudgetStop) as failure:
+            if isinstance(failure, BudgetStop) or context.spend.stopped:
+                await _finish(
+                    context,
+                    ExecutionState.BUDGET_EXCEEDED,
+                    answer=await _partial_from_db(context) or None,
+                    error=str(failure),
+                )
+            else:
+                await _finish(
+                    context,
+                    ExecutionState.FAILED,
+                    answer=None,
+                    error=f"{failure.name}: {failure.detail}",
+                )
+            return
+        except Exception as failure:
+            log.exception("execution %s failed", execution_id)
+            await _finish(
+                context,
+                ExecutionState.FAILED,
+                answer=None,
+                error=f"internal error: {type(failure).__name__}",
+            )
+            return
+        state = (
+            ExecutionState.BUDGET_EXCEEDED if context.spend.stopped else ExecutionState.SUCCEEDED
+        )
+        await _finish(
+            context,
+            state,
+            answer=result.get("answer") or None,
+            error="budget spent before every subtask ran" if context.spend.stopped else None,
+        )
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher

@@ -1,0 +1,200 @@
+"""The tools sub-agents may call, and the registry agents name them from.
+
+A tool gets its tenant, execution and agent from `ToolContext`, which the runtime builds;
+the model only supplies the tool's own arguments, so it can never reach another tenant.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apiary.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    runtime: Runtime
+    tenant_id: uuid.UUID
+    execution_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    thread_id: str | None
+
+
+class ToolError(Exception):
+    """The tool could not do what the model asked; the message goes back to the model."""
+
+
+ToolFunction = Callable[[ToolContext, dict[str, Any]], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments
+    run: ToolFunction
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAI `tools` entry for this tool."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+# -- calculator: arithmetic on an AST whitelist, never eval ---------------------------------
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.UAdd: operator.pos,
+    ast.USub: operator.neg,
+}
+_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+}
+_CONSTANTS = {"pi": math.pi, "e": math.e}
+_MAX_EXPONENT = 1000
+_MAX_LENGTH = 500
+
+
+def _evaluate(node: ast.AST) -> float:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
+            raise ToolError("exponent too large")
+        result: float = _BINARY[type(node.op)](left, right)
+        return result
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        value: float = _UNARY[type(node.op)](_evaluate(node.operand))
+        return value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and not node.keywords
+    ):
+        return _FUNCTIONS[node.func.id](*(_evaluate(arg) for arg in node.args))
+    raise ToolError(f"unsupported expression element: {type(node).__name__}")
+
+
+def calculate(expression: str) -> str:
+    if len(expression) > _MAX_LENGTH:
+        raise ToolError("expression too long")
+    try:
+        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+    except SyntaxError as error:
+        raise ToolError(f"not an arithmetic expression: {error.msg}") from None
+    try:
+        value = _evaluate(tree)
+    except (ArithmeticError, ValueError, TypeError) as error:
+        raise ToolError(str(error)) from None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+async def _calculator(context: ToolContext, arguments: dict[str, Any]) -> str:
+    return calculate(str(arguments.get("expression", "")))
+
+
+# -- knowledge search: a hook the knowledge-base module fills in ----------------------------
+
+KnowledgeSearch = Callable[[ToolContext, str], Awaitable[str]]
+_knowledge_search: KnowledgeSearch | None = None
+
+
+def set_knowledge_search(search: KnowledgeSearch | None) -> None:
+    """Install the knowledge-base search (the RAG module calls this at start-up)."""
+    global _knowledge_search
+    _knowledge_search = search
+
+
+async def _knowledge(context: ToolContext, arguments: dict[str, Any]) -> str:
+    if _knowledge_search is None:
+        return "no knowledge bases are configured for this tenant"
+    return await _knowledge_search(context, str(arguments.get("query", "")))
+
+
+# -- memory: the thread's earlier turns -----------------------------------------------------
+
+
+async def _memory(context: ToolContext, arguments: dict[str, Any]) -> str:
+    from apiary.memory.service import memory_service
+
+    if context.thread_id is None or context.agent_id is None:
+        return "this execution has no conversation thread"
+    text = await memory_service.context_text(
+        context.runtime,
+        tenant_id=context.tenant_id,
+        agent_id=context.agent_id,
+        thread_id=context.thread_id,
+    )
+    return text or "nothing remembered in this thread yet"
+
+
+REGISTRY: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool(
+            name="calculator",
+            description="Evaluate an arithmetic expression (+ - * / // % ** and sqrt, log, "
+            "exp, sin, cos, tan, abs, round, min, max, pi, e).",
+            parameters={
+                "type": "object",
+                "properties": {"expression": {"type": "string"}},
+                "required": ["expression"],
+            },
+            run=_calculator,
+        ),
+        Tool(
+            name="knowledge_search",
+            description="Search the tenant's knowledge bases for passages about a query.",
+            parameters={
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+            run=_knowledge,
+        ),
+        Tool(
+            name="memory",
+            description="Recall the earlier turns of this conversation thread.",
+            parameters={"type": "object", "properties": {}},
+            run=_memory,
+        ),
+    )
+}

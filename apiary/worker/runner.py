@@ -1,0 +1,125 @@
+"""Runners: how an execution id becomes a running execution.
+
+`InProcessRunner` (embedded, the default) runs executions as asyncio tasks inside
+`apiary serve` and, when it starts, resumes every execution left unfinished by the last
+process. `CeleryRunner` (production) only enqueues: `apiary worker` processes run them.
+Either way, `enqueue` is called after the transaction that created the execution commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from apiary.config import Settings
+    from apiary.runtime import Runtime
+
+log = logging.getLogger("apiary.worker")
+
+RESUME_RETRY_S = 5.0
+
+
+class Runner(Protocol):
+    async def start(self, runtime: Runtime) -> None: ...
+
+    async def enqueue(self, execution_id: uuid.UUID) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessRunner:
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._resume_task: asyncio.Task[None] | None = None
+
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        # In the background: a database that is down at start-up must not stop the API
+        # from serving (/readyz reports it); the scan is retried until it succeeds.
+        self._resume_task = asyncio.create_task(self._resume(runtime), name="resume-executions")
+
+    async def _resume(self, runtime: Runtime) -> None:
+        from apiary.db import session_scope
+        from apiary.executions.repository import execution_repository
+
+        while True:
+            try:
+                async with session_scope(runtime.session_factory) as session:
+                    unfinished = await execution_repository.unfinished_ids(session)
+            except Exception as error:
+                log.warning("cannot list unfinished executions yet (%s); retrying", error)
+                await asyncio.sleep(RESUME_RETRY_S)
+                continue
+            for execution_id in unfinished:
+                log.info("resuming execution %s", execution_id)
+                await self.enqueue(execution_id)
+            return
+
+    async def enqueue(self, execution_id: uuid.UUID) -> None:
+        if self._runtime is None:
+            raise RuntimeError("the in-process runner is not started")
+        running = self._tasks.get(execution_id)
+        if running is not None and not running.done():
+            return  # already running here: enqueueing twice runs it once
+        task = asyncio.create_task(self._run(execution_id), name=f"run-{execution_id}")
+        self._tasks[execution_id] = task
+
+    async def _run(self, execution_id: uuid.UUID) -> None:
+        from apiary.swarm.engine import run_execution
+
+        assert self._runtime is not None
+        try:
+            await run_execution(self._runtime, execution_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("execution %s stopped with an error", execution_id)
+        finally:
+            self._tasks.pop(execution_id, None)
+
+    async def wait_idle(self) -> None:
+        """Wait until no execution is running here (tests, graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        # Running executions are interrupted, not failed: the next start resumes them.
+        tasks = list(self._tasks.values())
+        if self._resume_task is not None:
+            tasks.append(self._resume_task)
+            self._resume_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+
+class CeleryRunner:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def start(self, runtime: Runtime) -> None:
+        return None  # workers resume executions: a redelivered message carries the id
+
+    async def enqueue(self, execution_id: uuid.UUID) -> None:
+        from apiary.worker.celery_app import enqueue
+
+        await asyncio.to_thread(enqueue, self._settings, execution_id)
+
+    async def close(self) -> None:
+        return None
+
+
+def create_runner(settings: Settings) -> Runner:
+    if settings.runner == "celery":
+        if not settings.redis_url:
+            raise ValueError("APIARY_RUNNER=celery needs APIARY_REDIS_URL (the Celery broker)")
+        return CeleryRunner(settings)
+    return InProcessRunner()

@@ -1,0 +1,172 @@
+"""The executions API: idempotency, tenants, listing, and the live event stream over SSE
+and WebSocket, both resumable from a sequence number."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
+
+from apiary.authz.permissions import Role
+from tests.factories import make_api_key, make_tenant
+from tests.fakes import Reply, Slow
+from tests.swarm.conftest import Swarm
+
+pytestmark = pytest.mark.both_databases
+
+
+def plan(*subtasks: str) -> Reply:
+    return Reply(text=orjson.dumps({"subtasks": list(subtasks)}).decode())
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        if fields:
+            events.append(
+                {"id": int(fields["id"]), "event": fields["event"], **orjson.loads(fields["data"])}
+            )
+    return events
+
+
+async def test_idempotency_key_returns_the_same_execution(swarm: Swarm) -> None:
+    first = await swarm.http.post(
+        "/api/v1/executions",
+        headers={**swarm.headers, "Idempotency-Key": "order-42"},
+        json={"agent_id": swarm.agent_id, "task": "Plan", "options": {"mode": "single"}},
+    )
+    assert first.status_code == 202
+    again = await swarm.http.post(
+        "/api/v1/executions",
+        headers={**swarm.headers, "Idempotency-Key": "order-42"},
+        json={"agent_id": swarm.agent_id, "task": "Plan", "options": {"mode": "single"}},
+    )
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    other = await swarm.start("Plan", options={"mode": "single"}, idempotency_key="order-43")
+    assert other["id"] != first.json()["id"]
+    for execution_id in (first.json()["id"], other["id"]):
+        await swarm.wait(execution_id)
+    # Each execution ran once: one upstream call each (single mode, no decomposition).
+    assert len(swarm.gateway.upstream.requests_for("openai")) == 2
+    listed = await swarm.http.get("/api/v1/executions", headers=swarm.headers)
+    assert listed.json()["total"] == 2
+
+
+async def test_another_tenant_sees_nothing(swarm: Swarm) -> None:
+    execution = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
+    other = await make_tenant(swarm.gateway.runtime, swarm.http, "intruder")
+    key = await make_api_key(swarm.gateway.runtime, other, Role.TENANT_ADMIN)
+    for method, path in (
+        ("GET", f"/api/v1/executions/{execution['id']}"),
+        ("GET", f"/api/v1/executions/{execution['id']}/events"),
+        ("POST", f"/api/v1/executions/{execution['id']}/cancel"),
+    ):
+        response = await swarm.http.request(method, path, headers=key.headers)
+        assert response.status_code == 404, (path, response.text)
+    # Starting an execution of another tenant's agent finds no agent.
+    response = await swarm.http.post(
+        "/api/v1/executions",
+        headers=key.headers,
+        json={"agent_id": swarm.agent_id, "task": "steal"},
+    )
+    assert response.status_code == 404
+    assert (await swarm.http.get("/api/v1/executions", headers=key.headers)).json()["total"] == 0
+
+
+async def test_validation_names_the_field(swarm: Swarm) -> None:
+    response = await swarm.http.post(
+        "/api/v1/executions",
+        headers=swarm.headers,
+        json={"agent_id": swarm.agent_id, "task": "x", "options": {"max_agents": 101}},
+    )
+    assert response.status_code == 422
+    assert "max_agents" in response.json()["detail"]
+
+
+async def test_list_filters_by_state_and_agent(swarm: Swarm) -> None:
+    done = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
+    listed = await swarm.http.get(
+        "/api/v1/executions",
+        headers=swarm.headers,
+        params={"state": "succeeded", "agent_id": swarm.agent_id},
+    )
+    assert [e["id"] for e in listed.json()["items"]] == [done["id"]]
+    none = await swarm.http.get(
+        "/api/v1/executions", headers=swarm.headers, params={"state": "failed"}
+    )
+    assert none.json()["items"] == []
+
+
+async def test_sse_streams_every_step_and_resumes(swarm: Swarm) -> None:
+    upstream = swarm.gateway.upstream
+    upstream.script("openai", plan("a", "b"), Slow(0.3), Slow(0.3))
+    started = await swarm.start()
+    # Connected while it runs: the stream follows it live to the end.
+    response = await swarm.http.get(
+        f"/api/v1/executions/{started['id']}/events", headers=swarm.headers
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(response.text)
+    seqs = [e["id"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    types = [e["event"] for e in events]
+    states = [e["data"]["state"] for e in events if e["event"] == "state"]
+    assert states[:4] == ["queued", "decomposing", "running", "synthesizing"]
+    assert states[-1] == "succeeded"
+    assert types.count("subagent_started") == 2
+    assert types.count("subagent_finished") == 2
+    assert "token" in types
+    assert types[-1] == "done"
+    assert events[-1]["data"]["figures"]["critical_path_s"] > 0
+
+    # Resuming from a sequence number replays only what came after it.
+    middle = seqs[len(seqs) // 2]
+    by_header = await swarm.http.get(
+        f"/api/v1/executions/{started['id']}/events",
+        headers={**swarm.headers, "Last-Event-ID": str(middle)},
+    )
+    assert [e["id"] for e in parse_sse(by_header.text)] == seqs[middle:]
+    by_query = await swarm.http.get(
+        f"/api/v1/executions/{started['id']}/events",
+        headers=swarm.headers,
+        params={"after": middle},
+    )
+    assert [e["id"] for e in parse_sse(by_query.text)] == seqs[middle:]
+
+
+async def test_websocket_streams_events_with_a_token(swarm: Swarm) -> None:
+    execution = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
+    transport = ASGIWebSocketTransport(app=swarm.gateway.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://apiary.test") as client:
+        url = f"/api/v1/executions/{execution['id']}/ws"
+        socket: AsyncWebSocketSession
+        async with aconnect_ws(f"{url}?token={swarm.gateway.key}&after=1", client) as socket:
+            received = []
+            while True:
+                event: dict[str, Any] = orjson.loads(await socket.receive_text())
+                received.append(event)
+                if event["type"] == "done":
+                    break
+        assert received[0]["seq"] == 2
+        assert received[-1]["data"]["state"] == "succeeded"
+
+        other = await make_tenant(swarm.gateway.runtime, swarm.http, "ws-intruder")
+        other_key = await make_api_key(swarm.gateway.runtime, other, Role.VIEWER)
+        headers = {"Authorization": f"Bearer {other_key.token}"}
+        with pytest.raises(BaseException) as refused:  # noqa: PT011 - unwrapped below
+            async with aconnect_ws(url, client, headers=headers):
+                pass
+        error = refused.value
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        assert isinstance(error, WebSocketDisconnect)
+        assert error.code == 4404  # another tenant's execution: not found

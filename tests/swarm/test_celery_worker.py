@@ -1,0 +1,213 @@
+"""A real Celery worker on the test Redis, SIGKILLed in the middle of a 20-subtask
+execution; a second worker resumes it from the checkpoint. Runs in pass 1 of `make test`
+(PostgreSQL + Redis): it is marked `services` and deselected where they are absent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import yaml
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from apiary.authz.permissions import Role
+from apiary.config import Settings, SwarmSettings
+from apiary.main import create_app
+from apiary.runtime import Runtime
+from apiary.swarm.models import SwarmCheckpointWrite
+from apiary.usage.models import LedgerEntry
+from tests.conftest import TEST_REDIS
+from tests.factories import make_api_key, make_tenant
+from tests.fakes import FakeUpstream, Reply, Slow
+from tests.gateway.conftest import providers
+from tests.swarm.conftest import FINAL, PRICES, ROUTES
+
+pytestmark = pytest.mark.services
+
+SUBTASKS = 20
+VISIBILITY_S = 3
+
+
+def _gateway_yaml(upstream: FakeUpstream) -> dict[str, Any]:
+    return {
+        "providers": [
+            p.model_dump(mode="json")
+            | {"api_key": p.api_key.get_secret_value() if p.api_key else None}
+            for p in providers(upstream)
+        ],
+        "routes": {
+            name: route.model_dump(mode="json", exclude_none=True) for name, route in ROUTES.items()
+        },
+        "prices": PRICES,
+    }
+
+
+class Workers:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"worker-{len(self.started)}.log").open("wb")
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("apiary")), "worker", "--pool=solo"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed as one
+        )
+        self.started.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(settings: Settings, fake_upstream: FakeUpstream, tmp_path: Path) -> Iterator[Workers]:
+    config = tmp_path / "apiary.yaml"
+    config.write_text(yaml.safe_dump(_gateway_yaml(fake_upstream)))
+    env = {
+        **os.environ,
+        "APIARY_CONFIG": str(config),
+        "APIARY_DATABASE_URL": str(settings.database_url),
+        "APIARY_REDIS_URL": str(TEST_REDIS),
+        "APIARY_DATA_DIR": str(settings.data_dir),
+        "APIARY_RUNNER": "celery",
+        "APIARY_SWARM__VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+        "APIARY_LOG_LEVEL": "WARNING",
+    }
+    env.pop("APIARY_JWT_SECRET", None)
+    pool = Workers(env, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+async def celery_app(settings: Settings, fake_upstream: FakeUpstream) -> AsyncIterator[FastAPI]:
+    configured = settings.model_copy(
+        update={
+            "providers": providers(fake_upstream),
+            "routes": ROUTES,
+            "prices": PRICES,
+            "runner": "celery",
+            "swarm": SwarmSettings(visibility_timeout_s=VISIBILITY_S),
+        }
+    )
+    app = create_app(configured)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def _count_writes(runtime: Runtime, execution_id: str) -> int:
+    async with runtime.session_factory() as session:
+        value = await session.scalar(
+            select(func.count(func.distinct(SwarmCheckpointWrite.task_id))).where(
+                SwarmCheckpointWrite.thread_id == execution_id,
+                SwarmCheckpointWrite.channel == "results",
+            )
+        )
+    return int(value or 0)
+
+
+async def test_sigkilled_worker_is_resumed_without_repeating_finished_subagents(
+    celery_app: FastAPI, workers: Workers, fake_upstream: FakeUpstream
+) -> None:
+    runtime: Runtime = celery_app.state.runtime
+    transport = httpx.ASGITransport(app=celery_app)
+    http = httpx.AsyncClient(transport=transport, base_url="http://apiary.test")
+    tenant = await make_tenant(runtime, http, "celery-co")
+    key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    agent = await http.post(
+        "/api/v1/agents",
+        headers=key.headers,
+        json={"name": "fanout", "model": "default", "max_subagents": SUBTASKS},
+    )
+    assert agent.status_code == 201, agent.text
+    prompts = [f"subtask {i}" for i in range(SUBTASKS)]
+    half = SUBTASKS // 2
+    fake_upstream.script(
+        "openai",
+        Reply(text=orjson.dumps({"subtasks": prompts}).decode(), usage=(5, 5)),
+        *(Slow(0.3, Reply(text="finished", usage=(5, 5))) for _ in range(half)),
+    )
+    fake_upstream.set_default("openai", Slow(60))  # the other half is mid-call at the kill
+
+    first = workers.start()
+    started = await http.post(
+        "/api/v1/executions",
+        headers=key.headers,
+        json={"agent_id": agent.json()["id"], "task": "do twenty things"},
+    )
+    assert started.status_code == 202, started.text
+    execution_id = started.json()["id"]
+    for _ in range(1200):  # half finished, their writes in the checkpoint (+1: the input)
+        if await _count_writes(runtime, execution_id) >= half + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await _count_writes(runtime, execution_id) == half + 1
+    workers.kill(first)
+
+    fake_upstream.set_default("openai", Reply(text="resumed", usage=(5, 5)))
+    workers.start()
+    execution: dict[str, Any] = {}
+    for _ in range(1200):
+        execution = (
+            await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
+        ).json()
+        if execution["state"] in FINAL:
+            break
+        await asyncio.sleep(0.1)
+    assert execution["state"] == "succeeded", execution
+    assert execution["answer"]
+
+    asked: Counter[str] = Counter()
+    for request in fake_upstream.requests_for("openai"):
+        assert request.body is not None
+        asked[request.body["messages"][-1]["content"]] += 1
+    results = {s["prompt"]: s["result"] for s in execution["subtasks"]}
+    finished_first = [p for p, r in results.items() if r == "finished"]
+    resumed = [p for p, r in results.items() if r == "resumed"]
+    assert len(finished_first) == half
+    assert len(resumed) == SUBTASKS - half
+    for prompt in finished_first:
+        assert asked[prompt] == 1, prompt  # finished before the kill: never asked again
+    for prompt in resumed:
+        assert asked[prompt] == 2, prompt  # cut off by the kill, asked again once
+
+    # One ledger row per completed upstream call: the plan, 20 sub-agents, the synthesis.
+    async with runtime.session_factory() as session:
+        rows = (
+            await session.scalars(
+                select(LedgerEntry).where(LedgerEntry.tenant_id == uuid_of(tenant.id))
+            )
+        ).all()
+    assert len(rows) == 1 + SUBTASKS + 1
+    assert {str(r.execution_id) for r in rows} == {execution_id}
+    assert sum(r.cost_usd or 0 for r in rows) == pytest.approx(execution["cost_usd"])
+    await http.aclose()
+
+
+def uuid_of(value: str) -> Any:
+    import uuid
+
+    return uuid.UUID(value)
