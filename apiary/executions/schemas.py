@@ -35,6 +35,7 @@ class Subtask(Schema):
     completion_tokens: int
     cost_usd: float
     attempts: int
+    tool_calls: int
     started_at: datetime | None
     finished_at: datetime | None
 

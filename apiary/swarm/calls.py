@@ -69,6 +69,7 @@ class Tally:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+    tool_calls: int = 0
     models: list[str] = field(default_factory=list)
 
     def add(self, call: Call) -> None:

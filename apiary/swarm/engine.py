@@ -237,6 +237,7 @@ async def _tool_loop(context: SwarmContext, index: int, prompt: str, tally: Tall
             function = tool_call.get("function") or {}
             name = str(function.get("name"))
             output = await _run_tool(tool_context, name, function.get("arguments") or "{}")
+            tally.tool_calls += 1
             await context.events.emit("tool_call", subtask=index, tool=name, output=output[:500])
             messages.append(
                 {"role": "tool", "tool_call_id": tool_call.get("id"), "content": output}
@@ -306,7 +307,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         completion_tokens=tally.completion_tokens,
         cost_usd=tally.cost_usd,
         attempts=min(attempt + 1, RETRIES + 1),
-        tool_calls=0,
+        tool_calls=tally.tool_calls,
         finished_at=utcnow(),
     )
     await context.events.emit(
@@ -450,6 +451,8 @@ async def _finish(
     answer: str | None,
     error: str | None = None,
 ) -> None:
+    # The charges go to the ledger before the execution says it ended.
+    await context.runtime.ledger.flush()
     async with session_scope(context.runtime.session_factory) as session:
         await execution_repository.update_subtasks(
             session,

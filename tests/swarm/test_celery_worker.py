@@ -195,12 +195,18 @@ async def test_sigkilled_worker_is_resumed_without_repeating_finished_subagents(
         assert asked[prompt] == 2, prompt  # cut off by the kill, asked again once
 
     # One ledger row per completed upstream call: the plan, 20 sub-agents, the synthesis.
+    rows: list[LedgerEntry] = []
+    for _ in range(100):  # the worker's last batch may still be in flight
+        async with runtime.session_factory() as session:
+            statement = select(LedgerEntry).where(LedgerEntry.tenant_id == uuid_of(tenant.id))
+            rows = list((await session.scalars(statement)).all())
+        if len(rows) >= 1 + SUBTASKS + 1:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # and nothing more arrives: a duplicate would show here
     async with runtime.session_factory() as session:
-        rows = (
-            await session.scalars(
-                select(LedgerEntry).where(LedgerEntry.tenant_id == uuid_of(tenant.id))
-            )
-        ).all()
+        statement = select(LedgerEntry).where(LedgerEntry.tenant_id == uuid_of(tenant.id))
+        rows = list((await session.scalars(statement)).all())
     assert len(rows) == 1 + SUBTASKS + 1
     assert {str(r.execution_id) for r in rows} == {execution_id}
     assert sum(r.cost_usd or 0 for r in rows) == pytest.approx(execution["cost_usd"])

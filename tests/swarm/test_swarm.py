@@ -191,6 +191,7 @@ async def test_tools_run_with_the_runtime_context(make_gateway: GatewayFactory) 
     execution = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
     assert execution["state"] == "succeeded"
     assert execution["answer"] == "the answer is 42"
+    assert execution["subtasks"][0]["tool_calls"] == 1
     tool_message = upstream.requests_for("openai")[-1].body
     assert tool_message is not None
     assert tool_message["messages"][-1] == {
