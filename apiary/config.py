@@ -75,6 +75,7 @@ class KnowledgeSettings(BaseSettings):
     embed_batch_size: int = Field(default=64, ge=1, le=2048)  # chunks embedded per call
     ingest_workers: int = Field(default=1, ge=1, le=16)  # in-process ingestion jobs at once
 
+
 class SwarmSettings(BaseSettings):
     """The swarm engine (see apiary/swarm/) and its workers (apiary/worker/)."""
 

@@ -5,8 +5,8 @@ from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
-from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
 from apiary.executions.models import Execution, ExecutionEvent, Subtask
+from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
 from apiary.limits.models import TenantLimits
 from apiary.memory.models import ThreadSummary, ThreadTurn
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
@@ -22,10 +22,10 @@ __all__ = [
     "AuditEntry",
     "AuthSession",
     "Base",
-    "KnowledgeBase",
-    "KnowledgeDocument",
     "Execution",
     "ExecutionEvent",
+    "KnowledgeBase",
+    "KnowledgeDocument",
     "LedgerEntry",
     "Membership",
     "RefreshToken",

@@ -12,9 +12,10 @@ import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class Listener:
@@ -69,6 +70,8 @@ class RedisNotifier:
     """Pub/sub on Redis; local listeners are also woken directly (no round trip needed)."""
 
     def __init__(self, url: str) -> None:
+        from redis.asyncio import Redis  # only when configured: it costs 20 MiB
+
         self._redis: Redis = Redis.from_url(url)
         self._local = LocalNotifier()
 

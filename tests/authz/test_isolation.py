@@ -20,8 +20,8 @@ from fastapi.routing import APIRoute
 from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import Permission, Role
 from apiary.authz.scope import TenantScope
-from apiary.gateway.openai_api import HOT_ROUTES
 from apiary.executions.models import Execution
+from apiary.gateway.openai_api import HOT_ROUTES
 from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
 from apiary.runtime import Runtime
 from apiary.usage.models import LedgerEntry

@@ -1,10 +1,7 @@
 """knowledge bases and documents
 
-Down-revision 0004 on the knowledge branch; the swarm branch adds 0005, and whoever merges
-the two re-points this to "0005".
-
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-26 23:22:59.157758
 """
 
@@ -16,7 +13,7 @@ from alembic import op
 import apiary.db
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

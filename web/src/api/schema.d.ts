@@ -4,6 +4,60 @@
  */
 
 export interface paths {
+    "/api/v1/agents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List agents */
+        get: operations["list_agents_api_v1_agents_get"];
+        put?: never;
+        /** Create an agent */
+        post: operations["create_agent_api_v1_agents_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/agents/{agent_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get an agent */
+        get: operations["get_agent_api_v1_agents__agent_id__get"];
+        put?: never;
+        post?: never;
+        /** Delete an agent */
+        delete: operations["delete_agent_api_v1_agents__agent_id__delete"];
+        options?: never;
+        head?: never;
+        /** Change an agent (creates a new version) */
+        patch: operations["update_agent_api_v1_agents__agent_id__patch"];
+        trace?: never;
+    };
+    "/api/v1/agents/{agent_id}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An agent's versions, newest first */
+        get: operations["list_versions_api_v1_agents__agent_id__versions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/api-keys": {
         parameters: {
             query?: never;
@@ -153,6 +207,75 @@ export interface paths {
         put?: never;
         /** Exchange a refresh token for a new token pair */
         post: operations["refresh_api_v1_auth_refresh_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/executions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List executions, newest first */
+        get: operations["list_executions_api_v1_executions_get"];
+        put?: never;
+        /** Start an execution (202); a repeated Idempotency-Key returns the first (200) */
+        post: operations["create_execution_api_v1_executions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/executions/{execution_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An execution with its subtasks and figures */
+        get: operations["get_execution_api_v1_executions__execution_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/executions/{execution_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel: running sub-agents stop promptly */
+        post: operations["cancel_execution_api_v1_executions__execution_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/executions/{execution_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Live events as Server-Sent Events; resume with Last-Event-ID or ?after= */
+        get: operations["execution_events_api_v1_executions__execution_id__events_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -496,6 +619,148 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** Agent */
+        Agent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Max Cost Usd */
+            max_cost_usd?: number | null;
+            /**
+             * Max Subagents
+             * @default 5
+             */
+            max_subagents?: number;
+            /**
+             * Model
+             * @description A gateway model or route
+             * @default default
+             */
+            model?: string;
+            /** Name */
+            name: string;
+            /**
+             * System Prompt
+             * @default
+             */
+            system_prompt?: string;
+            /**
+             * Temperature
+             * @default 0.2
+             */
+            temperature?: number;
+            /**
+             * Timeout S
+             * @default 300
+             */
+            timeout_s?: number;
+            /** Tools */
+            tools?: string[];
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /** Version */
+            version: number;
+        };
+        /** AgentCreate */
+        AgentCreate: {
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /** Max Cost Usd */
+            max_cost_usd?: number | null;
+            /**
+             * Max Subagents
+             * @default 5
+             */
+            max_subagents?: number;
+            /**
+             * Model
+             * @description A gateway model or route
+             * @default default
+             */
+            model?: string;
+            /** Name */
+            name: string;
+            /**
+             * System Prompt
+             * @default
+             */
+            system_prompt?: string;
+            /**
+             * Temperature
+             * @default 0.2
+             */
+            temperature?: number;
+            /**
+             * Timeout S
+             * @default 300
+             */
+            timeout_s?: number;
+            /** Tools */
+            tools?: string[];
+        };
+        /** AgentUpdate */
+        AgentUpdate: {
+            /** Description */
+            description?: string | null;
+            /** Max Cost Usd */
+            max_cost_usd?: number | null;
+            /** Max Subagents */
+            max_subagents?: number | null;
+            /** Model */
+            model?: string | null;
+            /** Name */
+            name?: string | null;
+            /** System Prompt */
+            system_prompt?: string | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Timeout S */
+            timeout_s?: number | null;
+            /** Tools */
+            tools?: string[] | null;
+        };
+        /** AgentVersion */
+        AgentVersion: {
+            /**
+             * Agent Id
+             * Format: uuid
+             */
+            agent_id: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Definition */
+            definition: {
+                [key: string]: unknown;
+            };
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Version */
+            version: number;
+        };
         /** ApiKey */
         ApiKey: {
             /**
@@ -723,6 +988,143 @@ export interface components {
              */
             status: "queued" | "processing" | "ready" | "failed";
         };
+        /** Execution */
+        Execution: {
+            /** Agent Id */
+            agent_id: string | null;
+            /** Agent Version */
+            agent_version: number;
+            /** Answer */
+            answer: string | null;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Cost Usd */
+            cost_usd: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Error */
+            error: string | null;
+            /** Figures */
+            figures: {
+                [key: string]: unknown;
+            };
+            /** Finished At */
+            finished_at: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Options */
+            options: {
+                [key: string]: unknown;
+            };
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Started At */
+            started_at: string | null;
+            /** State */
+            state: string;
+            /** Task */
+            task: string;
+            /** Thread Id */
+            thread_id: string | null;
+        };
+        /** ExecutionCreate */
+        ExecutionCreate: {
+            /**
+             * Agent Id
+             * Format: uuid
+             */
+            agent_id: string;
+            /** Inputs */
+            inputs?: {
+                [key: string]: unknown;
+            };
+            options?: components["schemas"]["ExecutionOptions"];
+            /** Task */
+            task: string;
+            /** Thread Id */
+            thread_id?: string | null;
+        };
+        /** ExecutionDetail */
+        ExecutionDetail: {
+            /** Agent Id */
+            agent_id: string | null;
+            /** Agent Version */
+            agent_version: number;
+            /** Answer */
+            answer: string | null;
+            /** Cancel Requested */
+            cancel_requested: boolean;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Cost Usd */
+            cost_usd: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Error */
+            error: string | null;
+            /** Figures */
+            figures: {
+                [key: string]: unknown;
+            };
+            /** Finished At */
+            finished_at: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Inputs */
+            inputs: {
+                [key: string]: unknown;
+            };
+            /** Options */
+            options: {
+                [key: string]: unknown;
+            };
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Started At */
+            started_at: string | null;
+            /** State */
+            state: string;
+            /** Subtasks */
+            subtasks: components["schemas"]["Subtask"][];
+            /** Task */
+            task: string;
+            /** Thread Id */
+            thread_id: string | null;
+        };
+        /** ExecutionOptions */
+        ExecutionOptions: {
+            /** Budget Usd */
+            budget_usd?: number | null;
+            /** Deadline S */
+            deadline_s?: number | null;
+            /** Max Agents */
+            max_agents?: number | null;
+            /**
+             * Mode
+             * @default swarm
+             * @enum {string}
+             */
+            mode?: "swarm" | "single";
+        };
+        /**
+         * ExecutionState
+         * @enum {string}
+         */
+        ExecutionState: "queued" | "decomposing" | "running" | "synthesizing" | "succeeded" | "failed" | "cancelled" | "budget_exceeded" | "timed_out";
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -959,6 +1361,28 @@ export interface components {
             /** Id Token */
             id_token: string;
         };
+        /** Page[AgentVersion] */
+        Page_AgentVersion_: {
+            /** Items */
+            items: components["schemas"]["AgentVersion"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
+        /** Page[Agent] */
+        Page_Agent_: {
+            /** Items */
+            items: components["schemas"]["Agent"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
         /** Page[ApiKey] */
         Page_ApiKey_: {
             /** Items */
@@ -985,6 +1409,17 @@ export interface components {
         Page_Document_: {
             /** Items */
             items: components["schemas"]["Document"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
+        /** Page[Execution] */
+        Page_Execution_: {
+            /** Items */
+            items: components["schemas"]["Execution"][];
             /** Limit */
             limit: number;
             /** Offset */
@@ -1091,6 +1526,35 @@ export interface components {
             query: string;
             /** Results */
             results: components["schemas"]["SearchHit"][];
+        };
+        /** Subtask */
+        Subtask: {
+            /** Attempts */
+            attempts: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Cost Usd */
+            cost_usd: number;
+            /** Error */
+            error: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Index */
+            index: number;
+            /** Model */
+            model: string | null;
+            /** Prompt */
+            prompt: string;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Result */
+            result: string | null;
+            /** Started At */
+            started_at: string | null;
+            /** Status */
+            status: string;
+            /** Tool Calls */
+            tool_calls: number;
         };
         /** Tenant */
         Tenant: {
@@ -1312,6 +1776,204 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_agents_api_v1_agents_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page */
+                limit?: number;
+                /** @description Items to skip */
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Agent_"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    create_agent_api_v1_agents_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Agent"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_agent_api_v1_agents__agent_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                agent_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Agent"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_agent_api_v1_agents__agent_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                agent_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_agent_api_v1_agents__agent_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                agent_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgentUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Agent"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_versions_api_v1_agents__agent_id__versions_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page */
+                limit?: number;
+                /** @description Items to skip */
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                agent_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_AgentVersion_"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_keys_api_v1_api_keys_get: {
         parameters: {
             query?: {
@@ -1635,6 +2297,173 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["TokenPair"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_executions_api_v1_executions_get: {
+        parameters: {
+            query?: {
+                agent_id?: string | null;
+                state?: components["schemas"]["ExecutionState"] | null;
+                /** @description Items per page */
+                limit?: number;
+                /** @description Items to skip */
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Execution_"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    create_execution_api_v1_executions_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                "idempotency-key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExecutionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Execution"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_execution_api_v1_executions__execution_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExecutionDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    cancel_execution_api_v1_executions__execution_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Execution"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    execution_events_api_v1_executions__execution_id__events_get: {
+        parameters: {
+            query?: {
+                /** @description Last sequence number seen */
+                after?: number | null;
+            };
+            header?: {
+                "last-event-id"?: string | null;
+            };
+            path: {
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
