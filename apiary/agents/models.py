@@ -23,6 +23,8 @@ class Agent(IdMixin, TenantOwned, Base):
     model: Mapped[str] = mapped_column(String(200))
     temperature: Mapped[float] = mapped_column(Float, default=0.2)
     tools: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Ids (as strings) of the tenant's knowledge bases its `knowledge_search` tool searches.
+    knowledge_base_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     max_subagents: Mapped[int] = mapped_column(Integer, default=5)
     max_cost_usd: Mapped[float | None] = mapped_column(Float)
     timeout_s: Mapped[int] = mapped_column(Integer, default=300)

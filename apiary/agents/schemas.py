@@ -24,6 +24,11 @@ class AgentFields(Schema):
     )
     temperature: float = Field(default=0.2, ge=0, le=2)
     tools: list[str] = Field(default_factory=list, max_length=20)
+    knowledge_base_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The tenant's knowledge bases the `knowledge_search` tool searches",
+    )
     max_subagents: int = Field(default=5, ge=1, le=100)
     max_cost_usd: float | None = Field(default=None, gt=0)
     timeout_s: int = Field(default=300, ge=1, le=86_400)
@@ -40,6 +45,7 @@ class AgentUpdate(Schema):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     tools: list[str] | None = Field(default=None, max_length=20)
+    knowledge_base_ids: list[uuid.UUID] | None = Field(default=None, max_length=20)
     max_subagents: int | None = Field(default=None, ge=1, le=100)
     max_cost_usd: float | None = Field(default=None, gt=0)
     timeout_s: int | None = Field(default=None, ge=1, le=86_400)

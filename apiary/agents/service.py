@@ -16,6 +16,7 @@ from apiary.db import utcnow
 from apiary.errors import Conflict, Unprocessable
 from apiary.gateway.router import UnknownModel
 from apiary.kit.schemas import PageParams
+from apiary.knowledge.repository import knowledge_repository
 from apiary.runtime import Runtime
 from apiary.swarm.tools import REGISTRY
 
@@ -26,6 +27,7 @@ DEFINITION_FIELDS = (
     "model",
     "temperature",
     "tools",
+    "knowledge_base_ids",
     "max_subagents",
     "max_cost_usd",
     "timeout_s",
@@ -57,6 +59,19 @@ class AgentService:
                     f"available: {', '.join(sorted(REGISTRY))}"
                 )
 
+    async def _knowledge_bases(
+        self, session: AsyncSession, auth: AuthContext, ids: list[uuid.UUID]
+    ) -> list[str]:
+        """The ids as stored (strings), once each is a knowledge base of the caller's tenant.
+
+        An id of another tenant's knowledge base reads exactly like a missing one."""
+        wanted = list(dict.fromkeys(ids))
+        found = {base.id for base in await knowledge_repository.bases(session, auth.scope, wanted)}
+        missing = [str(kb_id) for kb_id in wanted if kb_id not in found]
+        if missing:
+            raise Unprocessable(f"knowledge_base_ids: no knowledge base {', '.join(missing)}")
+        return [str(kb_id) for kb_id in wanted]
+
     async def _name_free(
         self, session: AsyncSession, auth: AuthContext, name: str, *, not_id: uuid.UUID | None
     ) -> None:
@@ -76,7 +91,11 @@ class AgentService:
     ) -> Agent:
         self._check(runtime, model=body.model, tools=body.tools)
         await self._name_free(session, auth, body.name, not_id=None)
-        agent = Agent(id=uuid.uuid4(), version=1, updated_at=utcnow(), **body.model_dump())
+        fields = body.model_dump()
+        fields["knowledge_base_ids"] = await self._knowledge_bases(
+            session, auth, body.knowledge_base_ids
+        )
+        agent = Agent(id=uuid.uuid4(), version=1, updated_at=utcnow(), **fields)
         agent_repository.add(session, auth.scope, agent)
         await session.flush()
         self._snapshot(session, auth, agent)
@@ -106,6 +125,10 @@ class AgentService:
         self._check(runtime, model=changes.get("model"), tools=changes.get("tools"))
         if "name" in changes:
             await self._name_free(session, auth, changes["name"], not_id=agent.id)
+        if "knowledge_base_ids" in changes:
+            ids = changes.pop("knowledge_base_ids")
+            if ids is not None:
+                changes["knowledge_base_ids"] = await self._knowledge_bases(session, auth, ids)
         changed = {k: v for k, v in changes.items() if getattr(agent, k) != v}
         if not changed:
             return agent

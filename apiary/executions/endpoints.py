@@ -34,11 +34,13 @@ from apiary.executions.schemas import (
     ExecutionCreate,
     ExecutionDetail,
     ExecutionEvent,
+    Source,
     Subtask,
 )
 from apiary.executions.service import execution_service
 from apiary.kit.schemas import Page, Paging
 from apiary.runtime import Runtime, RuntimeDep
+from apiary.swarm.tools import unique_sources
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -102,6 +104,10 @@ async def get_execution(
         **base,
         inputs=execution.inputs,
         subtasks=[Subtask.model_validate(s) for s in subtasks],
+        sources=[
+            Source.model_validate(source)
+            for source in unique_sources(source for s in subtasks for source in s.sources or [])
+        ],
     )
 
 

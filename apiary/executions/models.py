@@ -110,6 +110,8 @@ class Subtask(IdMixin, TenantOwned, Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    # Citations of the knowledge-base passages its `knowledge_search` calls returned.
+    sources: Mapped[list[Any]] = mapped_column(JSON, default=list)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

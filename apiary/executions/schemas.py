@@ -40,6 +40,17 @@ class Subtask(Schema):
     finished_at: datetime | None
 
 
+class Source(Schema):
+    """A knowledge-base passage a sub-agent was given by its `knowledge_search` tool."""
+
+    document_id: uuid.UUID
+    filename: str
+    page: int | None
+    section: str | None
+    char_start: int
+    char_end: int
+
+
 class Execution(Schema):
     id: uuid.UUID
     agent_id: uuid.UUID | None
@@ -63,6 +74,10 @@ class Execution(Schema):
 class ExecutionDetail(Execution):
     inputs: dict[str, Any]
     subtasks: list[Subtask]
+    sources: list[Source] = Field(
+        default_factory=list,
+        description="The knowledge-base passages the sub-agents searched up, each once",
+    )
 
 
 class ExecutionEvent(Schema):

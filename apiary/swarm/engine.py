@@ -35,7 +35,7 @@ from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
 from apiary.swarm.checkpoint import DatabaseSaver
 from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
-from apiary.swarm.tools import REGISTRY, ToolContext, ToolError
+from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
 
 log = logging.getLogger("apiary.swarm")
 
@@ -50,11 +50,14 @@ DECOMPOSE_PROMPT = (
 )
 SUBAGENT_PROMPT = (
     "You are a sub-agent in a team. Carry out your subtask and answer with the result "
-    "only; other sub-agents handle the rest of the task."
+    "only; other sub-agents handle the rest of the task. When you use a passage from "
+    "knowledge_search, cite it as [n] with its source (file, page or section)."
 )
 SYNTHESIZE_PROMPT = (
     "Combine the sub-agents' results into one answer to the user's task. If some "
-    "subtasks failed, answer from what succeeded and say plainly what is missing."
+    "subtasks failed, answer from what succeeded and say plainly what is missing. "
+    "Keep the sub-agents' citations: every [n] marker with its source stays next to the "
+    "fact it supports."
 )
 
 
@@ -199,8 +202,16 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
 # -- sub-agents -----------------------------------------------------------------------------
 
 
-async def _tool_loop(context: SwarmContext, index: int, prompt: str, tally: Tally) -> str:
-    """Call the model, run the tools it asks for, until it answers or the steps run out."""
+async def _tool_loop(
+    context: SwarmContext,
+    index: int,
+    prompt: str,
+    tally: Tally,
+    sources: list[dict[str, Any]],
+) -> str:
+    """Call the model, run the tools it asks for, until it answers or the steps run out.
+
+    The citations of the knowledge-base passages its tools returned go to `sources`."""
     allowed = [REGISTRY[name] for name in context.agent.get("tools", []) if name in REGISTRY]
     system = SUBAGENT_PROMPT
     if context.agent.get("system_prompt"):
@@ -215,6 +226,11 @@ async def _tool_loop(context: SwarmContext, index: int, prompt: str, tally: Tall
         execution_id=context.execution_id,
         agent_id=context.auth.agent_id,
         thread_id=context.thread_id,
+        auth=context.auth,
+        knowledge_base_ids=tuple(
+            uuid.UUID(str(kb_id)) for kb_id in context.agent.get("knowledge_base_ids") or []
+        ),
+        sources=sources,
     )
     last: Call | None = None
     for _ in range(context.max_steps):
@@ -279,9 +295,11 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     await context.events.emit("subagent_started", subtask=index, prompt=prompt[:500])
     tally = Tally()
     status, result, error = SubtaskStatus.FAILED, None, None
+    sources: list[dict[str, Any]] = []
     for attempt in range(RETRIES + 1):
+        sources = []  # the citations of the attempt that answers
         try:
-            result = await _tool_loop(context, index, prompt, tally)
+            result = await _tool_loop(context, index, prompt, tally, sources)
         except BudgetStop as stop:
             status, error = SubtaskStatus.SKIPPED, str(stop)
             break
@@ -308,6 +326,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         cost_usd=tally.cost_usd,
         attempts=min(attempt + 1, RETRIES + 1),
         tool_calls=tally.tool_calls,
+        sources=unique_sources(sources),
         finished_at=utcnow(),
     )
     await context.events.emit(

@@ -10,12 +10,15 @@ import ast
 import math
 import operator
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from apiary.auth.context import AuthContext
     from apiary.runtime import Runtime
+
+KNOWLEDGE_TOP_K = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,22 @@ class ToolContext:
     execution_id: uuid.UUID
     agent_id: uuid.UUID | None
     thread_id: str | None
+    auth: AuthContext | None = None  # the execution's caller: tools act as this principal
+    knowledge_base_ids: tuple[uuid.UUID, ...] = ()  # the agent's attached knowledge bases
+    # Citations (JSON dicts) of the passages `knowledge_search` returned, in order.
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+def unique_sources(sources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Citations in first-seen order, each passage (document and span) once."""
+    seen: set[tuple[str, int, int]] = set()
+    unique = []
+    for source in sources:
+        key = (str(source["document_id"]), int(source["char_start"]), int(source["char_end"]))
+        if key not in seen:
+            seen.add(key)
+            unique.append(source)
+    return unique
 
 
 class ToolError(Exception):
@@ -131,22 +150,30 @@ async def _calculator(context: ToolContext, arguments: dict[str, Any]) -> str:
     return calculate(str(arguments.get("expression", "")))
 
 
-# -- knowledge search: a hook the knowledge-base module fills in ----------------------------
-
-KnowledgeSearch = Callable[[ToolContext, str], Awaitable[str]]
-_knowledge_search: KnowledgeSearch | None = None
-
-
-def set_knowledge_search(search: KnowledgeSearch | None) -> None:
-    """Install the knowledge-base search (the RAG module calls this at start-up)."""
-    global _knowledge_search
-    _knowledge_search = search
+# -- knowledge search: the agent's attached knowledge bases, as the execution's caller -------
 
 
 async def _knowledge(context: ToolContext, arguments: dict[str, Any]) -> str:
-    if _knowledge_search is None:
-        return "no knowledge bases are configured for this tenant"
-    return await _knowledge_search(context, str(arguments.get("query", "")))
+    if not context.knowledge_base_ids:
+        return "this agent has no knowledge bases attached"
+    if context.auth is None:
+        raise ToolError("knowledge search runs only inside an execution")
+    query = str(arguments.get("query", "")).strip()
+    if not query:
+        raise ToolError("the query is empty")
+    # Imported on first use: the knowledge service pulls in the vector store's client.
+    from apiary.errors import ApiaryError
+    from apiary.knowledge.service import passages_for_agent, search
+
+    try:
+        # The tenant comes from the execution's AuthContext, never from the model.
+        hits = await search(
+            context.runtime, context.auth, context.knowledge_base_ids, query, KNOWLEDGE_TOP_K
+        )
+    except ApiaryError as error:
+        raise ToolError(error.detail) from None
+    context.sources.extend(hit.citation.model_dump(mode="json") for hit in hits)
+    return passages_for_agent(hits)
 
 
 # -- memory: the thread's earlier turns -----------------------------------------------------
@@ -182,7 +209,8 @@ REGISTRY: dict[str, Tool] = {
         ),
         Tool(
             name="knowledge_search",
-            description="Search the tenant's knowledge bases for passages about a query.",
+            description="Search the agent's knowledge bases for passages about a query; "
+            "cite a passage you use by its number, like [1].",
             parameters={
                 "type": "object",
                 "properties": {"query": {"type": "string"}},

@@ -636,6 +636,11 @@ export interface components {
              * Format: uuid
              */
             id: string;
+            /**
+             * Knowledge Base Ids
+             * @description The tenant's knowledge bases the `knowledge_search` tool searches
+             */
+            knowledge_base_ids?: string[];
             /** Max Cost Usd */
             max_cost_usd?: number | null;
             /**
@@ -683,6 +688,11 @@ export interface components {
              * @default
              */
             description?: string;
+            /**
+             * Knowledge Base Ids
+             * @description The tenant's knowledge bases the `knowledge_search` tool searches
+             */
+            knowledge_base_ids?: string[];
             /** Max Cost Usd */
             max_cost_usd?: number | null;
             /**
@@ -720,6 +730,8 @@ export interface components {
         AgentUpdate: {
             /** Description */
             description?: string | null;
+            /** Knowledge Base Ids */
+            knowledge_base_ids?: string[] | null;
             /** Max Cost Usd */
             max_cost_usd?: number | null;
             /** Max Subagents */
@@ -1094,6 +1106,11 @@ export interface components {
             };
             /** Prompt Tokens */
             prompt_tokens: number;
+            /**
+             * Sources
+             * @description The knowledge-base passages the sub-agents searched up, each once
+             */
+            sources?: components["schemas"]["Source"][];
             /** Started At */
             started_at: string | null;
             /** State */
@@ -1526,6 +1543,27 @@ export interface components {
             query: string;
             /** Results */
             results: components["schemas"]["SearchHit"][];
+        };
+        /**
+         * Source
+         * @description A knowledge-base passage a sub-agent was given by its `knowledge_search` tool.
+         */
+        Source: {
+            /** Char End */
+            char_end: number;
+            /** Char Start */
+            char_start: number;
+            /**
+             * Document Id
+             * Format: uuid
+             */
+            document_id: string;
+            /** Filename */
+            filename: string;
+            /** Page */
+            page: number | null;
+            /** Section */
+            section: string | null;
         };
         /** Subtask */
         Subtask: {
