@@ -133,6 +133,7 @@ class Runtime:
         await self.ledger.close()
         await self.key_usage.close()
         await self.cache.close()
+        await self.gateway.close()
         await self.upstream.close()
         await self.http.aclose()
         await self.counters.close()

@@ -87,6 +87,13 @@ class Gateway:
         }
         self.router = Router(self.config, {p.name: list(p.models) for p in self.config.providers})
 
+    async def close(self) -> None:
+        """Release what providers hold beyond the shared HTTP client (Azure AD credentials)."""
+        for handle in self.handles.values():
+            aclose = getattr(handle.provider, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def price(self, target: Target) -> catalog.ModelInfo | None:
         return catalog.lookup(target.provider, target.model, overrides=self.config.prices)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import MutableMapping
@@ -528,8 +529,9 @@ async def test_in_process_callers_are_accounted_like_http_ones(gateway: Gateway)
 
 
 async def test_azure_ad_without_its_library_is_a_clear_error(
-    make_gateway: GatewayFactory,
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(sys.modules, "azure.identity.aio", None)  # as if not installed
     gateway: Gateway = await make_gateway(
         provider_overrides={"azure-east": {"azure_ad": True, "api_key": None}}
     )
