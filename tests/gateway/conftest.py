@@ -82,7 +82,11 @@ GatewayFactory = Callable[..., Any]
 
 @pytest.fixture
 async def make_gateway(
-    settings: Settings, runtime: Runtime, client: httpx.AsyncClient, fake_upstream: FakeUpstream
+    settings: Settings,
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    fake_upstream: FakeUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[GatewayFactory]:
     """Build a gateway app: `await make_gateway(routes=..., provider_overrides=...)`."""
     opened: list[FastAPI] = []
@@ -96,6 +100,9 @@ async def make_gateway(
     ) -> Gateway:
         configured = settings.model_copy(
             update={
+                # Its own data dir: Qdrant's local mode lets one client hold a folder, and
+                # the session's app may already hold the shared one (same database URL).
+                "data_dir": tmp_path_factory.mktemp("gateway-data"),
                 "providers": providers(fake_upstream, **(provider_overrides or {})),
                 "routes": routes
                 or {"default": RouteConfig(models=["oai/gpt-4o-mini", "claude/claude-sonnet-4"])},
