@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
-from apiary.db import create_engine, create_session_factory
+from apiary.db import GroupCommit, create_engine, create_session_factory
 from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.http import HttpClient
@@ -40,6 +40,7 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    writes: GroupCommit  # small concurrent writes (swarm events, subtasks, checkpoints)
     counters: CounterStore
     http: httpx.AsyncClient
     gateway: Gateway
@@ -77,6 +78,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             session_factory=session_factory,
+            writes=GroupCommit(session_factory),
             counters=counters,
             http=http,
             gateway=Gateway(settings.gateway, upstream),

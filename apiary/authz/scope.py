@@ -7,15 +7,27 @@ not found, so the API answers 404, never 403, and never confirms that it exists.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, ForeignKey, Select, select
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from apiary.db import Base
+from apiary.db import Base, Write
 from apiary.errors import NotFound
 
 
@@ -52,10 +64,46 @@ class TenantScope:
             raise NotFound(f"{_label(model)} {row_id} not found")
         return row
 
+    def update(self, model: type[OwnedT]) -> Update:
+        return update(model).where(_tenant_column(model) == self.tenant_id)
+
+    def insert_row(self, model: type[OwnedT], /, **values: Any) -> Write:
+        """One new row, stamped with this tenant, for a group commit."""
+        return Write(_insert(model), {**values, "tenant_id": self.tenant_id})
+
+    def update_row(self, model: type[OwnedT], key: dict[str, Any], /, **values: Any) -> Write:
+        """`values` into this tenant's row(s) matching `key` (column: value), for a group
+        commit. The statement is built once per shape, so repeating it is cheap."""
+        statement = _update(model, tuple(key), tuple(values))
+        params = {f"key_{name}": value for name, value in key.items()}
+        params.update({f"set_{name}": value for name, value in values.items()})
+        params["scope_tenant_id"] = self.tenant_id
+        return Write(statement, params)
+
     def add(self, session: AsyncSession, row: OwnedT) -> OwnedT:
         row.tenant_id = self.tenant_id  # type: ignore[attr-defined]
         session.add(row)
         return row
+
+
+@functools.cache
+def _insert(model: type[Base]) -> Insert:
+    _tenant_column(model)
+    table: Table = model.__table__  # type: ignore[assignment]
+    return insert(table)
+
+
+@functools.cache
+def _update(model: type[Base], keys: tuple[str, ...], columns: tuple[str, ...]) -> Update:
+    # On the Table, not the mapped class: with a list of parameters the ORM would turn an
+    # UPDATE of the class into its "bulk update by primary key", ignoring the WHERE.
+    table: Table = model.__table__  # type: ignore[assignment]
+    criteria = [table.c[name] == bindparam(f"key_{name}") for name in keys]
+    return (
+        update(table)
+        .where(table.c.tenant_id == bindparam("scope_tenant_id"), *criteria)
+        .values({name: bindparam(f"set_{name}") for name in columns})
+    )
 
 
 def _label(model: type[object]) -> str:

@@ -4,18 +4,21 @@ The row is committed before listeners are woken, so whoever reads after a wake-u
 it; SSE and WebSocket clients resume from any sequence number because the rows are the
 stream. One process runs an execution at a time, so one in-memory counter (seeded from the
 database when a run starts or resumes) numbers its events without gaps.
+
+A hundred sub-agents emit at about the same moment, so the rows go through the runtime's
+group commit (one transaction for all that arrive together, committed in sequence order),
+and announcements are coalesced: while one is being sent, further events only ask for one
+more, since a listener re-reads everything after the last sequence number it saw.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 from apiary.authz.scope import TenantScope
-from apiary.db import session_scope
+from apiary.db import Write, session_scope
 from apiary.executions.bus import events_channel
-from apiary.executions.models import ExecutionEvent
 from apiary.executions.repository import execution_repository
 from apiary.runtime import Runtime
 
@@ -28,7 +31,8 @@ class EventRecorder:
         self._scope = scope
         self._execution_id = execution_id
         self._seq = last_seq
-        self._lock = asyncio.Lock()
+        self._announcing = False
+        self._unannounced = False
 
     @classmethod
     async def resume(
@@ -38,15 +42,23 @@ class EventRecorder:
             last = await execution_repository.last_seq(session, scope, execution_id)
         return cls(runtime, scope, execution_id, last_seq=last)
 
-    async def emit(self, type: str, **data: Any) -> int:
-        async with self._lock:
-            seq = self._seq + 1
-            async with session_scope(self._runtime.session_factory) as session:
-                execution_repository.add(
-                    session,
-                    self._scope,
-                    ExecutionEvent(execution_id=self._execution_id, seq=seq, type=type, data=data),
-                )
-            self._seq = seq
-        await self._runtime.notifier.notify(events_channel(self._execution_id))
+    async def emit(self, type: str, *, alongside: Write | None = None, **data: Any) -> int:
+        """Store one event (and `alongside`, in the same transaction), then announce it."""
+        self._seq += 1
+        seq = self._seq
+        event = execution_repository.event_write(self._scope, self._execution_id, seq, type, data)
+        await self._runtime.writes.run(*(() if alongside is None else (alongside,)), event)
+        await self._announce()
         return seq
+
+    async def _announce(self) -> None:
+        self._unannounced = True
+        if self._announcing:
+            return  # the caller sending one now sends one more after it
+        self._announcing = True
+        try:
+            while self._unannounced:
+                self._unannounced = False
+                await self._runtime.notifier.notify(events_channel(self._execution_id))
+        finally:
+            self._announcing = False

@@ -7,10 +7,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.authz.scope import TenantScope
+from apiary.db import Write
 from apiary.executions.models import (
     FINISHED,
     Execution,
@@ -80,13 +81,27 @@ class ExecutionRepository:
         values: dict[str, Any],
     ) -> None:
         await session.execute(
-            update(Subtask)
-            .where(
-                Subtask.tenant_id == scope.tenant_id,
-                Subtask.execution_id == execution_id,
-                Subtask.status.in_(statuses),
-            )
+            scope.update(Subtask)
+            .where(Subtask.execution_id == execution_id, Subtask.status.in_(statuses))
             .values(**values)
+        )
+
+    def subtask_write(
+        self, scope: TenantScope, execution_id: uuid.UUID, index: int, values: dict[str, Any]
+    ) -> Write:
+        """One subtask's columns, without loading it, for the group commit."""
+        return scope.update_row(Subtask, {"execution_id": execution_id, "index": index}, **values)
+
+    def event_write(
+        self,
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        seq: int,
+        type: str,
+        data: dict[str, Any],
+    ) -> Write:
+        return scope.insert_row(
+            ExecutionEvent, execution_id=execution_id, seq=seq, type=type, data=data
         )
 
     async def events_after(

@@ -3,8 +3,9 @@
 One implementation for both deployments, in tables Alembic migrates. It stores each
 checkpoint whole (the swarm's state is small: a task, subtask prompts and results) and each
 finished task's pending writes, which is what lets a resumed run skip the sub-agents that
-had already finished in the interrupted superstep. Writes are committed one call at a time,
-so a worker killed right after a sub-agent finished still leaves that sub-agent's result.
+had already finished in the interrupted superstep. Each write call returns once committed
+(writes arriving together share a group commit), so a worker killed right after a
+sub-agent finished still leaves that sub-agent's result.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from apiary.db import session_scope
+from apiary.db import GroupCommit, session_scope
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 
 
@@ -39,9 +40,13 @@ def _ids(config: RunnableConfig) -> tuple[str, str]:
 class DatabaseSaver(BaseCheckpointSaver[int]):
     """Async-only: the swarm always runs its graph with `ainvoke`."""
 
-    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, factory: async_sessionmaker[AsyncSession], writes: GroupCommit | None = None
+    ) -> None:
         super().__init__()
         self._factory = factory
+        # The sub-agents of one superstep finish together: their writes share a commit.
+        self._writes = writes or GroupCommit(factory)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id, ns = _ids(config)
@@ -143,8 +148,9 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
             "meta_type": meta_kind,
             "meta": meta,
         }
-        async with session_scope(self._factory) as session:
-            await self._upsert(session, SwarmCheckpoint, [values], replace=True)
+        await self._writes.run(
+            lambda session: self._upsert(session, SwarmCheckpoint, [values], replace=True)
+        )
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -183,8 +189,9 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
         # Special channels (errors, interrupts) may be written again and then replace;
         # a task's regular writes are written once and a repeat is ignored.
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        async with session_scope(self._factory) as session:
-            await self._upsert(session, SwarmCheckpointWrite, rows, replace=replace)
+        await self._writes.run(
+            lambda session: self._upsert(session, SwarmCheckpointWrite, rows, replace=replace)
+        )
 
     async def adelete_thread(self, thread_id: str) -> None:
         async with session_scope(self._factory) as session:

@@ -23,7 +23,7 @@ import orjson
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
-from apiary.db import session_scope, utcnow
+from apiary.db import Write, session_scope, utcnow
 from apiary.errors import ApiaryError
 from apiary.executions.bus import cancel_channel
 from apiary.executions.events import EventRecorder
@@ -96,15 +96,8 @@ async def _record_phase(context: SwarmContext, phase: str, tally: Tally, seconds
         execution.figures = {**execution.figures, "phases": phases}
 
 
-async def _update_subtask(context: SwarmContext, index: int, **values: Any) -> None:
-    async with session_scope(context.runtime.session_factory) as session:
-        row = await execution_repository.subtask(
-            session, context.scope, context.execution_id, index
-        )
-        if row is None:
-            return
-        for name, value in values.items():
-            setattr(row, name, value)
+def _subtask_update(context: SwarmContext, index: int, **values: Any) -> Write:
+    return execution_repository.subtask_write(context.scope, context.execution_id, index, values)
 
 
 # -- decompose ------------------------------------------------------------------------------
@@ -285,14 +278,22 @@ async def run_subagent(context: SwarmContext, index: int, prompt: str) -> Subtas
 async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
     if context.spend.exhausted:
         context.spend.stopped = True
-        await _update_subtask(context, index, status=SubtaskStatus.SKIPPED.value)
+        await context.runtime.writes.run(
+            _subtask_update(context, index, status=SubtaskStatus.SKIPPED.value)
+        )
         return SubtaskResult(
             index=index, status="skipped", result=None, error="budget spent", seconds=0.0
         )
     started_at = utcnow()
     started = time.perf_counter()
-    await _update_subtask(context, index, status=SubtaskStatus.RUNNING.value, started_at=started_at)
-    await context.events.emit("subagent_started", subtask=index, prompt=prompt[:500])
+    await context.events.emit(
+        "subagent_started",
+        alongside=_subtask_update(
+            context, index, status=SubtaskStatus.RUNNING.value, started_at=started_at
+        ),
+        subtask=index,
+        prompt=prompt[:500],
+    )
     tally = Tally()
     status, result, error = SubtaskStatus.FAILED, None, None
     sources: list[dict[str, Any]] = []
@@ -314,7 +315,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     # Everything this sub-agent was charged is in the ledger before its result is
     # checkpointed, so a worker killed in between loses no charge.
     await context.runtime.ledger.flush()
-    await _update_subtask(
+    finished = _subtask_update(
         context,
         index,
         status=status.value,
@@ -331,6 +332,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     )
     await context.events.emit(
         "subagent_finished",
+        alongside=finished,
         subtask=index,
         status=status.value,
         seconds=round(seconds, 4),
@@ -502,7 +504,7 @@ async def _finish(
         execution.completion_tokens = sum(
             int(p.get("completion_tokens") or 0) for p in phases.values()
         )
-        summary = {
+        summary: dict[str, Any] = {
             "state": state.value,
             "cost_usd": execution.cost_usd,
             "figures": execution.figures,
@@ -520,7 +522,9 @@ async def _finish(
         )
     await context.events.emit("state", state=state.value)
     await context.events.emit("done", answer=answer, error=error, **summary)
-    await DatabaseSaver(context.runtime.session_factory).adelete_thread(str(context.execution_id))
+    await DatabaseSaver(context.runtime.session_factory, context.runtime.writes).adelete_thread(
+        str(context.execution_id)
+    )
 
 
 async def _partial_from_db(context: SwarmContext) -> str:
@@ -637,7 +641,7 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     except LookupError:
         log.warning("execution %s no longer exists; nothing to run", execution_id)
         return
-    saver = DatabaseSaver(runtime.session_factory)
+    saver = DatabaseSaver(runtime.session_factory, runtime.writes)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
         return

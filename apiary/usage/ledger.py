@@ -122,6 +122,10 @@ class LedgerWriter:
         self._pending: deque[dict[str, Any]] = deque(maxlen=max_pending)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a caller that finds a flush under way waits for it and then
+        # writes what is left, so when `flush()` returns every entry recorded before the
+        # call is stored, not merely taken by another flush still committing.
+        self._flushing = asyncio.Lock()
         self.dropped = 0
         self.written = 0
 
@@ -146,6 +150,10 @@ class LedgerWriter:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
         while self._pending:
             batch = [
                 self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))

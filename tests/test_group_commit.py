@@ -1,0 +1,122 @@
+"""The group commit (`apiary.db.GroupCommit`) that the swarm's events, subtask updates and
+checkpoint writes go through, and the ledger's flush, on the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from apiary.auth.context import Actor, AuthContext
+from apiary.authz.permissions import Role
+from apiary.db import GroupCommit, Write, session_scope
+from apiary.gateway.providers.base import Usage
+from apiary.runtime import Runtime
+from apiary.tenants.models import Tenant
+from apiary.usage.ledger import LedgerWriter, ledger_row
+from apiary.usage.models import LedgerEntry
+
+pytestmark = pytest.mark.both_databases
+
+TENANTS: Table = Tenant.__table__  # type: ignore[assignment]
+NEW_TENANT = insert(TENANTS)
+
+
+def tenant(name: str) -> Write:
+    return Write(NEW_TENANT, {"name": name})
+
+
+async def names(runtime: Runtime, prefix: str) -> set[str]:
+    async with session_scope(runtime.session_factory) as session:
+        rows = await session.scalars(select(Tenant.name).where(Tenant.name.like(f"{prefix}%")))
+        return set(rows)
+
+
+async def test_concurrent_writes_share_transactions_and_are_stored_on_return(
+    runtime: Runtime,
+) -> None:
+    writes = GroupCommit(runtime.session_factory)
+    stored_on_return: list[bool] = []
+
+    async def one(index: int) -> None:
+        await writes.run(tenant(f"group-{index}"))
+        stored_on_return.append(f"group-{index}" in await names(runtime, f"group-{index}"))
+
+    await asyncio.gather(*(one(i) for i in range(50)))
+
+    assert stored_on_return == [True] * 50
+    assert await names(runtime, "group-") == {f"group-{i}" for i in range(50)}
+    assert writes.transactions < 10  # 50 callers, a handful of commits
+
+
+async def test_a_bad_write_fails_only_its_own_caller(runtime: Runtime) -> None:
+    writes = GroupCommit(runtime.session_factory)
+    await writes.run(tenant("taken"))
+
+    outcomes = await asyncio.gather(
+        writes.run(tenant("fine-1")),
+        writes.run(tenant("taken")),  # the name is unique: this one violates it
+        writes.run(tenant("fine-2"), tenant("fine-3")),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0] is None
+    assert outcomes[2] is None
+    assert isinstance(outcomes[1], IntegrityError)
+    assert await names(runtime, "fine-") == {"fine-1", "fine-2", "fine-3"}
+
+
+async def test_a_cancelled_callers_write_still_lands(runtime: Runtime) -> None:
+    writes = GroupCommit(runtime.session_factory)
+    waiting = asyncio.create_task(writes.run(tenant("cancelled-caller")))
+    await asyncio.sleep(0)  # queued
+    waiting.cancel()
+    await writes.run(tenant("next-caller"))  # queued after it, so committed after it
+
+    assert await names(runtime, "cancelled-caller") == {"cancelled-caller"}
+
+
+async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
+    runtime: Runtime,
+) -> None:
+    """Two sub-agents finishing together both flush before checkpointing: the second must
+    not return while the first flush is still committing the second's entry."""
+    async with session_scope(runtime.session_factory) as session:
+        row = Tenant(name="ledger-tenant")
+        session.add(row)
+    ledger = LedgerWriter(runtime.session_factory)
+    auth = AuthContext(role=Role.DEVELOPER, tenant_id=row.id, actor=Actor())
+
+    def record(index: int) -> uuid.UUID:
+        entry = ledger_row(
+            auth,
+            {"model": "oai/gpt-4o-mini"},
+            kind="chat",
+            route=None,
+            reason=f"sub-agent {index}",
+            provider="oai",
+            model="gpt-4o-mini",
+            usage=Usage(prompt_tokens=1),
+            cost_usd=0.0,
+            latency_s=0.001,
+        )
+        ledger.record(entry)
+        return uuid.UUID(str(entry["id"]))
+
+    async def stored(entry_id: uuid.UUID) -> bool:
+        async with session_scope(runtime.session_factory) as session:
+            count = await session.scalar(
+                select(func.count()).select_from(LedgerEntry).where(LedgerEntry.id == entry_id)
+            )
+            return count == 1
+
+    record(1)
+    second = record(2)
+    first_flush = asyncio.create_task(ledger.flush())
+    await asyncio.sleep(0)  # the first flush has taken both entries and is committing
+    await ledger.flush()  # the second sub-agent's flush
+    assert await stored(second)
+    await first_flush
