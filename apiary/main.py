@@ -18,6 +18,7 @@ from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import install_error_handlers
 from apiary.executions import endpoints as executions
 from apiary.gateway import openai_api
+from apiary.kit import heap
 from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.start()
         await runtime.start_runner()
         app.state.runtime = runtime
+        heap.settle("start-up")
         try:
             yield
         finally:

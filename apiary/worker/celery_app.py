@@ -52,9 +52,11 @@ def make_celery(settings: Settings) -> Celery:
 
 async def _run(settings: Settings, execution_id: uuid.UUID) -> None:
     import apiary.models  # noqa: F401 - every table, so foreign keys resolve in this process
+    from apiary.kit import heap
     from apiary.runtime import Runtime
     from apiary.swarm.engine import run_execution
 
+    heap.settle("worker")  # once per worker process (see apiary.kit.heap)
     runtime = Runtime.build(settings)
     runtime.start()
     try:

@@ -70,8 +70,10 @@ class InProcessRunner:
         self._tasks[execution_id] = task
 
     async def _run(self, execution_id: uuid.UUID) -> None:
+        from apiary.kit import heap
         from apiary.swarm.engine import run_execution
 
+        heap.settle("swarm engine")  # LangGraph is imported now: out of the collector's way
         assert self._runtime is not None
         try:
             await run_execution(self._runtime, execution_id)
