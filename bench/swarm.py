@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ TERMINAL = {"succeeded", "failed", "cancelled", "budget_exceeded", "timed_out"}
 TASK = "Benchmark the swarm: split this into as many parts as you may"
 SERVICES_SH = ROOT / "scripts" / "services.sh"
 BIN = Path(sys.executable).parent  # the venv this script runs in (usually .venv)
+PROFILE_TO: Path | None = None  # --profile FILE
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -190,7 +191,10 @@ def start_apiary(
         _apiary(env, "admin", "create-api-key", "--tenant", "bench", "--role", "developer")
     )["key"]
     apiary = str(BIN / "apiary")
-    server = start(services, f"apiary serve ({mode})", [apiary, "serve"], env, home / "serve.log")
+    argv = [apiary, "serve"]
+    if PROFILE_TO is not None:  # --profile: cProfile the server, written when it stops
+        argv = [str(BIN / "python"), "-m", "cProfile", "-o", str(PROFILE_TO), *argv]
+    server = start(services, f"apiary serve ({mode})", argv, env, home / "serve.log")
     base = f"http://127.0.0.1:{port}"
     wait_http(server, f"{base}/healthz", timeout_s=60)
     if mode == "celery":
@@ -207,6 +211,34 @@ def start_apiary(
 
 # -- measurement ------------------------------------------------------------------------------
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(roots: Sequence[int]) -> float:
+    """User + system CPU of these processes and all their descendants (Linux /proc).
+
+    Wall time depends on whatever else the machine runs; the CPU Apiary's processes spend
+    on an execution does not, so it is the figure to compare between commits."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    wanted = set(roots)
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in wanted} - wanted
+        wanted |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0.0) for pid in wanted)
+
 
 @dataclass
 class Run:
@@ -216,7 +248,7 @@ class Run:
     state: str = "error"
     error: str | None = None
     subagents_ok: int = 0
-    client_s: float = 0.0  # POST sent to the terminal state seen (polling granularity)
+    client_s: float = 0.0  # POST sent to the `done` event received
     total_s: float = 0.0  # the execution's created_at to finished_at
     queued_s: float = 0.0  # created_at to started_at
     wall_s: float = 0.0  # recorded: started_at to finished_at
@@ -224,6 +256,8 @@ class Run:
     decompose_s: float = 0.0
     subagents_s: float = 0.0
     synthesize_s: float = 0.0
+    cpu_s: float = 0.0  # Apiary's processes, POST to the end (for a batch: the whole batch)
+    timeline: list[tuple[str, str]] = field(default_factory=list)  # (event type, created_at)
 
     @property
     def overhead(self) -> float:
@@ -251,7 +285,6 @@ async def execute(
     agent_id: str,
     run: Run,
     *,
-    poll_s: float,
     timeout_s: float = 120,
 ) -> Run:
     body = {"agent_id": agent_id, "task": TASK, "options": {"max_agents": run.n}}
@@ -262,17 +295,24 @@ async def execute(
                 run.error = f"POST: HTTP {response.status} {(await response.text())[:200]}"
                 return run
             execution_id = (await response.json())["id"]
-        detail: dict[str, Any] = {}
-        while time.perf_counter() - started < timeout_s:
-            await asyncio.sleep(poll_s)
-            async with session.get(f"{base}/api/v1/executions/{execution_id}") as response:
-                if response.status != 200:
-                    continue
-                detail = await response.json()
-            if detail["state"] in TERMINAL:
-                break
-        else:
-            run.error = f"not finished after {timeout_s:.0f}s (state {detail.get('state')})"
+        # Watch it as the dashboard does, on its event stream, to the `done` event; then
+        # read the finished execution once. (Polling its 100 subtasks every 0.1 s would
+        # cost the server more CPU than some of what is measured.)
+        events = f"{base}/api/v1/executions/{execution_id}/events"
+        async with session.get(events, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            if response.status != 200:
+                run.error = f"events: HTTP {response.status} {(await response.text())[:200]}"
+                return run
+            async for line in response.content:
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    run.timeline.append((event["type"], event["created_at"]))
+                if line.startswith(b"event: done"):
+                    break
+        async with session.get(f"{base}/api/v1/executions/{execution_id}") as response:
+            detail: dict[str, Any] = await response.json()
+        if detail["state"] not in TERMINAL:
+            run.error = f"the event stream ended in state {detail.get('state')}"
             return run
     except (aiohttp.ClientError, TimeoutError) as error:
         run.error = f"{type(error).__name__}: {error}"
@@ -297,28 +337,40 @@ async def execute(
 
 
 async def measure(
-    base: str, key: str, mode: str, sizes: Sequence[int], repeats: int, concurrent: int
+    base: str,
+    key: str,
+    mode: str,
+    sizes: Sequence[int],
+    repeats: int,
+    concurrent: int,
+    pids: Sequence[int],
 ) -> list[Run]:
     headers = {"authorization": f"Bearer {key}"}
     timeout = aiohttp.ClientTimeout(total=60)
     runs: list[Run] = []
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
         agents = {n: await create_agent(session, base, n) for n in {*sizes, 100, 10}}
-        warm = await execute(session, base, agents[10], Run(mode, 10, "warm-up"), poll_s=0.1)
+        warm = await execute(session, base, agents[10], Run(mode, 10, "warm-up"))
         print(f"  warm-up: {warm.state} in {warm.total_s:.2f}s {warm.error or ''}", flush=True)
         for n in sizes:
             for _ in range(repeats):
-                run = await execute(session, base, agents[n], Run(mode, n, "single"), poll_s=0.1)
+                cpu = cpu_seconds(pids)
+                run = await execute(session, base, agents[n], Run(mode, n, "single"))
+                run.cpu_s = cpu_seconds(pids) - cpu
                 print(f"  {_row(run)}", flush=True)
+                print(f"    timeline: {timeline(run)}", flush=True)
                 runs.append(run)
         if concurrent:
+            cpu = cpu_seconds(pids)
             batch = await asyncio.gather(
                 *(
-                    execute(session, base, agents[100], Run(mode, 100, "concurrent"), poll_s=0.5)
+                    execute(session, base, agents[100], Run(mode, 100, "concurrent"))
                     for _ in range(concurrent)
                 )
             )
+            spent = cpu_seconds(pids) - cpu
             for run in batch:
+                run.cpu_s = spent
                 print(f"  {_row(run)}", flush=True)
             runs.extend(batch)
     return runs
@@ -326,9 +378,30 @@ async def measure(
 
 # -- report -----------------------------------------------------------------------------------
 
+
+def timeline(run: Run) -> str:
+    """When the execution's milestones happened, in seconds after its first event: where
+    the time between the phases goes."""
+    if not run.timeline:
+        return ""
+    start = dt.datetime.fromisoformat(run.timeline[0][1])
+    marks: dict[str, float] = {}
+    for kind, when in run.timeline:
+        offset = (dt.datetime.fromisoformat(when) - start).total_seconds()
+        if kind == "state":
+            kind = f"state#{sum(1 for k in marks if k.startswith('state#'))}"
+        if kind in ("subagent_started", "subagent_finished"):
+            marks.setdefault(f"first {kind}", offset)
+            marks[f"last {kind}"] = offset
+        else:
+            marks.setdefault(kind, offset)
+    return ", ".join(f"{kind} {offset:.3f}" for kind, offset in marks.items())
+
+
 HEADER = (
     f"{'mode':<9} {'batch':<10} {'N':>4} {'total s':>8} {'overhead':>9} {'queued':>7} "
-    f"{'wall_s':>7} {'crit s':>7} {'decomp':>7} {'subag':>7} {'synth':>7} {'client s':>8}  state"
+    f"{'wall_s':>7} {'crit s':>7} {'decomp':>7} {'subag':>7} {'synth':>7} {'client s':>8} "
+    f"{'cpu s':>7}  state"
 )
 
 
@@ -337,7 +410,7 @@ def _row(run: Run) -> str:
         f"{run.mode:<9} {run.batch:<10} {run.n:>4} {run.total_s:>8.3f} {run.overhead:>+8.1%} "
         f"{run.queued_s:>7.3f} {run.wall_s:>7.3f} {run.critical_path_s:>7.3f} "
         f"{run.decompose_s:>7.3f} {run.subagents_s:>7.3f} {run.synthesize_s:>7.3f} "
-        f"{run.client_s:>8.3f}  {run.state}{' ' + run.error if run.error else ''}"
+        f"{run.client_s:>8.3f} {run.cpu_s:>7.2f}  {run.state}{' ' + run.error if run.error else ''}"
     )
 
 
@@ -347,6 +420,13 @@ def verdicts(runs: list[Run], mode: str) -> list[str]:
     if hundred:
         median = statistics.median(hundred)
         ok = median <= CRITICAL_PATH_S * (1 + TARGET_OVERHEAD)
+        cpu = statistics.median(
+            r.cpu_s for r in runs if r.mode == mode and r.batch == "single" and r.n == 100
+        )
+        lines.append(
+            f"{mode}: 100 sub-agents, Apiary's CPU {cpu:.2f}s per execution "
+            f"= {cpu * 10:.1f} ms per sub-agent (median)"
+        )
         lines.append(
             f"{mode}: 100 sub-agents, median {median:.3f}s = {median / CRITICAL_PATH_S - 1:+.1%}"
             f" vs {CRITICAL_PATH_S:.0f}s (target < {TARGET_OVERHEAD:.0%}, "
@@ -372,10 +452,19 @@ def main() -> None:
     parser.add_argument("--mode", choices=("inprocess", "celery", "both"), default="both")
     parser.add_argument("--repeats", type=int, default=3, help="runs per N (the median counts)")
     parser.add_argument("--quick", action="store_true", help="in-process, N=10, once")
+    parser.add_argument(
+        "--sizes", type=lambda text: [int(n) for n in text.split(",")], default=list(SIZES)
+    )
+    parser.add_argument(
+        "--concurrent", type=int, default=CONCURRENT, help="100-agent executions at once"
+    )
+    parser.add_argument("--profile", type=Path, help="cProfile `apiary serve` into this file")
     args = parser.parse_args()
+    global PROFILE_TO
+    PROFILE_TO = args.profile
     modes = ["inprocess", "celery"] if args.mode == "both" else [args.mode]
-    sizes: Sequence[int] = SIZES
-    repeats, concurrent = args.repeats, CONCURRENT
+    sizes: Sequence[int] = args.sizes
+    repeats, concurrent = args.repeats, args.concurrent
     if args.quick:
         modes, sizes, repeats, concurrent = ["inprocess"], (10,), 1, 0
 
@@ -393,7 +482,8 @@ def main() -> None:
                     databases, extra = start_databases(workdir)
                 base, key = start_apiary(services, workdir, upstream, mode, extra)
                 print(f"{mode}: serving at {base}", flush=True)
-                runs += asyncio.run(measure(base, key, mode, sizes, repeats, concurrent))
+                pids = [s.popen.pid for s in services.started if s.name.startswith("apiary")]
+                runs += asyncio.run(measure(base, key, mode, sizes, repeats, concurrent, pids))
             finally:
                 services.stop_all()
                 if databases is not None:
