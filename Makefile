@@ -50,7 +50,9 @@ $(UV):
 
 $(SYNC_STAMP): uv.lock pyproject.toml | $(UV)
 	@# llama-cpp-python builds from source; GGML_NATIVE=OFF keeps the build portable across CPUs.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(UV) sync --frozen
+	@# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI and this machine) every
+	@# process would otherwise compile each module it imports, every time it starts.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(UV) sync --frozen --compile-bytecode
 	touch $@
 
 # Install the PostgreSQL and Redis servers, but only when they are missing.

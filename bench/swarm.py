@@ -68,7 +68,6 @@ TERMINAL = {"succeeded", "failed", "cancelled", "budget_exceeded", "timed_out"}
 TASK = "Benchmark the swarm: split this into as many parts as you may"
 SERVICES_SH = ROOT / "scripts" / "services.sh"
 BIN = Path(sys.executable).parent  # the venv this script runs in (usually .venv)
-PROFILE_TO: Path | None = None  # --profile FILE
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -191,10 +190,7 @@ def start_apiary(
         _apiary(env, "admin", "create-api-key", "--tenant", "bench", "--role", "developer")
     )["key"]
     apiary = str(BIN / "apiary")
-    argv = [apiary, "serve"]
-    if PROFILE_TO is not None:  # --profile: cProfile the server, written when it stops
-        argv = [str(BIN / "python"), "-m", "cProfile", "-o", str(PROFILE_TO), *argv]
-    server = start(services, f"apiary serve ({mode})", argv, env, home / "serve.log")
+    server = start(services, f"apiary serve ({mode})", [apiary, "serve"], env, home / "serve.log")
     base = f"http://127.0.0.1:{port}"
     wait_http(server, f"{base}/healthz", timeout_s=60)
     if mode == "celery":
@@ -458,10 +454,7 @@ def main() -> None:
     parser.add_argument(
         "--concurrent", type=int, default=CONCURRENT, help="100-agent executions at once"
     )
-    parser.add_argument("--profile", type=Path, help="cProfile `apiary serve` into this file")
     args = parser.parse_args()
-    global PROFILE_TO
-    PROFILE_TO = args.profile
     modes = ["inprocess", "celery"] if args.mode == "both" else [args.mode]
     sizes: Sequence[int] = args.sizes
     repeats, concurrent = args.repeats, args.concurrent

@@ -18,6 +18,7 @@ deployment (`set_if_absent`), so a restart does not forget what was spent.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -61,22 +62,37 @@ class LimitEnforcer:
         self._counters = counters
         self._factory = factory
         self._limits: dict[uuid.UUID, tuple[float, Limits]] = {}
+        # One read per tenant at a time: the hundred calls of a swarm that find the cache
+        # expired together wait for the same read instead of making a hundred.
+        self._reading: dict[uuid.UUID, asyncio.Future[Limits]] = {}
 
     def forget(self, tenant_id: uuid.UUID) -> None:
         """Drop cached limits after a change, so this replica applies them at once."""
         self._limits.pop(tenant_id, None)
+        self._reading.pop(tenant_id, None)
 
     async def _limits_of(self, tenant_id: uuid.UUID) -> Limits:
         cached = self._limits.get(tenant_id)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        reading = self._reading.get(tenant_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_limits(tenant_id))
+            self._reading[tenant_id] = reading
+            reading.add_done_callback(lambda done: self._finished_reading(tenant_id, done))
+        return await asyncio.shield(reading)
+
+    def _finished_reading(self, tenant_id: uuid.UUID, done: asyncio.Future[Limits]) -> None:
+        if self._reading.get(tenant_id) is done:  # not a newer read started after forget()
+            del self._reading[tenant_id]
+
+    async def _read_limits(self, tenant_id: uuid.UUID) -> Limits:
         async with self._factory() as session:
             row = await limits_repository.get(session, TenantScope(tenant_id))
         limits = Limits.model_validate(row) if row else NO_LIMITS
         if limits == NO_LIMITS:
             limits = NO_LIMITS  # calls compare by identity: `==` on a model is slow
-        self._limits[tenant_id] = (now + _LIMITS_TTL_S, limits)
+        self._limits[tenant_id] = (time.monotonic() + _LIMITS_TTL_S, limits)
         return limits
 
     async def admit(

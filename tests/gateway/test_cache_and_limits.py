@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from sqlalchemy import event
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -177,6 +178,32 @@ async def test_concurrent_reservations_cannot_overspend(gateway: Gateway) -> Non
     # Settled at $4 each, $60 is free again: six more $10 reservations fit.
     again = [a for a in await asyncio.gather(*[attempt() for _ in range(10)]) if a]
     assert len(again) == 6
+
+
+async def test_a_swarm_of_calls_reads_the_tenants_limits_once(gateway: Gateway) -> None:
+    """A hundred sub-agents calling at once with the cached limits expired wait for one
+    read of the tenant's limits, not a hundred (and all get the limits set)."""
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=100)
+    enforcer = gateway.runtime.limits
+    tenant_id = uuid.UUID(str(gateway.tenant.id))
+    enforcer.forget(tenant_id)
+    auth = AuthContext(role=Role.DEVELOPER, tenant_id=tenant_id, actor=Actor())
+    reads = 0
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        nonlocal reads
+        reads += statement.lstrip().upper().startswith("SELECT") and "tenant_limits" in statement
+
+    engine = gateway.runtime.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        admitted = await asyncio.gather(
+            *[enforcer.admit(auth, estimate_cost_usd=lambda: 0.0) for _ in range(100)]
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert {a.limits.monthly_budget_usd for a in admitted} == {100}
+    assert reads == 1
 
 
 async def test_soft_limit_warns_once_in_the_audit_log(make_gateway: GatewayFactory) -> None:
