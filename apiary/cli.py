@@ -146,13 +146,14 @@ def worker(
 ) -> None:
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
     from apiary.observability.logging import configure_logging
-    from apiary.worker.celery_app import QUEUE, make_celery
+    from apiary.worker.celery_app import QUEUE, make_celery, preload
 
     settings = _settings()
     if not settings.redis_url:
         raise _fail("apiary worker needs APIARY_REDIS_URL (the Celery broker)", 2)
     configure_logging(settings.log_level)
     celery = make_celery(settings)
+    preload()
     celery.worker_main(
         [
             "worker",

@@ -4,7 +4,10 @@ The task takes only an execution id and reloads everything; `run_execution` is s
 twice. Late acknowledgement with `reject_on_worker_lost` means a worker killed mid-run
 (even by SIGKILL) leaves the message unacknowledged, and the broker hands it to another
 worker after the visibility timeout; that worker resumes from the LangGraph checkpoint.
-Each task runs in a fresh event loop with a runtime of its own, closed afterwards.
+Each worker process keeps one event loop and one runtime (database pool, gateway, HTTP
+connections) for all the tasks it runs, built at its first task and closed when the
+process stops; `apiary worker` imports the engine before Celery forks its processes, so
+they start warm.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from apiary.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from apiary.runtime import Runtime
 
 TASK_NAME = "apiary.run_execution"
 QUEUE = "apiary-executions"
@@ -33,6 +41,9 @@ def _app(redis_url: str, visibility_timeout_s: int) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility_timeout_s},
         worker_hijack_root_logger=False,
+        # A forked process builds its runtime before it reports ready (`warm_up`); on a
+        # loaded machine that takes longer than Celery's default 4 s.
+        worker_proc_alive_timeout=60,
         task_ignore_result=True,
     )
     return app
@@ -45,24 +56,60 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def run_execution_task(execution_id: str) -> None:
-        asyncio.run(_run(settings, uuid.UUID(execution_id)))
+        from apiary.swarm.engine import run_execution
+
+        loop, runtime = _process_runtime(settings)
+        loop.run_until_complete(run_execution(runtime, uuid.UUID(execution_id)))
+
+    @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def warm_up(**_: Any) -> None:
+        _process_runtime(settings)  # in each forked process, before it takes a task
 
     return app
 
 
-async def _run(settings: Settings, execution_id: uuid.UUID) -> None:
-    import apiary.models  # noqa: F401 - every table, so foreign keys resolve in this process
+def preload() -> None:
+    """Import what tasks need, in the parent before Celery forks its processes."""
+    import apiary.models  # every table, so foreign keys resolve
+    import apiary.swarm.engine  # noqa: F401 - LangGraph and the graph
     from apiary.kit import heap
-    from apiary.runtime import Runtime
-    from apiary.swarm.engine import run_execution
 
-    heap.settle("worker")  # once per worker process (see apiary.kit.heap)
-    runtime = Runtime.build(settings)
-    runtime.start()
-    try:
-        await run_execution(runtime, execution_id)
-    finally:
-        await runtime.close()
+    heap.settle("worker")  # frozen before the fork, so the children share these pages
+
+
+# This process's loop and runtime, built by its first task (never in the parent: its
+# connections must not be shared across fork).
+_process: tuple[asyncio.AbstractEventLoop, Runtime] | None = None
+
+
+def _process_runtime(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Runtime]:
+    global _process
+    if _process is None:
+        from apiary.runtime import Runtime
+
+        preload()  # a no-op when `apiary worker` did it before forking
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        runtime = Runtime.build(settings)
+
+        async def start() -> None:
+            runtime.start()
+
+        loop.run_until_complete(start())  # background work needs the running loop
+        _process = (loop, runtime)
+    return _process
+
+
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]  # prefork children
+@worker_shutdown.connect  # type: ignore[untyped-decorator]  # the solo pool's one process
+def _close_process_runtime(**_: Any) -> None:
+    global _process
+    if _process is None:
+        return
+    loop, runtime = _process
+    _process = None
+    loop.run_until_complete(runtime.close())
+    loop.close()
 
 
 @functools.cache
