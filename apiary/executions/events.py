@@ -14,6 +14,7 @@ more, since a listener re-reads everything after the last sequence number it saw
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from apiary.authz.scope import TenantScope
@@ -42,12 +43,13 @@ class EventRecorder:
             last = await execution_repository.last_seq(session, scope, execution_id)
         return cls(runtime, scope, execution_id, last_seq=last)
 
-    async def emit(self, type: str, *, alongside: Write | None = None, **data: Any) -> int:
-        """Store one event (and `alongside`, in the same transaction), then announce it."""
+    async def emit(self, type: str, *, alongside: Sequence[Write] = (), **data: Any) -> int:
+        """Store one event (and the `alongside` writes, in the same transaction), then
+        announce it."""
         self._seq += 1
         seq = self._seq
         event = execution_repository.event_write(self._scope, self._execution_id, seq, type, data)
-        await self._runtime.writes.run(*(() if alongside is None else (alongside,)), event)
+        await self._runtime.writes.run(*alongside, event)
         await self._announce()
         return seq
 

@@ -86,6 +86,16 @@ class ExecutionRepository:
             .values(**values)
         )
 
+    def execution_write(
+        self, scope: TenantScope, execution_id: uuid.UUID, values: dict[str, Any]
+    ) -> Write:
+        return scope.update_row(Execution, {"id": execution_id}, **values)
+
+    def new_subtask_write(
+        self, scope: TenantScope, execution_id: uuid.UUID, index: int, prompt: str
+    ) -> Write:
+        return scope.insert_row(Subtask, execution_id=execution_id, index=index, prompt=prompt)
+
     def subtask_write(
         self, scope: TenantScope, execution_id: uuid.UUID, index: int, values: dict[str, Any]
     ) -> Write:

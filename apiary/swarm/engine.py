@@ -68,18 +68,14 @@ class AllSubagentsFailed(Exception):
 # -- small database steps -------------------------------------------------------------------
 
 
-async def _update_execution(context: SwarmContext, **values: Any) -> Execution:
-    async with session_scope(context.runtime.session_factory) as session:
-        execution = await execution_repository.get(session, context.scope, context.execution_id)
-        for name, value in values.items():
-            setattr(execution, name, value)
-        execution.updated_at = utcnow()
-        return execution
-
-
-async def _set_state(context: SwarmContext, state: ExecutionState) -> None:
-    await _update_execution(context, state=state.value)
-    await context.events.emit("state", state=state.value)
+async def _set_state(
+    context: SwarmContext, state: ExecutionState, *, alongside: Sequence[Write] = ()
+) -> None:
+    """The new state and its event in one transaction (with `alongside`, if given)."""
+    change = execution_repository.execution_write(
+        context.scope, context.execution_id, {"state": state.value, "updated_at": utcnow()}
+    )
+    await context.events.emit("state", alongside=(*alongside, change), state=state.value)
 
 
 async def _record_phase(context: SwarmContext, phase: str, tally: Tally, seconds: float) -> None:
@@ -180,14 +176,12 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
                 session, context.scope, context.execution_id
             )
         }
-        for index, prompt in enumerate(prompts):
-            if index not in existing:
-                execution_repository.add(
-                    session,
-                    context.scope,
-                    Subtask(execution_id=context.execution_id, index=index, prompt=prompt),
-                )
-    await context.events.emit("subtasks_planned", subtasks=prompts)
+    new_subtasks = [
+        execution_repository.new_subtask_write(context.scope, context.execution_id, i, prompt)
+        for i, prompt in enumerate(prompts)
+        if i not in existing  # a resumed run already stored them
+    ]
+    await context.events.emit("subtasks_planned", alongside=new_subtasks, subtasks=prompts)
     await _set_state(context, ExecutionState.RUNNING)
     return prompts
 
@@ -288,9 +282,11 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     started = time.perf_counter()
     await context.events.emit(
         "subagent_started",
-        alongside=_subtask_update(
-            context, index, status=SubtaskStatus.RUNNING.value, started_at=started_at
-        ),
+        alongside=[
+            _subtask_update(
+                context, index, status=SubtaskStatus.RUNNING.value, started_at=started_at
+            )
+        ],
         subtask=index,
         prompt=prompt[:500],
     )
@@ -332,7 +328,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     )
     await context.events.emit(
         "subagent_finished",
-        alongside=finished,
+        alongside=[finished],
         subtask=index,
         status=status.value,
         seconds=round(seconds, 4),
