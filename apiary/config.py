@@ -88,6 +88,9 @@ class SwarmSettings(BaseSettings):
     # Celery: a message not acknowledged within this time is redelivered to another
     # worker; set it above your longest execution deadline.
     visibility_timeout_s: int = Field(default=3600, ge=1)
+    # A run renews its lease on an execution every third of this; a run that dies without
+    # releasing it holds the execution this long before another worker may resume it.
+    lease_s: float = Field(default=30.0, ge=1)
 
 
 class Settings(BaseSettings):

@@ -90,6 +90,10 @@ class Execution(IdMixin, TenantOwned, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The run working on it holds a lease it renews; another delivery of the same job (a
+    # broker redelivers after its visibility timeout) waits until the lease lapses.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
 
 
 class Subtask(IdMixin, TenantOwned, Base):

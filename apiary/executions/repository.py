@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.authz.scope import TenantScope
@@ -141,6 +142,62 @@ class ExecutionRepository:
         )
         return int(value or 0)
 
+    async def claim_lease(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> datetime | None:
+        """Take a free or lapsed lease (None), or say until when another run holds it."""
+        taken = await session.execute(
+            scope.update(Execution)
+            .where(
+                Execution.id == execution_id,
+                or_(Execution.lease_until.is_(None), Execution.lease_until < now),
+            )
+            .values(lease_owner=owner, lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(taken) == 1:
+            return None
+        held: datetime | None = await session.scalar(
+            scope.select(Execution)
+            .with_only_columns(Execution.lease_until)
+            .where(Execution.id == execution_id)
+        )
+        return held or now
+
+    async def renew_lease(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        *,
+        owner: str,
+        until: datetime,
+    ) -> bool:
+        renewed = await session.execute(
+            scope.update(Execution)
+            .where(Execution.id == execution_id, Execution.lease_owner == owner)
+            .values(lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(renewed) == 1
+
+    async def release_lease(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID, *, owner: str
+    ) -> None:
+        await session.execute(
+            scope.update(Execution)
+            .where(Execution.id == execution_id, Execution.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+
     async def unfinished_ids(self, session: AsyncSession) -> Sequence[uuid.UUID]:
         """Every execution not yet in a final state, across tenants (for the runner)."""
         statement = (
@@ -153,6 +210,10 @@ class ExecutionRepository:
     async def tenant_of(self, session: AsyncSession, execution_id: uuid.UUID) -> uuid.UUID | None:
         """The tenant an execution belongs to, for a worker given only its id."""
         return await session.scalar(select(Execution.tenant_id).where(Execution.id == execution_id))
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
 
 
 execution_repository = ExecutionRepository()

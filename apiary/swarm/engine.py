@@ -35,6 +35,7 @@ from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
 from apiary.swarm.checkpoint import DatabaseSaver
 from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
+from apiary.swarm.lease import Lease
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
 
 log = logging.getLogger("apiary.swarm")
@@ -563,12 +564,10 @@ async def _summarizer(context: SwarmContext, text: str) -> str:
     return call.text
 
 
-async def _prepare(runtime: Runtime, execution_id: uuid.UUID) -> tuple[SwarmContext, Execution]:
-    async with session_scope(runtime.session_factory) as session:
-        tenant_id = await execution_repository.tenant_of(session, execution_id)
-    if tenant_id is None:
-        raise LookupError(f"execution {execution_id} does not exist")
-    scope = TenantScope(tenant_id)
+async def _prepare(
+    runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID
+) -> tuple[SwarmContext, Execution]:
+    tenant_id = scope.tenant_id
     async with session_scope(runtime.session_factory) as session:
         execution = await execution_repository.get(session, scope, execution_id)
         subtasks = await execution_repository.subtasks(session, scope, execution_id)
@@ -631,12 +630,26 @@ async def _cancel_requested(context: SwarmContext) -> bool:
 
 
 async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
-    """Run or resume one execution to a final state. Safe to call more than once."""
-    try:
-        context, execution = await _prepare(runtime, execution_id)
-    except LookupError:
+    """Run or resume one execution to a final state. Safe to call more than once, even at
+    the same time: a second run raises `ExecutionBusy` while the first holds the lease."""
+    async with session_scope(runtime.session_factory) as session:
+        tenant_id = await execution_repository.tenant_of(session, execution_id)
+    if tenant_id is None:
         log.warning("execution %s no longer exists; nothing to run", execution_id)
         return
+    scope = TenantScope(tenant_id)
+    lease = Lease(runtime, scope, execution_id)
+    await lease.claim()
+    try:
+        await _run_leased(runtime, scope, execution_id, lease)
+    finally:
+        await lease.release()
+
+
+async def _run_leased(
+    runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID, lease: Lease
+) -> None:
+    context, execution = await _prepare(runtime, scope, execution_id)
     saver = DatabaseSaver(runtime.session_factory, runtime.writes)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
@@ -655,6 +668,7 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     assert execution.started_at is not None
     remaining = deadline_s - _seconds(execution.started_at, utcnow())
     cancelled = asyncio.Event()
+    lost = asyncio.Event()  # the lease went to another run: stop, and leave it to that one
 
     async def run() -> dict[str, Any]:
         if not resuming:
@@ -674,6 +688,10 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
         async with runtime.notifier.listen(cancel_channel(execution_id)) as listener:
             while not task.done():
                 await listener.wait(CANCEL_POLL_S)
+                if not await lease.keep():
+                    lost.set()
+                    task.cancel()
+                    return
                 if await _cancel_requested(context):
                     cancelled.set()
                     task.cancel()
@@ -696,6 +714,9 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
             )
             return
         except asyncio.CancelledError:
+            if lost.is_set():
+                log.warning("execution %s: lease lost to another run; stopping", execution_id)
+                return
             if not cancelled.is_set():
                 task.cancel()  # the runner is shutting down: leave it to be resumed
                 with contextlib.suppress(asyncio.CancelledError, Exception):

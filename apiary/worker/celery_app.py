@@ -54,12 +54,18 @@ def make_celery(settings: Settings) -> Celery:
         raise ValueError("the Celery worker needs APIARY_REDIS_URL (its broker)")
     app = _app(settings.redis_url, settings.swarm.visibility_timeout_s)
 
-    @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
-    def run_execution_task(execution_id: str) -> None:
+    @app.task(name=TASK_NAME, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_execution_task(task: Any, execution_id: str) -> None:
         from apiary.swarm.engine import run_execution
+        from apiary.swarm.lease import ExecutionBusy
 
         loop, runtime = _process_runtime(settings)
-        loop.run_until_complete(run_execution(runtime, uuid.UUID(execution_id)))
+        try:
+            loop.run_until_complete(run_execution(runtime, uuid.UUID(execution_id)))
+        except ExecutionBusy as busy:
+            # Another worker runs it (the broker redelivered it after its visibility
+            # timeout), or one that died holds its lease: look again when the lease lapses.
+            raise task.retry(countdown=busy.retry_after_s) from None
 
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def warm_up(**_: Any) -> None:

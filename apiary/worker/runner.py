@@ -72,11 +72,18 @@ class InProcessRunner:
     async def _run(self, execution_id: uuid.UUID) -> None:
         from apiary.kit import heap
         from apiary.swarm.engine import run_execution
+        from apiary.swarm.lease import ExecutionBusy
 
         heap.settle("swarm engine")  # LangGraph is imported now: out of the collector's way
         assert self._runtime is not None
         try:
-            await run_execution(self._runtime, execution_id)
+            while True:
+                try:
+                    await run_execution(self._runtime, execution_id)
+                    return
+                except ExecutionBusy as busy:  # a run that died left its lease: wait it out
+                    log.info("execution %s is leased elsewhere; %s", execution_id, busy)
+                    await asyncio.sleep(busy.retry_after_s)
         except asyncio.CancelledError:
             raise
         except Exception:

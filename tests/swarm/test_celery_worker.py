@@ -94,6 +94,8 @@ def workers(settings: Settings, fake_upstream: FakeUpstream, tmp_path: Path) -> 
         "APIARY_DATA_DIR": str(settings.data_dir),
         "APIARY_RUNNER": "celery",
         "APIARY_SWARM__VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+        # The killed worker's lease lapses this soon, so the second one may resume it.
+        "APIARY_SWARM__LEASE_S": str(VISIBILITY_S),
         "APIARY_LOG_LEVEL": "WARNING",
     }
     env.pop("APIARY_JWT_SECRET", None)

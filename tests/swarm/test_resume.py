@@ -4,12 +4,15 @@ finished are neither asked again upstream nor charged again."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 
 import orjson
 import pytest
 from sqlalchemy import func, select
 
+from apiary.swarm.engine import run_execution
+from apiary.swarm.lease import ExecutionBusy
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 from apiary.usage.models import LedgerEntry
 from apiary.worker.runner import InProcessRunner
@@ -98,3 +101,30 @@ async def test_restart_resumes_without_redoing_finished_subagents(swarm: Swarm) 
             select(func.count()).where(SwarmCheckpoint.thread_id == started["id"])
         )
     assert left == 0
+
+
+async def test_a_second_run_of_a_running_execution_waits_for_its_lease(swarm: Swarm) -> None:
+    """A broker may deliver an execution's job again while a worker still runs it; the
+    second run must not start the sub-agents again."""
+    upstream = swarm.gateway.upstream
+    upstream.script("openai", Reply(text=orjson.dumps({"subtasks": ["part 1", "part 2"]}).decode()))
+    upstream.set_default("openai", Slow(0.5))
+    started = await swarm.start()
+    for _ in range(300):
+        if (await swarm.get(started["id"]))["state"] == "running":
+            break
+        await asyncio.sleep(0.02)
+
+    with pytest.raises(ExecutionBusy) as busy:
+        await run_execution(swarm.gateway.runtime, uuid.UUID(started["id"]))
+    lease_s = swarm.gateway.runtime.settings.swarm.lease_s
+    assert 0 < busy.value.retry_after_s <= lease_s
+
+    execution = await swarm.wait(started["id"])
+    assert execution["state"] == "succeeded", execution
+    seen = _prompts(swarm)
+    assert seen["part 1"] == 1
+    assert seen["part 2"] == 1
+    # Finished: the lease is released, and running it again does nothing.
+    await run_execution(swarm.gateway.runtime, uuid.UUID(started["id"]))
+    assert sum(_prompts(swarm).values()) == 4  # the plan, two parts, the synthesis
