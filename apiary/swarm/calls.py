@@ -126,6 +126,7 @@ async def _collect(
     runtime: Runtime, stream: ChatStream, on_token: Callable[[str], Awaitable[None]] | None
 ) -> Call:
     parts: list[str] = []
+    tool_calls: dict[int, dict[str, Any]] = {}  # assembled from their deltas, by index
     usage: dict[str, Any] = {}
     try:
         async for chunk in stream.chunks:
@@ -134,7 +135,10 @@ async def _collect(
                 raise RuntimeError(str(document["error"].get("message", "stream failed")))
             usage = document.get("usage") or usage
             for choice in document.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                for piece in delta.get("tool_calls") or ():
+                    _add_tool_call_delta(tool_calls, piece)
+                text = delta.get("content")
                 if text:
                     parts.append(text)
                     if on_token is not None:
@@ -150,10 +154,30 @@ async def _collect(
     cost = None
     if provider and model:
         cost = catalog.cost_usd(runtime.gateway.price(Target(provider, model)), counted)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(parts) or None}
+    if tool_calls:
+        message["tool_calls"] = [tool_calls[index] for index in sorted(tool_calls)]
+    elif message["content"] is None:
+        message["content"] = ""
     return Call(
-        message={"role": "assistant", "content": "".join(parts)},
+        message=message,
         model=model,
         prompt_tokens=counted.prompt_tokens,
         completion_tokens=counted.completion_tokens,
         cost_usd=cost or 0.0,
     )
+
+
+def _add_tool_call_delta(calls: dict[int, dict[str, Any]], piece: dict[str, Any]) -> None:
+    """Fold one streamed tool-call delta in: the first names the call, the rest append to
+    its arguments (OpenAI's streaming format)."""
+    call = calls.setdefault(
+        int(piece.get("index", len(calls))),
+        {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+    )
+    if piece.get("id"):
+        call["id"] = piece["id"]
+    function = piece.get("function") or {}
+    if function.get("name"):
+        call["function"]["name"] = function["name"]
+    call["function"]["arguments"] += function.get("arguments") or ""

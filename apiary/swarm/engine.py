@@ -42,6 +42,7 @@ log = logging.getLogger("apiary.swarm")
 
 RETRIES = 1  # a failed sub-agent is tried once more, then reported
 CANCEL_POLL_S = 1.0
+TOKEN_EVENT_EVERY_S = 0.1  # streamed text becomes at most one event per this, per stream
 
 DECOMPOSE_PROMPT = (
     "You are the orchestrator of a team of up to {n} sub-agents working in parallel. "
@@ -95,6 +96,30 @@ async def _record_phase(context: SwarmContext, phase: str, tally: Tally, seconds
 
 def _subtask_update(context: SwarmContext, index: int, **values: Any) -> Write:
     return execution_repository.subtask_write(context.scope, context.execution_id, index, values)
+
+
+class _Output:
+    """A model call's streamed text as `token` events (with the sub-agent's index, or none
+    for the synthesis). The first chunk goes out at once, then chunks are coalesced so that
+    a hundred sub-agents streaming do not write an event per chunk each."""
+
+    def __init__(self, context: SwarmContext, subtask: int | None = None) -> None:
+        self._events = context.events
+        self._where: dict[str, Any] = {} if subtask is None else {"subtask": subtask}
+        self._pending: list[str] = []
+        self._sent_at = 0.0
+
+    async def add(self, text: str) -> None:
+        self._pending.append(text)
+        if time.monotonic() - self._sent_at >= TOKEN_EVENT_EVERY_S:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._sent_at = time.monotonic()
+            await self._events.emit("token", text=text, **self._where)
 
 
 # -- decompose ------------------------------------------------------------------------------
@@ -229,7 +254,9 @@ async def _tool_loop(
         }
         if allowed:
             body["tools"] = [tool.spec() for tool in allowed]
-        last = await chat(context.runtime, context.auth, context.spend, body)
+        streamed = _Output(context, index)
+        last = await chat(context.runtime, context.auth, context.spend, body, on_token=streamed.add)
+        await streamed.flush()
         tally.add(last)
         calls = last.message.get("tool_calls") or []
         if not calls:
@@ -377,9 +404,7 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
     if context.agent.get("system_prompt"):
         system = f"{context.agent['system_prompt']}\n\n{system}"
 
-    async def token(text: str) -> None:
-        await context.events.emit("token", text=text)
-
+    output = _Output(context)
     tally = Tally()
     try:
         call = await chat(
@@ -399,8 +424,9 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
                     },
                 ],
             },
-            on_token=token,
+            on_token=output.add,
         )
+        await output.flush()
     except BudgetStop:
         return partial_answer(ordered)
     tally.add(call)

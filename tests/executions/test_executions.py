@@ -124,9 +124,20 @@ async def test_sse_streams_every_step_and_resumes(swarm: Swarm) -> None:
     assert states[-1] == "succeeded"
     assert types.count("subagent_started") == 2
     assert types.count("subagent_finished") == 2
-    assert "token" in types
     assert types[-1] == "done"
     assert events[-1]["data"]["figures"]["critical_path_s"] > 0
+    # Each sub-agent's answer streams as it is written, and so does the synthesis.
+    execution = await swarm.get(started["id"])
+    for subtask in execution["subtasks"]:
+        streamed = "".join(
+            e["data"]["text"]
+            for e in events
+            if e["event"] == "token" and e["data"].get("subtask") == subtask["index"]
+        )
+        assert streamed == subtask["result"]
+    synthesis = [e["data"]["text"] for e in events if e["event"] == "token"][-1]
+    assert "subtask" not in [e for e in events if e["event"] == "token"][-1]["data"]
+    assert execution["answer"].endswith(synthesis)
 
     # Resuming from a sequence number replays only what came after it.
     middle = seqs[len(seqs) // 2]
