@@ -22,12 +22,14 @@ from apiary.authz.permissions import Permission
 from apiary.errors import Conflict, Forbidden, NotFound, Unprocessable
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.errors import PayloadTooLarge
+from apiary.knowledge.events import DocumentEventType
 from apiary.knowledge.extract import detect_format
 from apiary.knowledge.models import (
     BUNDLED_EMBEDDING_MODEL,
     DocumentStatus,
     KnowledgeBase,
     KnowledgeDocument,
+    KnowledgeDocumentEvent,
 )
 from apiary.knowledge.repository import knowledge_repository
 from apiary.knowledge.schemas import Citation, KnowledgeBaseCreate, SearchHit
@@ -162,6 +164,9 @@ class KnowledgeService:
             ),
         )
         await session.flush()
+        await knowledge_repository.add_event(
+            session, scope, document.id, DocumentEventType.QUEUED, {"reindex": False}
+        )
         await audit_service.record(
             session,
             action="knowledge_document.uploaded",
@@ -210,7 +215,26 @@ class KnowledgeService:
         document.error = None
         document.chunks_done = 0
         await session.flush()
+        await knowledge_repository.add_event(
+            session, auth.scope, document.id, DocumentEventType.QUEUED, {"reindex": True}
+        )
         return document
+
+    async def events(
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        knowledge_base_id: uuid.UUID,
+        document_id: uuid.UUID,
+        *,
+        after: int,
+    ) -> tuple[KnowledgeDocument, Sequence[KnowledgeDocumentEvent]]:
+        """The document and its events numbered after `after`. The document is read first:
+        its events are committed with its status, so a finished status read here means
+        the events read next include the last one of its run."""
+        document = await self.get_document(session, auth, knowledge_base_id, document_id)
+        rows = await knowledge_repository.events_after(session, auth.scope, document.id, after)
+        return document, rows
 
     async def delete_document(
         self,
