@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 Float32Array = npt.NDArray[numpy.float32]
 Float64Array = npt.NDArray[numpy.float64]
 IntArray = npt.NDArray[numpy.int64]
+_Postings = tuple[IntArray, IntArray, Float64Array]  # term, row, weight per entry
 
 RRF_K = 2  # Qdrant's default for FusionQuery(fusion=RRF)
 _EPSILON = 1.1920929e-07  # Qdrant local mode's guard against dividing by a zero norm
 _LOAD_PAGE = 2048
+_FRESH_ROWS = 4096
 # float32 scores pick the dense candidates; those within this of the cut are re-scored in
 # float64, as Qdrant scores them, so that near-ties order the same way.
 _COARSE_MARGIN = 1e-4
@@ -76,7 +78,10 @@ class _Rows:
         self._dense = numpy.zeros((16, dimensions), dtype=numpy.float32)
         self._live = numpy.zeros(16, dtype=bool)
         self._slots = numpy.zeros(16, dtype=numpy.int64)
-        self._postings: tuple[IntArray, IntArray, Float64Array] | None = None
+        self._sorted: _Postings = _no_postings()
+        self._sorted_rows = 0  # rows [0, _sorted_rows) are in `_sorted`
+        self._fresh: _Postings = _no_postings()
+        self._fresh_until = 0  # `_fresh` holds rows [_sorted_rows, _fresh_until)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,7 +119,6 @@ class _Rows:
         self.documents.append(document_id)
         self.terms.append(numpy.asarray(sparse.indices, dtype=numpy.int64))
         self.weights.append(numpy.asarray(sparse.values, dtype=numpy.float64))
-        self._postings = None
 
     def kill(self, point_id: str) -> list[int]:
         """Mark the point's row dead; returns its terms."""
@@ -136,6 +140,8 @@ class _Rows:
         ]
         dense = self.dense[self.live]
         self.ids, self.row_of, self.documents, self.terms, self.weights = [], {}, [], [], []
+        self._sorted, self._sorted_rows = _no_postings(), 0
+        self._fresh, self._fresh_until = _no_postings(), 0
         self._dense = numpy.zeros(
             (max(16, 2 * len(survivors)), dense.shape[1]), dtype=numpy.float32
         )
@@ -144,17 +150,45 @@ class _Rows:
         for (point_id, document_id, sparse, slot), vector in zip(survivors, dense, strict=True):
             self.append(point_id, document_id, vector, sparse, slot)
 
-    def postings(self) -> tuple[IntArray, IntArray, Float64Array]:
-        """Every (term, row, value) of the sparse vectors, sorted by term (built when read
-        after a write): a query term's rows are one slice, found by binary search."""
-        if self._postings is None:
-            lengths = [len(terms) for terms in self.terms]
-            terms = numpy.concatenate([numpy.zeros(0, dtype=numpy.int64), *self.terms])
-            values = numpy.concatenate([numpy.zeros(0, dtype=numpy.float64), *self.weights])
-            rows = numpy.repeat(numpy.arange(len(self.terms)), lengths)
-            order = numpy.argsort(terms, kind="stable")
-            self._postings = (terms[order], rows[order], values[order])
-        return self._postings
+    def postings(self) -> tuple[_Postings, _Postings]:
+        """The rows' sparse entries for looking terms up: sorted by term up to a point
+        (binary search), then the rows written since, in row order (scanned). Sorting
+        everything again after each write would cost seconds at 100k rows, so the fresh
+        rows join the sorted ones once they are an eighth as many (or 4,096)."""
+        rows = len(self.ids)
+        if rows - self._sorted_rows > max(_FRESH_ROWS, self._sorted_rows // 8):
+            merged = [
+                numpy.concatenate([old, new])
+                for old, new in zip(
+                    self._sorted, self._entries(self._sorted_rows, rows), strict=True
+                )
+            ]
+            # Two runs, one already sorted: a stable sort merges them in about linear time,
+            # and keeps each term's rows in row order.
+            order = numpy.argsort(merged[0], kind="stable")
+            self._sorted = (merged[0][order], merged[1][order], merged[2][order])
+            self._sorted_rows = rows
+            self._fresh_until = -1  # stale: its rows are in `_sorted` now
+        if self._fresh_until != rows:
+            self._fresh, self._fresh_until = self._entries(self._sorted_rows, rows), rows
+        return self._sorted, self._fresh
+
+    def _entries(self, start: int, stop: int) -> _Postings:
+        """(term, row, weight) of rows `start` to `stop`, in row order."""
+        lengths = [len(terms) for terms in self.terms[start:stop]]
+        return (
+            numpy.concatenate([numpy.zeros(0, dtype=numpy.int64), *self.terms[start:stop]]),
+            numpy.repeat(numpy.arange(start, stop), lengths),
+            numpy.concatenate([numpy.zeros(0, dtype=numpy.float64), *self.weights[start:stop]]),
+        )
+
+
+def _no_postings() -> _Postings:
+    return (
+        numpy.zeros(0, dtype=numpy.int64),
+        numpy.zeros(0, dtype=numpy.int64),
+        numpy.zeros(0, dtype=numpy.float64),
+    )
 
 
 class _Hit(NamedTuple):
@@ -350,12 +384,13 @@ class LocalIndex:
         )
         scored: list[_Hit] = []
         for rows, allowed in zip(candidates.shards, candidates.allowed, strict=True):
-            terms, term_rows, term_values = rows.postings()
+            (terms, term_rows, term_weights), (fresh, fresh_rows, fresh_weights) = rows.postings()
             hit_rows, contributions = [], []
             for term, weight in weighted:
                 start, stop = numpy.searchsorted(terms, [term, term + 1])
-                hit_rows.append(term_rows[start:stop])
-                contributions.append(term_values[start:stop] * weight)
+                hit = numpy.flatnonzero(fresh == term)
+                hit_rows += [term_rows[start:stop], fresh_rows[hit]]
+                contributions += [term_weights[start:stop] * weight, fresh_weights[hit] * weight]
             touched = numpy.concatenate(hit_rows)
             # Summed per row in the query's term order, in float64, then float32: as Qdrant.
             sums = numpy.bincount(
