@@ -39,7 +39,9 @@ from apiary.knowledge.vectors import SearchMode, VectorHit
 if TYPE_CHECKING:
     from apiary.runtime import Runtime
 
-_RRF_K = 60  # Reciprocal Rank Fusion's usual constant, as Qdrant uses
+# Reciprocal Rank Fusion across embedding models: the constant of the RRF paper. (Within one
+# model, Qdrant fuses dense and keyword with its own default, k = 2; see local_index.py.)
+_RRF_K = 60
 
 
 def _megabytes(size: int) -> str:
