@@ -6,7 +6,7 @@ from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.db import Base
 from apiary.executions.models import Execution, ExecutionEvent, Subtask
-from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
+from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument, KnowledgeDocumentEvent
 from apiary.limits.models import TenantLimits
 from apiary.memory.models import ThreadSummary, ThreadTurn
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
@@ -26,6 +26,7 @@ __all__ = [
     "ExecutionEvent",
     "KnowledgeBase",
     "KnowledgeDocument",
+    "KnowledgeDocumentEvent",
     "LedgerEntry",
     "Membership",
     "RefreshToken",

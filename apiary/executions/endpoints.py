@@ -39,6 +39,7 @@ from apiary.executions.schemas import (
 )
 from apiary.executions.service import execution_service
 from apiary.kit.schemas import Page, Paging
+from apiary.kit.sse import HEARTBEAT_S, event_stream_response, resume_point
 from apiary.runtime import Runtime, RuntimeDep
 from apiary.swarm.tools import unique_sources
 
@@ -46,8 +47,6 @@ router = APIRouter(prefix="/executions", tags=["executions"])
 
 Reader = Annotated[AuthContext, authorize(Permission.EXECUTIONS_READ)]
 Runner = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]
-
-HEARTBEAT_S = 15.0
 
 
 @router.post(
@@ -169,28 +168,8 @@ async def execution_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     await execution_repository.get(session, auth.scope, execution_id)  # 404 before streaming
-    start = after if after is not None else _seq(last_event_id)
-
-    async def body() -> AsyncIterator[bytes]:
-        async for event in _event_stream(runtime, auth, execution_id, start):
-            if event is None:
-                yield b": keep-alive\n\n"
-                continue
-            data = orjson.dumps(event.model_dump(mode="json"))
-            yield f"id: {event.seq}\nevent: {event.type}\n".encode() + b"data: " + data + b"\n\n"
-
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-def _seq(value: str | None) -> int:
-    try:
-        return max(int(value or 0), 0)
-    except ValueError:
-        return 0
+    start = resume_point(after, last_event_id)
+    return event_stream_response(_event_stream(runtime, auth, execution_id, start))
 
 
 @router.websocket("/{execution_id}/ws")

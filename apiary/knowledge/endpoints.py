@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
-from apiary.errors import Unprocessable
+from apiary.db import session_scope
+from apiary.errors import NotFound, Unprocessable
 from apiary.kit.schemas import Page, Paging
+from apiary.kit.sse import HEARTBEAT_S, event_stream_response, resume_point
 from apiary.knowledge import service
 from apiary.knowledge.errors import PayloadTooLarge
+from apiary.knowledge.events import document_events_channel
 from apiary.knowledge.extract import SUPPORTED
+from apiary.knowledge.models import DocumentStatus
 from apiary.knowledge.schemas import (
     Document,
+    DocumentEvent,
     KnowledgeBase,
     KnowledgeBaseCreate,
     SearchRequest,
     SearchResults,
 )
 from apiary.knowledge.service import knowledge_service
-from apiary.runtime import RuntimeDep
+from apiary.runtime import Runtime, RuntimeDep
 
 router = APIRouter(prefix="/knowledge-bases", tags=["knowledge"])
 
@@ -154,6 +161,54 @@ async def get_document(
     return Document.model_validate(
         await knowledge_service.get_document(session, auth, kb_id, document_id)
     )
+
+
+async def _document_events(
+    runtime: Runtime, auth: AuthContext, kb_id: uuid.UUID, document_id: uuid.UUID, after: int
+) -> AsyncIterator[DocumentEvent | None]:
+    """Events after `after`, live, until the document is ready or failed (or deleted);
+    None marks an idle interval."""
+    async with runtime.notifier.listen(document_events_channel(document_id)) as listener:
+        while True:
+            try:
+                async with session_scope(runtime.session_factory) as session:
+                    document, rows = await knowledge_service.events(
+                        session, auth, kb_id, document_id, after=after
+                    )
+                    finished = DocumentStatus(document.status).finished
+            except NotFound:
+                return  # deleted while streaming
+            for row in rows:
+                after = row.seq
+                yield DocumentEvent.model_validate(row)
+            if rows:
+                continue
+            if finished:
+                return
+            if not await listener.wait(HEARTBEAT_S):
+                yield None
+
+
+@router.get(
+    "/{kb_id}/documents/{document_id}/events",
+    summary="Ingestion progress as Server-Sent Events; resume with Last-Event-ID or ?after=",
+    response_class=StreamingResponse,
+)
+async def document_events(
+    auth: Reader,
+    session: DbSession,
+    runtime: RuntimeDep,
+    kb_id: uuid.UUID,
+    document_id: uuid.UUID,
+    after: Annotated[int | None, Query(ge=0, description="Last sequence number seen")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Every step of the document's ingestion (queued, extracting, splitting, embedding and
+    upserting batch k of n, then indexed or failed with the reason), from the first or
+    after `after`, then live until the document is ready or failed."""
+    await knowledge_service.get_document(session, auth, kb_id, document_id)  # 404 first
+    start = resume_point(after, last_event_id)
+    return event_stream_response(_document_events(runtime, auth, kb_id, document_id, start))
 
 
 @router.post(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apiary.authz.scope import TenantOwned
@@ -20,6 +21,10 @@ class DocumentStatus(StrEnum):
     PROCESSING = "processing"
     READY = "ready"
     FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (DocumentStatus.READY, DocumentStatus.FAILED)
 
 
 class KnowledgeBase(IdMixin, TenantOwned, Base):
@@ -53,9 +58,27 @@ class KnowledgeDocument(IdMixin, TenantOwned, Base):
     error: Mapped[str | None] = mapped_column(Text)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)  # known once split
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)  # embedded and stored so far
+    last_event_seq: Mapped[int] = mapped_column(Integer, default=0)  # its events' numbering
     # The uploaded bytes, so any worker (not only the one that took the upload) can ingest
     # or re-index them; deferred so lists never load them.
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
+
+
+class KnowledgeDocumentEvent(IdMixin, TenantOwned, Base):
+    """One step of a document's ingestion, numbered 1, 2, 3... within the document (a
+    re-index continues the numbering), so a client can resume its stream from any step."""
+
+    __tablename__ = "knowledge_document_events"
+    __table_args__ = (
+        UniqueConstraint("document_id", "seq", name="uq_knowledge_document_events_seq"),
+    )
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("knowledge_documents.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

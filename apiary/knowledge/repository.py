@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
 from apiary.authz.scope import TenantScope
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
-from apiary.knowledge.models import DocumentStatus, KnowledgeBase, KnowledgeDocument
+from apiary.knowledge.models import (
+    DocumentStatus,
+    KnowledgeBase,
+    KnowledgeDocument,
+    KnowledgeDocumentEvent,
+)
 
 
 class KnowledgeRepository:
@@ -109,6 +115,52 @@ class KnowledgeRepository:
             .order_by(KnowledgeDocument.created_at)
         )
         return list((await session.scalars(statement)).all())
+
+    async def add_event(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        document_id: uuid.UUID,
+        type: str,
+        data: dict[str, Any],
+    ) -> KnowledgeDocumentEvent | None:
+        """The document's next event, or None if the document is gone.
+
+        The number comes from an increment of the document's row, which the database
+        serializes: two runs of one document at once (a re-index while a run goes on) take
+        turns instead of picking the same number, and the numbering survives restarts.
+        """
+        seq = await session.scalar(
+            update(KnowledgeDocument)
+            .where(
+                KnowledgeDocument.tenant_id == scope.tenant_id, KnowledgeDocument.id == document_id
+            )
+            .values(last_event_seq=KnowledgeDocument.last_event_seq + 1)
+            .returning(KnowledgeDocument.last_event_seq)
+        )
+        if seq is None:
+            return None
+        event = KnowledgeDocumentEvent(document_id=document_id, seq=seq, type=type, data=data)
+        return scope.add(session, event)
+
+    async def events_after(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        document_id: uuid.UUID,
+        after: int,
+        limit: int = 500,
+    ) -> Sequence[KnowledgeDocumentEvent]:
+        statement = (
+            scope.select(KnowledgeDocumentEvent)
+            .where(
+                KnowledgeDocumentEvent.document_id == document_id,
+                KnowledgeDocumentEvent.seq > after,
+            )
+            .order_by(KnowledgeDocumentEvent.seq)
+            .limit(limit)
+        )
+        return (await session.scalars(statement)).all()
 
 
 knowledge_repository = KnowledgeRepository()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -53,6 +53,20 @@ class Document(Schema):
     error: str | None
     chunk_count: int
     chunks_done: int
+    created_at: datetime
+
+
+class DocumentEvent(Schema):
+    """One step of a document's ingestion, as the event stream sends it."""
+
+    seq: int = Field(description="1, 2, 3... within the document; a re-index continues it")
+    type: Literal[
+        "queued", "extracting", "splitting", "embedding", "upserting", "indexed", "failed"
+    ]
+    data: dict[str, Any] = Field(
+        description="embedding/upserting: batch, batches, chunks_done, chunk_count; "
+        "indexed: chunk_count; failed: reason"
+    )
     created_at: datetime
 
 

@@ -22,12 +22,14 @@ from apiary.authz.permissions import Permission
 from apiary.errors import Conflict, Forbidden, NotFound, Unprocessable
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.errors import PayloadTooLarge
+from apiary.knowledge.events import DocumentEventType
 from apiary.knowledge.extract import detect_format
 from apiary.knowledge.models import (
     BUNDLED_EMBEDDING_MODEL,
     DocumentStatus,
     KnowledgeBase,
     KnowledgeDocument,
+    KnowledgeDocumentEvent,
 )
 from apiary.knowledge.repository import knowledge_repository
 from apiary.knowledge.schemas import Citation, KnowledgeBaseCreate, SearchHit
@@ -37,7 +39,9 @@ from apiary.knowledge.vectors import SearchMode, VectorHit
 if TYPE_CHECKING:
     from apiary.runtime import Runtime
 
-_RRF_K = 60  # Reciprocal Rank Fusion's usual constant, as Qdrant uses
+# Reciprocal Rank Fusion across embedding models: the constant of the RRF paper. (Within one
+# model, Qdrant fuses dense and keyword with its own default, k = 2; see local_index.py.)
+_RRF_K = 60
 
 
 def _megabytes(size: int) -> str:
@@ -162,6 +166,9 @@ class KnowledgeService:
             ),
         )
         await session.flush()
+        await knowledge_repository.add_event(
+            session, scope, document.id, DocumentEventType.QUEUED, {"reindex": False}
+        )
         await audit_service.record(
             session,
             action="knowledge_document.uploaded",
@@ -210,7 +217,26 @@ class KnowledgeService:
         document.error = None
         document.chunks_done = 0
         await session.flush()
+        await knowledge_repository.add_event(
+            session, auth.scope, document.id, DocumentEventType.QUEUED, {"reindex": True}
+        )
         return document
+
+    async def events(
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        knowledge_base_id: uuid.UUID,
+        document_id: uuid.UUID,
+        *,
+        after: int,
+    ) -> tuple[KnowledgeDocument, Sequence[KnowledgeDocumentEvent]]:
+        """The document and its events numbered after `after`. The document is read first:
+        its events are committed with its status, so a finished status read here means
+        the events read next include the last one of its run."""
+        document = await self.get_document(session, auth, knowledge_base_id, document_id)
+        rows = await knowledge_repository.events_after(session, auth.scope, document.id, after)
+        return document, rows
 
     async def delete_document(
         self,

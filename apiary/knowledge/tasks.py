@@ -3,11 +3,12 @@
 `ingest_document(runtime, document_id)` takes an id, reloads everything, and is safe to
 run twice or after a crash: it skips a document that is already `ready`, removes the
 document's old points before writing, and point ids are fixed per (document, chunk), so a
-second run overwrites rather than duplicates. Progress (`chunk_count`, `chunks_done`,
-`status`) is committed to the document after every batch, so a client polling the
-document sees it move. A file that cannot be read ends `failed` with the reason, touching
-nothing else in its knowledge base. Runs today on the in-process queue (queue.py);
-the worker from the swarm branch can call the same function.
+second run overwrites rather than duplicates. Every step (extracting, splitting, embedding
+and upserting batch k of n, indexed or failed with the reason) is an event committed with
+the document's progress (`chunk_count`, `chunks_done`, `status`) and announced to the
+event stream's listeners (events.py). A file that cannot be read ends `failed` with the
+reason, touching nothing else in its knowledge base. Runs today on the in-process queue
+(queue.py); the worker from the swarm branch can call the same function.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -25,12 +26,13 @@ from apiary.authz.scope import TenantScope
 from apiary.db import session_scope
 from apiary.errors import ApiaryError
 from apiary.knowledge.chunking import Chunk, split
-from apiary.knowledge.embedding import embed_texts
+from apiary.knowledge.embedding import Float32Array, embed_texts
 from apiary.knowledge.errors import ExtractionError
+from apiary.knowledge.events import DocumentEventType, document_events_channel
 from apiary.knowledge.extract import extract
 from apiary.knowledge.models import DocumentStatus
 from apiary.knowledge.repository import knowledge_repository
-from apiary.knowledge.sparse import document_vector
+from apiary.knowledge.sparse import SparseVector, document_vector
 from apiary.knowledge.vectors import ChunkPoint
 
 if TYPE_CHECKING:
@@ -71,7 +73,14 @@ async def _claim(runtime: Runtime, document_id: uuid.UUID) -> _Job | None:
         document.status = DocumentStatus.PROCESSING
         document.error = None
         document.chunks_done = 0
-        return _Job(
+        await knowledge_repository.add_event(
+            session,
+            scope,
+            document.id,
+            DocumentEventType.EXTRACTING,
+            {"content_type": document.content_type, "size_bytes": document.size_bytes},
+        )
+        job = _Job(
             scope=scope,
             document_id=document.id,
             knowledge_base_id=base.id,
@@ -83,15 +92,27 @@ async def _claim(runtime: Runtime, document_id: uuid.UUID) -> _Job | None:
             chunk_overlap=base.chunk_overlap,
             created_by=document.created_by,
         )
+    await runtime.notifier.notify(document_events_channel(document_id))
+    return job
 
 
-async def _update(runtime: Runtime, job: _Job, **fields: object) -> None:
+async def _step(
+    runtime: Runtime,
+    job: _Job,
+    event: DocumentEventType,
+    data: dict[str, Any],
+    **fields: object,
+) -> None:
+    """Record one step: its event and the document's new fields in one transaction, then
+    wake the event stream's listeners."""
     async with session_scope(runtime.session_factory) as session:
         document = await knowledge_repository.get_document(session, job.scope, job.document_id)
         if document is None:
             raise _DocumentGone
         for name, value in fields.items():
             setattr(document, name, value)
+        await knowledge_repository.add_event(session, job.scope, job.document_id, event, data)
+    await runtime.notifier.notify(document_events_channel(job.document_id))
 
 
 async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
@@ -101,20 +122,50 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
     vectors = runtime.vectors
     try:
         extracted = await asyncio.to_thread(extract, job.content, job.filename)
+        await _step(
+            runtime,
+            job,
+            DocumentEventType.SPLITTING,
+            {"characters": len(extracted.text), "sections": len(extracted.sections)},
+        )
         chunks = split(extracted, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
         await vectors.delete_document(job.scope, job.document_id)
-        await _update(runtime, job, chunk_count=len(chunks))
         # The job acts for the uploader within the document's tenant: a gateway embedding
         # model's cost lands on that tenant's ledger.
         auth = AuthContext(
             role=Role.DEVELOPER, tenant_id=job.scope.tenant_id, actor=Actor(user_id=job.created_by)
         )
         batch_size = runtime.settings.knowledge.embed_batch_size
-        for start in range(0, len(chunks), batch_size):
+        batches = -(-len(chunks) // batch_size)
+        for number, start in enumerate(range(0, len(chunks), batch_size), start=1):
             batch = chunks[start : start + batch_size]
-            await _store(runtime, job, auth, batch)
-            await _update(runtime, job, chunks_done=start + len(batch))
-        await _update(runtime, job, status=DocumentStatus.READY)
+            progress = {
+                "batch": number,
+                "batches": batches,
+                "chunks_done": start,
+                "chunk_count": len(chunks),
+            }
+            # chunks_done rides on the next step's transaction: the previous batch is stored.
+            await _step(
+                runtime,
+                job,
+                DocumentEventType.EMBEDDING,
+                progress,
+                chunk_count=len(chunks),
+                chunks_done=start,
+            )
+            dense, sparse = await _embed(runtime, job, auth, batch)
+            await _step(runtime, job, DocumentEventType.UPSERTING, progress)
+            await runtime.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
+        await _step(
+            runtime,
+            job,
+            DocumentEventType.INDEXED,
+            {"chunk_count": len(chunks)},
+            status=DocumentStatus.READY,
+            chunk_count=len(chunks),
+            chunks_done=len(chunks),
+        )
     except _DocumentGone:
         await vectors.delete_document(job.scope, job.document_id)
     except (ExtractionError, ApiaryError) as error:
@@ -134,11 +185,16 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
             await vectors.delete_document(job.scope, job.document_id)
 
 
-async def _store(runtime: Runtime, job: _Job, auth: AuthContext, batch: list[Chunk]) -> None:
+async def _embed(
+    runtime: Runtime, job: _Job, auth: AuthContext, batch: list[Chunk]
+) -> tuple[Float32Array, list[SparseVector]]:
     texts = [chunk.indexed_text for chunk in batch]
     dense = await embed_texts(runtime, auth, job.embedding_model, texts)
-    sparse = [document_vector(text) for text in texts]
-    points = [
+    return dense, [document_vector(text) for text in texts]
+
+
+def _points(job: _Job, batch: list[Chunk]) -> list[ChunkPoint]:
+    return [
         ChunkPoint(
             knowledge_base_id=job.knowledge_base_id,
             document_id=job.document_id,
@@ -153,10 +209,17 @@ async def _store(runtime: Runtime, job: _Job, auth: AuthContext, batch: list[Chu
         )
         for chunk in batch
     ]
-    await runtime.vectors.upsert(job.scope, points, dense, sparse)
 
 
 async def _fail(runtime: Runtime, job: _Job, reason: str) -> None:
     await runtime.vectors.delete_document(job.scope, job.document_id)
+    reason = reason[:2000]
     with contextlib.suppress(_DocumentGone):
-        await _update(runtime, job, status=DocumentStatus.FAILED, error=reason[:2000])
+        await _step(
+            runtime,
+            job,
+            DocumentEventType.FAILED,
+            {"reason": reason},
+            status=DocumentStatus.FAILED,
+            error=reason,
+        )

@@ -10,13 +10,20 @@ hybrid search prefetches both and fuses them with Reciprocal Rank Fusion in Qdra
 
 Embedded, Qdrant runs in local mode in a folder of the data dir, which one process may open
 at a time; the client is opened on first use (so `apiary init` and other CLI commands never
-take the lock) and its calls run on a worker thread, one at a time, because local mode does
-its search in Python. In production the same calls go to `APIARY_QDRANT_URL`.
+take the lock) and its calls run on a worker thread, one at a time. Local mode tests the
+payload filter and scores sparse vectors in Python, point by point, so there searches and
+deletes go through a numpy mirror of the collection instead (local_index.py), keyed by
+(tenant, knowledge base): the scope's tenant picks the rows, the ranking is Qdrant's,
+deletes go to the collection by point id, and hits' payloads are read from it. Writes go
+to the collection first, then to the mirror. In production the same calls go to
+`APIARY_QDRANT_URL`, and Qdrant filters and searches with its own indexes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
 import uuid
 import warnings
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
     import numpy
     import numpy.typing as npt
     from qdrant_client import QdrantClient, models
+
+    from apiary.knowledge.local_index import LocalIndex
 else:  # qdrant-client is imported when knowledge bases are first used, not at start-up
     models = LazyModule("qdrant_client.models")
 
@@ -40,11 +49,15 @@ COLLECTION_PREFIX = "apiary_knowledge_"
 DENSE = "dense"
 SPARSE = "sparse"
 SearchMode = Literal["hybrid", "dense"]
+# Each arm of a hybrid search on its own ("keyword": BM25 alone), for the tests and the
+# benchmark that compare local mode's query engine with the numpy mirror arm by arm.
+ArmMode = Literal["hybrid", "dense", "keyword"]
 # Candidates each arm of a hybrid search hands to the fusion, per result asked for.
 _PREFETCH_FACTOR = 4
 _PREFETCH_MIN = 20
 
 T = TypeVar("T")
+log = logging.getLogger("apiary.knowledge.vectors")
 
 
 class ChunkPayload(TypedDict):
@@ -108,15 +121,24 @@ def _scoped(scope: TenantScope, *conditions: models.Condition) -> models.Filter:
 
 class VectorStore:
     def __init__(
-        self, *, url: str | None, api_key: str | None = None, path: Path | None = None
+        self,
+        *,
+        url: str | None,
+        api_key: str | None = None,
+        path: Path | None = None,
+        numpy_search: bool = True,
     ) -> None:
         if url is None and path is None:
             raise ValueError("a Qdrant URL or a local-mode folder is required")
+        # Local mode searches its numpy mirror; False sends searches to local mode's own
+        # query engine (the tests and the benchmark compare the two).
+        self.numpy_search = numpy_search
         self._url = url
         self._api_key = api_key
         self._path = path
         self._client: QdrantClient | None = None
         self._collections: set[str] = set()
+        self._local_indexes: dict[str, LocalIndex] = {}  # local mode: by collection
         self._open_lock = threading.Lock()
         # Local mode is not thread-safe; the server client is, but one queue keeps it simple.
         self._call_lock = threading.Lock() if url is None else None
@@ -152,6 +174,7 @@ class VectorStore:
                 self._client.close()
                 self._client = None
                 self._collections.clear()
+                self._local_indexes.clear()
 
     def _ensure_collection(self, client: QdrantClient, dimensions: int) -> str:
         name = collection_name(dimensions)
@@ -181,8 +204,20 @@ class VectorStore:
                     client.create_payload_index(
                         name, field, field_schema=models.PayloadSchemaType.KEYWORD
                     )
+        if self.is_local:
+            _write_ahead_log(client, name)
         self._collections.add(name)
         return name
+
+    def _local_index(self, client: QdrantClient, name: str) -> LocalIndex:
+        """The collection's numpy mirror, read from it on first use (local mode only)."""
+        from apiary.knowledge.local_index import LocalIndex  # numpy: on first use
+
+        index = self._local_indexes.get(name)
+        if index is None:
+            dimensions = int(name.removeprefix(COLLECTION_PREFIX))
+            index = self._local_indexes[name] = LocalIndex.load(client, name, dimensions)
+        return index
 
     def _existing_collections(self, client: QdrantClient) -> list[str]:
         return [
@@ -229,24 +264,64 @@ class VectorStore:
 
         def work(client: QdrantClient) -> None:
             name = self._ensure_collection(client, int(dense.shape[1]))
+            index = self._local_index(client, name) if self.is_local else None
             client.upsert(name, points=points, wait=True)
+            if index is not None:
+                from apiary.knowledge.local_index import IndexedPoint
+
+                indexed = [
+                    IndexedPoint(
+                        id=str(point.id),
+                        tenant_id=tenant,
+                        knowledge_base_id=str(chunk.knowledge_base_id),
+                        document_id=str(chunk.document_id),
+                    )
+                    for point, chunk in zip(points, chunks, strict=True)
+                ]
+                index.upsert(indexed, dense, sparse)
 
         await self._call(work)
 
-    async def _delete(self, scope: TenantScope, *conditions: models.Condition) -> None:
-        selector = models.FilterSelector(filter=_scoped(scope, *conditions))
+    async def _delete(
+        self,
+        scope: TenantScope,
+        condition: models.Condition,
+        points_in_local_index: Callable[[LocalIndex], list[str]],
+    ) -> None:
+        selector = models.FilterSelector(filter=_scoped(scope, condition))
 
         def work(client: QdrantClient) -> None:
             for name in self._existing_collections(client):
-                client.delete(name, points_selector=selector, wait=True)
+                if not self.is_local:
+                    client.delete(name, points_selector=selector, wait=True)
+                    continue
+                # Local mode would test the filter on every point of the collection; the
+                # mirror knows the scope's points, so they are deleted by id.
+                index = self._local_index(client, name)
+                doomed = points_in_local_index(index)
+                if doomed:
+                    client.delete(
+                        name, points_selector=models.PointIdsList(points=list(doomed)), wait=True
+                    )
+                    index.delete(doomed)
 
         await self._call(work)
 
     async def delete_document(self, scope: TenantScope, document_id: uuid.UUID) -> None:
-        await self._delete(scope, _match("document_id", str(document_id)))
+        tenant, document = str(scope.tenant_id), str(document_id)
+        await self._delete(
+            scope,
+            _match("document_id", document),
+            lambda index: index.points_of_document(tenant, document),
+        )
 
     async def delete_knowledge_base(self, scope: TenantScope, knowledge_base_id: uuid.UUID) -> None:
-        await self._delete(scope, _match("knowledge_base_id", str(knowledge_base_id)))
+        tenant, knowledge_base = str(scope.tenant_id), str(knowledge_base_id)
+        await self._delete(
+            scope,
+            _match("knowledge_base_id", knowledge_base),
+            lambda index: index.points_of_knowledge_base(tenant, knowledge_base),
+        )
 
     async def count(
         self,
@@ -278,7 +353,7 @@ class VectorStore:
         dense: npt.NDArray[numpy.float32],
         sparse: SparseVector | None,
         limit: int,
-        mode: SearchMode = "hybrid",
+        mode: ArmMode = "hybrid",
         document_ids: Sequence[uuid.UUID] | None = None,
     ) -> list[VectorHit]:
         """The best chunks of these knowledge bases (of the scope's tenant only)."""
@@ -291,19 +366,35 @@ class VectorStore:
         name = collection_name(int(dense.shape[0]))
         dense_query = dense.tolist()
 
+        keywords = None if mode == "dense" or sparse is None or not sparse.indices else sparse
+        if mode == "keyword" and keywords is None:
+            return []  # no query term outside the stop words
+        depth = max(_PREFETCH_MIN, limit * _PREFETCH_FACTOR)
+
         def work(client: QdrantClient) -> list[models.ScoredPoint]:
             if not client.collection_exists(name):
                 return []
-            if mode == "dense" or sparse is None or not sparse.indices:
+            if self.is_local and self.numpy_search:
+                return self._local_search(
+                    client,
+                    name,
+                    scope,
+                    knowledge_base_ids=knowledge_base_ids,
+                    document_ids=document_ids,
+                    dense=None if mode == "keyword" else dense,
+                    sparse=keywords,
+                    limit=limit,
+                    depth=depth,
+                )
+            if keywords is None or mode == "keyword":
                 return client.query_points(
                     name,
-                    query=dense_query,
-                    using=DENSE,
+                    query=dense_query if keywords is None else _sparse_query(keywords),
+                    using=DENSE if keywords is None else SPARSE,
                     query_filter=query_filter,
                     limit=limit,
                     with_payload=True,
                 ).points
-            depth = max(_PREFETCH_MIN, limit * _PREFETCH_FACTOR)
             return client.query_points(
                 name,
                 prefetch=[
@@ -311,7 +402,7 @@ class VectorStore:
                         query=dense_query, using=DENSE, filter=query_filter, limit=depth
                     ),
                     models.Prefetch(
-                        query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                        query=_sparse_query(keywords),
                         using=SPARSE,
                         filter=query_filter,
                         limit=depth,
@@ -330,10 +421,66 @@ class VectorStore:
             for p in points
         ]
 
+    def _local_search(
+        self,
+        client: QdrantClient,
+        name: str,
+        scope: TenantScope,
+        *,
+        knowledge_base_ids: Sequence[uuid.UUID],
+        document_ids: Sequence[uuid.UUID] | None,
+        dense: npt.NDArray[numpy.float32] | None,
+        sparse: SparseVector | None,
+        limit: int,
+        depth: int,
+    ) -> list[models.ScoredPoint]:
+        """The same search in the numpy mirror; the tenant is the mirror's key (the
+        choke point here), and the payloads come from the collection."""
+        ranked = self._local_index(client, name).search(
+            str(scope.tenant_id),
+            knowledge_base_ids=[str(kb) for kb in knowledge_base_ids],
+            document_ids=[str(d) for d in document_ids] if document_ids else None,
+            dense=dense,
+            sparse=sparse,
+            limit=limit,
+            depth=depth,
+        )
+        records = {
+            str(record.id): record
+            for record in client.retrieve(name, ids=[point_id for point_id, _ in ranked])
+        }
+        return [
+            models.ScoredPoint(
+                id=point_id, version=0, score=score, payload=records[point_id].payload
+            )
+            for point_id, score in ranked
+        ]
+
+
+def _sparse_query(keywords: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=keywords.indices, values=keywords.values)
+
 
 def _payload(raw: dict[str, object] | None) -> ChunkPayload:
     assert raw is not None
     return cast(ChunkPayload, raw)  # written by `upsert` above, in exactly this shape
+
+
+def _write_ahead_log(client: QdrantClient, name: str) -> None:
+    """Put a local collection's SQLite file in write-ahead-log mode (kept in the file).
+
+    Local mode commits every point in its own transaction. With SQLite's default rollback
+    journal each commit costs several fsyncs; in WAL mode, one, after an append, with the
+    same durability. qdrant-client has no option for it, so this reaches its storage
+    connection; if a release moves that, the collection still works, only slower (logged).
+    """
+    collection = getattr(getattr(client, "_client", None), "collections", {}).get(name)
+    persistence = getattr(collection, "storage", None)
+    connection = getattr(persistence, "storage", None)
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA journal_mode=WAL")
+    elif collection is None or persistence is not None:  # (no persistence: in memory)
+        log.warning("cannot reach the SQLite file of local collection %s", name)
 
 
 def _client_class() -> type[QdrantClient]:

@@ -14,6 +14,7 @@ from httpx_ws.transport import ASGIWebSocketTransport
 from apiary.authz.permissions import Role
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Reply, Slow
+from tests.sse import parse_sse
 from tests.swarm.conftest import Swarm
 
 pytestmark = pytest.mark.both_databases
@@ -21,19 +22,6 @@ pytestmark = pytest.mark.both_databases
 
 def plan(*subtasks: str) -> Reply:
     return Reply(text=orjson.dumps({"subtasks": list(subtasks)}).decode())
-
-
-def parse_sse(text: str) -> list[dict[str, Any]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
-        )
-        if fields:
-            events.append(
-                {"id": int(fields["id"]), "event": fields["event"], **orjson.loads(fields["data"])}
-            )
-    return events
 
 
 async def test_idempotency_key_returns_the_same_execution(swarm: Swarm) -> None:

@@ -10,7 +10,9 @@ and hybrid 10, which is what the keyword arm is for.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import uuid
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -24,8 +26,10 @@ from apiary.authz.scope import TenantScope
 from apiary.errors import Forbidden, NotFound
 from apiary.knowledge import service
 from apiary.knowledge.embedding import embed_texts
+from apiary.knowledge.local_index import reciprocal_rank_fusion
 from apiary.knowledge.schemas import SearchHit
 from apiary.knowledge.sparse import query_vector
+from apiary.knowledge.vectors import ArmMode, VectorHit
 from apiary.runtime import Runtime
 from tests.factories import TenantFixture, make_tenant
 from tests.knowledge.helpers import create_base, ingested, search, upload
@@ -110,6 +114,116 @@ async def test_recall_at_5_hybrid_and_dense(client: httpx.AsyncClient, runtime: 
     assert hybrid >= dense
     assert hybrid_lookups >= 0.9
     assert hybrid_lookups >= dense_lookups
+
+
+def _tie_groups(hits: list[VectorHit]) -> list[tuple[float, frozenset[str]]]:
+    """A ranking as runs of equal scores: Qdrant orders equal scores arbitrarily (numpy's
+    unstable argsort in local mode), so only the runs, not the order within one, are its
+    ranking."""
+    groups: list[tuple[float, set[str]]] = []
+    for hit in hits:
+        if groups and math.isclose(groups[-1][0], hit.score, rel_tol=1e-9):
+            groups[-1][1].add(hit.id)
+        else:
+            groups.append((hit.score, {hit.id}))
+    return [(score, frozenset(ids)) for score, ids in groups]
+
+
+def _same_ranking(mine: list[VectorHit], qdrants: list[VectorHit], *, cut: bool) -> None:
+    ours, theirs = _tie_groups(mine), _tie_groups(qdrants)
+    if cut:  # the last run may be cut off at the limit differently: compare its score only
+        assert ours[-1][0] == pytest.approx(theirs[-1][0], rel=1e-6)
+        ours, theirs = ours[:-1], theirs[:-1]
+    assert [ids for _, ids in ours] == [ids for _, ids in theirs]
+    assert [score for score, _ in ours] == pytest.approx([score for score, _ in theirs], rel=1e-6)
+
+
+async def test_local_mode_numpy_search_ranks_as_qdrant_does(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded, searches go to a numpy mirror of the collection (local_index.py). Each arm
+    (dense, keyword) must rank as local mode's own query engine does, and the hybrid
+    fusion must give the same results wherever the arms hold no equal scores, whose order
+    is arbitrary in Qdrant itself; with filters, and over two knowledge bases at once."""
+    store = runtime.vectors
+    assert store.is_local
+    tenant = await make_tenant(runtime, client)
+    ids = await _ingest_corpus(client, runtime, tenant)
+    extra = await create_base(client, tenant.admin, name="extra")
+    await upload(
+        client, tenant.admin, extra["id"], "travel.md", (CORPUS / "travel.md").read_bytes()
+    )
+    await ingested(runtime)
+    scope, auth = TenantScope(uuid.UUID(tenant.id)), _auth(tenant)
+    corpus = [uuid.UUID(ids["kb"])]
+    searches: list[tuple[str, list[uuid.UUID], list[uuid.UUID] | None]] = [
+        (query["question"], corpus, None) for query in QUESTIONS + LOOKUPS
+    ]
+    searches += [
+        ("travel booking portal", [*corpus, uuid.UUID(extra["id"])], None),
+        ("price of the Heron", corpus, [uuid.UUID(ids["price-list.csv"])]),
+    ]
+    top_k, depth = 10, 40  # depth: what each arm hands to the fusion for top_k = 10
+
+    async def run(numpy_search: bool, mode: ArmMode, limit: int) -> list[list[VectorHit]]:
+        monkeypatch.setattr(store, "numpy_search", numpy_search)
+        found = []
+        for query, bases, documents in searches:
+            dense = (await embed_texts(runtime, auth, "minilm", [query]))[0]
+            found.append(
+                await store.search(
+                    scope,
+                    knowledge_base_ids=bases,
+                    dense=dense,
+                    sparse=query_vector(query),
+                    limit=limit,
+                    mode=mode,
+                    document_ids=documents,
+                )
+            )
+        return found
+
+    arms = {
+        mode: (await run(True, mode, depth + 1), await run(False, mode, depth + 1))
+        for mode in ("dense", "keyword")
+    }
+    hybrid = await run(True, "hybrid", top_k), await run(False, "hybrid", top_k)
+    untied = 0
+    for n, (query, _, _) in enumerate(searches):
+        for ours, qdrants in arms.values():
+            _same_ranking(ours[n], qdrants[n], cut=len(qdrants[n]) > depth)
+        # The fusion, given Qdrant's own arms, gives Qdrant's hybrid results exactly ...
+        qdrant_arms = [[hit.id for hit in qdrants[n][:depth]] for _, qdrants in arms.values()]
+        mine, theirs = hybrid[0][n], hybrid[1][n]
+        assert reciprocal_rank_fusion(qdrant_arms, top_k) == [
+            (hit.id, hit.score) for hit in theirs
+        ], query
+        # ... and so does the whole numpy search wherever no arm holds equal scores.
+        if all(len(ids) == 1 for _, qdrants in arms.values() for _, ids in _tie_groups(qdrants[n])):
+            untied += 1
+            assert [(hit.id, hit.score) for hit in mine] == [
+                (hit.id, hit.score) for hit in theirs
+            ], query
+    assert untied >= len(searches) // 2
+
+
+async def test_search_after_a_restart_reads_the_local_folder(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The numpy mirror is rebuilt from the local-mode folder when the store opens again."""
+    tenant = await make_tenant(runtime, client)
+    kb = await create_base(client, tenant.admin)
+    for name in ("travel.md", "holidays.csv"):
+        await upload(client, tenant.admin, kb["id"], name, (CORPUS / name).read_bytes())
+    await ingested(runtime)
+    before = await search(client, tenant.admin, kb["id"], "daily food allowance", top_k=8)
+    await asyncio.to_thread(runtime.vectors.close)  # as a restarted process: nothing in memory
+    after = await search(client, tenant.admin, kb["id"], "daily food allowance", top_k=8)
+    assert [hit["chunk_id"] for hit in after] == [hit["chunk_id"] for hit in before]
+    stored = await runtime.vectors.count(
+        TenantScope(uuid.UUID(tenant.id)), knowledge_base_id=uuid.UUID(kb["id"])
+    )
+    assert len(after) == stored > 3  # all of them: fewer than top_k here
 
 
 async def test_search_results_carry_citations_per_format(

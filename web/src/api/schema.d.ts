@@ -354,6 +354,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/knowledge-bases/{kb_id}/documents/{document_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Ingestion progress as Server-Sent Events; resume with Last-Event-ID or ?after=
+         * @description Every step of the document's ingestion (queued, extracting, splitting, embedding and
+         *     upserting batch k of n, then indexed or failed with the reason), from the first or
+         *     after `after`, then live until the document is ready or failed.
+         */
+        get: operations["document_events_api_v1_knowledge_bases__kb_id__documents__document_id__events_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/knowledge-bases/{kb_id}/documents/{document_id}/reindex": {
         parameters: {
             query?: never;
@@ -2764,6 +2786,41 @@ export interface operations {
         responses: {
             /** @description Successful Response */
             204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    document_events_api_v1_knowledge_bases__kb_id__documents__document_id__events_get: {
+        parameters: {
+            query?: {
+                /** @description Last sequence number seen */
+                after?: number | null;
+            };
+            header?: {
+                "last-event-id"?: string | null;
+            };
+            path: {
+                kb_id: string;
+                document_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
