@@ -28,7 +28,7 @@ from apiary.db import session_scope
 from apiary.errors import ApiaryError, Forbidden
 from apiary.executions.bus import cancel_channel, events_channel
 from apiary.executions.models import ExecutionState
-from apiary.executions.repository import execution_repository
+from apiary.executions.repository import EVENTS_PAGE, execution_repository
 from apiary.executions.schemas import (
     Execution,
     ExecutionCreate,
@@ -131,18 +131,19 @@ async def _event_stream(
     async with runtime.notifier.listen(events_channel(execution_id)) as listener:
         while True:
             async with session_scope(runtime.session_factory) as session:
-                execution, rows = await execution_service.events(
+                state, rows = await execution_service.events(
                     session, auth, execution_id, after=after
                 )
-                finished = ExecutionState(execution.state).finished
             for row in rows:
                 after = row.seq
                 yield ExecutionEvent.model_validate(row)
                 if row.type == "done":
                     return
-            if rows:
-                continue
-            if finished:
+            if len(rows) == EVENTS_PAGE:
+                continue  # more are waiting
+            # Otherwise everything committed before the last wake-up has been read; the
+            # listener is already set if more came in meanwhile.
+            if state.finished:
                 # The final state is saved just before its last events: wait briefly for
                 # them, but never forever for a run that ended without them.
                 grace -= 1

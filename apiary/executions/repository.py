@@ -13,14 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.authz.scope import TenantScope
 from apiary.db import Write
+from apiary.errors import NotFound
 from apiary.executions.models import (
     FINISHED,
     Execution,
     ExecutionEvent,
+    ExecutionState,
     Subtask,
 )
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
+
+EVENTS_PAGE = 500  # events read at a time
 
 
 class ExecutionRepository:
@@ -44,6 +48,19 @@ class ExecutionRepository:
         self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
     ) -> Execution:
         return await scope.get(session, Execution, execution_id)
+
+    async def state_of(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> ExecutionState:
+        """Only the state (an event stream asks on every wake-up; the row is large)."""
+        state = await session.scalar(
+            scope.select(Execution)
+            .with_only_columns(Execution.state)
+            .where(Execution.id == execution_id)
+        )
+        if state is None:
+            raise NotFound(f"execution {execution_id} not found")
+        return ExecutionState(state)
 
     async def by_idempotency_key(
         self, session: AsyncSession, scope: TenantScope, key: str
@@ -121,7 +138,7 @@ class ExecutionRepository:
         scope: TenantScope,
         execution_id: uuid.UUID,
         after: int,
-        limit: int = 500,
+        limit: int = EVENTS_PAGE,
     ) -> Sequence[ExecutionEvent]:
         statement = (
             scope.select(ExecutionEvent)

@@ -107,10 +107,11 @@ class ExecutionService:
 
     async def events(
         self, session: AsyncSession, auth: AuthContext, execution_id: uuid.UUID, *, after: int
-    ) -> tuple[Execution, Sequence[ExecutionEvent]]:
-        execution = await execution_repository.get(session, auth.scope, execution_id)
+    ) -> tuple[ExecutionState, Sequence[ExecutionEvent]]:
+        """The execution's state and its events after sequence number `after`."""
+        state = await execution_repository.state_of(session, auth.scope, execution_id)
         rows = await execution_repository.events_after(session, auth.scope, execution_id, after)
-        return execution, rows
+        return state, rows
 
 
 execution_service = ExecutionService()
