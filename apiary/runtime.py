@@ -27,6 +27,8 @@ from apiary.knowledge.queue import JobQueue
 from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
+from apiary.memory.database_store import DatabaseMemoryStore
+from apiary.memory.store import MemoryStore
 from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
 
@@ -53,6 +55,7 @@ class Runtime:
     vectors: VectorStore  # Qdrant; opened on first use (local mode locks its folder)
     ingestion: JobQueue  # knowledge ingestion jobs (document ids), in process for now
     notifier: Notifier
+    memory: MemoryStore  # conversation threads
     runner: Runner
     oidc: OIDCVerifier | None = field(default=None)
     # Sub-agents running per tenant in this process (the swarm's per-tenant bound).
@@ -102,6 +105,7 @@ class Runtime:
             ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
             notifier=create_notifier(settings.redis_url),
+            memory=DatabaseMemoryStore(session_factory),
             runner=create_runner(settings),
         )
 
@@ -140,6 +144,7 @@ class Runtime:
         await self.http.aclose()
         await self.counters.close()
         await self.notifier.close()
+        await self.memory.close()
         await self.engine.dispose()
 
 
