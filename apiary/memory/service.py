@@ -3,8 +3,8 @@
 Turns are kept in full; when they no longer fit `token_limit`, the oldest are folded into
 one summary (a model call through the gateway, made by the execution that needed it) and
 only the newest turns are given verbatim. Where turns and summaries are kept is the
-runtime's memory store (see `store.py`), so a thread survives restarts and is shared by
-every worker.
+runtime's memory store: Redis when configured, else the database (see `store.py`); both
+outlive a restart and are shared by every worker.
 """
 
 from __future__ import annotations

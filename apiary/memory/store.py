@@ -1,8 +1,9 @@
-"""Where conversation threads are kept: the one small protocol a memory store implements.
+"""Where conversation threads are kept: the one small protocol both stores implement.
 
-The memory service decides what a thread's context is; a store only keeps turns and
-summaries, always inside one tenant's scope. The runtime holds the store; today it is the
-database (`database_store.py`).
+The database store (`database_store.py`) is the embedded default; the Redis store
+(`redis_store.py`) is used when `APIARY_REDIS_URL` is set, like the counters and the
+notifier. The memory service decides what a thread's context is; a store only keeps turns
+and summaries, always inside one tenant's scope.
 """
 
 from __future__ import annotations
