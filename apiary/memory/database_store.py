@@ -74,5 +74,8 @@ class DatabaseMemoryStore:
             row.turns = summary.turns
             row.updated_at = utcnow()
 
+    async def forget_agent(self, scope: TenantScope, agent_id: uuid.UUID) -> None:
+        return None  # the agent's rows go with it (ON DELETE CASCADE), in its transaction
+
     async def close(self) -> None:
         return None  # the runtime owns the database engine

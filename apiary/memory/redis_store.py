@@ -8,7 +8,8 @@ Each thread has three keys, all made by `thread_keys`:
   after a crash and finishing twice adds its turn once.
 
 With `APIARY_SWARM__MEMORY_TTL_S` set, a thread that gets no new turn or summary for that
-many seconds expires, its three keys together; by default threads never expire.
+many seconds expires, its three keys together; by default threads never expire. Deleting
+an agent deletes its threads (`forget_agent`), as the database's cascade does.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ class RedisMemoryStore:
                 for key in keys:
                     pipe.expire(key, self._idle_ttl_s)
             await pipe.execute()
+
+    async def forget_agent(self, scope: TenantScope, agent_id: uuid.UUID) -> None:
+        # "*" as the thread id: the patterns matching each kind of key of all its threads.
+        for pattern in thread_keys(scope, agent_id=agent_id, thread_id="*"):
+            keys = [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
+            if keys:
+                await self._redis.unlink(*keys)
 
     async def close(self) -> None:
         await self._redis.aclose()

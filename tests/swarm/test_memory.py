@@ -157,6 +157,22 @@ async def test_another_tenant_cannot_read_the_thread(
     assert "5678" not in seen_by_a
 
 
+async def test_deleting_an_agent_forgets_its_threads(swarm: Swarm) -> None:
+    runtime = swarm.gateway.runtime
+    tenant_id, agent_id = uuid.UUID(swarm.gateway.tenant.id), uuid.UUID(swarm.agent_id)
+    kept = await swarm.http.post(
+        "/api/v1/agents", headers=swarm.headers, json={"name": "kept", "model": "default"}
+    )
+    assert kept.status_code == 201, kept.text
+    kept_id = uuid.UUID(kept.json()["id"])
+    await _record(runtime, tenant_id, agent_id, "My name is Ada.")
+    await _record(runtime, tenant_id, kept_id, "My name is Grace.")
+    deleted = await swarm.http.delete(f"/api/v1/agents/{agent_id}", headers=swarm.headers)
+    assert deleted.status_code == 204
+    assert await _remembered(runtime, tenant_id, agent_id) == ""
+    assert "Grace" in await _remembered(runtime, tenant_id, kept_id)
+
+
 async def _two_long_turns(swarm: Swarm, monkeypatch: pytest.MonkeyPatch) -> None:
     """Thread "long" with two turns, of which only the newest fits the token limit."""
     monkeypatch.setattr(swarm.gateway.runtime.settings.swarm, "memory_token_limit", 100)
