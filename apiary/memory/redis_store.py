@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Check and append in one step: Redis runs a script atomically, so two workers recording
 # the same execution at once cannot both pass the membership test.
+# KEYS: a ThreadKeys (turns, summary, executions); ARGV: execution id, turn, idle TTL or 0.
 _APPEND = """
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
     return 0

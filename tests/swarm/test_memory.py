@@ -97,7 +97,9 @@ async def test_a_thread_remembers_earlier_turns(swarm: Swarm) -> None:
     assert _user_prompt(swarm, 2) == "What is my name?"
 
 
-async def test_turns_are_kept_in_redis_when_it_is_configured(swarm: Swarm) -> None:
+async def test_turns_are_kept_in_redis_when_it_is_configured_else_in_the_database(
+    swarm: Swarm,
+) -> None:
     swarm.gateway.upstream.script("openai", Reply(text="Noted."))
     await _run(swarm, "My name is Ada.", "t-1")
     async with swarm.gateway.runtime.session_factory() as session:
