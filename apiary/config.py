@@ -84,6 +84,8 @@ class SwarmSettings(BaseSettings):
     tenant_concurrency: int = Field(default=100, ge=1)  # sub-agents per tenant, per process
     max_steps: int = Field(default=6, ge=1, le=50)  # model calls per sub-agent's tool loop
     memory_token_limit: int = Field(default=1500, ge=100)  # thread memory kept verbatim
+    # With Redis: a thread with no new turn for this long is forgotten. None: kept forever.
+    memory_ttl_s: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)  # per model call; None: the model's
     # Celery: a message not acknowledged within this time is redelivered to another
     # worker; set it above your longest execution deadline.

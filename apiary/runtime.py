@@ -27,6 +27,9 @@ from apiary.knowledge.queue import JobQueue
 from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, create_counter_store
 from apiary.limits.enforcer import LimitEnforcer
+from apiary.memory.database_store import DatabaseMemoryStore
+from apiary.memory.redis_store import RedisMemoryStore
+from apiary.memory.store import MemoryStore
 from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
 
@@ -53,6 +56,7 @@ class Runtime:
     vectors: VectorStore  # Qdrant; opened on first use (local mode locks its folder)
     ingestion: JobQueue  # knowledge ingestion jobs (document ids), in process for now
     notifier: Notifier
+    memory: MemoryStore  # conversation threads: Redis when configured, else the database
     runner: Runner
     oidc: OIDCVerifier | None = field(default=None)
     # Sub-agents running per tenant in this process (the swarm's per-tenant bound).
@@ -102,6 +106,7 @@ class Runtime:
             ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
             notifier=create_notifier(settings.redis_url),
+            memory=_memory_store(settings, session_factory),
             runner=create_runner(settings),
         )
 
@@ -140,6 +145,7 @@ class Runtime:
         await self.http.aclose()
         await self.counters.close()
         await self.notifier.close()
+        await self.memory.close()
         await self.engine.dispose()
 
 
@@ -162,3 +168,11 @@ def _semantic_cache(settings: Settings) -> SemanticCache:
         threshold=settings.cache.semantic_threshold,
         ttl_s=settings.cache.ttl_s,
     )
+
+
+def _memory_store(
+    settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+) -> MemoryStore:
+    if settings.redis_url:
+        return RedisMemoryStore(settings.redis_url, idle_ttl_s=settings.swarm.memory_ttl_s)
+    return DatabaseMemoryStore(session_factory)

@@ -52,8 +52,10 @@ async def update_agent(
 
 
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an agent")
-async def delete_agent(auth: Writer, session: DbSession, agent_id: uuid.UUID) -> Response:
-    await agent_service.delete(session, auth, agent_id)
+async def delete_agent(
+    auth: Writer, session: DbSession, runtime: RuntimeDep, agent_id: uuid.UUID
+) -> Response:
+    await agent_service.delete(session, runtime, auth, agent_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -141,9 +141,13 @@ class AgentService:
         await session.flush()
         return agent
 
-    async def delete(self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID) -> None:
+    async def delete(
+        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, agent_id: uuid.UUID
+    ) -> None:
         agent = await self.get(session, auth, agent_id)
         await agent_repository.delete(session, agent)
+        # Its conversation threads too: rows cascade, but Redis keys would outlive it.
+        await runtime.memory.forget_agent(auth.scope, agent_id)
 
     async def versions(
         self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID, page: PageParams

@@ -13,12 +13,20 @@ from apiary.memory.models import ThreadSummary, ThreadTurn
 
 class MemoryRepository:
     async def turns(
-        self, session: AsyncSession, scope: TenantScope, *, agent_id: uuid.UUID, thread_id: str
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        *,
+        agent_id: uuid.UUID,
+        thread_id: str,
+        skip: int = 0,
     ) -> Sequence[ThreadTurn]:
+        """The thread's turns, oldest first, after the `skip` oldest."""
         statement = (
             scope.select(ThreadTurn)
             .where(ThreadTurn.agent_id == agent_id, ThreadTurn.thread_id == thread_id)
             .order_by(ThreadTurn.created_at, ThreadTurn.id)
+            .offset(skip)
         )
         return (await session.scalars(statement)).all()
 
