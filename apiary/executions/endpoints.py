@@ -4,6 +4,7 @@ live event stream as SSE and over a WebSocket, both resumable from a sequence nu
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -41,6 +42,7 @@ from apiary.executions.service import execution_service
 from apiary.kit.schemas import Page, Paging
 from apiary.runtime import Runtime, RuntimeDep
 from apiary.swarm.tools import unique_sources
+from apiary.usage.schemas import LedgerRow
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -82,9 +84,21 @@ async def list_executions(
     page: Paging,
     agent_id: uuid.UUID | None = None,
     state: ExecutionState | None = None,
+    created_from: Annotated[
+        dt.datetime | None, Query(description="Created at or after (ISO-8601 with a timezone)")
+    ] = None,
+    created_to: Annotated[
+        dt.datetime | None, Query(description="Created before (ISO-8601 with a timezone)")
+    ] = None,
 ) -> Page[Execution]:
     rows, total = await execution_service.list(
-        session, auth, page, agent_id=agent_id, state=state.value if state else None
+        session,
+        auth,
+        page,
+        agent_id=agent_id,
+        state=state.value if state else None,
+        created_from=created_from,
+        created_to=created_to,
     )
     return Page(
         items=[Execution.model_validate(r) for r in rows],
@@ -108,6 +122,19 @@ async def get_execution(
             Source.model_validate(source)
             for source in unique_sources(source for s in subtasks for source in s.sources or [])
         ],
+    )
+
+
+@router.get("/{execution_id}/ledger", summary="The execution's model calls, oldest first")
+async def execution_ledger(
+    auth: Reader, session: DbSession, execution_id: uuid.UUID, page: Paging
+) -> Page[LedgerRow]:
+    rows, total = await execution_service.ledger(session, auth, execution_id, page)
+    return Page(
+        items=[LedgerRow.model_validate(r) for r in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
