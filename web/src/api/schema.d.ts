@@ -1161,6 +1161,22 @@ export interface components {
             /** Thread Id */
             thread_id: string | null;
         };
+        /** ExecutionEvent */
+        ExecutionEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Data */
+            data: {
+                [key: string]: unknown;
+            };
+            /** Seq */
+            seq: number;
+            /** Type */
+            type: string;
+        };
         /** ExecutionOptions */
         ExecutionOptions: {
             /** Budget Usd */
@@ -2636,12 +2652,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description each `data:` is one event */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "text/event-stream": components["schemas"]["ExecutionEvent"];
+                };
             };
             /** @description Validation Error */
             422: {
