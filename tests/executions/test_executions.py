@@ -196,7 +196,7 @@ async def test_ledger_lists_the_executions_model_calls(swarm: Swarm) -> None:
     done = await swarm.wait((await swarm.start())["id"])
     assert done["state"] == "succeeded"
     other = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
-    await swarm.gateway.runtime.ledger.flush()
+    # No flush here: an execution's calls are in the ledger by the time it says it ended.
     response = await swarm.http.get(
         f"/api/v1/executions/{done['id']}/ledger", headers=swarm.headers
     )

@@ -8,7 +8,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from apiary.authz.permissions import Role
-from tests.factories import make_member
+from tests.factories import make_member, make_super_admin
 from tests.fakes import Fail
 from tests.gateway.conftest import Gateway, GatewayFactory
 
@@ -48,12 +48,15 @@ async def test_a_failing_provider_shows_an_open_breaker(make_gateway: GatewayFac
     assert after["claude"]["retry_in_s"] is None
 
 
-async def test_a_viewer_may_read_it(make_gateway: GatewayFactory) -> None:
+async def test_every_role_may_read_it(make_gateway: GatewayFactory) -> None:
     gateway: Gateway = await make_gateway()
     http = gateway.http()
     viewer = await make_member(http, gateway.tenant, Role.VIEWER)
-    response = await http.get("/api/v1/providers/health", headers=viewer.headers)
-    assert response.status_code == 200, response.text
-    assert len(response.json()["providers"]) == 5
+    # The super admin signed in to the platform, with no tenant, sees it on its overview too.
+    platform = await make_super_admin(gateway.runtime, http)
+    for caller in (viewer, platform):
+        response = await http.get("/api/v1/providers/health", headers=caller.headers)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["providers"]) == 5
     anonymous = await http.get("/api/v1/providers/health")
     assert anonymous.status_code == 401

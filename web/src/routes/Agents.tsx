@@ -90,7 +90,11 @@ export function Agents() {
               </Button>
             ),
           },
-          { header: "Updated", cell: (agent) => formatDateTime(agent.updated_at) },
+          {
+            header: "Updated",
+            className: "whitespace-nowrap",
+            cell: (agent) => formatDateTime(agent.updated_at),
+          },
           (mayWrite || mayRun) && {
             header: "",
             className: "whitespace-nowrap text-right",

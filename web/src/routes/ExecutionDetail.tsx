@@ -186,6 +186,7 @@ export function ExecutionDetail() {
                 { header: "When", cell: (row) => row.created_at.slice(11, 23) },
                 {
                   header: "Model",
+                  className: "whitespace-nowrap",
                   cell: (row) => (
                     <span title={row.fallback_path.join("; ")}>
                       {row.provider ? `${row.provider}/${row.model}` : row.requested_model}
