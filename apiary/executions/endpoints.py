@@ -39,7 +39,7 @@ from apiary.executions.schemas import (
     Subtask,
 )
 from apiary.executions.service import execution_service
-from apiary.kit.schemas import Page, Paging
+from apiary.kit.schemas import Page, Paging, page_of
 from apiary.runtime import Runtime, RuntimeDep
 from apiary.swarm.tools import unique_sources
 from apiary.usage.schemas import LedgerRow
@@ -106,12 +106,7 @@ async def list_executions(
         created_from=created_from,
         created_to=created_to,
     )
-    return Page(
-        items=[Execution.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(Execution, rows, total, page)
 
 
 @router.get("/{execution_id}", summary="An execution with its subtasks and figures")
@@ -136,12 +131,7 @@ async def execution_ledger(
     auth: Reader, session: DbSession, execution_id: uuid.UUID, page: Paging
 ) -> Page[LedgerRow]:
     rows, total = await execution_service.ledger(session, auth, execution_id, page)
-    return Page(
-        items=[LedgerRow.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(LedgerRow, rows, total, page)
 
 
 @router.post("/{execution_id}/cancel", summary="Cancel: running sub-agents stop promptly")

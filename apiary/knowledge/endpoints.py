@@ -13,7 +13,7 @@ from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.errors import Unprocessable
-from apiary.kit.schemas import Page, Paging
+from apiary.kit.schemas import Page, Paging, page_of
 from apiary.knowledge import service
 from apiary.knowledge.errors import PayloadTooLarge
 from apiary.knowledge.extract import SUPPORTED
@@ -68,12 +68,7 @@ async def create_base(
 @router.get("", summary="List knowledge bases")
 async def list_bases(auth: Reader, session: DbSession, page: Paging) -> Page[KnowledgeBase]:
     rows, total = await knowledge_service.list(session, auth, page)
-    return Page(
-        items=[KnowledgeBase.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(KnowledgeBase, rows, total, page)
 
 
 @router.get("/{kb_id}", summary="Get a knowledge base")
@@ -139,12 +134,7 @@ async def list_documents(
     auth: Reader, session: DbSession, kb_id: uuid.UUID, page: Paging
 ) -> Page[Document]:
     rows, total = await knowledge_service.list_documents(session, auth, kb_id, page)
-    return Page(
-        items=[Document.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(Document, rows, total, page)
 
 
 @router.get("/{kb_id}/documents/{document_id}", summary="Get a document and its progress")
