@@ -159,6 +159,8 @@ export async function startStack() {
       stop: async () => {
         await browser.close();
         await stop();
+        // The server's warnings and errors, for when a step failed.
+        writeFileSync(path.join(ARTIFACTS, "server.log"), server.output);
       },
     };
   } catch (error) {

@@ -18,7 +18,8 @@ export function SubagentCard({
 }) {
   const index = live?.index ?? stored?.index ?? 0;
   const status = live && live.status !== "pending" ? live.status : (stored?.status ?? "pending");
-  const cost = stored?.cost_usd ?? live?.costUsd ?? null;
+  // A running sub-agent's stored cost is a placeholder 0: show one once it has finished.
+  const cost = stored?.finished_at ? stored.cost_usd : (live?.costUsd ?? null);
   const seconds = live?.seconds ?? null;
   const error = live?.error ?? stored?.error ?? null;
   return (
@@ -50,7 +51,7 @@ export function SubagentCard({
         {stored && stored.prompt_tokens + stored.completion_tokens > 0 ? (
           <span>{formatTokens(stored.prompt_tokens + stored.completion_tokens)} tokens</span>
         ) : null}
-        {cost !== null ? <span data-testid="subagent-cost">{formatUsd(cost)}</span> : null}
+        {cost !== null ? <span>{formatUsd(cost)}</span> : null}
         {seconds !== null ? <span>{formatSeconds(seconds)}</span> : null}
         {stored?.model ? <span>{stored.model}</span> : null}
         {stored && stored.attempts > 1 ? <span>{stored.attempts} attempts</span> : null}
