@@ -14,7 +14,7 @@ const planner = {
   description: "plans trips",
   model: "default",
   tools: ["calculator"],
-  knowledge_base_ids: [],
+  knowledge_base_ids: ["kb1"],
   max_subagents: 5,
   max_cost_usd: null,
   timeout_s: 300,
@@ -26,7 +26,7 @@ const planner = {
 };
 const seed: [readonly unknown[], unknown][] = [
   [agentKeys.all, page([planner])],
-  [knowledgeKeys.all, page([])],
+  [knowledgeKeys.all, page([{ id: "kb1", name: "runbooks" }])],
 ];
 
 describe("Agents", () => {
@@ -35,6 +35,7 @@ describe("Agents", () => {
     const row = screen.getByTestId("agent-planner");
     expect(row.textContent).toContain("v3");
     expect(row.textContent).toContain("calculator");
+    expect(row.textContent).toContain("runbooks");
     expect(screen.queryByRole("button", { name: "Create agent" })).toBeNull();
     expect(screen.queryByRole("button", { name: "Edit" })).toBeNull();
     expect(screen.queryByRole("button", { name: "Delete" })).toBeNull();

@@ -8,6 +8,7 @@ import { DataTable } from "@/components/ui/data-table";
 import { ErrorState, PageHeader } from "@/components/ui/states";
 import { useAgents, useDeleteAgent } from "@/hooks/queries/agents";
 import { useMe } from "@/hooks/queries/auth";
+import { useKnowledgeBases } from "@/hooks/queries/knowledge";
 import { formatDateTime, formatUsd } from "@/lib/format";
 import { can } from "@/lib/permissions";
 import { useState } from "react";
@@ -20,6 +21,8 @@ export function Agents() {
   const { data: me } = useMe();
   const agents = useAgents();
   const remove = useDeleteAgent();
+  const bases = useKnowledgeBases();
+  const baseNames = new Map(bases.data?.items.map((base) => [base.id, base.name]));
   const [open, setOpen] = useState<Open>(null);
   const mayWrite = can(me, "agents:write");
   const mayRun = can(me, "executions:run");
@@ -72,7 +75,13 @@ export function Agents() {
                 "—"
               ),
           },
-          { header: "Knowledge", cell: (agent) => agent.knowledge_base_ids?.length || "—" },
+          {
+            header: "Knowledge",
+            cell: (agent) =>
+              agent.knowledge_base_ids?.length
+                ? agent.knowledge_base_ids.map((id) => baseNames.get(id) ?? "deleted").join(", ")
+                : "—",
+          },
           { header: "Sub-agents", cell: (agent) => agent.max_subagents },
           {
             header: "Cost cap",

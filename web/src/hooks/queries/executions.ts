@@ -1,4 +1,5 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { isFinished } from "@/lib/liveExecution";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const EXECUTIONS_PAGE_SIZE = 25;
@@ -41,6 +42,9 @@ export function useExecutions(
         }),
       ),
     enabled,
+    // While a listed execution runs, its state and cost change: look again every 2 s.
+    refetchInterval: (query) =>
+      query.state.data?.items.some((execution) => !isFinished(execution.state)) ? 2000 : false,
   });
 }
 
