@@ -1,13 +1,22 @@
 // Follows an execution's events over SSE (fetch, so the session's token and refresh apply).
-// When the connection drops before `done`, it reconnects with ?after=<last seq seen>, so no
-// event is missed or applied twice.
-import { authFetch, toApiError } from "@/api/client";
-import { type LiveExecution, applyEvent, initialLive } from "@/lib/liveExecution";
+// When the stream ends or fails before `done`, it reconnects with ?after=<last seq seen>, so
+// no event is missed or applied twice.
+import { api, authFetch, toApiError, unwrap } from "@/api/client";
+import { type LiveExecution, applyEvent, initialLive, isFinished } from "@/lib/liveExecution";
 import type { ExecutionEvent } from "@/lib/liveExecution";
 import { SseParser } from "@/lib/sse";
 import { useEffect, useReducer, useRef, useState } from "react";
 
 const RECONNECT_MS = 1000;
+
+async function hasEnded(executionId: string): Promise<boolean> {
+  const execution = await unwrap(
+    api.GET("/api/v1/executions/{execution_id}", {
+      params: { path: { execution_id: executionId } },
+    }),
+  );
+  return isFinished(execution.state);
+}
 
 function reducer(live: LiveExecution, events: ExecutionEvent[]): LiveExecution {
   return events.reduce(applyEvent, live);
@@ -30,10 +39,13 @@ export function useExecutionEvents(
       let done = false;
       while (!done && !controller.signal.aborted) {
         try {
-          const url = `/api/v1/executions/${executionId}/events?after=${lastSeq.current}`;
+          const url = new URL(`/api/v1/executions/${executionId}/events`, window.location.origin);
+          url.searchParams.set("after", String(lastSeq.current));
           const response = await authFetch(new Request(url, { signal: controller.signal }));
           if (!response.ok || !response.body) {
-            setError(toApiError(response.status, await response.json().catch(() => null)));
+            const refused = toApiError(response.status, await response.json().catch(() => null));
+            if (response.status >= 500) throw refused; // may pass: try again
+            setError(refused);
             return; // a 4xx (not found, not allowed) will not change by retrying
           }
           setConnected(true);
@@ -50,8 +62,9 @@ export function useExecutionEvents(
             dispatch(events);
             listener.current?.(events);
           }
-          // The server ends the stream after `done`, or after a run that ended without one.
-          done = true;
+          // Ended without `done`: a dropped connection (a proxy, a restart), so reopen after
+          // the last event seen; unless the run has ended without a `done` event.
+          if (!done) done = await hasEnded(executionId);
         } catch (failure) {
           if (controller.signal.aborted) return;
           setError(failure);
