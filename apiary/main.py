@@ -17,6 +17,7 @@ from apiary.config import Settings, load_settings
 from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import install_error_handlers
 from apiary.executions import endpoints as executions
+from apiary.gateway import endpoints as providers
 from apiary.gateway import openai_api
 from apiary.kit import heap
 from apiary.knowledge import endpoints as knowledge
@@ -41,6 +42,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     knowledge.router,
     agents.router,
     executions.router,
+    providers.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTER = openai_api.router

@@ -12,7 +12,7 @@ from apiary.agents.service import agent_service
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
-from apiary.kit.schemas import Page, Paging
+from apiary.kit.schemas import Page, Paging, page_of
 from apiary.runtime import RuntimeDep
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -24,12 +24,7 @@ Writer = Annotated[AuthContext, authorize(Permission.AGENTS_WRITE)]
 @router.get("", summary="List agents")
 async def list_agents(auth: Reader, session: DbSession, page: Paging) -> Page[Agent]:
     rows, total = await agent_service.list(session, auth, page)
-    return Page(
-        items=[Agent.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(Agent, rows, total, page)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create an agent")
@@ -64,9 +59,4 @@ async def list_versions(
     auth: Reader, session: DbSession, agent_id: uuid.UUID, page: Paging
 ) -> Page[AgentVersion]:
     rows, total = await agent_service.versions(session, auth, agent_id, page)
-    return Page(
-        items=[AgentVersion.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(AgentVersion, rows, total, page)

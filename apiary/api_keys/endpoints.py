@@ -12,7 +12,7 @@ from apiary.api_keys.service import api_key_service
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
-from apiary.kit.schemas import Page, Paging
+from apiary.kit.schemas import Page, Paging, page_of
 
 router = APIRouter(prefix="/api-keys", tags=["api keys"])
 
@@ -23,12 +23,7 @@ Writer = Annotated[AuthContext, authorize(Permission.API_KEYS_WRITE)]
 @router.get("", summary="List API keys (never their secrets)")
 async def list_keys(auth: Reader, session: DbSession, page: Paging) -> Page[ApiKey]:
     rows, total = await api_key_service.list(session, auth, page)
-    return Page(
-        items=[ApiKey.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(ApiKey, rows, total, page)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create an API key")

@@ -11,7 +11,7 @@ from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
-from apiary.kit.schemas import Page, Paging
+from apiary.kit.schemas import Page, Paging, page_of
 
 router = APIRouter(prefix="/audit-log", tags=["audit"])
 
@@ -24,9 +24,4 @@ async def list_entries(
     action: Annotated[str | None, Query(max_length=60, description="e.g. api_key.created")] = None,
 ) -> Page[AuditEntry]:
     rows, total = await audit_service.list(session, auth.scope, page, action=action)
-    return Page(
-        items=[AuditEntry.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(AuditEntry, rows, total, page)

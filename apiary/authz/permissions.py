@@ -37,6 +37,7 @@ class Permission(StrEnum):
     KNOWLEDGE_WRITE = "knowledge:write"
     USAGE_READ = "usage:read"
     BUDGETS_WRITE = "budgets:write"
+    PROVIDERS_READ = "providers:read"  # the gateway's providers and their health, no secrets
 
 
 _READ = {
@@ -45,6 +46,7 @@ _READ = {
     Permission.AGENTS_READ,
     Permission.EXECUTIONS_READ,
     Permission.KNOWLEDGE_READ,
+    Permission.PROVIDERS_READ,
 }
 _BUILD = _READ | {
     Permission.API_KEYS_READ,

@@ -4,6 +4,7 @@ live event stream as SSE and over a WebSocket, both resumable from a sequence nu
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -19,7 +20,6 @@ from fastapi import (
     WebSocketDisconnect,
     status,
 )
-from fastapi.responses import StreamingResponse
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authenticate, authorize
@@ -38,10 +38,16 @@ from apiary.executions.schemas import (
     Subtask,
 )
 from apiary.executions.service import execution_service
-from apiary.kit.schemas import Page, Paging
-from apiary.kit.sse import HEARTBEAT_S, event_stream_response, resume_point
+from apiary.kit.schemas import Page, Paging, page_of
+from apiary.kit.sse import (
+    HEARTBEAT_S,
+    EventStreamResponse,
+    event_stream_response,
+    resume_point,
+)
 from apiary.runtime import Runtime, RuntimeDep
 from apiary.swarm.tools import unique_sources
+from apiary.usage.schemas import LedgerRow
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -81,16 +87,23 @@ async def list_executions(
     page: Paging,
     agent_id: uuid.UUID | None = None,
     state: ExecutionState | None = None,
+    created_from: Annotated[
+        dt.datetime | None, Query(description="Created at or after (ISO-8601 with a timezone)")
+    ] = None,
+    created_to: Annotated[
+        dt.datetime | None, Query(description="Created before (ISO-8601 with a timezone)")
+    ] = None,
 ) -> Page[Execution]:
     rows, total = await execution_service.list(
-        session, auth, page, agent_id=agent_id, state=state.value if state else None
+        session,
+        auth,
+        page,
+        agent_id=agent_id,
+        state=state.value if state else None,
+        created_from=created_from,
+        created_to=created_to,
     )
-    return Page(
-        items=[Execution.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(Execution, rows, total, page)
 
 
 @router.get("/{execution_id}", summary="An execution with its subtasks and figures")
@@ -108,6 +121,14 @@ async def get_execution(
             for source in unique_sources(source for s in subtasks for source in s.sources or [])
         ],
     )
+
+
+@router.get("/{execution_id}/ledger", summary="The execution's model calls, oldest first")
+async def execution_ledger(
+    auth: Reader, session: DbSession, execution_id: uuid.UUID, page: Paging
+) -> Page[LedgerRow]:
+    rows, total = await execution_service.ledger(session, auth, execution_id, page)
+    return page_of(LedgerRow, rows, total, page)
 
 
 @router.post("/{execution_id}/cancel", summary="Cancel: running sub-agents stop promptly")
@@ -158,7 +179,8 @@ async def _event_stream(
 @router.get(
     "/{execution_id}/events",
     summary="Live events as Server-Sent Events; resume with Last-Event-ID or ?after=",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
+    responses={200: {"model": ExecutionEvent, "description": "each `data:` is one event"}},
 )
 async def execution_events(
     auth: Reader,
@@ -167,7 +189,7 @@ async def execution_events(
     execution_id: uuid.UUID,
     after: Annotated[int | None, Query(ge=0, description="Last sequence number seen")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     await execution_repository.get(session, auth.scope, execution_id)  # 404 before streaming
     start = resume_point(after, last_event_id)
     return event_stream_response(_event_stream(runtime, auth, execution_id, start))

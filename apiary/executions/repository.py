@@ -3,6 +3,7 @@ the runner's start-up scan (`unfinished_ids`) is the one system-wide query, by d
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -36,12 +37,18 @@ class ExecutionRepository:
         *,
         agent_id: uuid.UUID | None = None,
         state: str | None = None,
+        created_from: dt.datetime | None = None,
+        created_to: dt.datetime | None = None,
     ) -> tuple[Sequence[Execution], int]:
         statement = scope.select(Execution)
         if agent_id is not None:
             statement = statement.where(Execution.agent_id == agent_id)
         if state is not None:
             statement = statement.where(Execution.state == state)
+        if created_from is not None:
+            statement = statement.where(Execution.created_at >= created_from)
+        if created_to is not None:
+            statement = statement.where(Execution.created_at < created_to)
         return await paginate(session, statement, page, Execution.created_at.desc(), Execution.id)
 
     async def get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -16,6 +17,8 @@ from apiary.executions.models import Execution, ExecutionEvent, ExecutionState, 
 from apiary.executions.repository import execution_repository
 from apiary.executions.schemas import ExecutionCreate
 from apiary.kit.schemas import PageParams
+from apiary.usage.models import LedgerEntry
+from apiary.usage.repository import usage_repository
 
 
 class ExecutionService:
@@ -83,9 +86,17 @@ class ExecutionService:
         *,
         agent_id: uuid.UUID | None,
         state: str | None,
+        created_from: dt.datetime | None = None,
+        created_to: dt.datetime | None = None,
     ) -> tuple[Sequence[Execution], int]:
         return await execution_repository.page(
-            session, auth.scope, page, agent_id=agent_id, state=state
+            session,
+            auth.scope,
+            page,
+            agent_id=agent_id,
+            state=state,
+            created_from=created_from,
+            created_to=created_to,
         )
 
     async def get(
@@ -112,6 +123,13 @@ class ExecutionService:
         state = await execution_repository.state_of(session, auth.scope, execution_id)
         rows = await execution_repository.events_after(session, auth.scope, execution_id, after)
         return state, rows
+
+    async def ledger(
+        self, session: AsyncSession, auth: AuthContext, execution_id: uuid.UUID, page: PageParams
+    ) -> tuple[Sequence[LedgerEntry], int]:
+        """The execution's model calls; another tenant's execution is not found."""
+        await execution_repository.get(session, auth.scope, execution_id)
+        return await usage_repository.execution_entries(session, auth.scope, execution_id, page)
 
 
 execution_service = ExecutionService()

@@ -63,6 +63,16 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def seconds_until_trial(self) -> float | None:
+        """While open: how long until a trial call is let through; otherwise None."""
+        if self._opened_at is None or self.state is not BreakerState.OPEN:
+            return None
+        return max(self.cooldown_s - (self._now() - self._opened_at), 0.0)
+
     def allow(self) -> bool:
         state = self.state
         if state is BreakerState.CLOSED:

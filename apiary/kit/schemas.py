@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -42,6 +43,21 @@ class Page(BaseModel, Generic[ItemT]):
 class PageParams(BaseModel):
     limit: int
     offset: int
+
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+def page_of(
+    schema: type[SchemaT], rows: Iterable[object], total: int, page: PageParams
+) -> Page[SchemaT]:
+    """The page envelope of a list endpoint: `rows` (ORM objects) shown as `schema`."""
+    return Page(
+        items=[schema.model_validate(row) for row in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
 def _page_params(

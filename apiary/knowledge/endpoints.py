@@ -8,7 +8,6 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from apiary.auth.context import AuthContext
@@ -16,8 +15,8 @@ from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import NotFound, Unprocessable
-from apiary.kit.schemas import Page, Paging
-from apiary.kit.sse import HEARTBEAT_S, event_stream_response, resume_point
+from apiary.kit.schemas import Page, Paging, page_of
+from apiary.kit.sse import HEARTBEAT_S, EventStreamResponse, event_stream_response, resume_point
 from apiary.knowledge import service
 from apiary.knowledge.errors import PayloadTooLarge
 from apiary.knowledge.events import document_events_channel
@@ -75,12 +74,7 @@ async def create_base(
 @router.get("", summary="List knowledge bases")
 async def list_bases(auth: Reader, session: DbSession, page: Paging) -> Page[KnowledgeBase]:
     rows, total = await knowledge_service.list(session, auth, page)
-    return Page(
-        items=[KnowledgeBase.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(KnowledgeBase, rows, total, page)
 
 
 @router.get("/{kb_id}", summary="Get a knowledge base")
@@ -146,12 +140,7 @@ async def list_documents(
     auth: Reader, session: DbSession, kb_id: uuid.UUID, page: Paging
 ) -> Page[Document]:
     rows, total = await knowledge_service.list_documents(session, auth, kb_id, page)
-    return Page(
-        items=[Document.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(Document, rows, total, page)
 
 
 @router.get("/{kb_id}/documents/{document_id}", summary="Get a document and its progress")
@@ -192,7 +181,8 @@ async def _document_events(
 @router.get(
     "/{kb_id}/documents/{document_id}/events",
     summary="Ingestion progress as Server-Sent Events; resume with Last-Event-ID or ?after=",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
+    responses={200: {"model": DocumentEvent, "description": "each `data:` is one event"}},
 )
 async def document_events(
     auth: Reader,
@@ -202,7 +192,7 @@ async def document_events(
     document_id: uuid.UUID,
     after: Annotated[int | None, Query(ge=0, description="Last sequence number seen")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Every step of the document's ingestion (queued, extracting, splitting, embedding and
     upserting batch k of n, then indexed or failed with the reason), from the first or
     after `after`, then live until the document is ready or failed."""

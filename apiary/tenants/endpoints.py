@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
-from apiary.kit.schemas import Page, Paging
+from apiary.kit.schemas import Page, Paging, page_of
 from apiary.tenants.schemas import Tenant, TenantCreate, TenantCreated, TenantUpdate
 from apiary.tenants.service import tenant_service
 
@@ -22,12 +22,7 @@ SuperAdmin = Annotated[AuthContext, authorize(Permission.TENANTS_MANAGE)]
 @router.get("", summary="List tenants")
 async def list_tenants(auth: SuperAdmin, session: DbSession, page: Paging) -> Page[Tenant]:
     rows, total = await tenant_service.list(session, page)
-    return Page(
-        items=[Tenant.model_validate(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return page_of(Tenant, rows, total, page)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create a tenant")

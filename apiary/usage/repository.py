@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from apiary.authz.scope import TenantScope
+from apiary.kit.repository import paginate
+from apiary.kit.schemas import PageParams
 from apiary.usage.models import LedgerEntry
 from apiary.usage.schemas import UsageDimension
 
@@ -214,6 +216,17 @@ class UsageRepository:
             )
         statement = statement.order_by(e.created_at, e.id).limit(limit)
         return (await session.scalars(statement)).all()
+
+    async def execution_entries(
+        self,
+        session: AsyncSession,
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        page: PageParams,
+    ) -> tuple[Sequence[LedgerEntry], int]:
+        """One execution's model calls, oldest first."""
+        statement = scope.select(LedgerEntry).where(LedgerEntry.execution_id == execution_id)
+        return await paginate(session, statement, page, LedgerEntry.created_at, LedgerEntry.id)
 
 
 usage_repository = UsageRepository()

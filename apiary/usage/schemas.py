@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from enum import StrEnum
 
 from pydantic import ConfigDict, Field
@@ -100,3 +101,23 @@ class UsageSeries(UsageWindow):
     group_by: UsageDimension
     bucket: UsageBucket | None
     rows: list[UsageSeriesRow] = Field(description="Sorted by day, then key (nulls last)")
+
+
+class LedgerRow(Schema):
+    """One model call as the ledger recorded it."""
+
+    id: uuid.UUID
+    created_at: dt.datetime
+    kind: str = Field(description="chat or embedding")
+    requested_model: str = Field(description="What the caller asked for: a route or a model")
+    route: str | None
+    provider: str | None
+    model: str | None = Field(description="The model that answered (null when none did)")
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None = Field(description="Null when the model has no price")
+    cache_hit: bool
+    latency_ms: float
+    fallback_path: list[str] = Field(description='"provider/model: why" for each target skipped')
+    status: str = Field(description="ok or error")
+    error: str | None

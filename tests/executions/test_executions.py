@@ -169,3 +169,48 @@ async def test_websocket_streams_events_with_a_token(swarm: Swarm) -> None:
             error = error.exceptions[0]
         assert isinstance(error, WebSocketDisconnect)
         assert error.code == 4404  # another tenant's execution: not found
+
+
+async def test_list_filters_by_creation_time(swarm: Swarm) -> None:
+    done = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
+    created = done["created_at"]
+    around = await swarm.http.get(
+        "/api/v1/executions",
+        headers=swarm.headers,
+        params={"created_from": created, "created_to": "2999-01-01T00:00:00Z"},
+    )
+    assert [e["id"] for e in around.json()["items"]] == [done["id"]]
+    later = await swarm.http.get(
+        "/api/v1/executions", headers=swarm.headers, params={"created_from": "2999-01-01T00:00:00Z"}
+    )
+    assert later.json()["total"] == 0
+    earlier = await swarm.http.get(
+        "/api/v1/executions", headers=swarm.headers, params={"created_to": created}
+    )
+    assert earlier.json()["total"] == 0  # the end of the range is excluded
+
+
+async def test_ledger_lists_the_executions_model_calls(swarm: Swarm) -> None:
+    swarm.gateway.upstream.script("openai", plan("a", "b"))
+    done = await swarm.wait((await swarm.start())["id"])
+    assert done["state"] == "succeeded"
+    other = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
+    # No flush here: an execution's calls are in the ledger by the time it says it ended.
+    response = await swarm.http.get(
+        f"/api/v1/executions/{done['id']}/ledger", headers=swarm.headers
+    )
+    assert response.status_code == 200, response.text
+    rows = response.json()["items"]
+    # Decompose, two sub-agents, synthesize: four calls, none of the other execution's.
+    assert response.json()["total"] == 4
+    assert [r["model"] for r in rows] == ["gpt-4o-mini"] * 4
+    assert all(r["status"] == "ok" and r["requested_model"] == "default" for r in rows)
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(done["cost_usd"])
+    times = [r["created_at"] for r in rows]
+    assert times == sorted(times)
+    single = await swarm.http.get(f"/api/v1/executions/{other['id']}/ledger", headers=swarm.headers)
+    assert single.json()["total"] == 1
+    intruder = await make_tenant(swarm.gateway.runtime, swarm.http, "ledger-intruder")
+    key = await make_api_key(swarm.gateway.runtime, intruder, Role.TENANT_ADMIN)
+    refused = await swarm.http.get(f"/api/v1/executions/{done['id']}/ledger", headers=key.headers)
+    assert refused.status_code == 404

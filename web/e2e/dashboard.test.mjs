@@ -1,6 +1,8 @@
 // The dashboard in a real Chromium against a real `apiary serve` (see harness.mjs).
 // Steps share one server and run in order: sign in, overview, API keys (create, see once,
-// revoke), a /v1 call whose cost shows in analytics, settings pages, a viewer, the admin.
+// revoke), a /v1 call whose cost shows in analytics, settings pages, a knowledge base, an
+// agent, a swarm run watched live and its cost in analytics, a cancelled run, the execution
+// history, a viewer, the admin.
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -36,6 +38,10 @@ async function signIn(user) {
   await page.getByRole("heading", { name: "Overview" }).waitFor();
 }
 
+/** A link of the main navigation (pages may have links of the same name). */
+const navLink = (name) =>
+  page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true });
+
 async function signOut() {
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByRole("heading", { name: "Sign in to Apiary" }).waitFor();
@@ -61,7 +67,11 @@ test("the tenant admin signs in and sees the overview", async () => {
   await page.getByTestId("stat-Spend").waitFor();
   assert.equal(await page.getByTestId("stat-Spend").innerText(), "$0.00");
   assert.equal(await page.getByTestId("stat-Calls").innerText(), "0");
-  assert.equal(await page.getByText("No executions yet", { exact: false }).count(), 3);
+  await page.getByText("No executions yet", { exact: false }).waitFor();
+  assert.equal(await page.getByTestId("stat-Executions today").innerText(), "0");
+  const provider = page.getByTestId("provider-fake");
+  await provider.getByText("healthy").waitFor();
+  assert.match(await provider.innerText(), /gpt-4o-mini/);
   await shot("overview-empty");
 });
 
@@ -125,6 +135,7 @@ test("a /v1 call with that key shows its cost in analytics", async () => {
   assert.match(csv, /gpt-4o-mini/, "the export holds the call's ledger row");
   await page.getByRole("link", { name: "Overview" }).click();
   await page.getByTestId("stat-Calls").waitFor();
+  await page.getByText("No executions yet", { exact: false }).waitFor();
   assert.equal(await page.getByTestId("stat-Calls").innerText(), "1");
   assert.equal(await page.getByTestId("stat-Spend").innerText(), spend);
   await shot("overview");
@@ -171,9 +182,160 @@ test("settings pages: members, budgets, routing, audit log", async () => {
   const audit = page.getByRole("table", { name: "Audit log" });
   await audit.getByText("api_key.revoked").waitFor();
   await shot("audit-log");
+});
 
+test("a knowledge base: create, upload, ingestion status, search with citations", async () => {
+  await page.getByRole("link", { name: "Knowledge bases" }).click();
+  await page.getByText("No knowledge bases yet.").waitFor();
+  await page.getByRole("button", { name: "Create knowledge base" }).click();
+  await page.getByLabel("Name").fill("runbooks");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.getByRole("heading", { name: "runbooks" }).waitFor();
+  await page.getByText("No documents yet.").waitFor();
+  await page.locator("input[type=file]").setInputFiles({
+    name: "deploy.md",
+    mimeType: "text/markdown",
+    buffer: Buffer.from(
+      "# Deployment runbook\n\n## Rolling back\n\nTo roll back a deploy, run `apiary rollback` " +
+        "with the previous release tag, then watch the error rate for ten minutes.\n",
+    ),
+  });
+  const row = page.getByTestId("document-deploy.md");
+  await row.waitFor();
+  // Ingestion runs after the upload's commit; the page polls until the document is ready.
+  await row.getByText("ready").waitFor({ timeout: 60_000 });
+  await page.getByLabel("Search query").fill("how do I roll back a deploy?");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  const citation = page.getByTestId("citation").first();
+  await citation.waitFor();
+  assert.match(await citation.innerText(), /deploy\.md — Deployment runbook > Rolling back/);
+  assert.match(
+    await page.getByRole("list", { name: "Search results" }).innerText(),
+    /apiary rollback/,
+  );
+  await shot("knowledge-base");
+});
+
+test("an agent is created, edited into a second version, and shows its history", async () => {
   await page.getByRole("link", { name: "Agents" }).click();
-  await page.getByText("coming with the agents API").waitFor();
+  await page.getByText("No agents yet", { exact: false }).waitFor();
+  await page.getByRole("button", { name: "Create agent" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByLabel("Name").fill("trip planner");
+  await dialog.getByLabel("Max sub-agents").fill("500");
+  await dialog.getByRole("button", { name: "Create", exact: true }).click();
+  assert.match(await dialog.getByRole("alert").innerText(), /1 to 100/);
+  await dialog.getByLabel("Max sub-agents").fill("3");
+  await dialog.getByLabel("Knowledge search").check();
+  await dialog.getByLabel("runbooks").check();
+  await dialog.getByRole("button", { name: "Create", exact: true }).click();
+  const row = page.getByTestId("agent-trip planner");
+  await row.waitFor();
+  assert.match(await row.innerText(), /v1/);
+  assert.match(await row.innerText(), /knowledge_search/);
+
+  await row.getByRole("button", { name: "Edit" }).click();
+  await dialog.getByLabel("Description").fill("plans trips in parallel");
+  await dialog.getByRole("button", { name: "Save new version" }).click();
+  await row.getByText("plans trips in parallel").waitFor();
+  await row.getByRole("button", { name: "v2" }).click();
+  const versions = page.getByRole("table", { name: "Versions" });
+  await versions.getByText("v1").waitFor();
+  await versions.getByText("v2").waitFor();
+  await page.keyboard.press("Escape");
+  await page.evaluate(() => document.activeElement?.blur());
+  await shot("agents");
+});
+
+let executionUrl;
+
+test("a swarm runs and its sub-agents are seen finishing live", async () => {
+  await navLink("Run").click();
+  await page
+    .getByLabel("Agent", { exact: true })
+    .selectOption({ label: "trip planner (v2, default)" });
+  await page.getByLabel("Task").fill("Plan three days in Rome");
+  await page.getByLabel("Max agents").fill("3");
+  await page.getByLabel("Budget (USD)").fill("50");
+  await shot("run");
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.waitForURL(/\/executions\/[0-9a-f-]{36}$/);
+  executionUrl = page.url();
+  // Each upstream answer takes UPSTREAM_DELAY_S: the three sub-agents are seen running
+  // together, before any has finished, then each finishing.
+  const cards = page.locator("[data-testid^=subagent-]");
+  await page.getByTestId("subagent-2").getByText("running").waitFor();
+  assert.equal(await cards.count(), 3);
+  assert.equal(await cards.getByText("succeeded").count(), 0, "none finished yet");
+  await shot("run-live");
+  for (const index of [0, 1, 2]) {
+    await page.getByTestId(`subagent-${index}`).getByText("succeeded").waitFor();
+  }
+  await page.getByTestId("execution-state").getByText("succeeded").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Cancel" }).count(), 0);
+  assert.match(await page.getByTestId("execution-answer").innerText(), /short answer/);
+  assert.notEqual(await page.getByTestId("execution-cost").innerText(), "$0.00");
+  // Figures and per-call ledger rows: decompose, three sub-agents, synthesize.
+  const phases = page.getByRole("table", { name: "Phases" });
+  await phases.getByText("Sub-agents").waitFor();
+  assert.match(await page.getByTestId("stat-Speedup").innerText(), /×$/);
+  const ledger = page.getByRole("table", { name: "Ledger" });
+  await ledger.locator("tbody tr").nth(4).waitFor();
+  assert.equal(await ledger.locator("tbody tr").count(), 5);
+  assert.match(await ledger.innerText(), /fake\/gpt-4o-mini/);
+  await page.getByRole("list", { name: "Timeline" }).getByText("planned 3 subtasks").waitFor();
+  await shot("execution");
+});
+
+test("the run's cost shows in analytics, by agent", async () => {
+  await page.getByRole("link", { name: "Cost analytics" }).click();
+  await page.getByLabel("Group by").selectOption("agent");
+  await page.getByRole("table", { name: "Usage totals" }).getByText("trip planner").waitFor();
+  assert.notEqual(await page.getByTestId("stat-Calls").innerText(), "1");
+  await page.getByRole("link", { name: "Overview" }).click();
+  await page.getByRole("link", { name: "Plan three days in Rome" }).waitFor();
+  assert.equal(await page.getByTestId("stat-Executions today").innerText(), "1");
+  await shot("overview-runs");
+});
+
+test("a run is cancelled from its page", async () => {
+  await navLink("Run").click();
+  await page.getByLabel("Task").fill("A run to cancel");
+  await page.getByRole("button", { name: "Start" }).click();
+  await page.waitForURL(/\/executions\/[0-9a-f-]{36}$/);
+  await page.getByRole("button", { name: "Cancel" }).click();
+  // Either the run ends cancelled, or the page shows why not (and the test says so).
+  const cancelled = page.getByTestId("execution-state").getByText("cancelled");
+  await cancelled.or(page.getByRole("alert")).first().waitFor();
+  const alerts = page.getByRole("alert");
+  if (await alerts.count()) assert.fail(`cancelling failed: ${await alerts.first().innerText()}`);
+  await cancelled.waitFor();
+});
+
+test("the execution history filters by state and pages", async () => {
+  await page.getByRole("link", { name: "Executions" }).click();
+  const table = page.getByRole("table", { name: "Executions" });
+  await table.getByText("Plan three days in Rome").waitFor();
+  await table.getByText("A run to cancel").waitFor();
+  assert.equal(await page.getByTestId("pager-range").innerText(), "1–2 of 2");
+  await page.getByLabel("State").selectOption("succeeded");
+  await page.getByTestId("pager-range").getByText("1–1 of 1").waitFor();
+  assert.equal(await table.getByText("A run to cancel").count(), 0);
+  await shot("executions");
+  await page.getByLabel("State").selectOption("timed_out");
+  await page.getByText("No executions match these filters.").waitFor();
+  await page.getByRole("button", { name: "Clear filters" }).click();
+  await table.getByText("A run to cancel").waitFor();
+  const today = new Date().toISOString().slice(0, 10);
+  await page.getByLabel("To (UTC)").fill(today); // the whole day, so today's runs are in
+  await page.getByTestId("pager-range").getByText("1–2 of 2").waitFor();
+  await page.getByLabel("From (UTC)").fill("2999-01-01");
+  await page.getByText("No executions match these filters.").waitFor();
+  await page.getByRole("button", { name: "Clear filters" }).click();
+  await table.getByText("A run to cancel").waitFor();
+  await table.getByText("Plan three days in Rome").click();
+  await page.getByTestId("execution-state").getByText("succeeded").waitFor();
+  assert.equal(page.url(), executionUrl);
 });
 
 test("a viewer sees no write buttons", async () => {
@@ -201,6 +363,22 @@ test("a viewer sees no write buttons", async () => {
   await page.goto(`${stack.baseUrl}/settings/api-keys`);
   await page.getByRole("alert").waitFor();
   assert.equal(await page.getByRole("button", { name: "Create API key" }).count(), 0);
+
+  // Agents, executions and knowledge bases: readable, with no write buttons.
+  assert.equal(await navLink("Run").count(), 0);
+  await page.getByRole("link", { name: "Agents" }).click();
+  await page.getByTestId("agent-trip planner").waitFor();
+  for (const name of ["Create agent", "Edit", "Delete"]) {
+    assert.equal(await page.getByRole("button", { name }).count(), 0, name);
+  }
+  await shot("viewer-agents");
+  await page.goto(executionUrl);
+  await page.getByTestId("execution-state").getByText("succeeded").waitFor();
+  await page.getByRole("link", { name: "Knowledge bases" }).click();
+  await page.getByRole("link", { name: "runbooks" }).click();
+  await page.getByTestId("document-deploy.md").waitFor();
+  assert.equal(await page.getByRole("button", { name: "Upload documents" }).count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Delete" }).count(), 0);
   await signOut();
 });
 

@@ -1,6 +1,6 @@
 // Starts what the end-to-end tests run against: the fake OpenAI upstream
-// (bench/fake_upstream_server.py) and a real `apiary serve` on free ports, with a temporary
-// SQLite data dir, a tenant admin created through the CLI, and Debian's Chromium.
+// (bench/fake_upstream_server.py, slowed down) and a real `apiary serve` on free ports, with
+// a temporary SQLite data dir, a tenant admin created through the CLI, and Debian's Chromium.
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -16,6 +16,7 @@ export const ARTIFACTS = path.join(REPO, "web", "e2e", "artifacts");
 
 export const TENANT_ADMIN = { email: "ops@acme.example", password: "e2e admin password" };
 export const VIEWER = { email: "viewer@acme.example", password: "e2e viewer password" };
+export const UPSTREAM_DELAY_S = 1.5;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -79,9 +80,11 @@ export async function startStack() {
     rmSync(dataDir, { recursive: true, force: true });
   };
   try {
+    // Every answer takes a while, so a run's sub-agents can be watched working; a
+    // decomposition asks for three subtasks.
     const upstream = start(
       path.join(VENV_BIN, "python"),
-      ["bench/fake_upstream_server.py"],
+      ["bench/fake_upstream_server.py", "--delay", String(UPSTREAM_DELAY_S), "--subtasks", "3"],
       process.env,
     );
     children.push(upstream);
@@ -156,6 +159,8 @@ export async function startStack() {
       stop: async () => {
         await browser.close();
         await stop();
+        // The server's warnings and errors, for when a step failed.
+        writeFileSync(path.join(ARTIFACTS, "server.log"), server.output);
       },
     };
   } catch (error) {

@@ -1,11 +1,16 @@
 import { RequireSession } from "@/components/Auth/RequireSession";
 import { AppShell } from "@/components/Layout/AppShell";
 import { AdminTenants } from "@/routes/AdminTenants";
+import { Agents } from "@/routes/Agents";
 import { Analytics } from "@/routes/Analytics";
-import { ComingSoon } from "@/routes/ComingSoon";
+import { ExecutionDetail } from "@/routes/ExecutionDetail";
+import { Executions } from "@/routes/Executions";
+import { KnowledgeBase } from "@/routes/KnowledgeBase";
+import { KnowledgeBases } from "@/routes/KnowledgeBases";
 import { NotFound } from "@/routes/NotFound";
 import { OidcCallback } from "@/routes/OidcCallback";
 import { Overview } from "@/routes/Overview";
+import { Run } from "@/routes/Run";
 import { SignIn } from "@/routes/SignIn";
 import { ApiKeys } from "@/routes/settings/ApiKeys";
 import { AuditLog } from "@/routes/settings/AuditLog";
@@ -23,10 +28,12 @@ export function App() {
         <Route element={<AppShell />}>
           <Route index element={<Overview />} />
           <Route path="analytics" element={<Analytics />} />
-          <Route path="agents" element={<ComingSoon title="Agents" />} />
-          <Route path="run" element={<ComingSoon title="Run" />} />
-          <Route path="executions" element={<ComingSoon title="Executions" />} />
-          <Route path="knowledge" element={<ComingSoon title="Knowledge bases" />} />
+          <Route path="agents" element={<Agents />} />
+          <Route path="run" element={<Run />} />
+          <Route path="executions" element={<Executions />} />
+          <Route path="executions/:executionId" element={<ExecutionDetail />} />
+          <Route path="knowledge" element={<KnowledgeBases />} />
+          <Route path="knowledge/:kbId" element={<KnowledgeBase />} />
           <Route path="settings" element={<Navigate to="/settings/api-keys" replace />} />
           <Route path="settings/api-keys" element={<ApiKeys />} />
           <Route path="settings/members" element={<Members />} />

@@ -36,9 +36,12 @@ export function createAuthFetch(
   };
 }
 
+/** fetch with the session, for the few calls openapi-fetch cannot make (event streams). */
+export const authFetch = createAuthFetch();
+
 export const api = createClient<paths>({
   baseUrl: typeof window === "undefined" ? "http://localhost" : window.location.origin,
-  fetch: createAuthFetch(),
+  fetch: authFetch,
 });
 
 /** An error answered by the API, with its `{"error", "detail"}` body. */

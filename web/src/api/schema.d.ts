@@ -282,6 +282,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/executions/{execution_id}/ledger": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The execution's model calls, oldest first */
+        get: operations["execution_ledger_api_v1_executions__execution_id__ledger_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/knowledge-bases": {
         parameters: {
             query?: never;
@@ -463,6 +480,23 @@ export interface paths {
         head?: never;
         /** Change a member's role */
         patch: operations["change_role_api_v1_members__membership_id__patch"];
+        trace?: never;
+    };
+    "/api/v1/providers/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Each provider's circuit-breaker state, as this process sees it */
+        get: operations["providers_health_api_v1_providers_health_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/tenants": {
@@ -958,6 +992,11 @@ export interface components {
              */
             savings_usd: number;
         };
+        /**
+         * BreakerState
+         * @enum {string}
+         */
+        BreakerState: "closed" | "open" | "half_open";
         /** Citation */
         Citation: {
             /** Char End */
@@ -1021,6 +1060,34 @@ export interface components {
              * @enum {string}
              */
             status: "queued" | "processing" | "ready" | "failed";
+        };
+        /**
+         * DocumentEvent
+         * @description One step of a document's ingestion, as the event stream sends it.
+         */
+        DocumentEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Data
+             * @description embedding/upserting: batch, batches, chunks_done, chunk_count; indexed: chunk_count; failed: reason
+             */
+            data: {
+                [key: string]: unknown;
+            };
+            /**
+             * Seq
+             * @description 1, 2, 3... within the document; a re-index continues it
+             */
+            seq: number;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "queued" | "extracting" | "splitting" | "embedding" | "upserting" | "indexed" | "failed";
         };
         /** Execution */
         Execution: {
@@ -1144,6 +1211,22 @@ export interface components {
             /** Thread Id */
             thread_id: string | null;
         };
+        /** ExecutionEvent */
+        ExecutionEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Data */
+            data: {
+                [key: string]: unknown;
+            };
+            /** Seq */
+            seq: number;
+            /** Type */
+            type: string;
+        };
         /** ExecutionOptions */
         ExecutionOptions: {
             /** Budget Usd */
@@ -1221,6 +1304,66 @@ export interface components {
             embedding_model?: string;
             /** Name */
             name: string;
+        };
+        /**
+         * LedgerRow
+         * @description One model call as the ledger recorded it.
+         */
+        LedgerRow: {
+            /** Cache Hit */
+            cache_hit: boolean;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /**
+             * Cost Usd
+             * @description Null when the model has no price
+             */
+            cost_usd: number | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Error */
+            error: string | null;
+            /**
+             * Fallback Path
+             * @description "provider/model: why" for each target skipped
+             */
+            fallback_path: string[];
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Kind
+             * @description chat or embedding
+             */
+            kind: string;
+            /** Latency Ms */
+            latency_ms: number;
+            /**
+             * Model
+             * @description The model that answered (null when none did)
+             */
+            model: string | null;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Provider */
+            provider: string | null;
+            /**
+             * Requested Model
+             * @description What the caller asked for: a route or a model
+             */
+            requested_model: string;
+            /** Route */
+            route: string | null;
+            /**
+             * Status
+             * @description ok or error
+             */
+            status: string;
         };
         /** Limits */
         Limits: {
@@ -1477,6 +1620,17 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** Page[LedgerRow] */
+        Page_LedgerRow_: {
+            /** Items */
+            items: components["schemas"]["LedgerRow"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
         /** Page[Member] */
         Page_Member_: {
             /** Items */
@@ -1503,7 +1657,33 @@ export interface components {
          * Permission
          * @enum {string}
          */
-        Permission: "self" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write";
+        Permission: "self" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write" | "providers:read";
+        /** ProviderHealth */
+        ProviderHealth: {
+            /** @description closed: calls go through; open: calls skip this provider (fallback); half_open: the next call is a trial that closes or reopens it */
+            breaker: components["schemas"]["BreakerState"];
+            /** Consecutive Failures */
+            consecutive_failures: number;
+            /** Kind */
+            kind: string;
+            /** Models */
+            models: string[];
+            /** Name */
+            name: string;
+            /**
+             * Retry In S
+             * @description While open, seconds until a trial call is let through
+             */
+            retry_in_s: number | null;
+        };
+        /** ProvidersHealth */
+        ProvidersHealth: {
+            /**
+             * Providers
+             * @description In configuration order; breaker states are this server process's own
+             */
+            providers: components["schemas"]["ProviderHealth"][];
+        };
         /** RefreshRequest */
         RefreshRequest: {
             /** Refresh Token */
@@ -2374,6 +2554,10 @@ export interface operations {
             query?: {
                 agent_id?: string | null;
                 state?: components["schemas"]["ExecutionState"] | null;
+                /** @description Created at or after (ISO-8601 with a timezone) */
+                created_from?: string | null;
+                /** @description Created before (ISO-8601 with a timezone) */
+                created_to?: string | null;
                 /** @description Items per page */
                 limit?: number;
                 /** @description Items to skip */
@@ -2518,12 +2702,50 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description each `data:` is one event */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["ExecutionEvent"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    execution_ledger_api_v1_executions__execution_id__ledger_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page */
+                limit?: number;
+                /** @description Items to skip */
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
             /** @description Successful Response */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Page_LedgerRow_"];
+                };
             };
             /** @description Validation Error */
             422: {
@@ -2819,12 +3041,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description each `data:` is one event */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "text/event-stream": components["schemas"]["DocumentEvent"];
+                };
             };
             /** @description Validation Error */
             422: {
@@ -3115,6 +3339,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    providers_health_api_v1_providers_health_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProvidersHealth"];
                 };
             };
         };

@@ -1,9 +1,9 @@
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
+import { DataTable } from "@/components/ui/data-table";
 import { Dialog } from "@/components/ui/dialog";
-import { Input, Label } from "@/components/ui/input";
-import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
-import { Table, Td, Th } from "@/components/ui/table";
+import { Done, FormActions, InputField } from "@/components/ui/form";
+import { Empty, ErrorState, PageHeader } from "@/components/ui/states";
 import { useMe } from "@/hooks/queries/auth";
 import { useCreateTenant, useSetTenantStatus, useTenants } from "@/hooks/queries/tenants";
 import { formatDateTime } from "@/lib/format";
@@ -25,64 +25,54 @@ export function AdminTenants() {
         actions={<Button onClick={() => setCreating(true)}>Create tenant</Button>}
       />
       {setStatus.isError ? <ErrorState error={setStatus.error} /> : null}
-      {tenants.isPending ? (
-        <Loading what="Loading tenants" />
-      ) : tenants.isError ? (
-        <ErrorState error={tenants.error} />
-      ) : tenants.data.items.length === 0 ? (
-        <Empty>No tenants yet.</Empty>
-      ) : (
-        <Table aria-label="Tenants">
-          <thead>
-            <tr>
-              <Th>Name</Th>
-              <Th>Plan</Th>
-              <Th>Status</Th>
-              <Th>Created</Th>
-              <Th />
-            </tr>
-          </thead>
-          <tbody>
-            {tenants.data.items.map((tenant) => (
-              <tr key={tenant.id} data-testid={`tenant-${tenant.name}`}>
-                <Td className="font-medium">{tenant.name}</Td>
-                <Td>{tenant.plan}</Td>
-                <Td>
-                  <Badge tone={tenant.status === "active" ? "green" : "red"}>{tenant.status}</Badge>
-                </Td>
-                <Td>{formatDateTime(tenant.created_at)}</Td>
-                <Td className="text-right">
-                  {tenant.status === "active" ? (
-                    <Button
-                      variant="danger"
-                      size="sm"
-                      disabled={setStatus.isPending}
-                      onClick={() => {
-                        if (
-                          window.confirm(`Suspend ${tenant.name}? Its users and keys stop working.`)
-                        ) {
-                          setStatus.mutate({ id: tenant.id, status: "suspended" });
-                        }
-                      }}
-                    >
-                      Suspend
-                    </Button>
-                  ) : (
-                    <Button
-                      variant="secondary"
-                      size="sm"
-                      disabled={setStatus.isPending}
-                      onClick={() => setStatus.mutate({ id: tenant.id, status: "active" })}
-                    >
-                      Resume
-                    </Button>
-                  )}
-                </Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
-      )}
+      <DataTable
+        label="Tenants"
+        query={tenants}
+        empty="No tenants yet."
+        rowKey={(tenant) => tenant.id}
+        rowTestId={(tenant) => `tenant-${tenant.name}`}
+        columns={[
+          { header: "Name", cell: (tenant) => tenant.name, className: "font-medium" },
+          { header: "Plan", cell: (tenant) => tenant.plan },
+          {
+            header: "Status",
+            cell: (tenant) => (
+              <Badge tone={tenant.status === "active" ? "green" : "red"}>{tenant.status}</Badge>
+            ),
+          },
+          { header: "Created", cell: (tenant) => formatDateTime(tenant.created_at) },
+          {
+            header: "",
+            className: "text-right",
+            cell: (tenant) =>
+              tenant.status === "active" ? (
+                <Button
+                  variant="danger"
+                  size="sm"
+                  disabled={setStatus.isPending}
+                  onClick={() => {
+                    if (
+                      window.confirm(`Suspend ${tenant.name}? Its users and keys stop working.`)
+                    ) {
+                      setStatus.mutate({ id: tenant.id, status: "suspended" });
+                    }
+                  }}
+                >
+                  Suspend
+                </Button>
+              ) : (
+                <Button
+                  variant="secondary"
+                  size="sm"
+                  disabled={setStatus.isPending}
+                  onClick={() => setStatus.mutate({ id: tenant.id, status: "active" })}
+                >
+                  Resume
+                </Button>
+              ),
+          },
+        ]}
+      />
       <CreateTenantDialog open={creating} onClose={() => setCreating(false)} />
     </div>
   );
@@ -105,7 +95,7 @@ function CreateTenantDialog({ open, onClose }: { open: boolean; onClose: () => v
   return (
     <Dialog open={open} title="Create tenant" onClose={close}>
       {create.data ? (
-        <div className="space-y-4 text-sm">
+        <Done onDone={close}>
           <p>Tenant {create.data.tenant.name} was created.</p>
           {create.data.admin_temporary_password ? (
             <p>
@@ -115,39 +105,29 @@ function CreateTenantDialog({ open, onClose }: { open: boolean; onClose: () => v
               </code>
             </p>
           ) : null}
-          <div className="flex justify-end">
-            <Button onClick={close}>Done</Button>
-          </div>
-        </div>
+        </Done>
       ) : (
         <form onSubmit={submit} className="space-y-4">
-          <div>
-            <Label htmlFor="tenant-name">Name</Label>
-            <Input
-              id="tenant-name"
-              required
-              value={name}
-              onChange={(e) => setName(e.target.value)}
-            />
-          </div>
-          <div>
-            <Label htmlFor="tenant-admin">First admin's email (optional)</Label>
-            <Input
-              id="tenant-admin"
-              type="email"
-              value={adminEmail}
-              onChange={(e) => setAdminEmail(e.target.value)}
-            />
-          </div>
-          {create.isError ? <ErrorState error={create.error} /> : null}
-          <div className="flex justify-end gap-2">
-            <Button variant="secondary" onClick={close}>
-              Cancel
-            </Button>
-            <Button type="submit" disabled={create.isPending}>
-              Create
-            </Button>
-          </div>
+          <InputField
+            id="tenant-name"
+            label="Name"
+            required
+            value={name}
+            onValue={(value) => setName(value)}
+          />
+          <InputField
+            id="tenant-admin"
+            label="First admin's email (optional)"
+            type="email"
+            value={adminEmail}
+            onValue={(value) => setAdminEmail(value)}
+          />
+          <FormActions
+            error={create.error}
+            pending={create.isPending}
+            submitLabel="Create"
+            onCancel={close}
+          />
         </form>
       )}
     </Dialog>

@@ -4,6 +4,7 @@ import { Card, CardTitle, Stat } from "@/components/ui/card";
 import { Input, Label, Select } from "@/components/ui/input";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
 import { Table, Td, Th } from "@/components/ui/table";
+import { useAgents } from "@/hooks/queries/agents";
 import { useApiKeys } from "@/hooks/queries/apiKeys";
 import { useMe } from "@/hooks/queries/auth";
 import { useLimits } from "@/hooks/queries/limits";
@@ -34,6 +35,7 @@ const DIMENSIONS: { value: Schemas["UsageDimension"]; label: string }[] = [
   { value: "provider", label: "Provider" },
   { value: "route", label: "Route" },
   { value: "api_key", label: "API key" },
+  { value: "agent", label: "Agent" },
 ];
 
 function lastMonth(): UsageWindow {
@@ -55,14 +57,18 @@ export function Analytics() {
   const totals = useUsageSeries(window, groupBy, false);
   const limits = useLimits();
   const keys = useApiKeys();
-  const keyNames = useMemo(() => {
-    const names = new Map<string, string>();
+  const agents = useAgents();
+  // API keys and agents are grouped by id: show their names where the caller may see them.
+  const names = useMemo(() => {
+    const found = new Map<string, string>();
     if (can(me, "api_keys:read"))
-      for (const key of keys.data?.items ?? []) names.set(key.id, key.name);
-    return names;
-  }, [keys.data, me]);
+      for (const key of keys.data?.items ?? []) found.set(key.id, key.name);
+    for (const agent of agents.data?.items ?? []) found.set(agent.id, agent.name);
+    return found;
+  }, [keys.data, agents.data, me]);
+  const byId = groupBy === "api_key" || groupBy === "agent";
   const label = (key: string | null) =>
-    key === null ? NONE_KEY : groupBy === "api_key" ? (keyNames.get(key) ?? key.slice(0, 8)) : key;
+    key === null ? NONE_KEY : byId ? (names.get(key) ?? key.slice(0, 8)) : key;
 
   return (
     <div>

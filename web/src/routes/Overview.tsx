@@ -1,9 +1,13 @@
+import { StateBadge } from "@/components/Executions/StateBadge";
+import { ProviderHealth } from "@/components/Overview/ProviderHealth";
 import { Card, CardTitle, Stat } from "@/components/ui/card";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
 import { useMe } from "@/hooks/queries/auth";
+import { useExecutions } from "@/hooks/queries/executions";
 import { useUsageSummary } from "@/hooks/queries/usage";
-import { formatPercent, formatTokens, formatUsd, monthWindow } from "@/lib/format";
+import { formatDateTime, formatPercent, formatTokens, formatUsd, monthWindow } from "@/lib/format";
 import { can } from "@/lib/permissions";
+import { Link } from "react-router-dom";
 
 export function Overview() {
   const { data: me } = useMe();
@@ -58,20 +62,60 @@ export function Overview() {
           </div>
         )}
       </section>
-      <section aria-label="Executions" className="grid gap-4 lg:grid-cols-3">
-        <Card>
-          <CardTitle>Executions today</CardTitle>
-          <Empty>No executions yet: they come with the agents API.</Empty>
-        </Card>
-        <Card>
-          <CardTitle>Executions this month</CardTitle>
-          <Empty>No executions yet: they come with the agents API.</Empty>
-        </Card>
-        <Card>
-          <CardTitle>Recent executions</CardTitle>
-          <Empty>No executions yet: they come with the agents API.</Empty>
-        </Card>
-      </section>
+      {me?.tenant_id ? <ExecutionsSection /> : null}
+      <ProviderHealth />
     </div>
+  );
+}
+
+function startOfTodayUtc(now: Date = new Date()): string {
+  return new Date(
+    Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()),
+  ).toISOString();
+}
+
+/** Executions today and this month (UTC), and the latest few. */
+function ExecutionsSection() {
+  const month = monthWindow();
+  // limit 1: only the totals are wanted from these two.
+  const today = useExecutions({ from: startOfTodayUtc() }, { limit: 1 });
+  const thisMonth = useExecutions({ from: month.from, to: month.to }, { limit: 1 });
+  const recent = useExecutions({}, { limit: 5 });
+  const total = (query: typeof today) =>
+    query.isPending ? "…" : query.isError ? "—" : query.data.total.toLocaleString("en-US");
+  return (
+    <section aria-label="Executions" className="mb-8 grid gap-4 lg:grid-cols-4">
+      <Stat label="Executions today" value={total(today)} />
+      <Stat label="Executions this month" value={total(thisMonth)} />
+      <Card className="lg:col-span-2">
+        <CardTitle>Recent executions</CardTitle>
+        {recent.isPending ? (
+          <Loading what="Loading executions" />
+        ) : recent.isError ? (
+          <ErrorState error={recent.error} />
+        ) : recent.data.items.length === 0 ? (
+          <Empty>
+            No executions yet:{" "}
+            <Link to="/run" className="underline">
+              run an agent
+            </Link>
+            .
+          </Empty>
+        ) : (
+          <ul className="divide-y divide-slate-100 text-sm">
+            {recent.data.items.map((execution) => (
+              <li key={execution.id} className="flex items-center gap-3 py-2">
+                <StateBadge state={execution.state} />
+                <Link to={`/executions/${execution.id}`} className="flex-1 truncate underline">
+                  {execution.task}
+                </Link>
+                <span className="text-slate-500">{formatUsd(execution.cost_usd)}</span>
+                <span className="text-slate-400">{formatDateTime(execution.created_at)}</span>
+              </li>
+            ))}
+          </ul>
+        )}
+      </Card>
+    </section>
   );
 }

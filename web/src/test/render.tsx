@@ -21,12 +21,19 @@ export function meAs(role: Schemas["Role"], permissions: Schemas["Permission"][]
   };
 }
 
-export function renderSignedIn(ui: ReactNode, me: Schemas["Me"], path = "/") {
+/** `seed`: query results to start with, e.g. [[agentKeys.all, page]], so no request is made. */
+export function renderSignedIn(
+  ui: ReactNode,
+  me: Schemas["Me"],
+  path = "/",
+  seed: [readonly unknown[], unknown][] = [],
+) {
   useAuthStore.getState().setTokens({ access_token: "a", refresh_token: "r", expires_in: 900 });
   const queryClient = new QueryClient({
     defaultOptions: { queries: { retry: false, staleTime: Number.POSITIVE_INFINITY } },
   });
   queryClient.setQueryData(authKeys.me, me);
+  for (const [key, data] of seed) queryClient.setQueryData(key, data);
   return render(
     <QueryClientProvider client={queryClient}>
       <MemoryRouter

@@ -11,7 +11,6 @@ interface NavItem {
   label: string;
   permission?: Permission;
   superAdmin?: boolean;
-  soon?: boolean;
   /** Needs a tenant: hidden from a super admin signed in to the platform, not a tenant. */
   tenant?: boolean;
 }
@@ -22,10 +21,10 @@ const SECTIONS: { title: string; items: NavItem[] }[] = [
     items: [
       { to: "/", label: "Overview" },
       { to: "/analytics", label: "Cost analytics", permission: "usage:read", tenant: true },
-      { to: "/agents", label: "Agents", soon: true },
-      { to: "/run", label: "Run", soon: true },
-      { to: "/executions", label: "Executions", soon: true },
-      { to: "/knowledge", label: "Knowledge bases", soon: true },
+      { to: "/agents", label: "Agents", permission: "agents:read", tenant: true },
+      { to: "/run", label: "Run", permission: "executions:run", tenant: true },
+      { to: "/executions", label: "Executions", permission: "executions:read", tenant: true },
+      { to: "/knowledge", label: "Knowledge bases", permission: "knowledge:read", tenant: true },
     ],
   },
   {
@@ -82,7 +81,6 @@ export function AppShell() {
                     }
                   >
                     {item.label}
-                    {item.soon ? <span className="text-[10px] opacity-60">soon</span> : null}
                   </NavLink>
                 ))}
               </div>

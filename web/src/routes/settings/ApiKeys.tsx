@@ -1,11 +1,12 @@
 import type { Schemas } from "@/api/client";
 import { Can } from "@/components/Auth/Can";
+import { RoleSelect } from "@/components/Auth/RoleSelect";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
+import { DataTable } from "@/components/ui/data-table";
 import { Dialog } from "@/components/ui/dialog";
-import { Input, Label, Select } from "@/components/ui/input";
-import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
-import { Table, Td, Th } from "@/components/ui/table";
+import { Field, FormActions, InputField } from "@/components/ui/form";
+import { ErrorState, PageHeader } from "@/components/ui/states";
 import { useApiKeys, useCreateApiKey, useRevokeApiKey } from "@/hooks/queries/apiKeys";
 import { useMe } from "@/hooks/queries/auth";
 import { formatDateTime } from "@/lib/format";
@@ -34,65 +35,48 @@ export function ApiKeys() {
         Apiary keeps only a hash: a key is shown once, when it is created.
       </p>
       {revoke.isError ? <ErrorState error={revoke.error} /> : null}
-      {keys.isPending ? (
-        <Loading what="Loading API keys" />
-      ) : keys.isError ? (
-        <ErrorState error={keys.error} />
-      ) : keys.data.items.length === 0 ? (
-        <Empty>No API keys yet.</Empty>
-      ) : (
-        <Table aria-label="API keys">
-          <thead>
-            <tr>
-              <Th>Name</Th>
-              <Th>Key</Th>
-              <Th>Role</Th>
-              <Th>Created</Th>
-              <Th>Last used</Th>
-              <Th>Status</Th>
-              {mayWrite ? <Th /> : null}
-            </tr>
-          </thead>
-          <tbody>
-            {keys.data.items.map((key) => (
-              <tr key={key.id} data-testid={`api-key-${key.name}`}>
-                <Td className="font-medium">{key.name}</Td>
-                <Td>
-                  <code>{key.prefix}…</code>
-                </Td>
-                <Td>{ROLE_LABELS[key.role]}</Td>
-                <Td>{formatDateTime(key.created_at)}</Td>
-                <Td>{formatDateTime(key.last_used_at)}</Td>
-                <Td>
-                  {key.revoked_at ? (
-                    <Badge tone="red">revoked</Badge>
-                  ) : (
-                    <Badge tone="green">active</Badge>
-                  )}
-                </Td>
-                {mayWrite ? (
-                  <Td className="text-right">
-                    {key.revoked_at ? null : (
-                      <Button
-                        variant="danger"
-                        size="sm"
-                        disabled={revoke.isPending}
-                        onClick={() => {
-                          if (window.confirm(`Revoke "${key.name}"? It stops working at once.`)) {
-                            revoke.mutate(key.id);
-                          }
-                        }}
-                      >
-                        Revoke
-                      </Button>
-                    )}
-                  </Td>
-                ) : null}
-              </tr>
-            ))}
-          </tbody>
-        </Table>
-      )}
+      <DataTable
+        label="API keys"
+        query={keys}
+        empty="No API keys yet."
+        rowKey={(key) => key.id}
+        rowTestId={(key) => `api-key-${key.name}`}
+        columns={[
+          { header: "Name", cell: (key) => key.name, className: "font-medium" },
+          { header: "Key", cell: (key) => <code>{key.prefix}…</code> },
+          { header: "Role", cell: (key) => ROLE_LABELS[key.role] },
+          { header: "Created", cell: (key) => formatDateTime(key.created_at) },
+          { header: "Last used", cell: (key) => formatDateTime(key.last_used_at) },
+          {
+            header: "Status",
+            cell: (key) =>
+              key.revoked_at ? (
+                <Badge tone="red">revoked</Badge>
+              ) : (
+                <Badge tone="green">active</Badge>
+              ),
+          },
+          mayWrite && {
+            header: "",
+            className: "text-right",
+            cell: (key) =>
+              key.revoked_at ? null : (
+                <Button
+                  variant="danger"
+                  size="sm"
+                  disabled={revoke.isPending}
+                  onClick={() => {
+                    if (window.confirm(`Revoke "${key.name}"? It stops working at once.`)) {
+                      revoke.mutate(key.id);
+                    }
+                  }}
+                >
+                  Revoke
+                </Button>
+              ),
+          },
+        ]}
+      />
       <CreateKeyDialog open={creating} onClose={() => setCreating(false)} role={me?.role} />
     </div>
   );
@@ -149,40 +133,25 @@ function CreateKeyDialog({
         </div>
       ) : (
         <form onSubmit={submit} className="space-y-4">
-          <div>
-            <Label htmlFor="key-name">Name</Label>
-            <Input
-              id="key-name"
-              required
-              maxLength={200}
-              value={name}
-              onChange={(e) => setName(e.target.value)}
-              placeholder="e.g. ci"
-            />
-          </div>
-          <div>
-            <Label htmlFor="key-role">Role</Label>
-            <Select
-              id="key-role"
-              value={keyRole}
-              onChange={(e) => setKeyRole(e.target.value as Schemas["Role"])}
-            >
-              {roles.map((r) => (
-                <option key={r} value={r}>
-                  {ROLE_LABELS[r]}
-                </option>
-              ))}
-            </Select>
-          </div>
-          {create.isError ? <ErrorState error={create.error} /> : null}
-          <div className="flex justify-end gap-2">
-            <Button variant="secondary" onClick={close}>
-              Cancel
-            </Button>
-            <Button type="submit" disabled={create.isPending || !name.trim()}>
-              Create
-            </Button>
-          </div>
+          <InputField
+            id="key-name"
+            label="Name"
+            required
+            maxLength={200}
+            value={name}
+            placeholder="e.g. ci"
+            onValue={(value) => setName(value)}
+          />
+          <Field id="key-role" label="Role">
+            <RoleSelect id="key-role" roles={roles} value={keyRole} onRoleChange={setKeyRole} />
+          </Field>
+          <FormActions
+            error={create.error}
+            pending={create.isPending}
+            disabled={!name.trim()}
+            submitLabel="Create"
+            onCancel={close}
+          />
         </form>
       )}
     </Dialog>

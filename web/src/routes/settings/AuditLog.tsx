@@ -1,4 +1,4 @@
-import { Button } from "@/components/ui/button";
+import { Pager } from "@/components/ui/data-table";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
 import { Table, Td, Th } from "@/components/ui/table";
 import { AUDIT_PAGE_SIZE, useAuditLog } from "@/hooks/queries/audit";
@@ -56,29 +56,14 @@ export function AuditLog() {
               ))}
             </tbody>
           </Table>
-          <div className="mt-4 flex items-center justify-between text-sm text-slate-500">
-            <span>
-              {offset + 1}–{offset + log.data.items.length} of {log.data.total}
-            </span>
-            <div className="flex gap-2">
-              <Button
-                variant="secondary"
-                size="sm"
-                disabled={offset === 0}
-                onClick={() => setOffset(Math.max(0, offset - AUDIT_PAGE_SIZE))}
-              >
-                Newer
-              </Button>
-              <Button
-                variant="secondary"
-                size="sm"
-                disabled={offset + AUDIT_PAGE_SIZE >= log.data.total}
-                onClick={() => setOffset(offset + AUDIT_PAGE_SIZE)}
-              >
-                Older
-              </Button>
-            </div>
-          </div>
+          <Pager
+            offset={offset}
+            pageSize={AUDIT_PAGE_SIZE}
+            shown={log.data.items.length}
+            total={log.data.total}
+            onChange={setOffset}
+            labels={["Newer", "Older"]}
+          />
         </>
       )}
     </div>

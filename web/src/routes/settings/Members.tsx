@@ -1,10 +1,11 @@
 import type { Schemas } from "@/api/client";
 import { Can } from "@/components/Auth/Can";
+import { RoleSelect } from "@/components/Auth/RoleSelect";
 import { Button } from "@/components/ui/button";
+import { DataTable } from "@/components/ui/data-table";
 import { Dialog } from "@/components/ui/dialog";
-import { Input, Label, Select } from "@/components/ui/input";
-import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
-import { Table, Td, Th } from "@/components/ui/table";
+import { Done, Field, FormActions, InputField } from "@/components/ui/form";
+import { ErrorState, PageHeader } from "@/components/ui/states";
 import { useMe } from "@/hooks/queries/auth";
 import { useAddMember, useChangeRole, useMembers, useRemoveMember } from "@/hooks/queries/members";
 import { formatDateTime } from "@/lib/format";
@@ -32,75 +33,51 @@ export function Members() {
       />
       {changeRole.isError ? <ErrorState error={changeRole.error} /> : null}
       {remove.isError ? <ErrorState error={remove.error} /> : null}
-      {members.isPending ? (
-        <Loading what="Loading members" />
-      ) : members.isError ? (
-        <ErrorState error={members.error} />
-      ) : members.data.items.length === 0 ? (
-        <Empty>No members yet.</Empty>
-      ) : (
-        <Table aria-label="Members">
-          <thead>
-            <tr>
-              <Th>Email</Th>
-              <Th>Name</Th>
-              <Th>Role</Th>
-              <Th>Since</Th>
-              {mayWrite ? <Th /> : null}
-            </tr>
-          </thead>
-          <tbody>
-            {members.data.items.map((member) => (
-              <tr key={member.id}>
-                <Td className="font-medium">{member.email}</Td>
-                <Td>{member.name || "—"}</Td>
-                <Td>
-                  {mayWrite && member.user_id !== me?.user_id ? (
-                    <Select
-                      aria-label={`Role of ${member.email}`}
-                      className="h-8 w-40"
-                      value={member.role}
-                      disabled={changeRole.isPending}
-                      onChange={(e) =>
-                        changeRole.mutate({
-                          id: member.id,
-                          role: e.target.value as Schemas["Role"],
-                        })
-                      }
-                    >
-                      {roles.map((r) => (
-                        <option key={r} value={r}>
-                          {ROLE_LABELS[r]}
-                        </option>
-                      ))}
-                    </Select>
-                  ) : (
-                    ROLE_LABELS[member.role]
-                  )}
-                </Td>
-                <Td>{formatDateTime(member.created_at)}</Td>
-                {mayWrite ? (
-                  <Td className="text-right">
-                    {member.user_id === me?.user_id ? null : (
-                      <Button
-                        variant="ghost"
-                        size="sm"
-                        onClick={() => {
-                          if (window.confirm(`Remove ${member.email} from this tenant?`)) {
-                            remove.mutate(member.id);
-                          }
-                        }}
-                      >
-                        Remove
-                      </Button>
-                    )}
-                  </Td>
-                ) : null}
-              </tr>
-            ))}
-          </tbody>
-        </Table>
-      )}
+      <DataTable
+        label="Members"
+        query={members}
+        empty="No members yet."
+        rowKey={(member) => member.id}
+        columns={[
+          { header: "Email", cell: (member) => member.email, className: "font-medium" },
+          { header: "Name", cell: (member) => member.name || "—" },
+          {
+            header: "Role",
+            cell: (member) =>
+              mayWrite && member.user_id !== me?.user_id ? (
+                <RoleSelect
+                  aria-label={`Role of ${member.email}`}
+                  className="h-8 w-40"
+                  roles={roles}
+                  value={member.role}
+                  disabled={changeRole.isPending}
+                  onRoleChange={(role) => changeRole.mutate({ id: member.id, role })}
+                />
+              ) : (
+                ROLE_LABELS[member.role]
+              ),
+          },
+          { header: "Since", cell: (member) => formatDateTime(member.created_at) },
+          mayWrite && {
+            header: "",
+            className: "text-right",
+            cell: (member) =>
+              member.user_id === me?.user_id ? null : (
+                <Button
+                  variant="ghost"
+                  size="sm"
+                  onClick={() => {
+                    if (window.confirm(`Remove ${member.email} from this tenant?`)) {
+                      remove.mutate(member.id);
+                    }
+                  }}
+                >
+                  Remove
+                </Button>
+              ),
+          },
+        ]}
+      />
       <AddMemberDialog open={adding} onClose={() => setAdding(false)} roles={roles} />
     </div>
   );
@@ -130,55 +107,36 @@ function AddMemberDialog({
   return (
     <Dialog open={open} title="Add member" onClose={close}>
       {add.data ? (
-        <div className="space-y-4">
-          <p className="text-sm">
+        <Done onDone={close}>
+          <p>
             {add.data.email} was added as {ROLE_LABELS[add.data.role]}.
           </p>
           {add.data.temporary_password ? (
-            <p className="text-sm">
+            <p>
               Their temporary password, shown once:{" "}
               <code className="rounded bg-slate-100 px-1">{add.data.temporary_password}</code>
             </p>
           ) : null}
-          <div className="flex justify-end">
-            <Button onClick={close}>Done</Button>
-          </div>
-        </div>
+        </Done>
       ) : (
         <form onSubmit={submit} className="space-y-4">
-          <div>
-            <Label htmlFor="member-email">Email</Label>
-            <Input
-              id="member-email"
-              type="email"
-              required
-              value={email}
-              onChange={(e) => setEmail(e.target.value)}
-            />
-          </div>
-          <div>
-            <Label htmlFor="member-role">Role</Label>
-            <Select
-              id="member-role"
-              value={role}
-              onChange={(e) => setRole(e.target.value as Schemas["Role"])}
-            >
-              {roles.map((r) => (
-                <option key={r} value={r}>
-                  {ROLE_LABELS[r]}
-                </option>
-              ))}
-            </Select>
-          </div>
-          {add.isError ? <ErrorState error={add.error} /> : null}
-          <div className="flex justify-end gap-2">
-            <Button variant="secondary" onClick={close}>
-              Cancel
-            </Button>
-            <Button type="submit" disabled={add.isPending}>
-              Add
-            </Button>
-          </div>
+          <InputField
+            id="member-email"
+            label="Email"
+            type="email"
+            required
+            value={email}
+            onValue={(value) => setEmail(value)}
+          />
+          <Field id="member-role" label="Role">
+            <RoleSelect id="member-role" roles={roles} value={role} onRoleChange={setRole} />
+          </Field>
+          <FormActions
+            error={add.error}
+            pending={add.isPending}
+            submitLabel="Add"
+            onCancel={close}
+          />
         </form>
       )}
     </Dialog>

@@ -1,0 +1,49 @@
+import type { Schemas } from "@/api/client";
+import { DataTable } from "@/components/ui/data-table";
+import { Dialog } from "@/components/ui/dialog";
+import { useAgentVersions } from "@/hooks/queries/agents";
+import { formatDateTime } from "@/lib/format";
+
+function summary(definition: Record<string, unknown>): string {
+  const tools = Array.isArray(definition.tools) ? definition.tools.join(", ") : "";
+  return [
+    `model ${String(definition.model ?? "?")}`,
+    `up to ${String(definition.max_subagents ?? "?")} sub-agents`,
+    tools ? `tools: ${tools}` : "no tools",
+  ].join(" · ");
+}
+
+/** An agent's versions, newest first: every change to it is one. */
+export function VersionsDialog({
+  agent,
+  onClose,
+}: { agent: Schemas["Agent"]; onClose: () => void }) {
+  const versions = useAgentVersions(agent.id);
+  return (
+    <Dialog open title={`${agent.name}: version history`} onClose={onClose}>
+      <div className="max-h-[70vh] overflow-y-auto">
+        <DataTable
+          label="Versions"
+          query={versions}
+          empty="No versions."
+          rowKey={(version) => version.id}
+          columns={[
+            { header: "Version", cell: (version) => `v${version.version}` },
+            { header: "Saved", cell: (version) => formatDateTime(version.created_at) },
+            {
+              header: "Definition",
+              cell: (version) => (
+                <details>
+                  <summary className="cursor-pointer">{summary(version.definition)}</summary>
+                  <pre className="mt-2 whitespace-pre-wrap text-xs">
+                    {JSON.stringify(version.definition, null, 2)}
+                  </pre>
+                </details>
+              ),
+            },
+          ]}
+        />
+      </div>
+    </Dialog>
+  );
+}

@@ -1,0 +1,102 @@
+// The agent form's state, its validation, and the request body it becomes. The server
+// checks everything again; this catches what a person can fix before sending.
+import type { Schemas } from "@/api/client";
+
+type Agent = Schemas["Agent"];
+
+/** Tools a sub-agent may use (apiary/swarm/tools.py REGISTRY). */
+export const TOOLS = [
+  { name: "calculator", label: "Calculator", hint: "arithmetic" },
+  { name: "knowledge_search", label: "Knowledge search", hint: "the attached knowledge bases" },
+  { name: "memory", label: "Memory", hint: "the conversation thread so far" },
+] as const;
+
+export interface AgentFormState {
+  name: string;
+  description: string;
+  systemPrompt: string;
+  model: string;
+  temperature: string;
+  tools: string[];
+  knowledgeBaseIds: string[];
+  maxSubagents: string;
+  maxCostUsd: string;
+  timeoutS: string;
+}
+
+export function formFromAgent(agent?: Agent): AgentFormState {
+  return {
+    name: agent?.name ?? "",
+    description: agent?.description ?? "",
+    systemPrompt: agent?.system_prompt ?? "",
+    model: agent?.model ?? "default",
+    temperature: String(agent?.temperature ?? 0.2),
+    tools: [...(agent?.tools ?? [])],
+    knowledgeBaseIds: [...(agent?.knowledge_base_ids ?? [])],
+    maxSubagents: String(agent?.max_subagents ?? 5),
+    maxCostUsd: agent?.max_cost_usd == null ? "" : String(agent.max_cost_usd),
+    timeoutS: String(agent?.timeout_s ?? 300),
+  };
+}
+
+const NAME = /^[A-Za-z0-9][\w .-]*$/;
+
+type Checked = { body: Schemas["AgentCreate"]; error: null } | { body: null; error: string };
+
+function inRange(text: string, min: number, max: number, integer: boolean): number | null {
+  if (text.trim() === "") return null;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < min || value > max) return null;
+  if (integer && !Number.isInteger(value)) return null;
+  return value;
+}
+
+/** The create body, or the first thing wrong with the form. */
+export function checkAgentForm(form: AgentFormState): Checked {
+  const name = form.name.trim();
+  if (!NAME.test(name) || name.length > 200) {
+    return {
+      body: null,
+      error: "Name: start with a letter or digit; then letters, digits, spaces, . _ -",
+    };
+  }
+  if (!form.model.trim()) return { body: null, error: "Model: required" };
+  const temperature = inRange(form.temperature, 0, 2, false);
+  if (temperature === null) return { body: null, error: "Temperature: a number from 0 to 2" };
+  const maxSubagents = inRange(form.maxSubagents, 1, 100, true);
+  if (maxSubagents === null) {
+    return { body: null, error: "Max sub-agents: a whole number from 1 to 100" };
+  }
+  const timeout = inRange(form.timeoutS, 1, 86_400, true);
+  if (timeout === null) return { body: null, error: "Timeout: whole seconds, 1 to 86400" };
+  let maxCost: number | null = null;
+  if (form.maxCostUsd.trim() !== "") {
+    maxCost = Number(form.maxCostUsd);
+    if (!Number.isFinite(maxCost) || maxCost <= 0) {
+      return { body: null, error: "Cost cap: a positive amount, or empty for none" };
+    }
+  }
+  if (form.tools.includes("knowledge_search") && form.knowledgeBaseIds.length === 0) {
+    return { body: null, error: "Knowledge search needs at least one knowledge base" };
+  }
+  return {
+    error: null,
+    body: {
+      name,
+      description: form.description,
+      system_prompt: form.systemPrompt,
+      model: form.model.trim(),
+      temperature,
+      tools: form.tools,
+      knowledge_base_ids: form.knowledgeBaseIds,
+      max_subagents: maxSubagents,
+      max_cost_usd: maxCost,
+      timeout_s: timeout,
+    },
+  };
+}
+
+/** Toggle `value` in a list (a checkbox group). */
+export function toggle(list: string[], value: string, on: boolean): string[] {
+  return on ? [...new Set([...list, value])] : list.filter((item) => item !== value);
+}

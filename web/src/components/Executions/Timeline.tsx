@@ -1,0 +1,27 @@
+import { type ExecutionEvent, describeEvent } from "@/lib/liveExecution";
+
+function clock(iso: string): string {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? "" : date.toISOString().slice(11, 23);
+}
+
+/** Every event in order; the synthesis's many token events are folded into one line. */
+export function Timeline({ events }: { events: ExecutionEvent[] }) {
+  const shown = events.filter(
+    (event, i) => event.type !== "token" || events[i - 1]?.type !== "token",
+  );
+  if (shown.length === 0) return <p className="text-sm text-slate-500">No events yet.</p>;
+  return (
+    <ol className="space-y-1 text-sm" aria-label="Timeline">
+      {shown.map((event) => (
+        <li key={event.seq} className="flex gap-3">
+          <span className="w-8 shrink-0 text-right text-slate-400">{event.seq}</span>
+          <span className="w-28 shrink-0 font-mono text-xs leading-5 text-slate-500">
+            {clock(event.created_at)}
+          </span>
+          <span>{describeEvent(event)}</span>
+        </li>
+      ))}
+    </ol>
+  );
+}
