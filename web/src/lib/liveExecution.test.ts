@@ -66,6 +66,24 @@ describe("applyEvent", () => {
     expect(ended.events).toHaveLength(13);
   });
 
+  it("streams each sub-agent's answer into its own card, apart from the synthesis", () => {
+    seq = 0;
+    const live = fold([
+      event("subtasks_planned", { subtasks: ["a", "b"] }),
+      event("subagent_started", { subtask: 0 }),
+      event("subagent_started", { subtask: 1 }),
+      event("token", { subtask: 1, text: "Rome " }),
+      event("token", { subtask: 0, text: "Paris" }),
+      event("token", { subtask: 1, text: "in May" }),
+      event("subagent_retry", { subtask: 0, error: "timeout" }),
+      event("token", { subtask: 0, text: "Lyon" }),
+      event("token", { text: "Both." }),
+    ]);
+    expect(live.subagents.map((s) => s.output)).toEqual(["Lyon", "Rome in May"]);
+    expect(live.synthesis).toBe("Both.");
+    expect(describeEvent(live.events[3] as ExecutionEvent)).toBe("sub-agent 2 writing");
+  });
+
   it("ignores events it has already applied (a replay after reconnecting)", () => {
     seq = 0;
     const first = event("subtasks_planned", { subtasks: ["a"] });

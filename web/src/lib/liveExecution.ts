@@ -21,8 +21,10 @@ export interface SubagentView {
   costUsd: number | null;
   seconds: number | null;
   error: string | null;
-  /** Tool calls as they happen: the sub-agent's visible output before its answer. */
+  /** Tool calls as they happen. */
   toolCalls: { tool: string; output: string }[];
+  /** Its answer as the tokens stream in (the stored result replaces it when it ends). */
+  output: string;
 }
 
 export interface LiveExecution {
@@ -91,6 +93,7 @@ function pendingSubagent(index: number, prompt: string): SubagentView {
     seconds: null,
     error: null,
     toolCalls: [],
+    output: "",
   };
 }
 
@@ -127,6 +130,7 @@ export function applyEvent(live: LiveExecution, event: ExecutionEvent): LiveExec
         subagents: updateSubagent(live, data.subtask, () => ({
           status: "retrying",
           error: str(data.error) || null,
+          output: "", // the next attempt writes its answer afresh
         })),
       };
     case "tool_call":
@@ -148,6 +152,15 @@ export function applyEvent(live: LiveExecution, event: ExecutionEvent): LiveExec
         })),
       };
     case "token":
+      // With a sub-agent's index: that sub-agent's answer streaming; without: the synthesis.
+      if (typeof data.subtask === "number") {
+        return {
+          ...next,
+          subagents: updateSubagent(live, data.subtask, (s) => ({
+            output: s.output + str(data.text),
+          })),
+        };
+      }
       return { ...next, synthesis: live.synthesis + str(data.text) };
     case "decomposition_degraded":
       return { ...next, notes: [...live.notes, `Ran as one sub-agent: ${str(data.reason)}`] };
@@ -185,7 +198,7 @@ export function describeEvent(event: ExecutionEvent): string {
     case "subagent_finished":
       return `${which} ${str(data.status)} in ${formatSeconds(num(data.seconds))}`;
     case "token":
-      return "synthesis tokens";
+      return which ? `${which} writing` : "synthesis tokens";
     case "done":
       return `done: ${str(data.state)}`;
     default:

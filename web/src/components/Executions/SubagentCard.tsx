@@ -6,8 +6,8 @@ import type { SubagentView } from "@/lib/liveExecution";
 import { StateBadge } from "./StateBadge";
 
 /**
- * One sub-agent: its prompt and state from the live events, its tool calls as they happen,
- * then its answer, tokens and model from the stored subtask once it has finished.
+ * One sub-agent: its prompt and state from the live events, its tool calls and its answer
+ * as they stream in, then the stored answer, tokens and model once it has finished.
  */
 export function SubagentCard({
   live,
@@ -39,9 +39,9 @@ export function SubagentCard({
           ))}
         </ul>
       ) : null}
-      {stored?.result ? (
+      {stored?.result || live?.output ? (
         <p className="max-h-40 overflow-y-auto whitespace-pre-wrap rounded bg-slate-50 p-2 text-sm">
-          {stored.result}
+          {stored?.result || live?.output}
         </p>
       ) : status === "running" || status === "retrying" ? (
         <p className="animate-pulse text-sm text-slate-400">working…</p>

@@ -5,10 +5,17 @@ function clock(iso: string): string {
   return Number.isNaN(date.getTime()) ? "" : date.toISOString().slice(11, 23);
 }
 
-/** Every event in order; the synthesis's many token events are folded into one line. */
+const isSubagentText = (event: ExecutionEvent | undefined): boolean =>
+  event?.type === "token" && typeof event.data.subtask === "number";
+
+/**
+ * Every event in order, except the sub-agents' streamed text (their cards show it); the
+ * synthesis's many token events are folded into one line.
+ */
 export function Timeline({ events }: { events: ExecutionEvent[] }) {
-  const shown = events.filter(
-    (event, i) => event.type !== "token" || events[i - 1]?.type !== "token",
+  const steps = events.filter((event) => !isSubagentText(event));
+  const shown = steps.filter(
+    (event, i) => event.type !== "token" || steps[i - 1]?.type !== "token",
   );
   if (shown.length === 0) return <p className="text-sm text-slate-500">No events yet.</p>;
   return (
