@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Executable, MetaData, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -136,8 +137,13 @@ class GroupCommit:
     the same time, have no order between them (as with concurrent transactions). A `Work`
     (any function of the session) runs after everything queued before it.
 
-    If a shared transaction fails, each caller's items are retried alone, so one bad write
-    fails only its own caller.
+    If a shared transaction fails because of what one write holds (a constraint, a bad
+    value), each caller's items are retried alone, so one bad write fails only its own
+    caller; if it fails for any other reason (the database is locked or gone), every caller
+    of that transaction gets the error at once instead of one slow retry each.
+
+    `barrier()` returns once everything queued before it has committed: whoever writes or
+    reads outside the queue afterwards (an execution's final state) sees all of it.
     """
 
     def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
@@ -155,6 +161,9 @@ class GroupCommit:
             self._drain = asyncio.create_task(self._run_queue(), name="group-commit")
         await asyncio.shield(future)  # a cancelled caller's write still lands, in order
 
+    async def barrier(self) -> None:
+        await self.run()  # an empty unit of work, committed after all queued before it
+
     async def _run_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
@@ -171,8 +180,9 @@ class GroupCommit:
             async with session_scope(self._factory) as session:
                 await _apply(session, [item for items, _ in batch for item in items])
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0][1], error)
+            if len(batch) == 1 or not _one_writes_fault(error):
+                for _, future in batch:
+                    _settle(future, error)
                 return
             for items, future in batch:  # find the bad one: each caller alone, in order
                 try:
@@ -190,6 +200,17 @@ class GroupCommit:
 
 
 _Queued = tuple[tuple[Write | Work, ...], "asyncio.Future[None]"]
+
+
+def _one_writes_fault(error: Exception) -> bool:
+    """An error one write's own content causes (so retrying each caller alone finds it):
+    a constraint, a bad value, a value that cannot be bound. Not a locked or lost
+    database, which every write of the batch would meet again."""
+    if isinstance(error, IntegrityError | DataError):
+        return True
+    if isinstance(error, DBAPIError):
+        return False
+    return isinstance(error, StatementError | ValueError | TypeError)
 
 
 async def _apply(session: AsyncSession, items: list[Write | Work]) -> None:

@@ -7,6 +7,7 @@ reach it through the `RuntimeDep` dependency, never through module globals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
@@ -137,6 +138,8 @@ class Runtime:
         await self.ingestion.close()
         await asyncio.to_thread(self.vectors.close)
         await self.runner.close()
+        with contextlib.suppress(Exception):  # a database already gone loses nothing more here
+            await self.writes.barrier()  # what the stopped runs queued lands before the pool goes
         await self.ledger.close()
         await self.key_usage.close()
         await self.cache.close()

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from sqlalchemy import Table, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -74,9 +74,32 @@ async def test_a_cancelled_callers_write_still_lands(runtime: Runtime) -> None:
     waiting = asyncio.create_task(writes.run(tenant("cancelled-caller")))
     await asyncio.sleep(0)  # queued
     waiting.cancel()
-    await writes.run(tenant("next-caller"))  # queued after it, so committed after it
+    await writes.barrier()  # returns once everything queued before it has committed
 
     assert await names(runtime, "cancelled-caller") == {"cancelled-caller"}
+
+
+async def test_a_database_error_fails_the_whole_batch_at_once(runtime: Runtime) -> None:
+    """A locked or lost database is not one write's fault: every caller of the batch gets
+    the error, rather than each being retried alone, slowly, into the same error."""
+    writes = GroupCommit(runtime.session_factory)
+    attempts = 0
+
+    async def locked(_session: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    outcomes = await asyncio.gather(
+        writes.run(tenant("batch-1")),
+        writes.run(locked),
+        writes.run(tenant("batch-2")),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
+    assert attempts == 1
+    assert await names(runtime, "batch-") == set()
 
 
 async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
@@ -120,3 +143,35 @@ async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
     await ledger.flush()  # the second sub-agent's flush
     assert await stored(second)
     await first_flush
+
+
+async def test_a_cancelled_flush_does_not_lose_the_entries_it_took(runtime: Runtime) -> None:
+    """A sub-agent cancelled while its flush writes everybody's entries must not take them
+    down with it."""
+    async with session_scope(runtime.session_factory) as session:
+        row = Tenant(name="cancelled-flush")
+        session.add(row)
+    ledger = LedgerWriter(runtime.session_factory)
+    auth = AuthContext(role=Role.DEVELOPER, tenant_id=row.id, actor=Actor())
+    entry = ledger_row(
+        auth,
+        {"model": "oai/gpt-4o-mini"},
+        kind="chat",
+        route=None,
+        reason="cancelled flush",
+        provider="oai",
+        model="gpt-4o-mini",
+        usage=Usage(prompt_tokens=1),
+        cost_usd=0.0,
+        latency_s=0.001,
+    )
+    ledger.record(entry)
+    flushing = asyncio.create_task(ledger.flush())
+    await asyncio.sleep(0)  # it has taken the entry and is writing it
+    flushing.cancel()
+    await ledger.flush()  # waits for the write under way
+    async with session_scope(runtime.session_factory) as session:
+        stored = await session.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.id == entry["id"])
+        )
+    assert stored == 1

@@ -4,7 +4,6 @@ live event stream as SSE and over a WebSocket, both resumable from a sequence nu
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -20,6 +19,7 @@ from fastapi import (
     WebSocketDisconnect,
     status,
 )
+from pydantic import AwareDatetime
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authenticate, authorize
@@ -88,10 +88,10 @@ async def list_executions(
     agent_id: uuid.UUID | None = None,
     state: ExecutionState | None = None,
     created_from: Annotated[
-        dt.datetime | None, Query(description="Created at or after (ISO-8601 with a timezone)")
+        AwareDatetime | None, Query(description="Created at or after (ISO-8601 with a timezone)")
     ] = None,
     created_to: Annotated[
-        dt.datetime | None, Query(description="Created before (ISO-8601 with a timezone)")
+        AwareDatetime | None, Query(description="Created before (ISO-8601 with a timezone)")
     ] = None,
 ) -> Page[Execution]:
     rows, total = await execution_service.list(
@@ -166,8 +166,10 @@ async def _event_stream(
             # listener is already set if more came in meanwhile.
             if state.finished:
                 # The final state is saved just before its last events: wait briefly for
-                # them, but never forever for a run that ended without them.
-                grace -= 1
+                # them, but never forever for a run that ended without them (a wake-up
+                # that brought events does not count against the wait).
+                if not rows:
+                    grace -= 1
                 if grace < 0:
                     return
                 await listener.wait(0.5)

@@ -13,6 +13,7 @@ more, since a listener re-reads everything after the last sequence number it saw
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from apiary.db import Write, session_scope
 from apiary.executions.bus import events_channel
 from apiary.executions.repository import execution_repository
 from apiary.runtime import Runtime
+
+log = logging.getLogger("apiary.executions")
 
 
 class EventRecorder:
@@ -61,6 +64,9 @@ class EventRecorder:
         try:
             while self._unannounced:
                 self._unannounced = False
-                await self._runtime.notifier.notify(events_channel(self._execution_id))
+                try:
+                    await self._runtime.notifier.notify(events_channel(self._execution_id))
+                except Exception as error:  # not this caller's failure: its row is stored
+                    log.warning("announcing events of %s failed: %s", self._execution_id, error)
         finally:
             self._announcing = False

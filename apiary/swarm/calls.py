@@ -8,7 +8,6 @@ before each call: once spent, no further call is made.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -143,7 +142,7 @@ async def _collect(
                     parts.append(text)
                     if on_token is not None:
                         await on_token(text)
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled, or a failing `on_token`: end the upstream call now
         await stream.chunks.aclose()  # type: ignore[attr-defined]
         raise
     provider, model = stream.headers.get("x-apiary-provider"), stream.headers.get("x-apiary-model")
@@ -171,9 +170,14 @@ async def _collect(
 def _add_tool_call_delta(calls: dict[int, dict[str, Any]], piece: dict[str, Any]) -> None:
     """Fold one streamed tool-call delta in: the first names the call, the rest append to
     its arguments (OpenAI's streaming format)."""
+    if "index" in piece:
+        index = int(piece["index"])
+    elif calls and not piece.get("id"):
+        index = max(calls)  # a provider that leaves the index out continues the last call
+    else:
+        index = len(calls)
     call = calls.setdefault(
-        int(piece.get("index", len(calls))),
-        {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+        index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
     )
     if piece.get("id"):
         call["id"] = piece["id"]

@@ -495,7 +495,9 @@ async def _finish(
     answer: str | None,
     error: str | None = None,
 ) -> None:
-    # The charges go to the ledger before the execution says it ended.
+    # What the sub-agents queued (a cancelled one's last write too) lands before the final
+    # state, so nothing overwrites it; the charges go to the ledger before it is said.
+    await context.runtime.writes.barrier()
     await context.runtime.ledger.flush()
     async with session_scope(context.runtime.session_factory) as session:
         await execution_repository.update_subtasks(
@@ -551,6 +553,7 @@ async def _finish(
 
 
 async def _partial_from_db(context: SwarmContext) -> str:
+    await context.runtime.writes.barrier()  # results still queued count
     async with session_scope(context.runtime.session_factory) as session:
         rows = await execution_repository.subtasks(session, context.scope, context.execution_id)
     return partial_answer(
@@ -714,11 +717,19 @@ async def _run_leased(
         async with runtime.notifier.listen(cancel_channel(execution_id)) as listener:
             while not task.done():
                 await listener.wait(CANCEL_POLL_S)
-                if not await lease.keep():
+                try:
+                    kept = await lease.keep()
+                    cancel = kept and await _cancel_requested(context)
+                except Exception as error:  # a database blip: look again next time round
+                    log.warning(
+                        "execution %s: lease or cancel check failed: %s", execution_id, error
+                    )
+                    continue
+                if not kept:
                     lost.set()
                     task.cancel()
                     return
-                if await _cancel_requested(context):
+                if cancel:
                     cancelled.set()
                     task.cancel()
                     return
@@ -742,6 +753,9 @@ async def _run_leased(
         except asyncio.CancelledError:
             if lost.is_set():
                 log.warning("execution %s: lease lost to another run; stopping", execution_id)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                await runtime.writes.barrier()  # its last writes land before the next run's
                 return
             if not cancelled.is_set():
                 task.cancel()  # the runner is shutting down: leave it to be resumed

@@ -150,6 +150,11 @@ class LedgerWriter:
             await self.flush()
 
     async def flush(self) -> None:
+        # Shielded: a caller cancelled mid-write (a sub-agent whose execution was cancelled)
+        # must not take the batch it popped, every tenant's entries, down with it.
+        await asyncio.shield(self._flush())
+
+    async def _flush(self) -> None:
         async with self._flushing:
             await self._write_pending()
 

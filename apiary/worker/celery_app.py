@@ -66,6 +66,9 @@ def make_celery(settings: Settings) -> Celery:
             # Another worker runs it (the broker redelivered it after its visibility
             # timeout), or one that died holds its lease: look again when the lease lapses.
             raise task.retry(countdown=busy.retry_after_s) from None
+        finally:
+            # The loop only runs during a job: nothing it queued may wait for the next one.
+            loop.run_until_complete(runtime.writes.barrier())
 
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def warm_up(**_: Any) -> None:

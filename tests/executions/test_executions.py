@@ -214,3 +214,11 @@ async def test_ledger_lists_the_executions_model_calls(swarm: Swarm) -> None:
     key = await make_api_key(swarm.gateway.runtime, intruder, Role.TENANT_ADMIN)
     refused = await swarm.http.get(f"/api/v1/executions/{done['id']}/ledger", headers=key.headers)
     assert refused.status_code == 404
+
+
+async def test_a_date_filter_without_a_timezone_is_a_clear_422(swarm: Swarm) -> None:
+    response = await swarm.http.get(
+        "/api/v1/executions", headers=swarm.headers, params={"created_from": "2026-11-01T00:00"}
+    )
+    assert response.status_code == 422, response.text
+    assert "created_from" in response.json()["detail"]
