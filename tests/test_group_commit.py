@@ -102,63 +102,22 @@ async def test_a_database_error_fails_the_whole_batch_at_once(runtime: Runtime) 
     assert await names(runtime, "batch-") == set()
 
 
-async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
-    runtime: Runtime,
-) -> None:
-    """Two sub-agents finishing together both flush before checkpointing: the second must
-    not return while the first flush is still committing the second's entry."""
+async def ledger_for_a_tenant(runtime: Runtime, name: str) -> tuple[LedgerWriter, AuthContext]:
     async with session_scope(runtime.session_factory) as session:
-        row = Tenant(name="ledger-tenant")
+        row = Tenant(name=name)
         session.add(row)
-    ledger = LedgerWriter(runtime.session_factory)
     auth = AuthContext(role=Role.DEVELOPER, tenant_id=row.id, actor=Actor())
-
-    def record(index: int) -> uuid.UUID:
-        entry = ledger_row(
-            auth,
-            {"model": "oai/gpt-4o-mini"},
-            kind="chat",
-            route=None,
-            reason=f"sub-agent {index}",
-            provider="oai",
-            model="gpt-4o-mini",
-            usage=Usage(prompt_tokens=1),
-            cost_usd=0.0,
-            latency_s=0.001,
-        )
-        ledger.record(entry)
-        return uuid.UUID(str(entry["id"]))
-
-    async def stored(entry_id: uuid.UUID) -> bool:
-        async with session_scope(runtime.session_factory) as session:
-            count = await session.scalar(
-                select(func.count()).select_from(LedgerEntry).where(LedgerEntry.id == entry_id)
-            )
-            return count == 1
-
-    record(1)
-    second = record(2)
-    first_flush = asyncio.create_task(ledger.flush())
-    await asyncio.sleep(0)  # the first flush has taken both entries and is committing
-    await ledger.flush()  # the second sub-agent's flush
-    assert await stored(second)
-    await first_flush
+    return LedgerWriter(runtime.session_factory), auth
 
 
-async def test_a_cancelled_flush_does_not_lose_the_entries_it_took(runtime: Runtime) -> None:
-    """A sub-agent cancelled while its flush writes everybody's entries must not take them
-    down with it."""
-    async with session_scope(runtime.session_factory) as session:
-        row = Tenant(name="cancelled-flush")
-        session.add(row)
-    ledger = LedgerWriter(runtime.session_factory)
-    auth = AuthContext(role=Role.DEVELOPER, tenant_id=row.id, actor=Actor())
+def record(ledger: LedgerWriter, auth: AuthContext, reason: str) -> uuid.UUID:
+    """One chat call's ledger entry, queued; its id."""
     entry = ledger_row(
         auth,
         {"model": "oai/gpt-4o-mini"},
         kind="chat",
         route=None,
-        reason="cancelled flush",
+        reason=reason,
         provider="oai",
         model="gpt-4o-mini",
         usage=Usage(prompt_tokens=1),
@@ -166,12 +125,39 @@ async def test_a_cancelled_flush_does_not_lose_the_entries_it_took(runtime: Runt
         latency_s=0.001,
     )
     ledger.record(entry)
+    return uuid.UUID(str(entry["id"]))
+
+
+async def stored(runtime: Runtime, entry_id: uuid.UUID) -> bool:
+    async with session_scope(runtime.session_factory) as session:
+        count = await session.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.id == entry_id)
+        )
+    return count == 1
+
+
+async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
+    runtime: Runtime,
+) -> None:
+    """Two sub-agents finishing together both flush before checkpointing: the second must
+    not return while the first flush is still committing the second's entry."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-tenant")
+    record(ledger, auth, "sub-agent 1")
+    second = record(ledger, auth, "sub-agent 2")
+    first_flush = asyncio.create_task(ledger.flush())
+    await asyncio.sleep(0)  # the first flush has taken both entries and is committing
+    await ledger.flush()  # the second sub-agent's flush
+    assert await stored(runtime, second)
+    await first_flush
+
+
+async def test_a_cancelled_flush_does_not_lose_the_entries_it_took(runtime: Runtime) -> None:
+    """A sub-agent cancelled while its flush writes everybody's entries must not take them
+    down with it."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "cancelled-flush")
+    entry = record(ledger, auth, "cancelled flush")
     flushing = asyncio.create_task(ledger.flush())
     await asyncio.sleep(0)  # it has taken the entry and is writing it
     flushing.cancel()
     await ledger.flush()  # waits for the write under way
-    async with session_scope(runtime.session_factory) as session:
-        stored = await session.scalar(
-            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.id == entry["id"])
-        )
-    assert stored == 1
+    assert await stored(runtime, entry)
