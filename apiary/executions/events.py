@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from apiary.authz.scope import TenantScope
 from apiary.db import Write, session_scope
 from apiary.executions.bus import events_channel
@@ -42,19 +44,33 @@ class EventRecorder:
     async def resume(
         cls, runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID
     ) -> EventRecorder:
-        async with session_scope(runtime.session_factory) as session:
-            last = await execution_repository.last_seq(session, scope, execution_id)
-        return cls(runtime, scope, execution_id, last_seq=last)
+        recorder = cls(runtime, scope, execution_id, last_seq=0)
+        recorder._seq = await recorder._last_stored()
+        return recorder
 
     async def emit(self, type: str, *, alongside: Sequence[Write] = (), **data: Any) -> int:
         """Store one event (and the `alongside` writes, in the same transaction), then
         announce it."""
-        self._seq += 1
+        try:
+            seq = await self._store(type, alongside, data)
+        except IntegrityError:
+            # The number is taken: another run of this execution numbered events meanwhile
+            # (it took over after this one stalled past its lease). Go on after the last.
+            self._seq = max(self._seq, await self._last_stored())
+            seq = await self._store(type, alongside, data)
+        await self._announce()
+        return seq
+
+    async def _store(self, type: str, alongside: Sequence[Write], data: dict[str, Any]) -> int:
+        self._seq += 1  # numbered before the write is queued, so queue order is seq order
         seq = self._seq
         event = execution_repository.event_write(self._scope, self._execution_id, seq, type, data)
         await self._runtime.writes.run(*alongside, event)
-        await self._announce()
         return seq
+
+    async def _last_stored(self) -> int:
+        async with session_scope(self._runtime.session_factory) as session:
+            return await execution_repository.last_seq(session, self._scope, self._execution_id)
 
     async def _announce(self) -> None:
         self._unannounced = True

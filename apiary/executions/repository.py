@@ -231,9 +231,16 @@ class ExecutionRepository:
         )
         return (await session.scalars(statement)).all()
 
-    async def tenant_of(self, session: AsyncSession, execution_id: uuid.UUID) -> uuid.UUID | None:
-        """The tenant an execution belongs to, for a worker given only its id."""
-        return await session.scalar(select(Execution.tenant_id).where(Execution.id == execution_id))
+    async def tenant_and_state(
+        self, session: AsyncSession, execution_id: uuid.UUID
+    ) -> tuple[uuid.UUID, ExecutionState] | None:
+        """The tenant an execution belongs to and its state, for a worker given only its id."""
+        row = (
+            await session.execute(
+                select(Execution.tenant_id, Execution.state).where(Execution.id == execution_id)
+            )
+        ).first()
+        return None if row is None else (row[0], ExecutionState(row[1]))
 
 
 def _rowcount(result: Any) -> int:

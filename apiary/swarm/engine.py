@@ -35,7 +35,7 @@ from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
 from apiary.swarm.checkpoint import DatabaseSaver
 from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
-from apiary.swarm.lease import Lease
+from apiary.swarm.lease import ExecutionBusy, Lease
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
 
 log = logging.getLogger("apiary.swarm")
@@ -662,13 +662,19 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     """Run or resume one execution to a final state. Safe to call more than once, even at
     the same time: a second run raises `ExecutionBusy` while the first holds the lease."""
     async with session_scope(runtime.session_factory) as session:
-        tenant_id = await execution_repository.tenant_of(session, execution_id)
-    if tenant_id is None:
+        found = await execution_repository.tenant_and_state(session, execution_id)
+    if found is None:
         log.warning("execution %s no longer exists; nothing to run", execution_id)
         return
+    tenant_id, state = found
     scope = TenantScope(tenant_id)
     lease = Lease(runtime, scope, execution_id)
-    await lease.claim()
+    try:
+        await lease.claim()
+    except ExecutionBusy:
+        if state.finished:
+            return  # its run is wrapping up (the lease goes last): nothing left to do
+        raise
     try:
         await _run_leased(runtime, scope, execution_id, lease)
     finally:
