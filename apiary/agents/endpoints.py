@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response, status
 
-from apiary.agents.schemas import Agent, AgentCreate, AgentUpdate, AgentVersion
+from apiary.agents.schemas import Agent, AgentCreate, AgentTool, AgentUpdate, AgentVersion
 from apiary.agents.service import agent_service
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.runtime import RuntimeDep
+from apiary.swarm.tools import REGISTRY
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
@@ -32,6 +33,15 @@ async def create_agent(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: AgentCreate
 ) -> Agent:
     return Agent.model_validate(await agent_service.create(session, runtime, auth, body))
+
+
+@router.get("/tools", summary="The tools an agent may be given")
+async def list_tools(auth: Reader) -> list[AgentTool]:
+    # Declared before /{agent_id}, which would otherwise take "tools" for an id.
+    return [
+        AgentTool(name=tool.name, description=tool.description)
+        for tool in sorted(REGISTRY.values(), key=lambda tool: tool.name)
+    ]
 
 
 @router.get("/{agent_id}", summary="Get an agent")

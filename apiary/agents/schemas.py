@@ -65,3 +65,10 @@ class AgentVersion(Schema):
     version: int
     definition: dict[str, Any]
     created_at: datetime
+
+
+class AgentTool(Schema):
+    """A tool an agent may be given (`tools` in an agent takes these names)."""
+
+    name: str
+    description: str

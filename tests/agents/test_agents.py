@@ -105,3 +105,26 @@ async def test_roles_and_tenants(client: httpx.AsyncClient, runtime: Runtime) ->
     assert deleted.status_code == 204
     gone = await client.get(f"/api/v1/agents/{agent_id}", headers=viewer.headers)
     assert gone.status_code == 404
+
+
+async def test_the_tools_an_agent_may_be_given_are_listed(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "agents-tools")
+    viewer = await make_member(client, tenant, Role.VIEWER)
+    response = await client.get("/api/v1/agents/tools", headers=viewer.headers)
+    assert response.status_code == 200, response.text
+    tools = {tool["name"]: tool["description"] for tool in response.json()}
+    assert set(tools) == {"calculator", "knowledge_search", "memory"}
+    assert "arithmetic" in tools["calculator"].lower()
+    # Each one is accepted in an agent; a name not listed is refused, naming the field.
+    made = await client.post(
+        "/api/v1/agents", headers=tenant.admin.headers, json={"name": "t", "tools": ["memory"]}
+    )
+    assert made.status_code == 201, made.text
+    refused = await client.post(
+        "/api/v1/agents", headers=tenant.admin.headers, json={"name": "u", "tools": ["shell"]}
+    )
+    assert refused.status_code == 422
+    assert "tools" in refused.json()["detail"]
+    assert (await client.get("/api/v1/agents/tools")).status_code == 401

@@ -22,6 +22,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/agents/tools": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tools an agent may be given */
+        get: operations["list_tools_api_v1_agents_tools_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/agents/{agent_id}": {
         parameters: {
             query?: never;
@@ -781,6 +798,16 @@ export interface components {
             timeout_s?: number;
             /** Tools */
             tools?: string[];
+        };
+        /**
+         * AgentTool
+         * @description A tool an agent may be given (`tools` in an agent takes these names).
+         */
+        AgentTool: {
+            /** Description */
+            description: string;
+            /** Name */
+            name: string;
         };
         /** AgentUpdate */
         AgentUpdate: {
@@ -2079,6 +2106,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_tools_api_v1_agents_tools_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentTool"][];
                 };
             };
         };

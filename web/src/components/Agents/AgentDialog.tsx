@@ -2,13 +2,13 @@ import type { Schemas } from "@/api/client";
 import { Dialog } from "@/components/ui/dialog";
 import { Field, FormActions, InputField } from "@/components/ui/form";
 import { Checkbox, Input, Textarea } from "@/components/ui/input";
-import { useCreateAgent, useUpdateAgent } from "@/hooks/queries/agents";
+import { useAgentTools, useCreateAgent, useUpdateAgent } from "@/hooks/queries/agents";
 import { useMe } from "@/hooks/queries/auth";
 import { useKnowledgeBases } from "@/hooks/queries/knowledge";
 import { useModels } from "@/hooks/queries/models";
 import { can } from "@/lib/permissions";
 import { type FormEvent, useState } from "react";
-import { type AgentFormState, TOOLS, checkAgentForm, formFromAgent, toggle } from "./agentForm";
+import { type AgentFormState, checkAgentForm, formFromAgent, toggle, toolLabel } from "./agentForm";
 
 /** Create an agent (no `agent`) or change one, which makes a new version. */
 export function AgentDialog({ agent, onClose }: { agent?: Schemas["Agent"]; onClose: () => void }) {
@@ -18,6 +18,7 @@ export function AgentDialog({ agent, onClose }: { agent?: Schemas["Agent"]; onCl
   const mutation = agent ? update : create;
   const models = useModels(can(me, "gateway:call"));
   const bases = useKnowledgeBases();
+  const tools = useAgentTools();
   const [form, setForm] = useState<AgentFormState>(() => formFromAgent(agent));
   const [invalid, setInvalid] = useState<string | null>(null);
   const set = (change: Partial<AgentFormState>) =>
@@ -107,11 +108,11 @@ export function AgentDialog({ agent, onClose }: { agent?: Schemas["Agent"]; onCl
         </div>
         <fieldset className="space-y-1">
           <legend className="mb-1 text-sm font-medium text-slate-700">Tools</legend>
-          {TOOLS.map((tool) => (
+          {(tools.data ?? []).map((tool) => (
             <Checkbox
               key={tool.name}
-              label={tool.label}
-              hint={tool.hint}
+              label={toolLabel(tool.name)}
+              hint={tool.description}
               checked={form.tools.includes(tool.name)}
               onChange={(e) => set({ tools: toggle(form.tools, tool.name, e.target.checked) })}
             />

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { checkAgentForm, formFromAgent, toggle } from "./agentForm";
+import { checkAgentForm, formFromAgent, toggle, toolLabel } from "./agentForm";
+
+describe("toolLabel", () => {
+  it("names the server's tools as the form shows them", () => {
+    expect(toolLabel("knowledge_search")).toBe("Knowledge search");
+    expect(toolLabel("calculator")).toBe("Calculator");
+  });
+});
 
 describe("checkAgentForm", () => {
   it("turns a filled form into the create body", () => {

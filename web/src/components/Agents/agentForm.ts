@@ -4,12 +4,11 @@ import type { Schemas } from "@/api/client";
 
 type Agent = Schemas["Agent"];
 
-/** Tools a sub-agent may use (apiary/swarm/tools.py REGISTRY). */
-export const TOOLS = [
-  { name: "calculator", label: "Calculator", hint: "arithmetic" },
-  { name: "knowledge_search", label: "Knowledge search", hint: "the attached knowledge bases" },
-  { name: "memory", label: "Memory", hint: "the conversation thread so far" },
-] as const;
+/** A tool's name as a label: "knowledge_search" → "Knowledge search". */
+export function toolLabel(name: string): string {
+  const words = name.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
 
 export interface AgentFormState {
   name: string;

@@ -3,6 +3,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const agentKeys = {
   all: ["agents"] as const,
+  tools: ["agents", "tools"] as const,
   versions: (agentId: string) => ["agents", agentId, "versions"] as const,
 };
 
@@ -10,6 +11,15 @@ export function useAgents() {
   return useQuery({
     queryKey: agentKeys.all,
     queryFn: () => unwrap(api.GET("/api/v1/agents", { params: { query: { limit: 200 } } })),
+  });
+}
+
+/** The tools an agent may be given (the server's registry). */
+export function useAgentTools() {
+  return useQuery({
+    queryKey: agentKeys.tools,
+    queryFn: () => unwrap(api.GET("/api/v1/agents/tools")),
+    staleTime: Number.POSITIVE_INFINITY, // fixed for the server's lifetime
   });
 }
 
