@@ -87,15 +87,6 @@ class ExecutionRepository:
         )
         return (await session.scalars(statement)).all()
 
-    async def subtask(
-        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID, index: int
-    ) -> Subtask | None:
-        return await session.scalar(
-            scope.select(Subtask).where(
-                Subtask.execution_id == execution_id, Subtask.index == index
-            )
-        )
-
     async def update_subtasks(
         self,
         session: AsyncSession,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
 from apiary.executions.events import EventRecorder
 from apiary.runtime import Runtime
-from apiary.swarm.calls import Spend, Tally
+from apiary.swarm.calls import Spend
 
 
 @dataclass
@@ -30,4 +30,3 @@ class SwarmContext:
     background: str = ""  # inputs and the thread's memory, given to every prompt
     thread_id: str | None = None
     max_steps: int = 6
-    phases: dict[str, Tally] = field(default_factory=dict)
