@@ -1,8 +1,10 @@
 """Wake-ups between processes: "execution X has new events", "execution X was cancelled".
 
-A notification carries no data; listeners re-read the database, which stays the one record
-of what happened. Embedded, notifications are asyncio events in this process; with Redis,
-they go through pub/sub so a worker's events reach every API replica's listeners.
+A notification may carry a message (an execution's new events, encoded): listeners use it
+instead of reading the database, which stays the one record of what happened; they go
+back to it whenever a message is missing. Embedded, notifications are asyncio events in
+this process; with Redis, they go through pub/sub so a worker's events reach every API
+replica's listeners.
 """
 
 from __future__ import annotations
@@ -18,14 +20,34 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
+MAX_HELD_MESSAGES = 1000  # a listener that falls this far behind re-reads the database
+
+
 class Listener:
-    """Set whenever its channel is notified; `wait` returns False on timeout."""
+    """Set whenever its channel is notified; `wait` returns False on timeout. Keeps the
+    notifications' messages until `take`."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._messages: list[bytes] = []
+        self._incomplete = False  # a wake-up came without its message, or one was dropped
 
-    def wake(self) -> None:
+    def wake(self, message: bytes | None = None) -> None:
+        if message is None or len(self._messages) >= MAX_HELD_MESSAGES:
+            self._incomplete = True
+            self._messages.clear()
+        elif not self._incomplete:
+            self._messages.append(message)
         self._event.set()
+
+    def take(self) -> list[bytes] | None:
+        """The messages since the last call, in arrival order; None if any is missing (a
+        bare wake-up, or too many held), so the caller must read the record instead."""
+        messages, self._messages = self._messages, []
+        if self._incomplete:
+            self._incomplete = False
+            return None
+        return messages
 
     async def wait(self, timeout_s: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -36,7 +58,7 @@ class Listener:
 
 
 class Notifier(Protocol):
-    async def notify(self, channel: str) -> None: ...
+    async def notify(self, channel: str, message: bytes | None = None) -> None: ...
 
     def listen(self, channel: str) -> contextlib.AbstractAsyncContextManager[Listener]: ...
 
@@ -47,9 +69,9 @@ class LocalNotifier:
     def __init__(self) -> None:
         self._listeners: defaultdict[str, set[Listener]] = defaultdict(set)
 
-    async def notify(self, channel: str) -> None:
+    async def notify(self, channel: str, message: bytes | None = None) -> None:
         for listener in list(self._listeners.get(channel, ())):
-            listener.wake()
+            listener.wake(message)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[Listener]:
@@ -67,7 +89,8 @@ class LocalNotifier:
 
 
 class RedisNotifier:
-    """Pub/sub on Redis; local listeners are also woken directly (no round trip needed)."""
+    """Pub/sub on Redis; local listeners are also woken directly (no round trip needed),
+    so they receive a message twice: what it carries must be safe to apply twice."""
 
     def __init__(self, url: str) -> None:
         from redis.asyncio import Redis  # only when configured: it costs 20 MiB
@@ -75,9 +98,9 @@ class RedisNotifier:
         self._redis: Redis = Redis.from_url(url)
         self._local = LocalNotifier()
 
-    async def notify(self, channel: str) -> None:
-        await self._local.notify(channel)
-        await self._redis.publish(f"apiary:{channel}", b"1")
+    async def notify(self, channel: str, message: bytes | None = None) -> None:
+        await self._local.notify(channel, message)
+        await self._redis.publish(f"apiary:{channel}", message or b"")
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[Listener]:
@@ -88,7 +111,7 @@ class RedisNotifier:
             async def pump() -> None:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        listener.wake()
+                        listener.wake(message.get("data") or None)
 
             task = asyncio.create_task(pump())
             try:

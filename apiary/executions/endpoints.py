@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import orjson
 from fastapi import (
     APIRouter,
     BackgroundTasks,
@@ -27,6 +26,7 @@ from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import ApiaryError, Forbidden
 from apiary.executions.bus import cancel_channel, events_channel
+from apiary.executions.events import encode_row, unpack
 from apiary.executions.models import ExecutionState
 from apiary.executions.repository import EVENTS_PAGE, execution_repository
 from apiary.executions.schemas import (
@@ -41,6 +41,7 @@ from apiary.executions.service import execution_service
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.kit.sse import (
     HEARTBEAT_S,
+    EncodedEvent,
     EventStreamResponse,
     event_stream_response,
     resume_point,
@@ -146,36 +147,62 @@ async def cancel_execution(
 
 async def _event_stream(
     runtime: Runtime, auth: AuthContext, execution_id: uuid.UUID, after: int
-) -> AsyncIterator[ExecutionEvent | None]:
-    """Events after `after`, live, until the execution ends; None marks an idle interval."""
+) -> AsyncIterator[list[EncodedEvent] | None]:
+    """Events after `after`, live, until the execution ends; None marks an idle interval.
+
+    It reads the database to catch up, then passes on the events the notifications carry,
+    going back to the database whenever they do not follow on from the last one sent."""
     grace = 4
+    finished = False
+    read = True  # from the database (else from the notifications)
+    received: list[EncodedEvent] = []
     async with runtime.notifier.listen(events_channel(execution_id)) as listener:
         while True:
-            async with session_scope(runtime.session_factory) as session:
-                state, rows = await execution_service.events(
-                    session, auth, execution_id, after=after
-                )
-            for row in rows:
-                after = row.seq
-                yield ExecutionEvent.model_validate(row)
-                if row.type == "done":
+            batch: list[EncodedEvent] = []
+            if read:
+                async with session_scope(runtime.session_factory) as session:
+                    state, rows = await execution_service.events(
+                        session, auth, execution_id, after=after
+                    )
+                finished = state.finished
+                batch = [encode_row(row) for row in rows]
+                read = len(rows) == EVENTS_PAGE  # more are waiting
+            else:
+                for event in received:
+                    if event.seq <= after:
+                        continue  # sent already (read, or received twice)
+                    if event.seq != after + 1:
+                        read = True  # one is missing: the database has it
+                        break
+                    batch.append(event)
+                    after = event.seq
+            if batch:
+                after = batch[-1].seq
+                done = next((i for i, event in enumerate(batch) if event.type == "done"), None)
+                yield batch if done is None else batch[: done + 1]
+                if done is not None:
                     return
-            if len(rows) == EVENTS_PAGE:
-                continue  # more are waiting
-            # Otherwise everything committed before the last wake-up has been read; the
-            # listener is already set if more came in meanwhile.
-            if state.finished:
+            if read:
+                continue
+            if finished:
                 # The final state is saved just before its last events: wait briefly for
                 # them, but never forever for a run that ended without them (a wake-up
                 # that brought events does not count against the wait).
-                if not rows:
+                if not batch:
                     grace -= 1
                 if grace < 0:
                     return
-                await listener.wait(0.5)
+                woke = await listener.wait(0.5)
+            else:
+                woke = await listener.wait(HEARTBEAT_S)
+                if not woke:
+                    yield None
+            messages = listener.take()
+            unpacked = [unpack(message) for message in messages or ()]
+            if not woke or messages is None or any(events is None for events in unpacked):
+                read = True  # idle (look at the state again) or something was missed
                 continue
-            if not await listener.wait(HEARTBEAT_S):
-                yield None
+            received = [event for events in unpacked for event in events or ()]
 
 
 @router.get(
@@ -223,9 +250,9 @@ async def execution_socket(
         return
     await websocket.accept()
     try:
-        async for event in _event_stream(runtime, auth, execution_id, max(after, 0)):
-            if event is not None:
-                await websocket.send_text(orjson.dumps(event.model_dump(mode="json")).decode())
+        async for batch in _event_stream(runtime, auth, execution_id, max(after, 0)):
+            for event in batch or ():
+                await websocket.send_text(event.body.decode())
         await websocket.close()
     except (WebSocketDisconnect, asyncio.CancelledError):
         return

@@ -5,10 +5,14 @@ it; SSE and WebSocket clients resume from any sequence number because the rows a
 stream. One process runs an execution at a time, so one in-memory counter (seeded from the
 database when a run starts or resumes) numbers its events without gaps.
 
+The announcement carries the events themselves, encoded once (`pack`): a listener passes
+them on without reading the database, and reads it only when what it received does not
+follow on from the last number it sent (a lost message, a listener that fell behind).
+
 A hundred sub-agents emit at about the same moment, so the rows go through the runtime's
 group commit (one transaction for all that arrive together, committed in sequence order),
-and announcements are coalesced: while one is being sent, further events only ask for one
-more, since a listener re-reads everything after the last sequence number it saw.
+and announcements are coalesced: while one is being sent, the events stored meanwhile wait
+and go out together in the next.
 """
 
 from __future__ import annotations
@@ -16,17 +20,59 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import IntegrityError
 
 from apiary.authz.scope import TenantScope
-from apiary.db import Write, session_scope
+from apiary.db import Write, session_scope, utcnow
 from apiary.executions.bus import events_channel
+from apiary.executions.models import ExecutionEvent
 from apiary.executions.repository import execution_repository
+from apiary.kit.sse import EncodedEvent
 from apiary.runtime import Runtime
 
 log = logging.getLogger("apiary.executions")
+
+
+def encode(seq: int, type: str, data: dict[str, Any], created_at: datetime) -> EncodedEvent:
+    """An event as the API shows it (the `ExecutionEvent` schema), encoded once."""
+    body = orjson.dumps(
+        {"seq": seq, "type": type, "data": data, "created_at": created_at},
+        option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS,
+    )
+    return EncodedEvent(seq, type, body)
+
+
+def encode_row(row: ExecutionEvent) -> EncodedEvent:
+    return encode(row.seq, row.type, row.data, row.created_at)
+
+
+def pack(events: Sequence[EncodedEvent]) -> bytes:
+    """Events as one notification message: per event `<seq> <type> <length>\n<json>`."""
+    return b"".join(
+        b"%d %s %d\n%s" % (event.seq, event.type.encode(), len(event.body), event.body)
+        for event in events
+    )
+
+
+def unpack(message: bytes) -> list[EncodedEvent] | None:
+    """The events of a `pack`ed message; None if it is not one."""
+    events = []
+    position = 0
+    try:
+        while position < len(message):
+            end = message.index(b"\n", position)
+            seq, type, size = message[position:end].split(b" ")
+            position = end + 1 + int(size)
+            if position > len(message):
+                return None
+            events.append(EncodedEvent(int(seq), type.decode(), message[end + 1 : position]))
+    except ValueError:
+        return None
+    return events
 
 
 class EventRecorder:
@@ -38,7 +84,7 @@ class EventRecorder:
         self._execution_id = execution_id
         self._seq = last_seq
         self._announcing = False
-        self._unannounced = False
+        self._unannounced: list[EncodedEvent] = []
 
     @classmethod
     async def resume(
@@ -51,20 +97,25 @@ class EventRecorder:
     async def emit(self, type: str, *, alongside: Sequence[Write] = (), **data: Any) -> int:
         """Store one event (and the `alongside` writes, in the same transaction), then
         announce it."""
+        created_at = utcnow()
         try:
-            seq = await self._store(type, alongside, data)
+            seq = await self._store(type, alongside, data, created_at)
         except IntegrityError:
             # The number is taken: another run of this execution numbered events meanwhile
             # (it took over after this one stalled past its lease). Go on after the last.
             self._seq = max(self._seq, await self._last_stored())
-            seq = await self._store(type, alongside, data)
-        await self._announce()
+            seq = await self._store(type, alongside, data, created_at)
+        await self._announce(encode(seq, type, data, created_at))
         return seq
 
-    async def _store(self, type: str, alongside: Sequence[Write], data: dict[str, Any]) -> int:
+    async def _store(
+        self, type: str, alongside: Sequence[Write], data: dict[str, Any], created_at: datetime
+    ) -> int:
         self._seq += 1  # numbered before the write is queued, so queue order is seq order
         seq = self._seq
-        event = execution_repository.event_write(self._scope, self._execution_id, seq, type, data)
+        event = execution_repository.event_write(
+            self._scope, self._execution_id, seq, type, data, created_at=created_at
+        )
         await self._runtime.writes.run(*alongside, event)
         return seq
 
@@ -72,16 +123,19 @@ class EventRecorder:
         async with session_scope(self._runtime.session_factory) as session:
             return await execution_repository.last_seq(session, self._scope, self._execution_id)
 
-    async def _announce(self) -> None:
-        self._unannounced = True
+    async def _announce(self, event: EncodedEvent) -> None:
+        self._unannounced.append(event)
         if self._announcing:
-            return  # the caller sending one now sends one more after it
+            return  # the caller sending one now sends this one with the next
         self._announcing = True
         try:
             while self._unannounced:
-                self._unannounced = False
+                events = sorted(self._unannounced, key=lambda e: e.seq)
+                self._unannounced = []
                 try:
-                    await self._runtime.notifier.notify(events_channel(self._execution_id))
+                    await self._runtime.notifier.notify(
+                        events_channel(self._execution_id), pack(events)
+                    )
                 except Exception as error:  # not this caller's failure: its row is stored
                     log.warning("announcing events of %s failed: %s", self._execution_id, error)
         finally:

@@ -69,6 +69,18 @@ class ExecutionRepository:
             raise NotFound(f"execution {execution_id} not found")
         return ExecutionState(state)
 
+    async def cancel_requested(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> bool:
+        """Whether a cancel was asked for (a running execution looks every second)."""
+        return bool(
+            await session.scalar(
+                scope.select(Execution)
+                .with_only_columns(Execution.cancel_requested)
+                .where(Execution.id == execution_id)
+            )
+        )
+
     async def by_idempotency_key(
         self, session: AsyncSession, scope: TenantScope, key: str
     ) -> Execution | None:
@@ -125,9 +137,16 @@ class ExecutionRepository:
         seq: int,
         type: str,
         data: dict[str, Any],
+        *,
+        created_at: datetime,
     ) -> Write:
         return scope.insert_row(
-            ExecutionEvent, execution_id=execution_id, seq=seq, type=type, data=data
+            ExecutionEvent,
+            execution_id=execution_id,
+            seq=seq,
+            type=type,
+            data=data,
+            created_at=created_at,
         )
 
     async def events_after(

@@ -2,12 +2,14 @@
 
 Each event goes out as `id: <seq>`, `event: <type>` and its JSON, so a client that drops
 the connection resumes with `Last-Event-ID` (or `?after=`) from the last number it saw.
-The producer yields None for an idle interval, sent as a comment to keep proxies open.
+The producer yields batches of encoded events (whatever is ready at once goes out as one
+write), or None for an idle interval, sent as a comment to keep proxies open.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -16,7 +18,7 @@ from fastapi.responses import StreamingResponse
 HEARTBEAT_S = 15.0
 
 
-class NumberedEvent(Protocol):
+class NumberedModel(Protocol):
     @property
     def seq(self) -> int: ...
 
@@ -24,6 +26,22 @@ class NumberedEvent(Protocol):
     def type(self) -> str: ...
 
     def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """One event with its JSON already encoded: encoded once, sent to every client."""
+
+    seq: int
+    type: str
+    body: bytes
+
+    @classmethod
+    def of(cls, event: NumberedModel) -> EncodedEvent:
+        return cls(event.seq, event.type, orjson.dumps(event.model_dump(mode="json")))
+
+    def sse(self) -> bytes:
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.type.encode(), self.body)
 
 
 def resume_point(after: int | None, last_event_id: str | None) -> int:
@@ -43,14 +61,15 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
-def event_stream_response(events: AsyncIterator[NumberedEvent | None]) -> EventStreamResponse:
+def event_stream_response(
+    batches: AsyncIterator[Sequence[EncodedEvent] | None],
+) -> EventStreamResponse:
     async def body() -> AsyncIterator[bytes]:
-        async for event in events:
-            if event is None:
+        async for batch in batches:
+            if batch is None:
                 yield b": keep-alive\n\n"
-                continue
-            data = orjson.dumps(event.model_dump(mode="json"))
-            yield f"id: {event.seq}\nevent: {event.type}\n".encode() + b"data: " + data + b"\n\n"
+            elif batch:
+                yield b"".join(event.sse() for event in batch)
 
     return EventStreamResponse(
         body(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

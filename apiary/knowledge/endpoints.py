@@ -16,7 +16,13 @@ from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import NotFound, Unprocessable
 from apiary.kit.schemas import Page, Paging, page_of
-from apiary.kit.sse import HEARTBEAT_S, EventStreamResponse, event_stream_response, resume_point
+from apiary.kit.sse import (
+    HEARTBEAT_S,
+    EncodedEvent,
+    EventStreamResponse,
+    event_stream_response,
+    resume_point,
+)
 from apiary.knowledge import service
 from apiary.knowledge.errors import PayloadTooLarge
 from apiary.knowledge.events import document_events_channel
@@ -154,7 +160,7 @@ async def get_document(
 
 async def _document_events(
     runtime: Runtime, auth: AuthContext, kb_id: uuid.UUID, document_id: uuid.UUID, after: int
-) -> AsyncIterator[DocumentEvent | None]:
+) -> AsyncIterator[list[EncodedEvent] | None]:
     """Events after `after`, live, until the document is ready or failed (or deleted);
     None marks an idle interval."""
     async with runtime.notifier.listen(document_events_channel(document_id)) as listener:
@@ -167,10 +173,9 @@ async def _document_events(
                     finished = DocumentStatus(document.status).finished
             except NotFound:
                 return  # deleted while streaming
-            for row in rows:
-                after = row.seq
-                yield DocumentEvent.model_validate(row)
             if rows:
+                after = rows[-1].seq
+                yield [EncodedEvent.of(DocumentEvent.model_validate(row)) for row in rows]
                 continue
             if finished:
                 return

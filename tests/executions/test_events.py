@@ -1,4 +1,5 @@
-"""The event recorder: one gapless, unique sequence number per event of an execution."""
+"""The event recorder: one gapless, unique sequence number per event of an execution,
+announced with the events themselves; and the stream that passes them on."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import asyncio
 import uuid
 
 import httpx
+import orjson
 import pytest
 
+from apiary.auth.context import Actor, AuthContext
+from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
-from apiary.executions.events import EventRecorder
+from apiary.db import utcnow
+from apiary.executions.endpoints import _event_stream
+from apiary.executions.events import EventRecorder, encode, pack, unpack
 from apiary.executions.models import Execution
 from apiary.executions.repository import execution_repository
 from apiary.runtime import Runtime
@@ -82,3 +88,48 @@ async def test_a_recorder_behind_the_table_goes_on_after_the_last_number(
     async with runtime.session_factory() as session:
         rows = await execution_repository.events_after(session, scope, execution_id, 0)
     assert [(row.seq, row.type) for row in rows] == [(1, "resumed"), (2, "state")]
+
+
+async def test_a_stream_reads_the_table_when_an_announcement_is_missing(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """Live events reach a stream in their announcements, not from the table. An event whose
+    announcement never came (a lost pub/sub message) is still delivered, in order: the next
+    announcement does not follow on from the last event sent, so the stream reads the table."""
+    tenant = await make_tenant(runtime, client, "events-gap")
+    scope = TenantScope(uuid.UUID(tenant.id))
+    execution_id = await _execution(runtime, scope)
+    recorder = await EventRecorder.resume(runtime, scope, execution_id)
+    await recorder.emit("state", state="running")
+    auth = AuthContext(role=Role.VIEWER, tenant_id=scope.tenant_id, actor=Actor())
+    stream = _event_stream(runtime, auth, execution_id, 0)
+    assert [(e.seq, e.type) for e in await anext(stream) or ()] == [(1, "state")]
+
+    await recorder.emit("subagent_started", subtask=0)  # announced: comes from the message
+    assert [(e.seq, e.type) for e in await anext(stream) or ()] == [(2, "subagent_started")]
+
+    unannounced = execution_repository.event_write(
+        scope, execution_id, 3, "tool_call", {"subtask": 0}, created_at=utcnow()
+    )
+    await runtime.writes.run(unannounced)
+    later = await EventRecorder.resume(runtime, scope, execution_id)
+    await later.emit("subagent_finished", subtask=0)
+    batch = await anext(stream) or []
+    assert [(e.seq, e.type) for e in batch] == [(3, "tool_call"), (4, "subagent_finished")]
+    assert orjson.loads(batch[0].body)["data"] == {"subtask": 0}
+
+    await later.emit("done", answer="42")
+    final = await anext(stream) or []
+    assert [(e.seq, e.type) for e in final] == [(5, "done")]
+    assert orjson.loads(final[0].body)["data"] == {"answer": "42"}
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+def test_packed_events_round_trip_and_a_garbled_message_is_refused() -> None:
+    first = encode(1, "state", {"state": "running"}, utcnow())
+    second = encode(2, "token", {"text": "line one\nline two", "subtask": 3}, utcnow())
+    assert unpack(pack([first, second])) == [first, second]
+    assert unpack(b"") == []
+    assert unpack(b"1 state 999\n{}") is None  # shorter than it says
+    assert unpack(b"not a frame") is None
