@@ -100,25 +100,29 @@ def _subtask_update(context: SwarmContext, index: int, **values: Any) -> Write:
 
 class _Output:
     """A model call's streamed text as `token` events (with the sub-agent's index, or none
-    for the synthesis). The first chunk goes out at once, then chunks are coalesced so that
-    a hundred sub-agents streaming do not write an event per chunk each."""
+    for the synthesis), at most one per `TOKEN_EVENT_EVERY_S`: a chunk waits for those that
+    follow it within that time, so a hundred sub-agents streaming do not write an event per
+    chunk each, and a short answer streamed at once is one event."""
 
     def __init__(self, context: SwarmContext, subtask: int | None = None) -> None:
         self._events = context.events
         self._where: dict[str, Any] = {} if subtask is None else {"subtask": subtask}
         self._pending: list[str] = []
-        self._sent_at = 0.0
+        self._since: float | None = None  # when the oldest text not yet sent arrived
 
     async def add(self, text: str) -> None:
         self._pending.append(text)
-        if time.monotonic() - self._sent_at >= TOKEN_EVENT_EVERY_S:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= TOKEN_EVENT_EVERY_S:
             await self.flush()
 
     async def flush(self) -> None:
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            self._sent_at = time.monotonic()
+            self._since = None
             await self._events.emit("token", text=text, **self._where)
 
 
@@ -654,8 +658,9 @@ async def _background(context: SwarmContext, execution: Execution) -> str:
 
 async def _cancel_requested(context: SwarmContext) -> bool:
     async with session_scope(context.runtime.session_factory) as session:
-        execution = await execution_repository.get(session, context.scope, context.execution_id)
-        return execution.cancel_requested
+        return await execution_repository.cancel_requested(
+            session, context.scope, context.execution_id
+        )
 
 
 async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
