@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import Table, func, insert, select
@@ -160,4 +161,48 @@ async def test_a_cancelled_flush_does_not_lose_the_entries_it_took(runtime: Runt
     await asyncio.sleep(0)  # it has taken the entry and is writing it
     flushing.cancel()
     await ledger.flush()  # waits for the write under way
+    assert await stored(runtime, entry)
+
+
+async def test_a_sub_agent_takes_its_execution_s_charges_into_its_own_commit(
+    runtime: Runtime,
+) -> None:
+    """A sub-agent stores its charges in the transaction that stores its result: it takes
+    its execution's queued entries and leaves every other caller's to the writer."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-take")
+    execution_id = uuid.uuid4()
+    mine = record(ledger, replace(auth, execution_id=execution_id), "the sub-agent's call")
+    other = record(ledger, auth, "an API call")
+
+    writes = await ledger.take(execution_id)
+    assert [write.params["id"] for write in writes] == [mine]
+    await runtime.writes.run(*writes)
+    assert await stored(runtime, mine)
+    assert not await stored(runtime, other)  # still queued for the writer
+    await ledger.flush()
+    assert await stored(runtime, other)
+
+
+async def test_taking_charges_waits_for_a_flush_under_way(runtime: Runtime) -> None:
+    """An entry the writer's flush took is being committed in another transaction: the
+    sub-agent must not store its result before that commit either."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-take-wait")
+    execution_id = uuid.uuid4()
+    in_flight = record(ledger, replace(auth, execution_id=execution_id), "before the flush")
+    flushing = asyncio.create_task(ledger.flush())
+    while any(entry["id"] == in_flight for entry in ledger._pending):
+        await asyncio.sleep(0)  # until the flush has taken the entry and is committing it
+    assert await ledger.take(execution_id) == []
+    assert await stored(runtime, in_flight)
+    await flushing
+
+
+async def test_charges_whose_commit_failed_go_back_to_the_writer(runtime: Runtime) -> None:
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-put-back")
+    execution_id = uuid.uuid4()
+    entry = record(ledger, replace(auth, execution_id=execution_id), "a sub-agent's call")
+    writes = await ledger.take(execution_id)
+    ledger.put_back(writes)  # its transaction failed
+    assert not await stored(runtime, entry)
+    await ledger.flush()
     assert await stored(runtime, entry)

@@ -97,34 +97,57 @@ class EventRecorder:
     async def emit(self, type: str, *, alongside: Sequence[Write] = (), **data: Any) -> int:
         """Store one event (and the `alongside` writes, in the same transaction), then
         announce it."""
+        return (await self.emit_all([(type, data)], alongside=alongside))[-1]
+
+    async def emit_all(
+        self, events: Sequence[tuple[str, dict[str, Any]]], *, alongside: Sequence[Write] = ()
+    ) -> list[int]:
+        """Store events, numbered in order, and the `alongside` writes in one transaction,
+        then announce them: one wait for the commit instead of one per event."""
+        if not events:
+            await self._runtime.writes.run(*alongside)
+            return []
         created_at = utcnow()
         try:
-            seq = await self._store(type, alongside, data, created_at)
+            seqs = await self._store(events, alongside, created_at)
         except IntegrityError:
             # The number is taken: another run of this execution numbered events meanwhile
             # (it took over after this one stalled past its lease). Go on after the last.
             self._seq = max(self._seq, await self._last_stored())
-            seq = await self._store(type, alongside, data, created_at)
-        await self._announce(encode(seq, type, data, created_at))
-        return seq
+            seqs = await self._store(events, alongside, created_at)
+        await self._announce(
+            [
+                encode(seq, type, data, created_at)
+                for seq, (type, data) in zip(seqs, events, strict=True)
+            ]
+        )
+        return seqs
 
     async def _store(
-        self, type: str, alongside: Sequence[Write], data: dict[str, Any], created_at: datetime
-    ) -> int:
-        self._seq += 1  # numbered before the write is queued, so queue order is seq order
-        seq = self._seq
-        event = execution_repository.event_write(
-            self._scope, self._execution_id, seq, type, data, created_at=created_at
-        )
-        await self._runtime.writes.run(*alongside, event)
-        return seq
+        self,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        alongside: Sequence[Write],
+        created_at: datetime,
+    ) -> list[int]:
+        # Numbered before the write is queued, so queue order is seq order.
+        first = self._seq + 1
+        self._seq += len(events)
+        seqs = list(range(first, self._seq + 1))
+        rows = [
+            execution_repository.event_write(
+                self._scope, self._execution_id, seq, type, data, created_at=created_at
+            )
+            for seq, (type, data) in zip(seqs, events, strict=True)
+        ]
+        await self._runtime.writes.run(*alongside, *rows)
+        return seqs
 
     async def _last_stored(self) -> int:
         async with session_scope(self._runtime.session_factory) as session:
             return await execution_repository.last_seq(session, self._scope, self._execution_id)
 
-    async def _announce(self, event: EncodedEvent) -> None:
-        self._unannounced.append(event)
+    async def _announce(self, events: Sequence[EncodedEvent]) -> None:
+        self._unannounced.extend(events)
         if self._announcing:
             return  # the caller sending one now sends this one with the next
         self._announcing = True

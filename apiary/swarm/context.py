@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from apiary.auth.context import AuthContext
@@ -30,3 +30,4 @@ class SwarmContext:
     background: str = ""  # inputs and the thread's memory, given to every prompt
     thread_id: str | None = None
     max_steps: int = 6
+    phases: dict[str, Any] = field(default_factory=dict)  # figures by phase, as stored

@@ -70,28 +70,34 @@ class AllSubagentsFailed(Exception):
 # -- small database steps -------------------------------------------------------------------
 
 
-async def _set_state(
-    context: SwarmContext, state: ExecutionState, *, alongside: Sequence[Write] = ()
-) -> None:
-    """The new state and its event in one transaction (with `alongside`, if given)."""
+def _state_change(
+    context: SwarmContext, state: ExecutionState
+) -> tuple[tuple[str, dict[str, Any]], Write]:
+    """A new state: its event, and the write that stores it (to go in one transaction)."""
     change = execution_repository.execution_write(
         context.scope, context.execution_id, {"state": state.value, "updated_at": utcnow()}
     )
-    await context.events.emit("state", alongside=(*alongside, change), state=state.value)
+    return ("state", {"state": state.value}), change
 
 
-async def _record_phase(context: SwarmContext, phase: str, tally: Tally, seconds: float) -> None:
-    async with session_scope(context.runtime.session_factory) as session:
-        execution = await execution_repository.get(session, context.scope, context.execution_id)
-        phases = dict(execution.figures.get("phases", {}))
-        phases[phase] = {
-            "seconds": round(seconds, 4),
-            "prompt_tokens": tally.prompt_tokens,
-            "completion_tokens": tally.completion_tokens,
-            "cost_usd": tally.cost_usd,
-            "calls": tally.calls,
-        }
-        execution.figures = {**execution.figures, "phases": phases}
+async def _set_state(context: SwarmContext, state: ExecutionState) -> None:
+    event, change = _state_change(context, state)
+    await context.events.emit_all([event], alongside=[change])
+
+
+def _phase_write(context: SwarmContext, phase: str, tally: Tally, seconds: float) -> Write:
+    """A phase's figures, written with the run's next event (the run keeps them all, so
+    nothing is read back)."""
+    context.phases[phase] = {
+        "seconds": round(seconds, 4),
+        "prompt_tokens": tally.prompt_tokens,
+        "completion_tokens": tally.completion_tokens,
+        "cost_usd": tally.cost_usd,
+        "calls": tally.calls,
+    }
+    return execution_repository.execution_write(
+        context.scope, context.execution_id, {"figures": {"phases": dict(context.phases)}}
+    )
 
 
 def _subtask_update(context: SwarmContext, index: int, **values: Any) -> Write:
@@ -118,12 +124,18 @@ class _Output:
         elif now - self._since >= TOKEN_EVENT_EVERY_S:
             await self.flush()
 
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        """The text not sent yet, as a token event for the caller to store with its next
+        event (one commit for both)."""
+        if not self._pending:
+            return []
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._since = None
+        return [("token", {"text": text, **self._where})]
+
     async def flush(self) -> None:
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
-            self._since = None
-            await self._events.emit("token", text=text, **self._where)
+        await self._events.emit_all(self.take())
 
 
 # -- decompose ------------------------------------------------------------------------------
@@ -198,7 +210,7 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
                 "decomposition_degraded", reason="the orchestrator's answer was not valid JSON"
             )
             prompts = [task]
-    await _record_phase(context, "decompose", tally, time.perf_counter() - started)
+    phase = _phase_write(context, "decompose", tally, time.perf_counter() - started)
     async with session_scope(context.runtime.session_factory) as session:
         existing = {
             row.index
@@ -211,8 +223,11 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
         for i, prompt in enumerate(prompts)
         if i not in existing  # a resumed run already stored them
     ]
-    await context.events.emit("subtasks_planned", alongside=new_subtasks, subtasks=prompts)
-    await _set_state(context, ExecutionState.RUNNING)
+    running, change = _state_change(context, ExecutionState.RUNNING)
+    await context.events.emit_all(
+        [("subtasks_planned", {"subtasks": prompts}), running],
+        alongside=[phase, *new_subtasks, change],
+    )
     return prompts
 
 
@@ -225,10 +240,12 @@ async def _tool_loop(
     prompt: str,
     tally: Tally,
     sources: list[dict[str, Any]],
+    output: _Output,
 ) -> str:
     """Call the model, run the tools it asks for, until it answers or the steps run out.
 
-    The citations of the knowledge-base passages its tools returned go to `sources`."""
+    The citations of the knowledge-base passages its tools returned go to `sources`; the
+    answer's last streamed text is left in `output` for the caller's next event."""
     allowed = [REGISTRY[name] for name in context.agent.get("tools", []) if name in REGISTRY]
     system = SUBAGENT_PROMPT
     if context.agent.get("system_prompt"):
@@ -258,9 +275,7 @@ async def _tool_loop(
         }
         if allowed:
             body["tools"] = [tool.spec() for tool in allowed]
-        streamed = _Output(context, index)
-        last = await chat(context.runtime, context.auth, context.spend, body, on_token=streamed.add)
-        await streamed.flush()
+        last = await chat(context.runtime, context.auth, context.spend, body, on_token=output.add)
         tally.add(last)
         calls = last.message.get("tool_calls") or []
         if not calls:
@@ -271,11 +286,16 @@ async def _tool_loop(
         for tool_call in calls:
             function = tool_call.get("function") or {}
             name = str(function.get("name"))
-            output = await _run_tool(tool_context, name, function.get("arguments") or "{}")
+            result = await _run_tool(tool_context, name, function.get("arguments") or "{}")
             tally.tool_calls += 1
-            await context.events.emit("tool_call", subtask=index, tool=name, output=output[:500])
+            await context.events.emit_all(
+                [
+                    *output.take(),
+                    ("tool_call", {"subtask": index, "tool": name, "output": result[:500]}),
+                ]
+            )
             messages.append(
-                {"role": "tool", "tool_call_id": tool_call.get("id"), "content": output}
+                {"role": "tool", "tool_call_id": tool_call.get("id"), "content": result}
             )
     raise ToolError(f"no answer within the step limit of {context.max_steps} model calls")
 
@@ -323,26 +343,26 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         prompt=prompt[:500],
     )
     tally = Tally()
+    output = _Output(context, index)
     status, result, error = SubtaskStatus.FAILED, None, None
     sources: list[dict[str, Any]] = []
     for attempt in range(RETRIES + 1):
         sources = []  # the citations of the attempt that answers
         try:
-            result = await _tool_loop(context, index, prompt, tally, sources)
+            result = await _tool_loop(context, index, prompt, tally, sources, output)
         except BudgetStop as stop:
             status, error = SubtaskStatus.SKIPPED, str(stop)
             break
         except (ApiaryError, ToolError, KeyError, ValueError, RuntimeError) as failure:
             error = f"{type(failure).__name__}: {failure}"[:1000]
             if attempt < RETRIES:
-                await context.events.emit("subagent_retry", subtask=index, error=error)
+                await context.events.emit_all(
+                    [*output.take(), ("subagent_retry", {"subtask": index, "error": error})]
+                )
             continue
         status, error = SubtaskStatus.SUCCEEDED, None
         break
     seconds = time.perf_counter() - started
-    # Everything this sub-agent was charged is in the ledger before its result is
-    # checkpointed, so a worker killed in between loses no charge.
-    await context.runtime.ledger.flush()
     finished = _subtask_update(
         context,
         index,
@@ -358,16 +378,30 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         sources=unique_sources(sources),
         finished_at=utcnow(),
     )
-    await context.events.emit(
-        "subagent_finished",
-        alongside=[finished],
-        subtask=index,
-        status=status.value,
-        seconds=round(seconds, 4),
-        cost_usd=tally.cost_usd,
-        spent_usd=context.spend.cost_usd,
-        error=error,
-    )
+    # Everything this sub-agent was charged goes in the transaction that stores its result,
+    # before its result is checkpointed: a worker killed in between loses no charge.
+    charges = await context.runtime.ledger.take(context.execution_id)
+    try:
+        await context.events.emit_all(
+            [
+                *output.take(),
+                (
+                    "subagent_finished",
+                    {
+                        "subtask": index,
+                        "status": status.value,
+                        "seconds": round(seconds, 4),
+                        "cost_usd": tally.cost_usd,
+                        "spent_usd": context.spend.cost_usd,
+                        "error": error,
+                    },
+                ),
+            ],
+            alongside=[finished, *charges],
+        )
+    except Exception:
+        context.runtime.ledger.put_back(charges)  # the ledger writer retries them
+        raise
     return SubtaskResult(
         index=index, status=status.value, result=result, error=error, seconds=seconds
     )
@@ -430,11 +464,12 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
             },
             on_token=output.add,
         )
-        await output.flush()
     except BudgetStop:
+        await output.flush()
         return partial_answer(ordered)
     tally.add(call)
-    await _record_phase(context, "synthesize", tally, time.perf_counter() - started)
+    phase = _phase_write(context, "synthesize", tally, time.perf_counter() - started)
+    await context.events.emit_all(output.take(), alongside=[phase])
     return call.text
 
 
@@ -634,6 +669,7 @@ async def _prepare(
         tenant_slots=_tenant_slots(runtime, tenant_id),
         thread_id=execution.thread_id,
         max_steps=runtime.settings.swarm.max_steps,
+        phases=dict((execution.figures or {}).get("phases", {})),
     )
     return context, execution
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.auth.context import AuthContext
-from apiary.db import session_scope, utcnow
+from apiary.db import Write, session_scope, utcnow
 from apiary.gateway.providers.base import Usage
 from apiary.observability.metrics import (
     GATEWAY_CACHE_SAVED,
@@ -186,6 +186,23 @@ class LedgerWriter:
                 log.error("ledger entry %s dropped: it violates a constraint", entry["id"])
             else:
                 self.written += 1
+
+    async def take(self, execution_id: uuid.UUID) -> list[Write]:
+        """An execution's queued entries, taken out of the queue as writes for the caller's
+        own transaction (a sub-agent stores its charges with its result: one commit, not
+        two). A flush under way is waited for first, so none of the execution's entries is
+        still being written elsewhere. If the caller's transaction fails, `put_back`."""
+        async with self._flushing:
+            mine = [entry for entry in self._pending if entry["execution_id"] == execution_id]
+            if mine:
+                others = [e for e in self._pending if e["execution_id"] != execution_id]
+                self._pending.clear()
+                self._pending.extend(others)
+        return [Write(_INSERT, entry) for entry in mine]
+
+    def put_back(self, writes: Sequence[Write]) -> None:
+        """Entries `take`n whose transaction failed: queued again, to be retried."""
+        self._pending.extendleft(reversed([write.params for write in writes]))
 
     async def close(self) -> None:
         if self._task is not None:
