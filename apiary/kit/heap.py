@@ -7,11 +7,19 @@ seconds: measured with `bench/swarm.py`, about a third of the CPU such an execut
 went to the collector. Objects alive once start-up is over live as long as the process, so
 `settle` moves them to the permanent generation (`gc.freeze`), which the collector no
 longer visits; it still collects everything allocated afterwards.
+
+The default thresholds (a young pass every 700 allocations, a full pass every 100 young
+ones) still cost a swarm of 100 about a fifth of its CPU, mostly in passes over the same
+in-flight sub-agents' objects again and again: `THRESHOLDS` makes passes rarer, and each
+one finds more garbage. Memory held by garbage in cycles grows by at most what the extra
+allocations between passes make (tens of MiB at worst), as measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import gc
+
+THRESHOLDS = (50_000, 20, 100)  # young, middle, full: see gc.set_threshold
 
 _settled: set[str] = set()
 
@@ -24,3 +32,4 @@ def settle(milestone: str) -> None:
     _settled.add(milestone)
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*THRESHOLDS)
