@@ -553,7 +553,6 @@ async def _finish(
             statuses=[SubtaskStatus.PENDING.value],
             values={"status": SubtaskStatus.SKIPPED.value},
         )
-    async with session_scope(context.runtime.session_factory) as session:
         execution = await execution_repository.get(session, context.scope, context.execution_id)
         subtasks = await execution_repository.subtasks(session, context.scope, context.execution_id)
         execution.state = state.value
@@ -584,8 +583,9 @@ async def _finish(
             task=task,
             answer=answer,
         )
-    await context.events.emit("state", state=state.value)
-    await context.events.emit("done", answer=answer, error=error, **summary)
+    await context.events.emit_all(
+        [("state", {"state": state.value}), ("done", {"answer": answer, "error": error, **summary})]
+    )
     await DatabaseSaver(context.runtime.session_factory, context.runtime.writes).adelete_thread(
         str(context.execution_id)
     )
