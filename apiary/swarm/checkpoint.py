@@ -10,6 +10,7 @@ sub-agent finished still leaves that sub-agent's result.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -24,11 +25,11 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
-from sqlalchemy import delete, select
+from sqlalchemy import Executable, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from apiary.db import GroupCommit, session_scope
+from apiary.db import GroupCommit, Write, session_scope
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 
 
@@ -148,9 +149,7 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
             "meta_type": meta_kind,
             "meta": meta,
         }
-        await self._writes.run(
-            lambda session: self._upsert(session, SwarmCheckpoint, [values], replace=True)
-        )
+        await self._writes.run(Write(self._upsert(SwarmCheckpoint, replace=True), values))
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -189,9 +188,8 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
         # Special channels (errors, interrupts) may be written again and then replace;
         # a task's regular writes are written once and a repeat is ignored.
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        await self._writes.run(
-            lambda session: self._upsert(session, SwarmCheckpointWrite, rows, replace=replace)
-        )
+        statement = self._upsert(SwarmCheckpointWrite, replace=replace)
+        await self._writes.run(*(Write(statement, row) for row in rows))
 
     async def adelete_thread(self, thread_id: str) -> None:
         async with session_scope(self._factory) as session:
@@ -202,31 +200,12 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
                 delete(SwarmCheckpoint).where(SwarmCheckpoint.thread_id == thread_id)
             )
 
-    @staticmethod
-    async def _upsert(
-        session: AsyncSession,
-        model: type[SwarmCheckpoint] | type[SwarmCheckpointWrite],
-        rows: list[dict[str, Any]],
-        *,
-        replace: bool,
-    ) -> None:
-        dialect = session.get_bind().dialect.name
-        table: Any = model.__table__
-        keys = [column.name for column in table.primary_key.columns]
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement: Any = insert(table)
-        if replace:
-            statement = statement.on_conflict_do_update(
-                index_elements=keys,
-                set_={
-                    column.name: statement.excluded[column.name]
-                    for column in table.columns
-                    if column.name not in keys
-                },
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=keys)
-        await session.execute(statement, rows)
+    def _upsert(
+        self, model: type[SwarmCheckpoint] | type[SwarmCheckpointWrite], *, replace: bool
+    ) -> Executable:
+        bind = self._factory.kw.get("bind")
+        dialect = bind.dialect.name if bind is not None else "sqlite"
+        return _upsert_statement(dialect, model, replace)
 
     # The synchronous API is not used: the graph is only ever run with `ainvoke`.
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -249,3 +228,28 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
         task_path: str = "",
     ) -> None:
         raise NotImplementedError("DatabaseSaver is async-only")
+
+
+@functools.cache
+def _upsert_statement(
+    dialect: str, model: type[SwarmCheckpoint] | type[SwarmCheckpointWrite], replace: bool
+) -> Executable:
+    """INSERT, replacing (or keeping) a row with the same key: built once per shape, so the
+    writes of a hundred sub-agents run as one executemany in their group commit."""
+    table: Any = model.__table__
+    keys = [column.name for column in table.primary_key.columns]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement: Any = insert(table)
+    upsert: Executable
+    if replace:
+        upsert = statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={
+                column.name: statement.excluded[column.name]
+                for column in table.columns
+                if column.name not in keys
+            },
+        )
+    else:
+        upsert = statement.on_conflict_do_nothing(index_elements=keys)
+    return upsert
