@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
@@ -62,6 +62,7 @@ class Runtime:
     oidc: OIDCVerifier | None = field(default=None)
     # Sub-agents running per tenant in this process (the swarm's per-tenant bound).
     tenant_slots: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
+    swarm_graph: Any = None  # the compiled LangGraph of the swarm, built on first use
 
     @property
     def client(self) -> GatewayClient:

@@ -586,9 +586,7 @@ async def _finish(
     await context.events.emit_all(
         [("state", {"state": state.value}), ("done", {"answer": answer, "error": error, **summary})]
     )
-    await DatabaseSaver(context.runtime.session_factory, context.runtime.writes).adelete_thread(
-        str(context.execution_id)
-    )
+    await _graph(context.runtime)[1].adelete_thread(str(context.execution_id))
 
 
 async def _partial_from_db(context: SwarmContext) -> str:
@@ -722,18 +720,27 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
         await lease.release()
 
 
+def _graph(runtime: Runtime) -> tuple[Any, DatabaseSaver]:
+    """The compiled swarm graph and its checkpointer: built once per process (compiling it
+    costs milliseconds), then run for every execution with its own thread id."""
+    if runtime.swarm_graph is None:
+        runtime.swarm_graph = build_graph(DatabaseSaver(runtime.session_factory, runtime.writes))
+    saver = runtime.swarm_graph.checkpointer
+    assert isinstance(saver, DatabaseSaver)
+    return runtime.swarm_graph, saver
+
+
 async def _run_leased(
     runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID, lease: Lease
 ) -> None:
     context, execution = await _prepare(runtime, scope, execution_id)
-    saver = DatabaseSaver(runtime.session_factory, runtime.writes)
+    graph, saver = _graph(runtime)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
         return
     if execution.cancel_requested:
         await _finish(context, ExecutionState.CANCELLED, answer=None)
         return
-    graph = build_graph(saver)
     config: Any = {"configurable": {"thread_id": str(execution_id)}}
     resuming = await saver.aget_tuple(config) is not None
     if resuming:
