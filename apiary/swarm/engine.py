@@ -586,7 +586,7 @@ async def _finish(
     await context.events.emit_all(
         [("state", {"state": state.value}), ("done", {"answer": answer, "error": error, **summary})]
     )
-    await _graph(context.runtime)[1].adelete_thread(str(context.execution_id))
+    await compiled_graph(context.runtime)[1].adelete_thread(str(context.execution_id))
 
 
 async def _partial_from_db(context: SwarmContext) -> str:
@@ -720,7 +720,7 @@ async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
         await lease.release()
 
 
-def _graph(runtime: Runtime) -> tuple[Any, DatabaseSaver]:
+def compiled_graph(runtime: Runtime) -> tuple[Any, DatabaseSaver]:
     """The compiled swarm graph and its checkpointer: built once per process (compiling it
     costs milliseconds), then run for every execution with its own thread id."""
     if runtime.swarm_graph is None:
@@ -734,7 +734,7 @@ async def _run_leased(
     runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID, lease: Lease
 ) -> None:
     context, execution = await _prepare(runtime, scope, execution_id)
-    graph, saver = _graph(runtime)
+    graph, saver = compiled_graph(runtime)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
         return

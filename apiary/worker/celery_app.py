@@ -103,10 +103,24 @@ def _process_runtime(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Run
 
         async def start() -> None:
             runtime.start()
+            await _warm(runtime)
 
         loop.run_until_complete(start())  # background work needs the running loop
         _process = (loop, runtime)
     return _process
+
+
+async def _warm(runtime: Runtime) -> None:
+    """What a process's first execution would otherwise pay for: the compiled graph, a
+    database connection, the HTTP stack's asyncio backend (imported on first use)."""
+    import anyio._backends._asyncio  # noqa: F401
+    from sqlalchemy import text
+
+    from apiary.swarm.engine import compiled_graph
+
+    compiled_graph(runtime)
+    async with runtime.session_factory() as session:
+        await session.execute(text("SELECT 1"))
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]  # prefork children
