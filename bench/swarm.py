@@ -8,7 +8,8 @@ sub-agent 1 s + synthesize 1 s. Everything above that is Apiary's overhead.
 For each mode, `inprocess` (`apiary serve` on SQLite running executions itself) and `celery`
 (PostgreSQL and Redis from scripts/services.sh, `apiary serve` with APIARY_RUNNER=celery and
 one `apiary worker`), it creates an agent per N in 10, 50, 100, runs executions through the
-API (`options.max_agents=N`, one warm-up first), polls them to their end, and reports the
+API (`options.max_agents=N`, after a warm-up: one execution in-process, ten at once on
+Celery so that every worker process has run one), polls them to their end, and reports the
 wall time (the execution's `created_at` to `finished_at`, so queueing counts), the figures it
 recorded (`wall_s`, `critical_path_s`) and the overhead against 3 s. Then it starts 10
 executions of 100 sub-agents at once and reports errors and each one's wall time.
@@ -346,8 +347,18 @@ async def measure(
     runs: list[Run] = []
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
         agents = {n: await create_agent(session, base, n) for n in {*sizes, 100, 10}}
-        warm = await execute(session, base, agents[10], Run(mode, 10, "warm-up"))
-        print(f"  warm-up: {warm.state} in {warm.total_s:.2f}s {warm.error or ''}", flush=True)
+        # Warm every process that will run an execution: a Celery worker's processes each
+        # pay once for their first (database connections and prepared statements, compiled
+        # SQL), which is start-up, not overhead; the in-process server has one process.
+        warm_ups = CONCURRENT if mode == "celery" else 1
+        warm = await asyncio.gather(
+            *(execute(session, base, agents[10], Run(mode, 10, "warm-up")) for _ in range(warm_ups))
+        )
+        print(
+            f"  warm-up: {warm_ups} x N=10 at once: "
+            + ", ".join(f"{run.state} in {run.total_s:.2f}s {run.error or ''}" for run in warm),
+            flush=True,
+        )
         for n in sizes:
             for _ in range(repeats):
                 cpu = cpu_seconds(pids)
