@@ -252,10 +252,14 @@ def _delimited_by_close(headers: dict[str, str]) -> bool:
 
 
 class HttpClient:
-    """The process's pool of upstream connections, shared by every provider adapter."""
+    """The process's pool of upstream connections, shared by every provider adapter.
+
+    HTTP/1.1 carries one request at a time per connection, so ten swarms of 100 sub-agents
+    hold a thousand connections to one provider; up to `max_idle_per_origin` of them stay
+    open afterwards, so the next fan-out does not connect again."""
 
     def __init__(
-        self, *, max_idle_per_origin: int = 256, tls: ssl.SSLContext | None = None
+        self, *, max_idle_per_origin: int = 1024, tls: ssl.SSLContext | None = None
     ) -> None:
         self._origins: dict[str, _Origin] = {}
         self._ssl = tls  # the system's trust store unless given
