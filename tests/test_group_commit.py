@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -190,8 +192,10 @@ async def test_taking_charges_waits_for_a_flush_under_way(runtime: Runtime) -> N
     execution_id = uuid.uuid4()
     in_flight = record(ledger, replace(auth, execution_id=execution_id), "before the flush")
     flushing = asyncio.create_task(ledger.flush())
-    while any(entry["id"] == in_flight for entry in ledger._pending):
-        await asyncio.sleep(0)  # until the flush has taken the entry and is committing it
+    for _ in range(100):  # until the flush has taken the entry and is committing it
+        if all(entry["id"] != in_flight for entry in ledger._pending):
+            break
+        await asyncio.sleep(0)
     assert await ledger.take(execution_id) == []
     assert await stored(runtime, in_flight)
     await flushing
@@ -203,6 +207,37 @@ async def test_charges_whose_commit_failed_go_back_to_the_writer(runtime: Runtim
     entry = record(ledger, replace(auth, execution_id=execution_id), "a sub-agent's call")
     writes = await ledger.take(execution_id)
     ledger.put_back(writes)  # its transaction failed
+    assert not await stored(runtime, entry)
+    await ledger.flush()
+    assert await stored(runtime, entry)
+
+
+async def test_charges_survive_a_caller_cancelled_while_its_commit_fails(
+    runtime: Runtime,
+) -> None:
+    """A sub-agent cancelled (its execution cancelled or out of time) while the commit of
+    its result and charges is queued, and that commit then fails (a locked database): the
+    charges go back to the writer, which stores them, instead of vanishing with the caller."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-cancelled-commit")
+    execution_id = uuid.uuid4()
+    entry = record(ledger, replace(auth, execution_id=execution_id), "a sub-agent's call")
+
+    async def locked(session: AsyncSession) -> None:
+        raise OperationalError("UPDATE ...", {}, Exception("database is locked"))
+
+    started = asyncio.Event()
+
+    async def store(charges: Sequence[Write]) -> None:
+        started.set()
+        await runtime.writes.run(*charges, locked)  # fails the whole transaction
+
+    blocker = asyncio.create_task(runtime.writes.run(lambda _: asyncio.sleep(0.2)))
+    await asyncio.sleep(0)  # the queue is busy: the store waits behind it
+    finishing = asyncio.create_task(ledger.store_with(execution_id, store))
+    await started.wait()
+    finishing.cancel()
+    await asyncio.gather(finishing, blocker, return_exceptions=True)
+    await runtime.writes.barrier()
     assert not await stored(runtime, entry)
     await ledger.flush()
     assert await stored(runtime, entry)

@@ -280,6 +280,7 @@ async def _tool_loop(
         calls = last.message.get("tool_calls") or []
         if not calls:
             return last.text
+        await output.flush()  # what the model said before its tool calls, shown now
         messages.append(
             {"role": "assistant", "content": last.message.get("content"), "tool_calls": calls}
         )
@@ -288,12 +289,7 @@ async def _tool_loop(
             name = str(function.get("name"))
             result = await _run_tool(tool_context, name, function.get("arguments") or "{}")
             tally.tool_calls += 1
-            await context.events.emit_all(
-                [
-                    *output.take(),
-                    ("tool_call", {"subtask": index, "tool": name, "output": result[:500]}),
-                ]
-            )
+            await context.events.emit("tool_call", subtask=index, tool=name, output=result[:500])
             messages.append(
                 {"role": "tool", "tool_call_id": tool_call.get("id"), "content": result}
             )
@@ -378,30 +374,26 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         sources=unique_sources(sources),
         finished_at=utcnow(),
     )
+    events = [
+        *output.take(),
+        (
+            "subagent_finished",
+            {
+                "subtask": index,
+                "status": status.value,
+                "seconds": round(seconds, 4),
+                "cost_usd": tally.cost_usd,
+                "spent_usd": context.spend.cost_usd,
+                "error": error,
+            },
+        ),
+    ]
     # Everything this sub-agent was charged goes in the transaction that stores its result,
     # before its result is checkpointed: a worker killed in between loses no charge.
-    charges = await context.runtime.ledger.take(context.execution_id)
-    try:
-        await context.events.emit_all(
-            [
-                *output.take(),
-                (
-                    "subagent_finished",
-                    {
-                        "subtask": index,
-                        "status": status.value,
-                        "seconds": round(seconds, 4),
-                        "cost_usd": tally.cost_usd,
-                        "spent_usd": context.spend.cost_usd,
-                        "error": error,
-                    },
-                ),
-            ],
-            alongside=[finished, *charges],
-        )
-    except Exception:
-        context.runtime.ledger.put_back(charges)  # the ledger writer retries them
-        raise
+    await context.runtime.ledger.store_with(
+        context.execution_id,
+        lambda charges: context.events.emit_all(events, alongside=[finished, *charges]),
+    )
     return SubtaskResult(
         index=index, status=status.value, result=result, error=error, seconds=seconds
     )

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -203,6 +203,28 @@ class LedgerWriter:
     def put_back(self, writes: Sequence[Write]) -> None:
         """Entries `take`n whose transaction failed: queued again, to be retried."""
         self._pending.extendleft(reversed([write.params for write in writes]))
+
+    async def store_with(
+        self,
+        execution_id: uuid.UUID,
+        store: Callable[[Sequence[Write]], Awaitable[object]],
+    ) -> None:
+        """`store(charges)`: the caller's transaction, with the execution's queued entries
+        (`take`) as writes in it; if it fails they are queued again (`put_back`). Shielded,
+        so a caller cancelled meanwhile (its run cancelled, or out of time) neither drops
+        the entries it took nor leaves them unstored."""
+        charges = await self.take(execution_id)
+
+        async def run() -> None:
+            try:
+                await store(charges)
+            except Exception:
+                self.put_back(charges)
+                raise
+
+        storing = asyncio.ensure_future(run())
+        storing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(storing)
 
     async def close(self) -> None:
         if self._task is not None:
