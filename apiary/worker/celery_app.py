@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,9 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from apiary.config import Settings, load_settings
+
+log = logging.getLogger("apiary.worker")
+WARM_DB_TIMEOUT_S = 5.0
 
 if TYPE_CHECKING:
     from apiary.runtime import Runtime
@@ -103,10 +107,10 @@ def _process_runtime(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Run
 
         async def start() -> None:
             runtime.start()
-            await _warm(runtime)
 
         loop.run_until_complete(start())  # background work needs the running loop
         _process = (loop, runtime)
+        loop.run_until_complete(_warm(runtime))
     return _process
 
 
@@ -119,8 +123,11 @@ async def _warm(runtime: Runtime) -> None:
     from apiary.swarm.engine import compiled_graph
 
     compiled_graph(runtime)
-    async with runtime.session_factory() as session:
-        await session.execute(text("SELECT 1"))
+    try:  # best effort: a database that is down now fails the jobs, not the process
+        async with asyncio.timeout(WARM_DB_TIMEOUT_S), runtime.session_factory() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as error:
+        log.warning("worker warm-up: no database connection yet: %s", error)
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]  # prefork children
