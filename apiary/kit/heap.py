@@ -8,18 +8,20 @@ went to the collector. Objects alive once start-up is over live as long as the p
 `settle` moves them to the permanent generation (`gc.freeze`), which the collector no
 longer visits; it still collects everything allocated afterwards.
 
-The default thresholds (a young pass every 700 allocations, a full pass every 100 young
-ones) still cost a swarm of 100 about a fifth of its CPU, mostly in passes over the same
-in-flight sub-agents' objects again and again: `THRESHOLDS` makes passes rarer, and each
-one finds more garbage. Memory held by garbage in cycles grows by at most what the extra
-allocations between passes make (tens of MiB at worst), as measured in docs/benchmarks.md.
+The default thresholds (a young pass every 700 allocations) still cost a swarm of 100
+about a fifth of its CPU, mostly in passes over the same in-flight sub-agents' objects
+again and again. `THRESHOLDS` makes young passes rarer (each one finds more garbage) and
+keeps the full passes' default ratio (one per ten middle passes, about ten million
+allocations, subject to CPython's rule that a full pass waits until a quarter of the old
+objects are new), so garbage in cycles (tracebacks, abandoned generators and the
+connections they hold) does not wait much longer than before to be collected.
 """
 
 from __future__ import annotations
 
 import gc
 
-THRESHOLDS = (50_000, 20, 100)  # young, middle, full: see gc.set_threshold
+THRESHOLDS = (50_000, 20, 10)  # young, middle, full: see gc.set_threshold
 
 _settled: set[str] = set()
 
