@@ -13,7 +13,12 @@ gateways run on CPU 1 (`taskset -c 1`); the upstream and this load generator sha
 
 Several Apiary servers (log levels, builds named by `--ref`) are started together and
 measured in turn within each cell, so load from elsewhere on the machine falls on all of
-them alike and their figures can be compared within the run.
+them alike and their figures can be compared within the run. `--modes`, `--concurrencies`
+and `--repeat N` narrow a run to the cells in question and measure each N times (each
+figure is then the median), e.g. for the added latency at c=1:
+
+    .venv/bin/python bench/gateway.py --skip-litellm --log-levels INFO --modes json \
+        --concurrencies 1,10 --repeat 5 --duration 6 --warmup 2 --ref . --ref main
 
 It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3, and writes
 everything to bench/results/gateway-<date>.json. Everything it starts, it stops.
@@ -32,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -699,12 +705,15 @@ def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.
 
     Several gateways (log levels, `--ref` builds) run side by side, idle but for the one
     being measured, so a change in the machine's load between minutes falls on all of
-    them alike; the first target keeps its place and the others swap order every cell."""
+    them alike; the first target keeps its place and the others swap order every cell.
+    With `--repeat N` the whole round is done N times and each figure is the median of
+    its N measurements."""
     for target in targets:
         if target.gateway is not None:
             target.run.idle_rss_mib = round(target.gateway.rss_mib(), 1)
-    cells = [(mode, concurrency) for mode in MODES for concurrency in CONCURRENCIES]
-    for index, (mode, concurrency) in enumerate(cells):
+    cells = [(mode, concurrency) for mode in args.modes for concurrency in args.concurrencies]
+    measured: dict[tuple[int, str, int], list[Cell]] = {}
+    for index, (mode, concurrency) in enumerate(cells * args.repeat):
         order = [*targets[:1], *(targets[1:] if index % 2 == 0 else reversed(targets[1:]))]
         for target in order:
             name, gateway = target.run.name, target.gateway
@@ -722,7 +731,7 @@ def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.
                     upstream=upstream,
                 )
             )
-            target.run.cells.append(cell)
+            measured.setdefault((id(target), mode, concurrency), []).append(cell)
             print(
                 f"  {name:<24} {mode:<6} c={concurrency:<3} {cell.rps:>8.1f} req/s  "
                 f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms"
@@ -734,9 +743,40 @@ def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.
             if gateway is not None and not gateway.alive():
                 raise RuntimeError(f"{gateway.name} died:\n{gateway.log_tail()}")
     for target in targets:
+        for mode, concurrency in cells:
+            target.run.cells.append(_median_cell(measured[(id(target), mode, concurrency)]))
         if target.gateway is not None:
             target.run.peak_rss_mib = round(target.gateway.peak_rss_mib(), 1)
             target.run.log_tail = [line[:500] for line in target.gateway.log_tail(10).splitlines()]
+
+
+def _median_cell(repeats: list[Cell]) -> Cell:
+    """One cell from its repeats: each figure's median, requests and errors summed."""
+    if len(repeats) == 1:
+        return repeats[0]
+    merged = Cell(
+        target=repeats[0].target, mode=repeats[0].mode, concurrency=repeats[0].concurrency
+    )
+    merged.requests = sum(c.requests for c in repeats)
+    merged.errors = sum(c.errors for c in repeats)
+    merged.first_error = next((c.first_error for c in repeats if c.first_error), None)
+    merged.elapsed_s = round(sum(c.elapsed_s for c in repeats), 3)
+    for name in (
+        "rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "ttfb_p50_ms",
+        "gateway_cpu_pct",
+        "gateway_cpu_us_per_request",
+        "gateway_rss_after_mib",
+        "loadgen_core_pct",
+        "others_on_gateway_core_pct",
+        "others_on_loadgen_core_pct",
+    ):
+        values = [v for c in repeats if (v := getattr(c, name)) is not None]
+        setattr(merged, name, round(statistics.median(values), 3) if values else None)
+    return merged
 
 
 def add_overhead(runs: list[TargetRun]) -> None:
@@ -898,8 +938,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run Apiary from `git archive REF` (e.g. HEAD) instead of the working tree; "
         f"repeat it to measure several builds side by side, `{WORKTREE}` being the working tree",
     )
+    parser.add_argument("--modes", default=",".join(MODES), help="which of json,stream to measure")
+    parser.add_argument(
+        "--concurrencies",
+        default=",".join(map(str, CONCURRENCIES)),
+        help="which concurrencies to measure, e.g. 1,10",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure every cell this many times, in rounds; each figure is the median",
+    )
     parser.add_argument("--out", type=Path, help="JSON results path")
     args = parser.parse_args(argv)
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or set(args.modes) - set(MODES):
+        parser.error(f"--modes: a comma-separated subset of {','.join(MODES)}")
+    args.concurrencies = [int(c) for c in args.concurrencies.split(",") if c]
+    args.repeat = max(1, args.repeat)
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0
     if args.warmup is None:
@@ -1039,7 +1096,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "max_requests": args.max_requests,
-            "concurrencies": list(CONCURRENCIES),
+            "modes": args.modes,
+            "concurrencies": args.concurrencies,
+            "repeat": args.repeat,
             "request": json.loads(request_body(stream=False)),
         },
         "headline": headline.name,
