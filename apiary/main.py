@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apiary import health
 from apiary.agents import endpoints as agents
@@ -55,6 +57,37 @@ def api_router() -> APIRouter:
     return router
 
 
+class ApiaryApp(FastAPI):
+    """FastAPI, with the gateway's hot routes (`openai_api.HOT_ROUTES`) taken out before its
+    middleware stack.
+
+    A `/v1/chat/completions` call needs none of what FastAPI and Starlette put around every
+    request (the look-up of an OpenTelemetry provider, the exception-telemetry and body-limit
+    wrappers, the router), and at concurrency 1 their cost is a good part of the latency the
+    gateway adds (docs/benchmarks.md). The call goes through the same outer error handler and
+    observability middleware as any request, then straight to `OpenAIHotPath`, which has its
+    own body limit. Every other request, lifespan and WebSocket takes FastAPI's usual path."""
+
+    _hot_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in openai_api.HOT_ROUTES:
+            if self._hot_stack is None:
+                self._hot_stack = self._build_hot_stack()
+            scope["app"] = self
+            await self._hot_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _build_hot_stack(self) -> ASGIApp:
+        # Built on first use, like FastAPI's own stack, so it sees the final error handlers.
+        handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
+        hot_path = openai_api.OpenAIHotPath()
+        return ServerErrorMiddleware(
+            ObservabilityMiddleware(hot_path), handler=handler, debug=self.debug
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
@@ -70,16 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(
+    app = ApiaryApp(
         title="Apiary",
         version="0.1.0",
         description="Multi-tenant platform for LLM agent swarms behind one model gateway.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # Added first, so it runs inside the observability middleware (request ids, metrics,
-    # access log) and in front of FastAPI's routing.
-    app.add_middleware(openai_api.OpenAIHotPath)
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)
     app.include_router(api_router())

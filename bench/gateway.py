@@ -9,6 +9,16 @@ gateways run on CPU 1 (`taskset -c 1`); the upstream and this load generator sha
 
     .venv/bin/python bench/gateway.py            # the full run (about 6 minutes)
     .venv/bin/python bench/gateway.py --quick    # a smoke run (about 2 minutes)
+    .venv/bin/python bench/gateway.py --skip-litellm --ref . --ref main   # two builds
+
+Several Apiary servers (log levels, builds named by `--ref`) are started together and
+measured in turn within each cell, so load from elsewhere on the machine falls on all of
+them alike and their figures can be compared within the run. `--modes`, `--concurrencies`
+and `--repeat N` narrow a run to the cells in question and measure each N times (each
+figure is then the median), e.g. for the added latency at c=1:
+
+    .venv/bin/python bench/gateway.py --skip-litellm --log-levels INFO --modes json \
+        --concurrencies 1,10 --repeat 5 --duration 6 --warmup 2 --ref . --ref main
 
 It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3, and writes
 everything to bench/results/gateway-<date>.json. Everything it starts, it stops.
@@ -27,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,6 +86,8 @@ TARGET_RPS_RATIO_JSON = 20.0
 TARGET_RPS_RATIO_STREAM = 10.0
 TARGET_ADDED_P50_MS = 1.0
 TARGET_PEAK_RSS_MIB = 150.0
+
+WORKTREE = "."  # `--ref .`: the working tree, as without --ref
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -243,12 +256,13 @@ def clean_env(source: Path | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
-def export_ref(ref: str, workdir: Path) -> tuple[Path, str]:
-    """`git archive` of `ref` into `workdir`: the tree to run, unaffected by edits in progress."""
+def export_ref(ref: str, workdir: Path, *, name: str = "source") -> tuple[Path, str]:
+    """`git archive` of `ref` into `workdir / name`: the tree to run, unaffected by edits in
+    progress."""
     commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
     if not commit:
         raise SystemExit(f"--ref {ref}: not a commit")
-    target = workdir / "source"
+    target = workdir / name
     target.mkdir()
     archive = subprocess.run(  # noqa: S603 - fixed git command
         [GIT, "archive", "--format=tar", commit], cwd=ROOT, capture_output=True, check=True
@@ -306,10 +320,12 @@ def start_apiary(
     *,
     log_level: str,
     source: Path | None = None,
+    name: str = "",
 ) -> tuple[Service, str, str, str]:
     """A fresh data dir and config, a tenant and a developer key, then `apiary serve`;
-    last, the tenant's budget and rate limits are switched on (see `enable_limits`)."""
-    home = workdir / f"apiary-{log_level.lower()}"
+    last, the tenant's budget and rate limits are switched on (see `enable_limits`).
+    `name` tells apart the data dirs of several Apiary builds started in one run."""
+    home = workdir / f"apiary{name}-{log_level.lower()}"
     home.mkdir()
     config = home / "apiary.yaml"
     config.write_text(
@@ -674,25 +690,38 @@ class TargetRun:
     log_tail: list[str] = field(default_factory=list)  # its last lines, for the record
 
 
-def run_target(
-    name: str,
-    url: str,
-    key: str,
-    *,
-    gateway: Service | None,
-    upstream: Service,
-    args: argparse.Namespace,
-) -> TargetRun:
-    run = TargetRun(name)
-    if gateway is not None:
-        run.idle_rss_mib = round(gateway.rss_mib(), 1)
-    for mode in MODES:
-        for concurrency in CONCURRENCIES:
+@dataclass
+class Target:
+    """What the load generator calls: the upstream itself (no gateway) or a gateway."""
+
+    url: str
+    key: str
+    gateway: Service | None
+    run: TargetRun
+
+
+def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.Namespace) -> None:
+    """Every cell of every target, the targets taken in turn within each cell.
+
+    Several gateways (log levels, `--ref` builds) run side by side, idle but for the one
+    being measured, so a change in the machine's load between minutes falls on all of
+    them alike; the first target keeps its place and the others swap order every cell.
+    With `--repeat N` the whole round is done N times and each figure is the median of
+    its N measurements."""
+    for target in targets:
+        if target.gateway is not None:
+            target.run.idle_rss_mib = round(target.gateway.rss_mib(), 1)
+    cells = [(mode, concurrency) for mode in args.modes for concurrency in args.concurrencies]
+    measured: dict[tuple[int, str, int], list[Cell]] = {}
+    for index, (mode, concurrency) in enumerate(cells * args.repeat):
+        order = [*targets[:1], *(targets[1:] if index % 2 == 0 else reversed(targets[1:]))]
+        for target in order:
+            name, gateway = target.run.name, target.gateway
             cell = run_async(
                 _measure(
                     name,
-                    url,
-                    key,
+                    target.url,
+                    target.key,
                     mode=mode,
                     concurrency=concurrency,
                     duration_s=args.duration,
@@ -702,20 +731,52 @@ def run_target(
                     upstream=upstream,
                 )
             )
-            run.cells.append(cell)
+            measured.setdefault((id(target), mode, concurrency), []).append(cell)
             print(
-                f"  {name:<16} {mode:<6} c={concurrency:<3} {cell.rps:>8.1f} req/s  "
+                f"  {name:<24} {mode:<6} c={concurrency:<3} {cell.rps:>8.1f} req/s  "
                 f"p50 {cell.p50_ms:7.2f} ms  p99 {cell.p99_ms:7.2f} ms"
+                + (f"  CPU {cell.gateway_cpu_us_per_request or 0:5.0f} µs/req" if gateway else "")
                 + (f"  RSS {cell.gateway_rss_after_mib:.0f} MiB" if gateway else "")
                 + (f"  errors {cell.errors}" if cell.errors else ""),
                 flush=True,
             )
             if gateway is not None and not gateway.alive():
                 raise RuntimeError(f"{gateway.name} died:\n{gateway.log_tail()}")
-    if gateway is not None:
-        run.peak_rss_mib = round(gateway.peak_rss_mib(), 1)
-        run.log_tail = [line[:500] for line in gateway.log_tail(10).splitlines()]
-    return run
+    for target in targets:
+        for mode, concurrency in cells:
+            target.run.cells.append(_median_cell(measured[(id(target), mode, concurrency)]))
+        if target.gateway is not None:
+            target.run.peak_rss_mib = round(target.gateway.peak_rss_mib(), 1)
+            target.run.log_tail = [line[:500] for line in target.gateway.log_tail(10).splitlines()]
+
+
+def _median_cell(repeats: list[Cell]) -> Cell:
+    """One cell from its repeats: each figure's median, requests and errors summed."""
+    if len(repeats) == 1:
+        return repeats[0]
+    merged = Cell(
+        target=repeats[0].target, mode=repeats[0].mode, concurrency=repeats[0].concurrency
+    )
+    merged.requests = sum(c.requests for c in repeats)
+    merged.errors = sum(c.errors for c in repeats)
+    merged.first_error = next((c.first_error for c in repeats if c.first_error), None)
+    merged.elapsed_s = round(sum(c.elapsed_s for c in repeats), 3)
+    for name in (
+        "rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "ttfb_p50_ms",
+        "gateway_cpu_pct",
+        "gateway_cpu_us_per_request",
+        "gateway_rss_after_mib",
+        "loadgen_core_pct",
+        "others_on_gateway_core_pct",
+        "others_on_loadgen_core_pct",
+    ):
+        values = [v for c in repeats if (v := getattr(c, name)) is not None]
+        setattr(merged, name, round(statistics.median(values), 3) if values else None)
+    return merged
 
 
 def add_overhead(runs: list[TargetRun]) -> None:
@@ -873,10 +934,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-litellm", action="store_true", help="Apiary vs direct only")
     parser.add_argument(
         "--ref",
-        help="run Apiary from `git archive REF` (e.g. HEAD) instead of the working tree",
+        action="append",
+        help="run Apiary from `git archive REF` (e.g. HEAD) instead of the working tree; "
+        f"repeat it to measure several builds side by side, `{WORKTREE}` being the working tree",
+    )
+    parser.add_argument("--modes", default=",".join(MODES), help="which of json,stream to measure")
+    parser.add_argument(
+        "--concurrencies",
+        default=",".join(map(str, CONCURRENCIES)),
+        help="which concurrencies to measure, e.g. 1,10",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure every cell this many times, in rounds; each figure is the median",
     )
     parser.add_argument("--out", type=Path, help="JSON results path")
     args = parser.parse_args(argv)
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or set(args.modes) - set(MODES):
+        parser.error(f"--modes: a comma-separated subset of {','.join(MODES)}")
+    args.concurrencies = [int(c) for c in args.concurrencies.split(",") if c]
+    args.repeat = max(1, args.repeat)
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0
     if args.warmup is None:
@@ -927,48 +1007,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     litellm_run: TargetRun | None = None
     with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="apiary-bench-") as tmp:
         workdir = Path(tmp)
-        source: Path | None = None
-        source_note = f"working tree at {_git('rev-parse', 'HEAD')[:12]}"
-        dirty = len(_git("status", "--porcelain", "--", "apiary", "tests").splitlines())
-        if dirty:
-            source_note += f" + {dirty} uncommitted file(s) under apiary/ and tests/"
-        if args.ref:
-            source, commit = export_ref(args.ref, workdir)
-            source_note = f"git archive {args.ref} = {commit[:12]}"
+        # (label, tree on PYTHONPATH or None for the working tree, what it is)
+        builds: list[tuple[str, Path | None, str]] = []
+        for index, ref in enumerate(args.ref or [WORKTREE]):
+            if ref == WORKTREE:
+                note = f"working tree at {_git('rev-parse', 'HEAD')[:12]}"
+                dirty = len(_git("status", "--porcelain", "--", "apiary", "tests").splitlines())
+                if dirty:
+                    note += f" + {dirty} uncommitted file(s) under apiary/ and tests/"
+                builds.append(("worktree", None, note))
+            else:
+                source, commit = export_ref(ref, workdir, name=f"source-{index}")
+                builds.append((ref, source, f"git archive {ref} = {commit[:12]}"))
+        source_note = "; ".join(f"{label}: {note}" for label, _, note in builds)
         print(f"Apiary source: {source_note}", flush=True)
         try:
-            upstream, upstream_url = start_upstream(services, workdir, source=source)
+            upstream, upstream_url = start_upstream(services, workdir, source=builds[0][1])
             print(f"fake upstream on {upstream_url} (CPU {LOADGEN_CPU})", flush=True)
-            direct = run_target(
-                "direct",
+            direct = Target(
                 f"{upstream_url}/v1/chat/completions",
                 UPSTREAM_KEY,
                 gateway=None,
-                upstream=upstream,
-                args=args,
+                run=TargetRun("direct"),
             )
-            runs.append(direct)
+            targets = [direct]
             for level in args.log_levels:
-                try:
-                    service, url, key, limits = start_apiary(
-                        services, workdir, upstream_url, log_level=level, source=source
+                for index, (label, source, _) in enumerate(builds):
+                    name = f"apiary[{level}]" if len(builds) == 1 else f"apiary@{label}[{level}]"
+                    try:
+                        service, url, key, limits = start_apiary(
+                            services,
+                            workdir,
+                            upstream_url,
+                            log_level=level,
+                            source=source,
+                            name=f"-{index}",
+                        )
+                    except (RuntimeError, subprocess.TimeoutExpired) as error:
+                        print(f"\n*** Apiary did not start: {error}", file=sys.stderr)
+                        return 1
+                    print(
+                        f"{name}: apiary serve, log level {level} (CPU {GATEWAY_CPU}); "
+                        f"limits {limits}",
+                        flush=True,
                     )
-                except (RuntimeError, subprocess.TimeoutExpired) as error:
-                    print(f"\n*** Apiary did not start: {error}", file=sys.stderr)
-                    return 1
-                print(
-                    f"apiary serve, log level {level} (CPU {GATEWAY_CPU}); limits {limits}",
-                    flush=True,
-                )
-                run = run_target(
-                    f"apiary[{level}]", url, key, gateway=service, upstream=upstream, args=args
-                )
-                run.note = (
-                    f"APIARY_LOG_LEVEL={level}, logs to a file; budget and rate limits {limits}"
-                )
-                runs.append(run)
-                apiary_runs.append((level, run))
-                services.stop(service)
+                    run = TargetRun(name)
+                    run.note = (
+                        f"APIARY_LOG_LEVEL={level}, logs to a file; budget and rate limits {limits}"
+                    )
+                    targets.append(Target(url, key, gateway=service, run=run))
+                    key_name = level if len(builds) == 1 else f"{label}_{level}"
+                    apiary_runs.append((key_name, run))
+            run_targets(targets, upstream=upstream, args=args)
+            runs.extend(target.run for target in targets)
+            for target in targets[1:]:
+                assert target.gateway is not None
+                services.stop(target.gateway)
             if litellm_binary is not None:
                 try:
                     service, url, key = start_litellm(
@@ -979,10 +1073,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"\n*** LiteLLM is NOT measured: {litellm_note}\n", file=sys.stderr)
                 else:
                     print(f"litellm proxy {litellm_note} (CPU {GATEWAY_CPU})", flush=True)
-                    litellm_run = run_target(
-                        "litellm", url, key, gateway=service, upstream=upstream, args=args
+                    litellm_run = TargetRun("litellm", note=f"litellm {litellm_note}")
+                    run_targets(
+                        [Target(url, key, gateway=service, run=litellm_run)],
+                        upstream=upstream,
+                        args=args,
                     )
-                    litellm_run.note = f"litellm {litellm_note}"
                     runs.append(litellm_run)
                     services.stop(service)
         finally:
@@ -1000,7 +1096,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "max_requests": args.max_requests,
-            "concurrencies": list(CONCURRENCIES),
+            "modes": args.modes,
+            "concurrencies": args.concurrencies,
+            "repeat": args.repeat,
             "request": json.loads(request_body(stream=False)),
         },
         "headline": headline.name,
@@ -1018,10 +1116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(runs))
     print()
     print(summary(runs, headline, litellm_run))
-    for level, run in apiary_runs[1:]:
+    for _, run in apiary_runs[1:]:
         ratios = verdicts(run, litellm_run)["rps_ratio_vs_litellm"]
         print(
-            f"With APIARY_LOG_LEVEL={level}: json c=10 {_fmt(ratios['json_c10'], 1)}x, "
+            f"{run.name}: json c=10 {_fmt(ratios['json_c10'], 1)}x, "
             f"stream c=10 {_fmt(ratios['stream_c10'], 1)}x"
         )
     if litellm_run is None:

@@ -2,13 +2,13 @@
 and the models a tenant may call. Any OpenAI SDK, LangChain or curl works against it.
 
 `POST /v1/chat/completions` and `POST /v1/embeddings` are the gateway's hot path, so they
-are served by `OpenAIHotPath`, a pure ASGI middleware that answers them before FastAPI's
-routing and dependency solving (which cost more per call than the rest of the gateway put
-together; see docs/benchmarks.md). It does the same steps as any endpoint, just directly:
-authenticate, authorize, parse the body once with orjson, check only what routing needs,
-call the in-process gateway client, answer. Errors use OpenAI's error shape. Responses name
-the provider, model, route and cost in `x-apiary-*` headers and break the time down in
-`Server-Timing`. `GET /v1/models` is an ordinary FastAPI route.
+are served by `OpenAIHotPath`, a pure ASGI app that the application (`apiary.main.ApiaryApp`)
+hands them to before FastAPI's middleware, routing and dependency solving (which cost more
+per call than the rest of the gateway put together; see docs/benchmarks.md). It does the
+same steps as any endpoint, just directly: authenticate, authorize, parse the body once with
+orjson, check only what routing needs, call the in-process gateway client, answer. Errors
+use OpenAI's error shape. Responses name the provider, model, route and cost in `x-apiary-*`
+headers and break the time down in `Server-Timing`. `GET /v1/models` is an ordinary FastAPI route.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import authenticate, authorize, bearer_credentials
@@ -125,16 +125,11 @@ HOT_ROUTES: dict[str, HotRoute] = {
 
 
 class OpenAIHotPath:
-    """Pure ASGI middleware answering `POST` to the `HOT_ROUTES`; the rest passes through."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    """Pure ASGI app answering HTTP requests to the `HOT_ROUTES` (the caller sends it no
+    other path): `POST` is served, any other method is refused."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = HOT_ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
+        route = HOT_ROUTES[scope["path"]]
         if scope["method"] != "POST":
             scope[ROUTE_TEMPLATE] = route.path
             detail = f"{scope['method']} is not allowed here: use POST {route.path}"

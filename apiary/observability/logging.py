@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TextIO
 
 import orjson
 
 __all__ = [
     "REDACTED",
+    "JsonFormatter",
     "RedactingFilter",
     "RequestContext",
     "configure_logging",
@@ -91,11 +93,22 @@ def redact(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=1024)  # the same few `extra=` names come back on every line
+def _is_sensitive_name(key: str) -> bool:
+    return _SENSITIVE_KEY.search(key) is not None
+
+
 def _is_sensitive_key(key: object) -> bool:
-    return isinstance(key, str) and _SENSITIVE_KEY.search(key) is not None
+    return isinstance(key, str) and _is_sensitive_name(key)
+
+
+# Values that cannot hold a secret, checked first: most extra fields are numbers.
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _redact_value(value: object) -> object:
+    if type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
@@ -108,7 +121,15 @@ def _redact_value(value: object) -> object:
     return value
 
 
+# Where `RedactingFilter` leaves a record's redacted extra fields for the formatter, so they
+# are found once per record (names starting with "_" are never taken for extra fields).
+_EXTRA_ATTR = "_apiary_extra"
+
+
 def _extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    found: dict[str, object] | None = record.__dict__.get(_EXTRA_ATTR)
+    if found is not None:
+        return found
     return {
         key: value
         for key, value in record.__dict__.items()
@@ -127,8 +148,12 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg} {record.args!r}"
         record.msg = redact(message)
         record.args = None
-        for key, value in _extra_fields(record).items():
-            setattr(record, key, REDACTED if _is_sensitive_key(key) else _redact_value(value))
+        extra = {
+            key: REDACTED if _is_sensitive_key(key) else _redact_value(value)
+            for key, value in _extra_fields(record).items()
+        }
+        record.__dict__.update(extra)
+        record.__dict__[_EXTRA_ATTR] = extra
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -150,12 +175,25 @@ def _correlation(record: logging.LogRecord) -> tuple[object, object]:
 class JsonFormatter(logging.Formatter):
     """Render a record as one compact JSON object."""
 
+    _second = -1
+    _second_text = ""
+
+    def _timestamp(self, created: float) -> str:
+        """`created` as ISO 8601 UTC to the millisecond; the text up to the second is
+        reused while the second lasts (it is the same for every line written in it)."""
+        second = int(created)
+        micros = round((created - second) * 1_000_000)  # rounded as datetime rounds it
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{micros // 1000:03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         request_id, tenant_id = _correlation(record)
         payload: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, tz=UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import time
 import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -610,3 +612,38 @@ async def test_other_methods_on_a_hot_route_are_405(gateway: Gateway) -> None:
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert "POST /v1/chat/completions" in response.json()["error"]["message"]
+
+
+async def test_an_unexpected_error_on_a_hot_route_is_an_openai_500_counted_and_logged(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hot path bypasses FastAPI's stack, yet an error it does not expect must still get
+    # the outer error handler (a 500 naming the request id, nothing internal), the metrics
+    # and the request id every other route gets.
+    async def broken(*args: Any) -> ChatReply:
+        raise RuntimeError("ledger password is hunter2")
+
+    route = openai_api.HOT_ROUTES["/v1/chat/completions"]
+    monkeypatch.setitem(openai_api.HOT_ROUTES, route.path, dataclasses.replace(route, call=broken))
+    samples_before = _requests_total(route="/v1/chat/completions", status="500")
+    transport = httpx.ASGITransport(app=gateway.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://apiary.test") as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "oai/gpt-4o-mini", "messages": HELLO},
+            headers={"authorization": f"Bearer {gateway.key}"},
+        )
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "InternalError"
+    assert error["type"] == "api_error"
+    assert response.headers["x-request-id"] in error["message"]
+    assert "hunter2" not in response.text
+    assert _requests_total(route="/v1/chat/completions", status="500") == samples_before + 1
+
+
+def _requests_total(*, route: str, status: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "apiary_http_requests_total", {"method": "POST", "route": route, "status": status}
+    )
+    return value or 0.0

@@ -22,7 +22,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.responses import Response
 
-from apiary.observability.logging import REDACTED, configure_logging, redact, request_context
+from apiary.observability.logging import (
+    REDACTED,
+    JsonFormatter,
+    configure_logging,
+    redact,
+    request_context,
+)
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 
 REQUESTS_TOTAL = "apiary_http_requests_total"
@@ -326,6 +332,21 @@ def test_secrets_never_reach_the_log_output(log_stream: io.StringIO) -> None:
 )
 def test_redact_replaces_only_credential_shapes(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1_795_000_000.0, 1_795_000_000.25, 1_795_000_000.9996, 1_795_000_001.007, 1_795_003_599.5],
+)
+def test_json_timestamp_is_the_records_time_in_utc_to_the_millisecond(created: float) -> None:
+    # One formatter for all of them: the text up to the second is reused within a second.
+    record = logging.makeLogRecord({"name": "t", "msg": "m", "created": created})
+    line = orjson.loads(_JSON_FORMATTER.format(record))
+    expected = datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
+    assert line["ts"] == expected.replace("+00:00", "Z")
+
+
+_JSON_FORMATTER = JsonFormatter()
 
 
 def test_configure_logging_twice_writes_each_record_once_and_takes_over_uvicorn(
