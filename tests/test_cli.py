@@ -6,6 +6,7 @@ a served API that accepts what the shell printed.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -251,14 +252,18 @@ class Server:
     base_url: str
     stdout: Path
     stderr: Path
+    pid: int = 0
 
     def logs(self) -> str:
         return self.stdout.read_text() + self.stderr.read_text()
 
 
 @contextmanager
-def serving(data_dir: Path, **env: str) -> Iterator[Server]:
-    """`apiary serve` on a free port until the block ends; waits for /healthz."""
+def serving(
+    data_dir: Path, *, open_files_soft_limit: int | None = None, **env: str
+) -> Iterator[Server]:
+    """`apiary serve` on a free port until the block ends; waits for /healthz. With
+    `open_files_soft_limit`, it starts with that soft limit on open files."""
     port = _free_port()
     server = Server(
         base_url=f"http://127.0.0.1:{port}",
@@ -266,12 +271,20 @@ def serving(data_dir: Path, **env: str) -> Iterator[Server]:
         stderr=data_dir.parent / "serve.err",
     )
     with server.stdout.open("wb") as out, server.stderr.open("wb") as err:
+
+        def limit_open_files() -> None:
+            if open_files_soft_limit is not None:
+                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files_soft_limit, hard))
+
         process = subprocess.Popen(
             [str(APIARY_BIN), "serve", "--port", str(port)],
             env=_environment(data_dir, **env),
             stdout=out,
             stderr=err,
+            preexec_fn=limit_open_files,
         )
+        server.pid = process.pid
         try:
             deadline = time.monotonic() + 90
             while True:
@@ -291,6 +304,20 @@ def serving(data_dir: Path, **env: str) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+
+
+def test_serve_lifts_its_open_files_limit(installed: Installation) -> None:
+    """Ten 100-agent swarms hold a thousand upstream connections: a server started with a
+    low soft limit on open files (many systems give 1024; here 256) lifts it to the hard
+    limit instead of failing with "Too many open files" mid-swarm."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard > 256, "this test needs a hard limit > 256"
+    with serving(installed.data_dir, open_files_soft_limit=256) as server:
+        limits = Path(f"/proc/{server.pid}/limits").read_text()
+    (line,) = [row for row in limits.splitlines() if row.startswith("Max open files")]
+    soft = line.split()[3]
+    expected = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    assert soft in (expected, str(1 << 20)), line
 
 
 def test_served_api_accepts_the_printed_key_and_password_without_logging_them(
