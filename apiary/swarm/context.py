@@ -29,5 +29,6 @@ class SwarmContext:
     tenant_slots: asyncio.Semaphore  # sub-agents of this tenant at once, in this process
     background: str = ""  # inputs and the thread's memory, given to every prompt
     thread_id: str | None = None
+    task: str = ""  # the user's task, as given
     max_steps: int = 6
     phases: dict[str, Any] = field(default_factory=dict)  # figures by phase, as stored

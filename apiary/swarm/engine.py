@@ -530,6 +530,20 @@ async def _finish(
     # state, so nothing overwrites it; the charges go to the ledger before it is said.
     await context.runtime.writes.barrier()
     await context.runtime.ledger.flush()
+    thread_id, agent_id = context.thread_id, context.auth.agent_id
+    if state is ExecutionState.SUCCEEDED and thread_id and agent_id and answer is not None:
+        # Before the final state is visible: whoever sees the execution succeed and starts
+        # the thread's next one finds this turn in the thread's memory. (Recording a turn
+        # twice, if this run is resumed and finishes again, keeps one.)
+        await memory_service.record_turn(
+            context.runtime,
+            tenant_id=context.scope.tenant_id,
+            agent_id=agent_id,
+            thread_id=thread_id,
+            execution_id=context.execution_id,
+            task=context.task,
+            answer=answer,
+        )
     async with session_scope(context.runtime.session_factory) as session:
         await execution_repository.update_subtasks(
             session,
@@ -564,17 +578,6 @@ async def _finish(
             "cost_usd": execution.cost_usd,
             "figures": execution.figures,
         }
-        thread_id, task, agent_id = execution.thread_id, execution.task, execution.agent_id
-    if state is ExecutionState.SUCCEEDED and thread_id and agent_id and answer is not None:
-        await memory_service.record_turn(
-            context.runtime,
-            tenant_id=context.scope.tenant_id,
-            agent_id=agent_id,
-            thread_id=thread_id,
-            execution_id=context.execution_id,
-            task=task,
-            answer=answer,
-        )
     await context.events.emit_all(
         [("state", {"state": state.value}), ("done", {"answer": answer, "error": error, **summary})]
     )
@@ -658,6 +661,7 @@ async def _prepare(
         slots=asyncio.Semaphore(max_agents),
         tenant_slots=_tenant_slots(runtime, tenant_id),
         thread_id=execution.thread_id,
+        task=execution.task,
         max_steps=runtime.settings.swarm.max_steps,
         phases=dict((execution.figures or {}).get("phases", {})),
     )
