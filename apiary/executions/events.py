@@ -3,7 +3,8 @@
 The row is committed before listeners are woken, so whoever reads after a wake-up finds
 it; SSE and WebSocket clients resume from any sequence number because the rows are the
 stream. One process runs an execution at a time, so one in-memory counter (seeded from the
-database when a run starts or resumes) numbers its events without gaps.
+database when a run starts or resumes) numbers its events in order; a number whose write
+failed stays unused, which readers take in their stride (they ask for "after N").
 
 The announcement carries the events themselves, encoded once (`pack`): a listener passes
 them on without reading the database, and reads it only when what it received does not
