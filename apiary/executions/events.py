@@ -106,7 +106,8 @@ class EventRecorder:
         """Store events, numbered in order, and the `alongside` writes in one transaction,
         then announce them: one wait for the commit instead of one per event."""
         if not events:
-            await self._runtime.writes.run(*alongside)
+            if alongside:  # nothing to announce; and nothing at all is no transaction
+                await self._runtime.writes.run(*alongside)
             return []
         created_at = utcnow()
         try:

@@ -133,3 +133,16 @@ def test_packed_events_round_trip_and_a_garbled_message_is_refused() -> None:
     assert unpack(b"") == []
     assert unpack(b"1 state 999\n{}") is None  # shorter than it says
     assert unpack(b"not a frame") is None
+
+
+async def test_emitting_nothing_commits_nothing(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """A sub-agent flushes its streamed text before running tools even when all of it went
+    out already: with no events and no writes, that is no transaction at all."""
+    tenant = await make_tenant(runtime, client, "events-nothing")
+    scope = TenantScope(uuid.UUID(tenant.id))
+    recorder = await EventRecorder.resume(runtime, scope, await _execution(runtime, scope))
+    before = runtime.writes.transactions
+    assert await recorder.emit_all([]) == []
+    assert runtime.writes.transactions == before
