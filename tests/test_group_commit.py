@@ -154,6 +154,28 @@ async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
     await first_flush
 
 
+async def test_a_flush_leaves_entries_recorded_meanwhile_for_the_next_batch(
+    runtime: Runtime,
+) -> None:
+    """Calls keep arriving while a batch commits: the flush writes what was queued when it
+    started and returns, so the late entries go in the next tick's batch instead of a
+    stream of small transactions each paying a commit."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-no-chase")
+    early = record(ledger, auth, "queued before the flush")
+    flushing = asyncio.create_task(ledger.flush())
+    for _ in range(100):  # until the flush has taken the entry and is committing it
+        if not ledger._pending:
+            break
+        await asyncio.sleep(0)
+    late = record(ledger, auth, "recorded during the commit")
+    await flushing
+    assert await stored(runtime, early)
+    assert not await stored(runtime, late)
+    assert [entry["id"] for entry in ledger._pending] == [late]
+    await ledger.flush()
+    assert await stored(runtime, late)
+
+
 async def test_a_cancelled_flush_does_not_lose_the_entries_it_took(runtime: Runtime) -> None:
     """A sub-agent cancelled while its flush writes everybody's entries must not take them
     down with it."""

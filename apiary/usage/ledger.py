@@ -159,10 +159,18 @@ class LedgerWriter:
             await self._write_pending()
 
     async def _write_pending(self) -> None:
-        while self._pending:
-            batch = [
-                self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))
-            ]
+        # Only what is queued now: entries recorded while a batch commits wait for the next
+        # tick (or a full batch). Chasing them instead turns a busy gateway's ledger into a
+        # stream of 10-row transactions, each paying a whole commit's fixed cost.
+        if not self._pending:
+            return
+        last = self._pending[-1]
+        done = False
+        while not done and self._pending:
+            batch: list[dict[str, Any]] = []
+            while self._pending and len(batch) < self._batch_size and not done:
+                batch.append(self._pending.popleft())
+                done = batch[-1] is last
             try:
                 async with session_scope(self._factory) as session:
                     await session.execute(_INSERT, batch)
