@@ -3,10 +3,42 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+
+class Check(NamedTuple):  # a tuple: several are built per gateway call, a dataclass costs more
+    """One counter a call must fit under: it adds `amount` (0: it only looks), and the
+    counter may not pass `limit`. Fits when `value + amount <= limit`, or, for a look,
+    when `value < limit`."""
+
+    key: str
+    amount: int
+    limit: int
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `take` did: everything added (`refused` None), or nothing, because the check at
+    index `refused` did not fit (`value` is that counter's), or because the counter that
+    had to exist did not (`missing`)."""
+
+    refused: int | None = None
+    value: int = 0
+    missing: bool = False
+
+
+TAKEN = Outcome()
+
+
+def _fits(value: int, check: Check) -> bool:
+    return value + check.amount <= check.limit if check.amount > 0 else value < check.limit
 
 
 class CounterStore(Protocol):
@@ -24,6 +56,17 @@ class CounterStore(Protocol):
 
     async def get(self, key: str) -> tuple[int, int]:
         """Return (count, seconds until the window ends); (0, 0) for an unknown key."""
+        ...
+
+    async def take(self, checks: Sequence[Check], *, existing: str | None = None) -> Outcome:
+        """All of `checks` or none, atomically: if every counter fits, add every amount
+        (starting each new key's window); else add nothing. With `existing` (one of the
+        checks' keys), that key must already be there: when it is not, nothing is added
+        and `missing` is set."""
+        ...
+
+    async def add(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        """Add `(key, amount, ttl_s)` changes together; the totals, in order."""
         ...
 
     async def delete(self, key: str) -> None: ...
@@ -47,15 +90,7 @@ class MemoryCounterStore:
         self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
 
     async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
-        now = time.monotonic()
-        self._ops += 1
-        if self._ops % 1024 == 0:
-            self._sweep(now)
-        count, expires = self._counts.get(key, (0, 0.0))
-        if expires <= now:
-            count, expires = 0, now + ttl_s
-        self._counts[key] = (count + amount, expires)
-        return count + amount
+        return self._add(key, amount, ttl_s, time.monotonic())
 
     async def set_if_absent(self, key: str, value: int, *, ttl_s: int) -> bool:
         now = time.monotonic()
@@ -77,6 +112,35 @@ class MemoryCounterStore:
         remaining = expires - time.monotonic()
         return (count, int(remaining) + 1) if remaining > 0 else (0, 0)
 
+    async def take(self, checks: Sequence[Check], *, existing: str | None = None) -> Outcome:
+        now = time.monotonic()
+        counts = self._counts
+        if existing is not None and counts.get(existing, (0, 0.0))[1] <= now:
+            return Outcome(missing=True)
+        for index, check in enumerate(checks):
+            count, expires = counts.get(check.key, (0, 0.0))
+            value = count if expires > now else 0
+            if not _fits(value, check):
+                return Outcome(refused=index, value=value)
+        for check in checks:
+            if check.amount:
+                self._add(check.key, check.amount, check.ttl_s, now)
+        return TAKEN
+
+    async def add(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        now = time.monotonic()
+        return [self._add(key, amount, ttl_s, now) for key, amount, ttl_s in changes]
+
+    def _add(self, key: str, amount: int, ttl_s: int, now: float) -> int:
+        self._ops += 1
+        if self._ops % 1024 == 0:
+            self._sweep(now)
+        count, expires = self._counts.get(key, (0, 0.0))
+        if expires <= now:
+            count, expires = 0, now + ttl_s
+        self._counts[key] = (count + amount, expires)
+        return count + amount
+
     async def delete(self, key: str) -> None:
         self._counts.pop(key, None)
 
@@ -87,6 +151,33 @@ class MemoryCounterStore:
         self._counts.clear()
 
 
+# `take` in one round trip, atomic because Redis runs a script without interleaving.
+# KEYS: the counters; ARGV[1]: the index of the key that must exist (0: none), then each
+# check's amount, limit and ttl. Returns {0, 0} when all was added, {index, value} for the
+# first check that did not fit, {-1, 0} when the key that must exist does not.
+_TAKE = """
+local existing = tonumber(ARGV[1])
+if existing > 0 and redis.call('EXISTS', KEYS[existing]) == 0 then
+  return {-1, 0}
+end
+for i = 1, #KEYS do
+  local amount, limit = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local value = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if (amount > 0 and value + amount > limit) or (amount <= 0 and value >= limit) then
+    return {i, value}
+  end
+end
+for i = 1, #KEYS do
+  local amount = tonumber(ARGV[3 * i - 1])
+  if amount ~= 0 then
+    redis.call('INCRBY', KEYS[i], amount)
+    redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 1], 'NX')
+  end
+end
+return {0, 0}
+"""
+
+
 class RedisCounterStore:
     """Counters shared by every replica, so a throttle holds across the whole deployment."""
 
@@ -95,6 +186,7 @@ class RedisCounterStore:
 
         self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._ns = namespace
+        self._take: AsyncScript = self._redis.register_script(_TAKE)
 
     def _key(self, key: str) -> str:
         return f"{self._ns}:{key}"
@@ -124,6 +216,28 @@ class RedisCounterStore:
         if raw is None:
             return (0, 0)
         return (int(raw), max(int(ttl), 1))
+
+    async def take(self, checks: Sequence[Check], *, existing: str | None = None) -> Outcome:
+        keys = [self._key(check.key) for check in checks]
+        args: list[int] = [0]
+        for index, check in enumerate(checks, start=1):
+            args += (check.amount, check.limit, check.ttl_s)
+            if check.key == existing:
+                args[0] = index
+        if existing is not None and not args[0]:
+            raise ValueError(f"{existing!r} is not one of the checks' keys")
+        refused, value = await self._take(keys=keys, args=args)
+        if refused == -1:
+            return Outcome(missing=True)
+        return Outcome(refused=int(refused) - 1, value=int(value)) if refused else TAKEN
+
+    async def add(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, amount, ttl_s in changes:
+                pipe.incrby(self._key(key), amount)
+                pipe.expire(self._key(key), ttl_s, nx=True)
+            results = await pipe.execute()
+        return [int(total) for total in results[::2]]
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._key(key))

@@ -6,19 +6,25 @@
 - Tokens per minute: the window's tokens so far (added when calls finish) must be under
   the limit for a call to start.
 - Monthly budget: month-to-date spend in micro-dollars. A call first *reserves* its
-  estimated cost (prompt tokens and `max_tokens` at the first candidate model's price)
-  with one atomic increment, so concurrent calls cannot all squeeze under the limit; when
-  the reservation would pass the budget it is taken back and the call gets 402. When the
-  call ends the reservation is replaced by the real cost. Crossing the soft threshold
-  (default 80 %) adds a warning header and one audit entry per month.
+  estimated cost (prompt tokens and `max_tokens` at the first candidate model's price);
+  when the reservation would pass the budget the call gets 402. When the call ends the
+  reservation is replaced by the real cost. Crossing the soft threshold (default 80 %)
+  adds a warning header and one audit entry per month.
 
-The spend counter starts from the ledger's month-to-date sum, once per month and
-deployment (`set_if_absent`), so a restart does not forget what was spent.
+A call's checks (both request windows, both token windows, the reservation) are one
+`CounterStore.take`: all fit and all are added, or nothing is, atomically (a Lua script
+in Redis: one round trip per call, and concurrent calls on any replica cannot squeeze
+past a limit together). Settling is one more round trip.
+
+The spend counter starts from the ledger's month-to-date sum when it does not exist (once
+per month and deployment, or after the counter store lost it), so a restart does not
+forget what was spent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +38,7 @@ from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
 from apiary.db import session_scope
 from apiary.errors import PaymentRequired, TooManyRequests
-from apiary.kv import CounterStore
+from apiary.kv import Check, CounterStore
 from apiary.limits.repository import limits_repository
 from apiary.limits.schemas import Limits
 from apiary.limits.service import NO_LIMITS
@@ -105,40 +111,51 @@ class LimitEnforcer:
             return admission
         now = time.time()
         minute = int(now // 60)
-        retry_after = 60 - int(now % 60)
-        key_id = auth.actor.api_key_id
-        windows = [(f"rl:req:t:{tenant_id}:{minute}", limits.tenant_rpm, "tenant")]
-        if key_id is not None:
-            windows.append((f"rl:req:k:{key_id}:{minute}", limits.key_rpm, "API key"))
-        for name, limit, who in windows:
-            if limit is not None and await self._counters.incr(name, ttl_s=61) > limit:
-                raise TooManyRequests(
-                    f"{who} request rate limit reached ({limit} per minute)",
-                    retry_after_s=retry_after,
-                )
-        token_windows = [(f"rl:tok:t:{tenant_id}:{minute}", limits.tenant_tpm, "tenant")]
-        if key_id is not None:
-            token_windows.append((f"rl:tok:k:{key_id}:{minute}", limits.key_tpm, "API key"))
-        for name, limit, who in token_windows:
-            if limit is not None and (await self._counters.get(name))[0] >= limit:
-                raise TooManyRequests(
-                    f"{who} token rate limit reached ({limit} per minute)",
-                    retry_after_s=retry_after,
-                )
+        tenant, key_id = _name(tenant_id), auth.actor.api_key_id
+        key = _name(key_id) if key_id is not None else None
+        # Every counter the call must fit under, checked and added in one atomic step (one
+        # round trip to Redis), so a refused call counts nowhere.
+        checks: list[Check] = []
+        guards: list[str] = []  # what each check guards, named if it refuses the call
+        if limits.tenant_rpm is not None:
+            checks.append(Check(f"rl:req:t:{tenant}:{minute}", 1, limits.tenant_rpm, 61))
+            guards.append("tenant request")
+        if limits.key_rpm is not None and key is not None:
+            checks.append(Check(f"rl:req:k:{key}:{minute}", 1, limits.key_rpm, 61))
+            guards.append("API key request")
+        if limits.tenant_tpm is not None:  # tokens are added when calls end: only a look
+            checks.append(Check(f"rl:tok:t:{tenant}:{minute}", 0, limits.tenant_tpm, 61))
+            guards.append("tenant token")
+        if limits.key_tpm is not None and key is not None:
+            checks.append(Check(f"rl:tok:k:{key}:{minute}", 0, limits.key_tpm, 61))
+            guards.append("API key token")
+        spend = None
         if limits.monthly_budget_usd is not None:
-            month = _month()
-            key = await self._spend_key(tenant_id, month)
-            reserve = int((estimate_cost_usd() or 0.0) * MICRO)
-            total = await self._counters.incr(key, ttl_s=_MONTH_TTL_S, amount=reserve)
-            budget = int(limits.monthly_budget_usd * MICRO)
-            if total > budget or (reserve == 0 and total >= budget):
-                await self._counters.incr(key, ttl_s=_MONTH_TTL_S, amount=-reserve)
-                spent = (total - reserve) / MICRO
+            admission.month = _month()
+            spend = f"spend:{tenant}:{admission.month}"
+            admission.reserved_micro = int((estimate_cost_usd() or 0.0) * MICRO)
+            budget_micro = int(limits.monthly_budget_usd * MICRO)
+            checks.append(Check(spend, admission.reserved_micro, budget_micro, _MONTH_TTL_S))
+            guards.append("budget")
+        if not checks:
+            return admission
+        outcome = await self._counters.take(checks, existing=spend)
+        if outcome.missing:
+            assert spend is not None
+            await self._start_spend(tenant_id, spend)
+            outcome = await self._counters.take(checks)
+        if outcome.refused is not None:
+            guard, check = guards[outcome.refused], checks[outcome.refused]
+            if guard == "budget":
                 raise PaymentRequired(
                     f"monthly budget of ${limits.monthly_budget_usd:,.2f} reached "
-                    f"(${spent:,.2f} spent this month); raise it in the tenant's limits"
+                    f"(${outcome.value / MICRO:,.2f} spent this month); raise it in the "
+                    "tenant's limits"
                 )
-            admission.reserved_micro, admission.month = reserve, month
+            raise TooManyRequests(
+                f"{guard} rate limit reached ({check.limit} per minute)",
+                retry_after_s=60 - int(now % 60),
+            )
         return admission
 
     async def settle(
@@ -148,44 +165,51 @@ class LimitEnforcer:
         limits, auth = admission.limits, admission.auth
         if limits is NO_LIMITS:
             return None
-        tenant_id = auth.scope.tenant_id
+        tenant = _name(auth.scope.tenant_id)
         minute = int(time.time() // 60)
+        changes: list[tuple[str, int, int]] = []
         if limits.tenant_tpm is not None and tokens:
-            await self._counters.incr(f"rl:tok:t:{tenant_id}:{minute}", ttl_s=61, amount=tokens)
-        if limits.key_tpm is not None and tokens and auth.actor.api_key_id is not None:
-            await self._counters.incr(
-                f"rl:tok:k:{auth.actor.api_key_id}:{minute}", ttl_s=61, amount=tokens
-            )
-        if limits.monthly_budget_usd is None or not admission.month:
+            changes.append((f"rl:tok:t:{tenant}:{minute}", tokens, 61))
+        key_id = auth.actor.api_key_id
+        if limits.key_tpm is not None and tokens and key_id is not None:
+            changes.append((f"rl:tok:k:{_name(key_id)}:{minute}", tokens, 61))
+        budget = limits.monthly_budget_usd
+        if budget is not None and admission.month:
+            delta = int((cost_usd or 0.0) * MICRO) - admission.reserved_micro
+            changes.append((f"spend:{tenant}:{admission.month}", delta, _MONTH_TTL_S))
+        if not changes:
             return None
-        key = f"spend:{tenant_id}:{admission.month}"
-        delta = int((cost_usd or 0.0) * MICRO) - admission.reserved_micro
-        total = await self._counters.incr(key, ttl_s=_MONTH_TTL_S, amount=delta)
-        threshold = limits.monthly_budget_usd * limits.soft_limit_ratio * MICRO
-        if total < threshold:
+        totals = await self._counters.add(changes)
+        if budget is None or not admission.month:
             return None
-        warning = (
-            f"{total / MICRO / limits.monthly_budget_usd:.0%} of the monthly budget "
-            f"(${limits.monthly_budget_usd:,.2f}) is spent"
-        )
+        total = totals[-1]
+        if total < budget * limits.soft_limit_ratio * MICRO:
+            return None
+        warning = f"{total / MICRO / budget:.0%} of the monthly budget (${budget:,.2f}) is spent"
         if await self._counters.set_if_absent(
-            f"budget-warned:{tenant_id}:{admission.month}", 1, ttl_s=_MONTH_TTL_S
+            f"budget-warned:{tenant}:{admission.month}", 1, ttl_s=_MONTH_TTL_S
         ):
             async with session_scope(self._factory) as session:
                 await audit_service.record(
                     session,
                     action="budget.soft_limit_reached",
                     actor=auth.actor,
-                    tenant_id=tenant_id,
+                    tenant_id=auth.scope.tenant_id,
                     details={"warning": warning},
                 )
         return warning
 
-    async def _spend_key(self, tenant_id: uuid.UUID, month: str) -> str:
-        key = f"spend:{tenant_id}:{month}"
-        if (await self._counters.get(key))[0] == 0:
-            start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            async with self._factory() as session:
-                spent = await limits_repository.spent_since(session, TenantScope(tenant_id), start)
-            await self._counters.set_if_absent(key, int(spent * MICRO), ttl_s=_MONTH_TTL_S)
-        return key
+    async def _start_spend(self, tenant_id: uuid.UUID, key: str) -> None:
+        """Start this month's spend counter from the ledger (once per month, and again if
+        the counter store lost it), so a restart does not forget what was spent."""
+        start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        async with self._factory() as session:
+            spent = await limits_repository.spent_since(session, TenantScope(tenant_id), start)
+        await self._counters.set_if_absent(key, int(spent * MICRO), ttl_s=_MONTH_TTL_S)
+
+
+@functools.lru_cache(maxsize=4096)
+def _name(id_: uuid.UUID) -> str:
+    """A tenant's or key's id as it appears in counter names (`str(UUID)` runs Python code
+    each time, and every call names up to six counters)."""
+    return str(id_)

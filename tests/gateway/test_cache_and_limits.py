@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -151,6 +152,28 @@ async def test_budget_stops_spending_at_the_limit(make_gateway: GatewayFactory) 
     entries = await gateway.ledger()
     assert len(entries) >= 5
     assert sum(e.cost_usd or 0 for e in entries) <= 60
+
+
+async def test_the_budget_survives_a_counter_store_that_forgot_the_spend(
+    make_gateway: GatewayFactory,
+) -> None:
+    """A restart of the embedded store, or a Redis flush, loses the month's spend counter:
+    it starts again from the ledger, so the budget still holds."""
+    gateway: Gateway = await make_gateway(
+        prices={"lab/mystery-7b": PriceConfig(input=1_000_000, output=1_000_000)}
+    )
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=60)
+    client = gateway.client()
+    spent = 0.0
+    while spent < 45:  # a few dollars a call; each reserves about $20 (its prompt and max_tokens)
+        await client.chat.completions.create(model="lab/mystery-7b", messages=HELLO, max_tokens=8)
+        spent = sum(e.cost_usd or 0 for e in await gateway.ledger())
+    month = time.strftime("%Y%m", time.gmtime())
+    await gateway.runtime.counters.delete(f"spend:{gateway.tenant.id}:{month}")
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client.chat.completions.create(model="lab/mystery-7b", messages=HELLO, max_tokens=8)
+    assert caught.value.status_code == 402
+    assert f"(${spent:,.2f} spent this month)" in caught.value.message
 
 
 async def test_concurrent_reservations_cannot_overspend(gateway: Gateway) -> None:
