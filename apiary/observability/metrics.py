@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apiary.observability.logging import RequestContext, request_context
+from apiary.observability.logging import RequestContext, log_info, request_context
 
 __all__ = [
     "HTTP_LATENCY",
@@ -192,14 +192,11 @@ class ObservabilityMiddleware:
             labelled(HTTP_LATENCY, method, route).observe(duration)
             if route not in _QUIET_ROUTES:
                 duration_ms = round(duration * 1000, 2)
-                access_log.info(
-                    "%s %s %s %.2fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    duration_ms,
+                log_info(
+                    access_log,
+                    f"{scope['method']} {scope['path']} {status} {duration_ms:.2f}ms",
                     # The query string is left out: it is where clients put tokens.
-                    extra={
+                    {
                         "method": scope["method"],
                         "path": scope["path"],
                         "route": route,

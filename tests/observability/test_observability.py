@@ -25,7 +25,9 @@ from starlette.responses import Response
 from apiary.observability.logging import (
     REDACTED,
     JsonFormatter,
+    RequestContext,
     configure_logging,
+    log_info,
     redact,
     request_context,
 )
@@ -384,3 +386,57 @@ async def test_text_format_keeps_correlation_and_redaction(
     assert f"token {REDACTED} api_key={REDACTED}" in output
     for secret in ("apy_abcdef123456", "plain-key"):
         assert secret not in output
+
+
+def test_the_access_line_written_directly_is_the_line_logging_would_write(
+    log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`log_info` skips the logging machinery when Apiary's JSON handler is the only one the
+    line would reach: what it writes must be exactly what `logger.info` writes."""
+    root = logging.getLogger()
+    [ours] = [h for h in root.handlers if getattr(h, "stream", None) is log_stream]
+    access = logging.getLogger("apiary.access")
+    message = "POST /v1/chat/completions Bearer abc.def 200 1.50ms"
+    fields: dict[str, object] = {
+        "method": "POST",
+        "route": "/v1/chat/completions",
+        "status": 200,
+        "duration_ms": 1.5,
+        "api_key": "apy_0123456789abcdef",
+        "level": "DEBUG",  # an extra field may not pass itself off as the envelope's
+        "nested": {"password": "hunter2", "note": "sk-0123456789abcdef0123"},
+    }
+    records = 0
+    make_record = logging.Logger.makeRecord
+
+    def counting(self: logging.Logger, *args: object, **kwargs: object) -> logging.LogRecord:
+        nonlocal records
+        records += 1
+        return make_record(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    saved = list(root.handlers)
+    context = request_context.set(RequestContext(request_id="req-1", tenant_id="tenant-1"))
+    try:
+        root.handlers[:] = [ours]  # as in production: nothing else attached
+        log_info(access, message, fields)
+        assert records == 0  # written directly
+        root.handlers[:] = saved
+        access.addHandler(logging.NullHandler())  # another destination: the ordinary path
+        log_info(access, message, fields)
+        assert records == 1
+    finally:
+        request_context.reset(context)
+        root.handlers[:] = saved
+        access.handlers.clear()
+
+    direct, ordinary = _lines(log_stream)[-2:]
+    assert direct.pop("ts")
+    assert ordinary.pop("ts")
+    assert direct == ordinary
+    assert direct["message"] == "POST /v1/chat/completions Bearer [redacted] 200 1.50ms"
+    assert direct["level"] == "INFO"
+    assert direct["extra_level"] == "DEBUG"
+    assert direct["api_key"] == REDACTED
+    assert direct["nested"] == {"password": REDACTED, "note": REDACTED}
+    assert (direct["request_id"], direct["tenant_id"]) == ("req-1", "tenant-1")
