@@ -78,6 +78,7 @@ def serve(
     """Start the API server."""
     import uvicorn
 
+    from apiary.http_protocol import ApiaryHttpProtocol
     from apiary.main import create_app
     from apiary.observability.logging import configure_logging
 
@@ -94,6 +95,7 @@ def serve(
         access_log=False,  # ours is written by the observability middleware
         proxy_headers=False,
         server_header=False,  # no banner naming the server software
+        http=ApiaryHttpProtocol,  # uvicorn's httptools protocol, one write per small response
     )
 
 
