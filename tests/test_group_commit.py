@@ -154,6 +154,38 @@ async def test_ledger_flush_returns_only_once_every_earlier_entry_is_stored(
     await first_flush
 
 
+async def test_the_writer_stores_every_column_as_the_orm_reads_it(runtime: Runtime) -> None:
+    """The writer hands its batches to the driver itself: each column must land exactly as
+    an ordinary insert would store it (ids, the UTC timestamp, JSON, booleans, nulls)."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-columns")
+    auth = replace(
+        auth, actor=Actor(api_key_id=uuid.uuid4()), execution_id=uuid.uuid4(), agent_id=None
+    )
+    entry = ledger_row(
+        auth,
+        {"model": "auto"},
+        kind="chat",
+        route="auto",
+        reason="complexity 0.91 > 0.8",
+        provider="oai",
+        model="gpt-4o",
+        usage=Usage(prompt_tokens=12, completion_tokens=7, cached_tokens=3),
+        cost_usd=None,
+        latency_s=0.25,
+        ttft_s=0.05,
+        fallback_path=["claude/claude-sonnet-4: rate_limit"],
+        streamed=True,
+        tokens_estimated=True,
+    )
+    ledger.record(entry)
+    await ledger.flush()
+    async with session_scope(runtime.session_factory) as session:
+        row = await session.get(LedgerEntry, entry["id"])
+    assert row is not None
+    stored_columns = {column.key: getattr(row, column.key) for column in LedgerEntry.__table__.c}
+    assert stored_columns == entry
+
+
 async def test_a_flush_leaves_entries_recorded_meanwhile_for_the_next_batch(
     runtime: Runtime,
 ) -> None:
