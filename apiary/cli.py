@@ -83,7 +83,7 @@ def serve(
     from apiary.observability.logging import configure_logging
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, batch=True)  # an access line per request
     lift_open_files_limit()  # a connection per sub-agent call in flight, and the clients'
     bind_host, bind_port = host or settings.host, port or settings.port
     typer.echo(f"Apiary listening on http://{bind_host}:{bind_port}  (API docs: /docs)")

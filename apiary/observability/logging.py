@@ -10,6 +10,7 @@ messages, string values and tracebacks.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -242,8 +243,7 @@ def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object])
     line = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     with handler.lock:  # type: ignore[union-attr]  # created with the handler
         try:
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
+            handler.write_line(line)
         except Exception:  # a failed write must not fail the request
             handler.handleError(logging.makeLogRecord({"msg": message}))
 
@@ -299,17 +299,66 @@ class TextFormatter(logging.Formatter):
 
 
 class _ApiaryHandler(logging.StreamHandler[TextIO]):
-    """Marker subclass so `configure_logging` can find and replace its own handler."""
+    """Apiary's one handler (a subclass, so `configure_logging` can find and replace it).
+
+    With `batch`, lines below WARNING written during one turn of the event loop leave in
+    one write when the turn ends, instead of a system call each: a busy server writes an
+    access line per request. Warnings and errors, and lines written outside an event loop,
+    go at once, taking any held lines with them, in order."""
+
+    def __init__(self, stream: TextIO, *, batch: bool = False) -> None:
+        super().__init__(stream)
+        self._batch = batch
+        self._held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record), urgent=record.levelno >= logging.WARNING)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def write_line(self, line: str, *, urgent: bool = False) -> None:
+        """Write one formatted line; the caller holds the handler's lock."""
+        if self._batch and not urgent:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._held.append(line + self.terminator)
+                if len(self._held) == 1:
+                    loop.call_soon(self._release)
+                return
+        self._held.append(line + self.terminator)
+        self.flush()
+
+    def _release(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # a failed write must not take the event loop's callback down
+            self.handleError(logging.makeLogRecord({"msg": "held log lines"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created with the handler
+            if self._held:
+                text = "".join(self._held)
+                self._held.clear()
+                self.stream.write(text)
+            super().flush()
 
 
 def configure_logging(
-    level: str = "INFO", *, json: bool = True, stream: TextIO | None = None
+    level: str = "INFO", *, json: bool = True, stream: TextIO | None = None, batch: bool = False
 ) -> None:
     """Route all logging through one redacting handler on the root logger.
 
     Safe to call more than once: the previous Apiary handler is replaced, never duplicated.
     Handlers installed by others (a test harness's capture, for example) are left alone.
-    `stream` defaults to stderr and exists so tests can read what was written.
+    `stream` defaults to stderr and exists so tests can read what was written. `batch`
+    (the server sets it) writes the lines of one event-loop turn together; see
+    `_ApiaryHandler`.
     """
     # Our lines carry neither the caller's file and line nor thread and process names, so
     # logging need not walk the stack or look them up for every record (the logging
@@ -323,7 +372,7 @@ def configure_logging(
         root.removeHandler(existing)
         existing.close()
 
-    handler = _ApiaryHandler(stream if stream is not None else sys.stderr)
+    handler = _ApiaryHandler(stream if stream is not None else sys.stderr, batch=batch)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     root.addHandler(handler)

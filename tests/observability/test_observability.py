@@ -8,6 +8,7 @@ metric assertions compare a scrape taken before the requests with one taken afte
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -440,3 +441,47 @@ def test_the_access_line_written_directly_is_the_line_logging_would_write(
     assert direct["api_key"] == REDACTED
     assert direct["nested"] == {"password": REDACTED, "note": REDACTED}
     assert (direct["request_id"], direct["tenant_id"]) == ("req-1", "tenant-1")
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_a_batching_server_writes_a_loop_turn_s_lines_together(
+    log_stream: io.StringIO,
+) -> None:
+    """`apiary serve` batches: INFO lines of one event-loop turn leave in one write when
+    the turn ends; a warning goes at once, after the lines held before it."""
+    stream = _CountingStream()
+    configure_logging("INFO", stream=stream, batch=True)
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers[:] = [h for h in saved if getattr(h, "stream", None) is stream]
+    try:
+        log.info("first")
+        log.info("second")
+        assert stream.getvalue() == ""
+        await asyncio.sleep(0)
+        assert [line["message"] for line in _lines(stream)] == ["first", "second"]
+        assert stream.writes == 1
+
+        log.info("held")
+        log.warning("urgent")
+        assert [line["message"] for line in _lines(stream)][2:] == ["held", "urgent"]
+        await asyncio.sleep(0)
+        assert len(_lines(stream)) == 4  # nothing written twice
+    finally:
+        root.handlers[:] = saved
+
+
+def test_a_batching_handler_writes_at_once_outside_an_event_loop(log_stream: io.StringIO) -> None:
+    stream = _CountingStream()
+    configure_logging("INFO", stream=stream, batch=True)
+    log.info("no loop here")
+    assert [line["message"] for line in _lines(stream)] == ["no loop here"]
