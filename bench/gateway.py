@@ -373,6 +373,30 @@ def start_apiary(
     return service, f"{base}/v1/chat/completions", key, limits
 
 
+def start_floor(
+    services: Services, workdir: Path, upstream_url: str, *, source: Path | None = None
+) -> tuple[Service, str]:
+    """bench/passthrough_server.py: the same server stack and upstream client as Apiary,
+    with none of the gateway's work; what one more hop through Python costs here."""
+    port = free_port()
+    service = services.start(
+        "floor (pass-through)",
+        [
+            str(VENV / "bin" / "python"),
+            str(BENCH / "passthrough_server.py"),
+            f"--upstream={upstream_url}",
+            f"--key={UPSTREAM_KEY}",
+            f"--port={port}",
+        ],
+        cpu=GATEWAY_CPU,
+        env=clean_env(source),
+        log=workdir / "floor.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(service, f"{base}/healthz", timeout_s=60)
+    return service, f"{base}/v1/chat/completions"
+
+
 def _call(method: str, url: str, body: object, token: str | None = None) -> Any:
     headers = {"content-type": "application/json"}
     if token:
@@ -933,6 +957,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-litellm", action="store_true", help="Apiary vs direct only")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a bare pass-through on Apiary's server stack "
+        "(bench/passthrough_server.py)",
+    )
+    parser.add_argument(
         "--ref",
         action="append",
         help="run Apiary from `git archive REF` (e.g. HEAD) instead of the working tree; "
@@ -1031,6 +1061,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run=TargetRun("direct"),
             )
             targets = [direct]
+            if args.floor:
+                floor, floor_url = start_floor(services, workdir, upstream_url, source=builds[0][1])
+                print(f"floor: bench/passthrough_server.py (CPU {GATEWAY_CPU})", flush=True)
+                targets.append(
+                    Target(floor_url, UPSTREAM_KEY, gateway=floor, run=TargetRun("floor"))
+                )
             for level in args.log_levels:
                 for index, (label, source, _) in enumerate(builds):
                     name = f"apiary[{level}]" if len(builds) == 1 else f"apiary@{label}[{level}]"
