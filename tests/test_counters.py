@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from apiary.kv import Check, CounterStore, MemoryCounterStore, Outcome, RedisCounterStore
+from apiary.kv import Change, Check, CounterStore, MemoryCounterStore, Outcome, RedisCounterStore
 from tests.conftest import TEST_REDIS
 
 STORES = [
@@ -40,7 +40,7 @@ async def test_a_call_that_fits_adds_to_every_counter(store: CounterStore) -> No
 
 
 async def test_a_refused_call_adds_nothing_anywhere(store: CounterStore) -> None:
-    await store.add([("spend", 90, 60)])
+    await store.add([Change("spend", 90, 60)])
     checks = [Check("requests", 1, 5, 60), Check("spend", 20, 100, 60)]
     assert await store.take(checks) == Outcome(refused=1, value=90)
     assert (await store.get("requests"))[0] == 0  # the window that fitted was not charged
@@ -50,9 +50,9 @@ async def test_a_refused_call_adds_nothing_anywhere(store: CounterStore) -> None
 async def test_limits_are_inclusive_and_a_look_refuses_at_the_limit(store: CounterStore) -> None:
     assert await store.take([Check("requests", 1, 1, 60)]) == Outcome()
     assert await store.take([Check("requests", 1, 1, 60)]) == Outcome(refused=0, value=1)
-    await store.add([("tokens", 99, 60)])
+    await store.add([Change("tokens", 99, 60)])
     assert await store.take([Check("tokens", 0, 100, 60)]) == Outcome()
-    await store.add([("tokens", 1, 60)])
+    await store.add([Change("tokens", 1, 60)])
     assert await store.take([Check("tokens", 0, 100, 60)]) == Outcome(refused=0, value=100)
 
 
@@ -72,5 +72,17 @@ async def test_concurrent_takes_never_pass_the_limit(store: CounterStore) -> Non
 
 
 async def test_add_returns_the_totals_and_can_take_back(store: CounterStore) -> None:
-    assert await store.add([("tokens", 7, 60), ("spend", 50, 60)]) == [7, 50]
-    assert await store.add([("spend", -20, 60)]) == [30]
+    assert await store.add([Change("tokens", 7, 60), Change("spend", 50, 60)]) == [7, 50]
+    assert await store.add([Change("spend", -20, 60)]) == [30]
+
+
+async def test_a_change_to_an_existing_counter_only(store: CounterStore) -> None:
+    """Settling a call must not start a spend counter the store lost: the next admission
+    starts it from the ledger instead."""
+    assert await store.add([Change("tokens", 5, 60), Change("spend", -4, 60, existing=True)]) == [
+        5,
+        None,
+    ]
+    assert await store.get("spend") == (0, 0)
+    assert await store.set_if_absent("spend", 90, ttl_s=60)
+    assert await store.add([Change("spend", -4, 60, existing=True)]) == [86]

@@ -23,6 +23,17 @@ class Check(NamedTuple):  # a tuple: several are built per gateway call, a datac
     ttl_s: int
 
 
+class Change(NamedTuple):
+    """Add `amount` to `key`, starting a `ttl_s` window if it is new; with `existing`, only
+    if the key is there (a spend counter the store lost must be started from the ledger
+    again, not from this one change)."""
+
+    key: str
+    amount: int
+    ttl_s: int
+    existing: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What `take` did: everything added (`refused` None), or nothing, because the check at
@@ -65,8 +76,9 @@ class CounterStore(Protocol):
         and `missing` is set."""
         ...
 
-    async def add(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
-        """Add `(key, amount, ttl_s)` changes together; the totals, in order."""
+    async def add(self, changes: Sequence[Change]) -> list[int | None]:
+        """Make the changes together; each key's total, in order (None: an `existing`
+        change whose key was not there, so nothing was added)."""
         ...
 
     async def delete(self, key: str) -> None: ...
@@ -127,9 +139,15 @@ class MemoryCounterStore:
                 self._add(check.key, check.amount, check.ttl_s, now)
         return TAKEN
 
-    async def add(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
+    async def add(self, changes: Sequence[Change]) -> list[int | None]:
         now = time.monotonic()
-        return [self._add(key, amount, ttl_s, now) for key, amount, ttl_s in changes]
+        counts = self._counts
+        return [
+            None
+            if change.existing and counts.get(change.key, (0, 0.0))[1] <= now
+            else self._add(change.key, change.amount, change.ttl_s, now)
+            for change in changes
+        ]
 
     def _add(self, key: str, amount: int, ttl_s: int, now: float) -> int:
         self._ops += 1
@@ -178,6 +196,22 @@ return {0, 0}
 """
 
 
+# `add` in one round trip. ARGV: each change's amount, ttl and 1 if its key must exist.
+# Returns each total, or false (nil in the reply) for a key that had to exist and did not.
+_ADD = """
+local totals = {}
+for i = 1, #KEYS do
+  if ARGV[3 * i] == '1' and redis.call('EXISTS', KEYS[i]) == 0 then
+    totals[i] = false
+  else
+    totals[i] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
+    redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 1], 'NX')
+  end
+end
+return totals
+"""
+
+
 class RedisCounterStore:
     """Counters shared by every replica, so a throttle holds across the whole deployment."""
 
@@ -187,6 +221,7 @@ class RedisCounterStore:
         self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._ns = namespace
         self._take: AsyncScript = self._redis.register_script(_TAKE)
+        self._add: AsyncScript = self._redis.register_script(_ADD)
 
     def _key(self, key: str) -> str:
         return f"{self._ns}:{key}"
@@ -231,13 +266,13 @@ class RedisCounterStore:
             return Outcome(missing=True)
         return Outcome(refused=int(refused) - 1, value=int(value)) if refused else TAKEN
 
-    async def add(self, changes: Sequence[tuple[str, int, int]]) -> list[int]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, amount, ttl_s in changes:
-                pipe.incrby(self._key(key), amount)
-                pipe.expire(self._key(key), ttl_s, nx=True)
-            results = await pipe.execute()
-        return [int(total) for total in results[::2]]
+    async def add(self, changes: Sequence[Change]) -> list[int | None]:
+        keys = [self._key(change.key) for change in changes]
+        args: list[int] = []
+        for change in changes:
+            args += (change.amount, change.ttl_s, int(change.existing))
+        totals = await self._add(keys=keys, args=args)
+        return [None if total is None else int(total) for total in totals]
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._key(key))

@@ -38,7 +38,7 @@ from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
 from apiary.db import session_scope
 from apiary.errors import PaymentRequired, TooManyRequests
-from apiary.kv import Check, CounterStore
+from apiary.kv import Change, Check, CounterStore
 from apiary.limits.repository import limits_repository
 from apiary.limits.schemas import Limits
 from apiary.limits.service import NO_LIMITS
@@ -167,23 +167,28 @@ class LimitEnforcer:
             return None
         tenant = _name(auth.scope.tenant_id)
         minute = int(time.time() // 60)
-        changes: list[tuple[str, int, int]] = []
+        changes: list[Change] = []
         if limits.tenant_tpm is not None and tokens:
-            changes.append((f"rl:tok:t:{tenant}:{minute}", tokens, 61))
+            changes.append(Change(f"rl:tok:t:{tenant}:{minute}", tokens, 61))
         key_id = auth.actor.api_key_id
         if limits.key_tpm is not None and tokens and key_id is not None:
-            changes.append((f"rl:tok:k:{_name(key_id)}:{minute}", tokens, 61))
+            changes.append(Change(f"rl:tok:k:{_name(key_id)}:{minute}", tokens, 61))
         budget = limits.monthly_budget_usd
         if budget is not None and admission.month:
             delta = int((cost_usd or 0.0) * MICRO) - admission.reserved_micro
-            changes.append((f"spend:{tenant}:{admission.month}", delta, _MONTH_TTL_S))
+            # Only if the counter is there: one the store lost (a restart, a flush) is
+            # started from the ledger by the next admission; a settle creating it would
+            # start it from this one delta, and the month's spend would be forgotten.
+            changes.append(
+                Change(f"spend:{tenant}:{admission.month}", delta, _MONTH_TTL_S, existing=True)
+            )
         if not changes:
             return None
         totals = await self._counters.add(changes)
         if budget is None or not admission.month:
             return None
         total = totals[-1]
-        if total < budget * limits.soft_limit_ratio * MICRO:
+        if total is None or total < budget * limits.soft_limit_ratio * MICRO:
             return None
         warning = f"{total / MICRO / budget:.0%} of the monthly budget (${budget:,.2f}) is spent"
         if await self._counters.set_if_absent(

@@ -16,7 +16,9 @@ from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.errors import PaymentRequired
 from apiary.gateway.config import PriceConfig
+from apiary.gateway.providers.base import Usage
 from apiary.limits.enforcer import Admission
+from apiary.usage.ledger import ledger_row
 from tests.factories import Caller, make_api_key, make_member, make_tenant
 from tests.gateway.conftest import Gateway, GatewayFactory
 
@@ -174,6 +176,47 @@ async def test_the_budget_survives_a_counter_store_that_forgot_the_spend(
         await client.chat.completions.create(model="lab/mystery-7b", messages=HELLO, max_tokens=8)
     assert caught.value.status_code == 402
     assert f"(${spent:,.2f} spent this month)" in caught.value.message
+
+
+async def test_a_call_settled_after_the_spend_counter_was_lost_does_not_restart_it(
+    gateway: Gateway,
+) -> None:
+    """The store loses the month's spend counter (a Redis restart) while a call is in
+    flight: that call's settle must not start the counter from its own small delta, or
+    the tenant would spend from zero again; the next admission starts it from the ledger."""
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=100)
+    runtime, enforcer = gateway.runtime, gateway.runtime.limits
+    tenant_id = uuid.UUID(str(gateway.tenant.id))
+    auth = AuthContext(role=Role.DEVELOPER, tenant_id=tenant_id, actor=Actor())
+    runtime.ledger.record(
+        ledger_row(
+            auth,
+            {"model": "oai/gpt-4o"},
+            kind="chat",
+            route=None,
+            reason="explicit model",
+            provider="oai",
+            model="gpt-4o",
+            usage=Usage(prompt_tokens=1000),
+            cost_usd=90.0,
+            latency_s=1.0,
+        )
+    )
+    await runtime.ledger.flush()  # $90 of $100 spent this month
+
+    in_flight = await enforcer.admit(auth, estimate_cost_usd=lambda: 5.0)
+    month = time.strftime("%Y%m", time.gmtime())
+    await runtime.counters.delete(f"spend:{tenant_id}:{month}")
+    await enforcer.settle(in_flight, tokens=10, cost_usd=1.0)
+
+    async def attempt() -> bool:
+        try:
+            await enforcer.admit(auth, estimate_cost_usd=lambda: 5.0)
+        except PaymentRequired:
+            return False
+        return True
+
+    assert [await attempt() for _ in range(3)] == [True, True, False]  # $90 + $5 + $5
 
 
 async def test_concurrent_reservations_cannot_overspend(gateway: Gateway) -> None:
