@@ -186,6 +186,51 @@ async def test_the_writer_stores_every_column_as_the_orm_reads_it(runtime: Runti
     assert stored_columns == entry
 
 
+async def test_an_entry_the_batch_cannot_take_neither_blocks_nor_loses_the_others(
+    runtime: Runtime,
+) -> None:
+    """An entry missing a column (a caller not using ledger_row) makes the driver-level
+    batch fail: the writer then goes one by one, where the column's default applies."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-incomplete")
+    before = record(ledger, auth, "before")
+    incomplete = ledger_row(
+        auth,
+        {"model": "oai/gpt-4o-mini"},
+        kind="chat",
+        route=None,
+        reason="no streamed column",
+        provider="oai",
+        model="gpt-4o-mini",
+        usage=Usage(),
+        cost_usd=0.0,
+        latency_s=0.001,
+    )
+    del incomplete["streamed"]
+    ledger.record(incomplete)
+    after = record(ledger, auth, "after")
+    await ledger.flush()
+    assert not ledger._pending
+    for entry_id in (before, incomplete["id"], after):
+        assert await stored(runtime, entry_id)
+    assert ledger.dropped == 0
+
+
+async def test_closing_the_writer_stores_entries_recorded_during_its_last_flush(
+    runtime: Runtime,
+) -> None:
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-close")
+    early = record(ledger, auth, "early")
+    closing = asyncio.create_task(ledger.close())
+    for _ in range(100):  # until the last flush has taken the entry and is committing it
+        if not ledger._pending:
+            break
+        await asyncio.sleep(0)
+    late = record(ledger, auth, "late")
+    await closing
+    assert await stored(runtime, early)
+    assert await stored(runtime, late)
+
+
 async def test_a_flush_leaves_entries_recorded_meanwhile_for_the_next_batch(
     runtime: Runtime,
 ) -> None:

@@ -20,7 +20,13 @@ from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.auth.context import AuthContext
@@ -76,6 +82,10 @@ class _DriverInsert:
         ]
 
 
+class _UnwritableRow(Exception):
+    """An entry the writer cannot turn into the driver's parameters."""
+
+
 def ledger_row(
     auth: AuthContext,
     body: dict[str, Any],
@@ -107,10 +117,10 @@ def ledger_row(
         "agent_id": auth.agent_id,
         "kind": kind,
         "requested_model": str(body.get("model"))[:200],
-        "route": route,
+        "route": route[:100] if route else route,
         "reason": reason[:200],
-        "provider": provider,
-        "model": model,
+        "provider": provider[:100] if provider else provider,
+        "model": model[:200] if model else model,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens,
@@ -213,10 +223,16 @@ class LedgerWriter:
                     driver = self._driver_insert
                     if driver is None:
                         driver = self._driver_insert = _DriverInsert.compile(connection.dialect)
-                    await connection.exec_driver_sql(driver.sql, driver.rows(batch))
-            except IntegrityError:
-                # One bad row (its tenant deleted meanwhile) must not block the rest forever.
-                await self._write_one_by_one(batch)
+                    try:
+                        rows = driver.rows(batch)
+                    except Exception as error:  # a row that cannot be converted
+                        raise _UnwritableRow from error
+                    await connection.exec_driver_sql(driver.sql, rows)
+            except (IntegrityError, DataError, _UnwritableRow):
+                # One bad row (its tenant deleted meanwhile, a value its column refuses) must
+                # not block the rest forever: find it by writing the rows one by one.
+                if not await self._write_one_by_one(batch):
+                    return
                 continue
             except Exception:
                 log.exception("ledger batch of %d entries not written; will retry", len(batch))
@@ -224,16 +240,28 @@ class LedgerWriter:
                 return
             self.written += len(batch)
 
-    async def _write_one_by_one(self, batch: list[dict[str, Any]]) -> None:
-        for entry in batch:
+    async def _write_one_by_one(self, batch: list[dict[str, Any]]) -> bool:
+        """Each entry in its own transaction (through SQLAlchemy, which also fills in a
+        missing column's default); an entry the database refuses is dropped and counted.
+        False when the database itself fails: the rest go back in the queue."""
+        for index, entry in enumerate(batch):
             try:
                 async with session_scope(self._factory) as session:
                     await session.execute(_INSERT, [entry])
-            except IntegrityError:
+            except (OperationalError, InterfaceError):
+                log.exception("ledger entries not written; will retry")
+                self._pending.extendleft(reversed(batch[index:]))
+                return False
+            except (StatementError, KeyError, TypeError, ValueError) as error:
                 self.dropped += 1
-                log.error("ledger entry %s dropped: it violates a constraint", entry["id"])
+                log.error(
+                    "ledger entry %s dropped: the database refused it (%s)",
+                    entry.get("id"),
+                    type(error).__name__,
+                )
             else:
                 self.written += 1
+        return True
 
     async def take(self, execution_id: uuid.UUID) -> list[Write]:
         """An execution's queued entries, taken out of the queue as writes for the caller's
@@ -280,4 +308,11 @@ class LedgerWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        # A flush writes what was queued when it began: repeat while entries recorded
+        # meanwhile remain and the database takes them.
+        while self._pending:
+            done = self.written + self.dropped
+            await self.flush()
+            if self.written + self.dropped == done:  # the database takes nothing
+                log.error("%d ledger entries not written at shutdown", len(self._pending))
+                return
