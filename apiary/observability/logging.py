@@ -229,8 +229,9 @@ def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object])
         return
     formatter = cast(JsonFormatter, handler.formatter)
     context = request_context.get()
+    created = time.time()
     payload: dict[str, object] = {
-        "ts": formatter._timestamp(time.time()),
+        "ts": None,  # set under the handler's lock, where the formatter keeps its clock
         "level": "INFO",
         "logger": logger.name,
         "message": redact(message),
@@ -238,11 +239,14 @@ def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object])
         "tenant_id": context.tenant_id if context else None,
     }
     for key, value in fields.items():
+        if key.startswith("_"):  # as on a LogRecord, where such names are never extras
+            continue
         redacted = REDACTED if _is_sensitive_key(key) else _redact_value(value)
         payload[f"extra_{key}" if key in _CORE_KEYS else key] = redacted
-    line = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     with handler.lock:  # type: ignore[union-attr]  # created with the handler
         try:
+            payload["ts"] = formatter._timestamp(created)
+            line = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
             handler.write_line(line)
         except Exception:  # a failed write must not fail the request
             handler.handleError(logging.makeLogRecord({"msg": message}))
@@ -253,14 +257,12 @@ def _only_json_handler(logger: logging.Logger) -> _ApiaryHandler | None:
     if logger.filters or not logger.isEnabledFor(logging.INFO):
         return None
     current: logging.Logger | None = logger
-    while current is not None:
-        if current.handlers:
-            break
+    while current is not None and not current.handlers:
         if not current.propagate:
             return None
         current = current.parent
-    if current is None or len(current.handlers) != 1:
-        return None
+    if current is not logging.getLogger() or len(current.handlers) != 1:
+        return None  # handlers below the root, or none at all
     handler = current.handlers[0]
     if (
         type(handler) is not _ApiaryHandler

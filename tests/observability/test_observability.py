@@ -406,6 +406,7 @@ def test_the_access_line_written_directly_is_the_line_logging_would_write(
         "api_key": "apy_0123456789abcdef",
         "level": "DEBUG",  # an extra field may not pass itself off as the envelope's
         "nested": {"password": "hunter2", "note": "sk-0123456789abcdef0123"},
+        "_internal": "never an extra field",
     }
     records = 0
     make_record = logging.Logger.makeRecord
@@ -441,6 +442,7 @@ def test_the_access_line_written_directly_is_the_line_logging_would_write(
     assert direct["api_key"] == REDACTED
     assert direct["nested"] == {"password": REDACTED, "note": REDACTED}
     assert (direct["request_id"], direct["tenant_id"]) == ("req-1", "tenant-1")
+    assert "_internal" not in direct
 
 
 class _CountingStream(io.StringIO):
