@@ -40,7 +40,7 @@ async def echo(websocket: WebSocket) -> None:
 
 
 @pytest.fixture
-async def base_url() -> AsyncIterator[str]:
+async def served() -> AsyncIterator[tuple[str, uvicorn.Server]]:
     app = Starlette(
         routes=[
             Route("/small", small, methods=["POST"]),
@@ -58,9 +58,14 @@ async def base_url() -> AsyncIterator[str]:
             break
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", server
     server.should_exit = True
     await serving
+
+
+@pytest.fixture
+def base_url(served: tuple[str, uvicorn.Server]) -> str:
+    return served[0]
 
 
 async def test_responses_on_one_kept_alive_connection(base_url: str) -> None:
@@ -70,6 +75,41 @@ async def test_responses_on_one_kept_alive_connection(base_url: str) -> None:
             assert response.status_code == 200
             assert response.json() == {"echo": f"call {n}"}
             assert response.headers["content-type"] == "application/json"
+
+
+async def test_a_served_json_answer_leaves_in_one_write(
+    served: tuple[str, uvicorn.Server],
+) -> None:
+    """On the wire: the server's transport for a kept-alive connection is watched, and one
+    small JSON answer is one write holding the status line, headers and body."""
+    base_url, server = served
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        await http.post("/small", content="open the connection")
+        [protocol] = server.server_state.connections
+        holding: Any = protocol.transport
+        assert isinstance(holding, _HeadHoldingTransport)
+        watched = _Watched(holding._transport)
+        holding._transport = watched  # type: ignore[assignment]  # a stand-in that notes writes
+        response = await http.post("/small", content="watched")
+    assert response.json() == {"echo": "watched"}
+    [write] = watched.writes
+    assert write.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert write.endswith(b'{"echo":"watched"}')
+
+
+class _Watched:
+    """The real transport, with its writes noted."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 async def test_a_stream_s_headers_do_not_wait_for_its_first_chunk(base_url: str) -> None:
