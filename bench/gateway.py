@@ -321,10 +321,12 @@ def start_apiary(
     log_level: str,
     source: Path | None = None,
     name: str = "",
+    redis_url: str | None = None,
 ) -> tuple[Service, str, str, str]:
     """A fresh data dir and config, a tenant and a developer key, then `apiary serve`;
     last, the tenant's budget and rate limits are switched on (see `enable_limits`).
-    `name` tells apart the data dirs of several Apiary builds started in one run."""
+    `name` tells apart the data dirs of several Apiary builds started in one run; with
+    `redis_url` the counters (rate limits, budget) live in that Redis, as in production."""
     home = workdir / f"apiary{name}-{log_level.lower()}"
     home.mkdir()
     config = home / "apiary.yaml"
@@ -344,6 +346,7 @@ def start_apiary(
         APIARY_HOST="127.0.0.1",
         APIARY_PORT=str(port),
         APIARY_LOG_LEVEL=log_level,
+        **({"APIARY_REDIS_URL": redis_url} if redis_url else {}),
     )
     _apiary(env, "migrate")
     admin_password = secrets.token_urlsafe(18)
@@ -957,6 +960,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-litellm", action="store_true", help="Apiary vs direct only")
     parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="run Apiary with its counters (rate limits, budget) in this Redis, as in "
+        "production; use a database of its own, the benchmark writes to it",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also measure a bare pass-through on Apiary's server stack "
@@ -1078,6 +1087,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             log_level=level,
                             source=source,
                             name=f"-{index}",
+                            redis_url=args.redis,
                         )
                     except (RuntimeError, subprocess.TimeoutExpired) as error:
                         print(f"\n*** Apiary did not start: {error}", file=sys.stderr)
@@ -1090,6 +1100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run = TargetRun(name)
                     run.note = (
                         f"APIARY_LOG_LEVEL={level}, logs to a file; budget and rate limits {limits}"
+                        + (f"; counters in Redis ({args.redis})" if args.redis else "")
                     )
                     targets.append(Target(url, key, gateway=service, run=run))
                     key_name = level if len(builds) == 1 else f"{label}_{level}"
