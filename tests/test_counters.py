@@ -88,3 +88,14 @@ async def test_a_change_to_an_existing_counter_only(store: CounterStore) -> None
     assert await store.get("spend") == (0, 0)
     assert await store.set_if_absent("spend", 90, ttl_s=60)
     assert await store.add([Change("spend", -4, 60, existing=True)]) == [86]
+
+
+async def test_concurrent_adds_each_get_their_own_totals(store: CounterStore) -> None:
+    """Redis applies concurrent `add`s in shared round trips: each caller must still get
+    the totals of its own changes, in order."""
+    results = await asyncio.gather(
+        *[store.add([Change("calls", 1, 60), Change(f"own-{n}", n, 60)]) for n in range(20)]
+    )
+    assert sorted(total or 0 for total, _ in results) == list(range(1, 21))
+    assert [own for _, own in results] == list(range(20))
+    assert (await store.get("calls"))[0] == 20

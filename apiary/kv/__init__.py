@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -222,6 +223,9 @@ class RedisCounterStore:
         self._ns = namespace
         self._take: AsyncScript = self._redis.register_script(_TAKE)
         self._add: AsyncScript = self._redis.register_script(_ADD)
+        # `add`s waiting for the next round trip, and the task making them (see `add`)
+        self._adding: list[tuple[Sequence[Change], asyncio.Future[list[int | None]]]] = []
+        self._adder: asyncio.Task[None] | None = None
 
     def _key(self, key: str) -> str:
         return f"{self._ns}:{key}"
@@ -267,12 +271,41 @@ class RedisCounterStore:
         return Outcome(refused=int(refused) - 1, value=int(value)) if refused else TAKEN
 
     async def add(self, changes: Sequence[Change]) -> list[int | None]:
-        keys = [self._key(change.key) for change in changes]
-        args: list[int] = []
-        for change in changes:
-            args += (change.amount, change.ttl_s, int(change.existing))
-        totals = await self._add(keys=keys, args=args)
-        return [None if total is None else int(total) for total in totals]
+        """Concurrent calls share a round trip (every gateway call settles through here):
+        the changes that arrive while one script call is on its way go together in the
+        next, and each caller gets its own totals when its batch has been applied. A caller
+        cancelled meanwhile does not take its changes back."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[int | None]] = loop.create_future()
+        if self._adder is None or self._adder.done() or self._adder.get_loop() is not loop:
+            self._adding = []  # (what a stopped loop left behind went with it)
+            self._adder = loop.create_task(self._add_batches())
+        self._adding.append((changes, done))
+        return await done
+
+    async def _add_batches(self) -> None:
+        await asyncio.sleep(0)  # the calls made in this turn of the loop join the first batch
+        while self._adding:
+            batch, self._adding = self._adding, []
+            keys: list[str] = []
+            args: list[int] = []
+            for changes, _ in batch:
+                for change in changes:
+                    keys.append(self._key(change.key))
+                    args += (change.amount, change.ttl_s, int(change.existing))
+            try:
+                totals = await self._add(keys=keys, args=args)
+            except Exception as error:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            start = 0
+            for changes, done in batch:
+                mine = totals[start : start + len(changes)]
+                start += len(changes)
+                if not done.done():
+                    done.set_result([None if total is None else int(total) for total in mine])
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._key(key))
