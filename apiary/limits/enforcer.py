@@ -71,6 +71,9 @@ class LimitEnforcer:
         # One read per tenant at a time: the hundred calls of a swarm that find the cache
         # expired together wait for the same read instead of making a hundred.
         self._reading: dict[uuid.UUID, asyncio.Future[Limits]] = {}
+        # Months whose budget warning is known to be in the audit log: every call past the
+        # soft limit would otherwise ask the counter store again.
+        self._warned: set[str] = set()
 
     def forget(self, tenant_id: uuid.UUID) -> None:
         """Drop cached limits after a change, so this replica applies them at once."""
@@ -191,9 +194,11 @@ class LimitEnforcer:
         if total is None or total < budget * limits.soft_limit_ratio * MICRO:
             return None
         warning = f"{total / MICRO / budget:.0%} of the monthly budget (${budget:,.2f}) is spent"
-        if await self._counters.set_if_absent(
-            f"budget-warned:{tenant}:{admission.month}", 1, ttl_s=_MONTH_TTL_S
-        ):
+        warned = f"budget-warned:{tenant}:{admission.month}"
+        if warned in self._warned:  # this replica knows the month's entry exists
+            return warning
+        self._warned.add(warned)
+        if await self._counters.set_if_absent(warned, 1, ttl_s=_MONTH_TTL_S):
             async with session_scope(self._factory) as session:
                 await audit_service.record(
                     session,
