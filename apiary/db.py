@@ -163,13 +163,18 @@ class GroupCommit:
         self.transactions = 0  # committed, for tests and benchmarks
 
     async def run(self, *items: Write | Work) -> None:
+        await asyncio.shield(self.submit(*items))  # a cancelled caller's write still lands
+
+    def submit(self, *items: Write | Work) -> asyncio.Future[None]:
+        """Queue writes now (their place in the order is taken at this call) and return
+        the future of their commit, for a caller with something to do meanwhile."""
         future = asyncio.get_running_loop().create_future()
         # Read the outcome even when the caller is gone, so no error is left unobserved.
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.append((items, future))
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._run_queue(), name="group-commit")
-        await asyncio.shield(future)  # a cancelled caller's write still lands, in order
+        return future
 
     async def barrier(self) -> None:
         await self.run()  # an empty unit of work, committed after all queued before it

@@ -80,9 +80,11 @@ def _state_change(
     return ("state", {"state": state.value}), change
 
 
-async def _set_state(context: SwarmContext, state: ExecutionState) -> None:
-    event, change = _state_change(context, state)
-    await context.events.emit_all([event], alongside=[change])
+def _set_state_soon(context: SwarmContext, state: ExecutionState) -> asyncio.Future[None]:
+    """A new state, stored while the phase's model call is sent (the caller awaits it
+    before the phase ends: queued first, it is committed before the phase's next event)."""
+    (type, data), change = _state_change(context, state)
+    return context.events.emit_soon(type, alongside=[change], **data)
 
 
 def _phase_write(context: SwarmContext, phase: str, tally: Tally, seconds: float) -> Write:
@@ -163,7 +165,7 @@ def parse_subtasks(text: str, limit: int) -> list[str] | None:
 
 
 async def run_decompose(context: SwarmContext, task: str) -> list[str]:
-    await _set_state(context, ExecutionState.DECOMPOSING)
+    decomposing = _set_state_soon(context, ExecutionState.DECOMPOSING)
     started = time.perf_counter()
     tally = Tally()
     prompts: list[str] | None
@@ -210,6 +212,7 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
                 "decomposition_degraded", reason="the orchestrator's answer was not valid JSON"
             )
             prompts = [task]
+    await decomposing
     phase = _phase_write(context, "decompose", tally, time.perf_counter() - started)
     async with session_scope(context.runtime.session_factory) as session:
         existing = {
@@ -328,7 +331,10 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         )
     started_at = utcnow()
     started = time.perf_counter()
-    await context.events.emit(
+    # Stored while the model call is on its way (its commit waited for, below, before the
+    # sub-agent's end is): a hundred sub-agents start at once, and waiting for their
+    # shared commit first would delay every model call by it.
+    start_stored = context.events.emit_soon(
         "subagent_started",
         alongside=[
             _subtask_update(
@@ -359,6 +365,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         status, error = SubtaskStatus.SUCCEEDED, None
         break
     seconds = time.perf_counter() - started
+    await start_stored
     finished = _subtask_update(
         context,
         index,
@@ -422,7 +429,7 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
         )
     if len(ordered) == 1:
         return str(succeeded[0]["result"])  # one sub-agent: its answer is the answer
-    await _set_state(context, ExecutionState.SYNTHESIZING)
+    synthesizing = _set_state_soon(context, ExecutionState.SYNTHESIZING)
     started = time.perf_counter()
     sections = []
     for r in ordered:
@@ -457,8 +464,10 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
             on_token=output.add,
         )
     except BudgetStop:
+        await synthesizing
         await output.flush()
         return partial_answer(ordered)
+    await synthesizing
     tally.add(call)
     phase = _phase_write(context, "synthesize", tally, time.perf_counter() - started)
     await context.events.emit_all(output.take(), alongside=[phase])
