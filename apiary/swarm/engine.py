@@ -765,8 +765,14 @@ async def _run_leased(
         else:
             context.background = await _background(context, execution)
             inputs = None
+        # "async": a step's checkpoint is saved while the next step runs (the synthesis
+        # call no longer waits for the sub-agents' checkpoint). Saves and task writes share
+        # the group commit's order, and the save is queued as the step starts, before its
+        # tasks' writes (each task makes a model call first); a run that dies before the
+        # save resumes from the checkpoint before, whose stored writes still spare the
+        # tasks that finished. ainvoke returns only once every save has committed.
         result: dict[str, Any] = await graph.ainvoke(
-            inputs, config, context=context, durability="sync"
+            inputs, config, context=context, durability="async"
         )
         return result
 
