@@ -32,3 +32,4 @@ class SwarmContext:
     task: str = ""  # the user's task, as given
     max_steps: int = 6
     phases: dict[str, Any] = field(default_factory=dict)  # figures by phase, as stored
+    resumed: bool = False  # not the execution's first run: rows of the last one may exist

@@ -214,13 +214,15 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
             prompts = [task]
     await decomposing
     phase = _phase_write(context, "decompose", tally, time.perf_counter() - started)
-    async with session_scope(context.runtime.session_factory) as session:
-        existing = {
-            row.index
-            for row in await execution_repository.subtasks(
-                session, context.scope, context.execution_id
-            )
-        }
+    existing: set[int] = set()
+    if context.resumed:  # a run that stopped after storing them, before its checkpoint
+        async with session_scope(context.runtime.session_factory) as session:
+            existing = {
+                row.index
+                for row in await execution_repository.subtasks(
+                    session, context.scope, context.execution_id
+                )
+            }
     new_subtasks = [
         execution_repository.new_subtask_write(context.scope, context.execution_id, i, prompt)
         for i, prompt in enumerate(prompts)
@@ -748,6 +750,7 @@ async def _run_leased(
         return
     config: Any = {"configurable": {"thread_id": str(execution_id)}}
     resuming = await saver.aget_tuple(config) is not None
+    context.resumed = resuming or execution.attempts > 1
     if resuming:
         await context.events.emit("resumed", attempt=execution.attempts)
     deadline_s = float(
