@@ -14,6 +14,7 @@ import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import ormsgpack
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -25,12 +26,46 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
+from langgraph.checkpoint.serde import jsonplus
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.types import Send
 from sqlalchemy import Executable, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.db import GroupCommit, Write, session_scope
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
+
+
+class SwarmSerializer(JsonPlusSerializer):
+    """LangGraph's serializer, with a faster way to one type it meets often: a `Send`.
+
+    A 100-way fan-out stores a hundred `Send`s twice (as the decomposition's task writes
+    and in the next checkpoint). LangGraph's encoder tries every type it knows on an object
+    msgpack cannot encode itself, and reaches `Send` after a check against a runtime
+    protocol, which costs tens of microseconds on Python 3.11; this one checks for `Send`
+    first. The bytes are LangGraph's own (tests compare them), so it reads them back."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if obj is None or isinstance(obj, bytes | bytearray):
+            return super().dumps_typed(obj)
+        try:
+            return "msgpack", _pack(obj)
+        except ormsgpack.MsgpackEncodeError:
+            return super().dumps_typed(obj)  # its own error, or its pickle fallback
+
+
+def _pack(obj: Any) -> bytes:
+    return ormsgpack.packb(obj, default=_default, option=jsonplus._option)
+
+
+def _default(obj: Any) -> Any:
+    if type(obj) is Send and getattr(obj, "timeout", None) is None:
+        return ormsgpack.Ext(
+            jsonplus.EXT_CONSTRUCTOR_POS_ARGS,
+            _pack((Send.__module__, Send.__name__, (obj.node, obj.arg))),
+        )
+    return jsonplus._msgpack_default(obj)
 
 
 def _ids(config: RunnableConfig) -> tuple[str, str]:
@@ -44,7 +79,7 @@ class DatabaseSaver(BaseCheckpointSaver[int]):
     def __init__(
         self, factory: async_sessionmaker[AsyncSession], writes: GroupCommit | None = None
     ) -> None:
-        super().__init__()
+        super().__init__(serde=SwarmSerializer())
         self._factory = factory
         # The sub-agents of one superstep finish together: their writes share a commit.
         self._writes = writes or GroupCommit(factory)
