@@ -122,7 +122,12 @@ class EventRecorder:
         this call, so it keeps its place before whatever the caller emits next, and is
         announced once stored. The future is done when it is stored (await it for the
         outcome). No task per event: a hundred sub-agents start at once."""
-        events = [(type, data)]
+        return self.emit_all_soon([(type, data)], alongside=alongside)
+
+    def emit_all_soon(
+        self, events: Sequence[tuple[str, dict[str, Any]]], *, alongside: Sequence[Write] = ()
+    ) -> asyncio.Future[None]:
+        """`emit_all`, the way `emit_soon` does it."""
         created_at = utcnow()
         seqs, stored = self._queue(events, alongside, created_at)
         outcome = asyncio.get_running_loop().create_future()

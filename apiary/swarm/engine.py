@@ -37,6 +37,7 @@ from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
 from apiary.swarm.lease import ExecutionBusy, Lease
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
+from apiary.usage.ledger import LedgerWriter
 
 log = logging.getLogger("apiary.swarm")
 
@@ -317,12 +318,16 @@ async def _run_tool(tool_context: ToolContext, name: str, arguments: str) -> str
         return f"error: {error}"
 
 
-async def run_subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
+async def run_subagent(
+    context: SwarmContext, index: int, prompt: str, *, task_id: str | None = None
+) -> SubtaskResult:
     async with context.slots, context.tenant_slots:
-        return await _subagent(context, index, prompt)
+        return await _subagent(context, index, prompt, task_id)
 
 
-async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
+async def _subagent(
+    context: SwarmContext, index: int, prompt: str, task_id: str | None
+) -> SubtaskResult:
     if context.spend.exhausted:
         context.spend.stopped = True
         await context.runtime.writes.run(
@@ -399,13 +404,28 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     ]
     # Everything this sub-agent was charged goes in the transaction that stores its result,
     # before its result is checkpointed: a worker killed in between loses no charge.
-    await context.runtime.ledger.store_with(
-        context.execution_id,
-        lambda charges: context.events.emit_all(events, alongside=[finished, *charges]),
-    )
+    ledger = context.runtime.ledger
+    charges = await ledger.take(context.execution_id)
+    stored = context.events.emit_all_soon(events, alongside=[finished, *charges])
+    stored.add_done_callback(lambda done: _put_back_if_failed(done, ledger, charges))
+    if task_id is None:
+        await asyncio.shield(stored)
+    else:
+        # The sub-agent's end need not wait for that commit: the checkpointer stores its
+        # task writes only once it has succeeded. The fan-out's last sub-agents finish
+        # together, and the synthesis is sent meanwhile instead of after their commits.
+        compiled_graph(context.runtime)[1].store_after(str(context.execution_id), task_id, stored)
     return SubtaskResult(
         index=index, status=status.value, result=result, error=error, seconds=seconds
     )
+
+
+def _put_back_if_failed(
+    stored: asyncio.Future[None], ledger: LedgerWriter, charges: Sequence[Write]
+) -> None:
+    """Charges taken into a commit that failed go back to the ledger writer's queue."""
+    if charges and (stored.cancelled() or stored.exception() is not None):
+        ledger.put_back(charges)
 
 
 # -- synthesize -----------------------------------------------------------------------------
