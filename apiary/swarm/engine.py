@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -28,7 +29,7 @@ from apiary.errors import ApiaryError
 from apiary.executions.bus import cancel_channel
 from apiary.executions.events import EventRecorder
 from apiary.executions.models import Execution, ExecutionState, Subtask, SubtaskStatus
-from apiary.executions.repository import execution_repository
+from apiary.executions.repository import SubtaskFigures, execution_repository
 from apiary.memory.service import memory_service
 from apiary.runtime import Runtime
 from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
@@ -505,9 +506,15 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
     return max((end - start).total_seconds(), 0.0)
 
 
-def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]:
+def figures(
+    *,
+    phases: dict[str, Any],
+    started_at: datetime | None,
+    finished_at: datetime | None,
+    subtasks: Sequence[SubtaskFigures],
+) -> dict[str, Any]:
     """Wall time, sub-agent time, speedup, critical path, tokens and cost by phase."""
-    phases = dict(execution.figures.get("phases", {}))
+    phases = dict(phases)
     durations = [_seconds(s.started_at, s.finished_at) for s in subtasks if s.started_at]
     phases["subagents"] = {
         "seconds": round(
@@ -523,7 +530,7 @@ def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]
         "calls": len(subtasks),
     }
     subagent_total = sum(durations)
-    wall = _seconds(execution.started_at, execution.finished_at or utcnow())
+    wall = _seconds(started_at, finished_at or utcnow())
     parallel_wall = phases["subagents"]["seconds"]
     critical = (
         phases.get("decompose", {}).get("seconds", 0.0)
@@ -541,6 +548,17 @@ def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]
             for status in SubtaskStatus
         },
     }
+
+
+def _closed(subtask: SubtaskFigures, finished_at: datetime) -> SubtaskFigures:
+    """A subtask as the execution's end leaves it (`close_subtasks_write`)."""
+    if subtask.status == SubtaskStatus.RUNNING.value:
+        return dataclasses.replace(
+            subtask, status=SubtaskStatus.CANCELLED.value, finished_at=finished_at
+        )
+    if subtask.status == SubtaskStatus.PENDING.value:
+        return dataclasses.replace(subtask, status=SubtaskStatus.SKIPPED.value)
+    return subtask
 
 
 def _spent(execution: Execution, subtasks: Sequence[Subtask]) -> float:
@@ -575,42 +593,48 @@ async def _finish(
             task=context.task,
             answer=answer,
         )
+    finished_at = utcnow()
     async with session_scope(context.runtime.session_factory) as session:
-        await execution_repository.update_subtasks(
-            session,
-            context.scope,
-            context.execution_id,
-            statuses=[SubtaskStatus.RUNNING.value],
-            values={"status": SubtaskStatus.CANCELLED.value, "finished_at": utcnow()},
+        stored = await execution_repository.subtask_figures(
+            session, context.scope, context.execution_id
         )
-        await execution_repository.update_subtasks(
-            session,
-            context.scope,
-            context.execution_id,
-            statuses=[SubtaskStatus.PENDING.value],
-            values={"status": SubtaskStatus.SKIPPED.value},
-        )
-        execution = await execution_repository.get(session, context.scope, context.execution_id)
-        subtasks = await execution_repository.subtasks(session, context.scope, context.execution_id)
-        execution.state = state.value
-        execution.answer = answer
-        execution.error = error
-        execution.finished_at = utcnow()
-        execution.updated_at = execution.finished_at
-        execution.figures = figures(execution, subtasks)
-        phases = execution.figures["phases"]
-        execution.cost_usd = sum(float(p.get("cost_usd") or 0.0) for p in phases.values())
-        execution.prompt_tokens = sum(int(p.get("prompt_tokens") or 0) for p in phases.values())
-        execution.completion_tokens = sum(
-            int(p.get("completion_tokens") or 0) for p in phases.values()
-        )
-        summary: dict[str, Any] = {
+    subtasks = [_closed(subtask, finished_at) for subtask in stored]
+    final_figures = figures(
+        phases=context.phases,
+        started_at=context.started_at,
+        finished_at=finished_at,
+        subtasks=subtasks,
+    )
+    phases = final_figures["phases"]
+    cost_usd = sum(float(p.get("cost_usd") or 0.0) for p in phases.values())
+    final = execution_repository.execution_write(
+        context.scope,
+        context.execution_id,
+        {
             "state": state.value,
-            "cost_usd": execution.cost_usd,
-            "figures": execution.figures,
-        }
+            "answer": answer,
+            "error": error,
+            "finished_at": finished_at,
+            "updated_at": finished_at,
+            "figures": final_figures,
+            "cost_usd": cost_usd,
+            "prompt_tokens": sum(int(p.get("prompt_tokens") or 0) for p in phases.values()),
+            "completion_tokens": sum(int(p.get("completion_tokens") or 0) for p in phases.values()),
+        },
+    )
+    summary: dict[str, Any] = {"state": state.value, "cost_usd": cost_usd, "figures": final_figures}
+    # The subtasks closed, the final state and its last events: one transaction.
     await context.events.emit_all(
-        [("state", {"state": state.value}), ("done", {"answer": answer, "error": error, **summary})]
+        [
+            ("state", {"state": state.value}),
+            ("done", {"answer": answer, "error": error, **summary}),
+        ],
+        alongside=[
+            execution_repository.close_subtasks_write(
+                context.scope, context.execution_id, finished_at=finished_at
+            ),
+            final,
+        ],
     )
     await compiled_graph(context.runtime)[1].adelete_thread(str(context.execution_id))
 
@@ -695,6 +719,7 @@ async def _prepare(
         task=execution.task,
         max_steps=runtime.settings.swarm.max_steps,
         phases=dict((execution.figures or {}).get("phases", {})),
+        started_at=execution.started_at,
     )
     return context, execution
 
