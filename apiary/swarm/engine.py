@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -681,16 +682,18 @@ async def _summarizer(context: SwarmContext, text: str) -> str:
 
 
 async def _prepare(
-    runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID
+    runtime: Runtime, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
 ) -> tuple[SwarmContext, Execution]:
+    """The run's context, from the execution as stored (in the caller's transaction, which
+    counts this attempt when it commits)."""
     tenant_id = scope.tenant_id
-    async with session_scope(runtime.session_factory) as session:
-        execution = await execution_repository.get(session, scope, execution_id)
-        subtasks = await execution_repository.subtasks(session, scope, execution_id)
-        if not ExecutionState(execution.state).finished:
-            execution.attempts += 1
-            execution.started_at = execution.started_at or utcnow()
-        spent = _spent(execution, subtasks)
+    execution = await execution_repository.get(session, scope, execution_id)
+    subtasks = await execution_repository.subtasks(session, scope, execution_id)
+    if not ExecutionState(execution.state).finished:
+        execution.attempts += 1
+        execution.started_at = execution.started_at or utcnow()
+    spent = _spent(execution, subtasks)
+    last_seq = await execution_repository.last_seq(session, scope, execution_id)
     options = execution.options or {}
     agent = execution.agent
     agent_id = uuid.UUID(agent["id"]) if agent.get("id") else None
@@ -712,7 +715,7 @@ async def _prepare(
         mode=str(options.get("mode") or "swarm"),
         max_agents=max_agents,
         spend=Spend(budget_usd=float(budget) if budget else None, cost_usd=spent),
-        events=await EventRecorder.resume(runtime, scope, execution_id),
+        events=EventRecorder(runtime, scope, execution_id, last_seq=last_seq),
         slots=asyncio.Semaphore(max_agents),
         tenant_slots=_tenant_slots(runtime, tenant_id),
         thread_id=execution.thread_id,
@@ -752,22 +755,25 @@ async def _cancel_requested(context: SwarmContext) -> bool:
 async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     """Run or resume one execution to a final state. Safe to call more than once, even at
     the same time: a second run raises `ExecutionBusy` while the first holds the lease."""
+    # Finding it, claiming its lease, loading it and counting the attempt: one transaction
+    # (rolled back, so nothing claimed, if any of it fails).
     async with session_scope(runtime.session_factory) as session:
         found = await execution_repository.tenant_and_state(session, execution_id)
-    if found is None:
-        log.warning("execution %s no longer exists; nothing to run", execution_id)
-        return
-    tenant_id, state = found
-    scope = TenantScope(tenant_id)
-    lease = Lease(runtime, scope, execution_id)
+        if found is None:
+            log.warning("execution %s no longer exists; nothing to run", execution_id)
+            return
+        tenant_id, state = found
+        scope = TenantScope(tenant_id)
+        lease = Lease(runtime, scope, execution_id)
+        try:
+            await lease.claim(session)
+        except ExecutionBusy:
+            if state.finished:
+                return  # its run is wrapping up (the lease goes last): nothing left to do
+            raise
+        context, execution = await _prepare(runtime, session, scope, execution_id)
     try:
-        await lease.claim()
-    except ExecutionBusy:
-        if state.finished:
-            return  # its run is wrapping up (the lease goes last): nothing left to do
-        raise
-    try:
-        await _run_leased(runtime, scope, execution_id, lease)
+        await _run_leased(runtime, scope, execution_id, lease, context, execution)
     finally:
         await lease.release()
 
@@ -783,9 +789,13 @@ def compiled_graph(runtime: Runtime) -> tuple[Any, DatabaseSaver]:
 
 
 async def _run_leased(
-    runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID, lease: Lease
+    runtime: Runtime,
+    scope: TenantScope,
+    execution_id: uuid.UUID,
+    lease: Lease,
+    context: SwarmContext,
+    execution: Execution,
 ) -> None:
-    context, execution = await _prepare(runtime, scope, execution_id)
     graph, saver = compiled_graph(runtime)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
