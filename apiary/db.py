@@ -8,15 +8,17 @@ only add, flush and query.
 from __future__ import annotations
 
 import asyncio
+import functools
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import DateTime, Executable, MetaData, event
+from sqlalchemy import DateTime, Executable, Insert, MetaData, Update, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
@@ -163,13 +165,18 @@ class GroupCommit:
         self.transactions = 0  # committed, for tests and benchmarks
 
     async def run(self, *items: Write | Work) -> None:
+        await asyncio.shield(self.submit(*items))  # a cancelled caller's write still lands
+
+    def submit(self, *items: Write | Work) -> asyncio.Future[None]:
+        """Queue writes now (their place in the order is taken at this call) and return
+        the future of their commit, for a caller with something to do meanwhile."""
         future = asyncio.get_running_loop().create_future()
         # Read the outcome even when the caller is gone, so no error is left unobserved.
         future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._queue.append((items, future))
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._run_queue(), name="group-commit")
-        await asyncio.shield(future)  # a cancelled caller's write still lands, in order
+        return future
 
     async def barrier(self) -> None:
         await self.run()  # an empty unit of work, committed after all queued before it
@@ -187,8 +194,7 @@ class GroupCommit:
 
     async def _commit(self, batch: list[_Queued]) -> None:
         try:
-            async with session_scope(self._factory) as session:
-                await _apply(session, [item for items, _ in batch for item in items])
+            await self._transaction([item for items, _ in batch for item in items])
         except Exception as error:
             if len(batch) == 1 or not _one_writes_fault(error):
                 for _, future in batch:
@@ -196,8 +202,7 @@ class GroupCommit:
                 return
             for items, future in batch:  # find the bad one: each caller alone, in order
                 try:
-                    async with session_scope(self._factory) as session:
-                        await _apply(session, list(items))
+                    await self._transaction(list(items))
                 except Exception as alone:
                     _settle(future, alone)
                 else:
@@ -207,6 +212,18 @@ class GroupCommit:
         self.transactions += 1
         for _, future in batch:
             _settle(future, None)
+
+    async def _transaction(self, items: list[Write | Work]) -> None:
+        bind = self._factory.kw.get("bind")
+        if (
+            isinstance(bind, AsyncEngine)
+            and bind.dialect.name == "sqlite"
+            and all(isinstance(item, Write) for item in items)
+        ):
+            await _apply_sqlite(bind, cast("list[Write]", items))
+            return
+        async with session_scope(self._factory) as session:
+            await _apply(session, items)
 
 
 _Queued = tuple[tuple[Write | Work, ...], "asyncio.Future[None]"]
@@ -223,7 +240,7 @@ def _one_writes_fault(error: Exception) -> bool:
     return isinstance(error, StatementError | ValueError | TypeError)
 
 
-async def _apply(session: AsyncSession, items: list[Write | Work]) -> None:
+async def _apply(session: AsyncSession, items: Sequence[Write | Work]) -> None:
     groups: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}
     for item in items:
         if isinstance(item, Write):
@@ -240,6 +257,133 @@ async def _execute_groups(
 ) -> None:
     for statement, rows in groups.values():
         await session.execute(statement, rows)
+
+
+# -- SQLite: a group commit in one trip to the database's thread ---------------------------
+#
+# aiosqlite runs each call on the connection in its own thread and wakes the event loop with
+# the result; through SQLAlchemy a statement is three such trips (cursor, execute, close)
+# and each row goes through its general parameter handling. A swarm's group commits are a
+# few executemany statements of many rows, on the loop that also runs the sub-agents: here
+# each statement is compiled once per shape, its rows become parameter tuples through the
+# same type processors and Python-side column defaults SQLAlchemy would apply, and they are
+# run and committed in the database's thread in one trip. Errors come back as SQLAlchemy's
+# (an `IntegrityError` is still one write's fault).
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one statement's rows (dicts with `keys`) become the DBAPI's parameter tuples."""
+
+    sql: str
+    keys: frozenset[str]
+    # Per positional parameter: the row key it reads (or None: a column default to call),
+    # the default, and the type's bind processor.
+    parameters: tuple[tuple[str | None, Callable[[], Any] | None, Callable[[Any], Any] | None], ...]
+
+    def rows(self, params: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        out = []
+        for row in params:
+            values = []
+            for key, default, process in self.parameters:
+                value = row[key] if key is not None else default()  # type: ignore[misc]
+                values.append(process(value) if process is not None else value)
+            out.append(tuple(values))
+        return out
+
+
+_plans: dict[tuple[int, frozenset[str]], tuple[Executable, _Plan | None]] = {}
+
+
+def _plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+    """The plan for rows with `keys` (built once per statement and key set), or None when
+    the statement needs what only SQLAlchemy's own execution does."""
+    cached = _plans.get((id(statement), keys))
+    if cached is not None and cached[0] is statement:
+        return cached[1]
+    plan = _build_plan(dialect, statement, keys)
+    _plans[(id(statement), keys)] = (statement, plan)  # holding it keeps its id unique
+    return plan
+
+
+def _build_plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+    if not isinstance(statement, Insert | Update) or statement._returning:
+        return None
+    compiled: Any = statement.compile(
+        dialect=dialect, column_keys=sorted(keys), for_executemany=True
+    )
+    if (
+        not compiled.positional
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or compiled.update_prefetch
+    ):
+        return None
+    defaults: dict[str, Callable[[], Any]] = {}
+    for column in compiled.insert_prefetch:
+        default = column.default
+        if default is not None and default.is_callable:
+            defaults[column.key] = functools.partial(default.arg, None)
+        elif default is not None and default.is_scalar:
+            defaults[column.key] = functools.partial(lambda value: value, default.arg)
+        else:
+            return None
+    processors = compiled._bind_processors
+    parameters = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        if bind.key in keys:
+            key, default_of = bind.key, None
+        elif name in keys:
+            key, default_of = name, None
+        elif bind.key in defaults:
+            key, default_of = None, defaults[bind.key]
+        else:
+            return None  # a value bound in the statement itself: SQLAlchemy's job
+        parameters.append((key, default_of, processors.get(name)))
+    return _Plan(compiled.string, keys, tuple(parameters))
+
+
+async def _apply_sqlite(engine: AsyncEngine, items: list[Write]) -> None:
+    groups: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}
+    for item in items:
+        groups.setdefault(id(item.statement), (item.statement, []))[1].append(item.params)
+    prepared: list[tuple[str, list[tuple[Any, ...]]]] = []
+    fallback: list[tuple[Executable, list[dict[str, Any]]]] = []
+    for statement, rows in groups.values():
+        keys = frozenset(rows[0])
+        plan = _plan(engine.dialect, statement, keys)
+        if plan is None or any(row.keys() != keys for row in rows):
+            fallback.append((statement, rows))
+        else:
+            prepared.append((plan.sql, plan.rows(rows)))
+    if fallback:  # not the swarm's statements: all of it through SQLAlchemy, as before
+        async with session_scope(create_session_factory(engine)) as session:
+            await _apply(session, items)
+        return
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        database: Any = raw.driver_connection  # the aiosqlite connection
+        try:
+            await database._execute(_run_sqlite, database._conn, prepared)
+        except sqlite3.Error as error:
+            sql = next((sql for sql, _ in prepared), None)
+            raise DBAPIError.instance(
+                sql, None, error, sqlite3.Error, hide_parameters=True
+            ) from error
+
+
+def _run_sqlite(
+    database: sqlite3.Connection, prepared: list[tuple[str, list[tuple[Any, ...]]]]
+) -> None:
+    """In aiosqlite's thread: every statement, then the commit; a rollback if one fails."""
+    try:
+        for sql, rows in prepared:
+            database.executemany(sql, rows)
+        database.commit()
+    except BaseException:
+        database.rollback()
+        raise
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

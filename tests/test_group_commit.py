@@ -340,3 +340,61 @@ async def test_charges_survive_a_caller_cancelled_while_its_commit_fails(
     assert not await stored(runtime, entry)
     await ledger.flush()
     assert await stored(runtime, entry)
+
+
+async def test_rows_read_back_as_sqlalchemy_would_have_written_them(runtime: Runtime) -> None:
+    """On SQLite the group commit builds the statements' parameters itself (the same type
+    processors and Python-side column defaults) and runs them in aiosqlite's thread. A
+    ledger entry (UUIDs, a missing one, a UTC timestamp, floats, booleans, a JSON list) and
+    a tenant (its id, creation time, status and plan left to the column defaults) written
+    through it read back like the same rows written through a session."""
+    _, auth = await ledger_for_a_tenant(runtime, "read-back")
+    entries = []
+    for _ in range(2):
+        entry = ledger_row(
+            replace(auth, execution_id=uuid.uuid4(), agent_id=uuid.uuid4()),
+            {"model": "oai/gpt-4o-mini"},
+            kind="chat",
+            route="default",
+            reason="read back",
+            provider="oai",
+            model="gpt-4o-mini",
+            usage=Usage(prompt_tokens=3, completion_tokens=4),
+            cost_usd=0.25,
+            latency_s=0.5,
+            ttft_s=None,
+            fallback_path=["oai/gpt-4o", "oai/gpt-4o-mini"],
+            streamed=True,
+        )
+        entries.append(entry)
+    ledger_insert = insert(LedgerEntry.__table__)  # type: ignore[arg-type]
+    await runtime.writes.run(Write(ledger_insert, entries[0]))  # the group commit
+    async with session_scope(runtime.session_factory) as session:  # SQLAlchemy's own
+        await session.execute(ledger_insert, [entries[1]])
+    await runtime.writes.run(tenant("read-back-defaults"))
+    async with session_scope(runtime.session_factory) as session:
+        await session.execute(NEW_TENANT, [{"name": "read-back-defaults-orm"}])
+
+    async with session_scope(runtime.session_factory) as session:
+        rows = {
+            row.id: row
+            for row in await session.scalars(
+                select(LedgerEntry).where(LedgerEntry.id.in_([e["id"] for e in entries]))
+            )
+        }
+        tenants = {
+            row.name: row
+            for row in await session.scalars(
+                select(Tenant).where(Tenant.name.like("read-back-defaults%"))
+            )
+        }
+    columns = [c.key for c in LedgerEntry.__table__.columns]
+    for entry in entries:
+        row = rows[entry["id"]]
+        assert {key: getattr(row, key) for key in columns} == {key: entry[key] for key in columns}
+    ours, theirs = tenants["read-back-defaults"], tenants["read-back-defaults-orm"]
+    assert isinstance(ours.id, uuid.UUID)
+    assert ours.id != theirs.id
+    assert ours.created_at.tzinfo is not None
+    assert abs((ours.created_at - theirs.created_at).total_seconds()) < 60
+    assert (ours.status, ours.plan) == (theirs.status, theirs.plan)

@@ -18,6 +18,7 @@ and go out together in the next.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -110,28 +111,61 @@ class EventRecorder:
                 await self._runtime.writes.run(*alongside)
             return []
         created_at = utcnow()
-        try:
-            seqs = await self._store(events, alongside, created_at)
-        except IntegrityError:
-            # The number is taken: another run of this execution numbered events meanwhile
-            # (it took over after this one stalled past its lease). Go on after the last.
-            self._seq = max(self._seq, await self._last_stored())
-            seqs = await self._store(events, alongside, created_at)
-        await self._announce(
-            [
-                encode(seq, type, data, created_at)
-                for seq, (type, data) in zip(seqs, events, strict=True)
-            ]
-        )
-        return seqs
+        seqs, stored = self._queue(events, alongside, created_at)
+        return await self._complete(events, alongside, created_at, seqs, stored)
 
-    async def _store(
+    def emit_soon(
+        self, type: str, *, alongside: Sequence[Write] = (), **data: Any
+    ) -> asyncio.Future[None]:
+        """`emit`, for a caller with something else to do than wait for the commit (a
+        sub-agent sends its model call meanwhile): the event is numbered and queued at
+        this call, so it keeps its place before whatever the caller emits next, and is
+        announced once stored. The future is done when it is stored (await it for the
+        outcome). No task per event: a hundred sub-agents start at once."""
+        return self.emit_all_soon([(type, data)], alongside=alongside)
+
+    def emit_all_soon(
+        self, events: Sequence[tuple[str, dict[str, Any]]], *, alongside: Sequence[Write] = ()
+    ) -> asyncio.Future[None]:
+        """`emit_all`, the way `emit_soon` does it."""
+        created_at = utcnow()
+        seqs, stored = self._queue(events, alongside, created_at)
+        outcome = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+        def landed(done: asyncio.Future[None]) -> None:
+            if done.cancelled():
+                outcome.cancel()
+                return
+            error = done.exception()
+            if isinstance(error, IntegrityError):
+                # Stored again after the last number (see `_complete`), in a task: rare.
+                retry = asyncio.ensure_future(
+                    self._complete(events, alongside, created_at, seqs, done)
+                )
+                retry.add_done_callback(lambda ended: _pass_on(ended, outcome))
+                return
+            if error is not None:
+                outcome.set_exception(error)
+                return
+            self._announce_soon(
+                [
+                    encode(seq, type, data, created_at)
+                    for seq, (type, data) in zip(seqs, events, strict=True)
+                ]
+            )
+            outcome.set_result(None)
+
+        stored.add_done_callback(landed)
+        return outcome
+
+    def _queue(
         self,
         events: Sequence[tuple[str, dict[str, Any]]],
         alongside: Sequence[Write],
         created_at: datetime,
-    ) -> list[int]:
-        # Numbered before the write is queued, so queue order is seq order.
+    ) -> tuple[list[int], asyncio.Future[None]]:
+        # Numbered as the write is queued, so queue order is seq order.
         first = self._seq + 1
         self._seq += len(events)
         seqs = list(range(first, self._seq + 1))
@@ -141,7 +175,30 @@ class EventRecorder:
             )
             for seq, (type, data) in zip(seqs, events, strict=True)
         ]
-        await self._runtime.writes.run(*alongside, *rows)
+        return seqs, self._runtime.writes.submit(*alongside, *rows)
+
+    async def _complete(
+        self,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        alongside: Sequence[Write],
+        created_at: datetime,
+        seqs: list[int],
+        stored: asyncio.Future[None],
+    ) -> list[int]:
+        try:
+            await asyncio.shield(stored)  # a cancelled caller's write still lands, in order
+        except IntegrityError:
+            # The number is taken: another run of this execution numbered events meanwhile
+            # (it took over after this one stalled past its lease). Go on after the last.
+            self._seq = max(self._seq, await self._last_stored())
+            seqs, stored = self._queue(events, alongside, created_at)
+            await asyncio.shield(stored)
+        await self._announce(
+            [
+                encode(seq, type, data, created_at)
+                for seq, (type, data) in zip(seqs, events, strict=True)
+            ]
+        )
         return seqs
 
     async def _last_stored(self) -> int:
@@ -153,6 +210,18 @@ class EventRecorder:
         if self._announcing:
             return  # the caller sending one now sends this one with the next
         self._announcing = True
+        await self._send_announcements()
+
+    def _announce_soon(self, events: Sequence[EncodedEvent]) -> None:
+        """`_announce` from a callback: the events go out with the next announcement, sent
+        by whoever sends one now or else by a task started here."""
+        self._unannounced.extend(events)
+        if not self._announcing:
+            self._announcing = True
+            sending = asyncio.ensure_future(self._send_announcements())
+            sending.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _send_announcements(self) -> None:
         try:
             while self._unannounced:
                 events = sorted(self._unannounced, key=lambda e: e.seq)
@@ -165,3 +234,14 @@ class EventRecorder:
                     log.warning("announcing events of %s failed: %s", self._execution_id, error)
         finally:
             self._announcing = False
+
+
+def _pass_on(ended: asyncio.Future[list[int]], outcome: asyncio.Future[None]) -> None:
+    if outcome.done():
+        return
+    if ended.cancelled():
+        outcome.cancel()
+    elif (error := ended.exception()) is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(None)

@@ -4,12 +4,14 @@ the runner's start-up scan (`unfinished_ids`) is the one system-wide query, by d
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, Update, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.authz.scope import TenantScope
@@ -21,6 +23,7 @@ from apiary.executions.models import (
     ExecutionEvent,
     ExecutionState,
     Subtask,
+    SubtaskStatus,
 )
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
@@ -99,19 +102,41 @@ class ExecutionRepository:
         )
         return (await session.scalars(statement)).all()
 
-    async def update_subtasks(
-        self,
-        session: AsyncSession,
-        scope: TenantScope,
-        execution_id: uuid.UUID,
-        *,
-        statuses: Sequence[str],
-        values: dict[str, Any],
-    ) -> None:
-        await session.execute(
-            scope.update(Subtask)
-            .where(Subtask.execution_id == execution_id, Subtask.status.in_(statuses))
-            .values(**values)
+    async def subtask_figures(
+        self, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    ) -> Sequence[SubtaskFigures]:
+        """The columns an execution's figures come from, without loading the rows."""
+        statement = (
+            scope.select(Subtask)
+            .with_only_columns(
+                Subtask.status,
+                Subtask.started_at,
+                Subtask.finished_at,
+                Subtask.prompt_tokens,
+                Subtask.completion_tokens,
+                Subtask.cost_usd,
+            )
+            .where(Subtask.execution_id == execution_id)
+            .order_by(Subtask.index)
+        )
+        return [SubtaskFigures(*row) for row in await session.execute(statement)]
+
+    def close_subtasks_write(
+        self, scope: TenantScope, execution_id: uuid.UUID, *, finished_at: datetime
+    ) -> Write:
+        """At an execution's end: its running subtasks become cancelled (finished now), its
+        pending ones skipped. One statement, for the group commit."""
+        return Write(
+            _close_subtasks(),
+            {
+                "scope_tenant_id": scope.tenant_id,
+                "key_execution_id": execution_id,
+                "running": SubtaskStatus.RUNNING.value,
+                "pending": SubtaskStatus.PENDING.value,
+                "cancelled": SubtaskStatus.CANCELLED.value,
+                "skipped": SubtaskStatus.SKIPPED.value,
+                "finished_at": finished_at,
+            },
         )
 
     def execution_write(
@@ -251,6 +276,34 @@ class ExecutionRepository:
             )
         ).first()
         return None if row is None else (row[0], ExecutionState(row[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class SubtaskFigures:
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+@functools.cache
+def _close_subtasks() -> Update:
+    table: Table = Subtask.__table__  # type: ignore[assignment]
+    running = table.c.status == bindparam("running")
+    return (
+        update(table)
+        .where(
+            table.c.tenant_id == bindparam("scope_tenant_id"),
+            table.c.execution_id == bindparam("key_execution_id"),
+            or_(running, table.c.status == bindparam("pending")),
+        )
+        .values(
+            status=case((running, bindparam("cancelled")), else_=bindparam("skipped")),
+            finished_at=case((running, bindparam("finished_at")), else_=table.c.finished_at),
+        )
+    )
 
 
 def _rowcount(result: Any) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from apiary.auth.context import AuthContext
@@ -32,3 +33,5 @@ class SwarmContext:
     task: str = ""  # the user's task, as given
     max_steps: int = 6
     phases: dict[str, Any] = field(default_factory=dict)  # figures by phase, as stored
+    started_at: datetime | None = None  # when the execution's first run started
+    resumed: bool = False  # not the execution's first run: rows of the last one may exist

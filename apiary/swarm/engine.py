@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -28,7 +30,7 @@ from apiary.errors import ApiaryError
 from apiary.executions.bus import cancel_channel
 from apiary.executions.events import EventRecorder
 from apiary.executions.models import Execution, ExecutionState, Subtask, SubtaskStatus
-from apiary.executions.repository import execution_repository
+from apiary.executions.repository import SubtaskFigures, execution_repository
 from apiary.memory.service import memory_service
 from apiary.runtime import Runtime
 from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
@@ -37,6 +39,7 @@ from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
 from apiary.swarm.lease import ExecutionBusy, Lease
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
+from apiary.usage.ledger import LedgerWriter
 
 log = logging.getLogger("apiary.swarm")
 
@@ -80,9 +83,11 @@ def _state_change(
     return ("state", {"state": state.value}), change
 
 
-async def _set_state(context: SwarmContext, state: ExecutionState) -> None:
-    event, change = _state_change(context, state)
-    await context.events.emit_all([event], alongside=[change])
+def _set_state_soon(context: SwarmContext, state: ExecutionState) -> asyncio.Future[None]:
+    """A new state, stored while the phase's model call is sent (the caller awaits it
+    before the phase ends: queued first, it is committed before the phase's next event)."""
+    (type, data), change = _state_change(context, state)
+    return context.events.emit_soon(type, alongside=[change], **data)
 
 
 def _phase_write(context: SwarmContext, phase: str, tally: Tally, seconds: float) -> Write:
@@ -163,7 +168,7 @@ def parse_subtasks(text: str, limit: int) -> list[str] | None:
 
 
 async def run_decompose(context: SwarmContext, task: str) -> list[str]:
-    await _set_state(context, ExecutionState.DECOMPOSING)
+    decomposing = _set_state_soon(context, ExecutionState.DECOMPOSING)
     started = time.perf_counter()
     tally = Tally()
     prompts: list[str] | None
@@ -210,14 +215,17 @@ async def run_decompose(context: SwarmContext, task: str) -> list[str]:
                 "decomposition_degraded", reason="the orchestrator's answer was not valid JSON"
             )
             prompts = [task]
+    await decomposing
     phase = _phase_write(context, "decompose", tally, time.perf_counter() - started)
-    async with session_scope(context.runtime.session_factory) as session:
-        existing = {
-            row.index
-            for row in await execution_repository.subtasks(
-                session, context.scope, context.execution_id
-            )
-        }
+    existing: set[int] = set()
+    if context.resumed:  # a run that stopped after storing them, before its checkpoint
+        async with session_scope(context.runtime.session_factory) as session:
+            existing = {
+                row.index
+                for row in await execution_repository.subtasks(
+                    session, context.scope, context.execution_id
+                )
+            }
     new_subtasks = [
         execution_repository.new_subtask_write(context.scope, context.execution_id, i, prompt)
         for i, prompt in enumerate(prompts)
@@ -312,12 +320,16 @@ async def _run_tool(tool_context: ToolContext, name: str, arguments: str) -> str
         return f"error: {error}"
 
 
-async def run_subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
+async def run_subagent(
+    context: SwarmContext, index: int, prompt: str, *, task_id: str | None = None
+) -> SubtaskResult:
     async with context.slots, context.tenant_slots:
-        return await _subagent(context, index, prompt)
+        return await _subagent(context, index, prompt, task_id)
 
 
-async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskResult:
+async def _subagent(
+    context: SwarmContext, index: int, prompt: str, task_id: str | None
+) -> SubtaskResult:
     if context.spend.exhausted:
         context.spend.stopped = True
         await context.runtime.writes.run(
@@ -328,7 +340,10 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         )
     started_at = utcnow()
     started = time.perf_counter()
-    await context.events.emit(
+    # Stored while the model call is on its way (its commit waited for, below, before the
+    # sub-agent's end is): a hundred sub-agents start at once, and waiting for their
+    # shared commit first would delay every model call by it.
+    start_stored = context.events.emit_soon(
         "subagent_started",
         alongside=[
             _subtask_update(
@@ -359,6 +374,7 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
         status, error = SubtaskStatus.SUCCEEDED, None
         break
     seconds = time.perf_counter() - started
+    await start_stored
     finished = _subtask_update(
         context,
         index,
@@ -390,13 +406,28 @@ async def _subagent(context: SwarmContext, index: int, prompt: str) -> SubtaskRe
     ]
     # Everything this sub-agent was charged goes in the transaction that stores its result,
     # before its result is checkpointed: a worker killed in between loses no charge.
-    await context.runtime.ledger.store_with(
-        context.execution_id,
-        lambda charges: context.events.emit_all(events, alongside=[finished, *charges]),
-    )
+    ledger = context.runtime.ledger
+    charges = await ledger.take(context.execution_id)
+    stored = context.events.emit_all_soon(events, alongside=[finished, *charges])
+    stored.add_done_callback(lambda done: _put_back_if_failed(done, ledger, charges))
+    if task_id is None:
+        await asyncio.shield(stored)
+    else:
+        # The sub-agent's end need not wait for that commit: the checkpointer stores its
+        # task writes only once it has succeeded. The fan-out's last sub-agents finish
+        # together, and the synthesis is sent meanwhile instead of after their commits.
+        compiled_graph(context.runtime)[1].store_after(str(context.execution_id), task_id, stored)
     return SubtaskResult(
         index=index, status=status.value, result=result, error=error, seconds=seconds
     )
+
+
+def _put_back_if_failed(
+    stored: asyncio.Future[None], ledger: LedgerWriter, charges: Sequence[Write]
+) -> None:
+    """Charges taken into a commit that failed go back to the ledger writer's queue."""
+    if charges and (stored.cancelled() or stored.exception() is not None):
+        ledger.put_back(charges)
 
 
 # -- synthesize -----------------------------------------------------------------------------
@@ -422,7 +453,7 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
         )
     if len(ordered) == 1:
         return str(succeeded[0]["result"])  # one sub-agent: its answer is the answer
-    await _set_state(context, ExecutionState.SYNTHESIZING)
+    synthesizing = _set_state_soon(context, ExecutionState.SYNTHESIZING)
     started = time.perf_counter()
     sections = []
     for r in ordered:
@@ -457,8 +488,10 @@ async def run_synthesize(context: SwarmContext, task: str, results: Sequence[Sub
             on_token=output.add,
         )
     except BudgetStop:
+        await synthesizing
         await output.flush()
         return partial_answer(ordered)
+    await synthesizing
     tally.add(call)
     phase = _phase_write(context, "synthesize", tally, time.perf_counter() - started)
     await context.events.emit_all(output.take(), alongside=[phase])
@@ -474,9 +507,15 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
     return max((end - start).total_seconds(), 0.0)
 
 
-def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]:
+def figures(
+    *,
+    phases: dict[str, Any],
+    started_at: datetime | None,
+    finished_at: datetime | None,
+    subtasks: Sequence[SubtaskFigures],
+) -> dict[str, Any]:
     """Wall time, sub-agent time, speedup, critical path, tokens and cost by phase."""
-    phases = dict(execution.figures.get("phases", {}))
+    phases = dict(phases)
     durations = [_seconds(s.started_at, s.finished_at) for s in subtasks if s.started_at]
     phases["subagents"] = {
         "seconds": round(
@@ -492,7 +531,7 @@ def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]
         "calls": len(subtasks),
     }
     subagent_total = sum(durations)
-    wall = _seconds(execution.started_at, execution.finished_at or utcnow())
+    wall = _seconds(started_at, finished_at or utcnow())
     parallel_wall = phases["subagents"]["seconds"]
     critical = (
         phases.get("decompose", {}).get("seconds", 0.0)
@@ -510,6 +549,17 @@ def figures(execution: Execution, subtasks: Sequence[Subtask]) -> dict[str, Any]
             for status in SubtaskStatus
         },
     }
+
+
+def _closed(subtask: SubtaskFigures, finished_at: datetime) -> SubtaskFigures:
+    """A subtask as the execution's end leaves it (`close_subtasks_write`)."""
+    if subtask.status == SubtaskStatus.RUNNING.value:
+        return dataclasses.replace(
+            subtask, status=SubtaskStatus.CANCELLED.value, finished_at=finished_at
+        )
+    if subtask.status == SubtaskStatus.PENDING.value:
+        return dataclasses.replace(subtask, status=SubtaskStatus.SKIPPED.value)
+    return subtask
 
 
 def _spent(execution: Execution, subtasks: Sequence[Subtask]) -> float:
@@ -544,42 +594,48 @@ async def _finish(
             task=context.task,
             answer=answer,
         )
+    finished_at = utcnow()
     async with session_scope(context.runtime.session_factory) as session:
-        await execution_repository.update_subtasks(
-            session,
-            context.scope,
-            context.execution_id,
-            statuses=[SubtaskStatus.RUNNING.value],
-            values={"status": SubtaskStatus.CANCELLED.value, "finished_at": utcnow()},
+        stored = await execution_repository.subtask_figures(
+            session, context.scope, context.execution_id
         )
-        await execution_repository.update_subtasks(
-            session,
-            context.scope,
-            context.execution_id,
-            statuses=[SubtaskStatus.PENDING.value],
-            values={"status": SubtaskStatus.SKIPPED.value},
-        )
-        execution = await execution_repository.get(session, context.scope, context.execution_id)
-        subtasks = await execution_repository.subtasks(session, context.scope, context.execution_id)
-        execution.state = state.value
-        execution.answer = answer
-        execution.error = error
-        execution.finished_at = utcnow()
-        execution.updated_at = execution.finished_at
-        execution.figures = figures(execution, subtasks)
-        phases = execution.figures["phases"]
-        execution.cost_usd = sum(float(p.get("cost_usd") or 0.0) for p in phases.values())
-        execution.prompt_tokens = sum(int(p.get("prompt_tokens") or 0) for p in phases.values())
-        execution.completion_tokens = sum(
-            int(p.get("completion_tokens") or 0) for p in phases.values()
-        )
-        summary: dict[str, Any] = {
+    subtasks = [_closed(subtask, finished_at) for subtask in stored]
+    final_figures = figures(
+        phases=context.phases,
+        started_at=context.started_at,
+        finished_at=finished_at,
+        subtasks=subtasks,
+    )
+    phases = final_figures["phases"]
+    cost_usd = sum(float(p.get("cost_usd") or 0.0) for p in phases.values())
+    final = execution_repository.execution_write(
+        context.scope,
+        context.execution_id,
+        {
             "state": state.value,
-            "cost_usd": execution.cost_usd,
-            "figures": execution.figures,
-        }
+            "answer": answer,
+            "error": error,
+            "finished_at": finished_at,
+            "updated_at": finished_at,
+            "figures": final_figures,
+            "cost_usd": cost_usd,
+            "prompt_tokens": sum(int(p.get("prompt_tokens") or 0) for p in phases.values()),
+            "completion_tokens": sum(int(p.get("completion_tokens") or 0) for p in phases.values()),
+        },
+    )
+    summary: dict[str, Any] = {"state": state.value, "cost_usd": cost_usd, "figures": final_figures}
+    # The subtasks closed, the final state and its last events: one transaction.
     await context.events.emit_all(
-        [("state", {"state": state.value}), ("done", {"answer": answer, "error": error, **summary})]
+        [
+            ("state", {"state": state.value}),
+            ("done", {"answer": answer, "error": error, **summary}),
+        ],
+        alongside=[
+            execution_repository.close_subtasks_write(
+                context.scope, context.execution_id, finished_at=finished_at
+            ),
+            final,
+        ],
     )
     await compiled_graph(context.runtime)[1].adelete_thread(str(context.execution_id))
 
@@ -626,16 +682,18 @@ async def _summarizer(context: SwarmContext, text: str) -> str:
 
 
 async def _prepare(
-    runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID
+    runtime: Runtime, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
 ) -> tuple[SwarmContext, Execution]:
+    """The run's context, from the execution as stored (in the caller's transaction, which
+    counts this attempt when it commits)."""
     tenant_id = scope.tenant_id
-    async with session_scope(runtime.session_factory) as session:
-        execution = await execution_repository.get(session, scope, execution_id)
-        subtasks = await execution_repository.subtasks(session, scope, execution_id)
-        if not ExecutionState(execution.state).finished:
-            execution.attempts += 1
-            execution.started_at = execution.started_at or utcnow()
-        spent = _spent(execution, subtasks)
+    execution = await execution_repository.get(session, scope, execution_id)
+    subtasks = await execution_repository.subtasks(session, scope, execution_id)
+    if not ExecutionState(execution.state).finished:
+        execution.attempts += 1
+        execution.started_at = execution.started_at or utcnow()
+    spent = _spent(execution, subtasks)
+    last_seq = await execution_repository.last_seq(session, scope, execution_id)
     options = execution.options or {}
     agent = execution.agent
     agent_id = uuid.UUID(agent["id"]) if agent.get("id") else None
@@ -657,13 +715,14 @@ async def _prepare(
         mode=str(options.get("mode") or "swarm"),
         max_agents=max_agents,
         spend=Spend(budget_usd=float(budget) if budget else None, cost_usd=spent),
-        events=await EventRecorder.resume(runtime, scope, execution_id),
+        events=EventRecorder(runtime, scope, execution_id, last_seq=last_seq),
         slots=asyncio.Semaphore(max_agents),
         tenant_slots=_tenant_slots(runtime, tenant_id),
         thread_id=execution.thread_id,
         task=execution.task,
         max_steps=runtime.settings.swarm.max_steps,
         phases=dict((execution.figures or {}).get("phases", {})),
+        started_at=execution.started_at,
     )
     return context, execution
 
@@ -696,22 +755,25 @@ async def _cancel_requested(context: SwarmContext) -> bool:
 async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     """Run or resume one execution to a final state. Safe to call more than once, even at
     the same time: a second run raises `ExecutionBusy` while the first holds the lease."""
+    # Finding it, claiming its lease, loading it and counting the attempt: one transaction
+    # (rolled back, so nothing claimed, if any of it fails).
     async with session_scope(runtime.session_factory) as session:
         found = await execution_repository.tenant_and_state(session, execution_id)
-    if found is None:
-        log.warning("execution %s no longer exists; nothing to run", execution_id)
-        return
-    tenant_id, state = found
-    scope = TenantScope(tenant_id)
-    lease = Lease(runtime, scope, execution_id)
+        if found is None:
+            log.warning("execution %s no longer exists; nothing to run", execution_id)
+            return
+        tenant_id, state = found
+        scope = TenantScope(tenant_id)
+        lease = Lease(runtime, scope, execution_id)
+        try:
+            await lease.claim(session)
+        except ExecutionBusy:
+            if state.finished:
+                return  # its run is wrapping up (the lease goes last): nothing left to do
+            raise
+        context, execution = await _prepare(runtime, session, scope, execution_id)
     try:
-        await lease.claim()
-    except ExecutionBusy:
-        if state.finished:
-            return  # its run is wrapping up (the lease goes last): nothing left to do
-        raise
-    try:
-        await _run_leased(runtime, scope, execution_id, lease)
+        await _run_leased(runtime, scope, execution_id, lease, context, execution)
     finally:
         await lease.release()
 
@@ -727,9 +789,13 @@ def compiled_graph(runtime: Runtime) -> tuple[Any, DatabaseSaver]:
 
 
 async def _run_leased(
-    runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID, lease: Lease
+    runtime: Runtime,
+    scope: TenantScope,
+    execution_id: uuid.UUID,
+    lease: Lease,
+    context: SwarmContext,
+    execution: Execution,
 ) -> None:
-    context, execution = await _prepare(runtime, scope, execution_id)
     graph, saver = compiled_graph(runtime)
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
@@ -739,6 +805,7 @@ async def _run_leased(
         return
     config: Any = {"configurable": {"thread_id": str(execution_id)}}
     resuming = await saver.aget_tuple(config) is not None
+    context.resumed = resuming or execution.attempts > 1
     if resuming:
         await context.events.emit("resumed", attempt=execution.attempts)
     deadline_s = float(
@@ -756,8 +823,14 @@ async def _run_leased(
         else:
             context.background = await _background(context, execution)
             inputs = None
+        # "async": a step's checkpoint is saved while the next step runs (the synthesis
+        # call no longer waits for the sub-agents' checkpoint). Saves and task writes share
+        # the group commit's order, and the save is queued as the step starts, before its
+        # tasks' writes (each task makes a model call first); a run that dies before the
+        # save resumes from the checkpoint before, whose stored writes still spare the
+        # tasks that finished. ainvoke returns only once every save has committed.
         result: dict[str, Any] = await graph.ainvoke(
-            inputs, config, context=context, durability="sync"
+            inputs, config, context=context, durability="async"
         )
         return result
 

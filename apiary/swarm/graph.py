@@ -57,7 +57,8 @@ def fan_out(state: SwarmState) -> list[Send] | str:
 async def subagent(state: SubagentInput, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
     from apiary.swarm.engine import run_subagent
 
-    result = await run_subagent(runtime.context, state["index"], state["prompt"])
+    task_id = runtime.execution_info.task_id if runtime.execution_info else None
+    result = await run_subagent(runtime.context, state["index"], state["prompt"], task_id=task_id)
     return {"results": [result]}
 
 

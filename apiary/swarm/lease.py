@@ -16,6 +16,8 @@ import time
 import uuid
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from apiary.authz.scope import TenantScope
 from apiary.db import session_scope, utcnow
 from apiary.executions.repository import execution_repository
@@ -39,10 +41,15 @@ class Lease:
         self.owner = uuid.uuid4().hex
         self._renew_at = 0.0
 
-    async def claim(self) -> None:
-        """Take the lease, or raise `ExecutionBusy` while another run holds it."""
+    async def claim(self, session: AsyncSession | None = None) -> None:
+        """Take the lease, or raise `ExecutionBusy` while another run holds it. With a
+        session, in its transaction: taken once the caller commits."""
         now = utcnow()
-        async with session_scope(self._runtime.session_factory) as session:
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(
+                    session_scope(self._runtime.session_factory)
+                )
             held_until = await execution_repository.claim_lease(
                 session,
                 self._scope,

@@ -9,11 +9,13 @@ import uuid
 import httpx
 import orjson
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
+from apiary.executions.bus import events_channel
 from apiary.executions.endpoints import _event_stream
 from apiary.executions.events import EventRecorder, encode, pack, unpack
 from apiary.executions.models import Execution
@@ -146,3 +148,57 @@ async def test_emitting_nothing_commits_nothing(
     before = runtime.writes.transactions
     assert await recorder.emit_all([]) == []
     assert runtime.writes.transactions == before
+
+
+async def test_an_event_emitted_soon_keeps_its_place_and_is_announced_once_stored(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """A sub-agent sends its model call while its `subagent_started` is being stored. The
+    event is numbered when emitted, so what the sub-agent emits next comes after it; it is
+    announced (with its number) once committed, and its future says when that is."""
+    tenant = await make_tenant(runtime, client, "events-soon")
+    scope = TenantScope(uuid.UUID(tenant.id))
+    execution_id = await _execution(runtime, scope)
+    recorder = await EventRecorder.resume(runtime, scope, execution_id)
+    async with runtime.notifier.listen(events_channel(execution_id)) as listener:
+        stored = recorder.emit_soon("subagent_started", subtask=0)
+        assert not stored.done()  # queued, not committed yet
+        assert await recorder.emit("subagent_finished", subtask=0) == 2
+        assert stored.done()
+        assert stored.exception() is None
+        # Coalesced while one is being sent; with Redis, also heard twice (local and pub/sub).
+        announced: set[tuple[int, str]] = set()
+        while len(announced) < 2 and await listener.wait(5.0):
+            for message in listener.take() or []:
+                announced.update((e.seq, e.type) for e in unpack(message) or ())
+    assert sorted(announced) == [
+        (1, "subagent_started"),
+        (2, "subagent_finished"),
+    ]
+    async with runtime.session_factory() as session:
+        rows = await execution_repository.events_after(session, scope, execution_id, 0)
+    assert [(row.seq, row.type) for row in rows] == [
+        (1, "subagent_started"),
+        (2, "subagent_finished"),
+    ]
+
+
+async def test_an_event_emitted_soon_reports_a_failed_write(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The writes stored with an event emitted soon can fail (here: a subtask row for an
+    execution that does not exist); its future carries the error, nothing is announced."""
+    tenant = await make_tenant(runtime, client, "events-soon-fail")
+    scope = TenantScope(uuid.UUID(tenant.id))
+    execution_id = await _execution(runtime, scope)
+    recorder = await EventRecorder.resume(runtime, scope, execution_id)
+    orphan = execution_repository.new_subtask_write(scope, uuid.uuid4(), 0, "no such execution")
+    async with runtime.notifier.listen(events_channel(execution_id)) as listener:
+        stored = recorder.emit_soon("subagent_started", alongside=[orphan], subtask=0)
+        with pytest.raises(IntegrityError):
+            await stored
+        await asyncio.sleep(0)
+        assert listener.take() == []
+    async with runtime.session_factory() as session:
+        rows = await execution_repository.events_after(session, scope, execution_id, 0)
+    assert rows == []
