@@ -284,6 +284,19 @@ async def test_a_sub_agent_takes_its_execution_s_charges_into_its_own_commit(
     assert await stored(runtime, other)
 
 
+async def test_an_execution_s_entries_nobody_takes_are_flushed_like_any_other(
+    runtime: Runtime,
+) -> None:
+    """The decomposition's and the synthesis's calls are charged to the execution too, but
+    no sub-agent takes them: the writer's flush stores them, and a later take finds none."""
+    ledger, auth = await ledger_for_a_tenant(runtime, "ledger-untaken")
+    execution_id = uuid.uuid4()
+    entry = record(ledger, replace(auth, execution_id=execution_id), "the synthesis call")
+    await ledger.flush()
+    assert await stored(runtime, entry)
+    assert await ledger.take(execution_id) == []
+
+
 async def test_taking_charges_waits_for_a_flush_under_way(runtime: Runtime) -> None:
     """An entry the writer's flush took is being committed in another transaction: the
     sub-agent must not store its result before that commit either."""
@@ -292,7 +305,7 @@ async def test_taking_charges_waits_for_a_flush_under_way(runtime: Runtime) -> N
     in_flight = record(ledger, replace(auth, execution_id=execution_id), "before the flush")
     flushing = asyncio.create_task(ledger.flush())
     for _ in range(100):  # until the flush has taken the entry and is committing it
-        if all(entry["id"] != in_flight for entry in ledger._pending):
+        if not ledger._executions and all(entry["id"] != in_flight for entry in ledger._pending):
             break
         await asyncio.sleep(0)
     assert await ledger.take(execution_id) == []

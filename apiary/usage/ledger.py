@@ -165,6 +165,8 @@ class LedgerWriter:
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._pending: deque[dict[str, Any]] = deque(maxlen=max_pending)
+        self._executions: dict[uuid.UUID, list[dict[str, Any]]] = {}  # swarm calls' entries
+        self._held = 0  # how many entries `_executions` holds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # One flush at a time: a caller that finds a flush under way waits for it and then
@@ -178,10 +180,17 @@ class LedgerWriter:
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one entry (a dict of LedgerEntry columns). Never blocks, never raises."""
         _count(entry)
-        if len(self._pending) == self._pending.maxlen:
-            self.dropped += 1
-        self._pending.append(entry)
-        if len(self._pending) >= self._batch_size:
+        execution_id = entry["execution_id"]
+        if execution_id is not None:
+            # Kept by execution, so a finishing sub-agent takes its own without a search
+            # through everybody's (`take`); the next flush writes what nobody took.
+            self._executions.setdefault(execution_id, []).append(entry)
+            self._held += 1
+        else:
+            if len(self._pending) == self._pending.maxlen:
+                self.dropped += 1
+            self._pending.append(entry)
+        if len(self._pending) + self._held >= self._batch_size:
             self._wake.set()
 
     def start(self) -> None:
@@ -208,6 +217,11 @@ class LedgerWriter:
         # Only what is queued now: entries recorded while a batch commits wait for the next
         # tick (or a full batch). Chasing them instead turns a busy gateway's ledger into a
         # stream of 10-row transactions, each paying a whole commit's fixed cost.
+        if self._executions:  # what no sub-agent took: written with everybody's
+            for entries in self._executions.values():
+                self._pending.extend(entries)
+            self._executions.clear()
+            self._held = 0
         if not self._pending:
             return
         last = self._pending[-1]
@@ -269,11 +283,8 @@ class LedgerWriter:
         two). A flush under way is waited for first, so none of the execution's entries is
         still being written elsewhere. If the caller's transaction fails, `put_back`."""
         async with self._flushing:
-            mine = [entry for entry in self._pending if entry["execution_id"] == execution_id]
-            if mine:
-                others = [e for e in self._pending if e["execution_id"] != execution_id]
-                self._pending.clear()
-                self._pending.extend(others)
+            mine = self._executions.pop(execution_id, [])
+            self._held -= len(mine)
         return [Write(_INSERT, entry) for entry in mine]
 
     def put_back(self, writes: Sequence[Write]) -> None:
@@ -310,9 +321,10 @@ class LedgerWriter:
             self._task = None
         # A flush writes what was queued when it began: repeat while entries recorded
         # meanwhile remain and the database takes them.
-        while self._pending:
+        while self._pending or self._executions:
             done = self.written + self.dropped
             await self.flush()
             if self.written + self.dropped == done:  # the database takes nothing
-                log.error("%d ledger entries not written at shutdown", len(self._pending))
+                left = len(self._pending) + self._held
+                log.error("%d ledger entries not written at shutdown", left)
                 return
