@@ -272,7 +272,7 @@ async def _execute_groups(
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class ExecutemanyPlan:
     """How one statement's rows (dicts with `keys`) become the DBAPI's parameter tuples."""
 
     sql: str
@@ -292,21 +292,29 @@ class _Plan:
         return out
 
 
-_plans: dict[tuple[int, frozenset[str]], tuple[Executable, _Plan | None]] = {}
+_plans: dict[tuple[int, str, frozenset[str]], tuple[Executable, ExecutemanyPlan | None]] = {}
 
 
-def _plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
-    """The plan for rows with `keys` (built once per statement and key set), or None when
-    the statement needs what only SQLAlchemy's own execution does."""
-    cached = _plans.get((id(statement), keys))
+def executemany_plan(
+    dialect: Dialect, statement: Executable, keys: frozenset[str]
+) -> ExecutemanyPlan | None:
+    """The plan for rows with `keys` (built once per statement, dialect and key set), or
+    None when the statement needs what only SQLAlchemy's own execution does. The SQLite
+    group commit and the ledger writer's batches run their rows through it."""
+    cached = _plans.get((id(statement), dialect.name, keys))
     if cached is not None and cached[0] is statement:
         return cached[1]
     plan = _build_plan(dialect, statement, keys)
-    _plans[(id(statement), keys)] = (statement, plan)  # holding it keeps its id unique
+    _plans[(id(statement), dialect.name, keys)] = (
+        statement,
+        plan,
+    )  # holding it keeps its id unique
     return plan
 
 
-def _build_plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -> _Plan | None:
+def _build_plan(
+    dialect: Dialect, statement: Executable, keys: frozenset[str]
+) -> ExecutemanyPlan | None:
     if not isinstance(statement, Insert | Update) or statement._returning:
         return None
     compiled: Any = statement.compile(
@@ -341,7 +349,7 @@ def _build_plan(dialect: Dialect, statement: Executable, keys: frozenset[str]) -
         else:
             return None  # a value bound in the statement itself: SQLAlchemy's job
         parameters.append((key, default_of, processors.get(name)))
-    return _Plan(compiled.string, keys, tuple(parameters))
+    return ExecutemanyPlan(compiled.string, keys, tuple(parameters))
 
 
 async def _apply_sqlite(engine: AsyncEngine, items: list[Write]) -> None:
@@ -352,7 +360,7 @@ async def _apply_sqlite(engine: AsyncEngine, items: list[Write]) -> None:
     fallback: list[tuple[Executable, list[dict[str, Any]]]] = []
     for statement, rows in groups.values():
         keys = frozenset(rows[0])
-        plan = _plan(engine.dialect, statement, keys)
+        plan = executemany_plan(engine.dialect, statement, keys)
         if plan is None or any(row.keys() != keys for row in rows):
             fallback.append((statement, rows))
         else:
