@@ -339,13 +339,16 @@ async def test_charges_survive_a_caller_cancelled_while_its_commit_fails(
 
     started = asyncio.Event()
 
-    async def store(charges: Sequence[Write]) -> None:
+    def submit(charges: Sequence[Write]) -> asyncio.Future[None]:
         started.set()
-        await runtime.writes.run(*charges, locked)  # fails the whole transaction
+        return runtime.writes.submit(*charges, locked)  # fails the whole transaction
+
+    async def finish() -> None:
+        await asyncio.shield(await ledger.store_soon(execution_id, submit))
 
     blocker = asyncio.create_task(runtime.writes.run(lambda _: asyncio.sleep(0.2)))
     await asyncio.sleep(0)  # the queue is busy: the store waits behind it
-    finishing = asyncio.create_task(ledger.store_with(execution_id, store))
+    finishing = asyncio.create_task(finish())
     await started.wait()
     finishing.cancel()
     await asyncio.gather(finishing, blocker, return_exceptions=True)

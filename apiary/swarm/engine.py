@@ -39,7 +39,6 @@ from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
 from apiary.swarm.lease import ExecutionBusy, Lease
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
-from apiary.usage.ledger import LedgerWriter
 
 log = logging.getLogger("apiary.swarm")
 
@@ -406,10 +405,10 @@ async def _subagent(
     ]
     # Everything this sub-agent was charged goes in the transaction that stores its result,
     # before its result is checkpointed: a worker killed in between loses no charge.
-    ledger = context.runtime.ledger
-    charges = await ledger.take(context.execution_id)
-    stored = context.events.emit_all_soon(events, alongside=[finished, *charges])
-    stored.add_done_callback(lambda done: _put_back_if_failed(done, ledger, charges))
+    stored = await context.runtime.ledger.store_soon(
+        context.execution_id,
+        lambda charges: context.events.emit_all_soon(events, alongside=[finished, *charges]),
+    )
     if task_id is None:
         await asyncio.shield(stored)
     else:
@@ -420,14 +419,6 @@ async def _subagent(
     return SubtaskResult(
         index=index, status=status.value, result=result, error=error, seconds=seconds
     )
-
-
-def _put_back_if_failed(
-    stored: asyncio.Future[None], ledger: LedgerWriter, charges: Sequence[Write]
-) -> None:
-    """Charges taken into a commit that failed go back to the ledger writer's queue."""
-    if charges and (stored.cancelled() or stored.exception() is not None):
-        ledger.put_back(charges)
 
 
 # -- synthesize -----------------------------------------------------------------------------

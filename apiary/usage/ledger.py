@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -258,27 +258,23 @@ class LedgerWriter:
         """Entries `take`n whose transaction failed: queued again, to be retried."""
         self._pending.extendleft(reversed([write.params for write in writes]))
 
-    async def store_with(
+    async def store_soon(
         self,
         execution_id: uuid.UUID,
-        store: Callable[[Sequence[Write]], Awaitable[object]],
-    ) -> None:
-        """`store(charges)`: the caller's transaction, with the execution's queued entries
-        (`take`) as writes in it; if it fails they are queued again (`put_back`). Shielded,
-        so a caller cancelled meanwhile (its run cancelled, or out of time) neither drops
-        the entries it took nor leaves them unstored."""
+        submit: Callable[[Sequence[Write]], asyncio.Future[None]],
+    ) -> asyncio.Future[None]:
+        """`submit(charges)` queues the caller's transaction with the execution's queued
+        entries (`take`) in it and returns the future of its commit, returned here; if that
+        commit fails the entries are queued again (`put_back`), whether or not anyone still
+        waits for it (a sub-agent cancelled, or not waiting at all)."""
         charges = await self.take(execution_id)
+        stored = submit(charges)
+        stored.add_done_callback(lambda done: self._put_back_if_failed(done, charges))
+        return stored
 
-        async def run() -> None:
-            try:
-                await store(charges)
-            except Exception:
-                self.put_back(charges)
-                raise
-
-        storing = asyncio.ensure_future(run())
-        storing.add_done_callback(lambda done: done.cancelled() or done.exception())
-        await asyncio.shield(storing)
+    def _put_back_if_failed(self, stored: asyncio.Future[None], charges: Sequence[Write]) -> None:
+        if charges and (stored.cancelled() or stored.exception() is not None):
+            self.put_back(charges)
 
     async def close(self) -> None:
         if self._task is not None:
