@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -68,8 +70,24 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
 
 
+def new_id() -> uuid.UUID:
+    """A new row id: a UUIDv7 (RFC 9562), whose leading bits are the time it was made.
+
+    48 bits of Unix milliseconds, then 12 bits of the sub-millisecond fraction (RFC 9562's
+    "increased clock precision", so one process's ids come out in order), then 62 random
+    bits. Ids made one after another land next to each other in a primary-key index
+    instead of at random places in it: an insert touches the index's last, cached page.
+    On SQLite that halves the cost of a ledger row's insert (bench/ledger_insert.py)."""
+    nanos = time.time_ns()
+    millis, fraction = divmod(nanos, 1_000_000)
+    sub_ms = fraction * 4096 // 1_000_000  # 12 bits
+    random_bits = int.from_bytes(os.urandom(8)) >> 2  # 62 bits
+    value = (millis << 80) | (0x7 << 76) | (sub_ms << 64) | (0b10 << 62) | random_bits
+    return uuid.UUID(int=value)
+
+
 class IdMixin:
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls measured")
     parser.add_argument("--ref", help="measure `git archive REF` instead of the working tree")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="calls in flight at once (as the bench's c)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print cProfile's top functions"
+    )
     return parser.parse_args(argv)
 
 
@@ -61,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source, commit = export_ref(args.ref, workdir)
             print(f"Apiary source: git archive {args.ref} = {commit[:12]}", flush=True)
             done = subprocess.run(  # noqa: S603 - this script, with its own arguments
-                [sys.executable, __file__, "--calls", str(args.calls)],
+                [sys.executable, __file__, *_passed_on(args)],
                 env=clean_env(source),
                 cwd=ROOT,
                 check=False,
@@ -79,14 +87,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 APIARY_LOG_LEVEL="INFO",
             )
             with (workdir / "access.log").open("w") as log:
-                cpu_us = run_async(measure(key, calls=args.calls, log=log))
-            print(f"{args.calls} calls: {cpu_us:.0f} µs of CPU per call (this process)")
+                cpu_us = run_async(
+                    measure(
+                        key,
+                        calls=args.calls,
+                        concurrency=args.concurrency,
+                        profile=args.profile,
+                        log=log,
+                    )
+                )
+            print(
+                f"{args.calls} calls, {args.concurrency} at once: "
+                f"{cpu_us:.0f} µs of CPU per call (this process)"
+            )
         finally:
             services.stop_all()
     return 0
 
 
-async def measure(key: str, *, calls: int, log: Any) -> float:
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    passed = ["--calls", str(args.calls), "--concurrency", str(args.concurrency)]
+    return [*passed, "--profile"] if args.profile else passed
+
+
+async def measure(key: str, *, calls: int, concurrency: int, profile: bool, log: Any) -> float:
     from apiary.config import load_settings
     from apiary.main import create_app
     from apiary.observability.logging import configure_logging
@@ -130,13 +154,29 @@ async def measure(key: str, *, calls: int, log: Any) -> float:
         if statuses != [200]:
             raise RuntimeError(f"the call answered {statuses}")
 
+    async def caller(count: int) -> None:
+        for _ in range(count):
+            await call()
+
+    async def run(total: int) -> None:
+        share, extra = divmod(total, concurrency)
+        await asyncio.gather(*(caller(share + (i < extra)) for i in range(concurrency)))
+
     async with app.router.lifespan_context(app):
-        for _ in range(WARMUP_CALLS):
-            await call()
+        await run(WARMUP_CALLS)
+        profiler = cProfile.Profile() if profile else None
         started = time.process_time()
-        for _ in range(calls):
-            await call()
-        return (time.process_time() - started) / calls * 1e6
+        if profiler is not None:
+            profiler.enable()
+        await run(calls)
+        if profiler is not None:
+            profiler.disable()
+        cpu_us = (time.process_time() - started) / calls * 1e6
+    if profiler is not None:  # inflated by the profiler itself: read it for proportions
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(60)
+    return cpu_us
 
 
 if __name__ == "__main__":

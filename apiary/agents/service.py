@@ -12,7 +12,7 @@ from apiary.agents.models import Agent, AgentVersion
 from apiary.agents.repository import agent_repository
 from apiary.agents.schemas import AgentCreate, AgentUpdate
 from apiary.auth.context import AuthContext
-from apiary.db import utcnow
+from apiary.db import new_id, utcnow
 from apiary.errors import Conflict, Unprocessable
 from apiary.gateway.router import UnknownModel
 from apiary.kit.schemas import PageParams
@@ -95,7 +95,7 @@ class AgentService:
         fields["knowledge_base_ids"] = await self._knowledge_bases(
             session, auth, body.knowledge_base_ids
         )
-        agent = Agent(id=uuid.uuid4(), version=1, updated_at=utcnow(), **fields)
+        agent = Agent(id=new_id(), version=1, updated_at=utcnow(), **fields)
         agent_repository.add(session, auth.scope, agent)
         await session.flush()
         self._snapshot(session, auth, agent)

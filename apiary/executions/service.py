@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.agents.repository import agent_repository
 from apiary.agents.service import definition
 from apiary.auth.context import AuthContext
+from apiary.db import new_id
 from apiary.errors import Conflict
 from apiary.executions.models import Execution, ExecutionEvent, ExecutionState, Subtask
 from apiary.executions.repository import execution_repository
@@ -39,7 +40,7 @@ class ExecutionService:
                 return found, False
         agent = await agent_repository.get(session, auth.scope, body.agent_id)
         execution = Execution(
-            id=uuid.uuid4(),
+            id=new_id(),
             agent_id=agent.id,
             agent_version=agent.version,
             agent=definition(agent),

@@ -28,7 +28,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.auth.context import AuthContext
-from apiary.db import Write, executemany_plan, session_scope, utcnow
+from apiary.db import Write, executemany_plan, new_id, session_scope, utcnow
 from apiary.gateway.providers.base import Usage
 from apiary.observability.metrics import (
     GATEWAY_CACHE_SAVED,
@@ -76,7 +76,7 @@ def ledger_row(
 ) -> dict[str, Any]:
     """One ledger row (LedgerEntry's columns), stamped with the caller's tenant."""
     return {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "created_at": utcnow(),
         "tenant_id": auth.scope.tenant_id,
         "api_key_id": auth.actor.api_key_id,
