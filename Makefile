@@ -8,6 +8,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
+# The interpreter .venv is built on: the distribution's own /usr/bin/python3 when it is new
+# enough (Debian builds it with PGO and LTO and links libpython into it), else the first one
+# uv finds. A default source build (pyenv's, `--enable-shared` without optimizations) runs
+# Apiary's Python code measurably slower: see docs/benchmarks.md, "Interpreter".
+VENV_PYTHON ?= $(shell /usr/bin/python3 -c 'import sys; print(sys.executable if sys.version_info >= (3, 11) else "")' 2>/dev/null)
 UV := .tools/bin/uv
 VENV := .venv
 # Stamp written after a successful `uv sync`; it lives inside .venv so deleting .venv
@@ -48,11 +53,12 @@ $(UV):
 	}
 	.tools/bin/pip install --quiet uv
 
-$(SYNC_STAMP): uv.lock pyproject.toml | $(UV)
+$(SYNC_STAMP): uv.lock pyproject.toml Makefile | $(UV)
 	@# llama-cpp-python builds from source; GGML_NATIVE=OFF keeps the build portable across CPUs.
 	@# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI and this machine) every
 	@# process would otherwise compile each module it imports, every time it starts.
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(UV) sync --frozen --compile-bytecode
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(UV) sync --frozen --compile-bytecode \
+		$(if $(VENV_PYTHON),--python $(VENV_PYTHON))
 	touch $@
 
 # Install the PostgreSQL and Redis servers, but only when they are missing.
