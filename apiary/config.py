@@ -81,7 +81,7 @@ class SwarmSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="forbid")
 
-    tenant_concurrency: int = Field(default=100, ge=1)  # sub-agents per tenant, per process
+    tenant_concurrency: int = Field(default=100, ge=1)  # a tenant's running sub-agents, all told
     max_steps: int = Field(default=6, ge=1, le=50)  # model calls per sub-agent's tool loop
     memory_token_limit: int = Field(default=1500, ge=100)  # thread memory kept verbatim
     # With Redis: a thread with no new turn for this long is forgotten. None: kept forever.

@@ -31,6 +31,7 @@ from apiary.limits.enforcer import LimitEnforcer
 from apiary.memory.database_store import DatabaseMemoryStore
 from apiary.memory.redis_store import RedisMemoryStore
 from apiary.memory.store import MemoryStore
+from apiary.swarm.slots import RedisSlots
 from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
 
@@ -60,7 +61,9 @@ class Runtime:
     memory: MemoryStore  # conversation threads: Redis when configured, else the database
     runner: Runner
     oidc: OIDCVerifier | None = field(default=None)
-    # Sub-agents running per tenant in this process (the swarm's per-tenant bound).
+    # The swarm's per-tenant bound on running sub-agents: in Redis, shared by every process,
+    # when configured; else a semaphore per tenant here (`apiary.swarm.slots`).
+    swarm_slots: RedisSlots | None = None
     tenant_slots: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
     swarm_graph: Any = None  # the compiled LangGraph of the swarm, built on first use
 
@@ -110,6 +113,9 @@ class Runtime:
             notifier=create_notifier(settings.redis_url),
             memory=_memory_store(settings, session_factory),
             runner=create_runner(settings),
+            swarm_slots=RedisSlots(settings.redis_url, limit=settings.swarm.tenant_concurrency)
+            if settings.redis_url
+            else None,
         )
 
     def start(self) -> None:
@@ -150,6 +156,8 @@ class Runtime:
         await self.counters.close()
         await self.notifier.close()
         await self.memory.close()
+        if self.swarm_slots is not None:
+            await self.swarm_slots.close()
         await self.engine.dispose()
 
 

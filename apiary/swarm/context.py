@@ -13,6 +13,7 @@ from apiary.authz.scope import TenantScope
 from apiary.executions.events import EventRecorder
 from apiary.runtime import Runtime
 from apiary.swarm.calls import Spend
+from apiary.swarm.slots import Slots
 
 
 @dataclass
@@ -27,7 +28,7 @@ class SwarmContext:
     spend: Spend
     events: EventRecorder
     slots: asyncio.Semaphore  # sub-agents of this execution at once
-    tenant_slots: asyncio.Semaphore  # sub-agents of this tenant at once, in this process
+    tenant_slots: Slots  # sub-agents of this tenant at once (apiary.swarm.slots)
     background: str = ""  # inputs and the thread's memory, given to every prompt
     thread_id: str | None = None
     task: str = ""  # the user's task, as given

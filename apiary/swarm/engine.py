@@ -38,6 +38,7 @@ from apiary.swarm.checkpoint import DatabaseSaver
 from apiary.swarm.context import SwarmContext
 from apiary.swarm.graph import SubtaskResult, build_graph
 from apiary.swarm.lease import ExecutionBusy, Lease
+from apiary.swarm.slots import Slots
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
 
 log = logging.getLogger("apiary.swarm")
@@ -643,7 +644,9 @@ async def _partial_from_db(context: SwarmContext) -> str:
     )
 
 
-def _tenant_slots(runtime: Runtime, tenant_id: uuid.UUID) -> asyncio.Semaphore:
+def _tenant_slots(runtime: Runtime, tenant_id: uuid.UUID) -> Slots:
+    if runtime.swarm_slots is not None:
+        return runtime.swarm_slots.of(tenant_id)  # every process's sub-agents, in Redis
     slots = runtime.tenant_slots.get(tenant_id)
     if slots is None:
         slots = asyncio.Semaphore(runtime.settings.swarm.tenant_concurrency)
