@@ -145,7 +145,7 @@ def run(
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Executions run at once by this worker")] = 2,
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo")] = "prefork",
+    pool: Annotated[str, typer.Option(help="Celery pool: threads, prefork or solo")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
