@@ -7,7 +7,8 @@ sub-agent 1 s + synthesize 1 s. Everything above that is Apiary's overhead.
 
 For each mode, `inprocess` (`apiary serve` on SQLite running executions itself) and `celery`
 (PostgreSQL and Redis from scripts/services.sh, `apiary serve` with APIARY_RUNNER=celery and
-one `apiary worker`), it creates an agent per N in 10, 50, 100, runs executions through the
+two `apiary worker --concurrency=5`, one per core; `--workers` and `--worker-args` change
+that), it creates an agent per N in 10, 50, 100, runs executions through the
 API (`options.max_agents=N`, after a warm-up: one execution in-process, ten at once on
 Celery so that every worker process has run one), polls them to their end, and reports the
 wall time (the execution's `created_at` to `finished_at`, so queueing counts), the figures it
@@ -67,8 +68,11 @@ TARGET_OVERHEAD = 0.05  # at 100 sub-agents
 TARGET_CONCURRENT_SLACK_S = 1.0
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exceeded", "timed_out"}
 TASK = "Benchmark the swarm: split this into as many parts as you may"
-# One execution per process, CONCURRENT processes: the concurrent run needs them all.
-WORKER_ARGS = f"--concurrency={CONCURRENT} --pool=prefork"
+# One `apiary worker` per core, its default threads pool running half the concurrent batch
+# on its one event loop: measured against one worker of 10 (less CPU, but one core for all)
+# and prefork (one process per execution: the most CPU), it ended the batch soonest.
+WORKERS = 2
+WORKER_ARGS = f"--concurrency={CONCURRENT // WORKERS}"
 SERVICES_SH = ROOT / "scripts" / "services.sh"
 BIN = Path(sys.executable).parent  # the venv this script runs in (usually .venv)
 
@@ -482,7 +486,7 @@ def main() -> None:
         help=f"options for `apiary worker` (celery mode; default {WORKER_ARGS!r})",
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="`apiary worker` processes (celery mode)"
+        "--workers", type=int, default=WORKERS, help="`apiary worker` processes (celery mode)"
     )
     args = parser.parse_args()
     modes = ["inprocess", "celery"] if args.mode == "both" else [args.mode]
