@@ -144,8 +144,11 @@ def run(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Executions run at once by this worker")] = 2,
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo")] = "prefork",
+    concurrency: Annotated[int, typer.Option(help="Executions run at once by this worker")] = 10,
+    pool: Annotated[
+        str,
+        typer.Option(help="Celery pool: threads (one process, one event loop), prefork or solo"),
+    ] = "threads",
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
 ) -> None:
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""

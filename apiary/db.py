@@ -232,14 +232,19 @@ class GroupCommit:
             _settle(future, None)
 
     async def _transaction(self, items: list[Write | Work]) -> None:
-        bind = self._factory.kw.get("bind")
-        if (
-            isinstance(bind, AsyncEngine)
-            and bind.dialect.name == "sqlite"
-            and all(isinstance(item, Write) for item in items)
-        ):
-            await _apply_sqlite(bind, cast("list[Write]", items))
+        if not items:  # only barriers: transactions run in order, so nothing to wait for
             return
+        bind = self._factory.kw.get("bind")
+        if isinstance(bind, AsyncEngine) and all(isinstance(item, Write) for item in items):
+            prepared = _prepare(bind.dialect, cast("list[Write]", items))
+            if prepared is not None and bind.dialect.name == "sqlite":
+                await _run_prepared_sqlite(bind, prepared)
+                return
+            if prepared is not None:
+                async with bind.begin() as connection:
+                    for sql, rows in prepared:
+                        await connection.exec_driver_sql(sql, rows)
+                return
         async with session_scope(self._factory) as session:
             await _apply(session, items)
 
@@ -277,16 +282,17 @@ async def _execute_groups(
         await session.execute(statement, rows)
 
 
-# -- SQLite: a group commit in one trip to the database's thread ---------------------------
+# -- A group commit's statements, prepared once per shape -----------------------------------
 #
-# aiosqlite runs each call on the connection in its own thread and wakes the event loop with
-# the result; through SQLAlchemy a statement is three such trips (cursor, execute, close)
-# and each row goes through its general parameter handling. A swarm's group commits are a
-# few executemany statements of many rows, on the loop that also runs the sub-agents: here
-# each statement is compiled once per shape, its rows become parameter tuples through the
-# same type processors and Python-side column defaults SQLAlchemy would apply, and they are
-# run and committed in the database's thread in one trip. Errors come back as SQLAlchemy's
-# (an `IntegrityError` is still one write's fault).
+# Through SQLAlchemy each row of an executemany goes through its general parameter handling,
+# and on SQLite each statement is three trips to aiosqlite's thread (cursor, execute, close),
+# each waking the event loop that also runs the sub-agents. A swarm's group commits are a
+# few executemany statements of many rows: here each statement is compiled once per shape
+# and its rows become the driver's parameter tuples through the same type processors and
+# Python-side column defaults SQLAlchemy would apply. On SQLite they are run and committed
+# in the database's thread in one trip; on PostgreSQL each is one executemany of asyncpg's
+# (a prepared statement, its rows pipelined). Errors come back as SQLAlchemy's (an
+# `IntegrityError` is still one write's fault).
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,23 +376,27 @@ def _build_plan(
     return ExecutemanyPlan(compiled.string, keys, tuple(parameters))
 
 
-async def _apply_sqlite(engine: AsyncEngine, items: list[Write]) -> None:
+def _prepare(
+    dialect: Dialect, items: list[Write]
+) -> list[tuple[str, list[tuple[Any, ...]]]] | None:
+    """Each statement's SQL and its rows as the driver's tuples, grouped as `_apply` groups
+    them; None if one of them needs SQLAlchemy's own execution."""
     groups: dict[int, tuple[Executable, list[dict[str, Any]]]] = {}
     for item in items:
         groups.setdefault(id(item.statement), (item.statement, []))[1].append(item.params)
     prepared: list[tuple[str, list[tuple[Any, ...]]]] = []
-    fallback: list[tuple[Executable, list[dict[str, Any]]]] = []
     for statement, rows in groups.values():
         keys = frozenset(rows[0])
-        plan = executemany_plan(engine.dialect, statement, keys)
+        plan = executemany_plan(dialect, statement, keys)
         if plan is None or any(row.keys() != keys for row in rows):
-            fallback.append((statement, rows))
-        else:
-            prepared.append((plan.sql, plan.rows(rows)))
-    if fallback:  # not the swarm's statements: all of it through SQLAlchemy, as before
-        async with session_scope(create_session_factory(engine)) as session:
-            await _apply(session, items)
-        return
+            return None  # not the swarm's statements: all of it through SQLAlchemy
+        prepared.append((plan.sql, plan.rows(rows)))
+    return prepared
+
+
+async def _run_prepared_sqlite(
+    engine: AsyncEngine, prepared: list[tuple[str, list[tuple[Any, ...]]]]
+) -> None:
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
         database: Any = raw.driver_connection  # the aiosqlite connection

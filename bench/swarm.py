@@ -7,7 +7,8 @@ sub-agent 1 s + synthesize 1 s. Everything above that is Apiary's overhead.
 
 For each mode, `inprocess` (`apiary serve` on SQLite running executions itself) and `celery`
 (PostgreSQL and Redis from scripts/services.sh, `apiary serve` with APIARY_RUNNER=celery and
-one `apiary worker`), it creates an agent per N in 10, 50, 100, runs executions through the
+two `apiary worker --concurrency=5`, one per core; `--workers` and `--worker-args` change
+that), it creates an agent per N in 10, 50, 100, runs executions through the
 API (`options.max_agents=N`, after a warm-up: one execution in-process, ten at once on
 Celery so that every worker process has run one), polls them to their end, and reports the
 wall time (the execution's `created_at` to `finished_at`, so queueing counts), the figures it
@@ -67,6 +68,11 @@ TARGET_OVERHEAD = 0.05  # at 100 sub-agents
 TARGET_CONCURRENT_SLACK_S = 1.0
 TERMINAL = {"succeeded", "failed", "cancelled", "budget_exceeded", "timed_out"}
 TASK = "Benchmark the swarm: split this into as many parts as you may"
+# One `apiary worker` per core, its default threads pool running half the concurrent batch
+# on its one event loop: measured against one worker of 10 (less CPU, but one core for all)
+# and prefork (one process per execution: the most CPU), it ended the batch soonest.
+WORKERS = 2
+WORKER_ARGS = f"--concurrency={CONCURRENT // WORKERS}"
 SERVICES_SH = ROOT / "scripts" / "services.sh"
 BIN = Path(sys.executable).parent  # the venv this script runs in (usually .venv)
 
@@ -148,7 +154,13 @@ def _apiary(env: dict[str, str], *args: str) -> str:
 
 
 def start_apiary(
-    services: Services, workdir: Path, upstream_url: str, mode: str, extra: dict[str, str]
+    services: Services,
+    workdir: Path,
+    upstream_url: str,
+    mode: str,
+    extra: dict[str, str],
+    worker_args: Sequence[str],
+    workers: int,
 ) -> tuple[str, str]:
     """A data dir, config, tenant and developer key, `apiary serve` (and a worker); the
     API's base URL and the key."""
@@ -195,14 +207,17 @@ def start_apiary(
     base = f"http://127.0.0.1:{port}"
     wait_http(server, f"{base}/healthz", timeout_s=60)
     if mode == "celery":
-        # One execution per process, CONCURRENT processes: the concurrent run needs them all.
-        argv = [apiary, "worker", f"--concurrency={CONCURRENT}", "--pool=prefork"]
-        worker = start(services, "apiary worker", argv, env, home / "worker.log")
+        argv = [apiary, "worker", *worker_args]
+        started = [
+            start(services, "apiary worker", argv, env, home / f"worker-{i}.log")
+            for i in range(workers)
+        ]
         deadline = time.monotonic() + 90
-        while "ready" not in worker.log.read_text(errors="replace"):
-            if not worker.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{worker.log_tail()}")
-            time.sleep(0.2)
+        for worker in started:
+            while "ready" not in worker.log.read_text(errors="replace"):
+                if not worker.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker did not start:\n{worker.log_tail()}")
+                time.sleep(0.2)
     return base, key
 
 
@@ -465,6 +480,14 @@ def main() -> None:
     parser.add_argument(
         "--concurrent", type=int, default=CONCURRENT, help="100-agent executions at once"
     )
+    parser.add_argument(
+        "--worker-args",
+        default=WORKER_ARGS,
+        help=f"options for `apiary worker` (celery mode; default {WORKER_ARGS!r})",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help="`apiary worker` processes (celery mode)"
+    )
     args = parser.parse_args()
     modes = ["inprocess", "celery"] if args.mode == "both" else [args.mode]
     sizes: Sequence[int] = args.sizes
@@ -484,7 +507,10 @@ def main() -> None:
                 extra: dict[str, str] = {}
                 if mode == "celery":
                     databases, extra = start_databases(workdir)
-                base, key = start_apiary(services, workdir, upstream, mode, extra)
+                worker_args = args.worker_args.split()
+                base, key = start_apiary(
+                    services, workdir, upstream, mode, extra, worker_args, args.workers
+                )
                 print(f"{mode}: serving at {base}", flush=True)
                 pids = [s.popen.pid for s in services.started if s.name.startswith("apiary")]
                 runs += asyncio.run(measure(base, key, mode, sizes, repeats, concurrent, pids))

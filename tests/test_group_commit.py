@@ -359,8 +359,9 @@ async def test_charges_survive_a_caller_cancelled_while_its_commit_fails(
 
 
 async def test_rows_read_back_as_sqlalchemy_would_have_written_them(runtime: Runtime) -> None:
-    """On SQLite the group commit builds the statements' parameters itself (the same type
-    processors and Python-side column defaults) and runs them in aiosqlite's thread. A
+    """The group commit builds the statements' parameters itself (the same type processors
+    and Python-side column defaults) and hands them to the driver (in aiosqlite's thread on
+    SQLite, as asyncpg executemany calls on PostgreSQL). A
     ledger entry (UUIDs, a missing one, a UTC timestamp, floats, booleans, a JSON list) and
     a tenant (its id, creation time, status and plan left to the column defaults) written
     through it read back like the same rows written through a session."""

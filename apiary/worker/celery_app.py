@@ -4,10 +4,15 @@ The task takes only an execution id and reloads everything; `run_execution` is s
 twice. Late acknowledgement with `reject_on_worker_lost` means a worker killed mid-run
 (even by SIGKILL) leaves the message unacknowledged, and the broker hands it to another
 worker after the visibility timeout; that worker resumes from the LangGraph checkpoint.
-Each worker process keeps one event loop and one runtime (database pool, gateway, HTTP
-connections) for all the tasks it runs, built at its first task and closed when the
-process stops; `apiary worker` imports the engine before Celery forks its processes, so
-they start warm.
+
+Each worker process keeps one event loop, on a thread of its own, and one runtime on it
+(database pool, gateway, HTTP connections, ledger writer, group commit), built before its
+first task and closed when the process stops. A task hands its execution to that loop and
+blocks until it ends, so the message is acknowledged only then. With the threads pool (the
+default) one process runs all its tasks' executions together on that loop, as `apiary
+serve` does in-process: ten 100-agent executions share one pool, one group commit and one
+ledger writer instead of ten processes each with their own, competing for the cores.
+`apiary worker` imports the engine before Celery starts its pool, so processes start warm.
 """
 
 from __future__ import annotations
@@ -15,16 +20,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from apiary.config import Settings, load_settings
 
 log = logging.getLogger("apiary.worker")
 WARM_DB_TIMEOUT_S = 5.0
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from apiary.runtime import Runtime
@@ -45,7 +58,7 @@ def _app(redis_url: str, visibility_timeout_s: int) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": visibility_timeout_s},
         worker_hijack_root_logger=False,
-        # A forked process builds its runtime before it reports ready (`warm_up`); on a
+        # A forked process builds its runtime before it reports ready (`warm_child`); on a
         # loaded machine that takes longer than Celery's default 4 s.
         worker_proc_alive_timeout=60,
         task_ignore_result=True,
@@ -63,20 +76,27 @@ def make_celery(settings: Settings) -> Celery:
         from apiary.swarm.engine import run_execution
         from apiary.swarm.lease import ExecutionBusy
 
-        loop, runtime = _process_runtime(settings)
+        executions = _process_loop(settings)
         try:
-            loop.run_until_complete(run_execution(runtime, uuid.UUID(execution_id)))
+            executions.run(run_execution(executions.runtime, uuid.UUID(execution_id)))
         except ExecutionBusy as busy:
             # Another worker runs it (the broker redelivered it after its visibility
             # timeout), or one that died holds its lease: look again when the lease lapses.
             raise task.retry(countdown=busy.retry_after_s) from None
-        finally:
-            # The loop only runs during a job: nothing it queued may wait for the next one.
-            loop.run_until_complete(runtime.writes.barrier())
 
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
-    def warm_up(**_: Any) -> None:
-        _process_runtime(settings)  # in each forked process, before it takes a task
+    def warm_child(**_: Any) -> None:
+        _process_loop(settings)  # in each forked process, before it takes a task
+
+    @worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def warm_main(sender: Any, **_: Any) -> None:
+        from celery.concurrency import get_implementation
+        from celery.concurrency.prefork import TaskPool as PreforkPool
+
+        # The threads and solo pools run tasks in this process; a prefork parent must
+        # not start a loop thread or open connections its children would inherit.
+        if not issubclass(get_implementation(sender.pool_cls), PreforkPool):
+            _process_loop(settings)
 
     return app
 
@@ -90,28 +110,54 @@ def preload() -> None:
     heap.settle("worker")  # frozen before the fork, so the children share these pages
 
 
-# This process's loop and runtime, built by its first task (never in the parent: its
-# connections must not be shared across fork).
-_process: tuple[asyncio.AbstractEventLoop, Runtime] | None = None
+class ExecutionLoop:
+    """This process's event loop, running on its own thread, and the runtime that lives on
+    it. Any thread may hand it a coroutine (`run`) and block until it is done."""
 
+    def __init__(self, settings: Settings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="apiary-executions", daemon=True)
+        self._thread.start()
+        self.runtime = self.run(self._start(settings))
 
-def _process_runtime(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Runtime]:
-    global _process
-    if _process is None:
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    @staticmethod
+    async def _start(settings: Settings) -> Runtime:
         from apiary.runtime import Runtime
 
-        preload()  # a no-op when `apiary worker` did it before forking
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        runtime = Runtime.build(settings)
+        runtime = Runtime.build(settings)  # on the loop that will use it
+        runtime.start()
+        await _warm(runtime)
+        return runtime
 
-        async def start() -> None:
-            runtime.start()
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-        loop.run_until_complete(start())  # background work needs the running loop
-        _process = (loop, runtime)
-        loop.run_until_complete(_warm(runtime))
-    return _process
+    def close(self) -> None:
+        try:
+            self.run(self.runtime.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+
+# This process's loop and runtime, built before its first task (never in a prefork
+# parent: its connections and thread must not be shared across fork).
+_process: ExecutionLoop | None = None
+_process_lock = threading.Lock()  # the threads pool's first tasks may arrive together
+
+
+def _process_loop(settings: Settings) -> ExecutionLoop:
+    global _process
+    with _process_lock:
+        if _process is None:
+            preload()  # a no-op when `apiary worker` did it before starting the pool
+            _process = ExecutionLoop(settings)
+        return _process
 
 
 async def _warm(runtime: Runtime) -> None:
@@ -131,15 +177,13 @@ async def _warm(runtime: Runtime) -> None:
 
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]  # prefork children
-@worker_shutdown.connect  # type: ignore[untyped-decorator]  # the solo pool's one process
-def _close_process_runtime(**_: Any) -> None:
+@worker_shutdown.connect  # type: ignore[untyped-decorator]  # the threads and solo pools
+def _close_process_loop(**_: Any) -> None:
     global _process
-    if _process is None:
-        return
-    loop, runtime = _process
-    _process = None
-    loop.run_until_complete(runtime.close())
-    loop.close()
+    with _process_lock:
+        executions, _process = _process, None
+    if executions is not None:
+        executions.close()
 
 
 @functools.cache

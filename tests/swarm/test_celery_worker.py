@@ -1,6 +1,8 @@
-"""A real Celery worker on the test Redis, SIGKILLed in the middle of a 20-subtask
-execution; a second worker resumes it from the checkpoint. Runs in pass 1 of `make test`
-(PostgreSQL + Redis): it is marked `services` and deselected where they are absent."""
+"""A real Celery worker on the test Redis (`apiary worker` as a user starts it, with its
+default pool): SIGKILLed in the middle of a 20-subtask execution, a second worker resumes
+it from the checkpoint; and one worker process runs several executions at once. Runs in
+pass 1 of `make test` (PostgreSQL + Redis): it is marked `services` and deselected where
+they are absent."""
 
 from __future__ import annotations
 
@@ -59,10 +61,10 @@ class Workers:
         self.log_dir = log_dir
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *options: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("apiary")), "worker", "--pool=solo"],
+            [str(Path(sys.executable).with_name("apiary")), "worker", *options],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -213,6 +215,65 @@ async def test_sigkilled_worker_is_resumed_without_repeating_finished_subagents(
     assert {str(r.execution_id) for r in rows} == {execution_id}
     assert sum(r.cost_usd or 0 for r in rows) == pytest.approx(execution["cost_usd"])
     await http.aclose()
+
+
+async def test_one_worker_process_runs_several_executions_at_once(
+    celery_app: FastAPI, workers: Workers, fake_upstream: FakeUpstream
+) -> None:
+    """Two executions given to one worker of concurrency 2 are both under way before
+    either ends, in one process (the threads pool: no forked children), and both succeed."""
+    runtime: Runtime = celery_app.state.runtime
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=celery_app), base_url="http://t")
+    tenant = await make_tenant(runtime, http, "celery-two")
+    key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    agent = await http.post(
+        "/api/v1/agents",
+        headers=key.headers,
+        json={"name": "pair", "model": "default", "max_subagents": 2},
+    )
+    assert agent.status_code == 201, agent.text
+    # Every call takes 1.5 s; the plan is not JSON, so each runs as one sub-agent.
+    fake_upstream.set_default("openai", Slow(1.5, Reply(text="done", usage=(5, 5))))
+
+    worker = workers.start("--concurrency=2")
+    ids = []
+    for task in ("first", "second"):
+        started = await http.post(
+            "/api/v1/executions",
+            headers=key.headers,
+            json={"agent_id": agent.json()["id"], "task": task},
+        )
+        assert started.status_code == 202, started.text
+        ids.append(started.json()["id"])
+
+    states: dict[str, str] = {}
+    together = False  # both taken from the queue, neither finished
+    for _ in range(600):
+        for execution_id in ids:
+            detail = await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
+            states[execution_id] = detail.json()["state"]
+        if all(state not in FINAL and state != "queued" for state in states.values()):
+            together = True
+        if all(state in FINAL for state in states.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert together, states
+    assert set(states.values()) == {"succeeded"}, states
+    assert _children(worker.pid) == [], "the threads pool runs them in the worker's process"
+    await http.aclose()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue  # it exited meanwhile
+            if parent == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def uuid_of(value: str) -> Any:
