@@ -309,7 +309,10 @@ class FakeUpstream:
         # Short shutdown: a handler still sleeping in `Slow` must not hold up teardown.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        # A provider's front end takes a burst of new connections (a swarm's fan-out opens
+        # hundreds at once); aiohttp's default backlog of 128 would drop SYNs past it, and
+        # each dropped one costs the client a 1 s retransmission: the fake, not the gateway.
+        await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
         port = runner.addresses[0][1]
         self._runner = runner
         self._url = f"http://127.0.0.1:{port}"
