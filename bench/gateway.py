@@ -431,13 +431,22 @@ def enable_limits(base: str, email: str, password: str) -> str:
 
 
 def ensure_litellm(*, timeout_s: float = 1800) -> tuple[Path | None, str]:
-    """The LiteLLM proxy's venv, created on first use; (None, why) if that fails."""
+    """The LiteLLM proxy's venv, created on first use; (None, why) if that fails.
+
+    It is made on the interpreter Apiary's venv runs on (this script's base Python), and
+    made again when that changes: both proxies run on the same Python build, so neither
+    gains from a faster interpreter (see `bench/interpreters.py`)."""
     binary = LITELLM_VENV / "bin" / "litellm"
+    python = str(Path(sys.executable).resolve())  # a venv's python links to its base's
+    if binary.exists() and str((LITELLM_VENV / "bin" / "python").resolve()) != python:
+        print(f"{LITELLM_VENV.relative_to(ROOT)} is on another Python: making it again")
+        shutil.rmtree(LITELLM_VENV)
     if not binary.exists():
         print(f"installing LiteLLM's proxy into {LITELLM_VENV.relative_to(ROOT)} ...", flush=True)
+        uv = str(ROOT / ".tools" / "bin" / "uv")  # `make venv` installs it
         steps = [
-            ["python3", "-m", "venv", str(LITELLM_VENV)],
-            [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"],
+            [uv, "venv", "--quiet", "--python", python, str(LITELLM_VENV)],
+            [uv, "pip", "install", "--quiet", "--python", str(LITELLM_VENV), "litellm[proxy]"],
         ]
         deadline = time.monotonic() + timeout_s
         for step in steps:
