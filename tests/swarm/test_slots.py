@@ -10,8 +10,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.asyncio import Redis
 
-from apiary.swarm.slots import RedisSlots
+from apiary.runtime import Runtime
+from apiary.swarm.engine import _tenant_slots
+from apiary.swarm.slots import RedisSlots, SlotsClosed
 from tests.conftest import TEST_REDIS
 
 pytestmark = pytest.mark.services
@@ -61,7 +64,9 @@ async def test_a_dead_process_frees_its_slots_when_its_leases_lapse(pools: Pools
     tenant = uuid.uuid4()
     holder = f"""
 import asyncio, sys, uuid
-from apiary.swarm.slots import RedisSlots
+from apiary.runtime import Runtime
+from apiary.swarm.engine import _tenant_slots
+from apiary.swarm.slots import RedisSlots, SlotsClosed
 async def main():
     pool = RedisSlots({TEST_REDIS!r}, limit=1, lease_s=1.0)
     async with pool.of(uuid.UUID({str(tenant)!r})):
@@ -113,3 +118,60 @@ async def test_a_process_that_stops_gives_its_slots_back_at_once(pools: Pools) -
     await stopping.close()
     async with asyncio.timeout(1.0), pools(1, retry_s=0.05).of(tenant):  # not 30 s later
         pass
+
+
+async def test_room_goes_to_the_oldest_waiter_of_any_process(pools: Pools) -> None:
+    tenant = uuid.uuid4()
+    busy, other = pools(2, retry_s=0.05), pools(2, retry_s=0.05)
+    stop = asyncio.Event()
+
+    async def churn() -> None:  # one process's sub-agents, ending and starting again
+        while not stop.is_set():
+            async with busy.of(tenant):
+                await asyncio.sleep(0.01)
+
+    churning = [asyncio.create_task(churn()) for _ in range(6)]
+    try:
+        await asyncio.sleep(0.2)  # the bound is full, and this process has its own waiters
+        async with asyncio.timeout(1.0), other.of(tenant):  # yet the other one gets in
+            pass
+    finally:
+        stop.set()
+        await asyncio.gather(*churning)
+
+
+async def test_a_stopping_process_fails_its_waiters_and_hands_out_no_more(pools: Pools) -> None:
+    pool = pools(1, retry_s=0.05)
+    slots = pool.of(uuid.uuid4())
+    await slots.__aenter__()
+    waiting = asyncio.create_task(slots.__aenter__())
+    await asyncio.sleep(0.1)
+    await pool.close()
+    with pytest.raises(SlotsClosed):
+        await asyncio.wait_for(waiting, 1.0)
+    with pytest.raises(SlotsClosed):
+        await slots.__aenter__()
+
+
+async def test_a_sub_agent_waits_out_a_redis_that_does_not_answer() -> None:
+    gone = RedisSlots("redis://127.0.0.1:9/0", limit=5, retry_s=0.05)  # nothing listens
+    waiting = asyncio.create_task(gone.of(uuid.uuid4()).__aenter__())
+    await asyncio.sleep(1.0)
+    assert not waiting.done()  # still waiting to be let in, not failed
+    waiting.cancel()
+    await gone.close()
+
+
+async def test_the_engine_bounds_a_tenant_in_redis(runtime: Runtime) -> None:
+    assert TEST_REDIS is not None
+    assert runtime.swarm_slots is not None  # configured with Redis: the bound is shared
+    tenant = uuid.uuid4()
+    key = f"apiary:swarm:slots:{tenant}:leases"
+    redis = Redis.from_url(TEST_REDIS)
+    try:
+        async with _tenant_slots(runtime, tenant):
+            assert await redis.zcard(key) == 1  # a running sub-agent's lease, for all to see
+        await asyncio.sleep(0.1)  # given back within 20 ms
+        assert await redis.zcard(key) == 0
+    finally:
+        await redis.aclose()
