@@ -118,7 +118,11 @@ class ExecutionLoop:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="apiary-executions", daemon=True)
         self._thread.start()
-        self.runtime = self.run(self._start(settings))
+        try:
+            self.runtime = self.run(self._start(settings))
+        except BaseException:  # no runtime: stop the thread, or each later task starts another
+            self._stop()
+            raise
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -140,9 +144,12 @@ class ExecutionLoop:
         try:
             self.run(self.runtime.close())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
 
 # This process's loop and runtime, built before its first task (never in a prefork
