@@ -463,7 +463,7 @@ def ensure_litellm(*, timeout_s: float = 1800) -> tuple[Path | None, str]:
             if done.returncode != 0:
                 return None, f"{' '.join(step[:3])} failed: {done.stderr.strip()[-800:]}"
         if not binary.exists():
-            return None, "pip finished but bench/.litellm-venv/bin/litellm is missing"
+            return None, "uv pip install finished but bench/.litellm-venv/bin/litellm is missing"
     version = subprocess.run(  # noqa: S603 - fixed command
         [
             str(LITELLM_VENV / "bin" / "python"),
