@@ -364,10 +364,11 @@ async def test_rows_read_back_as_sqlalchemy_would_have_written_them(runtime: Run
     SQLite, as asyncpg executemany calls on PostgreSQL). A
     ledger entry (UUIDs, a missing one, a UTC timestamp, floats, booleans, a JSON list) and
     a tenant (its id, creation time, status and plan left to the column defaults) written
-    through it read back like the same rows written through a session."""
+    through it read back like the same rows written through a session. Two entries go in
+    one statement, as a fan-out's rows do."""
     _, auth = await ledger_for_a_tenant(runtime, "read-back")
     entries = []
-    for _ in range(2):
+    for _ in range(3):
         entry = ledger_row(
             replace(auth, execution_id=uuid.uuid4(), agent_id=uuid.uuid4()),
             {"model": "oai/gpt-4o-mini"},
@@ -385,7 +386,9 @@ async def test_rows_read_back_as_sqlalchemy_would_have_written_them(runtime: Run
         )
         entries.append(entry)
     ledger_insert = insert(LedgerEntry.__table__)  # type: ignore[arg-type]
-    await runtime.writes.run(Write(ledger_insert, entries[0]))  # the group commit
+    # The group commit, two rows in one statement (the second with a time to first token).
+    entries[2]["ttft_ms"], entries[2]["fallback_path"] = 12.5, []
+    await runtime.writes.run(Write(ledger_insert, entries[0]), Write(ledger_insert, entries[2]))
     async with session_scope(runtime.session_factory) as session:  # SQLAlchemy's own
         await session.execute(ledger_insert, [entries[1]])
     await runtime.writes.run(tenant("read-back-defaults"))
