@@ -325,14 +325,12 @@ def executemany_plan(
     """The plan for rows with `keys` (built once per statement, dialect and key set), or
     None when the statement needs what only SQLAlchemy's own execution does. The SQLite
     group commit and the ledger writer's batches run their rows through it."""
-    cached = _plans.get((id(statement), dialect.name, keys))
+    key = (id(statement), dialect.name, keys)
+    cached = _plans.get(key)
     if cached is not None and cached[0] is statement:
         return cached[1]
     plan = _build_plan(dialect, statement, keys)
-    _plans[(id(statement), dialect.name, keys)] = (
-        statement,
-        plan,
-    )  # holding it keeps its id unique
+    _plans[key] = (statement, plan)  # holding the statement keeps its id unique
     return plan
 
 
