@@ -66,7 +66,7 @@ def _migrate(settings: Settings) -> None:
     from apiary import migrations
 
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.prepare_data_dir()
     migrations.upgrade(settings.sqlalchemy_url)
 
 

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
 
     bootstrap_admin_email: str = "admin@apiary.local"
 
+    # Bearer token a Prometheus scraper sends to GET /metrics; without one, only a direct
+    # loopback connection may scrape (the figures span every tenant).
+    metrics_token: SecretStr | None = None
+
     # The built dashboard served at `/`; default: web/dist in the source checkout.
     web_dist: Path | None = None
 
@@ -215,6 +219,16 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.sqlalchemy_url.startswith("sqlite")
+
+    def prepare_data_dir(self) -> None:
+        """Create the data dir readable by this user only (0700), and the embedded database
+        in it 0600 before SQLite creates it with the umask's 0644: it holds password hashes
+        and key digests. SQLite gives its journal and WAL files the database's mode."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.database_url is None:
+            database = self.data_dir / "apiary.db"
+            if not database.exists():
+                os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
 
     @cached_property
     def signing_key(self) -> str:

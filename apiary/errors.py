@@ -7,13 +7,17 @@ Services raise these; nothing below the routes raises `HTTPException`. Every err
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("apiary.errors")
 
@@ -176,3 +180,37 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+class ErrorAnsweringMiddleware(ServerErrorMiddleware):
+    """Starlette's outermost error middleware, except that an error it has answered in full
+    stays answered.
+
+    Starlette answers an unhandled error with the 500 handler, then raises it on to the
+    server "so that the server can log it"; uvicorn, seeing an error after a response began,
+    closes the connection without a `Connection: close`, and a client's next request on that
+    pooled connection fails with a reset. The handler (`on_unexpected`) has logged the error
+    already, so it goes no further. An error that cuts a response short (a stream that fails
+    midway) is still raised, and the server rightly closes that connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if response_started or self.debug or self.handler is None:
+                raise
+            # The handler is `on_unexpected` (async, answers any request).
+            handler = cast("Callable[[Request, Exception], Awaitable[Response]]", self.handler)
+            response = await handler(Request(scope), exc)
+            await response(scope, receive, send)

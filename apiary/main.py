@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,7 +17,7 @@ from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
 from apiary.config import Settings, load_settings
 from apiary.dashboard import DEFAULT_DIST, mount_dashboard
-from apiary.errors import install_error_handlers
+from apiary.errors import ErrorAnsweringMiddleware, install_error_handlers
 from apiary.executions import endpoints as executions
 from apiary.gateway import endpoints as providers
 from apiary.gateway import openai_api
@@ -83,9 +83,16 @@ class ApiaryApp(FastAPI):
         # Built on first use, like FastAPI's own stack, so it sees the final error handlers.
         handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
         hot_path = openai_api.OpenAIHotPath()
-        return ServerErrorMiddleware(
+        return ErrorAnsweringMiddleware(
             ObservabilityMiddleware(hot_path), handler=handler, debug=self.debug
         )
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # FastAPI puts Starlette's ServerErrorMiddleware outermost; ours keeps the
+        # connection of a request whose error it answered (see ErrorAnsweringMiddleware).
+        stack = super().build_middleware_stack()
+        assert isinstance(stack, ServerErrorMiddleware)
+        return ErrorAnsweringMiddleware(stack.app, handler=stack.handler, debug=stack.debug)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -116,9 +123,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(OPENAI_ROUTER)
     openai_api.document_hot_routes(app)
 
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return metrics_response()
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request, metrics_token)
 
     # The dashboard answers the GETs no route answers (see apiary/dashboard.py).
     mount_dashboard(app, settings.web_dist or DEFAULT_DIST)

@@ -77,7 +77,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         if settings.is_sqlite:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.prepare_data_dir()
         engine = create_engine(settings.sqlalchemy_url)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         upstream = HttpClient()

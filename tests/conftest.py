@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -24,10 +25,12 @@ from apiary import migrations
 from apiary.auth import key_cache
 from apiary.config import Settings
 from apiary.db import create_engine
+from apiary.http_protocol import ApiaryHttpProtocol
 from apiary.main import create_app
 from apiary.models import Base
 from apiary.runtime import Runtime
 from tests.auth.oidc_issuer import LocalIssuer, local_issuer
+from tests.factories import METRICS_TOKEN
 from tests.fakes.upstream import fake_upstream
 
 __all__ = ["fake_upstream", "local_issuer"]
@@ -106,6 +109,7 @@ def settings(database_url: str, data_dir: Path, local_issuer: LocalIssuer) -> Se
         # No dashboard build, whether or not web/dist exists here (tests/test_dashboard.py
         # gives the app one of its own).
         web_dist=data_dir / "no-dashboard-build",
+        metrics_token=METRICS_TOKEN,  # type: ignore[arg-type]
     )
 
 
@@ -153,3 +157,22 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://apiary.test") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+async def served_url(app: FastAPI) -> AsyncIterator[str]:
+    """The session's app behind a real uvicorn on 127.0.0.1 (the protocol `apiary serve`
+    uses), for clients that need a socket: WebSockets as a browser opens them, fuzzers."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=ApiaryHttpProtocol, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await serving

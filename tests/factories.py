@@ -12,6 +12,9 @@ from apiary.bootstrap import cli_create_api_key, cli_create_tenant
 from apiary.runtime import Runtime
 
 PASSWORD = "correct horse battery staple"
+# The test app's APIARY_METRICS_TOKEN, which a scrape of /metrics sends as a bearer token.
+METRICS_TOKEN = "test-metrics-token-" + secrets.token_hex(8)
+METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @dataclass

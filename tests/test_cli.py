@@ -119,6 +119,11 @@ def test_init_prints_the_super_admin_password_once(data_dir: Path) -> None:
     assert len(password) >= 16
     assert password not in first.stderr
 
+    # What init wrote holds password hashes: this user's alone, whatever
+    # the umask (0022 here, which would leave files 0644).
+    assert (data_dir.stat().st_mode & 0o777) == 0o700
+    assert ((data_dir / "apiary.db").stat().st_mode & 0o777) == 0o600
+
     second = apiary(data_dir, "init")
     assert second.returncode == 0, second.stderr
     assert password not in second.stdout + second.stderr

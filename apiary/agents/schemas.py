@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from apiary.kit.schemas import Schema
+from apiary.kit.schemas import PlainLine, Schema, Text, UpdateSchema
 
 AgentName = Annotated[
     str,
@@ -17,13 +17,13 @@ AgentName = Annotated[
 
 
 class AgentFields(Schema):
-    description: str = Field(default="", max_length=2000)
-    system_prompt: str = Field(default="", max_length=20_000)
-    model: str = Field(
+    description: Text = Field(default="", max_length=2000)
+    system_prompt: Text = Field(default="", max_length=20_000)
+    model: PlainLine = Field(
         default="default", min_length=1, max_length=200, description="A gateway model or route"
     )
     temperature: float = Field(default=0.2, ge=0, le=2)
-    tools: list[str] = Field(default_factory=list, max_length=20)
+    tools: list[PlainLine] = Field(default_factory=list, max_length=20)
     knowledge_base_ids: list[uuid.UUID] = Field(
         default_factory=list,
         max_length=20,
@@ -38,13 +38,15 @@ class AgentCreate(AgentFields):
     name: AgentName
 
 
-class AgentUpdate(Schema):
+class AgentUpdate(UpdateSchema):
+    nullable = frozenset({"max_cost_usd"})  # null: no cost cap
+
     name: AgentName | None = None
-    description: str | None = Field(default=None, max_length=2000)
-    system_prompt: str | None = Field(default=None, max_length=20_000)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    description: Text | None = Field(default=None, max_length=2000)
+    system_prompt: Text | None = Field(default=None, max_length=20_000)
+    model: PlainLine | None = Field(default=None, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    tools: list[str] | None = Field(default=None, max_length=20)
+    tools: list[PlainLine] | None = Field(default=None, max_length=20)
     knowledge_base_ids: list[uuid.UUID] | None = Field(default=None, max_length=20)
     max_subagents: int | None = Field(default=None, ge=1, le=100)
     max_cost_usd: float | None = Field(default=None, gt=0)

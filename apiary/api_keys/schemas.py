@@ -6,7 +6,7 @@ from datetime import datetime
 from pydantic import Field
 
 from apiary.authz.permissions import Role
-from apiary.kit.schemas import Schema
+from apiary.kit.schemas import PlainLine, Schema
 
 
 class ApiKey(Schema):
@@ -22,7 +22,7 @@ class ApiKey(Schema):
 
 
 class ApiKeyCreate(Schema):
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainLine = Field(min_length=1, max_length=200)
     role: Role
     expires_at: datetime | None = Field(default=None, description="ISO-8601 with a timezone")
 

@@ -41,6 +41,7 @@ from apiary.executions.service import execution_service
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.kit.sse import (
     HEARTBEAT_S,
+    After,
     EncodedEvent,
     EventStreamResponse,
     event_stream_response,
@@ -216,7 +217,7 @@ async def execution_events(
     session: DbSession,
     runtime: RuntimeDep,
     execution_id: uuid.UUID,
-    after: Annotated[int | None, Query(ge=0, description="Last sequence number seen")] = None,
+    after: After = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventStreamResponse:
     await execution_repository.get(session, auth.scope, execution_id)  # 404 before streaming
@@ -229,7 +230,7 @@ async def execution_socket(
     websocket: WebSocket,
     execution_id: uuid.UUID,
     token: str | None = None,
-    after: int = 0,
+    after: After = None,
 ) -> None:
     """The same events over a WebSocket; authenticate with ?token= or an Authorization
     header. Each message is one event as JSON; the socket closes after `done`."""
@@ -246,11 +247,15 @@ async def execution_socket(
         async with session_scope(runtime.session_factory) as session:
             await execution_repository.get(session, auth.scope, execution_id)
     except ApiaryError as error:
+        # Accepted, then closed with the code: a close before the accept is refused at the
+        # handshake with a bare HTTP 403, and a browser's WebSocket cannot tell a 404 from a
+        # missing token then.
+        await websocket.accept()
         await websocket.close(code=4000 + error.status_code, reason=error.detail[:120])
         return
     await websocket.accept()
     try:
-        async for batch in _event_stream(runtime, auth, execution_id, max(after, 0)):
+        async for batch in _event_stream(runtime, auth, execution_id, after or 0):
             for event in batch or ():
                 await websocket.send_text(event.body.decode())
         await websocket.close()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from apiary.kit.schemas import Schema
+from apiary.kit.schemas import JsonObject, PlainLine, Schema, Text
 
 
 class ExecutionOptions(Schema):
@@ -18,9 +18,9 @@ class ExecutionOptions(Schema):
 
 class ExecutionCreate(Schema):
     agent_id: uuid.UUID
-    task: str = Field(min_length=1, max_length=50_000)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    task: Text = Field(min_length=1, max_length=50_000)
+    inputs: JsonObject = Field(default_factory=dict)
+    thread_id: PlainLine | None = Field(default=None, min_length=1, max_length=200)
     options: ExecutionOptions = Field(default_factory=ExecutionOptions)
 
 

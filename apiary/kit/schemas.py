@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from collections.abc import Iterable
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 _EMAIL = re.compile(
     r"^[^@\s]{1,64}@(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
@@ -17,7 +19,7 @@ _EMAIL = re.compile(
 def _email(value: str) -> str:
     # Syntax only: self-hosted installs use internal domains (.local, .internal, .test) that
     # a public-deliverability check would refuse.
-    normalized = value.strip().lower()
+    normalized = _plain_line(value.strip().lower())
     if not _EMAIL.match(normalized):
         raise ValueError("not a valid email address")
     return normalized
@@ -25,9 +27,96 @@ def _email(value: str) -> str:
 
 Email = Annotated[str, AfterValidator(_email)]
 
+# The widest integer every store and encoder here takes: a BIGINT column, SQLite's INTEGER
+# and orjson all stop at 64 bits, and Python's ints do not. Every integer a client sends is
+# bounded by this (tests/test_openapi_spec.py checks the spec says so), so one past it is a
+# 422 naming the field, never a 500 from the driver or the encoder.
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+# How deep a free-form JSON value a client sends (an execution's inputs) may nest.
+JSON_MAX_DEPTH = 32
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """A free-form JSON object stored as it came: its integers fit in 64 bits, its floats
+    are finite (Python's JSON parser reads NaN and Infinity, which JSON columns refuse), its
+    strings hold no NUL (PostgreSQL text refuses it) and it nests at most JSON_MAX_DEPTH."""
+    stack: list[tuple[object, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if depth > JSON_MAX_DEPTH:
+            raise ValueError(f"nests deeper than {JSON_MAX_DEPTH} levels at {path or 'the top'}")
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not -INT64_MAX - 1 <= item <= INT64_MAX:
+            raise ValueError(f"{path}: integers must fit in 64 bits (at most {INT64_MAX})")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{path}: numbers must be finite")
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError(f"{path}: text may not contain NUL characters")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise ValueError(f"{path}: keys may not contain NUL characters")
+                stack.append((child, depth + 1, f"{path}.{key}" if path else key))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1, f"{path}[{index}]") for index, child in enumerate(item))
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+
+# Characters that change how text reads without being visible (zero-width joiners, the
+# bidirectional overrides behind "right-to-left override" spoofing, the BOM): Unicode's
+# category Cf. Control characters (Cc, NUL included) are refused in every single-line name.
+def _plain_line(value: str) -> str:
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError(f"contains the control character U+{ord(char):04X}")
+        if category == "Cf":
+            raise ValueError(f"contains the invisible formatting character U+{ord(char):04X}")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+# A one-line name people read (a tenant, a member, an agent, a key): no control or
+# invisible formatting characters. Free text (a task, a prompt) only refuses NUL.
+PlainLine = Annotated[str, AfterValidator(_plain_line)]
+Text = Annotated[str, AfterValidator(_no_nul)]
+
 
 class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+
+class UpdateSchema(Schema):
+    """The body of a PATCH: every field optional, and one left out stays as it is. Null
+    clears a field only where the schema names it in `nullable`; anywhere else it is refused
+    by name, never stored into a column that cannot hold it nor silently ignored."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _null_only_where_it_clears(self) -> Self:
+        refused = sorted(
+            name
+            for name in self.model_fields_set
+            if getattr(self, name) is None and name not in self.nullable
+        )
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)} may not be null (leave a field out to keep its value)"
+            )
+        return self
 
 
 ItemT = TypeVar("ItemT")
@@ -62,7 +151,7 @@ def page_of(
 
 def _page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="Items to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import orjson
+from fastapi import Query
 from fastapi.responses import StreamingResponse
+
+from apiary.kit.schemas import INT64_MAX
 
 HEARTBEAT_S = 15.0
 
@@ -44,12 +47,17 @@ class EncodedEvent:
         return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.type.encode(), self.body)
 
 
+# `?after=`: the last sequence number a client saw, bounded like every integer it sends.
+After = Annotated[int | None, Query(ge=0, le=INT64_MAX, description="Last sequence number seen")]
+
+
 def resume_point(after: int | None, last_event_id: str | None) -> int:
-    """The last sequence number the client saw: `?after=` first, then `Last-Event-ID`."""
+    """The last sequence number the client saw: `?after=` first, then `Last-Event-ID`
+    (a header the browser echoes; one that is not a number resumes from the start)."""
     if after is not None:
         return after
     try:
-        return max(int(last_event_id or 0), 0)
+        return min(max(int(last_event_id or 0), 0), INT64_MAX)
     except ValueError:
         return 0
 

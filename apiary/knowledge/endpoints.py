@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Header, Request, Response, status
 from starlette.datastructures import UploadFile
 
 from apiary.auth.context import AuthContext
@@ -18,6 +18,7 @@ from apiary.errors import NotFound, Unprocessable
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.kit.sse import (
     HEARTBEAT_S,
+    After,
     EncodedEvent,
     EventStreamResponse,
     event_stream_response,
@@ -195,7 +196,7 @@ async def document_events(
     runtime: RuntimeDep,
     kb_id: uuid.UUID,
     document_id: uuid.UUID,
-    after: Annotated[int | None, Query(ge=0, description="Last sequence number seen")] = None,
+    after: After = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventStreamResponse:
     """Every step of the document's ingestion (queued, extracting, splitting, embedding and

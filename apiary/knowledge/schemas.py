@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from apiary.kit.schemas import Schema
+from apiary.kit.schemas import PlainLine, Schema, Text
 from apiary.knowledge.models import BUNDLED_EMBEDDING_MODEL
 
 
@@ -24,8 +24,8 @@ class KnowledgeBase(Schema):
 
 
 class KnowledgeBaseCreate(Schema):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
+    name: PlainLine = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=2000)
     embedding_model: str = Field(
         default=BUNDLED_EMBEDDING_MODEL,
         min_length=1,
@@ -75,7 +75,7 @@ class SearchFilters(Schema):
 
 
 class SearchRequest(Schema):
-    query: str = Field(min_length=1, max_length=4000)
+    query: Text = Field(min_length=1, max_length=4000)
     top_k: int = Field(default=5, ge=1, le=50)
     mode: Literal["hybrid", "dense"] = "hybrid"
     filters: SearchFilters | None = None

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from apiary.kit.schemas import Schema
+from apiary.kit.schemas import INT64_MAX, Schema, UpdateSchema
 
 
 class Limits(Schema):
@@ -17,15 +17,19 @@ class Limits(Schema):
     updated_at: datetime | None = None
 
 
-class LimitsUpdate(Schema):
+class LimitsUpdate(UpdateSchema):
     """Every field optional; send null to remove a limit."""
+
+    nullable = frozenset(
+        {"monthly_budget_usd", "soft_limit_ratio", "tenant_rpm", "tenant_tpm", "key_rpm", "key_tpm"}
+    )
 
     monthly_budget_usd: float | None = Field(default=None, ge=0)
     soft_limit_ratio: float | None = Field(default=None, gt=0, le=1)
-    tenant_rpm: int | None = Field(default=None, ge=1)
-    tenant_tpm: int | None = Field(default=None, ge=1)
-    key_rpm: int | None = Field(default=None, ge=1)
-    key_tpm: int | None = Field(default=None, ge=1)
+    tenant_rpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    tenant_tpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    key_rpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    key_tpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
 
 
 class Spend(Schema):

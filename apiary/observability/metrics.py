@@ -11,6 +11,7 @@ or tests in one process do not collide with the global default registry.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -20,7 +21,8 @@ from typing import Final, TypeVar
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.datastructures import MutableHeaders
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -208,6 +210,41 @@ class ObservabilityMiddleware:
             request_context.reset(token)
 
 
-def metrics_response() -> Response:
+_LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+_RELAY_HEADERS: Final = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def scrape_refusal(
+    *, token: str | None, authorization: str | None, peer: str | None, relayed: bool
+) -> tuple[int, str] | None:
+    """Why a `GET /metrics` may not read the platform's figures (its cost and call counts
+    span every tenant), as (status, detail), or None when it may.
+
+    With `APIARY_METRICS_TOKEN` set, the scraper sends it as a bearer token. Without one,
+    only a direct connection from this machine scrapes: a loopback peer whose request no
+    proxy relayed (a proxy on the same machine would make every visitor a loopback peer)."""
+    if token is not None:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), token.encode()
+        ):
+            return None
+        return 401, "GET /metrics needs the bearer token APIARY_METRICS_TOKEN"
+    if peer in _LOOPBACK and not relayed:
+        return None
+    return 403, "GET /metrics answers other hosts only when APIARY_METRICS_TOKEN is set"
+
+
+def metrics_response(request: Request, token: str | None) -> Response:
     """Prometheus text exposition of `REGISTRY`, for the `GET /metrics` endpoint."""
+    refusal = scrape_refusal(
+        token=token,
+        authorization=request.headers.get("authorization"),
+        peer=request.client.host if request.client else None,
+        relayed=any(name in request.headers for name in _RELAY_HEADERS),
+    )
+    if refusal is not None:
+        status, detail = refusal
+        error = "Unauthorized" if status == 401 else "Forbidden"
+        return JSONResponse({"error": error, "detail": detail}, status_code=status)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -6,10 +6,12 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from apiary.kit.schemas import Email, Schema
+from apiary.kit.schemas import Email, PlainLine, Schema, UpdateSchema
 from apiary.tenants.models import TenantStatus
 
-TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TenantName = Annotated[
+    PlainLine, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 
 
 class Tenant(Schema):
@@ -23,19 +25,19 @@ class Tenant(Schema):
 
 class TenantCreate(Schema):
     name: TenantName
-    plan: str = Field(default="free", min_length=1, max_length=40)
-    oidc_tenant_id: str | None = Field(default=None, min_length=1, max_length=200)
+    plan: PlainLine = Field(default="free", min_length=1, max_length=40)
+    oidc_tenant_id: PlainLine | None = Field(default=None, min_length=1, max_length=200)
     admin_email: Email | None = Field(
         default=None, description="Create (or add) this user as the tenant's first admin"
     )
     admin_password: str | None = Field(default=None, min_length=10, max_length=1024)
 
 
-class TenantUpdate(Schema):
+class TenantUpdate(UpdateSchema):
     name: TenantName | None = None
-    plan: str | None = Field(default=None, min_length=1, max_length=40)
+    plan: PlainLine | None = Field(default=None, min_length=1, max_length=40)
     status: TenantStatus | None = None
-    oidc_tenant_id: str | None = Field(default=None, min_length=1, max_length=200)
+    oidc_tenant_id: PlainLine | None = Field(default=None, min_length=1, max_length=200)
 
 
 class TenantCreated(Schema):

@@ -6,7 +6,7 @@ from datetime import datetime
 from pydantic import Field
 
 from apiary.authz.permissions import Role
-from apiary.kit.schemas import Email, Schema
+from apiary.kit.schemas import Email, PlainLine, Schema
 
 
 class Member(Schema):
@@ -21,7 +21,7 @@ class Member(Schema):
 class MemberCreate(Schema):
     email: Email
     role: Role
-    name: str = Field(default="", max_length=200)
+    name: PlainLine = Field(default="", max_length=200)
     password: str | None = Field(
         default=None,
         min_length=10,

@@ -56,8 +56,8 @@ def _build_app() -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return metrics_response()
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request, None)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
