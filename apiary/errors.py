@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -90,6 +91,51 @@ class ServiceUnavailable(ApiaryError):
     status_code = 503
 
 
+class ErrorBody(BaseModel):
+    """Every error Apiary answers outside /v1."""
+
+    error: str = Field(description="The error's name, e.g. NotFound or ValidationError")
+    detail: str = Field(description="What is wrong, for a person to read")
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error under /v1, in OpenAI's shape, so OpenAI SDKs raise the matching exception."""
+
+    error: OpenAIError
+
+
+STATUS_DESCRIPTIONS = {
+    400: "Bad request: the body is not what the operation takes",
+    401: "Not authenticated: no credential, or one that is not valid",
+    402: "A budget is spent",
+    403: "Not permitted: the caller's role or key may not do this",
+    404: "Not found (a resource of another tenant is not found either)",
+    409: "Conflicts with what exists",
+    413: "Too large",
+    422: "A parameter or a field of the body is not valid: the detail names it",
+    429: "Too many requests: wait for Retry-After seconds",
+    502: "The model provider failed",
+    503: "A dependency is unavailable: retry after Retry-After seconds",
+    504: "The model provider did not answer in time",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for the errors particular to it (see apiary/openapi.py for
+    those that follow from every operation's shape)."""
+    return {
+        status: {"model": ErrorBody, "description": STATUS_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
 def error_response(
     status: int, error: str, detail: str, *, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -153,7 +199,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        name = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+            exc.status_code, "HTTPError"
+        )
         return render(
             request, exc.status_code, name, str(exc.detail), headers=dict(exc.headers or {})
         )

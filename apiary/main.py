@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from apiary import health
+from apiary import health, openapi
 from apiary.agents import endpoints as agents
 from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router())
     app.include_router(OPENAI_ROUTER)
     openai_api.document_hot_routes(app)
+    openapi.install(app)
 
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
 

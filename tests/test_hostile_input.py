@@ -75,13 +75,14 @@ async def test_an_offset_past_64_bits_is_refused_by_name(
     assert widest.json()["items"] == []
 
 
-async def test_a_limit_past_64_bits_is_refused_and_the_limits_stay(
-    client: httpx.AsyncClient, acme: TenantFixture
+@pytest.mark.parametrize("rpm", [HUGE, 2**31])  # limits are INTEGER columns
+async def test_a_limit_past_its_column_is_refused_and_the_limits_stay(
+    client: httpx.AsyncClient, acme: TenantFixture, rpm: int
 ) -> None:
     set_ok = await client.patch("/api/v1/limits", headers=acme.admin.headers, json={"key_rpm": 7})
     assert set_ok.status_code == 200, set_ok.text
     _refused(
-        await client.patch("/api/v1/limits", headers=acme.admin.headers, json={"key_rpm": HUGE}),
+        await client.patch("/api/v1/limits", headers=acme.admin.headers, json={"key_rpm": rpm}),
         "key_rpm",
     )
     after = await client.get("/api/v1/limits", headers=acme.admin.headers)
@@ -112,14 +113,15 @@ async def test_execution_inputs_the_store_cannot_keep_are_refused(
     assert listed.json()["total"] == 0
 
 
-async def test_an_events_resume_point_past_64_bits_is_refused_before_the_stream(
-    client: httpx.AsyncClient, acme: TenantFixture
+@pytest.mark.parametrize("after", [HUGE, 2**31])  # sequence numbers are INTEGER columns
+async def test_an_events_resume_point_past_its_column_is_refused_before_the_stream(
+    client: httpx.AsyncClient, acme: TenantFixture, after: int
 ) -> None:
     execution_id = uuid.uuid4()
     response = await client.get(
         f"/api/v1/executions/{execution_id}/events",
         headers=acme.admin.headers,
-        params={"after": HUGE},
+        params={"after": after},
     )
     _refused(response, "after")
 
@@ -205,8 +207,8 @@ async def test_a_task_with_a_nul_is_refused(client: httpx.AsyncClient, acme: Ten
 
 async def _close_code(http: httpx.AsyncClient, url: str) -> int:
     """The code a socket to `url` closes with (httpx-ws raises it inside a task group)."""
+    socket: AsyncWebSocketSession
     with pytest.raises(BaseException) as raised:  # noqa: PT011 - unwrapped below
-        socket: AsyncWebSocketSession
         async with aconnect_ws(url, http) as socket:
             await socket.receive_text()
     error = raised.value

@@ -12,6 +12,7 @@ from apiary.agents.service import agent_service
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
+from apiary.errors import documented
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.runtime import RuntimeDep
 from apiary.swarm.tools import REGISTRY
@@ -28,7 +29,12 @@ async def list_agents(auth: Reader, session: DbSession, page: Paging) -> Page[Ag
     return page_of(Agent, rows, total, page)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create an agent")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an agent",
+    responses=documented(409),
+)
 async def create_agent(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: AgentCreate
 ) -> Agent:
@@ -49,7 +55,9 @@ async def get_agent(auth: Reader, session: DbSession, agent_id: uuid.UUID) -> Ag
     return Agent.model_validate(await agent_service.get(session, auth, agent_id))
 
 
-@router.patch("/{agent_id}", summary="Change an agent (creates a new version)")
+@router.patch(
+    "/{agent_id}", summary="Change an agent (creates a new version)", responses=documented(409)
+)
 async def update_agent(
     auth: Writer, session: DbSession, runtime: RuntimeDep, agent_id: uuid.UUID, body: AgentUpdate
 ) -> Agent:

@@ -24,7 +24,7 @@ from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authenticate, authorize
 from apiary.authz.permissions import Permission
 from apiary.db import session_scope
-from apiary.errors import ApiaryError, Forbidden
+from apiary.errors import ApiaryError, Forbidden, documented
 from apiary.executions.bus import cancel_channel, events_channel
 from apiary.executions.events import encode_row, unpack
 from apiary.executions.models import ExecutionState
@@ -61,6 +61,10 @@ Runner = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start an execution (202); a repeated Idempotency-Key returns the first (200)",
+    responses={
+        200: {"model": Execution, "description": "The execution this Idempotency-Key started"},
+        **documented(404, 409),
+    },
 )
 async def create_execution(
     auth: Runner,
@@ -133,7 +137,11 @@ async def execution_ledger(
     return page_of(LedgerRow, rows, total, page)
 
 
-@router.post("/{execution_id}/cancel", summary="Cancel: running sub-agents stop promptly")
+@router.post(
+    "/{execution_id}/cancel",
+    summary="Cancel: running sub-agents stop promptly",
+    responses=documented(409),
+)
 async def cancel_execution(
     auth: Runner,
     session: DbSession,

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 _EMAIL = re.compile(
     r"^[^@\s]{1,64}@(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
@@ -27,13 +27,12 @@ def _email(value: str) -> str:
 
 Email = Annotated[str, AfterValidator(_email)]
 
-# The widest integer every store and encoder here takes: a BIGINT column, SQLite's INTEGER
-# and orjson all stop at 64 bits, and Python's ints do not. Every integer a client sends is
-# bounded by this (tests/test_openapi_spec.py checks the spec says so), so one past it is a
-# 422 naming the field, never a 500 from the driver or the encoder.
+# The widest integers the stores take: PostgreSQL's INTEGER is 32 bits, its BIGINT, SQLite's
+# INTEGER and orjson stop at 64, and Python's ints do not. Every integer a client sends is
+# bounded by the column or query it reaches (tests/test_openapi_spec.py checks the spec
+# says so), so one past it is a 422 naming the field, never a 500 from the driver.
 INT64_MAX = 2**63 - 1
-Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+INT32_MAX = 2**31 - 1
 
 # How deep a free-form JSON value a client sends (an execution's inputs) may nest.
 JSON_MAX_DEPTH = 32

@@ -16,7 +16,7 @@ import orjson
 from fastapi import Query
 from fastapi.responses import StreamingResponse
 
-from apiary.kit.schemas import INT64_MAX
+from apiary.kit.schemas import INT32_MAX
 
 HEARTBEAT_S = 15.0
 
@@ -47,8 +47,8 @@ class EncodedEvent:
         return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.type.encode(), self.body)
 
 
-# `?after=`: the last sequence number a client saw, bounded like every integer it sends.
-After = Annotated[int | None, Query(ge=0, le=INT64_MAX, description="Last sequence number seen")]
+# `?after=`: the last sequence number a client saw. Sequence numbers are INTEGER columns.
+After = Annotated[int | None, Query(ge=0, le=INT32_MAX, description="Last sequence number seen")]
 
 
 def resume_point(after: int | None, last_event_id: str | None) -> int:
@@ -57,7 +57,7 @@ def resume_point(after: int | None, last_event_id: str | None) -> int:
     if after is not None:
         return after
     try:
-        return min(max(int(last_event_id or 0), 0), INT64_MAX)
+        return min(max(int(last_event_id or 0), 0), INT32_MAX)
     except ValueError:
         return 0
 

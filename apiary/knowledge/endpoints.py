@@ -14,7 +14,7 @@ from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.db import session_scope
-from apiary.errors import NotFound, Unprocessable
+from apiary.errors import NotFound, Unprocessable, documented
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.kit.sse import (
     HEARTBEAT_S,
@@ -69,7 +69,12 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a knowledge base")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a knowledge base",
+    responses=documented(409),
+)
 async def create_base(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: KnowledgeBaseCreate
 ) -> KnowledgeBase:
@@ -106,6 +111,10 @@ async def delete_base(
     summary="Upload a document (multipart field 'file'); 200 with the existing one if the "
     "same content is already there",
     openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"model": Document, "description": "The same content, already uploaded"},
+        **documented(413),
+    },
 )
 async def upload_document(
     auth: Writer,

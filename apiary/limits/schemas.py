@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from apiary.kit.schemas import INT64_MAX, Schema, UpdateSchema
+from apiary.kit.schemas import INT32_MAX, Schema, UpdateSchema
 
 
 class Limits(Schema):
@@ -26,10 +26,10 @@ class LimitsUpdate(UpdateSchema):
 
     monthly_budget_usd: float | None = Field(default=None, ge=0)
     soft_limit_ratio: float | None = Field(default=None, gt=0, le=1)
-    tenant_rpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
-    tenant_tpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
-    key_rpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
-    key_tpm: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    tenant_rpm: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    tenant_tpm: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    key_rpm: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    key_tpm: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 class Spend(Schema):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, status
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
+from apiary.errors import documented
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.tenants.schemas import Tenant, TenantCreate, TenantCreated, TenantUpdate
 from apiary.tenants.service import tenant_service
@@ -25,7 +26,9 @@ async def list_tenants(auth: SuperAdmin, session: DbSession, page: Paging) -> Pa
     return page_of(Tenant, rows, total, page)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a tenant")
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, summary="Create a tenant", responses=documented(409)
+)
 async def create_tenant(auth: SuperAdmin, session: DbSession, body: TenantCreate) -> TenantCreated:
     return await tenant_service.create(session, auth, body)
 
@@ -35,7 +38,11 @@ async def get_tenant(auth: SuperAdmin, session: DbSession, tenant_id: uuid.UUID)
     return Tenant.model_validate(await tenant_service.get(session, tenant_id))
 
 
-@router.patch("/{tenant_id}", summary="Rename, change plan, link OIDC, suspend or resume")
+@router.patch(
+    "/{tenant_id}",
+    summary="Rename, change plan, link OIDC, suspend or resume",
+    responses=documented(409),
+)
 async def update_tenant(
     auth: SuperAdmin, session: DbSession, tenant_id: uuid.UUID, body: TenantUpdate
 ) -> Tenant:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, status
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
+from apiary.errors import documented
 from apiary.kit.schemas import Page, Paging
 from apiary.users.schemas import Member, MemberCreate, MemberCreated, MemberUpdate
 from apiary.users.service import member_service
@@ -26,7 +27,12 @@ async def list_members(auth: Reader, session: DbSession, page: Paging) -> Page[M
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Add a member (creating the user)")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a member (creating the user)",
+    responses=documented(409),
+)
 async def add_member(auth: Writer, session: DbSession, body: MemberCreate) -> MemberCreated:
     return await member_service.add(session, auth, body)
 
@@ -36,7 +42,7 @@ async def get_member(auth: Reader, session: DbSession, membership_id: uuid.UUID)
     return await member_service.get(session, auth, membership_id)
 
 
-@router.patch("/{membership_id}", summary="Change a member's role")
+@router.patch("/{membership_id}", summary="Change a member's role", responses=documented(409))
 async def change_role(
     auth: Writer, session: DbSession, membership_id: uuid.UUID, body: MemberUpdate
 ) -> Member:
@@ -44,7 +50,10 @@ async def change_role(
 
 
 @router.delete(
-    "/{membership_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a member"
+    "/{membership_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a member",
+    responses=documented(409),
 )
 async def remove_member(auth: Writer, session: DbSession, membership_id: uuid.UUID) -> None:
     await member_service.remove(session, auth, membership_id)

@@ -1,0 +1,131 @@
+"""The OpenAPI document: FastAPI's, with every error an operation can answer described.
+
+Some errors follow from what an operation is, not from what it does, so they are added
+here by rule instead of on every route: an authenticated operation can answer 401 (no
+or a bad credential) and 403 (a role without the permission); one with an id in its path
+can answer 404 (absent, or another tenant's); one that takes parameters or a body can
+answer 422 with Apiary's error body (FastAPI documents its own shape, which Apiary does not
+send); every `/v1` operation answers errors in OpenAI's shape. An error particular to a
+route (409 on a name taken, 413 on an upload too large) is declared on the route with
+`errors.documented(...)`. The fuzzer in tests/test_fuzz_api.py fails on any status an
+operation answers that its document does not list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from apiary.errors import STATUS_DESCRIPTIONS, ErrorBody, OpenAIErrorBody
+
+# Operations anyone may call without credentials (the isolation test keeps its own list).
+PUBLIC = frozenset(
+    {
+        ("get", "/api/v1/auth/config"),
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/oidc"),
+        ("post", "/api/v1/auth/refresh"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+    }
+)
+# Sign-ins refuse a bad credential, and throttle repeated failures.
+SIGN_IN = frozenset(
+    {
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/oidc"),
+        ("post", "/api/v1/auth/refresh"),
+    }
+)
+# Every gateway call can be refused for what it asks, who asks or what the tenant has left,
+# and can fail upstream.
+OPENAI_ERRORS = (400, 401, 402, 403, 404, 413, 422, 429, 502, 503, 504)
+
+
+def _error_response(status: int, schema: str) -> dict[str, Any]:
+    return {
+        "description": STATUS_DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _rule_errors(method: str, path: str, operation: dict[str, Any]) -> set[int]:
+    statuses: set[int] = set()
+    if (method, path) not in PUBLIC and path.startswith(("/api/", "/v1/")):
+        statuses |= {401, 403}
+    if (method, path) in SIGN_IN:
+        statuses |= {401, 429}
+    if "{" in path:
+        statuses.add(404)
+    if operation.get("parameters") or operation.get("requestBody"):
+        statuses.add(422)
+    if operation.get("requestBody"):
+        statuses.add(400)  # a body that is not JSON (or not UTF-8) at all
+    return statuses
+
+
+def _event_stream(described: dict[str, Any]) -> None:
+    """A Server-Sent Events response is documented with the model of one event's `data`;
+    OpenAPI 3.1 reads a stream's schema as each event (its `event`, `id` and `data` text),
+    so the model becomes the schema of the JSON that `data` carries."""
+    stream = described.get("content", {}).get("text/event-stream")
+    if stream is None or "$ref" not in stream.get("schema", {}):
+        return
+    stream["schema"] = {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string", "description": "the event's type"},
+            "id": {"type": "string", "description": "its sequence number, for Last-Event-ID"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": stream["schema"]["$ref"]},
+            },
+        },
+        "required": ["data"],
+    }
+
+
+def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Add the errors every operation can answer to `spec` (FastAPI's document), in place,
+    and describe its event streams as OpenAPI 3.1 reads them."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    schemas["OpenAIErrorBody"] = OpenAIErrorBody.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    for nested, definition in schemas["OpenAIErrorBody"].pop("$defs", {}).items():
+        schemas[nested] = definition
+    for path, operations in spec["paths"].items():
+        openai_shape = path.startswith("/v1/")
+        for method, operation in operations.items():
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            for described in responses.values():
+                _event_stream(described)
+            statuses = _rule_errors(method, path, operation)
+            if openai_shape:
+                statuses |= set(OPENAI_ERRORS)
+            schema = "OpenAIErrorBody" if openai_shape else "ErrorBody"
+            for status in sorted(statuses):
+                described = responses.get(str(status))
+                # FastAPI's own 422 (HTTPValidationError) is replaced: it is not what we send.
+                if described is None or "HTTPValidationError" in str(described):
+                    responses[str(status)] = _error_response(status, schema)
+            operation["responses"] = dict(sorted(responses.items()))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused not in str(spec["paths"]):
+            schemas.pop(unused, None)
+    return spec
+
+
+def install(app: FastAPI) -> None:
+    """Make `app.openapi()` return the document with its errors described."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
