@@ -13,6 +13,7 @@ operation answers that its document does not list.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -87,6 +88,51 @@ def _event_stream(described: dict[str, Any]) -> None:
     }
 
 
+def _path_params(path: str) -> list[str]:
+    return re.findall(r"{(\w+)}", path)
+
+
+def _created_id(operation: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """The status whose body is the created resource with its `id`, if the operation makes one."""
+    for status in ("201", "202"):
+        content = operation.get("responses", {}).get(status, {}).get("content", {})
+        ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+        model = spec["components"]["schemas"].get(ref.rsplit("/", 1)[-1], {})
+        if "id" in model.get("properties", {}):
+            return status
+    return None
+
+
+def link_created_resources(spec: dict[str, Any]) -> None:
+    """OpenAPI links from each create to what takes the created id: `POST /agents` answers
+    an agent whose `id` is the `agent_id` of `GET`, `PATCH` and `DELETE /agents/{agent_id}`
+    and of `/agents/{agent_id}/versions`. Clients that follow links (and the fuzzer's
+    stateful phase) can then create, read, update and delete in one sequence."""
+    for path, operations in spec["paths"].items():
+        create = operations.get("post")
+        status = _created_id(create, spec) if create else None
+        if create is None or status is None:
+            continue
+        known = _path_params(path)
+        links: dict[str, Any] = {}
+        for target, target_operations in spec["paths"].items():
+            rest = target.removeprefix(path + "/")
+            if rest == target or not rest.startswith("{"):
+                continue
+            new = [name for name in _path_params(target) if name not in known]
+            if len(new) != 1 or not rest.startswith(f"{{{new[0]}}}"):
+                continue
+            parameters = {name: f"$request.path.{name}" for name in known}
+            parameters[new[0]] = "$response.body#/id"
+            for operation in target_operations.values():
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": parameters,
+                }
+        if links:
+            create["responses"][status]["links"] = links
+
+
 def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
     """Add the errors every operation can answer to `spec` (FastAPI's document), in place,
     and describe its event streams as OpenAPI 3.1 reads them."""
@@ -120,12 +166,15 @@ def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def install(app: FastAPI) -> None:
-    """Make `app.openapi()` return the document with its errors described."""
+    """Make `app.openapi()` return the document with its errors described and its
+    created resources linked."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(build())
+            spec = document_errors(build())
+            link_created_resources(spec)
+            app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
