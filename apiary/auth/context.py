@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from apiary.authz.permissions import Permission, Role, allows
+from apiary.authz.permissions import Permission, Role, allows, may_grant
 from apiary.authz.scope import TenantScope
 from apiary.errors import Forbidden
 
@@ -37,8 +37,17 @@ class AuthContext:
     def user_id(self) -> uuid.UUID | None:
         return self.actor.user_id
 
+    @property
+    def via_key(self) -> bool:
+        """Whether the caller holds its role through an API key rather than a sign-in."""
+        return self.actor.api_key_id is not None
+
     def can(self, permission: Permission) -> bool:
-        return allows(self.role, permission)
+        return allows(self.role, permission, via_key=self.via_key)
+
+    def may_grant(self, role: Role) -> bool:
+        """Whether this caller may hand out `role`, or act on a holder of it."""
+        return may_grant(self.role, role, via_key=self.via_key)
 
     @property
     def scope(self) -> TenantScope:

@@ -17,7 +17,7 @@ from apiary.auth import key_cache
 from apiary.auth.context import Actor, AuthContext
 from apiary.auth.repository import auth_repository
 from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
-from apiary.authz.permissions import Permission, Role
+from apiary.authz.permissions import Permission, Role, allows
 from apiary.db import session_scope, utcnow
 from apiary.errors import Forbidden, Unauthorized
 from apiary.observability.logging import request_context
@@ -138,6 +138,11 @@ def authorize(permission: Permission) -> DependsParam:
 
     async def check(auth: Annotated[AuthContext, Depends(current_auth)]) -> AuthContext:
         if not auth.can(permission):
+            if auth.via_key and allows(auth.role, permission):
+                raise Forbidden(
+                    f"API keys do not hold permission {permission.value!r} (what a key does "
+                    "must not outlive it): sign in as a user"
+                )
             raise Forbidden(f"role {auth.role.value!r} lacks permission {permission.value!r}")
         return auth
 

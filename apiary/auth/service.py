@@ -21,7 +21,7 @@ from apiary.auth.passwords import verify_password
 from apiary.auth.repository import auth_repository
 from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
-from apiary.authz.permissions import MATRIX, Role
+from apiary.authz.permissions import Role, permissions_of
 from apiary.authz.scope import TenantScope
 from apiary.config import Settings
 from apiary.db import utcnow
@@ -256,7 +256,7 @@ class AuthService:
                 MembershipView(tenant_id=t.id, tenant_name=t.name, role=Role(m.role))
                 for m, t in memberships
             ],
-            permissions=sorted(MATRIX[auth.role]),
+            permissions=sorted(permissions_of(auth.role, via_key=auth.via_key)),
         )
 
     async def _choose_tenant(

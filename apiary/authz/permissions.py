@@ -2,6 +2,12 @@
 
 Every endpoint declares one `Permission` through `apiary.auth.dependencies.authorize`; a test
 walks the routes and fails on any endpoint that declares none.
+
+A caller holds its role through a credential: a person's sign-in, or an API key. A key is
+the weaker credential (revoked with one click, shared by machines), so nothing it creates may
+outlive it with its own powers: it holds its role's permissions minus `KEY_WITHHELD` (no key
+mints or revokes keys), and it grants only roles below its own (a tenant_admin key cannot make
+a tenant admin, who would keep signing in and minting keys after the key is revoked).
 """
 
 from __future__ import annotations
@@ -77,14 +83,27 @@ RANK: dict[Role, int] = {
 }
 
 
-def allows(role: Role, permission: Permission) -> bool:
-    return permission in MATRIX[role]
+# What an API key never holds, whatever its role: minting keys (a key that mints keys would
+# outlive its own revocation through them) or revoking them (key management is for people).
+KEY_WITHHELD: frozenset[Permission] = frozenset({Permission.API_KEYS_WRITE})
 
 
-def may_grant(granter: Role, role: Role) -> bool:
-    """A principal may hand out its own role or a lesser one, and only member roles."""
+def permissions_of(role: Role, *, via_key: bool = False) -> frozenset[Permission]:
+    """Everything `role` may do, held through a sign-in or (`via_key`) an API key."""
+    return MATRIX[role] - KEY_WITHHELD if via_key else MATRIX[role]
+
+
+def allows(role: Role, permission: Permission, *, via_key: bool = False) -> bool:
+    return permission in permissions_of(role, via_key=via_key)
+
+
+def may_grant(granter: Role, role: Role, *, via_key: bool = False) -> bool:
+    """Whether a principal may hand out (or act on a holder of) `role`: only member roles; a
+    person their own role or a lesser one, an API key only a lesser one."""
     if role not in MEMBER_ROLES:
         return False
+    if via_key:
+        return RANK[role] < RANK[granter]
     if granter in (Role.SUPER_ADMIN, Role.TENANT_ADMIN):
         return True
     return role == granter or RANK[role] < RANK[granter]

@@ -15,7 +15,7 @@ from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.auth.passwords import hash_password
 from apiary.auth.repository import auth_repository
-from apiary.authz.permissions import Role, may_grant
+from apiary.authz.permissions import MEMBER_ROLES, Role
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
 from apiary.errors import Conflict, Forbidden
@@ -34,6 +34,16 @@ def _member(membership: Membership, user: User) -> Member:
         role=Role(membership.role),
         created_at=membership.created_at,
     )
+
+
+def _may_not(verb: str, auth: AuthContext, role: Role) -> str:
+    if auth.via_key and role in MEMBER_ROLES:
+        # Whoever a key makes or promotes outlives the key, so it may not carry its powers.
+        return (
+            f"an API key may not {verb} {role.value!r}: keys grant only roles below their own "
+            f"({auth.role.value!r}); sign in as a user"
+        )
+    return f"role {auth.role.value!r} may not {verb} {role.value!r}"
 
 
 class MemberService:
@@ -63,8 +73,8 @@ class MemberService:
         auth: AuthContext,
     ) -> MemberCreated:
         """Add `body.email` to the scope's tenant; used by tenant creation too."""
-        if not may_grant(auth.role, body.role):
-            raise Forbidden(f"role {auth.role.value!r} may not grant {body.role.value!r}")
+        if not auth.may_grant(body.role):
+            raise Forbidden(_may_not("grant", auth, body.role))
         temporary_password: str | None = None
         user = await user_repository.by_email(session, body.email)
         if user is None:
@@ -99,13 +109,13 @@ class MemberService:
         self, session: AsyncSession, auth: AuthContext, membership_id: uuid.UUID, body: MemberUpdate
     ) -> Member:
         membership, user = await membership_repository.get(session, auth.scope, membership_id)
-        if not may_grant(auth.role, body.role):
-            raise Forbidden(f"role {auth.role.value!r} may not grant {body.role.value!r}")
+        if not auth.may_grant(body.role):
+            raise Forbidden(_may_not("grant", auth, body.role))
         old = Role(membership.role)
         if old == body.role:
             return _member(membership, user)
-        if not may_grant(auth.role, old):
-            raise Forbidden(f"role {auth.role.value!r} may not change a {old.value!r}")
+        if not auth.may_grant(old):
+            raise Forbidden(_may_not("change a", auth, old))
         await membership_repository.lock_tenant(session, auth.scope)
         membership.role = body.role
         await session.flush()
@@ -134,8 +144,8 @@ class MemberService:
         self, session: AsyncSession, auth: AuthContext, membership_id: uuid.UUID
     ) -> None:
         membership, user = await membership_repository.get(session, auth.scope, membership_id)
-        if not may_grant(auth.role, Role(membership.role)):
-            raise Forbidden(f"role {auth.role.value!r} may not remove a {membership.role!r}")
+        if not auth.may_grant(Role(membership.role)):
+            raise Forbidden(_may_not("remove a", auth, Role(membership.role)))
         await membership_repository.lock_tenant(session, auth.scope)
         await session.delete(membership)
         await session.flush()
