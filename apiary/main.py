@@ -37,6 +37,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
     tenants.router,
     members.router,
+    members.invitations_router,
     api_keys.router,
     audit.router,
     limits.router,

@@ -67,7 +67,7 @@ class AuthService:
         user = await user_repository.by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)
         if user is None or not valid or not user.is_active:
-            await self._record_failure(session, user, email=email, ip=ip)
+            await self._record_failure(session, user, email=email, ip=ip, requested=request.tenant)
             raise Unauthorized("invalid email or password", keep_changes=True)
         # A success does not count against the account or the address.
         await counters.delete(keys[0])
@@ -78,20 +78,32 @@ class AuthService:
         )
 
     async def _record_failure(
-        self, session: AsyncSession, user: User | None, *, email: str, ip: str | None
+        self,
+        session: AsyncSession,
+        user: User | None,
+        *,
+        email: str,
+        ip: str | None,
+        requested: str | None,
     ) -> None:
-        """One entry in each tenant of a known account, so its admins see attacks on it."""
-        tenants: list[uuid.UUID | None] = [None]
-        if user is not None:
-            tenants = [t.id for _, t in await auth_repository.memberships_of(session, user.id)]
-        for tenant_id in tenants or [None]:
-            await audit_service.record(
-                session,
-                action="auth.login_failed",
-                actor=Actor(user_id=user.id if user else None, ip=ip),
-                tenant_id=tenant_id,
-                details={"email": email, "method": "password"},
-            )
+        """One entry, in the one tenant the sign-in was aimed at, so its admins see attacks
+        on their member: the tenant asked for, if the account belongs to it, else the one it
+        would have landed in. Never in every tenant the account belongs to, and never in a
+        tenant for the super admin or an unknown email (those are platform entries)."""
+        tenant_id: uuid.UUID | None = None
+        if user is not None and not user.is_super_admin:
+            memberships = await auth_repository.memberships_of(session, user.id)
+            aimed = [t for _, t in memberships if requested in (str(t.id), t.name)]
+            active = [t for _, t in memberships if t.status == TenantStatus.ACTIVE]
+            landing = aimed or active or [t for _, t in memberships]
+            tenant_id = landing[0].id if landing else None
+        await audit_service.record(
+            session,
+            action="auth.login_failed",
+            actor=Actor(user_id=user.id if user else None, ip=ip),
+            tenant_id=tenant_id,
+            details={"email": email, "method": "password"},
+        )
 
     async def login_oidc(
         self,

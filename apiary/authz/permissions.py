@@ -28,6 +28,7 @@ MEMBER_ROLES = frozenset(Role) - {Role.SUPER_ADMIN}
 
 class Permission(StrEnum):
     SELF = "self"  # see yourself, end your own session: every role
+    INVITATIONS_RESPOND = "invitations:respond"  # see, accept, decline your invitations
     TENANTS_MANAGE = "tenants:manage"
     MEMBERS_READ = "members:read"
     MEMBERS_WRITE = "members:write"
@@ -48,6 +49,7 @@ class Permission(StrEnum):
 
 _READ = {
     Permission.SELF,
+    Permission.INVITATIONS_RESPOND,
     Permission.MEMBERS_READ,
     Permission.AGENTS_READ,
     Permission.EXECUTIONS_READ,
@@ -84,8 +86,11 @@ RANK: dict[Role, int] = {
 
 
 # What an API key never holds, whatever its role: minting keys (a key that mints keys would
-# outlive its own revocation through them) or revoking them (key management is for people).
-KEY_WITHHELD: frozenset[Permission] = frozenset({Permission.API_KEYS_WRITE})
+# outlive its own revocation through them) or revoking them (key management is for people),
+# and answering invitations (joining a tenant is the account owner's own decision).
+KEY_WITHHELD: frozenset[Permission] = frozenset(
+    {Permission.API_KEYS_WRITE, Permission.INVITATIONS_RESPOND}
+)
 
 
 def permissions_of(role: Role, *, via_key: bool = False) -> frozenset[Permission]:

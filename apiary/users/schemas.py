@@ -38,3 +38,43 @@ class MemberCreated(Member):
     temporary_password: str | None = Field(
         default=None, description="Shown once, when Apiary generated the new user's password"
     )
+
+
+class InvitationCreate(Schema):
+    email: Email = Field(
+        description="An existing account's email; a new person is added with POST /members"
+    )
+    role: Role
+
+
+class Invitation(Schema):
+    """A pending invitation, as the inviting tenant sees it."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    email: str
+    role: Role
+    invited_by: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class InvitationReceived(Schema):
+    """A pending invitation, as the invited account sees it."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant_name: str
+    role: Role
+    invited_by_email: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class Joined(Schema):
+    """The membership an accepted invitation made: sign in to `tenant_id` to use it."""
+
+    membership_id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant_name: str
+    role: Role

@@ -271,6 +271,12 @@ async def test_an_admin_key_cannot_leave_a_lasting_admin_behind(
         json={"role": "tenant_admin"},
     )
     assert promoted.status_code == 403
+    invited = await client.post(
+        "/api/v1/members/invitations",
+        headers=key.headers,
+        json={"email": "admin@acme.example", "role": "tenant_admin"},
+    )
+    assert invited.status_code == 403
     # Once the key is revoked, nobody it touched holds its powers.
     revoked = await client.delete(
         f"/api/v1/api-keys/{key.extra['key_id']}", headers=tenant.admin.headers

@@ -112,13 +112,20 @@ async def test_an_admin_cannot_capture_another_tenants_user_through_oidc(
     victim = await make_member(client, acme, Role.DEVELOPER, email="victim@acme.example")
     evil = await make_tenant(runtime, client, "evil")
     await _link(client, runtime, evil.id, "azure-tid-evil")
-    # evil's admin adds the victim's email to evil, then signs in as it from evil's IdP.
+    # evil's admin cannot add the victim's account to evil; an invitation it never accepted
+    # changes nothing; and signing in as it from evil's IdP is refused.
     added = await client.post(
         "/api/v1/members",
         headers=evil.admin.headers,
         json={"email": "victim@acme.example", "role": "viewer"},
     )
-    assert added.status_code == 201
+    assert added.status_code == 409
+    invited = await client.post(
+        "/api/v1/members/invitations",
+        headers=evil.admin.headers,
+        json={"email": "victim@acme.example", "role": "viewer"},
+    )
+    assert invited.status_code == 201
     token = local_issuer.token(sub="attacker", email="victim@acme.example", tid="azure-tid-evil")
     response = await client.post("/api/v1/auth/oidc", json={"id_token": token})
     assert response.status_code == 409

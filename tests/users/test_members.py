@@ -8,7 +8,7 @@ import pytest
 
 from apiary.authz.permissions import Role
 from apiary.runtime import Runtime
-from tests.factories import PASSWORD, login, make_member, make_tenant
+from tests.factories import login, make_member, make_tenant
 
 pytestmark = pytest.mark.both_databases
 
@@ -35,31 +35,6 @@ async def test_admin_adds_a_member_who_can_sign_in(
         "new.person@acme.example",
     ]
     assert password not in listed.text
-
-
-async def test_existing_user_joins_a_second_tenant_and_picks_it_at_sign_in(
-    client: httpx.AsyncClient, runtime: Runtime
-) -> None:
-    acme = await make_tenant(runtime, client, "acme")
-    globex = await make_tenant(runtime, client, "globex")
-    joined = await client.post(
-        "/api/v1/members",
-        headers=globex.admin.headers,
-        json={"email": "admin@acme.example", "role": "viewer"},
-    )
-    assert joined.status_code == 201
-    assert joined.json()["temporary_password"] is None  # the existing password stays
-    into_globex = await login(client, "admin@acme.example", PASSWORD, tenant="globex")
-    assert into_globex.tenant_id == globex.id
-    me = (await client.get("/api/v1/auth/me", headers=into_globex.headers)).json()
-    assert me["role"] == "viewer"
-    assert {m["tenant_name"] for m in me["memberships"]} == {"acme", "globex"}
-    assert acme.id != globex.id
-    outsider = await client.post(
-        "/api/v1/auth/login",
-        json={"email": "admin@globex.example", "password": PASSWORD, "tenant": "acme"},
-    )
-    assert outsider.status_code == 403
 
 
 async def test_adding_a_member_twice_is_409(client: httpx.AsyncClient, runtime: Runtime) -> None:
