@@ -114,8 +114,12 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
 
-    login_max_failures: int = Field(default=5, ge=1)  # per account and per IP, in the window
+    # Sign-in throttling (apiary/auth/throttle.py): free guesses per (account, address),
+    # then backoff; the ceilings, per account and per address, sit well above it.
+    login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
+    login_account_max_failures: int = Field(default=100, ge=1)
+    login_ip_max_failures: int = Field(default=50, ge=1)
 
     bootstrap_admin_email: str = "admin@apiary.local"
 

@@ -2,8 +2,8 @@
 
 A sign-in opens an `AuthSession`; its refresh tokens rotate on every use. Presenting a
 refresh token a second time means it was copied, so the whole session is revoked (OAuth 2.0
-Security BCP, refresh token rotation). Failed sign-ins are counted per account and per IP;
-past the limit the caller waits out the window with 429 and `Retry-After`.
+Security BCP, refresh token rotation). Failed sign-ins are throttled per (account, client
+address) with backoff (apiary/auth/throttle.py): 429 and `Retry-After` for that address only.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from apiary.auth.oidc import OIDCIdentity, OIDCVerifier
 from apiary.auth.passwords import verify_password
 from apiary.auth.repository import auth_repository
 from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
+from apiary.auth.throttle import LoginThrottle
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
 from apiary.authz.permissions import Role, permissions_of
 from apiary.authz.scope import TenantScope
@@ -44,34 +45,24 @@ class AuthService:
         ip: str | None,
     ) -> TokenPair:
         email = request.email.lower()
-        keys = [f"login:account:{email}", f"login:ip:{ip or '-'}"]
-        # Count the attempt before checking the password: parallel guesses each see the
-        # others' counts, so no burst slips under the limit while argon2 runs.
-        window, limit = settings.login_failure_window_s, settings.login_max_failures
-        counts = [await counters.incr(key, ttl_s=window) for key in keys]
-        if max(counts) > limit:
-            if limit + 1 in counts:  # the first refusal in this window is worth recording
-                await audit_service.record(
-                    session,
-                    action="auth.login_throttled",
-                    actor=Actor(ip=ip),
-                    tenant_id=None,
-                    details={"email": email},
-                )
-            retry_after = max([(await counters.get(key))[1] for key in keys])
-            raise TooManyRequests(
-                "too many failed sign-ins; try again later",
-                retry_after_s=retry_after,
-                keep_changes=True,
+        throttle = LoginThrottle(counters, settings)
+        refusal = await throttle.admit(email, ip)
+        if refusal is not None:
+            await audit_service.record(
+                session,
+                action="auth.login_throttled",
+                actor=Actor(ip=ip),
+                tenant_id=None,
+                details={"email": email, "reason": refusal.reason},
             )
+            raise refusal.error()
         user = await user_repository.by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)
         if user is None or not valid or not user.is_active:
+            await throttle.failed(email, ip)
             await self._record_failure(session, user, email=email, ip=ip, requested=request.tenant)
             raise Unauthorized("invalid email or password", keep_changes=True)
-        # A success does not count against the account or the address.
-        await counters.delete(keys[0])
-        await counters.decr(keys[1])
+        await throttle.succeeded(email, ip)
         tenant, role = await self._choose_tenant(session, user, request.tenant)
         return await self._open_session(
             session, user, tenant, role, method="password", settings=settings, ip=ip
@@ -116,7 +107,7 @@ class AuthService:
         ip: str | None,
     ) -> TokenPair:
         """Sign in with an ID token; every refusal is audited and counted against the IP."""
-        key = f"login:ip:{ip or '-'}"
+        key = f"login:oidc:{ip or '-'}"
         count = await counters.incr(key, ttl_s=settings.login_failure_window_s)
         if count > settings.login_max_failures:
             _, retry_after = await counters.get(key)
