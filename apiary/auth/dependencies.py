@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.auth import key_cache
 from apiary.auth.context import Actor, AuthContext
+from apiary.auth.forwarded import client_ip
 from apiary.auth.repository import auth_repository
 from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
 from apiary.authz.permissions import Permission, Role, allows
@@ -33,10 +34,6 @@ async def _session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit happens before the response is sent, so a failed commit is
 # an error response rather than a success the database never saw.
 DbSession = Annotated[AsyncSession, Depends(_session, scope="function")]
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def bearer_credentials(authorization: str) -> str:
