@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Annotated, Generic, TypeVar
 
@@ -14,10 +15,24 @@ _EMAIL = re.compile(
 )
 
 
+def visible_text(value: str, *, keep: str = "") -> str:
+    """`value`, unless it holds a control character (NUL, newline, escape: PostgreSQL refuses
+    NUL, logs split on newlines), a lone surrogate (no encoding takes it) or an invisible
+    format character (zero-width space, right-to-left override: they make one name look like
+    another). `keep` lets some format characters through (a name may need a zero-width
+    joiner)."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs") and char not in keep:
+            raise ValueError(
+                f"must not contain control or invisible characters (found U+{ord(char):04X})"
+            )
+    return value
+
+
 def _email(value: str) -> str:
     # Syntax only: self-hosted installs use internal domains (.local, .internal, .test) that
     # a public-deliverability check would refuse.
-    normalized = value.strip().lower()
+    normalized = visible_text(value.strip().lower())
     if not _EMAIL.match(normalized):
         raise ValueError("not a valid email address")
     return normalized

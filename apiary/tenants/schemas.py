@@ -4,12 +4,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
-from apiary.kit.schemas import Email, Schema
+from apiary.kit.schemas import Email, Schema, visible_text
 from apiary.tenants.models import TenantStatus
 
-TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# A tenant is named at sign-in and in the CLI, so two names must never look alike: no
+# controls and no invisible characters (zero-width, bidi overrides) at all.
+TenantName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(visible_text),
+]
 
 
 class Tenant(Schema):

@@ -2,11 +2,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from apiary.authz.permissions import Role
-from apiary.kit.schemas import Email, Schema
+from apiary.kit.schemas import Email, Schema, visible_text
+
+# A person's display name: no controls or invisible characters, but the zero-width
+# (non-)joiners that some scripts and emoji sequences are written with.
+UserName = Annotated[
+    str, Field(max_length=200), AfterValidator(lambda v: visible_text(v, keep="\u200c\u200d"))
+]
 
 
 class Member(Schema):
@@ -21,7 +28,7 @@ class Member(Schema):
 class MemberCreate(Schema):
     email: Email
     role: Role
-    name: str = Field(default="", max_length=200)
+    name: UserName = ""
     password: str | None = Field(
         default=None,
         min_length=10,
