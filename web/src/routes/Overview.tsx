@@ -1,4 +1,5 @@
 import { StateBadge } from "@/components/Executions/StateBadge";
+import { PendingInvitations } from "@/components/Invitations/PendingInvitations";
 import { ProviderHealth } from "@/components/Overview/ProviderHealth";
 import { Card, CardTitle, Stat } from "@/components/ui/card";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
@@ -18,6 +19,7 @@ export function Overview() {
   return (
     <div>
       <PageHeader title="Overview" />
+      <PendingInvitations />
       <section aria-label="Gateway this month" className="mb-8">
         <h2 className="mb-3 text-sm font-semibold uppercase text-slate-500">
           Gateway, this month (UTC)
