@@ -48,13 +48,14 @@ class AuthService:
         throttle = LoginThrottle(counters, settings)
         refusal = await throttle.admit(email, ip)
         if refusal is not None:
-            await audit_service.record(
-                session,
-                action="auth.login_throttled",
-                actor=Actor(ip=ip),
-                tenant_id=None,
-                details={"email": email, "reason": refusal.reason},
-            )
+            if refusal.first:
+                await audit_service.record(
+                    session,
+                    action="auth.login_throttled",
+                    actor=Actor(ip=ip),
+                    tenant_id=None,
+                    details={"email": email, "reason": refusal.reason},
+                )
             raise refusal.error()
         user = await user_repository.by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)

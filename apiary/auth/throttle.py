@@ -20,7 +20,7 @@ production (shared by every replica), in process when embedded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from apiary.config import Settings
 from apiary.errors import TooManyRequests
@@ -42,11 +42,14 @@ def backoff_s(failures: int, *, limit: int, window_s: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a guess was refused, for the audit log: `pair`, `account` or `address`."""
+    """Why a guess was refused, for the audit log: `pair`, `account` or `address`. `first`:
+    the first refusal of its kind while this wait lasts, the one worth an audit entry (one
+    per refused guess would let a flood of guesses flood the log too)."""
 
     reason: str
     retry_after_s: int
     detail: str
+    first: bool = True
 
     def error(self) -> TooManyRequests:
         return TooManyRequests(self.detail, retry_after_s=self.retry_after_s, keep_changes=True)
@@ -73,6 +76,14 @@ class LoginThrottle:
 
     async def admit(self, email: str, ip: str | None) -> Refusal | None:
         """Count a guess at `email` from `ip`; a `Refusal` when it must not be checked."""
+        refusal = await self._admit(email, ip)
+        if refusal is None:
+            return None
+        noted = f"login:refused:{refusal.reason}:{email}:{ip or '-'}"
+        first = await self._counters.set_if_absent(noted, 1, ttl_s=refusal.retry_after_s)
+        return replace(refusal, first=first)
+
+    async def _admit(self, email: str, ip: str | None) -> Refusal | None:
         pair, wait, account, address, known = self._keys(email, ip)
         counters = self._counters
         vouched = (await counters.get(known))[0] > 0

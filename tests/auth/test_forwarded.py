@@ -100,15 +100,20 @@ async def test_a_spoofed_header_does_not_escape_the_throttle(
         assert holder.status_code == 200, holder.text
 
 
-async def test_generated_urls_follow_the_proxys_scheme(behind_proxy: FastAPI) -> None:
-    headers = {"X-Forwarded-Proto": "https"}
+async def test_generated_urls_follow_the_proxys_scheme(
+    behind_proxy: FastAPI, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    headers = {"X-Forwarded-Proto": "https", **tenant.admin.headers}
     async with _from(behind_proxy, PROXY) as proxy:
         redirect = await proxy.get("/api/v1/members/", headers=headers)
     assert redirect.status_code == 307
     assert redirect.headers["location"] == "https://apiary.test/api/v1/members"
     async with _from(behind_proxy, OUTSIDER) as outsider:
         spoofed = await outsider.get("/api/v1/members/", headers=headers)
-    assert spoofed.headers["location"] == "http://apiary.test/api/v1/members"
+        assert spoofed.headers["location"] == "http://apiary.test/api/v1/members"
+        followed = await outsider.get(spoofed.headers["location"], headers=headers)
+    assert followed.json()["total"] == 1
 
 
 def test_without_trusted_proxies_no_header_is_believed() -> None:
