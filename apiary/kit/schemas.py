@@ -15,6 +15,11 @@ _EMAIL = re.compile(
 )
 
 
+# Zero-width (non-)joiners: invisible, but some scripts and emoji sequences are written with
+# them, so a person's name may keep them.
+NAME_JOINERS = "\u200c\u200d"
+
+
 def visible_text(value: str, *, keep: str = "") -> str:
     """`value`, unless it holds a control character (NUL, newline, escape: PostgreSQL refuses
     NUL, logs split on newlines), a lone surrogate (no encoding takes it) or an invisible

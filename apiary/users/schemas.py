@@ -7,12 +7,11 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from apiary.authz.permissions import Role
-from apiary.kit.schemas import Email, Schema, visible_text
+from apiary.kit.schemas import NAME_JOINERS, Email, Schema, visible_text
 
-# A person's display name: no controls or invisible characters, but the zero-width
-# (non-)joiners that some scripts and emoji sequences are written with.
+# A person's display name: no controls or invisible characters but the joiners.
 UserName = Annotated[
-    str, Field(max_length=200), AfterValidator(lambda v: visible_text(v, keep="\u200c\u200d"))
+    str, Field(max_length=200), AfterValidator(lambda v: visible_text(v, keep=NAME_JOINERS))
 ]
 
 
