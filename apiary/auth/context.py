@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from apiary.authz.permissions import Permission, Role, allows, may_grant
+from apiary.authz.permissions import Permission, Role, may_grant, permissions_of
 from apiary.authz.scope import TenantScope
 from apiary.errors import Forbidden
 
@@ -42,8 +42,14 @@ class AuthContext:
         """Whether the caller holds its role through an API key rather than a sign-in."""
         return self.actor.api_key_id is not None
 
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        """What this caller may do: its role's permissions, narrowed for a key and for a
+        person signed in to no tenant."""
+        return permissions_of(self.role, via_key=self.via_key, tenantless=self.tenant_id is None)
+
     def can(self, permission: Permission) -> bool:
-        return allows(self.role, permission, via_key=self.via_key)
+        return permission in self.permissions
 
     def may_grant(self, role: Role) -> bool:
         """Whether this caller may hand out `role`, or act on a holder of it."""

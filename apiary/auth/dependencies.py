@@ -101,6 +101,8 @@ async def _from_access_token(
             if tenant.status != TenantStatus.ACTIVE and role is None:
                 raise Forbidden(f"tenant {tenant.name!r} is suspended")
             role = role or Role(membership.role)
+    if role is None and claims.tenant_id is None:
+        role = Role.VIEWER  # signed in to no tenant: it holds only TENANTLESS (permissions.py)
     if role is None:
         raise Unauthorized("no longer a member of this tenant: sign in again")
     return AuthContext(
@@ -139,6 +141,11 @@ def authorize(permission: Permission) -> DependsParam:
                 raise Forbidden(
                     f"API keys do not hold permission {permission.value!r} (what a key does "
                     "must not outlive it): sign in as a user"
+                )
+            if auth.tenant_id is None and allows(auth.role, permission):
+                raise Forbidden(
+                    "you are signed in to no tenant: accept an invitation "
+                    "(GET /api/v1/invitations), then sign in to that tenant"
                 )
             raise Forbidden(f"role {auth.role.value!r} lacks permission {permission.value!r}")
         return auth

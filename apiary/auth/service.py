@@ -22,7 +22,7 @@ from apiary.auth.repository import auth_repository
 from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
 from apiary.auth.throttle import LoginThrottle
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
-from apiary.authz.permissions import Role, permissions_of
+from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.config import Settings
 from apiary.db import utcnow
@@ -31,7 +31,7 @@ from apiary.kv import CounterStore
 from apiary.tenants.models import Tenant, TenantStatus
 from apiary.tenants.repository import tenant_repository
 from apiary.users.models import Membership, User
-from apiary.users.repository import user_repository
+from apiary.users.repository import invitation_repository, user_repository
 
 
 class AuthService:
@@ -222,6 +222,8 @@ class AuthService:
             )
             if membership is not None:
                 role = role or Role(membership[0].role)
+        if role is None and auth_session.tenant_id is None:
+            role = Role.VIEWER  # signed in to no tenant: only TENANTLESS (permissions.py)
         if role is None:
             raise Unauthorized("no longer a member of this tenant: sign in again")
         return await self._issue(session, auth_session, role, settings=settings)
@@ -260,7 +262,7 @@ class AuthService:
                 MembershipView(tenant_id=t.id, tenant_name=t.name, role=Role(m.role))
                 for m, t in memberships
             ],
-            permissions=sorted(permissions_of(auth.role, via_key=auth.via_key)),
+            permissions=sorted(auth.permissions),
         )
 
     async def _choose_tenant(
@@ -282,6 +284,10 @@ class AuthService:
             return (active[0][1] if active else None), Role.SUPER_ADMIN
         if active:
             return active[0][1], Role(active[0][0].role)
+        if await invitation_repository.received(session, user.id, now=utcnow()):
+            # Nowhere to work yet, but invitations to answer: a sign-in to no tenant, which
+            # may only see and answer them (TENANTLESS in the permission matrix).
+            return None, Role.VIEWER
         if memberships:
             raise Forbidden("every tenant you belong to is suspended")
         raise Forbidden("you are not a member of any tenant")

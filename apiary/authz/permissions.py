@@ -93,13 +93,24 @@ KEY_WITHHELD: frozenset[Permission] = frozenset(
 )
 
 
-def permissions_of(role: Role, *, via_key: bool = False) -> frozenset[Permission]:
-    """Everything `role` may do, held through a sign-in or (`via_key`) an API key."""
-    return MATRIX[role] - KEY_WITHHELD if via_key else MATRIX[role]
+# All that a person signed in to no tenant holds (the super admin excepted): an account
+# whose only business is the invitations it has not answered yet.
+TENANTLESS: frozenset[Permission] = frozenset({Permission.SELF, Permission.INVITATIONS_RESPOND})
 
 
-def allows(role: Role, permission: Permission, *, via_key: bool = False) -> bool:
-    return permission in permissions_of(role, via_key=via_key)
+def permissions_of(
+    role: Role, *, via_key: bool = False, tenantless: bool = False
+) -> frozenset[Permission]:
+    """Everything `role` may do, held through a sign-in or (`via_key`) an API key, in a
+    tenant or (`tenantless`, a person's sign-in to no tenant) in none."""
+    held = MATRIX[role] - KEY_WITHHELD if via_key else MATRIX[role]
+    return held & TENANTLESS if tenantless and role is not Role.SUPER_ADMIN else held
+
+
+def allows(
+    role: Role, permission: Permission, *, via_key: bool = False, tenantless: bool = False
+) -> bool:
+    return permission in permissions_of(role, via_key=via_key, tenantless=tenantless)
 
 
 def may_grant(granter: Role, role: Role, *, via_key: bool = False) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from apiary.authz.permissions import Role
 from apiary.bootstrap import ensure_super_admin
 from apiary.runtime import Runtime
-from tests.factories import PASSWORD, Caller, TenantFixture, login, make_tenant
+from tests.factories import PASSWORD, Caller, TenantFixture, login, make_member, make_tenant
 
 pytestmark = pytest.mark.both_databases
 
@@ -196,3 +197,41 @@ async def test_failed_sign_ins_stay_in_the_tenant_they_were_aimed_at(
     assert seen["ip"] == "10.9.8.7"
     # The tenant it joined later sees none of the sign-ins it did not aim at.
     assert await _actions(client, globex.admin, "auth.login_failed") == []
+
+
+async def test_an_account_in_no_tenant_signs_in_only_to_answer_its_invitations(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    acme = await make_tenant(runtime, client, "acme")
+    globex = await make_tenant(runtime, client, "globex")
+    pat = await make_member(client, acme, Role.DEVELOPER, email="pat@acme.example")
+    removed = await client.delete(
+        f"/api/v1/members/{pat.extra['membership_id']}", headers=acme.admin.headers
+    )
+    assert removed.status_code == 204
+    nowhere = await client.post(
+        "/api/v1/auth/login", json={"email": "pat@acme.example", "password": PASSWORD}
+    )
+    assert nowhere.status_code == 403  # no tenant and nothing to answer: no sign-in
+    assert (await _invite(client, globex, "pat@acme.example")).status_code == 201
+
+    invitee = await login(client, "pat@acme.example")
+    assert invitee.tenant_id is None
+    me = (await client.get("/api/v1/auth/me", headers=invitee.headers)).json()
+    assert sorted(me["permissions"]) == ["invitations:respond", "self"]
+    for path in ("/api/v1/members", "/api/v1/providers/health", "/api/v1/agents"):
+        refused = await client.get(path, headers=invitee.headers)
+        assert refused.status_code == 403, path
+        assert "signed in to no tenant" in refused.json()["detail"]
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": invitee.refresh_token}
+    )
+    assert refreshed.status_code == 200
+    assert refreshed.json()["tenant_id"] is None
+
+    [received] = (await client.get("/api/v1/invitations", headers=invitee.headers)).json()
+    accepted = await client.post(
+        f"/api/v1/invitations/{received['id']}/accept", headers=invitee.headers
+    )
+    assert accepted.status_code == 200
+    assert (await login(client, "pat@acme.example")).tenant_id == globex.id

@@ -24,7 +24,12 @@ export function Overview() {
         <h2 className="mb-3 text-sm font-semibold uppercase text-slate-500">
           Gateway, this month (UTC)
         </h2>
-        {me?.tenant_id === null ? (
+        {me?.tenant_id === null && !me.is_super_admin ? (
+          <Empty>
+            You belong to no tenant yet: accept an invitation above, then sign out and sign in to
+            that tenant.
+          </Empty>
+        ) : me?.tenant_id === null ? (
           <Empty>
             You are signed in to the platform, not to a tenant: usage is kept per tenant. Manage
             tenants under Admin.
