@@ -127,6 +127,17 @@ def test_without_trusted_proxies_no_header_is_believed() -> None:
     assert (scope["client"], scope["scheme"]) == ((PROXY, 1), "http")
     TrustedProxies([ip_network("10.20.0.0/16")]).resolve(scope)
     assert (scope["client"], scope["scheme"]) == (("203.0.113.9", 0), "https")
+    socket = {**scope, "type": "websocket", "client": (PROXY, 1), "scheme": "ws"}
+    TrustedProxies([ip_network("10.20.0.0/16")]).resolve(socket)
+    assert (socket["client"], socket["scheme"]) == (("203.0.113.9", 0), "wss")
+    # Garbage in the header: the last hop a trusted proxy vouched for stands.
+    junk = {
+        **scope,
+        "client": (PROXY, 1),
+        "headers": [(b"x-forwarded-for", b"nonsense, 10.20.0.9")],
+    }
+    TrustedProxies([ip_network("10.20.0.0/16")]).resolve(junk)
+    assert junk["client"] == ("10.20.0.9", 0)
 
 
 def test_trusted_proxies_are_read_from_a_comma_separated_variable(
