@@ -13,12 +13,20 @@ import re
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -114,8 +122,15 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
 
-    login_max_failures: int = Field(default=5, ge=1)  # per account and per IP, in the window
+    # Sign-in throttling (apiary/auth/throttle.py): free guesses per (account, address),
+    # then backoff; the ceilings, per account and per address, sit well above it.
+    login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
+    login_account_max_failures: int = Field(default=100, ge=1)
+    login_ip_max_failures: int = Field(default=50, ge=1)
+    # Peers (CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed: the proxy or
+    # ingress in front of Apiary. None by default: the TCP peer is the client.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
 
     bootstrap_admin_email: str = "admin@apiary.local"
 
@@ -150,6 +165,15 @@ class Settings(BaseSettings):
     @property
     def gateway(self) -> GatewayConfig:
         return GatewayConfig(providers=self.providers, routes=self.routes, prices=self.prices)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return (
+            [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, str)
+            else value
+        )
 
     @field_validator("database_url")
     @classmethod

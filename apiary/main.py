@@ -15,6 +15,7 @@ from apiary.agents import endpoints as agents
 from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
+from apiary.auth.forwarded import TrustedProxies
 from apiary.config import Settings, load_settings
 from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import ErrorAnsweringMiddleware, install_error_handlers
@@ -37,6 +38,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
     tenants.router,
     members.router,
+    members.invitations_router,
     api_keys.router,
     audit.router,
     limits.router,
@@ -69,8 +71,13 @@ class ApiaryApp(FastAPI):
     own body limit. Every other request, lifespan and WebSocket takes FastAPI's usual path."""
 
     _hot_stack: ASGIApp | None = None
+    # Set when APIARY_TRUSTED_PROXIES names the proxies in front: their X-Forwarded-* headers
+    # are applied to the scope here, before either path, so both see the real client.
+    trusted_proxies: TrustedProxies | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.trusted_proxies is not None and scope["type"] != "lifespan":
+            self.trusted_proxies.resolve(scope)
         if scope["type"] == "http" and scope["path"] in openai_api.HOT_ROUTES:
             if self._hot_stack is None:
                 self._hot_stack = self._build_hot_stack()
@@ -116,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Multi-tenant platform for LLM agent swarms behind one model gateway.",
         lifespan=lifespan,
     )
+    if settings.trusted_proxies:
+        app.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)

@@ -12,7 +12,7 @@ from apiary.memory.models import ThreadSummary, ThreadTurn
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 from apiary.tenants.models import Tenant
 from apiary.usage.models import LedgerEntry
-from apiary.users.models import Membership, User
+from apiary.users.models import Invitation, Membership, User
 
 __all__ = [
     "Agent",
@@ -24,6 +24,7 @@ __all__ = [
     "Base",
     "Execution",
     "ExecutionEvent",
+    "Invitation",
     "KnowledgeBase",
     "KnowledgeDocument",
     "KnowledgeDocumentEvent",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from apiary.authz.permissions import Permission, Role, allows
+from apiary.authz.permissions import Permission, Role, may_grant, permissions_of
 from apiary.authz.scope import TenantScope
 from apiary.errors import Forbidden
 
@@ -37,8 +37,23 @@ class AuthContext:
     def user_id(self) -> uuid.UUID | None:
         return self.actor.user_id
 
+    @property
+    def via_key(self) -> bool:
+        """Whether the caller holds its role through an API key rather than a sign-in."""
+        return self.actor.api_key_id is not None
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        """What this caller may do: its role's permissions, narrowed for a key and for a
+        person signed in to no tenant."""
+        return permissions_of(self.role, via_key=self.via_key, tenantless=self.tenant_id is None)
+
     def can(self, permission: Permission) -> bool:
-        return allows(self.role, permission)
+        return permission in self.permissions
+
+    def may_grant(self, role: Role) -> bool:
+        """Whether this caller may hand out `role`, or act on a holder of it."""
+        return may_grant(self.role, role, via_key=self.via_key)
 
     @property
     def scope(self) -> TenantScope:

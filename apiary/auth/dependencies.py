@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.auth import key_cache
 from apiary.auth.context import Actor, AuthContext
+from apiary.auth.forwarded import client_ip
 from apiary.auth.repository import auth_repository
 from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
-from apiary.authz.permissions import Permission, Role
+from apiary.authz.permissions import Permission, Role, allows
 from apiary.db import session_scope, utcnow
 from apiary.errors import Forbidden, Unauthorized
 from apiary.observability.logging import request_context
@@ -33,10 +34,6 @@ async def _session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit happens before the response is sent, so a failed commit is
 # an error response rather than a success the database never saw.
 DbSession = Annotated[AsyncSession, Depends(_session, scope="function")]
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def bearer_credentials(authorization: str) -> str:
@@ -104,6 +101,8 @@ async def _from_access_token(
             if tenant.status != TenantStatus.ACTIVE and role is None:
                 raise Forbidden(f"tenant {tenant.name!r} is suspended")
             role = role or Role(membership.role)
+    if role is None and claims.tenant_id is None:
+        role = Role.VIEWER  # signed in to no tenant: it holds only TENANTLESS (permissions.py)
     if role is None:
         raise Unauthorized("no longer a member of this tenant: sign in again")
     return AuthContext(
@@ -138,6 +137,16 @@ def authorize(permission: Permission) -> DependsParam:
 
     async def check(auth: Annotated[AuthContext, Depends(current_auth)]) -> AuthContext:
         if not auth.can(permission):
+            if auth.via_key and allows(auth.role, permission):
+                raise Forbidden(
+                    f"API keys do not hold permission {permission.value!r} (what a key does "
+                    "must not outlive it): sign in as a user"
+                )
+            if auth.tenant_id is None and allows(auth.role, permission):
+                raise Forbidden(
+                    "you are signed in to no tenant: accept an invitation "
+                    "(GET /api/v1/invitations), then sign in to that tenant"
+                )
             raise Forbidden(f"role {auth.role.value!r} lacks permission {permission.value!r}")
         return auth
 

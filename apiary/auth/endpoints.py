@@ -8,7 +8,8 @@ from fastapi import APIRouter, Request, status
 from pydantic import Field
 
 from apiary.auth.context import AuthContext
-from apiary.auth.dependencies import DbSession, authorize, client_ip
+from apiary.auth.dependencies import DbSession, authorize
+from apiary.auth.forwarded import client_ip
 from apiary.auth.schemas import (
     AuthConfig,
     LoginRequest,

@@ -22,6 +22,7 @@ import jwt
 
 from apiary.config import OIDCSettings
 from apiary.errors import Unauthorized
+from apiary.kit.schemas import NAME_JOINERS, visible_text
 
 log = logging.getLogger("apiary.auth.oidc")
 
@@ -50,6 +51,19 @@ def _reject(reason: str) -> Unauthorized:
 
 class _IssuerUnreachable(Exception):
     """Fetching metadata or keys failed; the message says why, for the log only."""
+
+
+def _printable(value: str) -> str:
+    """`value` without the characters `visible_text` refuses in a user's name."""
+    return "".join(char for char in value if _keeps(char))
+
+
+def _keeps(char: str) -> bool:
+    try:
+        visible_text(char, keep=NAME_JOINERS)
+    except ValueError:
+        return False
+    return True
 
 
 class OIDCVerifier:
@@ -143,12 +157,18 @@ class OIDCVerifier:
         )
         if email is None:
             raise _reject("missing email claim")
+        try:
+            visible_text(email)
+        except ValueError:
+            raise _reject("email claim holds control or invisible characters") from None
         name = claims.get("name")
+        # The IdP's display name is kept, less what no name needs (see visible_text).
+        name = _printable(name)[:200].strip() if isinstance(name, str) else ""
         tenant_ref = claims.get(self._settings.tenant_claim)
         return OIDCIdentity(
             subject=subject,
             email=email,
-            name=name.strip() if isinstance(name, str) and name.strip() else email,
+            name=name or email,
             tenant_ref=tenant_ref if isinstance(tenant_ref, str) and tenant_ref else None,
         )
 

@@ -2,8 +2,8 @@
 
 A sign-in opens an `AuthSession`; its refresh tokens rotate on every use. Presenting a
 refresh token a second time means it was copied, so the whole session is revoked (OAuth 2.0
-Security BCP, refresh token rotation). Failed sign-ins are counted per account and per IP;
-past the limit the caller waits out the window with 429 and `Retry-After`.
+Security BCP, refresh token rotation). Failed sign-ins are throttled per (account, client
+address) with backoff (apiary/auth/throttle.py): 429 and `Retry-After` for that address only.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from apiary.auth.oidc import OIDCIdentity, OIDCVerifier
 from apiary.auth.passwords import verify_password
 from apiary.auth.repository import auth_repository
 from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
+from apiary.auth.throttle import LoginThrottle
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
-from apiary.authz.permissions import MATRIX, Role
+from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.config import Settings
 from apiary.db import utcnow
@@ -30,7 +31,7 @@ from apiary.kv import CounterStore
 from apiary.tenants.models import Tenant, TenantStatus
 from apiary.tenants.repository import tenant_repository
 from apiary.users.models import Membership, User
-from apiary.users.repository import user_repository
+from apiary.users.repository import invitation_repository, user_repository
 
 
 class AuthService:
@@ -44,54 +45,57 @@ class AuthService:
         ip: str | None,
     ) -> TokenPair:
         email = request.email.lower()
-        keys = [f"login:account:{email}", f"login:ip:{ip or '-'}"]
-        # Count the attempt before checking the password: parallel guesses each see the
-        # others' counts, so no burst slips under the limit while argon2 runs.
-        window, limit = settings.login_failure_window_s, settings.login_max_failures
-        counts = [await counters.incr(key, ttl_s=window) for key in keys]
-        if max(counts) > limit:
-            if limit + 1 in counts:  # the first refusal in this window is worth recording
+        throttle = LoginThrottle(counters, settings)
+        refusal = await throttle.admit(email, ip)
+        if refusal is not None:
+            if refusal.first:
                 await audit_service.record(
                     session,
                     action="auth.login_throttled",
                     actor=Actor(ip=ip),
                     tenant_id=None,
-                    details={"email": email},
+                    details={"email": email, "reason": refusal.reason},
                 )
-            retry_after = max([(await counters.get(key))[1] for key in keys])
-            raise TooManyRequests(
-                "too many failed sign-ins; try again later",
-                retry_after_s=retry_after,
-                keep_changes=True,
-            )
+            raise refusal.error()
         user = await user_repository.by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)
         if user is None or not valid or not user.is_active:
-            await self._record_failure(session, user, email=email, ip=ip)
+            await throttle.failed(email, ip)
+            await self._record_failure(session, user, email=email, ip=ip, requested=request.tenant)
             raise Unauthorized("invalid email or password", keep_changes=True)
-        # A success does not count against the account or the address.
-        await counters.delete(keys[0])
-        await counters.decr(keys[1])
+        await throttle.succeeded(email, ip)
         tenant, role = await self._choose_tenant(session, user, request.tenant)
         return await self._open_session(
             session, user, tenant, role, method="password", settings=settings, ip=ip
         )
 
     async def _record_failure(
-        self, session: AsyncSession, user: User | None, *, email: str, ip: str | None
+        self,
+        session: AsyncSession,
+        user: User | None,
+        *,
+        email: str,
+        ip: str | None,
+        requested: str | None,
     ) -> None:
-        """One entry in each tenant of a known account, so its admins see attacks on it."""
-        tenants: list[uuid.UUID | None] = [None]
-        if user is not None:
-            tenants = [t.id for _, t in await auth_repository.memberships_of(session, user.id)]
-        for tenant_id in tenants or [None]:
-            await audit_service.record(
-                session,
-                action="auth.login_failed",
-                actor=Actor(user_id=user.id if user else None, ip=ip),
-                tenant_id=tenant_id,
-                details={"email": email, "method": "password"},
-            )
+        """One entry, in the one tenant the sign-in was aimed at, so its admins see attacks
+        on their member: the tenant asked for, if the account belongs to it, else the one it
+        would have landed in. Never in every tenant the account belongs to, and never in a
+        tenant for the super admin or an unknown email (those are platform entries)."""
+        tenant_id: uuid.UUID | None = None
+        if user is not None and not user.is_super_admin:
+            memberships = await auth_repository.memberships_of(session, user.id)
+            aimed = [t for _, t in memberships if requested in (str(t.id), t.name)]
+            active = [t for _, t in memberships if t.status == TenantStatus.ACTIVE]
+            landing = aimed or active or [t for _, t in memberships]
+            tenant_id = landing[0].id if landing else None
+        await audit_service.record(
+            session,
+            action="auth.login_failed",
+            actor=Actor(user_id=user.id if user else None, ip=ip),
+            tenant_id=tenant_id,
+            details={"email": email, "method": "password"},
+        )
 
     async def login_oidc(
         self,
@@ -104,7 +108,7 @@ class AuthService:
         ip: str | None,
     ) -> TokenPair:
         """Sign in with an ID token; every refusal is audited and counted against the IP."""
-        key = f"login:ip:{ip or '-'}"
+        key = f"login:oidc:{ip or '-'}"
         count = await counters.incr(key, ttl_s=settings.login_failure_window_s)
         if count > settings.login_max_failures:
             _, retry_after = await counters.get(key)
@@ -218,6 +222,8 @@ class AuthService:
             )
             if membership is not None:
                 role = role or Role(membership[0].role)
+        if role is None and auth_session.tenant_id is None:
+            role = Role.VIEWER  # signed in to no tenant: only TENANTLESS (permissions.py)
         if role is None:
             raise Unauthorized("no longer a member of this tenant: sign in again")
         return await self._issue(session, auth_session, role, settings=settings)
@@ -256,7 +262,7 @@ class AuthService:
                 MembershipView(tenant_id=t.id, tenant_name=t.name, role=Role(m.role))
                 for m, t in memberships
             ],
-            permissions=sorted(MATRIX[auth.role]),
+            permissions=sorted(auth.permissions),
         )
 
     async def _choose_tenant(
@@ -278,6 +284,10 @@ class AuthService:
             return (active[0][1] if active else None), Role.SUPER_ADMIN
         if active:
             return active[0][1], Role(active[0][0].role)
+        if await invitation_repository.received(session, user.id, now=utcnow()):
+            # Nowhere to work yet, but invitations to answer: a sign-in to no tenant, which
+            # may only see and answer them (TENANTLESS in the permission matrix).
+            return None, Role.VIEWER
         if memberships:
             raise Forbidden("every tenant you belong to is suspended")
         raise Forbidden("you are not a member of any tenant")

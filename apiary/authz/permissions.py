@@ -2,6 +2,12 @@
 
 Every endpoint declares one `Permission` through `apiary.auth.dependencies.authorize`; a test
 walks the routes and fails on any endpoint that declares none.
+
+A caller holds its role through a credential: a person's sign-in, or an API key. A key is
+the weaker credential (revoked with one click, shared by machines), so nothing it creates may
+outlive it with its own powers: it holds its role's permissions minus `KEY_WITHHELD` (no key
+mints or revokes keys), and it grants only roles below its own (a tenant_admin key cannot make
+a tenant admin, who would keep signing in and minting keys after the key is revoked).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ MEMBER_ROLES = frozenset(Role) - {Role.SUPER_ADMIN}
 
 class Permission(StrEnum):
     SELF = "self"  # see yourself, end your own session: every role
+    INVITATIONS_RESPOND = "invitations:respond"  # see, accept, decline your invitations
     TENANTS_MANAGE = "tenants:manage"
     MEMBERS_READ = "members:read"
     MEMBERS_WRITE = "members:write"
@@ -42,6 +49,7 @@ class Permission(StrEnum):
 
 _READ = {
     Permission.SELF,
+    Permission.INVITATIONS_RESPOND,
     Permission.MEMBERS_READ,
     Permission.AGENTS_READ,
     Permission.EXECUTIONS_READ,
@@ -77,14 +85,41 @@ RANK: dict[Role, int] = {
 }
 
 
-def allows(role: Role, permission: Permission) -> bool:
-    return permission in MATRIX[role]
+# What an API key never holds, whatever its role: minting keys (a key that mints keys would
+# outlive its own revocation through them) or revoking them (key management is for people),
+# and answering invitations (joining a tenant is the account owner's own decision).
+KEY_WITHHELD: frozenset[Permission] = frozenset(
+    {Permission.API_KEYS_WRITE, Permission.INVITATIONS_RESPOND}
+)
 
 
-def may_grant(granter: Role, role: Role) -> bool:
-    """A principal may hand out its own role or a lesser one, and only member roles."""
+# All that a person signed in to no tenant holds (the super admin excepted): an account
+# whose only business is the invitations it has not answered yet.
+TENANTLESS: frozenset[Permission] = frozenset({Permission.SELF, Permission.INVITATIONS_RESPOND})
+
+
+def permissions_of(
+    role: Role, *, via_key: bool = False, tenantless: bool = False
+) -> frozenset[Permission]:
+    """Everything `role` may do, held through a sign-in or (`via_key`) an API key, in a
+    tenant or (`tenantless`, a person's sign-in to no tenant) in none."""
+    held = MATRIX[role] - KEY_WITHHELD if via_key else MATRIX[role]
+    return held & TENANTLESS if tenantless and role is not Role.SUPER_ADMIN else held
+
+
+def allows(
+    role: Role, permission: Permission, *, via_key: bool = False, tenantless: bool = False
+) -> bool:
+    return permission in permissions_of(role, via_key=via_key, tenantless=tenantless)
+
+
+def may_grant(granter: Role, role: Role, *, via_key: bool = False) -> bool:
+    """Whether a principal may hand out (or act on a holder of) `role`: only member roles; a
+    person their own role or a lesser one, an API key only a lesser one."""
     if role not in MEMBER_ROLES:
         return False
+    if via_key:
+        return RANK[role] < RANK[granter]
     if granter in (Role.SUPER_ADMIN, Role.TENANT_ADMIN):
         return True
     return role == granter or RANK[role] < RANK[granter]

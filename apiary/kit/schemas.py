@@ -16,10 +16,29 @@ _EMAIL = re.compile(
 )
 
 
+# Zero-width (non-)joiners: invisible, but some scripts and emoji sequences are written with
+# them, so a person's name may keep them.
+NAME_JOINERS = "\u200c\u200d"
+
+
+def visible_text(value: str, *, keep: str = "") -> str:
+    """`value`, unless it holds a control character (NUL, newline, escape: PostgreSQL refuses
+    NUL, logs split on newlines), a lone surrogate (no encoding takes it) or an invisible
+    format character (zero-width space, right-to-left override: they make one name look like
+    another). `keep` lets some format characters through (a name may need a zero-width
+    joiner)."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs") and char not in keep:
+            raise ValueError(
+                f"must not contain control or invisible characters (found U+{ord(char):04X})"
+            )
+    return value
+
+
 def _email(value: str) -> str:
     # Syntax only: self-hosted installs use internal domains (.local, .internal, .test) that
     # a public-deliverability check would refuse.
-    normalized = _plain_line(value.strip().lower())
+    normalized = visible_text(value.strip().lower())
     if not _EMAIL.match(normalized):
         raise ValueError("not a valid email address")
     return normalized
@@ -68,28 +87,15 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
 
-# Characters that change how text reads without being visible (zero-width joiners, the
-# bidirectional overrides behind "right-to-left override" spoofing, the BOM): Unicode's
-# category Cf. Control characters (Cc, NUL included) are refused in every single-line name.
-def _plain_line(value: str) -> str:
-    for char in value:
-        category = unicodedata.category(char)
-        if category == "Cc":
-            raise ValueError(f"contains the control character U+{ord(char):04X}")
-        if category == "Cf":
-            raise ValueError(f"contains the invisible formatting character U+{ord(char):04X}")
-    return value
-
-
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("contains a NUL character")
     return value
 
 
-# A one-line name people read (a tenant, a member, an agent, a key): no control or
-# invisible formatting characters. Free text (a task, a prompt) only refuses NUL.
-PlainLine = Annotated[str, AfterValidator(_plain_line)]
+# A one-line name people read (a key, an agent's model, a knowledge base): no control or
+# invisible characters (see visible_text). Free text (a task, a prompt) only refuses NUL.
+PlainLine = Annotated[str, AfterValidator(visible_text)]
 Text = Annotated[str, AfterValidator(_no_nul)]
 
 

@@ -4,13 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
-from apiary.kit.schemas import Email, PlainLine, Schema, UpdateSchema
+from apiary.kit.schemas import Email, PlainLine, Schema, UpdateSchema, visible_text
 from apiary.tenants.models import TenantStatus
 
+# A tenant is named at sign-in and in the CLI, so two names must never look alike: no
+# controls and no invisible characters (zero-width, bidi overrides) at all.
 TenantName = Annotated[
-    PlainLine, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(visible_text),
 ]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -28,3 +29,21 @@ class Membership(IdMixin, TenantOwned, Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
     role: Mapped[str] = mapped_column(String(20))
+
+
+class Invitation(IdMixin, TenantOwned, Base):
+    """An existing account asked to join a tenant. It joins only when it accepts, signed in
+    as itself; until then the tenant sees nothing of its sign-ins and cannot end its
+    sessions. Declined, cancelled or accepted, the row is gone (the audit log keeps the trail)."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_id", name="uq_invitations_tenant_user"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    expires_at: Mapped[datetime]

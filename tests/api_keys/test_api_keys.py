@@ -14,7 +14,7 @@ from apiary.api_keys.models import ApiKey
 from apiary.authz.permissions import Role
 from apiary.db import utcnow
 from apiary.runtime import Runtime
-from tests.factories import make_member, make_tenant
+from tests.factories import PASSWORD, make_api_key, make_member, make_tenant
 
 pytestmark = pytest.mark.both_databases
 
@@ -250,3 +250,67 @@ async def test_a_developer_cannot_revoke_an_admin_key(
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {admin_key['key']}"}
     )
     assert still.status_code == 200
+
+
+async def test_an_admin_key_cannot_leave_a_lasting_admin_behind(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    key = await make_api_key(runtime, tenant, Role.TENANT_ADMIN)
+    developer = await make_member(client, tenant, Role.DEVELOPER)
+    made = await client.post(
+        "/api/v1/members",
+        headers=key.headers,
+        json={"email": "stay@acme.example", "role": "tenant_admin", "password": PASSWORD},
+    )
+    assert made.status_code == 403
+    assert "below their own" in made.json()["detail"]
+    promoted = await client.patch(
+        f"/api/v1/members/{developer.extra['membership_id']}",
+        headers=key.headers,
+        json={"role": "tenant_admin"},
+    )
+    assert promoted.status_code == 403
+    invited = await client.post(
+        "/api/v1/members/invitations",
+        headers=key.headers,
+        json={"email": "admin@acme.example", "role": "tenant_admin"},
+    )
+    assert invited.status_code == 403
+    # Once the key is revoked, nobody it touched holds its powers.
+    revoked = await client.delete(
+        f"/api/v1/api-keys/{key.extra['key_id']}", headers=tenant.admin.headers
+    )
+    assert revoked.status_code == 200
+    stayed = await client.post(
+        "/api/v1/auth/login", json={"email": "stay@acme.example", "password": PASSWORD}
+    )
+    assert stayed.status_code == 401
+    me = (await client.get("/api/v1/auth/me", headers=developer.headers)).json()
+    assert me["role"] == "developer"
+
+
+async def test_a_key_grants_only_roles_below_its_own_and_holds_no_key_powers(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    key = await make_api_key(runtime, tenant, Role.TENANT_ADMIN)
+    other = await make_api_key(runtime, tenant, Role.VIEWER)
+    below = await client.post(
+        "/api/v1/members",
+        headers=key.headers,
+        json={"email": "helper@acme.example", "role": "developer"},
+    )
+    assert below.status_code == 201, below.text
+    for method, path in (
+        ("POST", "/api/v1/api-keys"),
+        ("DELETE", f"/api/v1/api-keys/{other.extra['key_id']}"),
+    ):
+        body = {"name": "child", "role": "viewer"} if method == "POST" else None
+        refused = await client.request(method, path, headers=key.headers, json=body)
+        assert refused.status_code == 403, path
+        assert "sign in as a user" in refused.json()["detail"]
+    me = (await client.get("/api/v1/auth/me", headers=key.headers)).json()
+    assert "members:write" in me["permissions"]
+    assert "api_keys:write" not in me["permissions"]
+    assert "invitations:respond" not in me["permissions"]

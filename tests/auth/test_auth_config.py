@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from apiary.authz.permissions import MATRIX, Role
+from apiary.authz.permissions import KEY_WITHHELD, MATRIX, Role
 from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_member, make_tenant
 
@@ -38,4 +38,6 @@ async def test_me_lists_what_the_role_may_do(client: httpx.AsyncClient, runtime:
     assert "tenants:manage" not in admin_me["permissions"]
     assert "api_keys:write" not in viewer_me["permissions"]
     assert set(viewer_me["permissions"]) == {p.value for p in MATRIX[Role.VIEWER]}
-    assert set(key_me["permissions"]) == {p.value for p in MATRIX[Role.DEVELOPER]}
+    # A key holds its role's permissions but those that would outlive it.
+    assert set(key_me["permissions"]) == {p.value for p in MATRIX[Role.DEVELOPER] - KEY_WITHHELD}
+    assert "api_keys:write" not in key_me["permissions"]

@@ -1,4 +1,6 @@
-"""Password sign-in, refresh rotation, sign-out, throttling, and what a token may not be."""
+"""Password sign-in, refresh rotation, sign-out, and what a token may not be.
+
+Throttling is in test_throttle.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from sqlalchemy import select
 from apiary.audit.models import AuditEntry
 from apiary.db import utcnow
 from apiary.runtime import Runtime
-from tests.factories import PASSWORD, login, make_tenant
+from tests.factories import login, make_tenant
 
 
 async def test_login_returns_tokens_that_open_me(
@@ -56,35 +58,6 @@ async def test_wrong_password_is_401_and_audited(
         )
     assert ghost is not None
     assert ghost.tenant_id is None
-
-
-async def test_login_is_throttled_per_account(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    await make_tenant(runtime, client, "acme")
-    limit = runtime.settings.login_max_failures
-    for _ in range(limit):
-        bad = await client.post(
-            "/api/v1/auth/login", json={"email": "admin@acme.example", "password": "wrong-wrong"}
-        )
-        assert bad.status_code == 401
-    blocked = await client.post(
-        "/api/v1/auth/login", json={"email": "admin@acme.example", "password": PASSWORD}
-    )
-    assert blocked.status_code == 429  # even the right password waits out the window
-    assert int(blocked.headers["retry-after"]) > 0
-    assert blocked.json()["error"] == "TooManyRequests"
-
-
-async def test_login_is_throttled_per_ip(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    await make_tenant(runtime, client, "acme")
-    limit = runtime.settings.login_max_failures
-    for i in range(limit):
-        await client.post(
-            "/api/v1/auth/login", json={"email": f"u{i}@spray.example", "password": "wrong-wrong"}
-        )
-    blocked = await client.post(
-        "/api/v1/auth/login", json={"email": "admin@acme.example", "password": PASSWORD}
-    )
-    assert blocked.status_code == 429
 
 
 async def test_refresh_rotates_and_reuse_revokes_the_family(

@@ -112,13 +112,20 @@ async def test_an_admin_cannot_capture_another_tenants_user_through_oidc(
     victim = await make_member(client, acme, Role.DEVELOPER, email="victim@acme.example")
     evil = await make_tenant(runtime, client, "evil")
     await _link(client, runtime, evil.id, "azure-tid-evil")
-    # evil's admin adds the victim's email to evil, then signs in as it from evil's IdP.
+    # evil's admin cannot add the victim's account to evil; an invitation it never accepted
+    # changes nothing; and signing in as it from evil's IdP is refused.
     added = await client.post(
         "/api/v1/members",
         headers=evil.admin.headers,
         json={"email": "victim@acme.example", "role": "viewer"},
     )
-    assert added.status_code == 201
+    assert added.status_code == 409
+    invited = await client.post(
+        "/api/v1/members/invitations",
+        headers=evil.admin.headers,
+        json={"email": "victim@acme.example", "role": "viewer"},
+    )
+    assert invited.status_code == 201
     token = local_issuer.token(sub="attacker", email="victim@acme.example", tid="azure-tid-evil")
     response = await client.post("/api/v1/auth/oidc", json={"id_token": token})
     assert response.status_code == 409
@@ -140,3 +147,27 @@ async def test_refused_oidc_sign_ins_are_audited(
         ).all()
     assert len(entries) == 1
     assert "audience" in entries[0].details["reason"]
+
+
+async def test_claims_with_control_characters_are_cleaned_or_refused(
+    client: httpx.AsyncClient, runtime: Runtime, local_issuer: LocalIssuer
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    await _link(client, runtime, tenant.id, "azure-tid-acme")
+    # A display name the IdP let through with a NUL and a right-to-left override: kept,
+    # without them (PostgreSQL refuses NUL in text; the override disguises the name).
+    token = local_issuer.token(
+        sub="oid-eve",
+        email="eve@acme.example",
+        tid="azure-tid-acme",
+        extra={"name": "Eve\x00 \u202eevE"},
+    )
+    response = await client.post("/api/v1/auth/oidc", json={"id_token": token})
+    assert response.status_code == 200, response.text
+    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    assert (await client.get("/api/v1/auth/me", headers=headers)).json()["name"] == "Eve evE"
+    # An address with a control character in it is nobody's: refused, not a database error.
+    bad = local_issuer.token(sub="oid-x", email="x\x00@acme.example", tid="azure-tid-acme")
+    refused = await client.post("/api/v1/auth/oidc", json={"id_token": bad})
+    assert refused.status_code == 401
+    assert "control or invisible" in refused.json()["detail"]

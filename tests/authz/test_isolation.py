@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from apiary.auth.dependencies import required_permission
-from apiary.authz.permissions import Permission, Role
+from apiary.authz.permissions import KEY_WITHHELD, Permission, Role
 from apiary.authz.scope import TenantScope
 from apiary.executions.models import Execution
 from apiary.gateway.openai_api import HOT_ROUTES
@@ -45,6 +45,9 @@ PUBLIC = {
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/auth/logout"): {},
     ("POST", "/api/v1/members"): {"email": "walker-{n}@b.example", "role": "viewer"},
+    ("POST", "/api/v1/members/invitations"): {"email": "nobody-{n}@b.example", "role": "viewer"},
+    ("POST", "/api/v1/invitations/{invitation_id}/accept"): {},
+    ("POST", "/api/v1/invitations/{invitation_id}/decline"): {},
     ("PATCH", "/api/v1/members/{membership_id}"): {"role": "viewer"},
     ("POST", "/api/v1/api-keys"): {"name": "walk", "role": "viewer"},
     ("POST", "/api/v1/tenants"): {"name": "walk-tenant-{n}"},
@@ -69,7 +72,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
-    ("POST", "/api/v1/api-keys"): {201, 403},  # 403 for the key caller: keys cannot mint keys
+    # Only existing accounts are invited; the walker's email has none.
+    ("POST", "/api/v1/members/invitations"): {404},
     ("POST", "/v1/chat/completions"): {404},
     ("POST", "/v1/embeddings"): {404},
     ("POST", "/api/v1/executions"): {404},
@@ -131,6 +135,14 @@ def test_every_route_declares_a_permission(app: FastAPI) -> None:
 async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[str, str], Caller]:
     tenant = await make_tenant(runtime, client, "alpha-corp")
     developer = await make_member(client, tenant, Role.DEVELOPER, email="dev@alpha-corp.example")
+    # A's invitation of an account from elsewhere, which B must not see, cancel or answer.
+    await make_tenant(runtime, client, "charlie-ltd")
+    invitation = await client.post(
+        "/api/v1/members/invitations",
+        headers=tenant.admin.headers,
+        json={"email": "admin@charlie-ltd.example", "role": "viewer"},
+    )
+    assert invitation.status_code == 201, invitation.text
     key = await make_api_key(runtime, tenant, Role.DEVELOPER)
     # A's key is used once, so that it has a last-used time to leak.
     assert (await client.get("/api/v1/auth/me", headers=key.headers)).status_code == 200
@@ -191,6 +203,7 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
         "agent_id": agent.json()["id"],
         "execution_id": str(execution_id),
         "membership_id": developer.extra["membership_id"],
+        "invitation_id": invitation.json()["id"],
         "key_id": key.extra["key_id"],
         "tenant_id": tenant.id,
         "kb_id": kb.json()["id"],
@@ -251,7 +264,9 @@ async def test_second_tenant_finds_nothing_of_the_first(
             body = _body(method, path, n, resources)
             response = await client.request(method, url, headers=caller.headers, json=body)
             walked += 1
-            if (method, path) in EXPECTED:
+            if caller is b_key and permission in KEY_WITHHELD:
+                expected = {403}  # what a key never holds, whatever its role
+            elif (method, path) in EXPECTED:
                 expected = EXPECTED[(method, path)]
             elif permission is Permission.TENANTS_MANAGE:
                 expected = {403}  # platform routes: a tenant admin is refused outright

@@ -99,3 +99,23 @@ async def test_bad_tenant_input_is_refused_without_changes(
     unchanged = await client.get(f"/api/v1/tenants/{tenant.id}", headers=root.headers)
     assert unchanged.json()["name"] == "acme"
     assert unchanged.json()["plan"] == "free"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["acme\u200b", "ac\u200dme", "\u202eemca", "acme\x00", "acme\ttwo", "\ufeffacme"],
+)
+async def test_tenant_names_that_could_pass_for_another_are_refused(
+    client: httpx.AsyncClient, runtime: Runtime, name: str
+) -> None:
+    root = await make_super_admin(runtime, client)
+    created = await client.post("/api/v1/tenants", headers=root.headers, json={"name": name})
+    assert created.status_code == 422, created.text
+    assert "body.name" in created.json()["detail"]
+    assert "invisible" in created.json()["detail"]
+    tenant = await make_tenant(runtime, client, "acme")
+    renamed = await client.patch(
+        f"/api/v1/tenants/{tenant.id}", headers=root.headers, json={"name": name}
+    )
+    assert renamed.status_code == 422
+    assert "body.name" in renamed.json()["detail"]

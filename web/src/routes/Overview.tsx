@@ -1,4 +1,5 @@
 import { StateBadge } from "@/components/Executions/StateBadge";
+import { PendingInvitations } from "@/components/Invitations/PendingInvitations";
 import { ProviderHealth } from "@/components/Overview/ProviderHealth";
 import { Card, CardTitle, Stat } from "@/components/ui/card";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
@@ -18,11 +19,17 @@ export function Overview() {
   return (
     <div>
       <PageHeader title="Overview" />
+      <PendingInvitations />
       <section aria-label="Gateway this month" className="mb-8">
         <h2 className="mb-3 text-sm font-semibold uppercase text-slate-500">
           Gateway, this month (UTC)
         </h2>
-        {me?.tenant_id === null ? (
+        {me?.tenant_id === null && !me.is_super_admin ? (
+          <Empty>
+            You belong to no tenant yet: accept an invitation above, then sign out and sign in to
+            that tenant.
+          </Empty>
+        ) : me?.tenant_id === null ? (
           <Empty>
             You are signed in to the platform, not to a tenant: usage is kept per tenant. Manage
             tenants under Admin.

@@ -7,6 +7,7 @@ import { Dialog } from "@/components/ui/dialog";
 import { Done, Field, FormActions, InputField } from "@/components/ui/form";
 import { ErrorState, PageHeader } from "@/components/ui/states";
 import { useMe } from "@/hooks/queries/auth";
+import { useCancelInvitation, useInvite, useSentInvitations } from "@/hooks/queries/invitations";
 import { useAddMember, useChangeRole, useMembers, useRemoveMember } from "@/hooks/queries/members";
 import { formatDateTime } from "@/lib/format";
 import { ROLE_LABELS, can, grantableRoles } from "@/lib/permissions";
@@ -18,6 +19,7 @@ export function Members() {
   const changeRole = useChangeRole();
   const remove = useRemoveMember();
   const [adding, setAdding] = useState(false);
+  const [inviting, setInviting] = useState(false);
   const mayWrite = can(me, "members:write");
   const roles = grantableRoles(me?.role);
 
@@ -27,7 +29,12 @@ export function Members() {
         title="Members"
         actions={
           <Can permission="members:write">
-            <Button onClick={() => setAdding(true)}>Add member</Button>
+            <div className="flex gap-2">
+              <Button variant="secondary" onClick={() => setInviting(true)}>
+                Invite existing account
+              </Button>
+              <Button onClick={() => setAdding(true)}>Add member</Button>
+            </div>
           </Can>
         }
       />
@@ -78,8 +85,104 @@ export function Members() {
           },
         ]}
       />
+      <SentInvitations mayWrite={mayWrite} />
       <AddMemberDialog open={adding} onClose={() => setAdding(false)} roles={roles} />
+      <InviteDialog open={inviting} onClose={() => setInviting(false)} roles={roles} />
     </div>
+  );
+}
+
+/** Invitations this tenant sent that their accounts have not answered yet. */
+function SentInvitations({ mayWrite }: { mayWrite: boolean }) {
+  const invitations = useSentInvitations();
+  const cancel = useCancelInvitation();
+  if (!invitations.data?.items.length) return null;
+  return (
+    <section aria-label="Pending invitations" className="mt-8">
+      <h2 className="mb-3 text-sm font-semibold uppercase text-slate-500">Pending invitations</h2>
+      {cancel.isError ? <ErrorState error={cancel.error} /> : null}
+      <DataTable
+        label="Pending invitations"
+        query={invitations}
+        empty="No pending invitations."
+        rowKey={(invitation) => invitation.id}
+        columns={[
+          { header: "Email", cell: (invitation) => invitation.email, className: "font-medium" },
+          { header: "Role", cell: (invitation) => ROLE_LABELS[invitation.role] },
+          { header: "Expires", cell: (invitation) => formatDateTime(invitation.expires_at) },
+          mayWrite && {
+            header: "",
+            className: "text-right",
+            cell: (invitation) => (
+              <Button
+                variant="ghost"
+                size="sm"
+                disabled={cancel.isPending}
+                onClick={() => cancel.mutate(invitation.id)}
+              >
+                Cancel
+              </Button>
+            ),
+          },
+        ]}
+      />
+    </section>
+  );
+}
+
+/** An account that already exists joins only when it accepts, signed in as itself. */
+function InviteDialog({
+  open,
+  onClose,
+  roles,
+}: {
+  open: boolean;
+  onClose: () => void;
+  roles: Schemas["Role"][];
+}) {
+  const invite = useInvite();
+  const [email, setEmail] = useState("");
+  const [role, setRole] = useState<Schemas["Role"]>("viewer");
+  const close = () => {
+    invite.reset();
+    setEmail("");
+    onClose();
+  };
+  const submit = (event: FormEvent) => {
+    event.preventDefault();
+    invite.mutate({ email: email.trim(), role });
+  };
+  return (
+    <Dialog open={open} title="Invite an existing account" onClose={close}>
+      {invite.data ? (
+        <Done onDone={close}>
+          <p>
+            {invite.data.email} is invited as {ROLE_LABELS[invite.data.role]}. They join when they
+            accept, from their own sign-in.
+          </p>
+        </Done>
+      ) : (
+        <form onSubmit={submit} className="space-y-4">
+          <InputField
+            id="invite-email"
+            label="Email"
+            type="email"
+            required
+            value={email}
+            onValue={(value) => setEmail(value)}
+          />
+          <Field id="invite-role" label="Role">
+            <RoleSelect id="invite-role" roles={roles} value={role} onRoleChange={setRole} />
+          </Field>
+          <FormActions
+            error={invite.error}
+            pending={invite.isPending}
+            submitLabel="Invite"
+            onCancel={close}
+          />
+        </form>
+      )}
+    </Dialog>
   );
 }
 
