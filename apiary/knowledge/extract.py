@@ -112,6 +112,8 @@ def extract(
         with contextlib.closing(_EXTRACTORS[fmt](content, meter)) as extracting:
             for piece in extracting:
                 meter.check()  # a cap a parser hit and swallowed still ends the document
+                # Every section carries its heading path, and so does each of its chunks.
+                meter.take_text(piece.heading or "")
                 pieces.append(piece)
         meter.check()
     except ExtractionError:
@@ -129,6 +131,7 @@ def extract(
     whole = _Meter(meter.limits)
     for piece in pieces:
         whole.take_text(piece.text)
+        whole.take_text(piece.heading or "")
     sections: list[Section] = []
     offset = 0
     carried = ""  # a heading with no text of its own joins the section after it
@@ -195,14 +198,17 @@ class _Meter:
             )
 
     def take_text(self, text: str) -> str:
-        self.characters += len(text)
+        self.take(len(text))
+        return text
+
+    def take(self, characters: int) -> None:
+        self.characters += characters
         cap = self.limits.max_extracted_chars
         if self.characters > cap:
             raise self.fail(
-                f"the extracted text is longer than {cap:,} characters, the cap "
-                f"({_SETTING}MAX_EXTRACTED_CHARS)"
+                f"the extracted text (with each section's headings) is longer than "
+                f"{cap:,} characters, the cap ({_SETTING}MAX_EXTRACTED_CHARS)"
             )
-        return text
 
 
 _METER: ContextVar[_Meter | None] = ContextVar("apiary_extraction_meter", default=None)
@@ -219,11 +225,13 @@ class _TextWriter:
         self._empty = True
 
     def line(self, text: str) -> None:
-        if not self._empty:
-            self._meter.take_text("\n")
+        if self._empty:
+            self._meter.take(len(text))
+            self._empty = False
+        else:
+            self._meter.take(len(text) + 1)
             self._buffer.write("\n")
-        self._buffer.write(self._meter.take_text(text))
-        self._empty = False
+        self._buffer.write(text)
 
     @property
     def empty(self) -> bool:
@@ -254,20 +262,35 @@ def _markdown(content: bytes, meter: _Meter) -> Generator[Section, None, None]:
     # Headings are tracked here rather than by LangChain's MarkdownHeaderTextSplitter, which
     # strips every line (breaking code blocks) and loses the offsets citations need.
     path: list[tuple[int, str]] = []
-    lines: list[str] = []
+    lines = _TextWriter(meter)
     in_fence = False
-    for line in _decode(content).splitlines():
+    for line in _lines(_decode(content)):
         if _FENCE.match(line):
             in_fence = not in_fence
         match = None if in_fence else _ATX_HEADING.match(line)
         if match:
-            yield Section("\n".join(lines), heading=_join(path))
-            lines = []
+            yield Section(lines.text(), heading=_join(path))
+            lines = _TextWriter(meter)
             level = len(match.group(1))
             path = [(lvl, title) for lvl, title in path if lvl < level]
             path.append((level, match.group(2)))
-        lines.append(line)
-    yield Section("\n".join(lines), heading=_join(path))
+        lines.line(line)
+    yield Section(lines.text(), heading=_join(path))
+
+
+# Where str.splitlines breaks a line.
+_LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """`text.splitlines()`, one line at a time: the list of a 20 MiB file of short lines
+    would hold millions of strings at ~50 bytes each."""
+    start = 0
+    for match in _LINE_BREAK.finditer(text):
+        yield text[start : match.start()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
 
 
 def _join(path: list[tuple[int, str]]) -> str | None:
@@ -344,8 +367,13 @@ def _pdf(content: bytes, meter: _Meter) -> Generator[Section, None, None]:
 
     _meter_pypdf_streams()
     max_pages = meter.limits.max_pdf_pages
-    # pypdf walks the whole page tree to count pages; bound that walk near the cap.
-    with apply_configuration(page_tree_maximum_entries=2 * max_pages + 64):
+    # pypdf walks the whole page tree to count pages: that walk is bounded near the cap.
+    # A content stream's tokens are its elements, each a Python object (~125 bytes): a
+    # 20 KB upload can inflate to 16 MiB of operators, millions of them at pypdf's default.
+    with apply_configuration(
+        page_tree_maximum_entries=2 * max_pages + 64,
+        stream_parsing_work_maximum_count=meter.limits.max_elements,
+    ):
         reader = PdfReader(io.BytesIO(content))
         if reader.is_encrypted:
             raise ExtractionError("the PDF is encrypted")
@@ -358,7 +386,13 @@ def _pdf(content: bytes, meter: _Meter) -> Generator[Section, None, None]:
                 f"the PDF has more than {max_pages:,} pages, the cap ({_SETTING}MAX_PDF_PAGES)"
             )
         for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
+            try:
+                text = page.extract_text() or ""
+            except LimitReachedError as error:
+                if not str(error).startswith("Reached maximum number of tokens"):
+                    raise
+                meter.count_elements(meter.limits.max_elements + 1, f"page {number}'s content")
+                raise
             _release_contents(page)
             meter.check()
             yield Section(meter.take_text(text), page=number)

@@ -70,14 +70,15 @@ def docx_with_entities() -> bytes:
     return out.getvalue()
 
 
-def pdf_bomb(inflated_bytes: int, *, pages: int = 1) -> bytes:
+def pdf_bomb(inflated_bytes: int, *, pages: int = 1, filler: bytes = b" ") -> bytes:
     """A PDF of `pages` pages, each with a line of text and then a FlateDecode content
-    stream of whitespace inflating to `inflated_bytes` (about 1000:1 compressed)."""
+    stream of `filler` (whitespace, or operators such as `0 0 m`) inflating to
+    `inflated_bytes` (whitespace compresses about 1000:1)."""
     compressor = zlib.compressobj(9)
     text = b"BT /F1 11 Tf 56 790 Td (Page text before the padding.) Tj ET\n"
-    padding = b" " * (1024 * 1024)
+    padding = filler * (1024 * 1024 // len(filler))
     stream = compressor.compress(text)
-    for _ in range(inflated_bytes // len(padding)):
+    for _ in range(max(1, inflated_bytes // len(padding))):
         stream += compressor.compress(padding)
     stream += compressor.flush()
     objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>"]

@@ -79,6 +79,17 @@ def test_a_pdf_stream_bomb_is_cut_at_the_stream_cap() -> None:
     assert "more than 16,777,216 bytes" in str(failure.value)
 
 
+def test_a_pdf_stream_of_millions_of_operators_is_cut_at_the_element_cap() -> None:
+    # 10 MiB of `0 0 m` (under the stream cap) from a ~15 KB upload: 1.7 million operators
+    # that pypdf would hold as Python objects, ~125 bytes each.
+    operators = pdf_bomb(10 * MiB, filler=b"0 0 m\n")
+    assert len(operators) < 30_000
+    with pytest.raises(
+        ExtractionLimitExceeded, match=r"page 1's content has more than 500,000 elements"
+    ):
+        extract(operators, "drawing.pdf")
+
+
 def test_pdf_streams_together_are_capped_per_document() -> None:
     pages = pdf_bomb(3 * MiB, pages=4)  # each stream under the stream cap, 12 MiB in all
     limits = ExtractionLimits(max_inflated_bytes=8 * MiB)
@@ -107,6 +118,24 @@ def test_a_csv_whose_header_repeats_on_every_row_is_capped_as_it_grows() -> None
     assert len(wide) < 700_000
     with pytest.raises(ExtractionLimitExceeded, match=r"20,000,000 characters.*EXTRACTED_CHARS"):
         extract(wide, "wide.csv")
+
+
+def test_headings_repeated_on_every_section_count_toward_the_character_cap() -> None:
+    # 1 MB in: a megabyte-long title above 30 sections, each of which carries it.
+    title = "T" * 1_000_000
+    outline = f"# {title}\n" + "".join(f"## Part {n}\nBody {n}.\n" for n in range(30))
+    with pytest.raises(ExtractionLimitExceeded, match=r"each section's headings.*EXTRACTED_CHARS"):
+        extract(outline.encode(), "outline.md")
+
+
+def test_markdown_of_millions_of_short_lines_is_read_in_bounded_memory() -> None:
+    lines = b"ab\n" * (3 * MiB)  # 9 MiB: 3 million lines, ~50 bytes each as a list of strings
+    gc.collect()
+    baseline = _reset_peak_rss()
+    document = extract(lines, "lines.md")
+    growth = _peak_rss() - baseline
+    assert len(document.text) == len(lines) - 1
+    assert growth < 100 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
 
 
 def test_html_with_too_many_tags_fails_before_parsing() -> None:
