@@ -254,7 +254,7 @@ def _text(content: bytes, meter: _Meter) -> Generator[Section, None, None]:
     yield Section(_decode(content))
 
 
-_ATX_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_ATX_OPENING = re.compile(r"(#{1,6})(\s+)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -267,15 +267,31 @@ def _markdown(content: bytes, meter: _Meter) -> Generator[Section, None, None]:
     for line in _lines(_decode(content)):
         if _FENCE.match(line):
             in_fence = not in_fence
-        match = None if in_fence else _ATX_HEADING.match(line)
-        if match:
+        heading = None if in_fence else _atx_heading(line)
+        if heading is not None:
             yield Section(lines.text(), heading=_join(path))
             lines = _TextWriter(meter)
-            level = len(match.group(1))
-            path = [(lvl, title) for lvl, title in path if lvl < level]
-            path.append((level, match.group(2)))
+            level, title = heading
+            path = [(lvl, text) for lvl, text in path if lvl < level]
+            path.append((level, title))
         lines.line(line)
     yield Section(lines.text(), heading=_join(path))
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """The level and title of a `# Title #` line, as `^(#{1,6})\\s+(.+?)\\s*#*\\s*$` would
+    match it. That pattern backtracks in cubic time over a run of spaces (a 5 KB line took
+    minutes, holding the GIL), so the closing `\\s*#*\\s*` is stripped by hand instead."""
+    opening = _ATX_OPENING.match(line)
+    if opening is None:
+        return None
+    level = len(opening.group(1))
+    rest = line[opening.end() :]
+    if not rest:  # the title is then the last of two or more whitespace characters
+        spaces = opening.group(2)
+        return (level, spaces[-1]) if len(spaces) > 1 else None
+    title = rest.rstrip().rstrip("#").rstrip()
+    return level, title or rest[0]  # a title of only `#`s keeps its first
 
 
 # Where str.splitlines breaks a line.

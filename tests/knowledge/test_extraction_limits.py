@@ -138,6 +138,16 @@ def test_markdown_of_millions_of_short_lines_is_read_in_bounded_memory() -> None
     assert growth < 100 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
 
 
+def test_a_markdown_heading_full_of_spaces_is_read_in_linear_time() -> None:
+    # The heading pattern used to backtrack in cubic time here: 2,000 spaces took ~20 s,
+    # holding the GIL (the whole server), and 20,000 would take hours.
+    title = "Setup" + " " * 2_000 + "notes"
+    started = time.monotonic()
+    document = extract(f"# {title} ##\nBody text.\n".encode(), "spaces.md")
+    assert time.monotonic() - started < 1
+    assert document.sections[0].heading == title
+
+
 def test_html_with_too_many_tags_fails_before_parsing() -> None:
     tags = b"<p>" + b"<i>x</i>" * 600_000 + b"</p>"
     started = time.monotonic()
