@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from apiary.config import KnowledgeSettings
-from apiary.knowledge.errors import ExtractionLimitExceeded
+from apiary.knowledge.errors import ExtractionError, ExtractionLimitExceeded
 from apiary.knowledge.extract import ExtractionLimits, extract
 from apiary.runtime import Runtime
 from tests.factories import TenantFixture, make_tenant
@@ -162,6 +162,13 @@ def test_json_with_too_many_values_fails_and_strings_do_not_count() -> None:
         extract(b"[" + b"0," * 600_000 + b"0]", "values.json")
     prose = b'{"text": "' + b"a, [b], {c}, " * 100_000 + b'"}'
     assert extract(prose, "prose.json").text.startswith("text: a, [b], {c}")
+
+
+def test_an_unterminated_json_string_of_escapes_is_refused_in_linear_time() -> None:
+    started = time.monotonic()
+    with pytest.raises(ExtractionError, match="invalid JSON"):
+        extract(b'["' + b'\\"' * 50_000, "broken.json")
+    assert time.monotonic() - started < 1
 
 
 def test_the_extractor_defaults_are_the_settings_defaults() -> None:
