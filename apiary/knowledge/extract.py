@@ -309,8 +309,16 @@ def _lines(text: str) -> Iterator[str]:
         yield text[start:]
 
 
+# A heading path is repeated on every chunk of its section (in its payload and in the text
+# embedded), so a megabyte-long "title" would be stored and embedded once per chunk.
+MAX_HEADING_CHARS = 1_000
+
+
 def _join(path: list[tuple[int, str]]) -> str | None:
-    return " > ".join(title for _, title in path) or None
+    heading = " > ".join(title for _, title in path)
+    if len(heading) > MAX_HEADING_CHARS:
+        heading = heading[: MAX_HEADING_CHARS - 1] + "…"
+    return heading or None
 
 
 _HTML_HEADINGS = {f"h{n}": n for n in range(1, 7)}
@@ -391,6 +399,7 @@ def _pdf(content: bytes, meter: _Meter) -> Generator[Section, None, None]:
         stream_parsing_work_maximum_count=meter.limits.max_elements,
     ):
         reader = PdfReader(io.BytesIO(content))
+        meter.check()  # its xref recovery may have caught a cap an object stream hit
         if reader.is_encrypted:
             raise ExtractionError("the PDF is encrypted")
         try:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from apiary.config import KnowledgeSettings
+from apiary.knowledge.chunking import split
 from apiary.knowledge.errors import ExtractionError, ExtractionLimitExceeded
 from apiary.knowledge.extract import ExtractionLimits, extract
 from apiary.runtime import Runtime
@@ -121,11 +122,33 @@ def test_a_csv_whose_header_repeats_on_every_row_is_capped_as_it_grows() -> None
 
 
 def test_headings_repeated_on_every_section_count_toward_the_character_cap() -> None:
-    # 1 MB in: a megabyte-long title above 30 sections, each of which carries it.
-    title = "T" * 1_000_000
-    outline = f"# {title}\n" + "".join(f"## Part {n}\nBody {n}.\n" for n in range(30))
+    # ~300 KB in: a 990-character title above 25,000 short sections, each of which carries
+    # it (and so does every chunk of each): 25 million characters of headings.
+    outline = f"# {'T' * 990}\n" + "".join(f"## P{n}\nx\n" for n in range(25_000))
+    assert len(outline) < 300_000
     with pytest.raises(ExtractionLimitExceeded, match=r"each section's headings.*EXTRACTED_CHARS"):
         extract(outline.encode(), "outline.md")
+
+
+def test_a_markdown_heading_full_of_spaces_is_read_in_linear_time() -> None:
+    # The heading pattern used to backtrack in cubic time here: 2,000 spaces took ~20 s,
+    # holding the GIL (the whole server), and 20,000 would take hours.
+    title = "Setup" + " " * 2_000 + "notes"
+    started = time.monotonic()
+    document = extract(f"# {title} ##\nBody text.\n".encode(), "spaces.md")
+    assert time.monotonic() - started < 1
+    assert document.sections[0].heading == title[:999] + "…"  # headings are cut at 1,000
+
+
+def test_a_long_heading_is_cut_before_every_chunk_repeats_it() -> None:
+    title = "T" * 100_000
+    body = "\n\n".join(f"Paragraph {n} of the section under a very long title." for n in range(40))
+    document = extract(f"# {title}\n{body}\n".encode(), "long.md")
+    chunks = split(document, chunk_size=200, chunk_overlap=0)
+    assert len(chunks) >= 10
+    for chunk in chunks:
+        assert chunk.section == "T" * 999 + "…"
+        assert len(chunk.indexed_text) <= 1_000 + 1 + 200
 
 
 def test_markdown_of_millions_of_short_lines_is_read_in_bounded_memory() -> None:
@@ -136,16 +159,6 @@ def test_markdown_of_millions_of_short_lines_is_read_in_bounded_memory() -> None
     growth = _peak_rss() - baseline
     assert len(document.text) == len(lines) - 1
     assert growth < 100 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
-
-
-def test_a_markdown_heading_full_of_spaces_is_read_in_linear_time() -> None:
-    # The heading pattern used to backtrack in cubic time here: 2,000 spaces took ~20 s,
-    # holding the GIL (the whole server), and 20,000 would take hours.
-    title = "Setup" + " " * 2_000 + "notes"
-    started = time.monotonic()
-    document = extract(f"# {title} ##\nBody text.\n".encode(), "spaces.md")
-    assert time.monotonic() - started < 1
-    assert document.sections[0].heading == title
 
 
 def test_html_with_too_many_tags_fails_before_parsing() -> None:
