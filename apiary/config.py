@@ -79,7 +79,8 @@ class KnowledgeSettings(BaseSettings):
     max_pdf_stream_bytes: int = Field(default=16 * 1024 * 1024, ge=1)  # one stream, decoded
     max_compression_ratio: int = Field(default=100, ge=1)  # per zip entry over 1 MiB
     max_zip_entries: int = Field(default=1_000, ge=1)
-    max_elements: int = Field(default=500_000, ge=1)  # HTML tags, DOCX XML elements, JSON values
+    max_elements: int = Field(default=500_000, ge=1)  # DOCX XML elements, PDF tokens, JSON values
+    max_html_tags: int = Field(default=100_000, ge=1)
     max_pdf_pages: int = Field(default=2_000, ge=1)
     max_extracted_chars: int = Field(default=20_000_000, ge=1)
 
