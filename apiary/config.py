@@ -82,6 +82,15 @@ class KnowledgeSettings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # larger uploads get 413
     embed_batch_size: int = Field(default=64, ge=1, le=2048)  # chunks embedded per call
     ingest_workers: int = Field(default=1, ge=1, le=16)  # in-process ingestion jobs at once
+    # What reading one document may cost (apiary/knowledge/extract.py); past a cap it fails.
+    max_inflated_bytes: int = Field(default=64 * 1024 * 1024, ge=1)  # zip entries, PDF streams
+    max_pdf_stream_bytes: int = Field(default=16 * 1024 * 1024, ge=1)  # one stream, decoded
+    max_compression_ratio: int = Field(default=100, ge=1)  # per zip entry over 1 MiB
+    max_zip_entries: int = Field(default=1_000, ge=1)
+    max_elements: int = Field(default=500_000, ge=1)  # DOCX XML elements, PDF tokens, JSON values
+    max_html_tags: int = Field(default=100_000, ge=1)
+    max_pdf_pages: int = Field(default=2_000, ge=1)
+    max_extracted_chars: int = Field(default=20_000_000, ge=1)
 
 
 class SwarmSettings(BaseSettings):

@@ -15,3 +15,7 @@ class UnsupportedMediaType(ApiaryError):
 
 class ExtractionError(Exception):
     """A document whose text cannot be read; its message becomes the document's `error`."""
+
+
+class ExtractionLimitExceeded(ExtractionError):
+    """A document past one of the extraction caps; the message names the cap and its setting."""

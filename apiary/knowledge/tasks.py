@@ -29,7 +29,7 @@ from apiary.knowledge.chunking import Chunk, split
 from apiary.knowledge.embedding import Float32Array, embed_texts
 from apiary.knowledge.errors import ExtractionError
 from apiary.knowledge.events import DocumentEventType, document_events_channel
-from apiary.knowledge.extract import extract
+from apiary.knowledge.extract import ExtractionLimits, extract
 from apiary.knowledge.models import DocumentStatus
 from apiary.knowledge.repository import knowledge_repository
 from apiary.knowledge.sparse import SparseVector, document_vector
@@ -121,7 +121,8 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
         return
     vectors = runtime.vectors
     try:
-        extracted = await asyncio.to_thread(extract, job.content, job.filename)
+        limits = ExtractionLimits.of(runtime.settings.knowledge)
+        extracted = await asyncio.to_thread(extract, job.content, job.filename, limits=limits)
         await _step(
             runtime,
             job,
