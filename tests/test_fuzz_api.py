@@ -120,6 +120,7 @@ async def test_every_operation_survives_the_fuzzer(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+        cwd=tmp_path,  # its example database and reports stay out of the checkout
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=900)
     report = output.decode(errors="replace")
