@@ -1,0 +1,166 @@
+{{- define "apiary.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "apiary.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "apiary.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "apiary.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component (api, worker, migrations). */}}
+{{- define "apiary.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "apiary.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "apiary.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "apiary.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository:tag, or repository@digest when image.digest is set (the pipeline sets it). */}}
+{{- define "apiary.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret the pods read: Key Vault's synced one, or the existing one. */}}
+{{- define "apiary.secretName" -}}
+{{- if .Values.secrets.keyVault.enabled -}}
+{{- printf "%s-keyvault" (include "apiary.fullname" .) -}}
+{{- else -}}
+{{- required "secrets.existingSecret is required when secrets.keyVault.enabled is false" .Values.secrets.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Every key the pods read from the Secret: secrets.keys (non-empty) and extraEnv. */}}
+{{- define "apiary.secretKeys" -}}
+{{- $keys := list -}}
+{{- range $field, $key := .Values.secrets.keys }}{{ if $key }}{{ $keys = append $keys $key }}{{ end }}{{ end -}}
+{{- range $env, $key := .Values.secrets.extraEnv }}{{ $keys = append $keys $key }}{{ end -}}
+{{- $keys | uniq | toJson -}}
+{{- end -}}
+
+{{/* Pod labels: selector labels, plus the workload identity label when it is on. */}}
+{{- define "apiary.podLabels" -}}
+{{ include "apiary.selectorLabels" . }}
+{{- if .root.Values.serviceAccount.workloadIdentity.enabled }}
+azure.workload.identity/use: "true"
+{{- end }}
+{{- end -}}
+
+{{/* The environment every Apiary container gets. */}}
+{{- define "apiary.env" -}}
+{{- $secret := include "apiary.secretName" . -}}
+- name: APIARY_ENVIRONMENT
+  value: {{ .Values.settings.environment | quote }}
+- name: APIARY_LOG_LEVEL
+  value: {{ .Values.settings.logLevel | quote }}
+- name: APIARY_BOOTSTRAP_ADMIN_EMAIL
+  value: {{ .Values.settings.bootstrapAdminEmail | quote }}
+- name: APIARY_RUNNER
+  value: {{ ternary "celery" "inprocess" .Values.worker.enabled | quote }}
+- name: APIARY_PORT
+  value: {{ .Values.api.port | quote }}
+{{- if .Values.settings.qdrantUrl }}
+- name: APIARY_QDRANT_URL
+  value: {{ .Values.settings.qdrantUrl | quote }}
+{{- end }}
+{{- if .Values.config }}
+- name: APIARY_CONFIG
+  value: /etc/apiary/config.yaml
+{{- end }}
+- name: APIARY_DATABASE_URL
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.databaseUrl }}}
+- name: APIARY_REDIS_URL
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.redisUrl }}}
+- name: APIARY_JWT_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.jwtSecret }}}
+{{- if .Values.secrets.keys.qdrantApiKey }}
+- name: APIARY_QDRANT_API_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.qdrantApiKey }}}
+{{- end }}
+{{- range $env, $key := .Values.secrets.extraEnv }}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ $key }}}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes every Apiary pod mounts: scratch space (read-only root), config, Key Vault. */}}
+{{- define "apiary.volumes" -}}
+- name: tmp
+  emptyDir: {medium: Memory, sizeLimit: 256Mi}
+- name: data
+  emptyDir: {sizeLimit: 1Gi}
+{{- if .Values.config }}
+- name: config
+  configMap:
+    name: {{ include "apiary.fullname" . }}-config
+{{- end }}
+{{- if .Values.secrets.keyVault.enabled }}
+- name: keyvault
+  csi:
+    driver: secrets-store.csi.k8s.io
+    readOnly: true
+    volumeAttributes:
+      secretProviderClass: {{ include "apiary.fullname" . }}
+{{- end }}
+{{- end -}}
+
+{{- define "apiary.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: /var/lib/apiary
+{{- if .Values.config }}
+- name: config
+  mountPath: /etc/apiary
+  readOnly: true
+{{- end }}
+{{- if .Values.secrets.keyVault.enabled }}
+- name: keyvault
+  mountPath: /mnt/secrets-store
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings shared by the API, the workers and the migration Job. */}}
+{{- define "apiary.podCommon" -}}
+serviceAccountName: {{ include "apiary.serviceAccountName" . }}
+# No Kubernetes API access is needed; Azure workload identity projects its own token volume.
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
