@@ -73,7 +73,11 @@ def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) 
     )
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
-        raise Finding(f"{Path(str(argv[0])).name} exited {result.returncode}:\n{output}")
+        # Schema tools echo whole documents: keep each line and the report short.
+        lines = [line if len(line) <= 300 else line[:300] + " ..." for line in output.splitlines()]
+        if len(lines) > 60:
+            lines = [*lines[:60], f"... ({len(lines) - 60} more lines)"]
+        raise Finding(f"{Path(str(argv[0])).name} exited {result.returncode}:\n" + "\n".join(lines))
     return output
 
 
