@@ -172,3 +172,22 @@ $(DEPLOY_STAMP): deploy/lint/requirements.txt
 # fails on any finding. DEPLOY_LINT_STEPS="helm render k8s" runs some steps only.
 deploy-lint: $(DEPLOY_STAMP) ## Validate deploy/ (chart, CRDs, checkov, compose, terraform, pipelines)
 	$(DEPLOY_TOOLS)/bin/python deploy/lint/deploy_lint.py $(DEPLOY_LINT_STEPS)
+
+# The image, built with podman from a Debian base made offline (deploy/docker/build-image.sh;
+# BASE_IMAGE=... builds on another base). Not part of `make test`: llama.cpp compiles for
+# several minutes. check-image runs it against host PostgreSQL and Redis (deploy/check-image.sh).
+IMAGE ?= localhost/apiary:dev
+
+image: ## Build the container image with podman (IMAGE=localhost/apiary:dev)
+	@missing=""; \
+	for tool in podman buildah debootstrap runc; do \
+		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "image: installing$$missing"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends podman buildah debootstrap runc; \
+	fi
+	deploy/docker/build-image.sh $(IMAGE)
+
+check-image: deps-test ## Run the image's init, serve and worker against host PostgreSQL/Redis
+	deploy/check-image.sh $(IMAGE)

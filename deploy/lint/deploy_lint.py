@@ -110,7 +110,8 @@ def step_helm() -> str:
     missing = [text for text in expected if text not in message]
     if missing:
         raise Finding(f"the schema's message lacks {missing}:\n{message}")
-    return f"lint clean for {len(VALUE_SETS)} value sets; bad values rejected: {message}"
+    reasons = "; ".join(line.strip("- ") for line in message.splitlines()[1:] if line.strip())
+    return f"lint clean for {len(VALUE_SETS)} value sets; bad values rejected: {reasons}"
 
 
 def step_render() -> str:
@@ -190,8 +191,8 @@ def step_terraform() -> str:
     terraform = shutil.which("terraform")
     if terraform is None:
         return "SKIPPED: no terraform binary on PATH (checkov still checked the Terraform)"
-    output = run(terraform, "fmt", "-check", "-recursive", "-diff", TERRAFORM)
-    return "terraform fmt -check clean" + (f"\n{output}" if output else "")
+    run(terraform, "fmt", "-check", "-recursive", "-diff", TERRAFORM)
+    return "terraform fmt -check clean"
 
 
 def step_compose() -> str:
