@@ -57,7 +57,7 @@ URL=http://127.0.0.1:$PORT
 JWT=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')
 
 # What every container gets: production settings, a read-only root, no capabilities.
-run_args=(--network host --read-only --tmpfs /tmp --tmpfs /var/lib/apiary:uid=10001,gid=10001,mode=0750
+run_args=(--network host --read-only --tmpfs /tmp --tmpfs /var/lib/apiary:rw,U
     --cap-drop ALL --security-opt no-new-privileges
     -e APIARY_ENVIRONMENT=production -e APIARY_RUNNER=celery -e APIARY_PORT="$PORT"
     -e APIARY_DATABASE_URL="$APIARY_TEST_DATABASE_URL" -e APIARY_REDIS_URL="$APIARY_TEST_REDIS_URL"
@@ -90,7 +90,7 @@ podman healthcheck run "$WORKER" && echo "HEALTHCHECK (worker): healthy"
 
 log "4. a tenant and an API key (the image's CLI)"
 apiary admin create-tenant check-image --admin-email check@example.com >/dev/null
-KEY=$(apiary admin create-api-key --tenant check-image --role admin --name check-image \
+KEY=$(apiary admin create-api-key --tenant check-image --role tenant_admin --name check-image \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 echo "API key ${KEY:0:12}..."
 
@@ -103,7 +103,8 @@ import json, sys
 body = json.load(sys.stdin)
 text = body["choices"][0]["message"]["content"]
 assert text.strip(), body
-print(f"model {body[\"model\"]}: {text.strip()[:120]!r} ({body[\"usage\"][\"total_tokens\"]} tokens)")'
+model, tokens = body["model"], body["usage"]["total_tokens"]
+print(f"model {model}: {text.strip()[:120]!r} ({tokens} tokens)")'
 
 log "6. a swarm run through the API, executed by the worker container"
 curl -fsS "$URL/api/v1/agents" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \

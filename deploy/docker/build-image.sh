@@ -51,7 +51,8 @@ fi
 
 log "building $TAG on $BASE_IMAGE"
 started=$(date +%s)
-podman build --isolation=chroot -f deploy/docker/Dockerfile \
+# --format docker: the OCI image format has no HEALTHCHECK.
+podman build --isolation=chroot --format docker -f deploy/docker/Dockerfile \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --build-arg VERSION="$(sed -nE 's/^version = "(.*)"/\1/p' pyproject.toml | head -n 1)" \
     --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \

@@ -122,9 +122,12 @@ def step_render() -> str:
     OUT.mkdir(parents=True)
     counts = []
     for name, path in VALUE_SETS.items():
-        rendered = chart.render(
-            load_values(path), name="apiary", namespace="apiary", revision=1, is_install=True
-        )
+        try:
+            rendered = chart.render(
+                load_values(path), name="apiary", namespace="apiary", revision=1, is_install=True
+            )
+        except helm.HelmError as error:
+            raise Finding(f"{name}: {error}") from None
         docs = [
             text
             for template, text in sorted(rendered.items())
