@@ -50,6 +50,7 @@ VALUE_SETS: dict[str, Path | None] = {
     "production": DEPLOY / "helm" / "values" / "production.yaml",
 }
 BAD_VALUES = DEPLOY / "lint" / "bad-values.yaml"
+BAD_CUSTOM_RESOURCES = DEPLOY / "lint" / "bad-custom-resources.yaml"
 ARGOCD = DEPLOY / "argocd"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 TERRAFORM = DEPLOY / "terraform"
@@ -81,6 +82,13 @@ def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) 
     return output
 
 
+def expected_messages(path: Path) -> list[str]:
+    """The `# expect: [...]` line of a file the checks must refuse."""
+    line = path.read_text().split("# expect:", 1)[1].split("\n", 1)[0]
+    expected: list[str] = yaml.safe_load(line)
+    return expected
+
+
 def load_values(path: Path | None) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {} if path else {}
 
@@ -106,8 +114,7 @@ def step_helm() -> str:
         message = str(error)
     else:
         raise Finding(f"values.schema.json accepted {BAD_VALUES.relative_to(ROOT)}")
-    expected = yaml.safe_load(BAD_VALUES.read_text().split("# expect:", 1)[1].split("\n")[0])
-    missing = [text for text in expected if text not in message]
+    missing = [text for text in expected_messages(BAD_VALUES) if text not in message]
     if missing:
         raise Finding(f"the schema's message lacks {missing}:\n{message}")
     reasons = "; ".join(line.strip("- ") for line in message.splitlines()[1:] if line.strip())
@@ -177,8 +184,23 @@ def step_crds() -> str:
                 ]
     if problems:
         raise Finding("\n".join(problems))
+    # The validator itself must refuse known-bad objects.
+    refused = [
+        p
+        for doc in yaml.safe_load_all(BAD_CUSTOM_RESOURCES.read_text())
+        if doc
+        for p in crd_validate.validate_document(doc, schemas)
+    ]
+    missing = [
+        e for e in expected_messages(BAD_CUSTOM_RESOURCES) if not any(e in p for p in refused)
+    ]
+    if missing:
+        raise Finding(f"{BAD_CUSTOM_RESOURCES.name} was not refused for {missing}: {refused}")
     kinds = sorted({c.split("/")[1] for c in checked})
-    return f"{len(checked)} custom resources valid ({', '.join(kinds)})"
+    return (
+        f"{len(checked)} custom resources valid ({', '.join(kinds)}); "
+        f"{len(refused)} problems found in {BAD_CUSTOM_RESOURCES.name} as expected"
+    )
 
 
 def step_checkov() -> str:

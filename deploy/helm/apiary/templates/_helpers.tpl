@@ -75,6 +75,9 @@ azure.workload.identity/use: "true"
 {{/* The environment every Apiary container gets. */}}
 {{- define "apiary.env" -}}
 {{- $secret := include "apiary.secretName" . -}}
+{{- if and (not .Values.settings.qdrantUrl) (or .Values.worker.enabled .Values.api.autoscaling.enabled (gt (int .Values.api.replicas) 1)) -}}
+{{- fail "settings.qdrantUrl is required with more than one Apiary pod: Qdrant's local mode admits one process (set it, or run one API replica without workers or autoscaling)" -}}
+{{- end -}}
 - name: APIARY_ENVIRONMENT
   value: {{ .Values.settings.environment | quote }}
 - name: APIARY_LOG_LEVEL
