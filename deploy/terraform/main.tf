@@ -109,13 +109,16 @@ resource "azurerm_user_assigned_identity" "apiary" {
   tags                = local.tags
 }
 
+# The chart's service accounts in the `apiary` namespace: the pods' own, and the migration
+# Job's hook copy (it runs before the release's objects exist).
 resource "azurerm_federated_identity_credential" "apiary" {
-  name                = "apiary-service-account"
+  for_each            = toset(["apiary", "apiary-migrate"])
+  name                = "${each.key}-service-account"
   resource_group_name = azurerm_resource_group.main.name
   parent_id           = azurerm_user_assigned_identity.apiary.id
   audience            = ["api://AzureADTokenExchange"]
   issuer              = module.aks.oidc_issuer_url
-  subject             = "system:serviceaccount:apiary:apiary"
+  subject             = "system:serviceaccount:apiary:${each.key}"
 }
 
 resource "azurerm_role_assignment" "apiary_key_vault" {

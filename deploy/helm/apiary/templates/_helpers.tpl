@@ -47,13 +47,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret the pods read: Key Vault's synced one, or the existing one. */}}
+{{/* The Secret the pods read: Key Vault's synced one, or the existing one. Called with
+     (dict "root" $ "migrate" bool): the migration Job has hook copies of its own. */}}
 {{- define "apiary.secretName" -}}
-{{- if .Values.secrets.keyVault.enabled -}}
-{{- printf "%s-keyvault" (include "apiary.fullname" .) -}}
+{{- $root := .root -}}
+{{- if $root.Values.secrets.keyVault.enabled -}}
+{{- printf "%s-keyvault%s" (include "apiary.fullname" $root) (ternary "-migrate" "" .migrate) -}}
 {{- else -}}
-{{- required "secrets.existingSecret is required when secrets.keyVault.enabled is false" .Values.secrets.existingSecret -}}
+{{- required "secrets.existingSecret is required when secrets.keyVault.enabled is false" $root.Values.secrets.existingSecret -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Suffix of the objects only the migration Job uses (hooks, so they exist before it). */}}
+{{- define "apiary.suffix" -}}
+{{- ternary "-migrate" "" .migrate -}}
 {{- end -}}
 
 {{/* Every key the pods read from the Secret: secrets.keys (non-empty) and extraEnv. */}}
@@ -74,43 +81,44 @@ azure.workload.identity/use: "true"
 
 {{/* The environment every Apiary container gets. */}}
 {{- define "apiary.env" -}}
+{{- $root := .root -}}
 {{- $secret := include "apiary.secretName" . -}}
-{{- if and (not .Values.settings.qdrantUrl) (or .Values.worker.enabled .Values.api.autoscaling.enabled (gt (int .Values.api.replicas) 1)) -}}
+{{- if and (not $root.Values.settings.qdrantUrl) (or $root.Values.worker.enabled $root.Values.api.autoscaling.enabled (gt (int $root.Values.api.replicas) 1)) -}}
 {{- fail "settings.qdrantUrl is required with more than one Apiary pod: Qdrant's local mode admits one process (set it, or run one API replica without workers or autoscaling)" -}}
 {{- end -}}
 - name: APIARY_ENVIRONMENT
-  value: {{ .Values.settings.environment | quote }}
+  value: {{ $root.Values.settings.environment | quote }}
 - name: APIARY_LOG_LEVEL
-  value: {{ .Values.settings.logLevel | quote }}
+  value: {{ $root.Values.settings.logLevel | quote }}
 - name: APIARY_BOOTSTRAP_ADMIN_EMAIL
-  value: {{ .Values.settings.bootstrapAdminEmail | quote }}
+  value: {{ $root.Values.settings.bootstrapAdminEmail | quote }}
 - name: APIARY_RUNNER
-  value: {{ ternary "celery" "inprocess" .Values.worker.enabled | quote }}
+  value: {{ ternary "celery" "inprocess" $root.Values.worker.enabled | quote }}
 - name: APIARY_PORT
-  value: {{ .Values.api.port | quote }}
-{{- if .Values.settings.qdrantUrl }}
+  value: {{ $root.Values.api.port | quote }}
+{{- if $root.Values.settings.qdrantUrl }}
 - name: APIARY_QDRANT_URL
-  value: {{ .Values.settings.qdrantUrl | quote }}
+  value: {{ $root.Values.settings.qdrantUrl | quote }}
 {{- end }}
-{{- if .Values.config }}
+{{- if $root.Values.config }}
 - name: APIARY_CONFIG
   value: /etc/apiary/config.yaml
 {{- end }}
 - name: APIARY_DATABASE_URL
   valueFrom:
-    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.databaseUrl }}}
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.databaseUrl }}}
 - name: APIARY_REDIS_URL
   valueFrom:
-    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.redisUrl }}}
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.redisUrl }}}
 - name: APIARY_JWT_SECRET
   valueFrom:
-    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.jwtSecret }}}
-{{- if .Values.secrets.keys.qdrantApiKey }}
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.jwtSecret }}}
+{{- if $root.Values.secrets.keys.qdrantApiKey }}
 - name: APIARY_QDRANT_API_KEY
   valueFrom:
-    secretKeyRef: {name: {{ $secret }}, key: {{ .Values.secrets.keys.qdrantApiKey }}}
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.qdrantApiKey }}}
 {{- end }}
-{{- range $env, $key := .Values.secrets.extraEnv }}
+{{- range $env, $key := $root.Values.secrets.extraEnv }}
 - name: {{ $env }}
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ $key }}}
@@ -119,36 +127,38 @@ azure.workload.identity/use: "true"
 
 {{/* Volumes every Apiary pod mounts: scratch space (read-only root), config, Key Vault. */}}
 {{- define "apiary.volumes" -}}
+{{- $root := .root -}}
 - name: tmp
   emptyDir: {medium: Memory, sizeLimit: 256Mi}
 - name: data
   emptyDir: {sizeLimit: 1Gi}
-{{- if .Values.config }}
+{{- if $root.Values.config }}
 - name: config
   configMap:
-    name: {{ include "apiary.fullname" . }}-config
+    name: {{ include "apiary.fullname" $root }}-config{{ include "apiary.suffix" . }}
 {{- end }}
-{{- if .Values.secrets.keyVault.enabled }}
+{{- if $root.Values.secrets.keyVault.enabled }}
 - name: keyvault
   csi:
     driver: secrets-store.csi.k8s.io
     readOnly: true
     volumeAttributes:
-      secretProviderClass: {{ include "apiary.fullname" . }}
+      secretProviderClass: {{ include "apiary.fullname" $root }}{{ include "apiary.suffix" . }}
 {{- end }}
 {{- end -}}
 
 {{- define "apiary.volumeMounts" -}}
+{{- $root := .root -}}
 - name: tmp
   mountPath: /tmp
 - name: data
   mountPath: /var/lib/apiary
-{{- if .Values.config }}
+{{- if $root.Values.config }}
 - name: config
   mountPath: /etc/apiary
   readOnly: true
 {{- end }}
-{{- if .Values.secrets.keyVault.enabled }}
+{{- if $root.Values.secrets.keyVault.enabled }}
 - name: keyvault
   mountPath: /mnt/secrets-store
   readOnly: true
@@ -157,12 +167,13 @@ azure.workload.identity/use: "true"
 
 {{/* Pod-level settings shared by the API, the workers and the migration Job. */}}
 {{- define "apiary.podCommon" -}}
-serviceAccountName: {{ include "apiary.serviceAccountName" . }}
+{{- $root := .root -}}
+serviceAccountName: {{ include "apiary.serviceAccountName" $root }}{{ if $root.Values.serviceAccount.create }}{{ include "apiary.suffix" . }}{{ end }}
 # No Kubernetes API access is needed; Azure workload identity projects its own token volume.
 automountServiceAccountToken: false
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
