@@ -142,7 +142,7 @@ clean: ## Remove .venv, .tools, stamps and .test-services
 	@for d in .test-services/run.*; do \
 		[ -d "$$d" ] && scripts/services.sh stop "$$d" || true; \
 	done
-	rm -rf $(VENV) .tools .test-services .deploy-tools
+	rm -rf $(VENV) .tools .test-services .deploy-tools .image-build
 
 # Apiary vs LiteLLM's proxy vs the upstream called directly, on this machine (a few
 # minutes; the first run also installs LiteLLM into bench/.litellm-venv). See docs/benchmarks.md.
@@ -189,5 +189,5 @@ image: ## Build the container image with podman (IMAGE=localhost/apiary:dev)
 	fi
 	deploy/docker/build-image.sh $(IMAGE)
 
-check-image: deps-test ## Run the image's init, serve and worker against host PostgreSQL/Redis
+check-image: deps-test $(DEPLOY_STAMP) ## Check the image (init, serve, worker, /v1, a swarm run, the chart under kube play)
 	deploy/check-image.sh $(IMAGE)

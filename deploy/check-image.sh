@@ -12,6 +12,8 @@
 #   5. a /v1/chat/completions call is answered by the bundled SmolLM2 model
 #   6. a swarm run through the API (`apiary run`, itself in the image) succeeds, and the
 #      worker container's log shows it ran the execution
+#   7. the Helm chart's API and worker Deployments run under `podman kube play` with this
+#      image (their pod specs as rendered, see deploy/lint/kube_play.py) and become ready
 # Containers use the host's network, so 127.0.0.1 is the host's PostgreSQL and Redis.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,12 +23,17 @@ WORK=$PWD/.image-build
 SERVICES=$PWD/.test-services/check-image.$$
 SERVE=apiary-check-serve-$$
 WORKER=apiary-check-worker-$$
+PLAY=$WORK/kube-play.yaml
+DEPLOY_PYTHON=$PWD/.deploy-tools/bin/python   # helm-python-sdk (make deploy-lint installs it)
 mkdir -p "$WORK"
 
 log() { printf '\ncheck-image: %s\n' "$*" >&2; }
 # Without systemd podman cannot schedule HEALTHCHECK timers and says so on every container
 # start; the checks are run by hand below instead.
-podman() { command podman "$@" 2> >(grep -v 'unable to get systemd connection' >&2); }
+# `kube down` also reports the pod's volumes as busy while it removes them (they are gone after).
+podman() {
+    command podman "$@" 2> >(grep -vE 'unable to get systemd connection|Removing volume .* volume is being used' >&2)
+}
 die() { printf 'check-image: FAILED: %s\n' "$*" >&2; exit 1; }
 
 if [[ ! -f "$WORK/containers.conf" ]]; then
@@ -44,6 +51,7 @@ cleanup() {
         done
     fi
     podman rm -f -t 5 "$SERVE" "$WORKER" >/dev/null 2>&1 || true
+    [[ -f "$PLAY" ]] && podman kube down "$PLAY" >/dev/null 2>&1 || true
     scripts/services.sh stop "$SERVICES" >/dev/null 2>&1 || true
     exit $status
 }
@@ -116,5 +124,22 @@ podman run --rm "${run_args[@]}" -e APIARY_URL="$URL" -e APIARY_API_KEY="$KEY" "
     run "Name two colours, one per line." --agent check --max-agents 2
 podman logs "$WORKER" 2>&1 | grep -E "succeeded in|Task .* received" | tail -n 3
 podman logs "$WORKER" 2>&1 | grep -qE "succeeded in" || die "the worker's log shows no finished task"
+
+log "7. the chart's Deployments under podman kube play"
+podman rm -f -t 5 "$SERVE" "$WORKER" >/dev/null
+APIARY_JWT_SECRET=$JWT "$DEPLOY_PYTHON" deploy/lint/kube_play.py "$IMAGE" "$PORT" >"$PLAY"
+podman kube play --network host "$PLAY" >/dev/null
+ready=""
+for _ in $(seq 120); do
+    if ready=$(curl -fsS "$URL/readyz" 2>/dev/null); then break; fi
+    sleep 1
+done
+[[ -n "$ready" ]] || die "the chart's API pod did not answer /readyz within 120 s"
+echo "$ready"
+for container in apiary-api-pod-0-api apiary-worker-pod-0-worker; do
+    podman inspect "$container" --format \
+        "$container: {{.State.Status}}, user {{.Config.User}}, read-only root {{.HostConfig.ReadonlyRootfs}}, capabilities dropped {{len .HostConfig.CapDrop}} (all), {{.HostConfig.SecurityOpt}}"
+done
+podman kube down "$PLAY" >/dev/null
 
 log "PASSED: $IMAGE ($(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%d MB", $1/1000000}'))"
