@@ -7,7 +7,8 @@
 # container's root filesystem read-only and only tmpfs for /tmp and the data dir:
 #   1. `apiary init` migrates and creates the super admin
 #   2. a `serve` container and a `worker` container start (APIARY_RUNNER=celery)
-#   3. /readyz answers 200 with the database and Redis checked; the image's HEALTHCHECK passes
+#   3. /readyz answers 200 with the database and Redis checked, / serves the dashboard, and
+#      the image's HEALTHCHECK passes for both roles
 #   4. a tenant and an API key are made with the image's CLI
 #   5. a /v1/chat/completions call is answered by the bundled SmolLM2 model
 #   6. a swarm run through the API (`apiary run`, itself in the image) succeeds, and the
@@ -96,6 +97,8 @@ for _ in $(seq 120); do
 done
 [[ -n "${ready:-}" ]] || die "/readyz did not answer 200 within 120 s"
 echo "$ready"
+curl -fsS "$URL/" | grep -q '<div id="root"' || die "/ does not serve the dashboard"
+echo "/ serves the dashboard built in the image's web stage"
 podman healthcheck run "$SERVE" && echo "HEALTHCHECK (serve): healthy"
 podman healthcheck run "$WORKER" && echo "HEALTHCHECK (worker): healthy"
 
