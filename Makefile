@@ -180,14 +180,19 @@ IMAGE ?= localhost/apiary:dev
 
 image: ## Build the container image with podman (IMAGE=localhost/apiary:dev)
 	@missing=""; \
-	for tool in podman buildah debootstrap runc; do \
+	for tool in podman buildah debootstrap runc catatonit; do \
 		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "image: installing$$missing"; \
-		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends podman buildah debootstrap runc; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends $$missing; \
 	fi
 	deploy/docker/build-image.sh $(IMAGE)
 
+# catatonit: the pause process `podman kube play` needs (check-image, step 7).
 check-image: deps-test $(DEPLOY_STAMP) ## Check the image (init, serve, worker, /v1, a swarm run, the chart under kube play)
+	@command -v catatonit >/dev/null 2>&1 || { \
+		echo "check-image: installing catatonit"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends catatonit; \
+	}
 	deploy/check-image.sh $(IMAGE)
