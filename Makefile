@@ -27,6 +27,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help venv deps-test lint run test clean node web web-api test-web deps-web
+.PHONY: deploy-lint image check-image
 
 # The dashboard (web/): npm installs from package-lock.json; the build is redone when any
 # of its sources is newer than web/dist/index.html.
@@ -130,8 +131,9 @@ run: venv web ## Build the dashboard, initialise the database and serve Apiary (
 	$(VENV)/bin/apiary init
 	exec $(VENV)/bin/apiary serve
 
-# Lint, then both pytest passes against throwaway PostgreSQL/Redis (see scripts/test.sh).
-test: venv deps-test lint ## Lint, pytest on PostgreSQL+Redis and on SQLite, then test-web
+# Lint, the deployment checks, then both pytest passes against throwaway PostgreSQL/Redis
+# (see scripts/test.sh).
+test: venv deps-test lint deploy-lint ## Lint, deploy-lint, pytest on PostgreSQL+Redis and SQLite, test-web
 	scripts/test.sh $(PYTEST_ARGS)
 	$(MAKE) test-web
 
@@ -140,10 +142,57 @@ clean: ## Remove .venv, .tools, stamps and .test-services
 	@for d in .test-services/run.*; do \
 		[ -d "$$d" ] && scripts/services.sh stop "$$d" || true; \
 	done
-	rm -rf $(VENV) .tools .test-services
+	rm -rf $(VENV) .tools .test-services .deploy-tools .image-build
 
 # Apiary vs LiteLLM's proxy vs the upstream called directly, on this machine (a few
 # minutes; the first run also installs LiteLLM into bench/.litellm-venv). See docs/benchmarks.md.
 .PHONY: bench-gateway
 bench-gateway: venv ## Benchmark /v1/chat/completions against LiteLLM's proxy (BENCH_ARGS=--quick)
 	$(VENV)/bin/python bench/gateway.py $(BENCH_ARGS)
+
+# --- Deployment (deploy/) -------------------------------------------------------------
+# The deployment checks run from their own venv, built from a pinned requirements file so
+# uv.lock carries none of them; it is rebuilt when that file changes.
+DEPLOY_TOOLS := .deploy-tools
+DEPLOY_STAMP := $(DEPLOY_TOOLS)/.apiary-stamp
+
+$(DEPLOY_STAMP): deploy/lint/requirements.txt
+	rm -rf $(DEPLOY_TOOLS)
+	$(PYTHON) -m venv $(DEPLOY_TOOLS) || { \
+		rm -rf $(DEPLOY_TOOLS); \
+		echo "python3 -m venv failed; installing python3-venv"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends python3-venv; \
+		$(PYTHON) -m venv $(DEPLOY_TOOLS); \
+	}
+	$(DEPLOY_TOOLS)/bin/pip install --quiet --disable-pip-version-check \
+		--requirement deploy/lint/requirements.txt
+	touch $@
+
+# Offline checks of the chart, CRD objects, Compose, Terraform, Dockerfile and pipelines;
+# fails on any finding. DEPLOY_LINT_STEPS="helm render k8s" runs some steps only.
+deploy-lint: $(DEPLOY_STAMP) ## Validate deploy/ (chart, CRDs, checkov, compose, terraform, pipelines)
+	$(DEPLOY_TOOLS)/bin/python deploy/lint/deploy_lint.py $(DEPLOY_LINT_STEPS)
+
+# The image, built with podman from a Debian base made offline (deploy/docker/build-image.sh;
+# BASE_IMAGE=... builds on another base). Not part of `make test`: llama.cpp compiles for
+# several minutes. check-image runs it against host PostgreSQL and Redis (deploy/check-image.sh).
+IMAGE ?= localhost/apiary:dev
+
+image: ## Build the container image with podman (IMAGE=localhost/apiary:dev)
+	@missing=""; \
+	for tool in podman buildah debootstrap runc catatonit; do \
+		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "image: installing$$missing"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends $$missing; \
+	fi
+	deploy/docker/build-image.sh $(IMAGE)
+
+# catatonit: the pause process `podman kube play` needs (check-image, step 7).
+check-image: deps-test $(DEPLOY_STAMP) ## Check the image (init, serve, worker, /v1, a swarm run, the chart under kube play)
+	@command -v catatonit >/dev/null 2>&1 || { \
+		echo "check-image: installing catatonit"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends catatonit; \
+	}
+	deploy/check-image.sh $(IMAGE)

