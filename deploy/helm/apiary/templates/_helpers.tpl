@@ -100,6 +100,10 @@ azure.workload.identity/use: "true"
 - name: APIARY_QDRANT_URL
   value: {{ $root.Values.settings.qdrantUrl | quote }}
 {{- end }}
+{{- if $root.Values.settings.trustedProxies }}
+- name: APIARY_TRUSTED_PROXIES
+  value: {{ $root.Values.settings.trustedProxies | quote }}
+{{- end }}
 {{- if $root.Values.config }}
 - name: APIARY_CONFIG
   value: /etc/apiary/config.yaml
@@ -117,6 +121,11 @@ azure.workload.identity/use: "true"
 - name: APIARY_QDRANT_API_KEY
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.qdrantApiKey }}}
+{{- end }}
+{{- if $root.Values.secrets.keys.metricsToken }}
+- name: APIARY_METRICS_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.metricsToken }}}
 {{- end }}
 {{- range $env, $key := $root.Values.secrets.extraEnv }}
 - name: {{ $env }}
