@@ -35,6 +35,12 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 Caller = Annotated[AuthContext, authorize(Permission.GATEWAY_CALL)]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# How deeply objects and arrays may nest in a /v1 body. orjson decodes 1,024 levels but
+# encodes only 254, so a body between the two would parse here and then fail in the cost
+# estimate, the cache key or a provider's encoder. Real requests stay far below this: OpenAI
+# allows 5 levels of nesting in a structured-output schema, each two levels of JSON.
+MAX_JSON_DEPTH = 64
+_CONTAINERS = frozenset({dict, list})
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _JSON = (b"content-type", b"application/json")
 _READ_HEADERS = frozenset({b"authorization", b"x-apiary-cache"})
@@ -55,10 +61,44 @@ def _json_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    # A body with fewer opening brackets than the limit cannot nest past it: the common chat
+    # call pays two byte counts in C and is never walked.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _too_deep(body, MAX_JSON_DEPTH):
+        raise BadRequest(
+            f"request body nests objects and arrays deeper than the limit of {MAX_JSON_DEPTH} "
+            "levels"
+        )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: required, a string")
     return body
+
+
+def _too_deep(document: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (the body itself is level 1).
+
+    Level by level, visiting containers only: a list holding no container (the strings or
+    token ids of an embeddings input) is passed over by one type scan in C."""
+    level: list[Any] = [document]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        append = below.append
+        for container in level:
+            if type(container) is dict:
+                members = container.values()
+            elif _CONTAINERS.isdisjoint(map(type, container)):
+                continue
+            else:
+                members = container
+            for member in members:
+                if type(member) is dict or type(member) is list:
+                    append(member)
+        level = below
+        depth += 1
+    return False
 
 
 def _check_chat(body: dict[str, Any]) -> None:
