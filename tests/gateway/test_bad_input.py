@@ -4,16 +4,22 @@ part the local model cannot read) fail alone, never opening a breaker for every 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from apiary.authz.permissions import Role
 from apiary.gateway.openai_api import MAX_JSON_DEPTH
-from tests.gateway.conftest import Gateway
+from apiary.gateway.resilience import BreakerState
+from tests.factories import make_api_key, make_tenant
+from tests.fakes import Fail
+from tests.gateway.conftest import Gateway, GatewayFactory
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello gateway"}]
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 
 
 def nested(levels: int) -> dict[str, Any]:
@@ -85,3 +91,102 @@ async def test_json_up_to_the_depth_limit_is_served(gateway: Gateway) -> None:
         model="oai/text-embedding-3-small", input=[[1, 2, 3]] * 500
     )
     assert len(result.data) == 500
+
+
+async def test_the_local_model_reads_text_parts_and_refuses_other_parts(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway: Gateway = await make_gateway(local=True)
+    client = gateway.client()
+    parts: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": [{"type": "text", "text": "Say hello."}]}
+    ]
+    stream = await client.chat.completions.create(
+        model="local/smollm2", messages=parts, max_tokens=8, temperature=0, stream=True
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text.strip()
+    completion = await client.chat.completions.create(
+        model="local/smollm2", messages=parts, max_tokens=8, temperature=0
+    )
+    assert (completion.choices[0].message.content or "").strip()
+
+    with_image = [{"role": "user", "content": [{"type": "text", "text": "What is it?"}, IMAGE]}]
+    for streamed in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(
+                model="local/smollm2",
+                messages=cast(list[ChatCompletionMessageParam], with_image),
+                max_tokens=8,
+                stream=streamed,
+            )
+        assert "messages.0.content.1" in caught.value.message
+        assert "reads text only, not a 'image_url' part" in caught.value.message
+
+
+async def test_a_load_of_bad_requests_from_one_tenant_does_not_hurt_another(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway: Gateway = await make_gateway(local=True)
+    bad_tenant = gateway.client()
+    gateway.upstream.set_default(
+        "openai", Fail(400, message="Invalid value for 'temperature': 7 is above 2")
+    )
+    with_image = cast(
+        list[ChatCompletionMessageParam],
+        [{"role": "user", "content": [{"type": "text", "text": "Describe this."}, IMAGE]}],
+    )
+
+    async def refused(model: str, messages: list[ChatCompletionMessageParam], n: int) -> None:
+        with pytest.raises(openai.BadRequestError):
+            await bad_tenant.chat.completions.create(
+                model=model, messages=messages, max_tokens=4, stream=n % 2 == 0
+            )
+
+    for n in range(50):  # the provider rejects each: a 4xx, streamed or not
+        await refused("oai/gpt-4o-mini", HELLO, n)
+    for n in range(50):  # each crashed the local model's chat template before
+        await refused("local/smollm2", with_image, n)
+
+    breakers = {name: h.breaker.state for name, h in gateway.runtime.gateway.handles.items()}
+    assert breakers["oai"] is BreakerState.CLOSED
+    assert breakers["local"] is BreakerState.CLOSED
+
+    gateway.upstream.set_default("openai", None)
+    other = await make_tenant(gateway.runtime, gateway.http())
+    key = await make_api_key(gateway.runtime, other, Role.DEVELOPER)
+    bystander = gateway.client(key=key.token)
+    raw = await bystander.chat.completions.with_raw_response.create(
+        model="oai/gpt-4o-mini", messages=HELLO
+    )
+    assert raw.parse().choices[0].message.content == "echo: hello gateway"
+    stream = await bystander.chat.completions.create(
+        model="local/smollm2", messages=HELLO, max_tokens=4, temperature=0, stream=True
+    )
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+
+async def test_a_refused_request_on_a_half_open_breaker_does_not_jam_it(
+    make_gateway: GatewayFactory,
+) -> None:
+    """The one trial call a half-open breaker lets through is a request the provider refuses
+    for its content: that says nothing about the provider, so the next call is the trial,
+    instead of the breaker waiting forever for a verdict and refusing every call."""
+    gateway: Gateway = await make_gateway(provider_overrides={"oai": {"max_retries": 0}})
+    breaker = gateway.runtime.gateway.handles["oai"].breaker
+    breaker.cooldown_s = 0.2
+    client = gateway.client()
+    gateway.upstream.set_default("openai", Fail(500))
+    for _ in range(breaker.failure_threshold):
+        with pytest.raises(openai.APIStatusError):
+            await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    assert breaker.state is BreakerState.OPEN
+
+    await asyncio.sleep(0.25)
+    gateway.upstream.set_default("openai", None)
+    gateway.upstream.script("openai", Fail(400, message="bad temperature"))
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    completion = await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    assert completion.choices[0].message.content == "echo: hello gateway"
+    assert breaker.consecutive_failures == 0  # the trial succeeded: closed again
