@@ -52,6 +52,7 @@ class LocalProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._llama: Any = None
+        self._formatter: Any = None
         self._load_lock = threading.Lock()
         self._run_lock = asyncio.Lock()
 
@@ -60,17 +61,35 @@ class LocalProvider:
             if self._llama is None:
                 try:
                     from llama_cpp import Llama
+                    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
                 except ImportError:
                     raise ProviderError(
                         "server", "llama-cpp-python is not installed", status=503
                     ) from None
-                self._llama = Llama(
+                llama = Llama(
                     model_path=str(gguf_path()),
                     n_ctx=CONTEXT_TOKENS,
                     n_threads=2,
                     verbose=False,
                 )
+                # The GGUF's own template, held here so a stream can count its prompt the
+                # way llama.cpp counts it for a completion (the template's tokens included).
+                self._formatter = Jinja2ChatFormatter(
+                    template=llama.metadata["tokenizer.chat_template"],
+                    eos_token=llama.detokenize([llama.token_eos()], special=True).decode(),
+                    bos_token=llama.detokenize([llama.token_bos()], special=True).decode(),
+                    stop_token_ids=[llama.token_eos()],
+                )
+                llama.chat_handler = self._formatter.to_chat_handler()
+                self._llama = llama
             return self._llama
+
+    def _prompt_tokens(self, messages: list[JSON]) -> int:
+        """The prompt's tokens as the model sees them: the messages in the chat template."""
+        llama = self._model()
+        prompt = self._formatter(messages=messages)
+        encoded = prompt.prompt.encode()
+        return len(llama.tokenize(encoded, add_bos=not prompt.added_special, special=True))
 
     def _arguments(self, request: JSON) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -119,8 +138,12 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         state.model = model
 
+        prompt_tokens = 0
+
         def produce() -> None:
+            nonlocal prompt_tokens
             try:
+                prompt_tokens = self._prompt_tokens(arguments["messages"])
                 chunks: Iterator[JSON] = self._model().create_chat_completion(**arguments)
                 for chunk in chunks:
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
@@ -146,8 +169,6 @@ class LocalProvider:
                     yield orjson.dumps(item)
             finally:
                 await worker
-        prompt_text = "\n".join(m["content"] for m in arguments["messages"])
-        prompt_tokens = len(self._model().tokenize(prompt_text.encode()))
         state.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         if wants_usage:
             yield orjson.dumps(
