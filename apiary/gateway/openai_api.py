@@ -102,12 +102,64 @@ def _too_deep(document: dict[str, Any], limit: int) -> bool:
 
 
 def _check_chat(body: dict[str, Any]) -> None:
+    """The shapes the gateway itself reads (routing, the cost estimate, the cache, the
+    adapters' translations); the rest is for the provider to judge."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages: required, a non-empty list")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
             raise BadRequest(f"messages.{index}.role: must be system, user, assistant or tool")
+        content = message.get("content")
+        if (
+            content is not None
+            and type(content) is not str
+            and (type(content) is not list or not all(type(p) is dict for p in content))
+        ):
+            raise BadRequest(
+                f"messages.{index}.content: must be a string or a list of content parts"
+            )
+        calls = message.get("tool_calls")
+        if calls is not None and (
+            type(calls) is not list
+            or not all(type(c) is dict and type(c.get("function")) is dict for c in calls)
+        ):
+            raise BadRequest(
+                f"messages.{index}.tool_calls: must be a list of objects with a function"
+            )
+    if len(body) > 2:  # anything beyond model and messages
+        _check_options(body)
+
+
+def _check_options(body: dict[str, Any]) -> None:
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise BadRequest("stream: must be true or false")
+    for name in ("stream_options", "response_format"):
+        value = body.get(name)
+        if value is not None and type(value) is not dict:
+            raise BadRequest(f"{name}: must be an object")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (type(value) is not int or not 1 <= value <= 2**31 - 1):
+            raise BadRequest(f"{name}: must be an integer from 1 to {2**31 - 1}")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and type(value) not in (int, float):
+            raise BadRequest(f"{name}: must be a number")
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and type(stop) is not str
+        and (type(stop) is not list or not all(type(s) is str for s in stop))
+    ):
+        raise BadRequest("stop: must be a string or a list of strings")
+    tools = body.get("tools")
+    if tools is not None and (
+        type(tools) is not list
+        or not all(type(t) is dict and type(t.get("function")) is dict for t in tools)
+    ):
+        raise BadRequest("tools: must be a list of objects with a function")
 
 
 def _check_embeddings(body: dict[str, Any]) -> None:

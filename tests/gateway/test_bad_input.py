@@ -190,3 +190,56 @@ async def test_a_refused_request_on_a_half_open_breaker_does_not_jam_it(
     completion = await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
     assert completion.choices[0].message.content == "echo: hello gateway"
     assert breaker.consecutive_failures == 0  # the trial succeeded: closed again
+
+
+MALFORMED: dict[str, tuple[dict[str, Any], str]] = {
+    "content a number": ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+    "content parts not objects": (
+        {"messages": [{"role": "user", "content": [1, "x"]}]},
+        "messages.0.content",
+    ),
+    "tool calls not objects": (
+        {"messages": [{"role": "assistant", "tool_calls": [1]}, *HELLO]},
+        "messages.0.tool_calls",
+    ),
+    "tools without a function": ({"tools": [{"type": "function"}]}, "tools"),
+    "stream a string": ({"stream": "yes"}, "stream"),
+    "stream_options a number": ({"stream": True, "stream_options": 5}, "stream_options"),
+    "response_format a number": ({"response_format": 5}, "response_format"),
+    "max_tokens a string": ({"max_tokens": "lots"}, "max_tokens"),
+    "max_tokens negative": ({"max_tokens": -5}, "max_tokens"),
+    "temperature a string": ({"temperature": "hot"}, "temperature"),
+    "stop a number": ({"stop": 5}, "stop"),
+}
+
+
+@pytest.mark.parametrize("model", ["oai/gpt-4o-mini", "claude/claude-sonnet-4"])
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_a_malformed_field_the_gateway_reads_is_a_400_naming_it(
+    gateway: Gateway, model: str, case: str
+) -> None:
+    fields, name = MALFORMED[case]
+    body = {"model": model, "messages": HELLO, **fields}
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions", headers={"Authorization": f"Bearer {gateway.key}"}, json=body
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"].startswith(f"{name}:")
+    assert gateway.upstream.requests == []
+
+
+async def test_a_request_anthropics_format_cannot_hold_is_a_400_not_a_breaker_failure(
+    gateway: Gateway,
+) -> None:
+    odd_image = {"type": "image_url", "image_url": "not an object"}
+    messages = cast(list[ChatCompletionMessageParam], [{"role": "user", "content": [odd_image]}])
+    client = gateway.client()
+    for _ in range(6):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="claude/claude-sonnet-4", messages=messages)
+        assert "cannot be put in Anthropic's format" in caught.value.message
+    completion = await client.chat.completions.create(
+        model="claude/claude-sonnet-4", messages=HELLO
+    )
+    assert completion.choices[0].message.content == "echo: hello gateway"
