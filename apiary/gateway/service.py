@@ -175,6 +175,12 @@ class Gateway:
                 if not error.falls_back:
                     break
                 continue
+            except BaseException:
+                # A caller that gave up (cancelled) or an unexpected error must still give the
+                # turn back: with `max_concurrency: 1` one leaked turn stops the provider for
+                # every tenant until a restart.
+                await slot.__aexit__(None, None, None)
+                raise
             result.target = target
             result.ttft_s = time.perf_counter() - started
             return result, self._rest(held, chunks, handle, state, result, slot, started)
