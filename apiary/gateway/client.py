@@ -148,7 +148,13 @@ def _headers(
     }
 
 
-def _estimate_cost(gateway: Gateway, decision: Decision, body: dict[str, Any]) -> float | None:
+# Where each kind of call carries its prompt; only chat pays for output tokens.
+_PROMPT_FIELD = {"chat": "messages", "embedding": "input"}
+
+
+def _estimate_cost(
+    gateway: Gateway, decision: Decision, body: dict[str, Any], *, kind: str
+) -> float | None:
     """What the call may cost at the first candidate's price, for the budget reservation.
 
     Prompt tokens are estimated as characters / 4 (close for English, generous for code):
@@ -157,14 +163,77 @@ def _estimate_cost(gateway: Gateway, decision: Decision, body: dict[str, Any]) -
     info = gateway.price(decision.chain[0]) if decision.chain else None
     if info is None:
         return None
-    characters = len(orjson.dumps(body.get("messages", [])))
-    expected = Usage(
-        prompt_tokens=characters // 4 + 1,
-        completion_tokens=int(
+    characters = len(orjson.dumps(body.get(_PROMPT_FIELD.get(kind, "messages"))))
+    completion = 0
+    if kind == "chat":
+        completion = int(
             body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_OUTPUT_TOKENS
-        ),
-    )
+        )
+    expected = Usage(prompt_tokens=characters // 4 + 1, completion_tokens=completion)
     return catalog.cost_usd(info, expected)
+
+
+@dataclass(slots=True)
+class BilledCall:
+    """One billable call from admission to settlement.
+
+    Every call that reaches a provider (chat, streamed or not, embeddings, and any endpoint
+    added later) is admitted and settled here, so none can skip the tenant's budget, its
+    rate limits or the ledger: admit before the provider is called (rates, a reservation
+    of the estimated cost), then one ledger row and the reservation replaced by the real
+    cost and tokens, whether the call succeeded or failed."""
+
+    runtime: Runtime
+    auth: AuthContext
+    body: dict[str, Any]
+    kind: str
+    started: float
+    admission: Admission
+
+    @classmethod
+    async def admit(
+        cls,
+        runtime: Runtime,
+        auth: AuthContext,
+        body: dict[str, Any],
+        decision: Decision,
+        *,
+        kind: str,
+        started: float,
+    ) -> BilledCall:
+        gateway = runtime.gateway
+        admission = await runtime.limits.admit(
+            auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind)
+        )
+        return cls(runtime, auth, body, kind, started, admission)
+
+    async def settle(
+        self, result: CallResult, *, streamed: bool = False
+    ) -> tuple[dict[str, Any], float | None, str | None]:
+        """Record the call and settle its reservation: its ledger row, its cost and the
+        budget warning, if any."""
+        entry, cost = _ledger(
+            self.runtime.gateway,
+            self.auth,
+            self.body,
+            result,
+            kind=self.kind,
+            latency_s=time.perf_counter() - self.started,
+            streamed=streamed,
+        )
+        self.runtime.ledger.record(entry)
+        warning = await self.runtime.limits.settle(
+            self.admission,
+            tokens=entry["prompt_tokens"] + entry["completion_tokens"],
+            cost_usd=cost,
+        )
+        return entry, cost, warning
+
+    async def failed(self, error: AllProvidersFailed, *, streamed: bool = False) -> UpstreamFailed:
+        """Account a call no provider served (no cost, the reservation released); returns
+        the error for the caller."""
+        await self.settle(error.result, streamed=streamed)
+        return _failed(error)
 
 
 def _cache_hit(
@@ -205,11 +274,9 @@ def _cache_hit(
 
 async def _stream(
     gateway: Gateway,
-    auth: AuthContext,
     body: dict[str, Any],
     decision: Decision,
-    runtime: Runtime,
-    admission: Admission,
+    call: BilledCall,
     started: float,
     routed: float,
     handler: float,
@@ -217,18 +284,7 @@ async def _stream(
     try:
         result, chunks = await gateway.stream(body, decision)
     except AllProvidersFailed as error:
-        entry, _ = _ledger(
-            gateway,
-            auth,
-            body,
-            error.result,
-            kind="chat",
-            latency_s=time.perf_counter() - started,
-            streamed=True,
-        )
-        runtime.ledger.record(entry)
-        await runtime.limits.settle(admission, tokens=0, cost_usd=0.0)
-        raise _failed(error) from None
+        raise await call.failed(error, streamed=True) from None
     info = gateway.price(result.target) if result.target else None
     headers = _headers(result, None, started=started, routed=routed, handler=handler)
     headers["x-apiary-cost-usd"] = "see ledger" if info else "unpriced"
@@ -243,21 +299,7 @@ async def _stream(
             }
             yield orjson.dumps(problem)
         finally:
-            entry, cost = _ledger(
-                gateway,
-                auth,
-                body,
-                result,
-                kind="chat",
-                latency_s=time.perf_counter() - started,
-                streamed=True,
-            )
-            runtime.ledger.record(entry)
-            await runtime.limits.settle(
-                admission,
-                tokens=entry["prompt_tokens"] + entry["completion_tokens"],
-                cost_usd=cost,
-            )
+            await call.settle(result, streamed=True)
 
     return ChatStream(headers=headers, chunks=accounted())
 
@@ -280,7 +322,7 @@ class GatewayClient:
         runtime = self.runtime
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()
-        gateway, ledger = runtime.gateway, runtime.ledger
+        gateway = runtime.gateway
         cacheable = wants_cache(body, cache_header)
         body.pop("cache", None)  # Apiary's switch, not a provider parameter
         key = cache_key(str(auth.scope.tenant_id), body) if cacheable else None
@@ -293,35 +335,15 @@ class GatewayClient:
             if (similar := semantic.get(bucket, vector)) is not None:
                 return _cache_hit(similar[0], auth, body, runtime, started, kind="semantic")
         decision = decide(gateway, body)
-        admission = await runtime.limits.admit(
-            auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body)
-        )
+        call = await BilledCall.admit(runtime, auth, body, decision, kind="chat", started=started)
         routed = time.perf_counter()
         if body.get("stream"):
-            return await _stream(
-                gateway, auth, body, decision, runtime, admission, started, routed, handler
-            )
+            return await _stream(gateway, body, decision, call, started, routed, handler)
         try:
             result = await gateway.complete(body, decision)
         except AllProvidersFailed as error:
-            entry, _ = _ledger(
-                gateway,
-                auth,
-                body,
-                error.result,
-                kind="chat",
-                latency_s=time.perf_counter() - started,
-            )
-            ledger.record(entry)
-            await runtime.limits.settle(admission, tokens=0, cost_usd=0.0)
-            raise _failed(error) from None
-        entry, cost = _ledger(
-            gateway, auth, body, result, kind="chat", latency_s=time.perf_counter() - started
-        )
-        ledger.record(entry)
-        warning = await runtime.limits.settle(
-            admission, tokens=entry["prompt_tokens"] + entry["completion_tokens"], cost_usd=cost
-        )
+            raise await call.failed(error) from None
+        entry, cost, warning = await call.settle(result)
         assert result.completion is not None
         assert result.target is not None
         if key is not None:
@@ -351,20 +373,17 @@ class GatewayClient:
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()
         decision = decide(runtime.gateway, body)
+        call = await BilledCall.admit(
+            runtime, auth, body, decision, kind="embedding", started=started
+        )
         routed = time.perf_counter()
         try:
             result = await runtime.gateway.embed(body, decision)
         except AllProvidersFailed as error:
-            raise _failed(error) from None
-        entry, cost = _ledger(
-            runtime.gateway,
-            auth,
-            body,
-            result,
-            kind="embedding",
-            latency_s=time.perf_counter() - started,
-        )
-        runtime.ledger.record(entry)
+            raise await call.failed(error) from None
+        _, cost, warning = await call.settle(result)
         assert result.completion is not None
         headers = _headers(result, cost, started=started, routed=routed, handler=handler)
+        if warning:
+            headers["x-apiary-budget-warning"] = warning
         return ChatReply(result.completion.body, headers=headers)

@@ -35,6 +35,13 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 Caller = Annotated[AuthContext, authorize(Permission.GATEWAY_CALL)]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# How deeply objects and arrays may nest in a /v1 body. orjson decodes 1,024 levels but
+# encodes only 254, so a body between the two would parse here and then fail in the cost
+# estimate, the cache key or a provider's encoder. Real requests stay far below this: OpenAI
+# allows 5 levels of nesting in a structured-output schema, each two levels of JSON.
+MAX_JSON_DEPTH = 64
+_CONTAINERS = frozenset({dict, list})
+_ALL_BUT_OPENERS = bytes(byte for byte in range(256) if byte not in b"{[")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _JSON = (b"content-type", b"application/json")
 _READ_HEADERS = frozenset({b"authorization", b"x-apiary-cache"})
@@ -55,19 +62,107 @@ def _json_body(raw: bytes) -> dict[str, Any]:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    # A body with fewer opening brackets than the limit cannot nest past it: the common chat
+    # call pays one pass in C (deleting every other byte: 0.7 µs for 700 bytes, against 1.2
+    # for two `bytes.count`) and is never walked.
+    openers = len(raw.translate(None, _ALL_BUT_OPENERS))
+    if openers > MAX_JSON_DEPTH and _too_deep(body, MAX_JSON_DEPTH):
+        raise BadRequest(
+            f"request body nests objects and arrays deeper than the limit of {MAX_JSON_DEPTH} "
+            "levels"
+        )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: required, a string")
     return body
 
 
+def _too_deep(document: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels (the body itself is level 1).
+
+    Level by level, visiting containers only: a list holding no container (the strings or
+    token ids of an embeddings input) is passed over by one type scan in C."""
+    level: list[Any] = [document]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        append = below.append
+        for container in level:
+            if type(container) is dict:
+                members = container.values()
+            elif _CONTAINERS.isdisjoint(map(type, container)):
+                continue
+            else:
+                members = container
+            for member in members:
+                if type(member) is dict or type(member) is list:
+                    append(member)
+        level = below
+        depth += 1
+    return False
+
+
 def _check_chat(body: dict[str, Any]) -> None:
+    """The shapes the gateway itself reads (routing, the cost estimate, the cache, the
+    adapters' translations); the rest is for the provider to judge."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages: required, a non-empty list")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
             raise BadRequest(f"messages.{index}.role: must be system, user, assistant or tool")
+        content = message.get("content")
+        if (
+            content is not None
+            and type(content) is not str
+            and (type(content) is not list or not all(type(p) is dict for p in content))
+        ):
+            raise BadRequest(
+                f"messages.{index}.content: must be a string or a list of content parts"
+            )
+        calls = message.get("tool_calls")
+        if calls is not None and (
+            type(calls) is not list
+            or not all(type(c) is dict and type(c.get("function")) is dict for c in calls)
+        ):
+            raise BadRequest(
+                f"messages.{index}.tool_calls: must be a list of objects with a function"
+            )
+    if len(body) > 2:  # anything beyond model and messages
+        _check_options(body)
+
+
+def _check_options(body: dict[str, Any]) -> None:
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise BadRequest("stream: must be true or false")
+    for name in ("stream_options", "response_format"):
+        value = body.get(name)
+        if value is not None and type(value) is not dict:
+            raise BadRequest(f"{name}: must be an object")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (type(value) is not int or not 1 <= value <= 2**31 - 1):
+            raise BadRequest(f"{name}: must be an integer from 1 to {2**31 - 1}")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and type(value) not in (int, float):
+            raise BadRequest(f"{name}: must be a number")
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and type(stop) is not str
+        and (type(stop) is not list or not all(type(s) is str for s in stop))
+    ):
+        raise BadRequest("stop: must be a string or a list of strings")
+    tools = body.get("tools")
+    if tools is not None and (
+        type(tools) is not list
+        or not all(type(t) is dict and type(t.get("function")) is dict for t in tools)
+    ):
+        raise BadRequest("tools: must be a list of objects with a function")
 
 
 def _check_embeddings(body: dict[str, Any]) -> None:

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
 
+from apiary.gateway.providers.base import ProviderError
+
 BASE_DELAY_S = 0.25
 MAX_DELAY_S = 8.0
 MAX_RETRY_WAIT_S = 30.0
@@ -86,6 +88,19 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = None
         self._trial_in_flight = False
+
+    def record_refusal(self) -> None:
+        """A call refused for what it asked (see `ProviderError.blames_provider`): the
+        breaker's state is unchanged, but a half-open trial spent on it is given back, or
+        the breaker would wait for a verdict that never comes and refuse every call."""
+        self._trial_in_flight = False
+
+    def record(self, error: ProviderError) -> None:
+        """Count a failed call against the provider only if the provider is to blame."""
+        if error.blames_provider:
+            self.record_failure()
+        else:
+            self.record_refusal()
 
     def record_failure(self) -> None:
         self._failures += 1

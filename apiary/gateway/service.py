@@ -128,8 +128,7 @@ class Gateway:
                     completion = await handle.provider.complete(request, target.model)
                 except ProviderError as error:
                     result.upstream_s += time.perf_counter() - started
-                    if error.kind not in ("client", "context_length"):
-                        handle.breaker.record_failure()
+                    handle.breaker.record(error)
                     pause = backoff_s(attempt, error.retry_after_s) if error.retryable else None
                     if pause is None or attempt >= handle.provider.config.max_retries:
                         raise
@@ -170,13 +169,18 @@ class Gateway:
                         break
             except ProviderError as error:
                 await slot.__aexit__(None, None, None)
-                if error.kind not in ("client", "context_length"):
-                    handle.breaker.record_failure()
+                handle.breaker.record(error)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
                 if not error.falls_back:
                     break
                 continue
+            except BaseException:
+                # A caller that gave up (cancelled) or an unexpected error must still give the
+                # turn back: with `max_concurrency: 1` one leaked turn stops the provider for
+                # every tenant until a restart.
+                await slot.__aexit__(None, None, None)
+                raise
             result.target = target
             result.ttft_s = time.perf_counter() - started
             return result, self._rest(held, chunks, handle, state, result, slot, started)
@@ -199,7 +203,7 @@ class Gateway:
                 yield chunk
             handle.breaker.record_success()
         except ProviderError as error:
-            handle.breaker.record_failure()
+            handle.breaker.record(error)
             result.error = error
             raise
         finally:

@@ -23,6 +23,9 @@ from apiary.usage.models import LedgerEntry
 from tests.factories import TenantFixture, make_api_key, make_tenant
 from tests.fakes import DEFAULT_API_KEY, FakeUpstream
 
+# The bundled model beside the fake providers (`make_gateway(local=True)`), really run.
+LOCAL = ProviderConfig(name="local", kind="local", models=["smollm2"], max_concurrency=1)
+
 
 def providers(upstream: FakeUpstream, **overrides: Any) -> list[ProviderConfig]:
     base = upstream.base_url
@@ -88,7 +91,8 @@ async def make_gateway(
     fake_upstream: FakeUpstream,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[GatewayFactory]:
-    """Build a gateway app: `await make_gateway(routes=..., provider_overrides=...)`."""
+    """Build a gateway app: `await make_gateway(routes=..., provider_overrides=...)`;
+    `local=True` adds the bundled model as provider `local`."""
     opened: list[FastAPI] = []
     contexts: list[Any] = []
 
@@ -97,13 +101,15 @@ async def make_gateway(
         provider_overrides: dict[str, dict[str, Any]] | None = None,
         prices: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
+        local: bool = False,
     ) -> Gateway:
         configured = settings.model_copy(
             update={
                 # Its own data dir: Qdrant's local mode lets one client hold a folder, and
                 # the session's app may already hold the shared one (same database URL).
                 "data_dir": tmp_path_factory.mktemp("gateway-data"),
-                "providers": providers(fake_upstream, **(provider_overrides or {})),
+                "providers": providers(fake_upstream, **(provider_overrides or {}))
+                + ([LOCAL] if local else []),
                 "routes": routes
                 or {"default": RouteConfig(models=["oai/gpt-4o-mini", "claude/claude-sonnet-4"])},
                 "prices": prices or {},

@@ -20,6 +20,7 @@ from apiary.gateway.providers.base import Usage
 from apiary.limits.enforcer import Admission
 from apiary.usage.ledger import ledger_row
 from tests.factories import Caller, make_api_key, make_member, make_tenant
+from tests.fakes import Fail
 from tests.gateway.conftest import Gateway, GatewayFactory
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello cache"}]
@@ -346,3 +347,62 @@ async def test_semantic_cache_answers_a_paraphrase_but_not_another_question(
     hits = [e for e in entries if e.cache_hit]
     assert len(hits) == 1
     assert hits[0].reason == "semantic cache hit"
+
+
+async def test_embeddings_count_against_the_key_request_rate(gateway: Gateway) -> None:
+    await set_limits(gateway, gateway.tenant.admin, key_rpm=3)
+    client = gateway.client()
+    for _ in range(3):
+        await client.embeddings.create(model="oai/text-embedding-3-small", input="alpha")
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.embeddings.create(model="oai/text-embedding-3-small", input="alpha")
+    assert "API key request rate limit" in caught.value.message
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    with pytest.raises(openai.RateLimitError):  # one allowance for every kind of call
+        await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
+    embedded = [r for r in gateway.upstream.requests if r.path.endswith("/embeddings")]
+    assert len(embedded) == 3
+
+
+async def test_embeddings_stop_spending_at_the_budget(make_gateway: GatewayFactory) -> None:
+    # A dollar per token: each call of two words costs $2 and reserves a few dollars more.
+    gateway: Gateway = await make_gateway(
+        prices={"oai/text-embedding-3-small": PriceConfig(input=1_000_000, output=0)}
+    )
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=20)
+    client = gateway.client()
+
+    async def spend_until_refused() -> None:
+        for _ in range(50):
+            await client.embeddings.create(
+                model="oai/text-embedding-3-small", input=["alpha", "beta"]
+            )
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await spend_until_refused()
+    assert caught.value.status_code == 402
+    assert "monthly budget of $20.00 reached" in caught.value.message
+    entries = await gateway.ledger()
+    assert {e.kind for e in entries} == {"embedding"}
+    assert len(entries) >= 5
+    assert sum(e.cost_usd or 0 for e in entries) <= 20
+
+
+async def test_a_failed_embeddings_call_is_in_the_ledger_and_releases_its_reservation(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway: Gateway = await make_gateway(
+        prices={"oai/text-embedding-3-small": PriceConfig(input=1_000_000, output=0)},
+        provider_overrides={"oai": {"max_retries": 0}},
+    )
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=20)
+    gateway.upstream.script("openai", *[Fail(500)] * 10, endpoint="embeddings")
+    client = gateway.client()
+    for _ in range(10):  # each reserves a few dollars; a leaked reservation would add up
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.embeddings.create(model="oai/text-embedding-3-small", input="alpha")
+        assert caught.value.status_code == 502
+    result = await client.embeddings.create(model="oai/text-embedding-3-small", input="alpha")
+    assert len(result.data) == 1
+    entries = await gateway.ledger()
+    assert [e.status for e in entries] == ["error"] * 10 + ["ok"]

@@ -3,12 +3,15 @@ serves /v1, and a JSON schema in `response_format` yields output that parses."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 
 from apiary.authz.permissions import Role
 from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
+from tests.gateway.conftest import Gateway, GatewayFactory
 
 
 async def test_local_model_answers_and_follows_a_json_schema(
@@ -94,3 +97,38 @@ async def test_local_model_streams(client: httpx.AsyncClient, runtime: Runtime) 
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text.strip()
     assert chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+async def test_a_stream_accounts_the_same_tokens_as_a_completion(
+    make_gateway: GatewayFactory,
+) -> None:
+    """The prompt the model reads is the messages inside its chat template: a stream must
+    count those tokens too, or the ledger and the tokens-per-minute limits under-count."""
+    gateway: Gateway = await make_gateway(local=True)
+    client = gateway.client()
+    request: dict[str, Any] = {
+        "model": "local/smollm2",
+        "messages": [
+            {"role": "system", "content": "You answer in one short sentence."},
+            {"role": "user", "content": "Name a colour."},
+        ],
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 7,
+    }
+    completion = await client.chat.completions.create(**request)
+    assert completion.usage is not None
+    stream = await client.chat.completions.create(
+        **request, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    streamed_usage = chunks[-1].usage
+    assert streamed_usage is not None
+    assert streamed_usage.prompt_tokens == completion.usage.prompt_tokens
+    assert streamed_usage.completion_tokens == completion.usage.completion_tokens
+
+    plain, streamed = await gateway.ledger()
+    assert (plain.streamed, streamed.streamed) == (False, True)
+    assert plain.prompt_tokens == completion.usage.prompt_tokens
+    assert streamed.prompt_tokens == plain.prompt_tokens
+    assert streamed.completion_tokens == plain.completion_tokens

@@ -415,6 +415,31 @@ async def test_max_concurrency_queues_instead_of_failing(make_gateway: GatewayFa
     assert time.perf_counter() - started < 0.55
 
 
+async def test_a_stream_given_up_before_its_first_token_gives_its_turn_back(
+    make_gateway: GatewayFactory,
+) -> None:
+    """A caller that stops waiting (a sub-agent's timeout) while a provider with
+    `max_concurrency: 1` has not answered yet: the next caller must get the turn, not
+    wait forever behind a turn nobody holds."""
+    gateway: Gateway = await make_gateway(provider_overrides={"oai": {"max_concurrency": 1}})
+    auth = AuthContext(
+        role=Role.DEVELOPER, tenant_id=uuid.UUID(str(gateway.tenant.id)), actor=Actor()
+    )
+    body = {"model": "oai/gpt-4o-mini", "messages": HELLO, "stream": True}
+    gateway.upstream.script("openai", Slow(2.0))
+    with pytest.raises(TimeoutError) as gave_up:
+        await asyncio.wait_for(gateway.runtime.client.chat(auth, dict(body)), 0.2)
+    # The caller keeps its error (a sub-agent records why it failed), and with it the
+    # traceback: the turn must not depend on that error being garbage collected.
+    failures = [gave_up.value]
+    stream = await asyncio.wait_for(gateway.runtime.client.chat(auth, dict(body)), 5)
+    assert not isinstance(stream, ChatReply)
+    chunks = [orjson.loads(chunk) async for chunk in stream.chunks]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "echo: hello gateway"
+    assert len(failures) == 1
+
+
 async def test_rpm_limit_queues_the_request_over_the_limit(make_gateway: GatewayFactory) -> None:
     gateway: Gateway = await make_gateway(provider_overrides={"oai": {"rpm": 2}})
     limiter = gateway.runtime.gateway.handles["oai"].limiter

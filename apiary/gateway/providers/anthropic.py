@@ -253,8 +253,21 @@ class AnthropicProvider:
             parse_error=error_from_anthropic,
         )
 
+    def _translated(self, request: JSON, model: str) -> JSON:
+        """The request in Anthropic's format; a shape the translation cannot read (a tool
+        call that is not an object, an image part without its URL) is the request's fault."""
+        try:
+            return to_anthropic(request, model)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise ProviderError(
+                "client",
+                f"the request cannot be put in Anthropic's format: {error}",
+                status=400,
+                provider=self.config.name,
+            ) from None
+
     async def complete(self, request: JSON, model: str) -> Completion:
-        response = await self._post(to_anthropic(request, model))
+        response = await self._post(self._translated(request, model))
         raw = await read_body(response, self.config.name)
         document, usage = from_anthropic(orjson.loads(raw))
         return Completion(body=orjson.dumps(document), usage=usage, model=document["model"])
@@ -266,7 +279,7 @@ class AnthropicProvider:
 
     async def stream(self, request: JSON, model: str, state: StreamState) -> AsyncIterator[bytes]:
         wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        response = await self._post({**to_anthropic(request, model), "stream": True})
+        response = await self._post({**self._translated(request, model), "stream": True})
         chunk_id, created = "", int(time.time())
         tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
         input_tokens: JSON = {}

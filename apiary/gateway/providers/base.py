@@ -71,6 +71,14 @@ class ProviderError(Exception):
         return self.kind in ("rate_limit", "server", "timeout", "connection")
 
     @property
+    def blames_provider(self) -> bool:
+        """Whether the failure says the provider is unwell. A request refused for what it
+        contains (a 400-class answer, a prompt too long) says nothing about the provider,
+        and must never count toward its breaker: one tenant's bad requests would otherwise
+        take the provider away from every tenant."""
+        return self.kind not in ("client", "context_length")
+
+    @property
     def falls_back(self) -> bool:
         """Worth trying the next model in the chain."""
         return self.retryable or self.kind == "context_length"

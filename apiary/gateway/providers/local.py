@@ -5,6 +5,12 @@ JSON schema into output that parses.
 
 Inference is CPU-bound and llama.cpp is not re-entrant, so calls run one at a time in a
 worker thread; the event loop stays free.
+
+The model's chat template reads each message's content as a string: OpenAI's text parts
+(`[{"type": "text", "text": ...}]`) are joined into one (by newlines, as vLLM does), and any
+other part is refused with a 400, since this model reads text only. A request that llama.cpp
+or the template refuses because of what it contains is a `client` error, which fails that
+request alone and never counts toward the provider's breaker.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from jinja2 import TemplateError
 
 from apiary.gateway.config import ProviderConfig
 from apiary.gateway.providers.base import JSON, Completion, ProviderError, StreamState, Usage
@@ -45,6 +52,7 @@ class LocalProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._llama: Any = None
+        self._formatter: Any = None
         self._load_lock = threading.Lock()
         self._run_lock = asyncio.Lock()
 
@@ -53,21 +61,39 @@ class LocalProvider:
             if self._llama is None:
                 try:
                     from llama_cpp import Llama
+                    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
                 except ImportError:
                     raise ProviderError(
                         "server", "llama-cpp-python is not installed", status=503
                     ) from None
-                self._llama = Llama(
+                llama = Llama(
                     model_path=str(gguf_path()),
                     n_ctx=CONTEXT_TOKENS,
                     n_threads=2,
                     verbose=False,
                 )
+                # The GGUF's own template, held here so a stream can count its prompt the
+                # way llama.cpp counts it for a completion (the template's tokens included).
+                self._formatter = Jinja2ChatFormatter(
+                    template=llama.metadata["tokenizer.chat_template"],
+                    eos_token=llama.detokenize([llama.token_eos()], special=True).decode(),
+                    bos_token=llama.detokenize([llama.token_bos()], special=True).decode(),
+                    stop_token_ids=[llama.token_eos()],
+                )
+                llama.chat_handler = self._formatter.to_chat_handler()
+                self._llama = llama
             return self._llama
+
+    def _prompt_tokens(self, messages: list[JSON]) -> int:
+        """The prompt's tokens as the model sees them: the messages in the chat template."""
+        llama = self._model()
+        prompt = self._formatter(messages=messages)
+        encoded = prompt.prompt.encode()
+        return len(llama.tokenize(encoded, add_bos=not prompt.added_special, special=True))
 
     def _arguments(self, request: JSON) -> dict[str, Any]:
         arguments: dict[str, Any] = {
-            "messages": request["messages"],
+            "messages": _text_messages(request["messages"]),
             "max_tokens": request.get("max_completion_tokens")
             or request.get("max_tokens")
             or DEFAULT_MAX_TOKENS,
@@ -92,8 +118,8 @@ class LocalProvider:
                 )
             except ProviderError:
                 raise
-            except ValueError as error:  # llama.cpp: prompt longer than the context
-                raise ProviderError("context_length", str(error), status=400) from None
+            except Exception as error:
+                raise _classified(error) from None
         result["model"] = model
         usage = result.get("usage") or {}
         return Completion(
@@ -112,8 +138,12 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         state.model = model
 
+        prompt_tokens = 0
+
         def produce() -> None:
+            nonlocal prompt_tokens
             try:
+                prompt_tokens = self._prompt_tokens(arguments["messages"])
                 chunks: Iterator[JSON] = self._model().create_chat_completion(**arguments)
                 for chunk in chunks:
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
@@ -126,8 +156,12 @@ class LocalProvider:
             worker = asyncio.create_task(asyncio.to_thread(produce))
             try:
                 while (item := await queue.get()) is not None:
+                    if isinstance(item, ProviderError):
+                        raise item
+                    if isinstance(item, Exception):
+                        raise _classified(item) from None
                     if isinstance(item, BaseException):
-                        raise ProviderError("server", f"local model failed: {item}") from None
+                        raise item
                     item["model"] = model
                     if (item.get("choices") or [{}])[0].get("delta", {}).get("content"):
                         completion_tokens += 1  # llama.cpp streams one token per chunk
@@ -135,7 +169,6 @@ class LocalProvider:
                     yield orjson.dumps(item)
             finally:
                 await worker
-        prompt_tokens = len(self._model().tokenize(_prompt_text(request).encode()))
         state.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         if wants_usage:
             yield orjson.dumps(
@@ -157,7 +190,53 @@ class LocalProvider:
         raise ProviderError("client", "the local chat model does not embed", status=400)
 
 
-def _prompt_text(request: JSON) -> str:
-    return "\n".join(
-        str(m.get("content") or "") for m in request.get("messages", []) if isinstance(m, dict)
-    )
+def _text_messages(messages: list[Any]) -> list[JSON]:
+    """The messages as the chat template reads them: a role and a string content each."""
+    flat: list[JSON] = []
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if content is None:  # an assistant turn that only called tools
+            content = ""
+        elif isinstance(content, list):
+            texts = []
+            for position, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    raise ProviderError(
+                        "client",
+                        f"messages.{index}.content.{position}: the local model reads text "
+                        f"only, not a {kind!r} part",
+                        status=400,
+                    )
+                if not isinstance(part.get("text"), str):
+                    raise ProviderError(
+                        "client",
+                        f"messages.{index}.content.{position}.text: required, a string",
+                        status=400,
+                    )
+                texts.append(part["text"])
+            content = "\n".join(texts)
+        elif not isinstance(content, str):
+            raise ProviderError(
+                "client",
+                f"messages.{index}.content: must be a string or a list of content parts",
+                status=400,
+            )
+        flat.append({"role": message.get("role"), "content": content})
+    return flat
+
+
+def _classified(error: Exception) -> ProviderError:
+    """An error from llama.cpp or the chat template, classified by whose fault it is.
+
+    A prompt past the context window falls back to a bigger model; the template's own
+    checks (`raise_exception`), a type it cannot render, a grammar it cannot build from a
+    schema are the request's fault (`client`); anything else is the runtime's (`server`)."""
+    message = str(error)
+    if isinstance(error, ValueError) and "context window" in message:
+        return ProviderError("context_length", message, status=400)
+    if isinstance(error, ValueError | TypeError | KeyError | TemplateError):
+        return ProviderError(
+            "client", f"the local model cannot take this request: {message}", status=400
+        )
+    return ProviderError("server", f"local model failed: {message}")
