@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -121,3 +123,23 @@ async def test_migrated_schema_matches_the_models(blank_url: str) -> None:
     assert diff == [], "models and migrations disagree; generate a migration:\n" + "\n".join(
         map(repr, diff)
     )
+
+
+def test_the_known_revisions_are_alembics_chain() -> None:
+    # /readyz reads the chain from the version files without importing Alembic.
+    script = ScriptDirectory.from_config(migrations.alembic_config(""))
+    assert migrations.revisions() == tuple(r.revision for r in script.walk_revisions())
+    assert migrations.revisions()[0] == script.get_current_head()
+
+
+def test_serving_does_not_import_alembic() -> None:
+    # Alembic and Mako cost a serving process about 12 MiB; only migrating needs them.
+    probe = (
+        "import sys; from apiary.main import create_app; from apiary.config import Settings;"
+        "from apiary import migrations; create_app(Settings(environment='test'));"
+        "migrations.revisions(); print('alembic' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
