@@ -20,6 +20,8 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from apiary.db import UNAVAILABLE_RETRY_AFTER_S, database_unreachable
+
 log = logging.getLogger("apiary.errors")
 
 
@@ -207,6 +209,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unreachable(exc):  # an outage, not a bug: the client should come back
+            # The class only: a statement's parameters (digests, hashes) stay out of logs.
+            log.warning("database unreachable (%s); answered 503", type(exc).__name__)
+            return render(
+                request,
+                503,
+                "ServiceUnavailable",
+                "the database is unavailable; retry after Retry-After seconds",
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            )
         # Starlette answers unhandled errors outside our middleware, so the request id is
         # passed explicitly to the log line and the response.
         request_id = str(getattr(request.state, "request_id", "-"))

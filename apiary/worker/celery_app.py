@@ -34,6 +34,8 @@ from celery.signals import (
 )
 
 from apiary.config import Settings, load_settings
+from apiary.db import UNAVAILABLE_RETRY_AFTER_S as DATABASE_RETRY_S
+from apiary.db import database_unreachable
 
 log = logging.getLogger("apiary.worker")
 WARM_DB_TIMEOUT_S = 5.0
@@ -97,6 +99,14 @@ def make_celery(settings: Settings) -> Celery:
             # Another worker runs it (the broker redelivered it after its visibility
             # timeout), or one that died holds its lease: look again when the lease lapses.
             raise task.retry(countdown=busy.retry_after_s) from None
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
+            # PostgreSQL is down or restarting: the execution is left unfinished, and a
+            # failed task would be acknowledged and forgotten. Run it again (it resumes
+            # from its checkpoint) until the database is back.
+            log.warning("execution %s: database unreachable; retrying", execution_id)
+            raise task.retry(countdown=DATABASE_RETRY_S) from None
 
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def warm_child(**_: Any) -> None:

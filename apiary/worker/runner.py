@@ -70,6 +70,7 @@ class InProcessRunner:
         self._tasks[execution_id] = task
 
     async def _run(self, execution_id: uuid.UUID) -> None:
+        from apiary.db import database_unreachable
         from apiary.kit import heap
         from apiary.swarm.engine import run_execution
         from apiary.swarm.lease import ExecutionBusy
@@ -84,6 +85,12 @@ class InProcessRunner:
                 except ExecutionBusy as busy:  # a run that died left its lease: wait it out
                     log.info("execution %s is leased elsewhere; %s", execution_id, busy)
                     await asyncio.sleep(busy.retry_after_s)
+                except Exception as error:
+                    if not database_unreachable(error):
+                        raise
+                    # Left unfinished by a database outage: resume it once the database is back.
+                    log.warning("execution %s: database unreachable; retrying", execution_id)
+                    await asyncio.sleep(RESUME_RETRY_S)
         except asyncio.CancelledError:
             raise
         except Exception:

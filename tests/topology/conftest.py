@@ -20,6 +20,9 @@ PASSWORD = "correct-horse-battery"
 # Short enough that a killed worker's job is taken up again within the test's budget.
 VISIBILITY_S = 8
 LEASE_S = 4
+# A tenant's running sub-agents, across both workers (above the 15 the kill scenario has
+# in flight at once).
+TENANT_CONCURRENCY = 16
 FINAL = {"succeeded", "failed", "cancelled", "budget_exceeded", "timed_out"}
 
 
@@ -31,6 +34,7 @@ async def topology(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[To
         extra_env={
             "APIARY_SWARM__VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
             "APIARY_SWARM__LEASE_S": str(LEASE_S),
+            "APIARY_SWARM__TENANT_CONCURRENCY": str(TENANT_CONCURRENCY),
         },
     )
     yield up
@@ -44,7 +48,10 @@ async def cluster(topology: Topology) -> AsyncIterator[Topology]:
     topology.upstream.requests.clear()
     topology.upstream._scripts.clear()
     topology.upstream._defaults.clear()
+    topology.upstream.answers.clear()
+    delays = dict(topology.upstream.model_delays)
     yield topology
+    topology.upstream.model_delays = delays
     await topology.heal()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import re
 import secrets
@@ -37,6 +38,7 @@ import yaml
 from aiohttp import web
 
 from tests.fakes import DEFAULT_API_KEY, FakeUpstream
+from tests.fakes.upstream import Behaviour, Endpoint, Family
 
 REPO = Path(__file__).resolve().parents[2]
 APIARY_BIN = Path(sys.executable).with_name("apiary")
@@ -49,31 +51,46 @@ PRICES = {
 }
 
 
+_last_message: contextvars.ContextVar[str] = contextvars.ContextVar("last_message", default="")
+
+
 class DelayedUpstream(FakeUpstream):
     """The fake provider, with a fixed delay per model before each chat reply (a slow
-    model and a fast one, as production has), on top of whatever is scripted."""
+    model and a fast one, as production has), on top of whatever is scripted; and
+    `answers`, replies chosen by the last message's exact text (a swarm's plan, whichever
+    execution asks first)."""
 
     def __init__(self, model_delays: Mapping[str, float]) -> None:
         super().__init__()
         self.model_delays = dict(model_delays)
-        self.in_flight: set[int] = set()  # the client ports of calls not yet answered
+        self.answers: dict[str, Behaviour] = {}
+        # The calls not yet answered: the client's port -> the last message's text.
+        self.in_flight: dict[int, str] = {}
 
     async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         port = int(peer[1]) if peer else 0
-        self.in_flight.add(port)
         try:
             with contextlib.suppress(ValueError):
                 body = await request.json()  # aiohttp keeps the body for the handler
+                messages = body.get("messages") or [{}]
+                self.in_flight[port] = str(messages[-1].get("content"))
+                _last_message.set(self.in_flight[port])  # this request's task only
                 delay = self.model_delays.get(str(body.get("model")), 0.0)
                 if delay:
                     await asyncio.sleep(delay)
             return await super()._openai_chat(request)
         finally:
-            self.in_flight.discard(port)
+            self.in_flight.pop(port, None)
 
-    def callers(self, pids: Mapping[str, int]) -> dict[str, int]:
-        """How many calls now in flight each of these processes made (by its sockets)."""
+    def _next(self, family: Family, endpoint: Endpoint) -> Behaviour | None:
+        answer = self.answers.get(_last_message.get())
+        return answer if answer is not None else super()._next(family, endpoint)
+
+    def callers(self, pids: Mapping[str, int], prefix: str = "") -> dict[str, int]:
+        """How many calls now in flight each of these processes made (found by its
+        sockets), counting those whose last message starts with `prefix`."""
+        ports = {port for port, text in self.in_flight.items() if text.startswith(prefix)}
         found: dict[str, int] = {}
         for name, pid in pids.items():
             inodes = set()
@@ -88,7 +105,7 @@ class DelayedUpstream(FakeUpstream):
                     for row in file.readlines()[1:]:
                         fields = row.split()
                         local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                        if local_port in self.in_flight and fields[9] in inodes:
+                        if local_port in ports and fields[9] in inodes:
                             count += 1
             found[name] = count
         return found

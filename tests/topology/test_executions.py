@@ -16,7 +16,15 @@ from httpx_ws import AsyncWebSocketSession, aconnect_ws
 from apiary.worker.celery_app import restore_interval_s
 from tests.fakes import Reply, Slow
 from tests.sse import parse_sse
-from tests.topology.conftest import LEASE_S, VISIBILITY_S, Tenant, new_key, new_tenant, wait_final
+from tests.topology.conftest import (
+    LEASE_S,
+    TENANT_CONCURRENCY,
+    VISIBILITY_S,
+    Tenant,
+    new_key,
+    new_tenant,
+    wait_final,
+)
 from tests.topology.harness import Topology
 
 pytestmark = pytest.mark.services
@@ -24,6 +32,7 @@ pytestmark = pytest.mark.services
 # 30 sub-agents, as the issue asks: the two workers on this 2-core machine run them in
 # a few seconds, so nothing here needs fewer.
 SUBAGENTS = 30
+TASK = "do thirty things"
 
 
 async def _agent(cluster: Topology, tenant: Tenant, key: str) -> str:
@@ -48,7 +57,7 @@ async def _start(cluster: Topology, agent_id: str, key: str) -> str:
         started = await a.post(
             "/api/v1/executions",
             headers={"Authorization": f"Bearer {key}"},
-            json={"agent_id": agent_id, "task": "do thirty things"},
+            json={"agent_id": agent_id, "task": TASK},
         )
         assert started.status_code == 202, started.text
         execution_id: str = started.json()["id"]
@@ -176,3 +185,43 @@ async def test_a_sigkilled_worker_s_execution_is_finished_by_the_other_in_time(
     # calls cut off by the kill never completed, so they were never billed).
     assert len(items) == 1 + SUBAGENTS + 1, items
     assert sum(1 for i in items if i["completion_tokens"] == 5) == 1 + half
+
+
+async def test_a_tenant_s_running_sub_agents_are_bounded_across_both_workers(
+    cluster: Topology,
+) -> None:
+    tenant = await new_tenant(cluster, "bounded")
+    _, key = await new_key(cluster, tenant)
+    agent_id = await _agent(cluster, tenant, key)
+    upstream = cluster.upstream
+    upstream.answers[TASK] = _decomposition()  # both executions' plan
+    upstream.set_default("openai", Slow(0.6, Reply(text="done", usage=(5, 5))))
+    workers = {n: cluster.processes[n].pid for n in ("worker-1", "worker-2")}
+
+    first = await _start(cluster, agent_id, key)
+    # The second once the first runs: Redis hands it to the worker that waited longer.
+    while not any(upstream.callers(workers, "subtask").values()):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    second = await _start(cluster, agent_id, key)
+    peak, both = 0, False
+    headers = {"Authorization": f"Bearer {key}"}
+    async with cluster.http("api-b") as b:
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak, both
+            while sampling:
+                calls = upstream.callers(workers, "subtask")
+                peak = max(peak, sum(calls.values()))
+                both = both or all(calls.values())
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            executions = [await wait_final(b, e, headers, 60) for e in (first, second)]
+        finally:
+            sampling = False
+            await sampler
+    assert [e["state"] for e in executions] == ["succeeded", "succeeded"]
+    assert both, "the two executions did not run on both workers at once"
+    assert TENANT_CONCURRENCY - 4 <= peak <= TENANT_CONCURRENCY, peak

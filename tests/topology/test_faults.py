@@ -1,0 +1,89 @@
+"""Redis and PostgreSQL failing under the production topology: what callers see during
+the outage, and that nothing is lost once the service is back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.fakes import Reply, Slow
+from tests.topology.conftest import new_key, new_tenant, wait_final
+from tests.topology.harness import Topology
+from tests.topology.test_executions import TASK, _agent, _decomposition, _start
+
+pytestmark = pytest.mark.services
+
+CHAT = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def _usage_calls(http: httpx.AsyncClient, headers: dict[str, str], want: int) -> int:
+    calls = -1
+    for _ in range(100):  # the ledger is written in batches
+        response = await http.get("/api/v1/usage/summary", headers=headers)
+        if response.status_code == 200:
+            calls = int(response.json()["calls"])
+            if calls >= want:
+                break
+        await asyncio.sleep(0.2)
+    return calls
+
+
+async def test_postgres_restart_answers_503_and_loses_nothing(cluster: Topology) -> None:
+    chatter = await new_tenant(cluster, "pg-chat")
+    _, chat_key = await new_key(cluster, chatter)
+    owner = await new_tenant(cluster, "pg-swarm")
+    _, swarm_key = await new_key(cluster, owner)
+    agent_id = await _agent(cluster, owner, swarm_key)
+    upstream = cluster.upstream
+    upstream.answers[TASK] = _decomposition()
+    upstream.set_default("openai", Slow(0.8, Reply(text="done", usage=(5, 5))))
+    chat = {"Authorization": f"Bearer {chat_key}"}
+    swarm = {"Authorization": f"Bearer {swarm_key}"}
+
+    async with cluster.http("api-a") as a, cluster.http("api-b") as b:
+        served = 0
+        for http in (a, b):  # the key verified on both replicas
+            assert (
+                await http.post("/v1/chat/completions", headers=chat, json=CHAT)
+            ).status_code == 200
+            served += 1
+        execution_id = await _start(cluster, agent_id, swarm_key)
+        while not any(t.startswith("subtask") for t in upstream.in_flight.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # until the fan-out is under way
+
+        await cluster.postgres_down()
+        down_at = time.monotonic()
+        answers: list[httpx.Response] = []
+        while time.monotonic() - down_at < 4:
+            answers += await asyncio.gather(
+                a.post("/v1/chat/completions", headers=chat, json=CHAT),
+                b.post("/v1/chat/completions", headers=chat, json=CHAT),
+                b.get(f"/api/v1/executions/{execution_id}", headers=swarm),
+                a.get("/api/v1/agents", headers=swarm),
+                a.post(
+                    "/api/v1/auth/login", json={"email": owner.admin_email, "password": "x" * 12}
+                ),
+            )
+            await asyncio.sleep(0.3)
+        await cluster.postgres_up()
+
+        statuses = Counter(r.status_code for r in answers)
+        print(f"during the outage: {dict(statuses)}")
+        assert 500 not in statuses, [r.text for r in answers if r.status_code == 500][:2]
+        assert statuses[503] > 0
+        for refused in (r for r in answers if r.status_code == 503):
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "database" in refused.text
+        served += sum(
+            1 for r in answers if r.status_code == 200 and r.url.path == "/v1/chat/completions"
+        )
+
+        # Every call answered is in the ledger once PostgreSQL is back, none twice.
+        assert await _usage_calls(a, chatter.headers, served) == served
+        execution = await wait_final(b, execution_id, swarm, 90)
+    assert execution["state"] == "succeeded", execution
+    assert all(s["status"] == "succeeded" for s in execution["subtasks"])
