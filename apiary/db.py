@@ -115,8 +115,8 @@ def database_unreachable(error: BaseException) -> bool:
         return True
     cause: BaseException | None = error
     for _ in range(6):  # the driver's error, wrapped by SQLAlchemy and by the pool
-        if cause is None:
-            return False
+        if cause is None or type(cause).__module__.startswith("redis."):
+            return False  # Redis down is another outage, with a policy of its own
         if isinstance(cause, OSError):  # refused, reset, timed out: no socket to a server
             return True
         sqlstate = getattr(cause, "sqlstate", None)

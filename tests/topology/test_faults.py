@@ -87,3 +87,81 @@ async def test_postgres_restart_answers_503_and_loses_nothing(cluster: Topology)
         execution = await wait_final(b, execution_id, swarm, 90)
     assert execution["state"] == "succeeded", execution
     assert all(s["status"] == "succeeded" for s in execution["subtasks"])
+
+
+async def test_redis_restart_fails_limits_closed_and_loses_nothing(cluster: Topology) -> None:
+    free = await new_tenant(cluster, "redis-free")  # no limits: nothing to check in Redis
+    _, free_key = await new_key(cluster, free)
+    limited = await new_tenant(cluster, "redis-limited")
+    _, limited_key = await new_key(cluster, limited)
+    async with cluster.http("api-b") as b:
+        changed = await b.patch(
+            "/api/v1/limits",
+            headers=limited.headers,
+            json={"key_rpm": 1000, "monthly_budget_usd": 100},
+        )
+        assert changed.status_code == 200, changed.text
+    owner = await new_tenant(cluster, "redis-swarm")
+    _, swarm_key = await new_key(cluster, owner)
+    agent_id = await _agent(cluster, owner, swarm_key)
+    upstream = cluster.upstream
+    upstream.answers[TASK] = _decomposition()
+    upstream.set_default("openai", Slow(0.8, Reply(text="done", usage=(5, 5))))
+    free_auth = {"Authorization": f"Bearer {free_key}"}
+    limited_auth = {"Authorization": f"Bearer {limited_key}"}
+    swarm = {"Authorization": f"Bearer {swarm_key}"}
+
+    async with cluster.http("api-a") as a, cluster.http("api-b") as b:
+        running = await _start(cluster, agent_id, swarm_key)
+        while not any(t.startswith("subtask") for t in upstream.in_flight.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # until the fan-out is under way
+
+        await cluster.redis_down()
+        down_at = time.monotonic()
+        free_calls: list[httpx.Response] = []
+        limited_calls: list[httpx.Response] = []
+        sign_ins: list[httpx.Response] = []
+        created: list[httpx.Response] = []
+        while time.monotonic() - down_at < 4:
+            answers = await asyncio.gather(
+                a.post("/v1/chat/completions", headers=free_auth, json=CHAT),
+                b.post("/v1/chat/completions", headers=limited_auth, json=CHAT),
+                a.post(
+                    "/api/v1/auth/login", json={"email": owner.admin_email, "password": "x" * 12}
+                ),
+                b.post(
+                    "/api/v1/executions",
+                    headers=swarm,
+                    json={"agent_id": agent_id, "task": "while down"},
+                ),
+            )
+            free_calls.append(answers[0])
+            limited_calls.append(answers[1])
+            sign_ins.append(answers[2])
+            created.append(answers[3])
+            await asyncio.sleep(0.3)
+        await cluster.redis_up()
+        up_at = time.monotonic()
+
+        # Nothing to enforce: served. Limits and the sign-in throttle: closed, with a retry.
+        assert {r.status_code for r in free_calls} == {200}
+        for refused in limited_calls + sign_ins:
+            assert refused.status_code == 503, refused.text
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "Redis" in refused.text
+        assert {r.status_code for r in created} == {202}  # committed; published once it is back
+
+        while (
+            await b.post("/v1/chat/completions", headers=limited_auth, json=CHAT)
+        ).status_code != 200:
+            assert time.monotonic() - up_at < 10, "limits did not recover by themselves"
+            await asyncio.sleep(0.2)
+        print(f"limits back {time.monotonic() - up_at:.1f} s after Redis")
+
+        for execution_id in [running] + [r.json()["id"] for r in created]:
+            execution = await wait_final(b, execution_id, swarm, 90)
+            assert execution["state"] == "succeeded", execution
+        listed = (await a.get("/api/v1/executions", headers=swarm)).json()
+        assert listed["total"] == 1 + len(created)
+        served = len(free_calls)
+        assert await _usage_calls(a, free.headers, served) == served
