@@ -260,6 +260,7 @@ class Topology:
             for name in ("worker-1", "worker-2"):
                 topology.add_worker(name)
             await asyncio.gather(*(topology.wait_ready(n) for n in ("api-a", "api-b")))
+            await topology.wait_workers()
         except BaseException:
             await topology.down()
             raise
@@ -336,6 +337,25 @@ class Topology:
                 process.start()
             if process.port is not None:
                 await self.wait_ready(name)
+        await self.wait_workers()
+
+    async def wait_workers(self, timeout_s: float = 60.0) -> None:
+        """Until every worker waits on the queue (a started one takes seconds to)."""
+        workers = [p for p in self.processes.values() if p.port is None and p.alive()]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            clients = await asyncio.to_thread(
+                subprocess.run,
+                ["redis-cli", "-h", "127.0.0.1", "-p", self._redis_port(), "client", "list"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if clients.stdout.count("cmd=brpop") >= len(workers):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not consuming after {timeout_s} s")
+            await asyncio.sleep(0.2)
 
     async def _redis_answers(self) -> bool:
         ping = await asyncio.to_thread(
