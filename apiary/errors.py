@@ -229,7 +229,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         if outage is not None:
             # The class only: a statement's parameters (digests, hashes) stay out of logs.
-            log.warning("%s unreachable (%s); answered 503", outage, type(exc).__name__)
+            log.warning("%s is unreachable (%s); answered 503", outage, type(exc).__name__)
             return render(
                 request,
                 503,

@@ -53,6 +53,8 @@ async def cluster(topology: Topology) -> AsyncIterator[Topology]:
     yield topology
     topology.upstream.model_delays = delays
     await topology.heal()
+    deaths, topology.deaths = topology.deaths, []
+    assert not deaths, deaths  # a process that died unasked is a bug
 
 
 @dataclass

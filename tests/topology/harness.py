@@ -91,6 +91,7 @@ class DelayedUpstream(FakeUpstream):
         """How many calls now in flight each of these processes made (found by its
         sockets), counting those whose last message starts with `prefix`."""
         ports = {port for port, text in self.in_flight.items() if text.startswith(prefix)}
+        upstream_port = int(self.base_url.rsplit(":", 1)[1])
         found: dict[str, int] = {}
         for name, pid in pids.items():
             inodes = set()
@@ -105,7 +106,13 @@ class DelayedUpstream(FakeUpstream):
                     for row in file.readlines()[1:]:
                         fields = row.split()
                         local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                        if local_port in ports and fields[9] in inodes:
+                        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                        # A local port can serve connections to other servers too.
+                        if (
+                            local_port in ports
+                            and remote_port == upstream_port
+                            and (fields[9] in inodes)
+                        ):
                             count += 1
             found[name] = count
         return found
@@ -131,8 +138,10 @@ class Process:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     port: int | None = None
+    killed: bool = False  # by the harness, on purpose
 
     def start(self) -> None:
+        self.killed = False
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             self.argv,
@@ -156,6 +165,7 @@ class Process:
             os.killpg(self.pid, signum)
 
     def kill(self) -> None:
+        self.killed = True
         if self.alive():
             os.killpg(self.pid, signal.SIGCONT)  # a stopped process must not linger
             os.killpg(self.pid, signal.SIGKILL)
@@ -181,6 +191,7 @@ class Topology:
     redis_url: str
     env: dict[str, str]
     processes: dict[str, Process] = field(default_factory=dict)
+    deaths: list[str] = field(default_factory=list)  # processes that died unasked
     init_output: str = ""  # what `apiary init` printed: the super admin's one-time password
 
     @property
@@ -334,6 +345,9 @@ class Topology:
         for name, process in self.processes.items():
             process.signal(signal.SIGCONT)
             if not process.alive():
+                if process.popen is not None and not process.killed:
+                    code = process.popen.returncode
+                    self.deaths.append(f"{name} exited on its own ({code})")
                 process.start()
             if process.port is not None:
                 await self.wait_ready(name)

@@ -25,7 +25,7 @@ from tests.topology.conftest import (
     new_tenant,
     wait_final,
 )
-from tests.topology.harness import Topology
+from tests.topology.harness import DelayedUpstream, Topology
 
 pytestmark = pytest.mark.services
 
@@ -195,33 +195,47 @@ async def test_a_tenant_s_running_sub_agents_are_bounded_across_both_workers(
     agent_id = await _agent(cluster, tenant, key)
     upstream = cluster.upstream
     upstream.answers[TASK] = _decomposition()  # both executions' plan
-    upstream.set_default("openai", Slow(0.6, Reply(text="done", usage=(5, 5))))
+    upstream.set_default("openai", Slow(1.5, Reply(text="done", usage=(5, 5))))
     workers = {n: cluster.processes[n].pid for n in ("worker-1", "worker-2")}
+    peak, both, sampling = 0, False, True
 
-    first = await _start(cluster, agent_id, key)
-    # The second once the first runs: Redis hands it to the worker that waited longer.
-    while not any(upstream.callers(workers, "subtask").values()):  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    second = await _start(cluster, agent_id, key)
-    peak, both = 0, False
-    headers = {"Authorization": f"Bearer {key}"}
-    async with cluster.http("api-b") as b:
-        sampling = True
+    async def sample() -> None:
+        nonlocal peak, both
+        while sampling:
+            calls = upstream.callers(workers, "subtask")
+            peak = max(peak, sum(calls.values()))
+            both = both or all(calls.values())
+            await asyncio.sleep(0.02)
 
-        async def sample() -> None:
-            nonlocal peak, both
-            while sampling:
-                calls = upstream.callers(workers, "subtask")
-                peak = max(peak, sum(calls.values()))
-                both = both or all(calls.values())
-                await asyncio.sleep(0.02)
-
-        sampler = asyncio.create_task(sample())
+    # One execution per worker: the other one stopped while each is handed out. A stopped
+    # worker's BRPOP on the queue times out within a second (Kombu's); then only the
+    # running one waits on the queue.
+    async def start_on(idle: str, plans: int) -> str:
+        cluster.pause(idle)
+        await asyncio.sleep(1.5)
         try:
-            executions = [await wait_final(b, e, headers, 60) for e in (first, second)]
+            execution_id = await _start(cluster, agent_id, key)
+            while _plans_asked(upstream) < plans:  # noqa: ASYNC110 - the other took it
+                await asyncio.sleep(0.05)
         finally:
-            sampling = False
-            await sampler
+            cluster.resume(idle)
+        return execution_id
+
+    sampler = asyncio.create_task(sample())
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        first = await start_on("worker-2", plans=1)
+        second = await start_on("worker-1", plans=2)  # the first stalls 2 s: within its lease
+        async with cluster.http("api-b") as b:
+            executions = [await wait_final(b, e, headers, 60) for e in (first, second)]
+    finally:
+        sampling = False
+        await sampler
     assert [e["state"] for e in executions] == ["succeeded", "succeeded"]
     assert both, "the two executions did not run on both workers at once"
+    print(f"running sub-agents of one tenant over both workers: at most {peak}")
     assert TENANT_CONCURRENCY - 4 <= peak <= TENANT_CONCURRENCY, peak
+
+
+def _plans_asked(upstream: DelayedUpstream) -> int:
+    return sum(1 for r in upstream.requests if r.body and r.body["messages"][-1]["content"] == TASK)

