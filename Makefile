@@ -137,6 +137,18 @@ test: venv deps-test lint deploy-lint ## Lint, deploy-lint, pytest on PostgreSQL
 	scripts/test.sh $(PYTEST_ARGS)
 	$(MAKE) test-web
 
+# The production topology (tests/topology/harness.py): two `apiary serve` replicas and two
+# `apiary worker` processes over a PostgreSQL and a Redis of their own, with processes,
+# Redis and PostgreSQL failing mid-run. The same scenarios run in pass 1 of `make test`.
+.PHONY: prod-check
+prod-check: venv deps-test ## Production-topology scenarios: replicas, workers, faults (a few minutes)
+	@mkdir -p .test-services; \
+	dir=$$(mktemp -d "$(CURDIR)/.test-services/run.XXXXXX"); \
+	echo $$$$ >"$$dir.owner"; \
+	trap 'scripts/services.sh stop "'"$$dir"'" >/dev/null 2>&1; rm -f "'"$$dir"'.owner"' EXIT; \
+	scripts/services.sh start "$$dir" >/dev/null && set -a && . "$$dir/env" && set +a && \
+	$(VENV)/bin/pytest tests/topology -rA $(PYTEST_ARGS)
+
 # Remove everything the targets above create.
 clean: ## Remove .venv, .tools, stamps and .test-services
 	@for d in .test-services/run.*; do \

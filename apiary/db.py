@@ -104,6 +104,29 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+# How long a client told the database is unreachable waits before trying again.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether `error` means the database cannot be reached (down, restarting, the
+    connection cut), not that a statement was wrong: worth a 503 and a retry, not a 500."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    cause: BaseException | None = error
+    for _ in range(6):  # the driver's error, wrapped by SQLAlchemy and by the pool
+        if cause is None or type(cause).__module__.startswith("redis."):
+            return False  # Redis down is another outage, with a policy of its own
+        if isinstance(cause, OSError):  # refused, reset, timed out: no socket to a server
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        # 08: connection exception; 57P: the server is shutting down or starting up.
+        if isinstance(sqlstate, str) and sqlstate.startswith(("08", "57P")):
+            return True
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return False
+
+
 def create_engine(url: str) -> AsyncEngine:
     # JSON columns (events, checkpoints' metadata, figures) through orjson: the standard
     # library's encoder was a few percent of a swarm's CPU. hide_parameters: SQL errors are

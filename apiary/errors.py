@@ -7,6 +7,7 @@ Services raise these; nothing below the routes raises `HTTPException`. Every err
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, cast
 
@@ -19,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
+
+from apiary.db import UNAVAILABLE_RETRY_AFTER_S, database_unreachable
 
 log = logging.getLogger("apiary.errors")
 
@@ -187,6 +190,15 @@ def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in location)
 
 
+def _redis_unreachable(error: BaseException) -> bool:
+    """Redis down or restarting. Limits and the sign-in throttle fail closed on it: their
+    counters are what make them hold across replicas (see docs/architecture.md)."""
+    redis_errors = sys.modules.get("redis.exceptions")  # not loaded: not a Redis error
+    return redis_errors is not None and isinstance(
+        error, (redis_errors.ConnectionError, redis_errors.TimeoutError)
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_apiary_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiaryError)
@@ -207,6 +219,24 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # An outage, not a bug: 503, and the client comes back (OpenAI's SDKs do by themselves).
+        outage = (
+            "the database"
+            if database_unreachable(exc)
+            else "Redis (limits, sign-in throttle)"
+            if _redis_unreachable(exc)
+            else None
+        )
+        if outage is not None:
+            # The class only: a statement's parameters (digests, hashes) stay out of logs.
+            log.warning("%s is unreachable (%s); answered 503", outage, type(exc).__name__)
+            return render(
+                request,
+                503,
+                "ServiceUnavailable",
+                f"{outage} is unavailable; retry after Retry-After seconds",
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+            )
         # Starlette answers unhandled errors outside our middleware, so the request id is
         # passed explicitly to the log line and the response.
         request_id = str(getattr(request.state, "request_id", "-"))

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
-from apiary.db import Write, session_scope, utcnow
+from apiary.db import Write, database_unreachable, session_scope, utcnow
 from apiary.errors import ApiaryError
 from apiary.executions.bus import cancel_channel
 from apiary.executions.events import EventRecorder
@@ -905,6 +905,8 @@ async def _run_leased(
                 )
             return
         except Exception as failure:
+            if database_unreachable(failure):
+                raise  # an outage, not the execution's fault: its runner runs it again
             log.exception("execution %s failed", execution_id)
             await _finish(
                 context,

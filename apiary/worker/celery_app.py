@@ -34,6 +34,8 @@ from celery.signals import (
 )
 
 from apiary.config import Settings, load_settings
+from apiary.db import UNAVAILABLE_RETRY_AFTER_S as DATABASE_RETRY_S
+from apiary.db import database_unreachable
 
 log = logging.getLogger("apiary.worker")
 WARM_DB_TIMEOUT_S = 5.0
@@ -46,6 +48,13 @@ TASK_NAME = "apiary.run_execution"
 QUEUE = "apiary-executions"
 
 
+def restore_interval_s(visibility_timeout_s: int) -> int:
+    """How often each worker sweeps for messages whose worker died: every 10 s, or a quarter
+    of a shorter visibility timeout. A killed worker's job is taken up again within the
+    visibility timeout plus this."""
+    return max(1, min(10, visibility_timeout_s // 4))
+
+
 def _app(redis_url: str, visibility_timeout_s: int) -> Celery:
     app = Celery("apiary", broker=redis_url)
     app.conf.update(
@@ -56,7 +65,14 @@ def _app(redis_url: str, visibility_timeout_s: int) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout_s,
+            # Kombu looks for unacknowledged messages past their timeout only every
+            # interval x throttle seconds (10 x 10 by default), so a killed worker's job
+            # would wait up to 100 s more: sweep on every tick, and tick often enough.
+            "unacked_restore_interval": restore_interval_s(visibility_timeout_s),
+            "unacked_restore_throttle": 1,
+        },
         worker_hijack_root_logger=False,
         # A forked process builds its runtime before it reports ready (`warm_child`); on a
         # loaded machine that takes longer than Celery's default 4 s.
@@ -83,6 +99,14 @@ def make_celery(settings: Settings) -> Celery:
             # Another worker runs it (the broker redelivered it after its visibility
             # timeout), or one that died holds its lease: look again when the lease lapses.
             raise task.retry(countdown=busy.retry_after_s) from None
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
+            # PostgreSQL is down or restarting: the execution is left unfinished, and a
+            # failed task would be acknowledged and forgotten. Run it again (it resumes
+            # from its checkpoint) until the database is back.
+            log.warning("execution %s: database unreachable; retrying", execution_id)
+            raise task.retry(countdown=DATABASE_RETRY_S) from None
 
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def warm_child(**_: Any) -> None:

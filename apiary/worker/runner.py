@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("apiary.worker")
 
 RESUME_RETRY_S = 5.0
+ENQUEUE_RETRY_MIN_S = 0.5  # publishing an execution while the broker is down: backoff
+ENQUEUE_RETRY_MAX_S = 5.0
 
 
 class Runner(Protocol):
@@ -70,6 +72,7 @@ class InProcessRunner:
         self._tasks[execution_id] = task
 
     async def _run(self, execution_id: uuid.UUID) -> None:
+        from apiary.db import database_unreachable
         from apiary.kit import heap
         from apiary.swarm.engine import run_execution
         from apiary.swarm.lease import ExecutionBusy
@@ -84,6 +87,12 @@ class InProcessRunner:
                 except ExecutionBusy as busy:  # a run that died left its lease: wait it out
                     log.info("execution %s is leased elsewhere; %s", execution_id, busy)
                     await asyncio.sleep(busy.retry_after_s)
+                except Exception as error:
+                    if not database_unreachable(error):
+                        raise
+                    # Left unfinished by a database outage: resume it once the database is back.
+                    log.warning("execution %s: database unreachable; retrying", execution_id)
+                    await asyncio.sleep(RESUME_RETRY_S)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -113,17 +122,50 @@ class InProcessRunner:
 class CeleryRunner:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._retrying: set[asyncio.Task[None]] = set()
 
     async def start(self, runtime: Runtime) -> None:
         return None  # workers resume executions: a redelivered message carries the id
 
     async def enqueue(self, execution_id: uuid.UUID) -> None:
+        try:
+            await self._publish(execution_id)
+        except Exception as error:
+            # The broker (Redis) is down: the execution is committed and answered 202, so
+            # publish it once Redis is back rather than leave it queued for ever. On a task
+            # of its own, so the request that created it is not held.
+            log.warning(
+                "execution %s: broker unreachable (%s); retrying",
+                execution_id,
+                type(error).__name__,
+            )
+            task = asyncio.create_task(self._publish_until_done(execution_id))
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+
+    async def _publish(self, execution_id: uuid.UUID) -> None:
         from apiary.worker.celery_app import enqueue
 
         await asyncio.to_thread(enqueue, self._settings, execution_id)
 
+    async def _publish_until_done(self, execution_id: uuid.UUID) -> None:
+        delay_s = ENQUEUE_RETRY_MIN_S
+        while True:
+            await asyncio.sleep(delay_s)
+            try:
+                await self._publish(execution_id)
+            except Exception:
+                delay_s = min(delay_s * 2, ENQUEUE_RETRY_MAX_S)
+                continue
+            log.info("execution %s: published after the broker came back", execution_id)
+            return
+
     async def close(self) -> None:
-        return None
+        if self._retrying:  # never published: they stay queued (README, "Fault policies")
+            log.error("%d executions not yet published stay queued", len(self._retrying))
+        for task in list(self._retrying):
+            task.cancel()
+        self._retrying.clear()
 
 
 def create_runner(settings: Settings) -> Runner:
