@@ -26,7 +26,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database (and Redis, when configured) answer")
+@router.get(
+    "/readyz",
+    summary="The database (and Redis, when configured) answer",
+    responses={503: {"description": "Not ready: `checks` names the failed dependency and why"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
 

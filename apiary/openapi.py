@@ -5,7 +5,8 @@ here by rule instead of on every route: an authenticated operation can answer 40
 or a bad credential) and 403 (a role without the permission); one with an id in its path
 can answer 404 (absent, or another tenant's); one that takes parameters or a body can
 answer 422 with Apiary's error body (FastAPI documents its own shape, which Apiary does not
-send); every `/v1` operation answers errors in OpenAI's shape. An error particular to a
+send); anything that reads the database or Redis answers 503 with Retry-After while one
+is unreachable; every `/v1` operation answers errors in OpenAI's shape. An error particular to a
 route (409 on a name taken, 413 on an upload too large) is declared on the route with
 `errors.documented(...)`. The fuzzer in tests/test_fuzz_api.py fails on any status an
 operation answers that its document does not list.
@@ -55,6 +56,8 @@ def _rule_errors(method: str, path: str, operation: dict[str, Any]) -> set[int]:
     statuses: set[int] = set()
     if (method, path) not in PUBLIC and path.startswith(("/api/", "/v1/")):
         statuses |= {401, 403}
+    if path.startswith("/api/"):
+        statuses.add(503)  # PostgreSQL or Redis unreachable (docs/architecture.md, faults)
     if (method, path) in SIGN_IN:
         statuses |= {401, 429}
     if "{" in path:
