@@ -119,10 +119,28 @@ class InProcessRunner:
         self._tasks.clear()
 
 
+def _broker_unreachable() -> tuple[type[BaseException], ...]:
+    """What publishing raises while Redis is down; anything else is a bug, raised at once
+    rather than retried for ever. (Imported here: the API process loads redis and kombu
+    only when it runs executions on Celery.)"""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (
+        OperationalError,
+        RedisConnectionError,
+        RedisTimeoutError,
+        ConnectionError,
+        TimeoutError,
+    )
+
+
 class CeleryRunner:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._retrying: set[asyncio.Task[None]] = set()
+        self._unreachable = _broker_unreachable()
 
     async def start(self, runtime: Runtime) -> None:
         return None  # workers resume executions: a redelivered message carries the id
@@ -130,7 +148,7 @@ class CeleryRunner:
     async def enqueue(self, execution_id: uuid.UUID) -> None:
         try:
             await self._publish(execution_id)
-        except Exception as error:
+        except self._unreachable as error:
             # The broker (Redis) is down: the execution is committed and answered 202, so
             # publish it once Redis is back rather than leave it queued for ever. On a task
             # of its own, so the request that created it is not held.
@@ -154,7 +172,7 @@ class CeleryRunner:
             await asyncio.sleep(delay_s)
             try:
                 await self._publish(execution_id)
-            except Exception:
+            except self._unreachable:
                 delay_s = min(delay_s * 2, ENQUEUE_RETRY_MAX_S)
                 continue
             log.info("execution %s: published after the broker came back", execution_id)
