@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -25,13 +24,13 @@ from apiary import migrations
 from apiary.auth import key_cache
 from apiary.config import Settings
 from apiary.db import create_engine
-from apiary.http_protocol import ApiaryHttpProtocol
 from apiary.main import create_app
 from apiary.models import Base
 from apiary.runtime import Runtime
 from tests.auth.oidc_issuer import LocalIssuer, local_issuer
 from tests.factories import METRICS_TOKEN
 from tests.fakes.upstream import fake_upstream
+from tests.serving import serving
 
 __all__ = ["fake_upstream", "local_issuer"]
 
@@ -163,16 +162,5 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def served_url(app: FastAPI) -> AsyncIterator[str]:
     """The session's app behind a real uvicorn on 127.0.0.1 (the protocol `apiary serve`
     uses), for clients that need a socket: WebSockets as a browser opens them, fuzzers."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, http=ApiaryHttpProtocol, log_config=None, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    for _ in range(500):  # up to 5 s
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
+    async with serving(app) as url:
+        yield url

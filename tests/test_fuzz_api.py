@@ -20,16 +20,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from apiary.config import Settings
 from apiary.gateway.config import RouteConfig
-from apiary.http_protocol import ApiaryHttpProtocol
 from apiary.main import create_app
 from apiary.runtime import Runtime
 from tests.factories import make_tenant
 from tests.fakes import FakeUpstream
 from tests.gateway.conftest import providers
+from tests.serving import serving
 
 ST = Path(sys.executable).parent / "st"
 # Examples per operation and phase; `APIARY_FUZZ_EXAMPLES` raises it for a longer run.
@@ -69,22 +68,8 @@ async def served_gateway(
         }
     )
     app = create_app(configured)
-    async with app.router.lifespan_context(app):
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, http=ApiaryHttpProtocol, log_config=None, lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
-        for _ in range(500):  # up to 5 s
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield Served(f"http://127.0.0.1:{port}", app.state.runtime)
-        finally:
-            server.should_exit = True
-            await serving
+    async with app.router.lifespan_context(app), serving(app) as url:
+        yield Served(url, app.state.runtime)
 
 
 async def test_every_operation_survives_the_fuzzer(

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from apiary import migrations
 from apiary.config import Settings
-from apiary.http_protocol import ApiaryHttpProtocol
 from apiary.main import create_app
 from apiary.runtime import Runtime
 from tests.factories import METRICS_HEADERS, make_tenant
+from tests.serving import serving
 
 pytestmark = pytest.mark.both_databases
 
@@ -239,17 +238,8 @@ async def test_a_500_keeps_the_connection_alive(tmp_path: Path) -> None:
     async def boom() -> None:
         raise RuntimeError("an unexpected failure")
 
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, http=ApiaryHttpProtocol, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with serving(app, lifespan="on") as url:
+        port = int(url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         status, headers, body = await _http_exchange(reader, writer, "/boom")
         assert status == 500
@@ -259,9 +249,6 @@ async def test_a_500_keeps_the_connection_alive(tmp_path: Path) -> None:
         status, _, body = await _http_exchange(reader, writer, "/healthz")
         assert (status, body) == (200, b'{"status":"ok"}')
         writer.close()
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def test_metrics_without_a_token_answer_only_a_direct_local_scraper(tmp_path: Path) -> None:
