@@ -20,7 +20,15 @@ figure is then the median), e.g. for the added latency at c=1:
     .venv/bin/python bench/gateway.py --skip-litellm --log-levels INFO --modes json \
         --concurrencies 1,10 --repeat 5 --duration 6 --warmup 2 --ref . --ref main
 
-It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3, and writes
+`--production` also measures every build as a deployment runs it (issue 16): the data in
+a PostgreSQL and the counters, cache and key revocations in a Redis, both of its own
+(scripts/services.sh, on the load generator's core), beside the same build on its
+embedded defaults, in turn within each cell:
+
+    .venv/bin/python bench/gateway.py --production --log-levels INFO
+
+It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3 (and with
+`--production`, production against embedded against issue 16's targets), and writes
 everything to bench/results/gateway-<date>.json. Everything it starts, it stops.
 """
 
@@ -56,6 +64,7 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 VENV = ROOT / ".venv"
 LITELLM_VENV = BENCH / ".litellm-venv"
+SERVICES_SH = ROOT / "scripts" / "services.sh"
 
 # Absolute paths: the scripts run only what they name, never something earlier in PATH.
 TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
@@ -86,6 +95,9 @@ TARGET_RPS_RATIO_JSON = 20.0
 TARGET_RPS_RATIO_STREAM = 10.0
 TARGET_ADDED_P50_MS = 1.0
 TARGET_PEAK_RSS_MIB = 150.0
+# Targets of issue 16 for production mode (PostgreSQL + Redis) against embedded.
+TARGET_PRODUCTION_RPS_SHARE = 0.85  # of the embedded mode's req/s, json at c=10
+TARGET_PRODUCTION_ADDED_P50_MS = 1.0
 
 WORKTREE = "."  # `--ref .`: the working tree, as without --ref
 
@@ -227,6 +239,60 @@ class Services:
             self.started.pop().stop()
 
 
+class Backends:
+    """PostgreSQL and Redis of the run's own (scripts/services.sh), for production mode.
+
+    Started from this process, so they inherit its core (the load generator's): the
+    gateway's core measures the gateway alone, as it would run beside its databases on
+    other machines. Each Apiary server gets a database and a Redis database number of its
+    own, so builds and runs never see each other's tenants, counters or cache."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.directory = workdir / "backends"
+        subprocess.run(  # noqa: S603 - the project's own script
+            [str(SERVICES_SH), "start", str(self.directory)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        urls = dict(
+            line.split("=", 1) for line in (self.directory / "env").read_text().splitlines()
+        )
+        self.database_url = urls["APIARY_TEST_DATABASE_URL"].strip()
+        self.redis_url = urls["APIARY_TEST_REDIS_URL"].strip()
+        self._made = 0
+
+    def new(self) -> dict[str, str]:
+        """A fresh database and Redis database for one Apiary server: its environment."""
+        self._made += 1
+        if self._made > 15:
+            raise RuntimeError("more production-mode servers than Redis has databases")
+        name = f"bench_{self._made}"
+        asyncio.run(_create_database(self.database_url, name))
+        return {
+            "APIARY_DATABASE_URL": self.database_url.rsplit("/", 1)[0] + f"/{name}",
+            "APIARY_REDIS_URL": self.redis_url.rsplit("/", 1)[0] + f"/{self._made}",
+        }
+
+    def stop(self) -> None:
+        subprocess.run(  # noqa: S603 - the project's own script
+            [str(SERVICES_SH), "stop", str(self.directory)],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+        )
+
+
+async def _create_database(url: str, name: str) -> None:
+    import asyncpg  # Apiary's own driver, in its venv
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
 def wait_http(service: Service, url: str, *, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -321,12 +387,12 @@ def start_apiary(
     log_level: str,
     source: Path | None = None,
     name: str = "",
-    redis_url: str | None = None,
+    backends: dict[str, str] | None = None,
 ) -> tuple[Service, str, str, str]:
     """A fresh data dir and config, a tenant and a developer key, then `apiary serve`;
     last, the tenant's budget and rate limits are switched on (see `enable_limits`).
-    `name` tells apart the data dirs of several Apiary builds started in one run; with
-    `redis_url` the counters (rate limits, budget) live in that Redis, as in production."""
+    `name` tells apart the data dirs of several Apiary builds started in one run;
+    `backends` (APIARY_DATABASE_URL, APIARY_REDIS_URL) runs it as production does."""
     home = workdir / f"apiary{name}-{log_level.lower()}"
     home.mkdir()
     config = home / "apiary.yaml"
@@ -346,7 +412,7 @@ def start_apiary(
         APIARY_HOST="127.0.0.1",
         APIARY_PORT=str(port),
         APIARY_LOG_LEVEL=log_level,
-        **({"APIARY_REDIS_URL": redis_url} if redis_url else {}),
+        **(backends or {}),
     )
     _apiary(env, "migrate")
     admin_password = secrets.token_urlsafe(18)
@@ -885,6 +951,37 @@ def verdicts(apiary: TargetRun, litellm: TargetRun | None) -> dict[str, Any]:
     }
 
 
+def production_verdicts(embedded: TargetRun, production: TargetRun) -> dict[str, Any]:
+    """Production mode (PostgreSQL + Redis) against the same build embedded, measured in
+    turn in the same cells: issue 16's targets."""
+    shares: dict[str, float | None] = {}
+    for mode in MODES:
+        for concurrency in CONCURRENCIES:
+            ours, base = _cell(production, mode, concurrency), _cell(embedded, mode, concurrency)
+            share = None
+            if ours and base and base.rps > 0:
+                share = round(ours.rps / base.rps, 3)
+            shares[f"{mode}_c{concurrency}"] = share
+    json10 = shares["json_c10"]
+    added = _cell(production, "json", 1)
+    added_p50 = added.added_p50_ms if added else None
+    return {
+        "rps_share_of_embedded": shares,
+        "targets": {
+            "rps_share_json_c10": {
+                "value": json10,
+                "target": f">= {TARGET_PRODUCTION_RPS_SHARE:g}",
+                "met": json10 is not None and json10 >= TARGET_PRODUCTION_RPS_SHARE,
+            },
+            "added_p50_ms_json_c1": {
+                "value": added_p50,
+                "target": f"< {TARGET_PRODUCTION_ADDED_P50_MS:g} ms",
+                "met": added_p50 is not None and added_p50 < TARGET_PRODUCTION_ADDED_P50_MS,
+            },
+        },
+    }
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -969,10 +1066,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-litellm", action="store_true", help="Apiary vs direct only")
     parser.add_argument(
-        "--redis",
-        metavar="URL",
-        help="run Apiary with its counters (rate limits, budget) in this Redis, as in "
-        "production; use a database of its own, the benchmark writes to it",
+        "--production",
+        action="store_true",
+        help="also run every build on PostgreSQL and Redis of its own, as deployed, "
+        "beside the same build on its embedded defaults",
     )
     parser.add_argument(
         "--floor",
@@ -1052,6 +1149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     services = Services()
     runs: list[TargetRun] = []
     apiary_runs: list[tuple[str, TargetRun]] = []
+    production_runs: list[tuple[str, TargetRun]] = []  # each beside apiary_runs' same entry
+    backends: Backends | None = None
     litellm_run: TargetRun | None = None
     with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="apiary-bench-") as tmp:
         workdir = Path(tmp)
@@ -1085,35 +1184,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 targets.append(
                     Target(floor_url, UPSTREAM_KEY, gateway=floor, run=TargetRun("floor"))
                 )
+            if args.production:
+                backends = Backends(workdir)
+                print(f"production backends: PostgreSQL and Redis (CPU {LOADGEN_CPU})", flush=True)
+            deployments = ["embedded", "production"] if args.production else ["embedded"]
             for level in args.log_levels:
                 for index, (label, source, _) in enumerate(builds):
-                    name = f"apiary[{level}]" if len(builds) == 1 else f"apiary@{label}[{level}]"
-                    try:
-                        service, url, key, limits = start_apiary(
-                            services,
-                            workdir,
-                            upstream_url,
-                            log_level=level,
-                            source=source,
-                            name=f"-{index}",
-                            redis_url=args.redis,
+                    for deployment in deployments:
+                        name = "apiary" if len(builds) == 1 else f"apiary@{label}"
+                        name += "+pg+redis" if deployment == "production" else ""
+                        name += f"[{level}]"
+                        try:
+                            service, url, key, limits = start_apiary(
+                                services,
+                                workdir,
+                                upstream_url,
+                                log_level=level,
+                                source=source,
+                                name=f"-{index}-{deployment}",
+                                backends=backends.new()
+                                if backends is not None and deployment == "production"
+                                else None,
+                            )
+                        except (RuntimeError, subprocess.TimeoutExpired) as error:
+                            print(f"\n*** Apiary did not start: {error}", file=sys.stderr)
+                            return 1
+                        print(
+                            f"{name}: apiary serve, log level {level} (CPU {GATEWAY_CPU}); "
+                            f"limits {limits}",
+                            flush=True,
                         )
-                    except (RuntimeError, subprocess.TimeoutExpired) as error:
-                        print(f"\n*** Apiary did not start: {error}", file=sys.stderr)
-                        return 1
-                    print(
-                        f"{name}: apiary serve, log level {level} (CPU {GATEWAY_CPU}); "
-                        f"limits {limits}",
-                        flush=True,
-                    )
-                    run = TargetRun(name)
-                    run.note = (
-                        f"APIARY_LOG_LEVEL={level}, logs to a file; budget and rate limits {limits}"
-                        + (f"; counters in Redis ({args.redis})" if args.redis else "")
-                    )
-                    targets.append(Target(url, key, gateway=service, run=run))
-                    key_name = level if len(builds) == 1 else f"{label}_{level}"
-                    apiary_runs.append((key_name, run))
+                        run = TargetRun(name)
+                        run.note = (
+                            f"APIARY_LOG_LEVEL={level}, logs to a file; budget and rate limits "
+                            f"{limits}; "
+                            + (
+                                "PostgreSQL and Redis (data, counters, cache)"
+                                if deployment == "production"
+                                else "embedded (SQLite, counters in process)"
+                            )
+                        )
+                        targets.append(Target(url, key, gateway=service, run=run))
+                        key_name = level if len(builds) == 1 else f"{label}_{level}"
+                        if deployment == "production":
+                            production_runs.append((key_name, run))
+                        else:
+                            apiary_runs.append((key_name, run))
             run_targets(targets, upstream=upstream, args=args)
             runs.extend(target.run for target in targets)
             for target in targets[1:]:
@@ -1139,6 +1255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     services.stop(service)
         finally:
             services.stop_all()
+            if backends is not None:
+                backends.stop()
 
     add_overhead(runs)
     headline = apiary_runs[0][1]
@@ -1162,6 +1280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "litellm": litellm_note,
         "runs": [asdict(run) for run in runs],
         **{f"vs_litellm_{level}": verdicts(run, litellm_run) for level, run in apiary_runs},
+        **{
+            f"production_vs_embedded_{level}": production_verdicts(embedded, production)
+            for (level, embedded), (_, production) in zip(
+                apiary_runs, production_runs, strict=False
+            )
+        },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
@@ -1178,6 +1302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{run.name}: json c=10 {_fmt(ratios['json_c10'], 1)}x, "
             f"stream c=10 {_fmt(ratios['stream_c10'], 1)}x"
         )
+    for (_, embedded), (_, production) in zip(apiary_runs, production_runs, strict=False):
+        verdict = production_verdicts(embedded, production)
+        shares = verdict["rps_share_of_embedded"]
+        print(
+            f"{production.name} / {embedded.name} (requests/s): "
+            + "   ".join(f"{cell} {_fmt(share, 2)}" for cell, share in shares.items())
+        )
+        for name, check in verdict["targets"].items():
+            mark = "PASS" if check["met"] else "FAIL"
+            print(f"  {mark}  {name:<22} {_fmt(check['value'], 2):>8}   target {check['target']}")
     if litellm_run is None:
         print(f"LiteLLM: {litellm_note}")
     print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

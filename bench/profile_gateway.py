@@ -29,6 +29,7 @@ from gateway import (  # the sibling script, found through the path above
     LOADGEN_CPU,
     RESULTS,
     ROOT,
+    Backends,
     Services,
     _measure,
     export_ref,
@@ -46,6 +47,8 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging (access line, redaction, JSON)", ("logging/__init__.py", "observability/logging.py")),
     ("prometheus_client", ("prometheus_client/",)),
     ("aiosqlite (thread hand-off)", ("aiosqlite/",)),
+    ("redis-py (counters, cache, pub/sub)", ("redis/",)),
+    ("asyncpg (PostgreSQL driver)", ("asyncpg/",)),
     ("SQLAlchemy (ORM, Core, pool)", ("sqlalchemy/",)),
     ("aiohttp client (upstream call)", ("aiohttp/", "yarl/", "multidict/")),
     ("uuid / datetime", ("uuid.py", "utcnow (")),
@@ -61,6 +64,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ObservabilityMiddleware (everything inside it)", ("ObservabilityMiddleware.__call__ (",)),
     ("auth: current_auth (API-key lookup)", ("current_auth (",)),
+    ("limits: admit + settle (counter store)", ("admit (apiary/limits", "settle (apiary/limits")),
     ("DB session for the request (open/commit/close)", ("session_scope (",)),
     ("handler: chat_completions", ("chat_completions (",)),
     ("  gateway.complete/stream (upstream call)", ("apiary/gateway/service.py",)),
@@ -130,6 +134,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ref", help="profile `git archive REF` instead of the working tree")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument(
+        "--production",
+        action="store_true",
+        help="run Apiary on PostgreSQL and Redis of its own, as deployed",
+    )
+    parser.add_argument(
         "--all-threads",
         dest="gil_only",
         action="store_false",
@@ -147,14 +156,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     mode = "stream" if args.stream else "json"
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    raw = RESULTS / f"profile-{mode}-c{args.concurrency}-{stamp}.txt"
+    deployment = "-production" if args.production else ""
+    raw = RESULTS / f"profile-{mode}-c{args.concurrency}{deployment}-{stamp}.txt"
     services = Services()
+    backends: Backends | None = None
     with tempfile.TemporaryDirectory(prefix="apiary-profile-") as tmp:
         source, commit = export_ref(args.ref, Path(tmp)) if args.ref else (None, "working tree")
         try:
             upstream, upstream_url = start_upstream(services, Path(tmp), source=source)
+            if args.production:
+                backends = Backends(Path(tmp))
             apiary, url, key, limits = start_apiary(
-                services, Path(tmp), upstream_url, log_level=args.log_level, source=source
+                services,
+                Path(tmp),
+                upstream_url,
+                log_level=args.log_level,
+                source=source,
+                backends=backends.new() if backends is not None else None,
             )
             spy = subprocess.Popen(  # noqa: S603 - fixed command
                 [
@@ -197,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         finally:
             services.stop_all()
+            if backends is not None:
+                backends.stop()
 
     buckets, steps, own, total = parse_raw(raw)
     cpu_us = cell.gateway_cpu_us_per_request or 0.0
