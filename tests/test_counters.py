@@ -4,12 +4,15 @@ Redis (when `make test` provides one): the rate limits and budgets rest on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from apiary.kv import Change, Check, CounterStore, MemoryCounterStore, Outcome, RedisCounterStore
+from apiary.kv import Change, Check, CounterStore, MemoryCounterStore, Outcome
+from apiary.kv.redis_store import RedisCounterStore
 from tests.conftest import TEST_REDIS
 
 STORES = [
@@ -61,7 +64,8 @@ async def test_a_counter_that_must_exist(store: CounterStore) -> None:
     assert await store.take(checks, existing="spend") == Outcome(missing=True)
     assert (await store.get("requests"))[0] == 0
     assert await store.set_if_absent("spend", 0, ttl_s=60)
-    assert await store.take(checks, existing="spend") == Outcome()
+    # The counter that had to exist comes back with its total: the budget warning's figure.
+    assert await store.take(checks, existing="spend") == Outcome(total=5)
     assert (await store.get("spend"))[0] == 5
 
 
@@ -99,3 +103,89 @@ async def test_concurrent_adds_each_get_their_own_totals(store: CounterStore) ->
     assert sorted(total or 0 for total, _ in results) == list(range(1, 21))
     assert [own for _, own in results] == list(range(20))
     assert (await store.get("calls"))[0] == 20
+
+
+async def test_changes_made_soon_are_seen_by_the_next_take(store: CounterStore) -> None:
+    """Settling does not wait for its round trip, but a take made after it (the next call
+    of the same tenant on this replica) must count it: 90 settled leaves no room for 20."""
+    store.add_soon([Change("spend", 90, 60)])
+    outcome = await store.take([Check("spend", 20, 100, 60)])
+    assert outcome == Outcome(refused=0, value=90)
+    store.add_soon([Change("spend", -80, 60), Change("missing", 5, 60, existing=True)])
+    assert await store.take([Check("spend", 20, 100, 60)], existing="spend") == Outcome(total=30)
+    assert await store.get("missing") == (0, 0)
+
+
+async def test_a_store_that_cannot_be_reached(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis away: a take fails with redis-py's own ConnectionError (which the API answers
+    with 503 and Retry-After), and settlements nobody waits for are logged as lost."""
+    import redis.exceptions
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisCounterStore(f"redis://127.0.0.1:{port}/0")
+    try:
+        store.add_soon([Change("spend", 5, 60)])
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await store.take([Check("requests", 1, 10, 60)])
+        assert "counter changes lost: 1 settlement(s) not applied" in caplog.text
+    finally:
+        await store.close()
+
+
+async def test_counters_past_a_double_s_printed_digits_stay_exact(store: CounterStore) -> None:
+    """A budget of a billion dollars is 10**15 micro-dollars: totals come back digit for
+    digit (Lua prints such numbers as 1e+15 unless told otherwise)."""
+    big = 10**15 + 7
+    spend = [Check("spend", big, 2 * big, 60)]
+    assert await store.set_if_absent("spend", 3, ttl_s=60)
+    assert await store.take(spend, existing="spend") == Outcome(total=big + 3)
+    assert await store.take(spend) == Outcome(refused=0, value=big + 3)
+    assert await store.add([Change("spend", big, 60)]) == [2 * big + 3]
+
+
+async def test_batches_in_flight_together_each_get_their_own_replies(
+    store: CounterStore,
+) -> None:
+    """Operations queued over several turns of the loop go as several batches, the later
+    ones sent before the earlier ones are answered: every caller still gets its own."""
+    calls: list[asyncio.Future[list[int | None]]] = []
+    for turn in range(10):
+        for n in range(5):
+            calls.append(asyncio.ensure_future(store.add([Change(f"own-{turn}-{n}", n + 1, 60)])))
+        await asyncio.sleep(0)
+    takes = [asyncio.ensure_future(store.take([Check("one", 1, 25, 60)])) for _ in range(40)]
+    assert [await call for call in calls] == [[n + 1] for _ in range(10) for n in range(5)]
+    outcomes = await asyncio.gather(*takes)
+    assert sum(outcome.refused is None for outcome in outcomes) == 25
+    assert [o.value for o in outcomes if o.refused is not None] == [25] * 15
+
+
+@pytest.mark.skipif(not TEST_REDIS, reason="no test Redis")
+async def test_the_store_recovers_when_redis_drops_it_and_forgets_the_script() -> None:
+    """What a Redis restart does to a replica: its connections cut and the scripts it
+    loaded gone. A call at that moment may fail (the API answers 503 then); the next
+    ones work again, on a new connection that loads the script again."""
+    import redis.asyncio
+    import redis.exceptions
+
+    assert TEST_REDIS is not None
+    namespace = f"test-{uuid.uuid4().hex}"
+    store = RedisCounterStore(TEST_REDIS, namespace=namespace)
+    admin = redis.asyncio.Redis.from_url(TEST_REDIS)
+    try:
+        assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()
+        await admin.script_flush()  # alone (an operator's flush): no call fails
+        assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()
+        await admin.script_flush()
+        lanes = [c for c in await admin.client_list() if c["name"] == f"{namespace}-counters"]
+        assert len(lanes) == 1  # the store's own connection, named for CLIENT LIST
+        await admin.client_kill_filter(_id=lanes[0]["id"])
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            await store.take([Check("calls", 1, 10, 60)])
+        assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()
+        assert 3 <= (await store.get("calls"))[0] <= 4
+    finally:
+        await store.close()
+        await admin.aclose()

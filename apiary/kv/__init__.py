@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
+from typing import NamedTuple, Protocol
 
 
 class Check(NamedTuple):  # a tuple: several are built per gateway call, a dataclass costs more
@@ -37,13 +32,15 @@ class Change(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What `take` did: everything added (`refused` None), or nothing, because the check at
-    index `refused` did not fit (`value` is that counter's), or because the counter that
-    had to exist did not (`missing`)."""
+    """What `take` did: everything added (`refused` None; `total` is then the counter that
+    had to exist, with this call's amount), or nothing, because the check at index
+    `refused` did not fit (`value` is that counter's), or because the counter that had to
+    exist did not (`missing`)."""
 
     refused: int | None = None
     value: int = 0
     missing: bool = False
+    total: int = 0
 
 
 TAKEN = Outcome()
@@ -80,6 +77,12 @@ class CounterStore(Protocol):
     async def add(self, changes: Sequence[Change]) -> list[int | None]:
         """Make the changes together; each key's total, in order (None: an `existing`
         change whose key was not there, so nothing was added)."""
+        ...
+
+    def add_soon(self, changes: Sequence[Change]) -> None:
+        """`add`, for a caller that needs no totals: made with the next round trip, which
+        this call does not wait for. Still in order: a `take` or `add` this process makes
+        afterwards sees these changes. A failure is logged, not raised."""
         ...
 
     async def delete(self, key: str) -> None: ...
@@ -135,10 +138,12 @@ class MemoryCounterStore:
             value = count if expires > now else 0
             if not _fits(value, check):
                 return Outcome(refused=index, value=value)
+        total = 0
         for check in checks:
-            if check.amount:
-                self._add(check.key, check.amount, check.ttl_s, now)
-        return TAKEN
+            added = self._add(check.key, check.amount, check.ttl_s, now) if check.amount else None
+            if check.key == existing:
+                total = added if added is not None else counts[check.key][0]
+        return Outcome(total=total) if total else TAKEN
 
     async def add(self, changes: Sequence[Change]) -> list[int | None]:
         now = time.monotonic()
@@ -149,6 +154,12 @@ class MemoryCounterStore:
             else self._add(change.key, change.amount, change.ttl_s, now)
             for change in changes
         ]
+
+    def add_soon(self, changes: Sequence[Change]) -> None:
+        now = time.monotonic()
+        for change in changes:
+            if not change.existing or self._counts.get(change.key, (0, 0.0))[1] > now:
+                self._add(change.key, change.amount, change.ttl_s, now)
 
     def _add(self, key: str, amount: int, ttl_s: int, now: float) -> int:
         self._ops += 1
@@ -170,152 +181,9 @@ class MemoryCounterStore:
         self._counts.clear()
 
 
-# `take` in one round trip, atomic because Redis runs a script without interleaving.
-# KEYS: the counters; ARGV[1]: the index of the key that must exist (0: none), then each
-# check's amount, limit and ttl. Returns {0, 0} when all was added, {index, value} for the
-# first check that did not fit, {-1, 0} when the key that must exist does not.
-_TAKE = """
-local existing = tonumber(ARGV[1])
-if existing > 0 and redis.call('EXISTS', KEYS[existing]) == 0 then
-  return {-1, 0}
-end
-for i = 1, #KEYS do
-  local amount, limit = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
-  local value = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if (amount > 0 and value + amount > limit) or (amount <= 0 and value >= limit) then
-    return {i, value}
-  end
-end
-for i = 1, #KEYS do
-  local amount = tonumber(ARGV[3 * i - 1])
-  if amount ~= 0 then
-    redis.call('INCRBY', KEYS[i], amount)
-    redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 1], 'NX')
-  end
-end
-return {0, 0}
-"""
-
-
-# `add` in one round trip. ARGV: each change's amount, ttl and 1 if its key must exist.
-# Returns each total, or false (nil in the reply) for a key that had to exist and did not.
-_ADD = """
-local totals = {}
-for i = 1, #KEYS do
-  if ARGV[3 * i] == '1' and redis.call('EXISTS', KEYS[i]) == 0 then
-    totals[i] = false
-  else
-    totals[i] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
-    redis.call('EXPIRE', KEYS[i], ARGV[3 * i - 1], 'NX')
-  end
-end
-return totals
-"""
-
-
-class RedisCounterStore:
-    """Counters shared by every replica, so a throttle holds across the whole deployment."""
-
-    def __init__(self, url: str, *, namespace: str = "apiary") -> None:
-        from redis.asyncio import Redis  # only when configured: it costs 20 MiB
-
-        self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._ns = namespace
-        self._take: AsyncScript = self._redis.register_script(_TAKE)
-        self._add: AsyncScript = self._redis.register_script(_ADD)
-        # `add`s waiting for the next round trip, and the task making them (see `add`)
-        self._adding: list[tuple[Sequence[Change], asyncio.Future[list[int | None]]]] = []
-        self._adder: asyncio.Task[None] | None = None
-
-    def _key(self, key: str) -> str:
-        return f"{self._ns}:{key}"
-
-    async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
-        name = self._key(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(name, amount)
-            pipe.expire(name, ttl_s, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
-
-    async def set_if_absent(self, key: str, value: int, *, ttl_s: int) -> bool:
-        return bool(await self._redis.set(self._key(key), value, ex=ttl_s, nx=True))
-
-    async def decr(self, key: str) -> None:
-        name = self._key(key)
-        if await self._redis.decr(name) <= 0:
-            await self._redis.delete(name)
-
-    async def get(self, key: str) -> tuple[int, int]:
-        name = self._key(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(name)
-            pipe.ttl(name)
-            raw, ttl = await pipe.execute()
-        if raw is None:
-            return (0, 0)
-        return (int(raw), max(int(ttl), 1))
-
-    async def take(self, checks: Sequence[Check], *, existing: str | None = None) -> Outcome:
-        keys = [self._key(check.key) for check in checks]
-        args: list[int] = [0]
-        for index, check in enumerate(checks, start=1):
-            args += (check.amount, check.limit, check.ttl_s)
-            if check.key == existing:
-                args[0] = index
-        if existing is not None and not args[0]:
-            raise ValueError(f"{existing!r} is not one of the checks' keys")
-        refused, value = await self._take(keys=keys, args=args)
-        if refused == -1:
-            return Outcome(missing=True)
-        return Outcome(refused=int(refused) - 1, value=int(value)) if refused else TAKEN
-
-    async def add(self, changes: Sequence[Change]) -> list[int | None]:
-        """Concurrent calls share a round trip (every gateway call settles through here):
-        the changes that arrive while one script call is on its way go together in the
-        next, and each caller gets its own totals when its batch has been applied. A caller
-        cancelled meanwhile does not take its changes back."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[int | None]] = loop.create_future()
-        if self._adder is None or self._adder.done() or self._adder.get_loop() is not loop:
-            self._adding = []  # (what a stopped loop left behind went with it)
-            self._adder = loop.create_task(self._add_batches())
-        self._adding.append((changes, done))
-        return await done
-
-    async def _add_batches(self) -> None:
-        await asyncio.sleep(0)  # the calls made in this turn of the loop join the first batch
-        while self._adding:
-            batch, self._adding = self._adding, []
-            keys: list[str] = []
-            args: list[int] = []
-            for changes, _ in batch:
-                for change in changes:
-                    keys.append(self._key(change.key))
-                    args += (change.amount, change.ttl_s, int(change.existing))
-            try:
-                totals = await self._add(keys=keys, args=args)
-            except Exception as error:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-                continue
-            start = 0
-            for changes, done in batch:
-                mine = totals[start : start + len(changes)]
-                start += len(changes)
-                if not done.done():
-                    done.set_result([None if total is None else int(total) for total in mine])
-
-    async def delete(self, key: str) -> None:
-        await self._redis.delete(self._key(key))
-
-    async def ping(self) -> None:
-        await self._redis.ping()
-
-    async def close(self) -> None:
-        await self._redis.aclose()
-
-
 def create_counter_store(redis_url: str | None) -> CounterStore:
-    return RedisCounterStore(redis_url) if redis_url else MemoryCounterStore()
+    if not redis_url:
+        return MemoryCounterStore()
+    from apiary.kv.redis_store import RedisCounterStore  # redis-py only when configured
+
+    return RedisCounterStore(redis_url)

@@ -13,8 +13,11 @@
 
 A call's checks (both request windows, both token windows, the reservation) are one
 `CounterStore.take`: all fit and all are added, or nothing is, atomically (a Lua script
-in Redis: one round trip per call, and concurrent calls on any replica cannot squeeze
-past a limit together). Settling is one more round trip.
+in Redis, and concurrent calls on any replica cannot squeeze past a limit together).
+Settling is not waited for: its changes go with the next round trip (`add_soon`), and the
+budget warning is worked out from the spend the admission saw. On Redis, the takes and
+settlements a replica makes while one round trip is on its way share the next one, so
+under load a call costs less than one round trip.
 
 The spend counter starts from the ledger's month-to-date sum when it does not exist (once
 per month and deployment, or after the counter store lost it), so a restart does not
@@ -56,6 +59,7 @@ class Admission:
     limits: Limits
     reserved_micro: int = 0
     month: str = ""
+    spent_micro: int = 0  # the month's spend when admitted, this call's reservation included
 
 
 def _month() -> str:
@@ -146,7 +150,9 @@ class LimitEnforcer:
         if outcome.missing:
             assert spend is not None
             await self._start_spend(tenant_id, spend)
-            outcome = await self._counters.take(checks)
+            outcome = await self._counters.take(checks, existing=spend)
+            if outcome.missing:  # lost again at once (the store evicting): count from zero
+                outcome = await self._counters.take(checks)
         if outcome.refused is not None:
             guard, check = guards[outcome.refused], checks[outcome.refused]
             if guard == "budget":
@@ -159,6 +165,7 @@ class LimitEnforcer:
                 f"{guard} rate limit reached ({check.limit} per minute)",
                 retry_after_s=60 - int(now % 60),
             )
+        admission.spent_micro = outcome.total
         return admission
 
     async def settle(
@@ -177,6 +184,7 @@ class LimitEnforcer:
         if limits.key_tpm is not None and tokens and key_id is not None:
             changes.append(Change(f"rl:tok:k:{_name(key_id)}:{minute}", tokens, 61))
         budget = limits.monthly_budget_usd
+        delta = 0
         if budget is not None and admission.month:
             delta = int((cost_usd or 0.0) * MICRO) - admission.reserved_micro
             # Only if the counter is there: one the store lost (a restart, a flush) is
@@ -187,11 +195,13 @@ class LimitEnforcer:
             )
         if not changes:
             return None
-        totals = await self._counters.add(changes)
-        if budget is None or not admission.month:
+        self._counters.add_soon(changes)
+        if budget is None or not admission.month or not admission.spent_micro:
             return None
-        total = totals[-1]
-        if total is None or total < budget * limits.soft_limit_ratio * MICRO:
+        # The spend as this call saw it, settled: other calls' reservations are in it, their
+        # settlements may not be yet, so this errs towards warning early.
+        total = admission.spent_micro + delta
+        if total < budget * limits.soft_limit_ratio * MICRO:
             return None
         warning = f"{total / MICRO / budget:.0%} of the monthly budget (${budget:,.2f}) is spent"
         warned = f"budget-warned:{tenant}:{admission.month}"
