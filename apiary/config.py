@@ -82,6 +82,9 @@ class KnowledgeSettings(BaseSettings):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)  # larger uploads get 413
     embed_batch_size: int = Field(default=64, ge=1, le=2048)  # chunks embedded per call
     ingest_workers: int = Field(default=1, ge=1, le=16)  # in-process ingestion jobs at once
+    # How long one document's embedding may wait in all on rate limits (the tenant's RPM,
+    # a provider's 429) before it fails, naming the limit.
+    embed_rate_limit_wait_s: float = Field(default=600.0, ge=0)
     # What reading one document may cost (apiary/knowledge/extract.py); past a cap it fails.
     max_inflated_bytes: int = Field(default=64 * 1024 * 1024, ge=1)  # zip entries, PDF streams
     max_pdf_stream_bytes: int = Field(default=16 * 1024 * 1024, ge=1)  # one stream, decoded

@@ -110,6 +110,24 @@ class OIDCVerifier:
         claims = self._decode(id_token, key, alg)
         return self._identity(claims)
 
+    def claimed_account(self, id_token: str) -> str:
+        """The account an ID token claims, before anything about it is verified: the sign-in
+        throttle's account key, as a password sign-in's is the email it names. Accounts are
+        bound to (tenant claim, subject), so that is the key; a token without them shares
+        one key for garbage (`oidc:-`). Unverified on purpose: a forged token claiming
+        someone's subject is a wrong guess at that account, counted against its address."""
+        if not id_token or len(id_token) > MAX_TOKEN_CHARS:
+            return "oidc:-"
+        try:
+            claims = jwt.decode(id_token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return "oidc:-"
+        subject = claims.get("sub")
+        tenant_ref = claims.get(self._settings.tenant_claim)
+        if not isinstance(subject, str) or not subject:
+            return "oidc:-"
+        return f"oidc:{tenant_ref if isinstance(tenant_ref, str) else '-'}:{subject}"
+
     def _decode(self, id_token: str, key: jwt.PyJWK, alg: str) -> Mapping[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(

@@ -26,7 +26,7 @@ from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.config import Settings
 from apiary.db import utcnow
-from apiary.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
+from apiary.errors import Conflict, Forbidden, Unauthorized
 from apiary.kv import CounterStore
 from apiary.tenants.models import Tenant, TenantStatus
 from apiary.tenants.repository import tenant_repository
@@ -107,19 +107,28 @@ class AuthService:
         counters: CounterStore,
         ip: str | None,
     ) -> TokenPair:
-        """Sign in with an ID token; every refusal is audited and counted against the IP."""
-        key = f"login:oidc:{ip or '-'}"
-        count = await counters.incr(key, ttl_s=settings.login_failure_window_s)
-        if count > settings.login_max_failures:
-            _, retry_after = await counters.get(key)
-            raise TooManyRequests(
-                "too many failed sign-ins; try again later", retry_after_s=retry_after
-            )
+        """Sign in with an ID token; every refusal is audited and throttled like a wrong
+        password: per (account the token claims, client address), see `LoginThrottle`, so one
+        address's failures (a NAT, an office) lock no one else out."""
+        account = verifier.claimed_account(id_token)
+        throttle = LoginThrottle(counters, settings)
+        refusal = await throttle.admit(account, ip)
+        if refusal is not None:
+            if refusal.first:
+                await audit_service.record(
+                    session,
+                    action="auth.login_throttled",
+                    actor=Actor(ip=ip),
+                    tenant_id=None,
+                    details={"account": account[:200], "method": "oidc", "reason": refusal.reason},
+                )
+            raise refusal.error()
         try:
             identity = await verifier.verify(id_token)
             tokens = await self._login_identity(session, identity, settings=settings, ip=ip)
         except (Unauthorized, Forbidden, Conflict) as refused:
             await session.rollback()  # nothing half-provisioned stays; the audit entry does
+            await throttle.failed(account, ip)
             await audit_service.record(
                 session,
                 action="auth.oidc_failed",
@@ -129,7 +138,7 @@ class AuthService:
             )
             refused.keep_changes = True
             raise
-        await counters.decr(key)
+        await throttle.succeeded(account, ip)
         return tokens
 
     async def _login_identity(

@@ -1,10 +1,10 @@
 """Password sign-in throttling that nobody can turn into a lockout of someone else.
 
-Failures are counted per (account, client address). The first `login_max_failures` guesses
-from one address at one account are free; after that the address waits before each further
-guess, twice as long each time (30 s, 1 min, 2 min ... up to the window). Another address,
-the account holder's own included, is not affected: the right password from there signs in
-as always.
+Failures are counted per (account, client address), an IPv6 client's address being its /64
+(`address_key`). The first `login_max_failures` guesses from one address at one account are
+free; after that the address waits before each further guess, twice as long each time (30 s,
+1 min, 2 min ... up to the window). Another address, the account holder's own included, is
+not affected: the right password from there signs in as always.
 
 Two ceilings sit well above that, for attacks spread over many addresses or many accounts:
 past `login_account_max_failures` failures at one account in the window, only addresses the
@@ -21,6 +21,7 @@ production (shared by every replica), in process when embedded.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from ipaddress import IPv6Address, IPv6Network, ip_address
 
 from apiary.config import Settings
 from apiary.errors import TooManyRequests
@@ -30,6 +31,24 @@ BACKOFF_BASE_S = 30
 KNOWN_ADDRESS_TTL_S = 30 * 86_400  # how long a successful sign-in vouches for its address
 # Told to whoever is throttled: the account holder, signing in from anywhere else, is not.
 NOT_LOCKED = "the account itself is not locked: sign-ins from other addresses are not affected"
+
+
+def address_key(ip: str | None) -> str:
+    """The client a throttle counts by: an IPv4 address, or an IPv6 address's /64, which
+    one subscriber owns whole and can rotate through (RFC 7421), so counting its single
+    addresses would give it 2**64 fresh starts. An IPv4-mapped IPv6 address counts as its
+    IPv4 address."""
+    if ip is None:
+        return "-"
+    try:
+        address = ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def backoff_s(failures: int, *, limit: int, window_s: int) -> int:
@@ -65,7 +84,7 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(email: str, ip: str | None) -> tuple[str, str, str, str, str]:
-        address = ip or "-"
+        address = address_key(ip)
         return (
             f"login:pair:{email}:{address}",  # guesses from this address at this account
             f"login:wait:{email}:{address}",  # set while this address must wait
@@ -79,7 +98,7 @@ class LoginThrottle:
         refusal = await self._admit(email, ip)
         if refusal is None:
             return None
-        noted = f"login:refused:{refusal.reason}:{email}:{ip or '-'}"
+        noted = f"login:refused:{refusal.reason}:{email}:{address_key(ip)}"
         first = await self._counters.set_if_absent(noted, 1, ttl_s=refusal.retry_after_s)
         return replace(refusal, first=first)
 

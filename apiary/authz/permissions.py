@@ -98,13 +98,27 @@ KEY_WITHHELD: frozenset[Permission] = frozenset(
 TENANTLESS: frozenset[Permission] = frozenset({Permission.SELF, Permission.INVITATIONS_RESPOND})
 
 
+def _held(role: Role, via_key: bool, tenantless: bool) -> frozenset[Permission]:
+    held = MATRIX[role] - KEY_WITHHELD if via_key else MATRIX[role]
+    return held & TENANTLESS if tenantless and role is not Role.SUPER_ADMIN else held
+
+
+# Every (role, via_key, tenantless) answer, computed once: `auth.can` runs on every request,
+# and building frozensets there cost more than the rest of the check.
+_HELD: dict[tuple[Role, bool, bool], frozenset[Permission]] = {
+    (role, via_key, tenantless): _held(role, via_key, tenantless)
+    for role in Role
+    for via_key in (False, True)
+    for tenantless in (False, True)
+}
+
+
 def permissions_of(
     role: Role, *, via_key: bool = False, tenantless: bool = False
 ) -> frozenset[Permission]:
     """Everything `role` may do, held through a sign-in or (`via_key`) an API key, in a
     tenant or (`tenantless`, a person's sign-in to no tenant) in none."""
-    held = MATRIX[role] - KEY_WITHHELD if via_key else MATRIX[role]
-    return held & TENANTLESS if tenantless and role is not Role.SUPER_ADMIN else held
+    return _HELD[role, via_key, tenantless]
 
 
 def allows(

@@ -24,7 +24,7 @@ from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.db import session_scope
-from apiary.errors import ApiaryError
+from apiary.errors import ApiaryError, TooManyRequests
 from apiary.knowledge.chunking import Chunk, split
 from apiary.knowledge.embedding import Float32Array, embed_texts
 from apiary.knowledge.errors import ExtractionError
@@ -137,6 +137,7 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
             role=Role.DEVELOPER, tenant_id=job.scope.tenant_id, actor=Actor(user_id=job.created_by)
         )
         batch_size = runtime.settings.knowledge.embed_batch_size
+        waits = _RateLimitWaits(runtime.settings.knowledge.embed_rate_limit_wait_s)
         batches = -(-len(chunks) // batch_size)
         for number, start in enumerate(range(0, len(chunks), batch_size), start=1):
             batch = chunks[start : start + batch_size]
@@ -155,7 +156,7 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
                 chunk_count=len(chunks),
                 chunks_done=start,
             )
-            dense, sparse = await _embed(runtime, job, auth, batch)
+            dense, sparse = await _embed(runtime, job, auth, batch, waits=waits)
             await _step(runtime, job, DocumentEventType.UPSERTING, progress)
             await runtime.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
         await _step(
@@ -186,12 +187,57 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
             await vectors.delete_document(job.scope, job.document_id)
 
 
+@dataclass(slots=True)
+class _RateLimitWaits:
+    """How long one document has waited on rate limits, against its bound."""
+
+    limit_s: float
+    waited_s: float = 0.0
+
+
 async def _embed(
-    runtime: Runtime, job: _Job, auth: AuthContext, batch: list[Chunk]
+    runtime: Runtime,
+    job: _Job,
+    auth: AuthContext,
+    batch: list[Chunk],
+    *,
+    waits: _RateLimitWaits,
 ) -> tuple[Float32Array, list[SparseVector]]:
+    """One batch's vectors. A gateway model is a billed call under the tenant's rate limits,
+    and a large document needs more calls than an RPM allows in a minute: a 429 waits the
+    Retry-After it gives and calls again, until the document has waited `limit_s` in all."""
     texts = [chunk.indexed_text for chunk in batch]
-    dense = await embed_texts(runtime, auth, job.embedding_model, texts)
-    return dense, [document_vector(text) for text in texts]
+    while True:
+        try:
+            dense = await embed_texts(runtime, auth, job.embedding_model, texts)
+        except ApiaryError as error:
+            if error.status_code != 429:
+                raise
+            retry_after_s = _retry_after_s(error)
+            if waits.waited_s + retry_after_s > waits.limit_s:
+                raise TooManyRequests(
+                    f"embedding stopped: {error.detail}, and this document already waited "
+                    f"{waits.waited_s:.0f} s for it (at most {waits.limit_s:.0f} s, "
+                    "APIARY_KNOWLEDGE__EMBED_RATE_LIMIT_WAIT_S); raise the limit or upload "
+                    "the document again later",
+                    retry_after_s=int(retry_after_s),
+                ) from None
+            log.info(
+                "embedding rate limited; waiting",
+                extra={"document_id": str(job.document_id), "retry_after_s": retry_after_s},
+            )
+            await asyncio.sleep(retry_after_s)
+            waits.waited_s += retry_after_s
+        else:
+            return dense, [document_vector(text) for text in texts]
+
+
+def _retry_after_s(error: ApiaryError) -> float:
+    """The wait a 429 asks for: its Retry-After (whole seconds), at least one second."""
+    try:
+        return max(1.0, float(error.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _points(job: _Job, batch: list[Chunk]) -> list[ChunkPoint]:

@@ -171,3 +171,24 @@ async def test_claims_with_control_characters_are_cleaned_or_refused(
     refused = await client.post("/api/v1/auth/oidc", json={"id_token": bad})
     assert refused.status_code == 401
     assert "control or invisible" in refused.json()["detail"]
+
+
+async def test_failed_oidc_sign_ins_from_one_address_lock_no_one_else_out(
+    client: httpx.AsyncClient, runtime: Runtime, local_issuer: LocalIssuer
+) -> None:
+    """Behind one NAT, someone's broken or forged tokens must not lock out their colleagues:
+    failures are throttled per (claimed account, address), as wrong passwords are."""
+    tenant = await make_tenant(runtime, client, "acme")
+    await _link(client, runtime, tenant.id, "azure-tid-acme")
+    limit = runtime.settings.login_max_failures
+    for _ in range(limit + 2):  # the `client` fixture's one address, shared by everyone here
+        forged = local_issuer.token(sub="mallory", tid="azure-tid-acme", key=new_rsa_key())
+        refused = await client.post("/api/v1/auth/oidc", json={"id_token": forged})
+        assert refused.status_code in (401, 429)
+    assert refused.status_code == 429  # mallory's guesses from here now wait ...
+    assert "not locked" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) > 0
+    # ... and Ada, behind the same address, signs in as always.
+    token = local_issuer.token(sub="oid-ada", email="ada@acme.example", tid="azure-tid-acme")
+    response = await client.post("/api/v1/auth/oidc", json={"id_token": token})
+    assert response.status_code == 200, response.text

@@ -156,3 +156,36 @@ async def test_one_address_spraying_many_accounts_is_slowed(
         assert "from your address" in refused.json()["detail"]
     async with _from(small_limits, HOLDER) as holder:
         assert await _guess(holder, "admin@acme.example", PASSWORD) == 200
+
+
+async def test_an_ipv6_client_rotating_through_its_64_is_one_client(
+    app: FastAPI, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await make_tenant(runtime, client, "acme")
+    email = "admin@acme.example"
+    limit = runtime.settings.login_max_failures
+    # One subscriber owns 2001:db8:7:1::/64 whole and takes a fresh address for each guess.
+    for n in range(limit):
+        async with _from(app, f"2001:db8:7:1::{n + 1:x}") as rotated:
+            assert await _guess(rotated, email) == 401
+    async with _from(app, "2001:db8:7:1:ffff:1:2:3") as rotated:
+        assert await _guess(rotated, email) == 429
+    # The neighbouring /64 is someone else, and signs in as always.
+    async with _from(app, "2001:db8:7:2::1") as neighbour:
+        assert await _guess(neighbour, email, PASSWORD) == 200
+
+
+async def test_an_ipv4_mapped_address_counts_as_its_ipv4_address(
+    app: FastAPI, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await make_tenant(runtime, client, "acme")
+    email = "admin@acme.example"
+    limit = runtime.settings.login_max_failures
+    async with _from(app, ATTACKER) as attacker:
+        for _ in range(limit):
+            assert await _guess(attacker, email) == 401
+    async with _from(app, f"::ffff:{ATTACKER}") as mapped:
+        assert await _guess(mapped, email) == 429
+    # IPv4 stays per address: the next address along is not throttled.
+    async with _from(app, "203.0.113.67") as next_door:
+        assert await _guess(next_door, email, PASSWORD) == 200

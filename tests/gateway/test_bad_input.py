@@ -127,39 +127,24 @@ async def test_the_local_model_reads_text_parts_and_refuses_other_parts(
 async def test_a_load_of_bad_requests_from_one_tenant_does_not_hurt_another(
     make_gateway: GatewayFactory,
 ) -> None:
+    """Requests with a part the local model cannot read crashed its chat template, each
+    counted as a provider failure, and the breaker took the model away from every tenant."""
     gateway: Gateway = await make_gateway(local=True)
     bad_tenant = gateway.client()
-    gateway.upstream.set_default(
-        "openai", Fail(400, message="Invalid value for 'temperature': 7 is above 2")
-    )
     with_image = cast(
         list[ChatCompletionMessageParam],
         [{"role": "user", "content": [{"type": "text", "text": "Describe this."}, IMAGE]}],
     )
-
-    async def refused(model: str, messages: list[ChatCompletionMessageParam], n: int) -> None:
+    for n in range(50):  # streamed and not: before the fix, a 500 and a counted 502
         with pytest.raises(openai.BadRequestError):
             await bad_tenant.chat.completions.create(
-                model=model, messages=messages, max_tokens=4, stream=n % 2 == 0
+                model="local/smollm2", messages=with_image, max_tokens=4, stream=n % 2 == 0
             )
+    assert gateway.runtime.gateway.handles["local"].breaker.state is BreakerState.CLOSED
 
-    for n in range(50):  # the provider rejects each: a 4xx, streamed or not
-        await refused("oai/gpt-4o-mini", HELLO, n)
-    for n in range(50):  # each crashed the local model's chat template before
-        await refused("local/smollm2", with_image, n)
-
-    breakers = {name: h.breaker.state for name, h in gateway.runtime.gateway.handles.items()}
-    assert breakers["oai"] is BreakerState.CLOSED
-    assert breakers["local"] is BreakerState.CLOSED
-
-    gateway.upstream.set_default("openai", None)
     other = await make_tenant(gateway.runtime, gateway.http())
     key = await make_api_key(gateway.runtime, other, Role.DEVELOPER)
     bystander = gateway.client(key=key.token)
-    raw = await bystander.chat.completions.with_raw_response.create(
-        model="oai/gpt-4o-mini", messages=HELLO
-    )
-    assert raw.parse().choices[0].message.content == "echo: hello gateway"
     stream = await bystander.chat.completions.create(
         model="local/smollm2", messages=HELLO, max_tokens=4, temperature=0, stream=True
     )
@@ -243,3 +228,56 @@ async def test_a_request_anthropics_format_cannot_hold_is_a_400_not_a_breaker_fa
         model="claude/claude-sonnet-4", messages=HELLO
     )
     assert completion.choices[0].message.content == "echo: hello gateway"
+
+
+async def test_the_local_model_refuses_bad_options_by_name(make_gateway: GatewayFactory) -> None:
+    """Options of the wrong type reach llama.cpp's sampler, whose errors name nothing: they
+    are refused as the request's fault, naming the option, and count against no breaker."""
+    gateway: Gateway = await make_gateway(local=True)
+    client = gateway.client()
+    for option, value, expected in (
+        ("seed", "seven", "seed: must be an integer"),
+        ("presence_penalty", "high", "presence_penalty: must be a number"),
+    ):
+        for streamed in (False, True):
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.chat.completions.create(
+                    model="local/smollm2",
+                    messages=HELLO,
+                    max_tokens=4,
+                    stream=streamed,
+                    extra_body={option: value},
+                )
+            assert expected in caught.value.message
+    assert gateway.runtime.gateway.handles["local"].breaker.consecutive_failures == 0
+
+
+async def test_the_local_runtime_failing_is_a_server_error_the_breaker_counts(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp raises ValueError, TypeError and KeyError for its own failures too: one not
+    raised by the chat template rendering the request is the provider's fault, not a 400."""
+    gateway: Gateway = await make_gateway(local=True)
+    client = gateway.client()
+    completion = await client.chat.completions.create(
+        model="local/smollm2", messages=HELLO, max_tokens=2, temperature=0
+    )
+    assert completion.choices  # the model is loaded and answers
+    handle = gateway.runtime.gateway.handles["local"]
+    llama = handle.provider._llama  # type: ignore[attr-defined]
+    for failure in (
+        ValueError("Requested tokens (600) exceed batch size of 512"),
+        KeyError("tokenizer.ggml.eos_token_id"),
+    ):
+
+        def broken(*_: Any, failure: Exception = failure, **__: Any) -> Any:
+            raise failure
+
+        monkeypatch.setattr(llama, "create_chat_completion", broken)
+        for streamed in (False, True):
+            with pytest.raises(openai.APIStatusError) as caught:
+                await client.chat.completions.create(
+                    model="local/smollm2", messages=HELLO, max_tokens=2, stream=streamed
+                )
+            assert caught.value.status_code >= 500, caught.value.message
+    assert handle.breaker.consecutive_failures > 0

@@ -7,6 +7,7 @@ bomb that inflates to 60 MB costs the test little more than its compressed size.
 from __future__ import annotations
 
 import io
+import random
 import zipfile
 import zlib
 
@@ -38,6 +39,35 @@ def docx_bomb(inflated_bytes: int) -> bytes:
                 block = _PARAGRAPH * 20_000
                 for _ in range(max(1, inflated_bytes // len(block))):
                     part.write(block)
+                part.write(tail)
+    return out.getvalue()
+
+
+def docx_element_bomb(inflated_bytes: int) -> bytes:
+    """A valid DOCX whose word/document.xml holds about `inflated_bytes` of tiny paragraphs,
+    each with a random word, so the part compresses only about 60:1: under the ratio cap and
+    the declared-size cap, it passes every check made before inflating, and is caught only
+    while it is inflated (the element count), where python-docx would build a tree of
+    millions of elements from it."""
+    parts = _docx_parts()
+    head, tail = parts["word/document.xml"].split(_BODY, 1)
+    words = random.Random(7)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, data in parts.items():
+            if name != "word/document.xml":
+                archive.writestr(name, data)
+                continue
+            with archive.open(name, "w", force_zip64=True) as part:
+                part.write(head + _BODY)
+                written = 0
+                while written < inflated_bytes:
+                    block = b"".join(
+                        b"<w:p><w:r><w:t>%x</w:t></w:r></w:p>" % words.getrandbits(4)
+                        for _ in range(20_000)
+                    )
+                    part.write(block)
+                    written += len(block)
                 part.write(tail)
     return out.getvalue()
 

@@ -24,7 +24,13 @@ from apiary.knowledge.errors import ExtractionError, ExtractionLimitExceeded
 from apiary.knowledge.extract import ExtractionLimits, extract
 from apiary.runtime import Runtime
 from tests.factories import TenantFixture, make_tenant
-from tests.knowledge.bombs import docx_bomb, docx_with_entities, docx_with_entries, pdf_bomb
+from tests.knowledge.bombs import (
+    docx_bomb,
+    docx_element_bomb,
+    docx_with_entities,
+    docx_with_entries,
+    pdf_bomb,
+)
 from tests.knowledge.documents import docx_bytes, pdf_bytes
 from tests.knowledge.helpers import BASES, create_base, ingested, search, upload
 from tests.sse import parse_sse
@@ -44,6 +50,21 @@ def test_a_docx_bomb_is_refused_before_it_inflates() -> None:
         extract(bomb, "report.docx")
     assert "word/document.xml inflates to" in str(failure.value)
     assert time.monotonic() - started < 2
+
+
+def test_a_docx_within_the_ratio_is_caught_while_it_inflates_in_bounded_memory() -> None:
+    """Past every check made on the archive's word (its ratio, its declared sizes), the part
+    is inflated chunk by chunk and its elements counted: refused long before python-docx
+    would build a tree of a million elements (about 280 MiB) from it."""
+    bomb = docx_element_bomb(16_000_000)
+    assert len(bomb) < 1_000_000
+    gc.collect()
+    baseline = _reset_peak_rss()
+    with pytest.raises(ExtractionLimitExceeded, match="MAX_ELEMENTS") as failure:
+        extract(bomb, "report.docx")
+    growth = _peak_rss() - baseline
+    assert "the DOCX's XML has more than 500,000 elements" in str(failure.value)
+    assert growth < 50 * MiB, f"peak RSS grew {growth / MiB:.0f} MiB"
 
 
 def test_a_docx_past_the_inflate_cap_fails_even_at_an_honest_ratio() -> None:
@@ -212,6 +233,9 @@ async def _document(
 
 BOMBS = [
     pytest.param("report.docx", lambda: docx_bomb(40_000_000), "MAX_COMPRESSION_RATIO", id="docx"),
+    pytest.param(
+        "elements.docx", lambda: docx_element_bomb(16_000_000), "MAX_ELEMENTS", id="docx-inflated"
+    ),
     pytest.param("manual.pdf", lambda: pdf_bomb(40_000_000), "MAX_PDF_STREAM_BYTES", id="pdf"),
     pytest.param("crowded.docx", lambda: docx_with_entries(1_500), "MAX_ZIP_ENTRIES", id="zip"),
     pytest.param("laughs.docx", docx_with_entities, "declares a DTD", id="entities"),
@@ -306,11 +330,17 @@ async def test_a_bomb_upload_neither_stalls_another_tenant_nor_grows_memory(
 
     attacker = await make_tenant(runtime, client)
     attacker_kb = await create_base(client, attacker.admin)
-    bombs = {"report.docx": docx_bomb(40_000_000), "manual.pdf": pdf_bomb(70_000_000)}
+    # Both get past the checks made on what the file says of itself and are cut while they
+    # inflate: the DOCX (its ratio within the cap) by its element count in `_inflate_all`,
+    # the PDF by its stream cap.
+    bombs = {
+        "report.docx": (docx_element_bomb(16_000_000), "MAX_ELEMENTS"),
+        "manual.pdf": (pdf_bomb(70_000_000), "MAX_PDF_STREAM_BYTES"),
+    }
     gc.collect()
     baseline = _reset_peak_rss()
 
-    for filename, bomb in bombs.items():
+    for filename, (bomb, cap) in bombs.items():
         created = await upload(client, attacker.admin, attacker_kb["id"], filename, bomb)
         deadline = time.monotonic() + 120
         answered = 0
@@ -327,7 +357,7 @@ async def test_a_bomb_upload_neither_stalls_another_tenant_nor_grows_memory(
             assert time.monotonic() < deadline, f"{filename} still {document['status']}"
             await asyncio.sleep(0.05)
         assert document["status"] == "failed", document
-        assert "APIARY_KNOWLEDGE__" in document["error"]
+        assert f"APIARY_KNOWLEDGE__{cap}" in document["error"]
         assert answered >= 1
 
     growth = _peak_rss() - baseline

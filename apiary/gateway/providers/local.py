@@ -8,9 +8,10 @@ worker thread; the event loop stays free.
 
 The model's chat template reads each message's content as a string: OpenAI's text parts
 (`[{"type": "text", "text": ...}]`) are joined into one (by newlines, as vLLM does), and any
-other part is refused with a 400, since this model reads text only. A request that llama.cpp
-or the template refuses because of what it contains is a `client` error, which fails that
-request alone and never counts toward the provider's breaker.
+other part is refused with a 400, since this model reads text only. A request the template
+refuses, or with options of the wrong type, is a `client` error, which fails that request
+alone and never counts toward the provider's breaker; any other failure of llama.cpp is the
+provider's (`server`, 5xx, counted by the breaker), whatever Python type it raises.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from jinja2 import TemplateError
+from jinja2 import TemplateError, TemplateSyntaxError
 
 from apiary.gateway.config import ProviderConfig
 from apiary.gateway.providers.base import JSON, Completion, ProviderError, StreamState, Usage
@@ -35,6 +36,7 @@ CONTEXT_TOKENS = 8192
 DEFAULT_MAX_TOKENS = 256
 
 _PASSED_THROUGH = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+_NUMBERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
 
 def gguf_path() -> Path:
@@ -100,7 +102,7 @@ class LocalProvider:
         }
         for key in _PASSED_THROUGH:
             if request.get(key) is not None:
-                arguments[key] = request[key]
+                arguments[key] = _checked(key, request[key])
         response_format = request.get("response_format") or {}
         if response_format.get("type") == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema") or {}
@@ -226,17 +228,54 @@ def _text_messages(messages: list[Any]) -> list[JSON]:
     return flat
 
 
+def _checked(key: str, value: Any) -> Any:
+    """A passed-through option as llama.cpp takes it, else the request's fault (400): given a
+    wrong type, llama.cpp fails deep in its sampler with errors that name no option, which
+    `_classified` would rightly call the runtime's."""
+    if key in _NUMBERS:
+        ok = type(value) in (int, float)
+    elif key == "seed":
+        ok = type(value) is int
+    else:  # stop
+        ok = type(value) is str or (type(value) is list and all(type(s) is str for s in value))
+    if not ok:
+        expected = {"seed": "an integer", "stop": "a string or a list of strings"}
+        raise ProviderError("client", f"{key}: must be {expected.get(key, 'a number')}", status=400)
+    return value
+
+
+def _in_template(error: BaseException) -> bool:
+    """Whether `error` was raised while the chat template rendered the request's messages:
+    jinja2's own code or a compiled template's frames on its traceback."""
+    frame = error.__traceback__
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        module = str(frame.tb_frame.f_globals.get("__name__", ""))
+        if code.co_filename == "<template>" or module.startswith("jinja2."):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def _classified(error: Exception) -> ProviderError:
     """An error from llama.cpp or the chat template, classified by whose fault it is.
 
-    A prompt past the context window falls back to a bigger model; the template's own
-    checks (`raise_exception`), a type it cannot render, a grammar it cannot build from a
-    schema are the request's fault (`client`); anything else is the runtime's (`server`)."""
+    A prompt past the context window falls back to a bigger model; the template refusing the
+    messages (its own `raise_exception`, or a value it cannot render) is the request's fault
+    (`client`). Anything else is the runtime's (`server`: 5xx, counted by the breaker),
+    whatever its type: llama.cpp raises ValueError, TypeError and KeyError for its own
+    failures too, and a request's bad options are refused before it runs (`_checked`)."""
     message = str(error)
     if isinstance(error, ValueError) and "context window" in message:
         return ProviderError("context_length", message, status=400)
-    if isinstance(error, ValueError | TypeError | KeyError | TemplateError):
-        return ProviderError(
-            "client", f"the local model cannot take this request: {message}", status=400
-        )
+    if isinstance(error, TemplateError) and not isinstance(error, TemplateSyntaxError):
+        return _refused(message)
+    if isinstance(error, ValueError | TypeError | KeyError) and _in_template(error):
+        return _refused(message)
     return ProviderError("server", f"local model failed: {message}")
+
+
+def _refused(message: str) -> ProviderError:
+    return ProviderError(
+        "client", f"the local model cannot take this request: {message}", status=400
+    )
