@@ -57,6 +57,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.topology, run as a script
 
+from apiary.worker.celery_app import QUEUE as CELERY_QUEUE  # noqa: E402
 from tests.fakes import Reply  # noqa: E402
 from tests.topology.conftest import new_key, new_tenant  # noqa: E402
 from tests.topology.harness import Topology  # noqa: E402
@@ -178,6 +179,13 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
 def _tree(root: int, table: dict[int, tuple[int, int, float]]) -> list[int]:
     """`root` and its descendants (a Celery worker's pool, PostgreSQL's backends)."""
     found, frontier = [root], [root]
@@ -199,6 +207,7 @@ class Sampler:
         self.samples: list[dict[str, Any]] = []
         self._cpu: dict[str, float] = {}
         self._at = time.monotonic()
+        self._machine = _machine_ticks()
 
     def roots(self) -> dict[str, int]:
         roots = {name: p.pid for name, p in self.topology.processes.items() if p.alive()}
@@ -232,6 +241,13 @@ class Sampler:
                 cpu_pct[name] = 100 * max(0.0, cpu - self._cpu[name]) / elapsed
             self._cpu[name] = cpu
         self._at = now
+        busy, total = _machine_ticks()
+        if total > self._machine[1]:
+            # Every core's busy share (200% = both), ours and other people's work alike.
+            cores = os.cpu_count() or 1
+            share = (busy - self._machine[0]) / (total - self._machine[1])
+            cpu_pct["machine"] = 100 * cores * share
+        self._machine = (busy, total)
         sample: dict[str, Any] = {
             "t": time.time(),
             "rss_mib": rss_mib,
@@ -242,9 +258,18 @@ class Sampler:
         with contextlib.suppress(Exception):
             connection = await asyncpg.connect(dsn, timeout=5)
             try:
-                sample["pg_connections"] = await connection.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                rows = await connection.fetch(
+                    "SELECT coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' GROUP BY 1"
                 )
+                sample["pg_states"] = {row["state"]: row["n"] for row in rows}
+                sample["pg_connections"] = sum(row["n"] for row in rows)
+                # What a transaction left open was doing last: which code holds them.
+                rows = await connection.fetch(
+                    "SELECT left(query, 100) AS query, count(*) AS n FROM pg_stat_activity"
+                    " WHERE state = 'idle in transaction' GROUP BY 1 ORDER BY 2 DESC LIMIT 3"
+                )
+                sample["pg_idle_in_transaction"] = {row["query"]: row["n"] for row in rows}
                 sample["db_size_mib"] = (
                     await connection.fetchval("SELECT pg_database_size(current_database())") / 2**20
                 )
@@ -254,6 +279,7 @@ class Sampler:
             client = aioredis.from_url(self.topology.redis_url)
             try:
                 sample["redis_clients"] = (await client.info("clients"))["connected_clients"]
+                sample["queued_executions"] = await client.llen(CELERY_QUEUE)
             finally:
                 await client.aclose()
         with contextlib.suppress(OSError):
@@ -412,17 +438,31 @@ def print_samples(samples: list[dict[str, Any]]) -> None:
         return
     first, last = samples[0], samples[-1]
     print("\nmemory, first -> last sample (MiB, summed over each process tree), mean CPU:")
-    for name in last["rss_mib"]:
+    names = {name: None for s in samples for name in s["rss_mib"]}
+    for name in names:
         cpus = [s["cpu_pct"][name] for s in samples if name in s.get("cpu_pct", {})]
         mean_cpu = sum(cpus) / len(cpus) if cpus else 0.0
-        rss = f"{first['rss_mib'].get(name, 0.0):7.1f} -> {last['rss_mib'][name]:7.1f}"
-        pss = f"{first['pss_mib'].get(name, 0.0):7.1f} -> {last['pss_mib'][name]:7.1f}"
+        rss = f"{first['rss_mib'].get(name, 0.0):7.1f} -> {last['rss_mib'].get(name, 0.0):7.1f}"
+        pss = f"{first['pss_mib'].get(name, 0.0):7.1f} -> {last['pss_mib'].get(name, 0.0):7.1f}"
         print(f"  {name:16} RSS {rss}   PSS {pss}   CPU {mean_cpu:5.1f}%")
+    machine = [s["cpu_pct"]["machine"] for s in samples if "machine" in s.get("cpu_pct", {})]
+    if machine:
+        mean = sum(machine) / len(machine)
+        print(f"  the whole machine: CPU {mean:5.1f}% of {100 * (os.cpu_count() or 1)}%")
     print(
         f"  PostgreSQL client connections {last.get('pg_connections')}, Redis clients "
         f"{last.get('redis_clients')}, database {last.get('db_size_mib', 0):.1f} MiB "
         f"(from {first.get('db_size_mib', 0):.1f}), load average {last.get('load_average')}"
     )
+    queued = max(s.get("queued_executions", 0) for s in samples)
+    idle = max(sum(s.get("pg_idle_in_transaction", {}).values()) for s in samples)
+    print(f"  at most: {queued} executions queued for a worker, {idle} idle in transaction")
+    held: dict[str, int] = {}
+    for s in samples:
+        for query, count in s.get("pg_idle_in_transaction", {}).items():
+            held[query] = max(held.get(query, 0), count)
+    for query, count in sorted(held.items(), key=lambda item: -item[1])[:3]:
+        print(f"    {count:3} idle in transaction after: {query}")
 
 
 def print_verdict(profile: str, checks: list[tuple[str, str, bool]], measured: str) -> bool:

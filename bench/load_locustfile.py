@@ -2,8 +2,12 @@
 
 Runs in bench/.load-venv (Locust's own venv), never imports Apiary; bench/load.py seeds the
 tenant and passes what the users need in the JSON file `APIARY_LOAD_CONFIG` names. Each
-simulated person sends to one of the two replicas, picked per request (there is no
+simulated person sends to one of the two replicas (alternately assigned: there is no
 balancer), paced by `constant_throughput` so the users together send the profile's rate.
+A person keeps to one replica, as a client behind a balancer with sticky connections
+does: switching at random left connections idle past uvicorn's 5 s keep-alive, and a
+POST sent as the server closed its idle connection failed with status 0 (the client's
+race, not the server's fault).
 
 The mix: dashboard reads (executions, one execution, usage summary and series, agents),
 `/v1/chat/completions` through the gateway (a quarter of them streamed), and swarm
@@ -38,18 +42,29 @@ KEY_HEADERS = {"Authorization": f"Bearer {CONFIG['api_key']}"}
 DASHBOARD_HEADERS = {"Authorization": f"Bearer {CONFIG['token']}"}
 LOW, HIGH = CONFIG["upstream_delay_s"]
 WATCH_TIMEOUT_S = 60.0
-MAX_WATCHERS = int(CONFIG.get("max_watchers", 100))
+MAX_WATCHERS = int(CONFIG.get("max_watchers", 400))
+# Each execution created opens one SSE stream, counted as a request too (its opening):
+# the tasks' pace leaves room for them, so that all requests together make the rate.
+CREATE_WEIGHT, TOTAL_WEIGHT = 8, 100
 
 # Executions created so far (ids), for the reads of one execution; the last few suffice.
 _recent: list[str] = []
 _watchers = {"started": 0, "done": 0, "incomplete": 0, "skipped": 0, "states": {}}
 _follow_s: list[float] = []
 _active = threading.BoundedSemaphore(MAX_WATCHERS)
+_assigned = 0  # users started so far, to alternate the replicas
 
 
 def text_delay(text: str) -> float:
     # The same pick as tests/topology/harness.py text_delay (this venv cannot import it).
     return LOW + (HIGH - LOW) * zlib.crc32(text.encode()) / 0xFFFFFFFF
+
+
+def _why(response: Any) -> str:
+    # Status 0: no HTTP answer at all; the client's error says what happened instead.
+    if response.status_code == 0:
+        return f"no response: {response.error!r}"
+    return f"{response.status_code}: {(response.text or '')[:200]}"
 
 
 def _fire(environment: Environment, name: str, started: float, error: Exception | None) -> None:
@@ -108,12 +123,18 @@ class Tenant(FastHttpUser):
     """One person of the tenant: the dashboard open, an app calling the gateway."""
 
     host = HOSTS[0]
-    wait_time = constant_throughput(CONFIG["per_user_rate"])
+    wait_time = constant_throughput(CONFIG["per_user_rate"] / (1 + CREATE_WEIGHT / TOTAL_WEIGHT))
     network_timeout = 60.0
     connection_timeout = 10.0
 
+    def on_start(self) -> None:
+        global _assigned
+        self.replica = HOSTS[_assigned % len(HOSTS)]
+        self.other = HOSTS[(_assigned + 1) % len(HOSTS)]
+        _assigned += 1
+
     def _url(self, path: str) -> str:
-        return random.choice(HOSTS) + path
+        return self.replica + path
 
     # -- dashboard reads ---------------------------------------------------------------
 
@@ -180,7 +201,7 @@ class Tenant(FastHttpUser):
             measured = response.request_meta["response_time"]
             response.request_meta["response_time"] = max(0.0, measured - text_delay(text) * 1000)
             if response.status_code != 200:
-                response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+                response.failure(_why(response))
             elif stream and "data: [DONE]" not in (response.text or ""):
                 response.failure("the stream ended without [DONE]")
 
@@ -194,19 +215,18 @@ class Tenant(FastHttpUser):
 
     # -- swarms --------------------------------------------------------------------------
 
-    @task(8)
+    @task(CREATE_WEIGHT)
     def create_execution(self) -> None:
         agent = random.choice(CONFIG["swarm_agents"])
-        host = random.choice(HOSTS)
         with self.client.post(
-            host + "/api/v1/executions",
+            self._url("/api/v1/executions"),
             json={"agent_id": agent["id"], "task": agent["task"]},
             headers=KEY_HEADERS,
             name="/api/v1/executions (create)",
             catch_response=True,
         ) as response:
             if response.status_code != 202:
-                response.failure(f"{response.status_code}: {(response.text or '')[:200]}")
+                response.failure(_why(response))
                 return
             execution_id = str(response.json()["id"])
         _recent.append(execution_id)
@@ -215,8 +235,7 @@ class Tenant(FastHttpUser):
             _watchers["skipped"] += 1  # enough tabs open already
             return
         _watchers["started"] += 1
-        other = HOSTS[1 - HOSTS.index(host)] if len(HOSTS) == 2 else host
-        gevent.spawn(_follow, self.environment, other, execution_id)
+        gevent.spawn(_follow, self.environment, self.other, execution_id)
 
 
 @events.quitting.add_listener
