@@ -49,7 +49,8 @@ def main() -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     start = result["steps"][0]["started_at"] if result["steps"] else 0.0
     rows = _history(result)
-    title = f"{result['profile']} ({result['commit']}, {'smoke' if result['quick'] else 'full'})"
+    kind = "smoke run" if result.get("smoke", result["quick"]) else "full run"
+    title = f"{result['profile']} ({result['commit']}, {kind})"
     written = []
 
     def minutes(t: float) -> float:
