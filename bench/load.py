@@ -19,16 +19,21 @@ The plan's figures (100 req/s for an hour, 500 req/s peak for 10 minutes, a 24 h
 generator, so the profiles are shorter and the verdicts are:
 
 - steady: p95 < 500 ms over the run, no failures, and at least 95% of the target rate sent;
-- peak: each step (a Locust run of `--step-duration`) passes with p95 < 2 s and no
-  failures; the highest passing rate is reported;
-- soak: for every process, the RSS growth over the window after `--warmup` (the slope of a
-  least-squares line through its samples, times the window's length) within 5% of its mean
-  RSS over that window, plus the steady criteria at the soak rate with p95 < 500 ms.
+- peak: each step (a Locust run of `--duration`, 2 minutes by default) passes with p95 < 2 s
+  and no failures; the steps go up until one fails, and the highest passing rate is reported;
+- soak: for every process tree, its memory's growth over the window after `--warmup` (the
+  slope of a least-squares line through its samples, times the window's length) within 5%
+  of its mean over that window, plus the steady criteria at the soak rate. Memory is PSS
+  summed over the tree (RSS with shared pages divided among their sharers: PostgreSQL's
+  backends all map its shared buffers, so their RSS sum counts them once per backend);
+  both are recorded.
 
 p95 is Locust's, over every request of the run; a `/v1` call counts what Apiary adds (its
 time less the fake upstream's delay for it, see the locustfile). It prints a table beside
 the plan's numbers, writes bench/results/load-<profile>-<date>.json and PNG plots (latency,
-throughput, RSS over time) to docs/img/load-<profile>-*.png. Everything it starts, it stops.
+throughput, memory over time) to docs/img/load-<profile>-*.png (`-smoke` in both names
+for a run shorter than the profile's). Everything it starts, it stops; the processes' and
+Locust's logs stay in the work directory it prints.
 """
 
 from __future__ import annotations
@@ -623,7 +628,7 @@ async def run(args: argparse.Namespace) -> int:
         "logs_tail": logs,
     }
     result_path.write_text(json.dumps(result, indent=1))
-    print(f"\nresults: {result_path}")
+    print(f"\nresults: {result_path}\nlogs (every process's, Locust's): {workdir}")
     for png in plot(result_path, profile + ("-smoke" if smoke else "")):
         print(f"plot: {png}")
     return 0 if passed else 1
