@@ -299,6 +299,20 @@ class Sampler:
             await asyncio.sleep(self.interval_s)
 
 
+async def drain(topology: Topology, timeout_s: float = 120.0) -> None:
+    """Until the workers have taken every queued execution: a peak step must not start
+    with the last one's backlog."""
+    client = aioredis.from_url(topology.redis_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not await client.llen(CELERY_QUEUE):
+                return
+            await asyncio.sleep(1)
+    finally:
+        await client.aclose()
+
+
 # -- one Locust run --------------------------------------------------------------------------
 
 
@@ -543,6 +557,8 @@ async def run(args: argparse.Namespace) -> int:
             print_step(step)
             if profile == "peak" and not all(ok for *_, ok in steady_checks(step, PEAK_P95_MS)):
                 break
+            if profile == "peak":
+                await drain(topology)
             if topology.deaths or not all(p.alive() for p in topology.processes.values()):
                 print("a process of the topology died; stopping")
                 break
@@ -569,6 +585,8 @@ async def run(args: argparse.Namespace) -> int:
             for s in steps
         ]
         measured = f"highest passing rate {best:g} req/s" if best else "no step passed"
+        if best is not None and best == steps[-1].rate:
+            measured += " (every step passed: the peak is higher, try higher --steps)"
     else:
         step = steps[0]
         checks = steady_checks(step, STEADY_P95_MS)
