@@ -1,7 +1,7 @@
 """The production topology on one machine: PostgreSQL and Redis of its own on 127.0.0.1
 (scripts/services.sh), two `apiary serve` replicas on their own ports sharing
 `APIARY_JWT_SECRET`, two `apiary worker` processes (`APIARY_RUNNER=celery`), and the fake
-upstream (in the caller's event loop) with per-model delays.
+upstream (in the caller's event loop) with per-model delays, fixed or spread over a range.
 
 Every process is started as a deployment starts it: `apiary init` once, then the same
 `apiary serve` / `apiary worker` commands, configured by `APIARY_*` environment keys and
@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,16 +52,28 @@ PRICES = {
 }
 
 
+# A model's delay: seconds, or (low, high) for a delay within that range per call.
+ModelDelay = float | tuple[float, float]
+
+
+def text_delay(low: float, high: float, text: str) -> float:
+    """A delay in [low, high] picked by the message's text (its CRC-32), not at random, so
+    a load generator that sent the text knows the upstream's share of the call's time
+    (bench/load_locustfile.py computes the same)."""
+    return low + (high - low) * zlib.crc32(text.encode()) / 0xFFFFFFFF
+
+
 _last_message: contextvars.ContextVar[str] = contextvars.ContextVar("last_message", default="")
 
 
 class DelayedUpstream(FakeUpstream):
-    """The fake provider, with a fixed delay per model before each chat reply (a slow
-    model and a fast one, as production has), on top of whatever is scripted; and
+    """The fake provider, with a delay per model before each chat reply (a slow model and
+    a fast one, as production has; a (low, high) range varies it per call, by the last
+    message's text), on top of whatever is scripted; and
     `answers`, replies chosen by the last message's exact text (a swarm's plan, whichever
     execution asks first)."""
 
-    def __init__(self, model_delays: Mapping[str, float]) -> None:
+    def __init__(self, model_delays: Mapping[str, ModelDelay]) -> None:
         super().__init__()
         self.model_delays = dict(model_delays)
         self.answers: dict[str, Behaviour] = {}
@@ -76,7 +89,8 @@ class DelayedUpstream(FakeUpstream):
                 messages = body.get("messages") or [{}]
                 self.in_flight[port] = str(messages[-1].get("content"))
                 _last_message.set(self.in_flight[port])  # this request's task only
-                delay = self.model_delays.get(str(body.get("model")), 0.0)
+                spec = self.model_delays.get(str(body.get("model")), 0.0)
+                delay = text_delay(*spec, self.in_flight[port]) if isinstance(spec, tuple) else spec
                 if delay:
                     await asyncio.sleep(delay)
             return await super()._openai_chat(request)
@@ -207,7 +221,7 @@ class Topology:
         cls,
         workdir: Path,
         *,
-        model_delays: Mapping[str, float] | None = None,
+        model_delays: Mapping[str, ModelDelay] | None = None,
         extra_env: Mapping[str, str] | None = None,
     ) -> Topology:
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
