@@ -84,19 +84,33 @@ class LocalNotifier:
             if not self._listeners[channel]:
                 del self._listeners[channel]
 
+    def wake_all(self) -> None:
+        """Wake every listener without a message: what they missed must be read again."""
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                listener.wake()
+
     async def close(self) -> None:
         self._listeners.clear()
 
 
 class RedisNotifier:
-    """Pub/sub on Redis; local listeners are also woken directly (no round trip needed),
-    so they receive a message twice: what it carries must be safe to apply twice."""
+    """Pub/sub on Redis, over one subscription connection per process: each listener joins
+    its channel's local listeners, and the process is subscribed to a channel while it has
+    any. (A connection per listener capped an API replica at redis-py's 100 connections:
+    the next SSE watcher's stream was cut, and every running execution held one on its
+    worker.) Local listeners are also woken directly (no round trip needed), so they
+    receive a message twice: what it carries must be safe to apply twice."""
 
     def __init__(self, url: str) -> None:
         from redis.asyncio import Redis  # only when configured: it costs 20 MiB
 
         self._redis: Redis = Redis.from_url(url)
         self._local = LocalNotifier()
+        self._pubsub = self._redis.pubsub()
+        self._listening: dict[str, int] = {}  # subscribed channel -> its local listeners
+        self._changing = asyncio.Lock()  # SUBSCRIBE and UNSUBSCRIBE leave in count order
+        self._reader: asyncio.Task[None] | None = None
 
     async def notify(self, channel: str, message: bytes | None = None) -> None:
         await self._local.notify(channel, message)
@@ -104,28 +118,49 @@ class RedisNotifier:
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[Listener]:
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(f"apiary:{channel}")
+        name = f"apiary:{channel}"
         async with self._local.listen(channel) as listener:
-
-            async def pump() -> None:
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        listener.wake(message.get("data") or None)
-
-            task = asyncio.create_task(pump())
+            async with self._changing:
+                if name not in self._listening:
+                    await self._pubsub.subscribe(name)
+                self._listening[name] = self._listening.get(name, 0) + 1
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read())
             try:
                 yield listener
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                with contextlib.suppress(Exception):
-                    await pubsub.unsubscribe()
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                async with self._changing:
+                    self._listening[name] -= 1
+                    if not self._listening[name]:
+                        del self._listening[name]
+                        with contextlib.suppress(Exception):  # Redis away: nothing to undo
+                            await self._pubsub.unsubscribe(name)
+
+    async def _read(self) -> None:
+        """Hand each message to its channel's local listeners, while there are any. When
+        the connection drops, every listener is woken without a message (so it reads the
+        database) and redis-py, reconnecting, subscribes to the channels again."""
+        while self._listening:
+            try:
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+            except Exception:
+                self._local.wake_all()
+                await asyncio.sleep(0.5)
+                continue
+            if message is not None and message.get("type") == "message":
+                channel = bytes(message["channel"]).decode().removeprefix("apiary:")
+                await self._local.notify(channel, message.get("data") or None)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
         await self._local.close()
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
 
 
