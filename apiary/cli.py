@@ -149,7 +149,9 @@ def worker(
         str,
         typer.Option(help="Celery pool: threads (one process, one event loop), prefork or solo"),
     ] = "threads",
-    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+    loglevel: Annotated[
+        str | None, typer.Option(help="Celery log level (default: APIARY_LOG_LEVEL)")
+    ] = None,
 ) -> None:
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
     from apiary.observability.logging import configure_logging
@@ -167,7 +169,9 @@ def worker(
             "worker",
             f"--concurrency={concurrency}",
             f"--pool={pool}",
-            f"--loglevel={loglevel}",
+            # Celery's own level, or every task would log "succeeded" at INFO whatever
+            # APIARY_LOG_LEVEL says (a line per execution, unbounded over a day).
+            f"--loglevel={loglevel or settings.log_level}",
             f"--queues={QUEUE}",
             "--without-gossip",
             "--without-mingle",

@@ -125,6 +125,10 @@ async def test_swarm_created_on_a_is_followed_live_from_both_replicas(cluster: T
     expected = list(range(1, len(parse_sse(stored.text)) + 1))
     assert sse == expected  # no gap, no duplicate, in order, to the end
     assert ws == expected
+    # The workers run at the deployment's APIARY_LOG_LEVEL (WARNING here): Celery's own
+    # "Task ... succeeded" line per execution at INFO would grow their logs without end.
+    for name in ("worker-1", "worker-2"):
+        assert "succeeded in" not in cluster.processes[name].logs()
     print(f"30-sub-agent swarm watched from A and B: {time.monotonic() - started:.1f} s")
 
 
