@@ -96,6 +96,7 @@ def serve(
         proxy_headers=False,
         server_header=False,  # no banner naming the server software
         http=ApiaryHttpProtocol,  # uvicorn's httptools protocol, one write per small response
+        timeout_keep_alive=settings.keep_alive_s,
     )
 
 

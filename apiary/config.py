@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # default: in-process cache, limits and pub/sub
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Longer than any balancer's idle timeout in front of us (ingress-nginx keeps upstream
+    # connections 60 s): when the server closes an idle connection first, a request the
+    # balancer sends on it at that moment gets no answer (a 502 for its client).
+    keep_alive_s: int = Field(default=75, ge=1, le=3600)
     environment: Literal["development", "production", "test"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

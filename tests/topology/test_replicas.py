@@ -113,3 +113,26 @@ async def test_the_response_cache_filled_on_a_answers_on_b(cluster: Topology) ->
     assert second.headers["x-apiary-cache"].startswith("hit")
     assert second.json()["choices"] == first.json()["choices"]
     assert len(cluster.upstream.requests) == 1
+
+
+async def test_an_idle_connection_outlives_the_balancer_s_idle_timeout(cluster: Topology) -> None:
+    """A balancer (ingress-nginx keeps upstream connections 60 s) reuses idle connections:
+    `apiary serve` must not close one first, or the request sent as it closes is lost.
+    Idle past uvicorn's own default (5 s), the connection still answers."""
+    host, port = cluster.url("api-a").removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    try:
+        for idle_s in (6.5, 0.0):
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            await asyncio.sleep(idle_s)
+    finally:
+        writer.close()
