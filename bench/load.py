@@ -373,7 +373,9 @@ async def locust_run(
     spawn_rate = max(1.0, users / min(10.0, duration_s / 10))
     argv = [str(locust), "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
     argv += ["-u", str(users), "-r", f"{spawn_rate:g}", "-t", f"{int(duration_s)}s"]
-    argv += ["--csv", str(prefix), "--reset-stats", "--stop-timeout", "5"]
+    # --csv-full-history: the history's percentiles over Locust's last ~10 s, not since the
+    # start (without it they are cumulative, and a plot over time only shows their average)
+    argv += ["--csv", str(prefix), "--csv-full-history", "--reset-stats", "--stop-timeout", "5"]
     argv += ["--host", sampler.topology.url("api-a"), "--loglevel", "WARNING"]
     env = dict(os.environ)
     env |= {"APIARY_LOAD_CONFIG": str(config), "APIARY_LOAD_WATCHERS": str(watchers)}
