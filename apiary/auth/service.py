@@ -46,17 +46,7 @@ class AuthService:
     ) -> TokenPair:
         email = request.email.lower()
         throttle = LoginThrottle(counters, settings)
-        refusal = await throttle.admit(email, ip)
-        if refusal is not None:
-            if refusal.first:
-                await audit_service.record(
-                    session,
-                    action="auth.login_throttled",
-                    actor=Actor(ip=ip),
-                    tenant_id=None,
-                    details={"email": email, "reason": refusal.reason},
-                )
-            raise refusal.error()
+        await _admit_sign_in(session, throttle, email, ip, {"email": email})
         user = await user_repository.by_email(session, email)
         valid = await verify_password(user.password_hash if user else None, request.password)
         if user is None or not valid or not user.is_active:
@@ -112,17 +102,9 @@ class AuthService:
         address's failures (a NAT, an office) lock no one else out."""
         account = verifier.claimed_account(id_token)
         throttle = LoginThrottle(counters, settings)
-        refusal = await throttle.admit(account, ip)
-        if refusal is not None:
-            if refusal.first:
-                await audit_service.record(
-                    session,
-                    action="auth.login_throttled",
-                    actor=Actor(ip=ip),
-                    tenant_id=None,
-                    details={"account": account[:200], "method": "oidc", "reason": refusal.reason},
-                )
-            raise refusal.error()
+        await _admit_sign_in(
+            session, throttle, account, ip, {"account": account[:200], "method": "oidc"}
+        )
         try:
             identity = await verifier.verify(id_token)
             tokens = await self._login_identity(session, identity, settings=settings, ip=ip)
@@ -375,3 +357,26 @@ class AuthService:
 
 
 auth_service = AuthService()
+
+
+async def _admit_sign_in(
+    session: AsyncSession,
+    throttle: LoginThrottle,
+    account: str,
+    ip: str | None,
+    details: dict[str, str],
+) -> None:
+    """Refuse a sign-in the throttle holds back (password or OIDC alike), auditing the
+    first refusal of a lockout."""
+    refusal = await throttle.admit(account, ip)
+    if refusal is None:
+        return
+    if refusal.first:
+        await audit_service.record(
+            session,
+            action="auth.login_throttled",
+            actor=Actor(ip=ip),
+            tenant_id=None,
+            details={**details, "reason": refusal.reason},
+        )
+    raise refusal.error()
