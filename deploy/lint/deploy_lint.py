@@ -301,16 +301,18 @@ def step_prometheus() -> str:
         for rule in group["rules"]
         if "alert" in rule
     }
-    tested = {
-        case["alertname"]
+    cases = [
+        case
         for path in tests
         for test in yaml.safe_load(path.read_text())["tests"]
         for case in test.get("alert_rule_test", [])
-    }
-    if alerts - tested or tested - alerts:
+    ]
+    firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    if alerts - firing or alerts - quiet or (firing | quiet) - alerts:
         raise Finding(
-            f"alerts without a test: {sorted(alerts - tested)}; "
-            f"tests of no alert: {sorted(tested - alerts)}"
+            f"alerts never tested firing: {sorted(alerts - firing)}; never tested quiet: "
+            f"{sorted(alerts - quiet)}; tests of no alert: {sorted((firing | quiet) - alerts)}"
         )
     alertmanager = PROMETHEUS_RULES / "alertmanager.yml"
     run(AMTOOL, "check-config", alertmanager)

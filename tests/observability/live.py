@@ -57,6 +57,19 @@ def samples(text: str) -> Samples:
     return found
 
 
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def declared(text: str) -> set[str]:
+    """The sample names an exposition declares (HELP and TYPE), samples or not yet: a
+    counter by provider and model has none until such a call happens."""
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in _SUFFIXES.get(family.type, ("",))
+    }
+
+
 def value(found: Samples, name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels`."""
     assert name in found, f"{name} is not exported"
