@@ -30,6 +30,7 @@ class Live:
     topology: Topology
     tenant: str  # the budgeted tenant's name
     spent_usd: float  # its month's spend, as its usage summary tells the tenant
+    key: str  # an API key of the spender's
     execution_state: str
 
     @property
@@ -149,6 +150,7 @@ async def drive(topology: Topology) -> Live:
         topology,
         tenant=spender.name,
         spent_usd=usage.json()["cost_usd"],
+        key=key,
         execution_state=execution["state"],
     )
 

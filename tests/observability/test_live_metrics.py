@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.observability.live import (
+    API,
     BUDGET_USD,
     METRICS_TOKEN,
     REPO,
@@ -135,6 +136,30 @@ async def test_scrape_reports_redis_down_instead_of_failing(live: Live) -> None:
     assert value(found, "apiary_redis_up") == 0
     assert "apiary_celery_queue_depth" not in found  # unknown, not guessed as 0
     assert value(found, "apiary_database_up") == 1
+
+
+async def test_scrape_reports_the_database_down_and_ledger_writes_failing(live: Live) -> None:
+    before = value(samples(await live.scrape()), "apiary_ledger_write_failures_total")
+    chat = {"model": "default", "messages": [{"role": "user", "content": "while it is down"}]}
+    await live.topology.postgres_down()
+    try:
+        async with live.topology.http(API) as http:
+            # Keys and limits are cached: the call is answered, its ledger entry waits.
+            answered = await http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {live.key}"},
+                json=chat,
+            )
+        assert answered.status_code == 200, answered.text
+        await asyncio.sleep(1.5)  # the writer tries every half second
+        found = samples(await live.scrape())
+    finally:
+        await live.topology.postgres_up()
+    assert value(found, "apiary_database_up") == 0
+    assert "apiary_executions" not in found  # unknown while the database is down, not 0
+    assert value(found, "apiary_redis_up") == 1
+    assert value(found, "apiary_ledger_write_failures_total") > before
+    assert value(found, "apiary_ledger_pending_entries") >= 1
 
 
 def dashboard_queries() -> Iterator[tuple[str, str]]:
