@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.fakes import Fail
 from tests.observability.live import (
     API,
     BUDGET_USD,
@@ -337,3 +338,31 @@ async def test_prometheus_scrapes_apiary_and_evaluates_the_rules(
             if answer["status"] != "success":
                 failures.append(f"{where}: {answer.get('error')}")
         assert not failures, "\n".join(failures)
+
+
+async def test_a_failing_provider_opens_its_breaker_and_the_alert_goes_pending(
+    live: Live, prometheus: str
+) -> None:
+    # Last in the module: the breaker then refuses calls to the provider for 30 s.
+    live.topology.upstream.set_default("openai", Fail(500))
+    try:
+        async with live.topology.http(API) as http:
+            chat = {"model": "default", "messages": [{"role": "user", "content": "fail"}]}
+            auth = {"Authorization": f"Bearer {live.key}"}
+            for _ in range(3):  # 3 attempts each (2 retries): the 5th failure opens it
+                failed = await http.post("/v1/chat/completions", headers=auth, json=chat)
+                assert failed.status_code >= 500
+    finally:
+        live.topology.upstream.set_default("openai", None)
+    found = samples(await live.scrape())
+    assert value(found, "apiary_gateway_breaker_state", provider="oai", state="open") == 1
+    assert value(found, "apiary_gateway_calls_total", provider="none", status="error") >= 1
+
+    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as http:
+
+        async def breaker_alert() -> list[dict[str, Any]]:
+            alerts = (await http.get("/api/v1/alerts")).json()["data"]["alerts"]
+            return [a for a in alerts if a["labels"]["alertname"] == "ApiaryProviderBreakerOpen"]
+
+        alerts = await _until(breaker_alert)
+    assert [(a["labels"]["provider"], a["state"]) for a in alerts] == [("oai", "pending")]
