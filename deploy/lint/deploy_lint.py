@@ -15,7 +15,8 @@ lock stays free of deployment tooling. Steps:
   actions   actionlint on .github/workflows
   azure     azure-pipelines.yml against the Azure Pipelines schema
   prometheus  deploy/prometheus: `promtool check rules`, `promtool test rules` (every alert
-            firing and not), `amtool check-config` and its routes (pages reach PagerDuty);
+            firing and not), `amtool check-config` and its routes (pages reach PagerDuty),
+            Compose's prometheus.yml (`promtool check config --syntax-only`);
             every Grafana dashboard's queries parsed by promtool (as a generated rules file)
 
 `python deploy/lint/deploy_lint.py [STEP ...]` runs some steps only.
@@ -314,6 +315,8 @@ def step_prometheus() -> str:
             f"alerts never tested firing: {sorted(alerts - firing)}; never tested quiet: "
             f"{sorted(alerts - quiet)}; tests of no alert: {sorted((firing | quiet) - alerts)}"
         )
+    # Compose's Prometheus (its secret file exists only in the container: syntax only).
+    run(PROMTOOL, "check", "config", "--syntax-only", COMPOSE.parent / "prometheus.yml")
     alertmanager = PROMETHEUS_RULES / "alertmanager.yml"
     run(AMTOOL, "check-config", alertmanager)
     for labels, receivers in (("severity=page", "pagerduty,slack"), ("severity=ticket", "slack")):
@@ -355,7 +358,8 @@ def step_prometheus() -> str:
     found = checked.splitlines()[-1].strip()
     return (
         f"rules {found.lower()}; {len(alerts)} alerts each tested firing and not; "
-        f"alertmanager config and routes ok; {len(queries)} dashboard queries parse"
+        f"compose prometheus.yml, alertmanager config and routes ok; "
+        f"{len(queries)} dashboard queries parse"
     )
 
 
