@@ -16,7 +16,8 @@ lock stays free of deployment tooling. Steps:
   azure     azure-pipelines.yml against the Azure Pipelines schema
   prometheus  deploy/prometheus: `promtool check rules`, `promtool test rules` (every alert
             firing and not), `amtool check-config` and its routes (pages reach PagerDuty),
-            Compose's prometheus.yml (`promtool check config --syntax-only`);
+            Compose's prometheus.yml (`promtool check config --syntax-only`); the chart's
+            production render carries every dashboard and alert;
             every Grafana dashboard's queries parsed by promtool (as a generated rules file)
 
 `python deploy/lint/deploy_lint.py [STEP ...]` runs some steps only.
@@ -24,7 +25,9 @@ lock stays free of deployment tooling. Steps:
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,8 +268,6 @@ def step_azure() -> str:
 def dashboard_queries() -> list[tuple[str, str]]:
     """(dashboard: panel, expression) of every Prometheus query in the dashboards, with
     Grafana's variables replaced as Grafana would (a template variable matches anything)."""
-    import json
-    import re
 
     def panels(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [p for item in items for p in [item, *panels(item.get("panels", []))]]
@@ -285,6 +286,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def step_prometheus() -> str:
+    rendered_files()  # the chart's render (step render) is compared with the files below
     missing = [str(tool) for tool in (PROMTOOL, AMTOOL) if not tool.is_file()]
     if missing:
         raise Finding(f"{', '.join(missing)} not found: `make deps-prometheus` installs them")
@@ -355,6 +357,32 @@ def step_prometheus() -> str:
     except Finding as finding:
         where = "\n".join(f"dashboard:query_{i} = {w}" for i, (w, _) in enumerate(queries))
         raise Finding(f"{finding}\n{where}") from None
+    # The chart ships the same files (through symlinks in files/): the production render
+    # must carry every dashboard and every alert, or a checkout without symlinks went wrong.
+    rendered = [d for d in yaml.safe_load_all((OUT / "production.yaml").read_text()) if d]
+    boards = {
+        name: text
+        for doc in rendered
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-dashboards")
+        for name, text in (doc.get("data") or {}).items()
+    }
+    wanted = {path.name for path in DASHBOARDS.glob("*.json")}
+    if set(boards) != wanted or any(
+        json.loads(text) != json.loads((DASHBOARDS / name).read_text())
+        for name, text in boards.items()
+    ):
+        raise Finding(
+            f"the chart's dashboards ConfigMap holds {sorted(boards)}, not {sorted(wanted)}"
+        )
+    shipped = {
+        rule.get("alert")
+        for doc in rendered
+        if doc["kind"] == "PrometheusRule"
+        for group in doc["spec"]["groups"]
+        for rule in group["rules"]
+    }
+    if alerts - shipped:
+        raise Finding(f"the chart's PrometheusRule lacks {sorted(alerts - shipped)}")
     found = checked.splitlines()[-1].strip()
     return (
         f"rules {found.lower()}; {len(alerts)} alerts each tested firing and not; "
