@@ -103,6 +103,14 @@ class PlatformMetrics:
         registry.register(_Families(families))
         return generate_latest(registry)
 
+    @classmethod
+    def process_exposition(cls, runtime: Runtime) -> bytes:
+        """This process's own figures only (breakers, pool, ledger writer): for a worker,
+        whose shared-state figures the API replicas already report."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families(list(cls._process_families(runtime))))
+        return generate_latest(registry)
+
     async def collect(self, runtime: Runtime) -> list[Metric]:
         families: list[Metric] = []
         families += self._process_families(runtime)
@@ -114,7 +122,8 @@ class PlatformMetrics:
 
     # -- this process ---------------------------------------------------------------------
 
-    def _process_families(self, runtime: Runtime) -> Iterator[Metric]:
+    @staticmethod
+    def _process_families(runtime: Runtime) -> Iterator[Metric]:
         breaker = GaugeMetricFamily(
             "apiary_gateway_breaker_state",
             "Each provider's circuit breaker in this process: 1 for its current state.",

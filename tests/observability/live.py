@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.topology.conftest import new_key, new_tenant, wait_final
@@ -37,8 +39,12 @@ class Live:
     def url(self) -> str:
         return self.topology.url(API)
 
-    async def scrape(self) -> str:
-        async with self.topology.http(API) as http:
+    @property
+    def worker_url(self) -> str:
+        return f"http://127.0.0.1:{self.topology.env['APIARY_WORKER_METRICS_PORT']}"
+
+    async def scrape(self, url: str | None = None) -> str:
+        async with httpx.AsyncClient(base_url=url or self.url, timeout=10) as http:
             response = await http.get(
                 "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
             )
@@ -77,11 +83,22 @@ def value(found: Samples, name: str, **labels: str) -> float:
     return sum(v for have, v in found[name] if all(have.get(k) == w for k, w in labels.items()))
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 async def start(workdir: Path) -> Topology:
     return await Topology.up(
         workdir,
         model_delays={"gpt-4o-mini": 0.01, "gpt-4o": 0.01},
-        extra_env={"APIARY_METRICS_TOKEN": METRICS_TOKEN},
+        extra_env={
+            "APIARY_METRICS_TOKEN": METRICS_TOKEN,
+            "APIARY_WORKER_METRICS_PORT": str(_free_port()),
+            "APIARY_WORKER_METRICS_HOST": "127.0.0.1",
+        },
         apis=(API,),
         workers=("worker-1",),
     )

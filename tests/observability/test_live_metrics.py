@@ -119,6 +119,22 @@ async def test_scrape_after_traffic_shows_what_happened(live: Live) -> None:
     assert value(found, "apiary_ledger_write_failures_total") == 0
 
 
+async def test_the_worker_serves_the_swarms_model_calls(live: Live) -> None:
+    found = samples(await live.scrape(live.worker_url))
+    model = {"provider": "oai", "model": "gpt-4o-mini"}
+    # The execution's decomposition, sub-agent and synthesis calls ran in the worker.
+    assert value(found, "apiary_gateway_calls_total", status="ok", **model) >= 2
+    assert value(found, "apiary_gateway_cost_usd_total", **model) > 0
+    assert value(found, "apiary_gateway_upstream_duration_seconds_count", **model) >= 2
+    assert value(found, "apiary_gateway_breaker_state", provider="oai", state="closed") == 1
+    assert value(found, "apiary_ledger_write_failures_total") == 0
+    # Shared state is the API replicas' to report, once.
+    assert "apiary_executions" not in found
+    async with httpx.AsyncClient(base_url=live.worker_url) as http:
+        refused = await http.get("/metrics")
+    assert refused.status_code == 401
+
+
 async def test_scrape_without_the_token_is_refused(live: Live) -> None:
     async with httpx.AsyncClient(base_url=live.url) as http:
         response = await http.get("/metrics")
@@ -238,10 +254,11 @@ def prometheus(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "rule_files": [str(path) for path in sorted(RULES.glob("*.rules.yml"))],
                 "scrape_configs": [
                     {
-                        "job_name": "apiary",
+                        "job_name": job,
                         "authorization": {"credentials_file": str(token)},
-                        "static_configs": [{"targets": [live.url.removeprefix("http://")]}],
+                        "static_configs": [{"targets": [url.removeprefix("http://")]}],
                     }
+                    for job, url in (("apiary", live.url), ("apiary-worker", live.worker_url))
                 ],
             }
         )
@@ -278,6 +295,12 @@ def prometheus(live: Live, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         shutil.rmtree(workdir / "data", ignore_errors=True)
 
 
+async def _both(targets: Any) -> list[dict[str, Any]]:
+    """The targets that are up, once both are (else nothing)."""
+    up: list[dict[str, Any]] = await targets()
+    return up if len(up) == 2 else []
+
+
 async def _until(check: Any, timeout_s: float = 30.0) -> Any:
     """`await check()` until it returns something truthy."""
     deadline = time.monotonic() + timeout_s
@@ -297,8 +320,8 @@ async def test_prometheus_scrapes_apiary_and_evaluates_the_rules(
             targets = (await http.get("/api/v1/targets")).json()["data"]["activeTargets"]
             return [t for t in targets if t["health"] == "up"]
 
-        up = await _until(target_up)
-        assert [t["labels"]["job"] for t in up] == ["apiary"]
+        up = await _until(lambda: _both(target_up))
+        assert sorted(t["labels"]["job"] for t in up) == ["apiary", "apiary-worker"]
 
         groups = (await http.get("/api/v1/rules")).json()["data"]["groups"]
         expected_groups = {
