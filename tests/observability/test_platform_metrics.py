@@ -3,6 +3,11 @@ embedded (SQLite, no Redis), where the Redis figures are absent rather than repo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -30,3 +35,20 @@ async def test_the_apps_scrape_reports_its_database_and_state(
         assert "apiary_redis_up" not in found
     # The in-process runner has no Celery queue to report.
     assert "apiary_celery_queue_depth" not in found
+
+
+def test_a_prefork_worker_refuses_to_serve_metrics(tmp_path: Path) -> None:
+    # Its tasks' figures live in child processes: serving the parent's would show zeros.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    env |= {"APIARY_DATA_DIR": str(tmp_path), "APIARY_REDIS_URL": "redis://127.0.0.1:1/0"}
+    apiary = str(Path(sys.executable).parent / "apiary")
+    done = subprocess.run(
+        [apiary, "worker", "--pool=prefork", "--metrics-port=9100"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--metrics-port needs the threads or solo pool" in done.stderr
