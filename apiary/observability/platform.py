@@ -309,15 +309,18 @@ class PlatformMetrics:
                     "Executions a worker took and has not finished (acknowledged) yet.",
                     unacked,
                 ),
-                _gauge(
-                    "apiary_celery_consumers",
-                    "Broker connections waiting on the queue for work: workers with room.",
-                    consumers,
-                ),
             ]
+            if consumers is not None:
+                families.append(
+                    _gauge(
+                        "apiary_celery_consumers",
+                        "Broker connections waiting on the queue for work: workers with room.",
+                        consumers,
+                    )
+                )
         return families
 
-    async def _queue(self, redis: Redis) -> tuple[int, int, int]:
+    async def _queue(self, redis: Redis) -> tuple[int, int, int | None]:
         queue = _queue_name()
         async with redis.pipeline(transaction=False) as pipe:
             for step in _PRIORITY_STEPS:
@@ -328,9 +331,9 @@ class PlatformMetrics:
         unacked = int(replies[-1])
         # A worker with a free process blocks in BRPOP on the queue; one with every process
         # busy, or none at all, does not: either way nothing takes the next message.
-        consumers = 0
-        with contextlib.suppress(Exception):  # some managed Redis refuse CLIENT LIST
-            clients = await redis.client_list()
+        consumers = None
+        with contextlib.suppress(Exception):  # some managed Redis refuse CLIENT LIST:
+            clients = await redis.client_list()  # then unknown, never a false 0
             consumers = sum(1 for client in clients if client.get("cmd") == "brpop")
         return depth, unacked, consumers
 
