@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv deps-test lint run test clean node web web-api test-web deps-web
+.PHONY: help venv deps-test deps-prometheus lint run test clean node web web-api test-web deps-web
 .PHONY: deploy-lint image check-image
 
 # The dashboard (web/): npm installs from package-lock.json; the build is redone when any
@@ -62,8 +62,22 @@ $(SYNC_STAMP): uv.lock pyproject.toml Makefile | $(UV)
 		$(if $(VENV_PYTHON),--python $(VENV_PYTHON))
 	touch $@
 
-# Install the PostgreSQL and Redis servers, but only when they are missing.
-deps-test: ## Install postgresql and redis-server (apt) if their binaries are missing
+# Prometheus's promtool and Alertmanager's amtool check deploy/prometheus (deploy-lint), and
+# the observability tests run a real Prometheus: Debian's packages, installed when missing
+# (apt does not start them here; the tests start their own).
+deps-prometheus: ## Install prometheus and prometheus-alertmanager (apt) if missing
+	@pkgs=""; \
+	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || pkgs="$$pkgs prometheus"; \
+	command -v amtool >/dev/null 2>&1 || pkgs="$$pkgs prometheus-alertmanager"; \
+	if [ -z "$$pkgs" ]; then \
+		echo "deps-prometheus: prometheus and prometheus-alertmanager already present"; \
+	else \
+		echo "deps-prometheus: installing$$pkgs"; \
+		$(APT_GET) update && $(APT_GET) install -y --no-install-recommends $$pkgs; \
+	fi
+
+# Install the PostgreSQL and Redis servers (and Prometheus), but only when they are missing.
+deps-test: deps-prometheus ## Install postgresql and redis-server (apt) if their binaries are missing
 	@pkgs=""; \
 	have_pg=""; \
 	for d in /usr/lib/postgresql/*/bin; do \
@@ -183,7 +197,7 @@ $(DEPLOY_STAMP): deploy/lint/requirements.txt
 # Offline checks of the chart, CRD objects, Compose, Terraform, Dockerfile and pipelines;
 # fails on any finding. DEPLOY_LINT_STEPS="helm render k8s" runs some steps only. terraform is
 # not installed here: without it that step says NOT RUN (a failure with DEPLOY_LINT_REQUIRE_ALL=1).
-deploy-lint: $(DEPLOY_STAMP) ## Validate deploy/ (chart, CRDs, checkov, compose, terraform, pipelines)
+deploy-lint: $(DEPLOY_STAMP) deps-prometheus ## Validate deploy/ (chart, CRDs, checkov, compose, terraform, pipelines, alert rules)
 	$(DEPLOY_TOOLS)/bin/python deploy/lint/deploy_lint.py $(DEPLOY_LINT_STEPS)
 
 # The image, built with podman from a Debian base made offline (deploy/docker/build-image.sh;

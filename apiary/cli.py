@@ -153,6 +153,16 @@ def worker(
     loglevel: Annotated[
         str | None, typer.Option(help="Celery log level (default: APIARY_LOG_LEVEL)")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="APIARY_WORKER_METRICS_PORT",
+            help="Serve this worker's GET /metrics on this port (threads or solo pool)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar="APIARY_WORKER_METRICS_HOST", help="Address to serve it on")
+    ] = "0.0.0.0",  # noqa: S104 - a scraper reaches the pod's address; the token guards it
 ) -> None:
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
     from apiary.observability.logging import configure_logging
@@ -165,6 +175,25 @@ def worker(
     lift_open_files_limit()  # a connection per sub-agent call in flight
     celery = make_celery(settings)
     preload()
+    if metrics_port is not None:
+        if pool == "prefork":
+            raise _fail(
+                "--metrics-port needs the threads or solo pool (prefork children's "
+                "figures are not this process's)",
+                2,
+            )
+        from apiary.observability.platform import PlatformMetrics
+        from apiary.worker import celery_app
+        from apiary.worker.metrics import serve_metrics
+
+        def process_figures() -> bytes:
+            executions = celery_app._process  # built with the pool, before the first task
+            if executions is None:
+                return b""
+            return PlatformMetrics.process_exposition(executions.runtime)
+
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        serve_metrics(metrics_host, metrics_port, token=token, extra=process_figures)
     celery.worker_main(
         [
             "worker",

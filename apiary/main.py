@@ -26,6 +26,7 @@ from apiary.kit import heap
 from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
+from apiary.observability.platform import PlatformMetrics
 from apiary.runtime import Runtime
 from apiary.tenants import endpoints as tenants
 from apiary.usage import endpoints as usage
@@ -104,6 +105,7 @@ class ApiaryApp(FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    platform = PlatformMetrics()  # what a scrape works out: queue, breakers, pool, budgets
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await platform.close()
             await runtime.close()
 
     app = ApiaryApp(
@@ -137,7 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        return metrics_response(request, metrics_token)
+        response = metrics_response(request, metrics_token)
+        if response.status_code != 200:
+            return response  # refused before any probe runs
+        # The traffic counters, then the platform's state worked out for this scrape.
+        state = await platform.exposition(request.app.state.runtime)
+        return Response(bytes(response.body) + state, media_type=response.media_type)
 
     # The dashboard answers the GETs no route answers (see apiary/dashboard.py).
     mount_dashboard(app, settings.web_dist or DEFAULT_DIST)

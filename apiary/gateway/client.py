@@ -24,6 +24,7 @@ from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
 from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
 from apiary.limits.enforcer import Admission
+from apiary.observability.metrics import observe_upstream
 from apiary.runtime import Runtime
 from apiary.usage.ledger import ledger_row
 
@@ -105,6 +106,8 @@ def _ledger(
         estimated = True
     usage = usage or Usage()
     target = result.target
+    if target is not None:
+        observe_upstream(target.provider, target.model, result.upstream_s, result.ttft_s)
     cost = catalog.cost_usd(gateway.price(target), usage) if target else 0.0
     failed = result.error if (target is None or result.error is not None) else None
     row = ledger_row(

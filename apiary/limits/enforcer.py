@@ -45,8 +45,17 @@ from apiary.kv import Change, Check, CounterStore
 from apiary.limits.repository import limits_repository
 from apiary.limits.schemas import Limits
 from apiary.limits.service import NO_LIMITS
+from apiary.observability.metrics import LIMIT_REFUSED
 
 MICRO = 1_000_000
+# A refusal's counter, by the guard that refused (the names `admit` gives its checks).
+_REFUSED = {
+    "tenant request": LIMIT_REFUSED["tenant_rpm"],
+    "API key request": LIMIT_REFUSED["key_rpm"],
+    "tenant token": LIMIT_REFUSED["tenant_tpm"],
+    "API key token": LIMIT_REFUSED["key_tpm"],
+    "budget": LIMIT_REFUSED["budget"],
+}
 _MONTH_TTL_S = 40 * 86_400
 _LIMITS_TTL_S = 5.0  # how long a replica may use limits it read, before reading again
 
@@ -155,6 +164,7 @@ class LimitEnforcer:
                 outcome = await self._counters.take(checks)
         if outcome.refused is not None:
             guard, check = guards[outcome.refused], checks[outcome.refused]
+            _REFUSED[guard].inc()
             if guard == "budget":
                 raise PaymentRequired(
                     f"monthly budget of ${limits.monthly_budget_usd:,.2f} reached "

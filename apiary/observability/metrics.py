@@ -87,6 +87,54 @@ GATEWAY_CACHE_SAVED: Final = Counter(
     registry=REGISTRY,
 )
 
+# Seconds from sending a call upstream to its last byte (retries included, queueing not),
+# and to a stream's first token; by provider and model, bounded by the gateway config.
+_UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+GATEWAY_UPSTREAM_LATENCY: Final = Histogram(
+    "apiary_gateway_upstream_duration_seconds",
+    "Time providers took to answer gateway calls (retries included), by provider and model.",
+    ["provider", "model"],
+    registry=REGISTRY,
+    buckets=_UPSTREAM_BUCKETS,
+)
+GATEWAY_TTFT: Final = Histogram(
+    "apiary_gateway_time_to_first_token_seconds",
+    "Time from sending a streamed call to its first token, by provider and model.",
+    ["provider", "model"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+
+# Calls refused by the tenant's limits (apiary/limits/enforcer.py), by which limit.
+LIMIT_KINDS: Final = ("tenant_rpm", "key_rpm", "tenant_tpm", "key_tpm", "budget")
+LIMIT_REFUSALS: Final = Counter(
+    "apiary_limit_refusals_total",
+    "Gateway calls refused by a tenant's limits: 429 (rate) or 402 (budget), by limit kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+# Every kind exported from the start: an alert on a rate needs the series to exist at 0.
+LIMIT_REFUSED: Final = {kind: LIMIT_REFUSALS.labels(kind) for kind in LIMIT_KINDS}
+
+LEDGER_WRITE_FAILURES: Final = Counter(
+    "apiary_ledger_write_failures_total",
+    "Ledger batches (or single entries) the database did not take; they are retried.",
+    registry=REGISTRY,
+)
+LEDGER_DROPPED: Final = Counter(
+    "apiary_ledger_entries_dropped_total",
+    "Ledger entries lost: refused by the database, or pushed out of a full queue.",
+    registry=REGISTRY,
+)
+
+
+def observe_upstream(provider: str, model: str, upstream_s: float, ttft_s: float | None) -> None:
+    """One finished upstream call's latency (and a stream's time to first token)."""
+    labelled(GATEWAY_UPSTREAM_LATENCY, provider, model).observe(upstream_s)
+    if ttft_s is not None:
+        labelled(GATEWAY_TTFT, provider, model).observe(ttft_s)
+
+
 _Metric = TypeVar("_Metric", Counter, Histogram)
 _CHILDREN: dict[tuple[object, tuple[str, ...]], object] = {}
 

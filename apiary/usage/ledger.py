@@ -36,6 +36,8 @@ from apiary.observability.metrics import (
     GATEWAY_COST,
     GATEWAY_TOKENS,
     GATEWAY_UNPRICED,
+    LEDGER_DROPPED,
+    LEDGER_WRITE_FAILURES,
     labelled,
 )
 from apiary.usage.models import LedgerEntry
@@ -144,6 +146,11 @@ class LedgerWriter:
         self.dropped = 0
         self.written = 0
 
+    @property
+    def pending(self) -> int:
+        """Entries queued and not written yet (for the metrics scrape)."""
+        return len(self._pending) + self._held
+
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one entry (a dict of LedgerEntry columns). Never blocks, never raises."""
         _count(entry)
@@ -156,6 +163,7 @@ class LedgerWriter:
         else:
             if len(self._pending) == self._pending.maxlen:
                 self.dropped += 1
+                LEDGER_DROPPED.inc()
             self._pending.append(entry)
         if len(self._pending) + self._held >= self._batch_size:
             self._wake.set()
@@ -216,6 +224,7 @@ class LedgerWriter:
                     return
                 continue
             except Exception:
+                LEDGER_WRITE_FAILURES.inc()
                 log.exception("ledger batch of %d entries not written; will retry", len(batch))
                 self._pending.extendleft(reversed(batch))
                 return
@@ -230,11 +239,13 @@ class LedgerWriter:
                 async with session_scope(self._factory) as session:
                     await session.execute(_INSERT, [entry])
             except (OperationalError, InterfaceError):
+                LEDGER_WRITE_FAILURES.inc()
                 log.exception("ledger entries not written; will retry")
                 self._pending.extendleft(reversed(batch[index:]))
                 return False
             except (StatementError, KeyError, TypeError, ValueError) as error:
                 self.dropped += 1
+                LEDGER_DROPPED.inc()
                 log.error(
                     "ledger entry %s dropped: the database refused it (%s)",
                     entry.get("id"),

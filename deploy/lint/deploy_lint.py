@@ -16,13 +16,20 @@ lock stays free of deployment tooling. Steps:
   compose   Docker Compose's `config -q` and the compose-spec schema
   actions   actionlint on .github/workflows
   azure     azure-pipelines.yml against the Azure Pipelines schema
+  prometheus  deploy/prometheus: `promtool check rules`, `promtool test rules` (every alert
+            firing and not), `amtool check-config` and its routes (pages reach PagerDuty),
+            Compose's prometheus.yml (`promtool check config --syntax-only`); the chart's
+            production render carries every dashboard and alert;
+            every Grafana dashboard's queries parsed by promtool (as a generated rules file)
 
 `python deploy/lint/deploy_lint.py [STEP ...]` runs some steps only.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +65,13 @@ COMPOSE = DEPLOY / "compose" / "compose.yaml"
 TERRAFORM = DEPLOY / "terraform"
 AZURE_PIPELINE = ROOT / "azure-pipelines.yml"
 WORKFLOWS = ROOT / ".github" / "workflows"
+PROMETHEUS_RULES = DEPLOY / "prometheus"
+DASHBOARDS = DEPLOY / "grafana" / "dashboards"
+# Debian's prometheus and prometheus-alertmanager (`make deps-prometheus` installs them).
+PROMTOOL = Path(os.environ.get("PROMTOOL", "/usr/bin/promtool"))
+AMTOOL = Path(os.environ.get("AMTOOL", "/usr/bin/amtool"))
+# Grafana substitutes these before a query reaches Prometheus; promtool needs real values.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
 
 class Finding(Exception):
@@ -264,6 +278,132 @@ def step_azure() -> str:
     return "azure-pipelines.yml matches the Azure Pipelines schema"
 
 
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(dashboard: panel, expression) of every Prometheus query in the dashboards, with
+    Grafana's variables replaced as Grafana would (a template variable matches anything)."""
+
+    def panels(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [p for item in items for p in [item, *panels(item.get("panels", []))]]
+
+    queries = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for panel in panels(json.loads(path.read_text()).get("panels", [])):
+            for target in panel.get("targets", []):
+                expression = target.get("expr")
+                if expression:
+                    for variable, value in GRAFANA_VARIABLES.items():
+                        expression = expression.replace(variable, value)
+                    expression = re.sub(r"\$\{?\w+\}?", ".*", expression)
+                    queries.append((f"{path.name}: {panel.get('title')}", expression))
+    return queries
+
+
+def step_prometheus() -> str:
+    rendered_files()  # the chart's render (step render) is compared with the files below
+    missing = [str(tool) for tool in (PROMTOOL, AMTOOL) if not tool.is_file()]
+    if missing:
+        raise Finding(f"{', '.join(missing)} not found: `make deps-prometheus` installs them")
+    rules = sorted(PROMETHEUS_RULES.glob("*.rules.yml"))
+    tests = sorted((PROMETHEUS_RULES / "tests").glob("*.test.yml"))
+    if not rules or not tests:
+        raise Finding(f"no rules or no rule tests in {PROMETHEUS_RULES.relative_to(ROOT)}")
+    checked = run(PROMTOOL, "check", "rules", *rules)
+    run(PROMTOOL, "test", "rules", *tests)
+    # Every alert has a test; a test names alerts that exist.
+    alerts = {
+        rule["alert"]
+        for path in rules
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    cases = [
+        case
+        for path in tests
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    ]
+    firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    if alerts - firing or alerts - quiet or (firing | quiet) - alerts:
+        raise Finding(
+            f"alerts never tested firing: {sorted(alerts - firing)}; never tested quiet: "
+            f"{sorted(alerts - quiet)}; tests of no alert: {sorted((firing | quiet) - alerts)}"
+        )
+    # Compose's Prometheus (its secret file exists only in the container: syntax only).
+    run(PROMTOOL, "check", "config", "--syntax-only", COMPOSE.parent / "prometheus.yml")
+    alertmanager = PROMETHEUS_RULES / "alertmanager.yml"
+    run(AMTOOL, "check-config", alertmanager)
+    for labels, receivers in (("severity=page", "pagerduty,slack"), ("severity=ticket", "slack")):
+        run(
+            AMTOOL,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={alertmanager}",
+            f"--verify.receivers={receivers}",
+            labels,
+        )
+    # The dashboards' queries, as recording rules promtool parses.
+    queries = dashboard_queries()
+    if len(list(DASHBOARDS.glob("*.json"))) < 4 or not queries:
+        raise Finding(f"expected the four dashboards with queries in {DASHBOARDS}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    generated = OUT / "dashboard-queries.rules.yml"
+    generated.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboards",
+                        "rules": [
+                            {"record": f"dashboard:query_{i}", "expr": expression}
+                            for i, (_, expression) in enumerate(queries)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    try:
+        run(PROMTOOL, "check", "rules", generated)
+    except Finding as finding:
+        where = "\n".join(f"dashboard:query_{i} = {w}" for i, (w, _) in enumerate(queries))
+        raise Finding(f"{finding}\n{where}") from None
+    # The chart ships the same files (through symlinks in files/): the production render
+    # must carry every dashboard and every alert, or a checkout without symlinks went wrong.
+    rendered = [d for d in yaml.safe_load_all((OUT / "production.yaml").read_text()) if d]
+    boards = {
+        name: text
+        for doc in rendered
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-dashboards")
+        for name, text in (doc.get("data") or {}).items()
+    }
+    wanted = {path.name for path in DASHBOARDS.glob("*.json")}
+    if set(boards) != wanted or any(
+        json.loads(text) != json.loads((DASHBOARDS / name).read_text())
+        for name, text in boards.items()
+    ):
+        raise Finding(
+            f"the chart's dashboards ConfigMap holds {sorted(boards)}, not {sorted(wanted)}"
+        )
+    shipped = {
+        rule.get("alert")
+        for doc in rendered
+        if doc["kind"] == "PrometheusRule"
+        for group in doc["spec"]["groups"]
+        for rule in group["rules"]
+    }
+    if alerts - shipped:
+        raise Finding(f"the chart's PrometheusRule lacks {sorted(alerts - shipped)}")
+    found = checked.splitlines()[-1].strip()
+    return (
+        f"rules {found.lower()}; {len(alerts)} alerts each tested firing and not; "
+        f"compose prometheus.yml, alertmanager config and routes ok; "
+        f"{len(queries)} dashboard queries parse"
+    )
+
+
 STEPS: dict[str, Callable[[], str]] = {
     "helm": step_helm,
     "render": step_render,
@@ -274,6 +414,7 @@ STEPS: dict[str, Callable[[], str]] = {
     "compose": step_compose,
     "actions": step_actions,
     "azure": step_azure,
+    "prometheus": step_prometheus,
 }
 
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,8 @@ class Topology:
         *,
         model_delays: Mapping[str, ModelDelay] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        apis: Sequence[str] = ("api-a", "api-b"),
+        workers: Sequence[str] = ("worker-1", "worker-2"),
     ) -> Topology:
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         upstream = DelayedUpstream(model_delays or {"gpt-4o-mini": 0.05, "gpt-4o": 0.5})
@@ -280,11 +282,11 @@ class Topology:
         )
         try:
             topology.init_output = await topology.cli("init")
-            for name in ("api-a", "api-b"):
+            for name in apis:
                 topology.add_api(name)
-            for name in ("worker-1", "worker-2"):
+            for name in workers:
                 topology.add_worker(name)
-            await asyncio.gather(*(topology.wait_ready(n) for n in ("api-a", "api-b")))
+            await asyncio.gather(*(topology.wait_ready(n) for n in apis))
             await topology.wait_workers()
         except BaseException:
             await topology.down()
