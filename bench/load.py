@@ -534,7 +534,7 @@ async def run(args: argparse.Namespace) -> int:
         workdir,
         model_delays={"gpt-4o-mini": UPSTREAM_DELAY_S, "gpt-4o": UPSTREAM_DELAY_S},
         # A soak outlasts the 15-minute access token the dashboard user signs in with.
-        extra_env={"APIARY_ACCESS_TOKEN_TTL_S": "86400"},
+        extra_env={"APIARY_ACCESS_TOKEN_TTL_S": "86400", **args.env},
     )
     topology.upstream.record_requests = False  # an hour of calls would fill this process
     sampler = Sampler(topology, interval)
@@ -663,7 +663,18 @@ def main() -> None:
     parser.add_argument("--sample-interval", type=float, help="seconds (60 for long runs, else 10)")
     parser.add_argument("--warmup", type=float, help="soak: seconds left out of the RSS slope")
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set in every process of the topology (a setting to try), repeatable",
+    )
     args = parser.parse_args()
+    try:
+        args.env = dict(item.split("=", 1) for item in args.env)
+    except ValueError:
+        parser.error("--env takes KEY=VALUE")
     if args.quick:
         args.duration = args.duration or (30.0 if args.profile == "peak" else 60.0)
         args.rate = args.rate or 20.0
