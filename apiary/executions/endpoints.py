@@ -22,6 +22,7 @@ from pydantic import AwareDatetime
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authenticate, authorize
+from apiary.auth.forwarded import client_ip
 from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import ApiaryError, Forbidden, documented
@@ -245,7 +246,7 @@ async def execution_socket(
     runtime: Runtime = websocket.app.state.runtime
     header = websocket.headers.get("authorization", "")
     credentials = token or (header[7:].strip() if header.lower().startswith("bearer ") else "")
-    ip = websocket.client.host if websocket.client else None
+    ip = client_ip(websocket)
     try:
         if not credentials:
             raise Forbidden("send ?token= or 'Authorization: Bearer ...'")
