@@ -16,6 +16,7 @@ import typer
 
 from apiary.authz.permissions import MEMBER_ROLES, Role
 from apiary.config import ConfigError, Settings, load_settings
+from apiary.kit import heap
 from apiary.kit.files import lift_open_files_limit
 
 app = typer.Typer(help="Apiary: multi-tenant LLM agent swarms.", no_args_is_help=True)
@@ -85,6 +86,7 @@ def serve(
     settings = _settings()
     configure_logging(settings.log_level, batch=True)  # an access line per request
     lift_open_files_limit()  # a connection per sub-agent call in flight, and the clients'
+    heap.start_trimming(settings.malloc_trim_s)
     bind_host, bind_port = host or settings.host, port or settings.port
     typer.echo(f"Apiary listening on http://{bind_host}:{bind_port}  (API docs: /docs)")
     uvicorn.run(
@@ -173,6 +175,7 @@ def worker(
         raise _fail("apiary worker needs APIARY_REDIS_URL (the Celery broker)", 2)
     configure_logging(settings.log_level)
     lift_open_files_limit()  # a connection per sub-agent call in flight
+    heap.start_trimming(settings.malloc_trim_s)
     celery = make_celery(settings)
     preload()
     if metrics_port is not None:
