@@ -385,8 +385,15 @@ async def locust_run(
         *argv, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     sampler.locust_pid = process.pid
-    await process.wait()
-    log.close()
+    try:
+        await process.wait()
+    except asyncio.CancelledError:  # Ctrl-C (or SIGINT to this process alone): stop Locust too
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+        raise
+    finally:
+        log.close()
     sampler.locust_pid = None
     if not Path(f"{prefix}_stats.csv").exists():  # noqa: ASYNC240 - once, after the run
         tail = (workdir / f"locust-{rate:g}.log").read_text()[-3000:]
