@@ -27,6 +27,7 @@ from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.observability.platform import PlatformMetrics
+from apiary.responses.service import RetentionSweeper
 from apiary.runtime import Runtime
 from apiary.tenants import endpoints as tenants
 from apiary.usage import endpoints as usage
@@ -113,10 +114,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.start()
         await runtime.start_runner()
         app.state.runtime = runtime
+        sweeper = RetentionSweeper(
+            runtime.session_factory, interval_s=settings.responses.sweep_interval_s
+        )
+        sweeper.start()
         heap.settle("start-up")
         try:
             yield
         finally:
+            await sweeper.close()
             await platform.close()
             await runtime.close()
 
