@@ -27,6 +27,7 @@ from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.observability.platform import PlatformMetrics
+from apiary.responses import endpoints as stored_responses
 from apiary.responses.service import RetentionSweeper
 from apiary.runtime import Runtime
 from apiary.tenants import endpoints as tenants
@@ -51,7 +52,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     providers.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
-OPENAI_ROUTER = openai_api.router
+OPENAI_ROUTERS: tuple[APIRouter, ...] = (openai_api.router, stored_responses.router)
 
 
 def api_router() -> APIRouter:
@@ -138,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)
     app.include_router(api_router())
-    app.include_router(OPENAI_ROUTER)
+    for openai_router in OPENAI_ROUTERS:
+        app.include_router(openai_router)
     openai_api.document_hot_routes(app)
     openapi.install(app)
 

@@ -30,7 +30,6 @@ from apiary.errors import ApiaryError, BadRequest, Forbidden, NotFound, openai_e
 from apiary.gateway import completions_api, responses_api
 from apiary.gateway.client import ChatReply, ChatStream
 from apiary.observability.metrics import ROUTE_TEMPLATE
-from apiary.responses import endpoints as stored_responses
 from apiary.runtime import Runtime, RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -396,7 +395,3 @@ async def model(model_id: str, auth: Caller, runtime: RuntimeDep) -> Response:
     if model_id not in runtime.gateway.router.names():
         raise NotFound(f"model {model_id!r} does not exist; GET /v1/models lists what you can call")
     return Response(orjson.dumps(_model(model_id, int(time.time()))), media_type="application/json")
-
-
-# GET and DELETE /v1/responses/{id} (creating one is a hot route above).
-router.include_router(stored_responses.router)

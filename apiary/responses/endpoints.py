@@ -17,7 +17,7 @@ from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.responses.service import response_service
 
-router = APIRouter(prefix="/responses", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1/responses", tags=["openai-compatible"])
 Caller = Annotated[AuthContext, authorize(Permission.GATEWAY_CALL)]
 
 

@@ -49,8 +49,8 @@ class ResponseService:
                 row = await response_repository.get(session, auth.scope, key, now=utcnow())
         if row is None:
             raise PreviousResponseNotFound(
-                f"previous_response_id: response {identifier!r} not found (never stored, "
-                "stored with store: false, deleted or expired)"
+                "previous_response_id: no stored response of this tenant has that id (never "
+                "stored, stored with store: false, deleted or expired)"
             )
         return [*row.context, *row.document.get("output", [])]
 
