@@ -318,12 +318,13 @@ def wait_http(service: Service, url: str, *, timeout_s: float) -> None:
 def clean_env(source: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment without anything that could point a service elsewhere.
 
-    `source`: a snapshot of the tree (see `export_ref`) imported before the working tree.
+    `source`: a snapshot of the tree (see `export_ref`) imported before the working tree;
+    None: this working tree itself, also when .venv's editable install is another checkout's
+    (a `git worktree` sharing the main checkout's venv).
     """
     dropped = ("APIARY_", "LITELLM_", "OPENAI_", "DATABASE_URL", "REDIS_URL", "PYTHONPATH")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
+    env["PYTHONPATH"] = str(source if source is not None else ROOT)
     env.update(extra)
     return env
 
