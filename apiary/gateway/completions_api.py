@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +19,7 @@ import orjson
 from apiary.auth.context import AuthContext
 from apiary.errors import BadRequest
 from apiary.gateway.client import ChatReply, ChatStream
+from apiary.gateway.responses_wire import new_item_id
 from apiary.runtime import Runtime
 
 # OpenAI's default for this API (and vLLM's): a completion is short unless asked otherwise.
@@ -85,7 +85,7 @@ async def create(
     prompt = body["prompt"]
     prompts = prompt if type(prompt) is list else [prompt]
     cache = headers.get("x-apiary-cache")
-    identifier = f"cmpl-{uuid.uuid4().hex}"
+    identifier = new_item_id("cmpl").replace("_", "-")
     if body.get("stream"):
         reply = await runtime.client.chat(
             auth, _chat(body, prompts[0]), cache_header=cache, started=t
