@@ -124,6 +124,9 @@ class ResponsesSettings(BaseSettings):
     # (OpenAI keeps them 30 days); then the sweep deletes it.
     retention_days: float = Field(default=30, gt=0)
     sweep_interval_s: float = Field(default=3600, gt=0)  # how often each API process sweeps
+    # Saved responses are written in batches this often (this process serves them
+    # meanwhile; another replica looks again after this long when it misses one).
+    write_interval_s: float = Field(default=0.2, gt=0, le=5)
 
 
 class Settings(BaseSettings):

@@ -59,7 +59,7 @@ async def create(
         return ChatStream(headers=reply.headers, chunks=events, framed=True)
     document = completed_document(base, reply.json())
     if request.store:
-        await response_service.save(runtime, auth, key=key, document=document, context=context)
+        response_service.save(runtime, auth, key=key, document=document, context=context)
     return ChatReply(orjson.dumps(document), headers=reply.headers)
 
 
@@ -95,6 +95,4 @@ async def _events(
         if aclose is not None:
             await aclose()
     if request.store:
-        await response_service.save(
-            runtime, auth, key=key, document=translator.document, context=context
-        )
+        response_service.save(runtime, auth, key=key, document=translator.document, context=context)

@@ -91,6 +91,11 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
         unknown = sorted(extra - _REFUSED.keys())
         if unknown:
             raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}")
+    include = body.get("include")
+    if include is not None and (
+        type(include) is not list or "message.output_text.logprobs" in include
+    ):
+        raise BadRequest("include: must be a list; message.output_text.logprobs is not supported")
     request = ResponsesRequest(model=body["model"], items=_input_items(body.get("input")))
     instructions = body.get("instructions")
     if instructions is not None and type(instructions) is not str:

@@ -16,6 +16,7 @@ from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.responses.service import response_service
+from apiary.runtime import RuntimeDep
 
 router = APIRouter(prefix="/v1/responses", tags=["openai-compatible"])
 Caller = Annotated[AuthContext, authorize(Permission.GATEWAY_CALL)]
@@ -26,14 +27,18 @@ def _json(document: dict[str, Any]) -> Response:
 
 
 @router.get("/{response_id}", summary="A stored response (OpenAI Responses API)")
-async def get_response(response_id: str, auth: Caller, session: DbSession) -> Response:
-    row = await response_service.get(session, auth, response_id)
+async def get_response(
+    response_id: str, auth: Caller, session: DbSession, runtime: RuntimeDep
+) -> Response:
+    row = await response_service.get(session, runtime, auth, response_id)
     return _json(row.document)
 
 
 @router.delete("/{response_id}", summary="Delete a stored response")
-async def delete_response(response_id: str, auth: Caller, session: DbSession) -> Response:
-    await response_service.delete(session, auth, response_id)
+async def delete_response(
+    response_id: str, auth: Caller, session: DbSession, runtime: RuntimeDep
+) -> Response:
+    await response_service.delete(session, runtime, auth, response_id)
     return _json({"id": response_id, "object": "response", "deleted": True})
 
 
@@ -45,12 +50,13 @@ async def list_input_items(
     response_id: str,
     auth: Caller,
     session: DbSession,
+    runtime: RuntimeDep,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
     items, more = await response_service.input_items(
-        session, auth, response_id, order=order, after=after, limit=limit
+        session, runtime, auth, response_id, order=order, after=after, limit=limit
     )
     return _json(
         {

@@ -1,9 +1,9 @@
 """Stored responses: saving an answer, continuing a conversation from one, reading,
 listing the input of and deleting one, and the retention sweep.
 
-A response is saved through the group commit (`runtime.writes`), so it is in the database,
-visible to every replica, when the client receives it, while concurrent calls share one
-transaction. An expired row is never served, whether or not the sweep has deleted it yet.
+A response is saved through the writer (apiary/responses/writer.py), which stores it in
+batches behind the request and serves it from its queue meanwhile. An expired row is never
+served, whether or not the sweep has deleted it yet.
 """
 
 from __future__ import annotations
@@ -42,19 +42,36 @@ class ResponseService:
     ) -> list[Item]:
         """The items a request continuing `identifier` follows: that response's own
         conversation, then its output."""
+        writer = runtime.stored_responses
         key = row_id(identifier)
-        row = None
+        found = None
         if key is not None:
-            async with runtime.session_factory() as session:
-                row = await response_repository.get(session, auth.scope, key, now=utcnow())
-        if row is None:
+            found = await self._find(runtime, auth, key)
+            if found is None and not writer.is_pending(key):
+                # Saved on another replica a moment ago, it may still be in that one's
+                # queue: look once more after its next write.
+                await asyncio.sleep(writer.interval_s * 1.5)
+                found = await self._find(runtime, auth, key)
+        if found is None:
             raise PreviousResponseNotFound(
                 "previous_response_id: no stored response of this tenant has that id (never "
                 "stored, stored with store: false, deleted or expired)"
             )
-        return [*row.context, *row.document.get("output", [])]
+        context, document = found
+        return [*context, *document.get("output", [])]
 
-    async def save(
+    async def _find(
+        self, runtime: Runtime, auth: AuthContext, key: uuid.UUID
+    ) -> tuple[list[Item], dict[str, Any]] | None:
+        now = utcnow()
+        queued = runtime.stored_responses.pending(auth.scope, key, now=now)
+        if queued is not None:
+            return queued["context"], queued["document"]
+        async with runtime.session_factory() as session:
+            row = await response_repository.get(session, auth.scope, key, now=now)
+        return None if row is None else (row.context, row.document)
+
+    def save(
         self,
         runtime: Runtime,
         auth: AuthContext,
@@ -63,41 +80,45 @@ class ResponseService:
         document: dict[str, Any],
         context: list[Item],
     ) -> None:
+        """Queue the response for the writer (apiary/responses/writer.py)."""
         now = utcnow()
         previous = document.get("previous_response_id")
         days = runtime.settings.responses.retention_days
-        await runtime.writes.run(
-            response_repository.insert(
-                auth.scope,
-                id=key,
-                created_at=now,
-                expires_at=now + timedelta(days=days),
-                model=str(document.get("model", ""))[:200],
-                status=str(document.get("status", "")),
-                previous_response_id=row_id(previous) if previous else None,
-                document=document,
-                context=context,
-            )
-        )
+        values = {
+            "id": key,
+            "created_at": now,
+            "expires_at": now + timedelta(days=days),
+            "model": str(document.get("model", ""))[:200],
+            "status": str(document.get("status", "")),
+            "previous_response_id": row_id(previous) if previous else None,
+            "document": document,
+            "context": context,
+        }
+        runtime.stored_responses.save(auth.scope, values)
 
     async def get(
-        self, session: AsyncSession, auth: AuthContext, identifier: str
+        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, identifier: str
     ) -> StoredResponse:
         key = row_id(identifier)
         row = None
         if key is not None:
+            if runtime.stored_responses.is_pending(key):
+                await runtime.stored_responses.flush()  # rare: read where the rest is
             row = await response_repository.get(session, auth.scope, key, now=utcnow())
         if row is None:
             raise NotFound(f"response {identifier!r} not found")
         return row
 
-    async def delete(self, session: AsyncSession, auth: AuthContext, identifier: str) -> None:
-        row = await self.get(session, auth, identifier)
+    async def delete(
+        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, identifier: str
+    ) -> None:
+        row = await self.get(session, runtime, auth, identifier)
         await response_repository.delete(session, row)
 
     async def input_items(
         self,
         session: AsyncSession,
+        runtime: Runtime,
         auth: AuthContext,
         identifier: str,
         *,
@@ -107,7 +128,7 @@ class ResponseService:
     ) -> tuple[list[Item], bool]:
         """A page of the items the response answered (earlier turns' included) and
         whether more follow; `order` desc lists the newest first, as OpenAI does."""
-        row = await self.get(session, auth, identifier)
+        row = await self.get(session, runtime, auth, identifier)
         items = list(row.context if order == "asc" else reversed(row.context))
         if after is not None:
             ids = [item.get("id") for item in items]

@@ -342,6 +342,8 @@ async def test_chat_routing_and_fallback_apply(gateway: Gateway) -> None:
         ({"tool_choice": {"type": "function", "name": "nope"}}, "tool_choice.name"),
         ({"input": [{"type": "input_file", "file_id": "f"}]}, "input.0.type"),
         ({"surprise": 1}, "unknown parameter(s): surprise"),
+        ({"include": ["message.output_text.logprobs"]}, "include"),
+        ({"top_logprobs": 3}, "top_logprobs"),
     ],
 )
 async def test_bad_requests_name_what_is_wrong(
