@@ -15,10 +15,12 @@ from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_
 from agents import set_tracing_disabled as set_agents_tracing_disabled
 from openai.types.responses import FunctionToolParam
 from pydantic import BaseModel
+from sqlalchemy import func, select
 
 from apiary.authz.permissions import Role
 from apiary.config import ResponsesSettings
 from apiary.db import utcnow
+from apiary.responses.models import StoredResponse
 from apiary.responses.service import response_service
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, Reply, StreamThenDrop, ToolCall
@@ -413,3 +415,37 @@ async def test_an_agents_sdk_agent_runs_its_tool_to_the_final_output(gateway: Ga
     assert streamed.final_output == "Snow in Oslo."
     assert asked == ["Paris", "Oslo"]
     assert len(await gateway.ledger()) == 4
+
+
+async def test_saved_responses_are_written_in_one_batch_and_served_meanwhile(
+    gateway: Gateway,
+) -> None:
+    runtime = gateway.runtime
+    writer = runtime.stored_responses
+    await writer.close()  # no timed writes: the test says when
+    client = gateway.client()
+    first = await client.responses.create(model="oai/gpt-4o-mini", input="one")
+    second = await client.responses.create(
+        model="oai/gpt-4o-mini", input="two", previous_response_id=first.id
+    )
+    await client.responses.create(
+        model="oai/gpt-4o-mini", input="three", previous_response_id=second.id
+    )
+    assert [m["content"] for m in sent(gateway)["messages"]] == [
+        "one",
+        "echo: one",
+        "two",
+        "echo: two",
+        "three",
+    ]
+
+    async def stored() -> int:
+        async with runtime.session_factory() as session:
+            count = await session.scalar(select(func.count()).select_from(StoredResponse))
+            return int(count or 0)
+
+    assert await stored() == 0  # all three served from the writer's queue so far
+    before = runtime.writes.transactions
+    await writer.flush()
+    assert runtime.writes.transactions == before + 1
+    assert await stored() == 3
