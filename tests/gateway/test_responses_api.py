@@ -24,6 +24,7 @@ from apiary.responses.models import StoredResponse
 from apiary.responses.service import response_service
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, Reply, StreamThenDrop, ToolCall
+from tests.fakes.upstream import Family
 from tests.gateway.conftest import Gateway
 
 WEATHER_TOOL: FunctionToolParam = {
@@ -449,3 +450,43 @@ async def test_saved_responses_are_written_in_one_batch_and_served_meanwhile(
     await writer.flush()
     assert runtime.writes.transactions == before + 1
     assert await stored() == 3
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("oai/gpt-4o-mini", "openai"),
+        ("claude/claude-sonnet-4", "anthropic"),
+        ("azure-east/gpt-4o", "azure"),
+        ("kimi/kimi-k2.5", "openai"),
+        ("lab/mystery-7b", "openai"),
+    ],
+)
+async def test_every_provider_kind_serves_tools_and_streams(
+    gateway: Gateway, model: str, family: Family
+) -> None:
+    client = gateway.client()
+    gateway.upstream.script(family, Reply(tool_calls=[ToolCall("get_weather", '{"city":"Rome"}')]))
+    called = await client.responses.create(model=model, input="Rome?", tools=[WEATHER_TOOL])
+    [call] = called.output
+    assert call.type == "function_call"
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Rome"})
+    async with client.responses.stream(
+        model=model,
+        input=[
+            {"role": "user", "content": "Rome?"},
+            call.model_dump(exclude_none=True),  # type: ignore[list-item]
+            {"type": "function_call_output", "call_id": call.call_id, "output": "hot"},
+        ],
+        tools=[WEATHER_TOOL],
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_response()
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+    # The echo of the last user turn: Anthropic's wire carries the tool result as one.
+    assert final.output_text in ("echo: Rome?", "echo: hot")
+    assert '"hot"' in json.dumps(sent(gateway))  # the tool's output reached the provider
+    assert final.usage is not None
+    assert final.usage.output_tokens > 0
+    assert {r.family for r in gateway.upstream.requests} == {family}
