@@ -86,20 +86,17 @@ async def create(
     prompts = prompt if type(prompt) is list else [prompt]
     cache = headers.get("x-apiary-cache")
     identifier = new_item_id("cmpl").replace("_", "-")
-    if body.get("stream"):
-        reply = await runtime.client.chat(
-            auth, _chat(body, prompts[0]), cache_header=cache, started=t
-        )
-        if isinstance(reply, ChatStream):
-            return ChatStream(headers=reply.headers, chunks=_chunks(identifier, reply.chunks))
     replies = await asyncio.gather(
         *(runtime.client.chat(auth, _chat(body, p), cache_header=cache, started=t) for p in prompts)
     )
+    if isinstance(replies[0], ChatStream):  # `stream` (one prompt: see `check`)
+        stream = replies[0]
+        return ChatStream(headers=stream.headers, chunks=_chunks(identifier, stream.chunks))
     choices: list[dict[str, Any]] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     model = body["model"]
     for number, reply in enumerate(replies):
-        assert isinstance(reply, ChatReply)  # not streamed: `stream` is false here
+        assert isinstance(reply, ChatReply)  # streams are answered above
         completion = reply.json()
         model = completion.get("model") or model
         answers = completion.get("choices") or []
