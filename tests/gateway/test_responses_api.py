@@ -490,3 +490,55 @@ async def test_every_provider_kind_serves_tools_and_streams(
     assert final.usage is not None
     assert final.usage.output_tokens > 0
     assert {r.family for r in gateway.upstream.requests} == {family}
+
+
+async def test_the_chat_cache_and_rate_limits_apply(gateway: Gateway) -> None:
+    client = gateway.client()
+    first = await client.responses.with_raw_response.create(
+        model="oai/gpt-4o-mini", input="cache me", temperature=0
+    )
+    second = await client.responses.with_raw_response.create(
+        model="oai/gpt-4o-mini", input="cache me", temperature=0
+    )
+    assert (first.headers["x-apiary-cache"], second.headers["x-apiary-cache"]) == (
+        "miss",
+        "hit; exact",
+    )
+    assert second.parse().output_text == first.parse().output_text == "echo: cache me"
+    assert second.parse().id != first.parse().id  # a response of its own, stored too
+    assert len(gateway.upstream.requests) == 1
+
+    async with gateway.http() as http:
+        limited = await http.patch(
+            "/api/v1/limits", headers=gateway.tenant.admin.headers, json={"key_rpm": 1}
+        )
+    assert limited.status_code == 200, limited.text
+    await client.responses.create(model="oai/gpt-4o-mini", input="one more")
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.responses.create(model="oai/gpt-4o-mini", input="too many")
+    assert "API key request rate limit" in caught.value.message
+    assert caught.value.body == {
+        "message": "API key request rate limit reached (1 per minute)",
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "TooManyRequests",
+    }
+
+
+async def test_output_cut_at_max_output_tokens_is_incomplete(gateway: Gateway) -> None:
+    client = gateway.client()
+    gateway.upstream.script("openai", Reply(text="a long", finish_reason="length"))
+    cut = await client.responses.create(
+        model="oai/gpt-4o-mini", input="write a lot", max_output_tokens=2
+    )
+    assert cut.status == "incomplete"
+    assert cut.incomplete_details is not None
+    assert cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.output_text == "a long"
+
+    gateway.upstream.script("openai", Reply(text="a long", finish_reason="length"))
+    async with client.responses.stream(
+        model="oai/gpt-4o-mini", input="write a lot", max_output_tokens=2
+    ) as stream:
+        kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.incomplete"
