@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import openai
@@ -20,12 +21,13 @@ from sqlalchemy import func, select
 from apiary.authz.permissions import Role
 from apiary.config import ResponsesSettings
 from apiary.db import utcnow
+from apiary.gateway.responses_wire import row_id
 from apiary.responses.models import StoredResponse
 from apiary.responses.service import response_service
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, Reply, StreamThenDrop, ToolCall
 from tests.fakes.upstream import Family
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, GatewayFactory
 
 WEATHER_TOOL: FunctionToolParam = {
     "type": "function",
@@ -542,3 +544,24 @@ async def test_output_cut_at_max_output_tokens_is_incomplete(gateway: Gateway) -
     ) as stream:
         kinds = [event.type async for event in stream]
     assert kinds[-1] == "response.incomplete"
+
+
+async def test_another_replica_continues_a_response_saved_a_moment_ago(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Two apps on one database: two replicas behind a balancer.
+    first_replica: Gateway = await make_gateway()
+    second_replica: Gateway = await make_gateway()
+    started = await first_replica.client().responses.create(
+        model="oai/gpt-4o-mini", input="remember 42"
+    )
+    assert first_replica.runtime.stored_responses.is_pending(row_id(started.id) or uuid.uuid4())
+    continued = await second_replica.client(first_replica.key).responses.create(
+        model="oai/gpt-4o-mini", input="what number?", previous_response_id=started.id
+    )
+    assert continued.output_text == "echo: what number?"
+    assert [m["content"] for m in sent(first_replica)["messages"]] == [
+        "remember 42",
+        "echo: remember 42",
+        "what number?",
+    ]
