@@ -18,12 +18,14 @@ from openai.types.responses import FunctionToolParam
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from apiary.auth.context import AuthContext
 from apiary.authz.permissions import Role
 from apiary.config import ResponsesSettings
 from apiary.db import utcnow
 from apiary.gateway.responses_wire import row_id
 from apiary.responses.models import StoredResponse
-from apiary.responses.service import response_service
+from apiary.responses.service import ResponseService, response_service
+from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, Reply, StreamThenDrop, ToolCall
 from tests.fakes.upstream import Family
@@ -547,18 +549,35 @@ async def test_output_cut_at_max_output_tokens_is_incomplete(gateway: Gateway) -
 
 
 async def test_another_replica_continues_a_response_saved_a_moment_ago(
-    make_gateway: GatewayFactory,
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two apps on one database: two replicas behind a balancer.
     first_replica: Gateway = await make_gateway()
     second_replica: Gateway = await make_gateway()
+    queue = first_replica.runtime.stored_responses
+    await queue.close()  # its timed writes stopped: written below, when the test says
     started = await first_replica.client().responses.create(
         model="oai/gpt-4o-mini", input="remember 42"
     )
-    assert first_replica.runtime.stored_responses.is_pending(row_id(started.id) or uuid.uuid4())
+    assert queue.is_pending(row_id(started.id) or uuid.uuid4())
+    find = ResponseService._find
+    misses = 0
+
+    async def first_replica_writes_after_a_miss(
+        self: ResponseService, runtime: Runtime, auth: AuthContext, key: uuid.UUID
+    ) -> Any:
+        nonlocal misses
+        found = await find(self, runtime, auth, key)
+        if found is None:
+            misses += 1
+            await queue.flush()  # the first replica's next timed write lands meanwhile
+        return found
+
+    monkeypatch.setattr(ResponseService, "_find", first_replica_writes_after_a_miss)
     continued = await second_replica.client(first_replica.key).responses.create(
         model="oai/gpt-4o-mini", input="what number?", previous_response_id=started.id
     )
+    assert misses == 1
     assert continued.output_text == "echo: what number?"
     assert [m["content"] for m in sent(first_replica)["messages"]] == [
         "remember 42",
