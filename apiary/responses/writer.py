@@ -39,7 +39,7 @@ def _insert(row: _Row) -> Write:
 
 class ResponseWriter:
     def __init__(
-        self, writes: GroupCommit, *, interval_s: float, max_pending: int = 50_000
+        self, writes: GroupCommit, *, interval_s: float, max_pending: int = 10_000
     ) -> None:
         self._writes = writes
         self.interval_s = interval_s
@@ -53,8 +53,11 @@ class ResponseWriter:
     def save(self, scope: TenantScope, values: dict[str, Any]) -> None:
         """Queue one row (StoredResponse's columns, `id` included). Never blocks."""
         if len(self._pending) >= self._max_pending:
-            self._pending.popitem(last=False)  # the database has been away a long time
+            # The database has been away a long time: a bounded queue (a row holds a whole
+            # conversation) loses its oldest, which a client can no longer continue.
+            dropped, _ = self._pending.popitem(last=False)
             self.dropped += 1
+            log.warning("stored response %s dropped: the write queue is full", dropped)
         self._pending[values["id"]] = (scope.tenant_id, values)
 
     def pending(
