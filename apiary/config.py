@@ -115,6 +115,20 @@ class SwarmSettings(BaseSettings):
     lease_s: float = Field(default=30.0, ge=1)
 
 
+class ResponsesSettings(BaseSettings):
+    """Stored answers of the Responses API (`/v1/responses`, see apiary/responses/)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # A stored response is served, and continued with previous_response_id, this long
+    # (OpenAI keeps them 30 days); then the sweep deletes it.
+    retention_days: float = Field(default=30, gt=0)
+    sweep_interval_s: float = Field(default=3600, gt=0)  # how often each API process sweeps
+    # Saved responses are written in batches this often (this process serves them
+    # meanwhile; another replica looks again after this long when it misses one).
+    write_interval_s: float = Field(default=0.2, gt=0, le=5)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -170,6 +184,7 @@ class Settings(BaseSettings):
     # Where executions run: inside `apiary serve`, or on Celery workers (`apiary worker`).
     runner: Literal["inprocess", "celery"] = "inprocess"
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

@@ -27,6 +27,8 @@ from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.observability.platform import PlatformMetrics
+from apiary.responses import endpoints as stored_responses
+from apiary.responses.service import RetentionSweeper
 from apiary.runtime import Runtime
 from apiary.tenants import endpoints as tenants
 from apiary.usage import endpoints as usage
@@ -50,7 +52,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     providers.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
-OPENAI_ROUTER = openai_api.router
+OPENAI_ROUTERS: tuple[APIRouter, ...] = (openai_api.router, stored_responses.router)
 
 
 def api_router() -> APIRouter:
@@ -113,10 +115,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.start()
         await runtime.start_runner()
         app.state.runtime = runtime
+        sweeper = RetentionSweeper(
+            runtime.session_factory, interval_s=settings.responses.sweep_interval_s
+        )
+        sweeper.start()
         heap.settle("start-up")
         try:
             yield
         finally:
+            await sweeper.close()
             await platform.close()
             await runtime.close()
 
@@ -132,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(health.router)
     app.include_router(api_router())
-    app.include_router(OPENAI_ROUTER)
+    for openai_router in OPENAI_ROUTERS:
+        app.include_router(openai_router)
     openai_api.document_hot_routes(app)
     openapi.install(app)
 

@@ -9,6 +9,7 @@ from apiary.executions.models import Execution, ExecutionEvent, Subtask
 from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument, KnowledgeDocumentEvent
 from apiary.limits.models import TenantLimits
 from apiary.memory.models import ThreadSummary, ThreadTurn
+from apiary.responses.models import StoredResponse
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 from apiary.tenants.models import Tenant
 from apiary.usage.models import LedgerEntry
@@ -31,6 +32,7 @@ __all__ = [
     "LedgerEntry",
     "Membership",
     "RefreshToken",
+    "StoredResponse",
     "Subtask",
     "SwarmCheckpoint",
     "SwarmCheckpointWrite",

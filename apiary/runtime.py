@@ -31,6 +31,7 @@ from apiary.limits.enforcer import LimitEnforcer
 from apiary.memory.database_store import DatabaseMemoryStore
 from apiary.memory.redis_store import RedisMemoryStore
 from apiary.memory.store import MemoryStore
+from apiary.responses.writer import ResponseWriter
 from apiary.swarm.slots import RedisSlots
 from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
@@ -60,6 +61,7 @@ class Runtime:
     notifier: Notifier
     memory: MemoryStore  # conversation threads: Redis when configured, else the database
     runner: Runner
+    stored_responses: ResponseWriter  # /v1/responses answers, written behind the request
     oidc: OIDCVerifier | None = field(default=None)
     # The swarm's per-tenant bound on running sub-agents: in Redis, shared by every process,
     # when configured; else a semaphore per tenant here (`apiary.swarm.slots`).
@@ -83,11 +85,12 @@ class Runtime:
         upstream = HttpClient()
         session_factory = create_session_factory(engine)
         counters = create_counter_store(settings.redis_url)
+        writes = GroupCommit(session_factory)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=session_factory,
-            writes=GroupCommit(session_factory),
+            writes=writes,
             counters=counters,
             http=http,
             gateway=Gateway(settings.gateway, upstream),
@@ -113,6 +116,7 @@ class Runtime:
             notifier=create_notifier(settings.redis_url),
             memory=_memory_store(settings, session_factory),
             runner=create_runner(settings),
+            stored_responses=ResponseWriter(writes, interval_s=settings.responses.write_interval_s),
             swarm_slots=RedisSlots(settings.redis_url, limit=settings.swarm.tenant_concurrency)
             if settings.redis_url
             else None,
@@ -122,6 +126,7 @@ class Runtime:
         """Start background work (the ledger writer); needs the running event loop."""
         self.ledger.start()
         self.key_usage.start()
+        self.stored_responses.start()
         self.ingestion.start(self._ingest, backlog=self._unfinished_ingestions)
 
     async def _ingest(self, document_id: uuid.UUID) -> None:
@@ -145,6 +150,7 @@ class Runtime:
         await self.ingestion.close()
         await asyncio.to_thread(self.vectors.close)
         await self.runner.close()
+        await self.stored_responses.close()
         with contextlib.suppress(Exception):  # a database already gone loses nothing more here
             await self.writes.barrier()  # what the stopped runs queued lands before the pool goes
         await self.ledger.close()

@@ -6,6 +6,8 @@ streaming: the upstream called directly (the baseline), Apiary served by `apiary
 (one uvicorn worker, API-key auth, ledger, metrics and logs on, SQLite data dir), and
 LiteLLM's proxy (its own venv under bench/.litellm-venv, created on first use). The
 gateways run on CPU 1 (`taskset -c 1`); the upstream and this load generator share CPU 0.
+Mode `responses` sends the same request to Apiary's `/v1/responses` (stored, the default),
+to be compared with its chat figure in the same run (issue 18: at least 80% at c=10).
 
     .venv/bin/python bench/gateway.py            # the full run (about 6 minutes)
     .venv/bin/python bench/gateway.py --quick    # a smoke run (about 2 minutes)
@@ -74,7 +76,9 @@ TAR = shutil.which("tar") or "/usr/bin/tar"
 LOADGEN_CPU = 0  # the load generator (this process) and the fake upstream
 GATEWAY_CPU = 1  # the gateway under test, alone on its core
 CONCURRENCIES = (1, 10, 50)
-MODES = ("json", "stream")
+# "responses": the same call through the Responses API (`POST /v1/responses`, stored as by
+# default), measured on Apiary only; the direct upstream's baseline for it is the chat call.
+MODES = ("json", "stream", "responses")
 
 UPSTREAM_KEY = "sk-fake-upstream"  # tests/fakes/upstream.py DEFAULT_API_KEY
 MODEL = "gpt-4o-mini"
@@ -95,6 +99,8 @@ TARGET_RPS_RATIO_JSON = 20.0
 TARGET_RPS_RATIO_STREAM = 10.0
 TARGET_ADDED_P50_MS = 1.0
 TARGET_PEAK_RSS_MIB = 150.0
+# Issue 18: /v1/responses keeps this share of /v1/chat/completions' req/s at c=10.
+TARGET_RESPONSES_RPS_SHARE = 0.8
 # Targets of issue 16 for production mode (PostgreSQL + Redis) against embedded.
 TARGET_PRODUCTION_RPS_SHARE = 0.85  # of the embedded mode's req/s, json at c=10
 TARGET_PRODUCTION_ADDED_P50_MS = 1.0
@@ -312,12 +318,13 @@ def wait_http(service: Service, url: str, *, timeout_s: float) -> None:
 def clean_env(source: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment without anything that could point a service elsewhere.
 
-    `source`: a snapshot of the tree (see `export_ref`) imported before the working tree.
+    `source`: a snapshot of the tree (see `export_ref`) imported before the working tree;
+    None: this working tree itself, also when .venv's editable install is another checkout's
+    (a `git worktree` sharing the main checkout's venv).
     """
     dropped = ("APIARY_", "LITELLM_", "OPENAI_", "DATABASE_URL", "REDIS_URL", "PYTHONPATH")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
+    env["PYTHONPATH"] = str(source if source is not None else ROOT)
     env.update(extra)
     return env
 
@@ -637,6 +644,12 @@ def request_body(stream: bool) -> bytes:
     return json.dumps(body).encode()
 
 
+def responses_body() -> bytes:
+    """The Responses API's form of `request_body(stream=False)`."""
+    body = {"model": MODEL, "input": PROMPT, "max_output_tokens": 16}
+    return json.dumps(body).encode()
+
+
 async def _load(
     session: aiohttp.ClientSession,
     url: str,
@@ -648,7 +661,7 @@ async def _load(
     max_requests: int,
 ) -> tuple[list[float], list[float], int, str | None, float]:
     """Closed-loop load: `concurrency` workers, each sending its next request on a reply."""
-    body = request_body(stream)
+    body = responses_body() if url.endswith("/v1/responses") else request_body(stream)
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     latencies: list[float] = []
     ttfbs: list[float] = []
@@ -800,6 +813,7 @@ class Target:
     key: str
     gateway: Service | None
     run: TargetRun
+    responses_url: str | None = None  # Apiary's /v1/responses; None: not measured there
 
 
 def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.Namespace) -> None:
@@ -819,10 +833,16 @@ def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.
         order = [*targets[:1], *(targets[1:] if index % 2 == 0 else reversed(targets[1:]))]
         for target in order:
             name, gateway = target.run.name, target.gateway
+            url = target.url
+            if mode == "responses":
+                if target.responses_url is not None:
+                    url = target.responses_url
+                elif gateway is not None:
+                    continue  # LiteLLM, the floor: only Apiary's Responses API is measured
             cell = run_async(
                 _measure(
                     name,
-                    target.url,
+                    url,
                     target.key,
                     mode=mode,
                     concurrency=concurrency,
@@ -846,7 +866,8 @@ def run_targets(targets: Sequence[Target], *, upstream: Service, args: argparse.
                 raise RuntimeError(f"{gateway.name} died:\n{gateway.log_tail()}")
     for target in targets:
         for mode, concurrency in cells:
-            target.run.cells.append(_median_cell(measured[(id(target), mode, concurrency)]))
+            if (id(target), mode, concurrency) in measured:
+                target.run.cells.append(_median_cell(measured[(id(target), mode, concurrency)]))
         if target.gateway is not None:
             target.run.peak_rss_mib = round(target.gateway.peak_rss_mib(), 1)
             target.run.log_tail = [line[:500] for line in target.gateway.log_tail(10).splitlines()]
@@ -922,6 +943,10 @@ def verdicts(apiary: TargetRun, litellm: TargetRun | None) -> dict[str, Any]:
     json10, stream10 = ratios["json_c10"], ratios["stream_c10"]
     added = _cell(apiary, "json", 1)
     added_p50 = added.added_p50_ms if added else None
+    chat, responses = _cell(apiary, "json", 10), _cell(apiary, "responses", 10)
+    responses_share = (
+        round(responses.rps / chat.rps, 3) if chat and responses and chat.rps > 0 else None
+    )
     checks = {
         "rps_ratio_json_c10": {
             "value": json10,
@@ -937,6 +962,11 @@ def verdicts(apiary: TargetRun, litellm: TargetRun | None) -> dict[str, Any]:
             "value": added_p50,
             "target": f"< {TARGET_ADDED_P50_MS:g} ms",
             "met": added_p50 is not None and added_p50 < TARGET_ADDED_P50_MS,
+        },
+        "responses_share_of_chat_c10": {
+            "value": responses_share,
+            "target": f">= {TARGET_RESPONSES_RPS_SHARE:g}",
+            "met": responses_share is not None and responses_share >= TARGET_RESPONSES_RPS_SHARE,
         },
         "peak_rss_mib": {
             "value": apiary.peak_rss_mib,
@@ -1083,7 +1113,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run Apiary from `git archive REF` (e.g. HEAD) instead of the working tree; "
         f"repeat it to measure several builds side by side, `{WORKTREE}` being the working tree",
     )
-    parser.add_argument("--modes", default=",".join(MODES), help="which of json,stream to measure")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="which of json,stream,responses to measure"
+    )
     parser.add_argument(
         "--concurrencies",
         default=",".join(map(str, CONCURRENCIES)),
@@ -1224,7 +1256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 else "embedded (SQLite, counters in process)"
                             )
                         )
-                        targets.append(Target(url, key, gateway=service, run=run))
+                        responses_url = url.replace("/v1/chat/completions", "/v1/responses")
+                        targets.append(
+                            Target(url, key, gateway=service, run=run, responses_url=responses_url)
+                        )
                         key_name = level if len(builds) == 1 else f"{label}_{level}"
                         if deployment == "production":
                             production_runs.append((key_name, run))
@@ -1274,6 +1309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concurrencies": args.concurrencies,
             "repeat": args.repeat,
             "request": json.loads(request_body(stream=False)),
+            "responses_request": json.loads(responses_body()),
         },
         "headline": headline.name,
         "loadavg_at_start": loadavg_at_start,

@@ -43,10 +43,14 @@ class ChatReply:
 
 @dataclass
 class ChatStream:
-    """An open stream: headers known now, chunks (OpenAI chunk JSON, no SSE framing) to come."""
+    """An open stream: headers known now, chunks (OpenAI chunk JSON, no SSE framing) to come.
+
+    `framed`: the chunks are whole SSE events already (the Responses API's typed events),
+    sent as they are, with no closing `[DONE]`."""
 
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
+    framed: bool = False
 
 
 class UpstreamFailed(ApiaryError):

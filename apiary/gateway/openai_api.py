@@ -26,7 +26,8 @@ from starlette.types import Receive, Scope, Send
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import authenticate, authorize, bearer_credentials
 from apiary.authz.permissions import Permission
-from apiary.errors import ApiaryError, BadRequest, Forbidden, openai_error
+from apiary.errors import ApiaryError, BadRequest, Forbidden, NotFound, openai_error
+from apiary.gateway import completions_api, responses_api
 from apiary.gateway.client import ChatReply, ChatStream
 from apiary.observability.metrics import ROUTE_TEMPLATE
 from apiary.runtime import Runtime, RuntimeDep
@@ -215,6 +216,20 @@ HOT_ROUTES: dict[str, HotRoute] = {
             _check_embeddings,
             _embed,
         ),
+        HotRoute(
+            "/v1/responses",
+            "Create a response (OpenAI Responses API), streaming or not",
+            Permission.GATEWAY_CALL,
+            responses_api.check,
+            responses_api.create,
+        ),
+        HotRoute(
+            "/v1/completions",
+            "Create a completion (OpenAI's legacy completions API)",
+            Permission.GATEWAY_CALL,
+            completions_api.check,
+            completions_api.create,
+        ),
     )
 }
 
@@ -307,6 +322,11 @@ async def _send_stream(send: Send, stream: ChatStream) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     chunks = stream.chunks
     try:
+        if stream.framed:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         async for chunk in chunks:
             await send(
                 {
@@ -353,12 +373,25 @@ def document_hot_routes(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _model(name: str, created: int) -> dict[str, Any]:
+    owner = name.split("/", 1)[0] if "/" in name else "apiary-route"
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
 @router.get("/models", summary="The models and routes this tenant may call")
 async def models(auth: Caller, runtime: RuntimeDep) -> Response:
     created = int(time.time())
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": owner}
-        for name in runtime.gateway.router.names()
-        for owner in [name.split("/", 1)[0] if "/" in name else "apiary-route"]
-    ]
+    data = [_model(name, created) for name in runtime.gateway.router.names()]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+@router.get(
+    "/models/{model_id:path}",
+    summary="One model or route this tenant may call",
+)
+async def model(model_id: str, auth: Caller, runtime: RuntimeDep) -> Response:
+    # The same names as the listing: a model id holds a slash (provider/model), which
+    # OpenAI's SDKs send percent-encoded and the server hands over decoded.
+    if model_id not in runtime.gateway.router.names():
+        raise NotFound(f"model {model_id!r} does not exist; GET /v1/models lists what you can call")
+    return Response(orjson.dumps(_model(model_id, int(time.time()))), media_type="application/json")

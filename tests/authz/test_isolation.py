@@ -8,6 +8,7 @@ parameter the walk does not know fails here until A owns a resource of that kind
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import astuple, dataclass
 from typing import Any
@@ -20,9 +21,12 @@ from fastapi.routing import APIRoute
 from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import KEY_WITHHELD, Permission, Role
 from apiary.authz.scope import TenantScope
+from apiary.db import utcnow
 from apiary.executions.models import Execution
 from apiary.gateway.openai_api import HOT_ROUTES
-from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
+from apiary.gateway.responses_wire import response_id
+from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTERS
+from apiary.responses.models import StoredResponse
 from apiary.runtime import Runtime
 from apiary.usage.models import LedgerEntry
 from tests.factories import Caller, make_api_key, make_member, make_tenant
@@ -58,6 +62,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hello"}],
     },
     ("POST", "/v1/embeddings"): {"model": "no-such-model", "input": "x"},
+    ("POST", "/v1/completions"): {"model": "no-such-model", "prompt": "x"},
+    # A's stored response, continued: not found for B, before any model is called.
+    ("POST", "/v1/responses"): {
+        "model": "no-such-model",
+        "input": "x",
+        "previous_response_id": "{response_id}",
+    },
     ("PATCH", "/api/v1/limits"): {"monthly_budget_usd": 5},
     ("POST", "/api/v1/knowledge-bases"): {"name": "walk-kb-{n}"},
     # A's knowledge base is not found before any body is read, so no file is needed.
@@ -76,6 +87,8 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/members/invitations"): {404},
     ("POST", "/v1/chat/completions"): {404},
     ("POST", "/v1/embeddings"): {404},
+    ("POST", "/v1/completions"): {404},
+    ("POST", "/v1/responses"): {400},
     ("POST", "/api/v1/executions"): {404},
 }
 
@@ -101,9 +114,12 @@ def _permission_of(route: APIRoute) -> Permission | None:
 
 
 def _routes(app: FastAPI) -> list[Walked]:
-    routers = [(API_PREFIX, router) for router in API_ROUTERS] + [("", OPENAI_ROUTER)]
+    routers = [(API_PREFIX, router) for router in API_ROUTERS]
+    routers += [("", router) for router in OPENAI_ROUTERS]
     routes = [
-        Walked(method, prefix + route.path, _permission_of(route), tuple(route.param_convertors))
+        Walked(
+            method, prefix + route.path_format, _permission_of(route), tuple(route.param_convertors)
+        )
         for prefix, router in routers
         for route in router.routes
         if isinstance(route, APIRoute)
@@ -198,6 +214,19 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
                 role="developer",
             )
         )
+        # ... and a stored answer of the Responses API, written directly for the same reason.
+        stored_id = uuid.uuid4()
+        session.add(
+            StoredResponse(
+                id=stored_id,
+                tenant_id=uuid.UUID(tenant.id),
+                expires_at=utcnow() + dt.timedelta(days=1),
+                model="alpha-corp-model",
+                status="completed",
+                document={"id": response_id(stored_id), "output": [], "note": "alpha-corp"},
+                context=[{"type": "message", "role": "user", "content": "alpha-corp secret"}],
+            )
+        )
         await session.commit()
     resources = {
         "agent_id": agent.json()["id"],
@@ -208,6 +237,8 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
         "tenant_id": tenant.id,
         "kb_id": kb.json()["id"],
         "document_id": document.json()["id"],
+        "response_id": response_id(stored_id),
+        "model_id": "unserved-model",  # models are not a tenant's: an unknown one is a 404
     }
     return resources, tenant.admin
 

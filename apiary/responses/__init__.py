@@ -1,0 +1,1 @@
+"""Stored responses of the OpenAI-compatible Responses API (`/v1/responses`)."""
