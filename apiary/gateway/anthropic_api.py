@@ -131,8 +131,10 @@ async def _send_events(send: Send, stream: ChatStream, stops: list[str]) -> None
     chunks = stream.chunks
     try:
         async for chunk in chunks:
-            for frame in events.feed(chunk):
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            # One write per provider chunk, however many events it makes.
+            frames = b"".join(events.feed(chunk))
+            if frames:
+                await send({"type": "http.response.body", "body": frames, "more_body": True})
         tail = b"".join(events.finish_events())
         await send({"type": "http.response.body", "body": tail})
     finally:

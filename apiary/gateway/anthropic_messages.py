@@ -456,6 +456,11 @@ def sse(event: str, payload: JSON) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+_TEXT_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_TEXT_DELTA_MIDDLE = b',"delta":{"type":"text_delta","text":'
+_TEXT_DELTA_TAIL = b"}}\n\n"
+
+
 class MessageEvents:
     """Chat-completion chunks in, Anthropic stream events out (each an SSE frame).
 
@@ -524,13 +529,15 @@ class MessageEvents:
                 if self.kind != "text":
                     yield from self._open({"type": "text", "text": ""})
                 self.output_deltas += 1
-                yield sse(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": self.block,
-                        "delta": {"type": "text_delta", "text": text},
-                    },
+                # The hot frame of a stream, put together without building its dict.
+                yield b"".join(
+                    (
+                        _TEXT_DELTA_HEAD,
+                        str(self.block).encode(),
+                        _TEXT_DELTA_MIDDLE,
+                        orjson.dumps(text),
+                        _TEXT_DELTA_TAIL,
+                    )
                 )
             for call in delta.get("tool_calls") or []:
                 yield from self._tool_delta(call)
