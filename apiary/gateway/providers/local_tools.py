@@ -6,7 +6,9 @@ under a grammar (from a JSON schema) that admits only a valid call: `{"name": <o
 tools>, "arguments": <that tool's parameters schema>}`, or with `tool_choice: auto` also
 `{"content": "<a plain answer>"}`; a named `tool_choice` samples the arguments object alone.
 What comes out therefore parses, names a real tool and matches its schema (objects get
-`additionalProperties: false` unless the schema says otherwise, so no invented keys).
+`additionalProperties: false` unless the schema says otherwise, so no invented keys). The
+grammar cannot express numeric bounds: a small integer range is sampled as an enum, and
+any other bounded number is brought inside its bounds after sampling.
 
 With `tool_choice: auto`, once the last message is a tool result the model answers in text:
 the tiny model otherwise tends to call tools again and again, and an agent loop on it would
@@ -16,6 +18,7 @@ never end. Earlier calls in the history are shown to the model in the same JSON 
 from __future__ import annotations
 
 import copy
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,8 +45,36 @@ class ToolPlan:
     instructions: str
 
 
+MAX_ENUMERATED = 256  # an integer range up to this size is sampled as an enum
+
+
+def _bounds(node: JSON) -> tuple[float | None, float | None]:
+    """The inclusive bounds of a numeric schema (draft 4's boolean exclusives included)."""
+    low, high = node.get("minimum"), node.get("maximum")
+    exclusive_low, exclusive_high = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
+    integer = node.get("type") == "integer"
+
+    def above(bound: float) -> float:
+        return bound + 1 if integer else math.nextafter(bound, math.inf)
+
+    def below(bound: float) -> float:
+        return bound - 1 if integer else math.nextafter(bound, -math.inf)
+
+    if isinstance(exclusive_low, int | float) and not isinstance(exclusive_low, bool):
+        low = above(exclusive_low) if low is None else max(low, above(exclusive_low))
+    elif exclusive_low is True and low is not None:
+        low = above(low)
+    if isinstance(exclusive_high, int | float) and not isinstance(exclusive_high, bool):
+        high = below(exclusive_high) if high is None else min(high, below(exclusive_high))
+    elif exclusive_high is True and high is not None:
+        high = below(high)
+    return low, high
+
+
 def _closed(schema: JSON) -> JSON:
-    """`schema` with objects closed to unknown keys where it leaves that open."""
+    """`schema` as the grammar can hold output to it: objects closed to unknown keys where it
+    leaves that open, and small integer ranges as enums (llama.cpp's schema converter has no
+    minimum or maximum; larger ranges and bounded numbers are clamped after sampling)."""
     closed = copy.deepcopy(schema)
     stack: list[Any] = [closed]
     while stack:
@@ -51,10 +82,32 @@ def _closed(schema: JSON) -> JSON:
         if isinstance(node, dict):
             if node.get("type") == "object" and "additionalProperties" not in node:
                 node["additionalProperties"] = False
+            if node.get("type") == "integer" and "enum" not in node:
+                low, high = _bounds(node)
+                if low is not None and high is not None and 0 <= high - low < MAX_ENUMERATED:
+                    node["enum"] = list(range(int(low), int(high) + 1))
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
     return closed
+
+
+def _clamped(value: Any, schema: Any) -> Any:
+    """`value` with numbers brought inside their schema's bounds, through objects and arrays."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        return {key: _clamped(item, properties.get(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clamped(item, schema.get("items")) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = _bounds(schema)
+        if low is not None and value < low:
+            value = int(low) if schema.get("type") == "integer" else low
+        if high is not None and value > high:
+            value = int(high) if schema.get("type") == "integer" else high
+    return value
 
 
 def _functions(tools: Any) -> tuple[JSON, ...]:
@@ -183,6 +236,9 @@ def reply(plan: ToolPlan, text: str) -> tuple[str | None, list[JSON]]:
         name, arguments = parsed.get("name"), parsed.get("arguments")
     else:
         return text, []
+    function = next((f for f in plan.functions if f["name"] == name), None)
+    if function is not None:
+        arguments = _clamped(arguments, function["parameters"])
     call = {
         "id": f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",
