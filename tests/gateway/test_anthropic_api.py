@@ -436,3 +436,34 @@ async def test_openapi_documents_the_messages_routes(gateway: Gateway) -> None:
         spec = (await http.get("/openapi.json")).json()
     assert "/v1/messages" in spec["paths"]
     assert "/v1/messages/count_tokens" in spec["paths"]
+
+
+async def test_rate_limits_budgets_and_the_cache_apply(gateway: Gateway) -> None:
+    """The chat path's own limits and cache: a key over its rate is an Anthropic 429, and a
+    deterministic request is answered from the cache the second time."""
+    async with gateway.http() as http:
+        response = await http.patch(
+            "/api/v1/limits", headers=gateway.tenant.admin.headers, json={"key_rpm": 2}
+        )
+    assert response.status_code == 200, response.text
+    ask: list[MessageParam] = [{"role": "user", "content": "cache me"}]
+    client = claude(gateway)
+    first = await client.messages.with_raw_response.create(
+        model="oai/gpt-4o-mini", max_tokens=8, messages=ask, extra_body={"temperature": 0}
+    )
+    second = await client.messages.with_raw_response.create(
+        model="oai/gpt-4o-mini", max_tokens=8, messages=ask, extra_body={"temperature": 0}
+    )
+    assert (first.headers["x-apiary-cache"], second.headers["x-apiary-cache"]) == (
+        "miss",
+        "hit; exact",
+    )
+    assert (await second.parse()).content == (await first.parse()).content
+    assert len(gateway.upstream.requests) == 1
+    # The first call counted against the rate, the cache hit did not: one more fits.
+    await client.messages.create(model="oai/gpt-4o-mini", max_tokens=8, messages=ask)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        await client.messages.create(model="oai/gpt-4o-mini", max_tokens=8, messages=ask)
+    assert caught.value.type == "rate_limit_error"
+    assert "API key request rate limit" in (caught.value.api_message or "")
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
