@@ -114,6 +114,19 @@ class OpenAIErrorBody(BaseModel):
     error: OpenAIError
 
 
+class AnthropicError(BaseModel):
+    type: str = Field(description="invalid_request_error, authentication_error, ...")
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error under /v1/messages, in Anthropic's shape, so Anthropic SDKs raise the
+    matching exception."""
+
+    type: str = Field(description="always 'error'")
+    error: AnthropicError
+
+
 STATUS_DESCRIPTIONS = {
     400: "Bad request: the body is not what the operation takes",
     401: "Not authenticated: no credential, or one that is not valid",

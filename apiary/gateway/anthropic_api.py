@@ -36,6 +36,7 @@ from apiary.runtime import Runtime
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 ROUTES = frozenset({MESSAGES, COUNT_TOKENS})
+PERMISSION = Permission.GATEWAY_CALL  # what both routes require of the caller
 
 _JSON = (b"content-type", b"application/json")
 _READ_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-apiary-cache"})
@@ -113,10 +114,8 @@ class AnthropicHotPath:
     async def _caller(runtime: Runtime, scope: Scope, headers: dict[str, str]) -> AuthContext:
         client = scope.get("client")
         auth = await authenticate(_credentials(headers), client[0] if client else None, runtime)
-        if not auth.can(Permission.GATEWAY_CALL):
-            raise Forbidden(
-                f"role {auth.role.value!r} lacks permission {Permission.GATEWAY_CALL.value!r}"
-            )
+        if not auth.can(PERMISSION):
+            raise Forbidden(f"role {auth.role.value!r} lacks permission {PERMISSION.value!r}")
         return auth
 
 

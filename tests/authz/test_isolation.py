@@ -21,6 +21,7 @@ from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import KEY_WITHHELD, Permission, Role
 from apiary.authz.scope import TenantScope
 from apiary.executions.models import Execution
+from apiary.gateway import anthropic_api
 from apiary.gateway.openai_api import HOT_ROUTES
 from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTER
 from apiary.runtime import Runtime
@@ -58,6 +59,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hello"}],
     },
     ("POST", "/v1/embeddings"): {"model": "no-such-model", "input": "x"},
+    ("POST", "/v1/messages"): {
+        "model": "no-such-model",
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "x"}],
+    },
+    ("POST", "/v1/messages/count_tokens"): {
+        "model": "no-such-model",
+        "messages": [{"role": "user", "content": "x"}],
+    },
     ("PATCH", "/api/v1/limits"): {"monthly_budget_usd": 5},
     ("POST", "/api/v1/knowledge-bases"): {"name": "walk-kb-{n}"},
     # A's knowledge base is not found before any body is read, so no file is needed.
@@ -76,6 +86,8 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/members/invitations"): {404},
     ("POST", "/v1/chat/completions"): {404},
     ("POST", "/v1/embeddings"): {404},
+    ("POST", "/v1/messages"): {404},
+    ("POST", "/v1/messages/count_tokens"): {404},
     ("POST", "/api/v1/executions"): {404},
 }
 
@@ -111,6 +123,7 @@ def _routes(app: FastAPI) -> list[Walked]:
     ]
     # The gateway's hot path answers these before FastAPI's router sees them.
     routes += [Walked("POST", hot.path, hot.permission, ()) for hot in HOT_ROUTES.values()]
+    routes += [Walked("POST", path, anthropic_api.PERMISSION, ()) for path in anthropic_api.ROUTES]
     # The walk must cover every operation the app serves: compare with its OpenAPI paths.
     served = {
         (method.upper(), path)

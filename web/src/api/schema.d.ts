@@ -980,6 +980,29 @@ export interface components {
             /** Version */
             version: number;
         };
+        /** AnthropicError */
+        AnthropicError: {
+            /** Message */
+            message: string;
+            /**
+             * Type
+             * @description invalid_request_error, authentication_error, ...
+             */
+            type: string;
+        };
+        /**
+         * AnthropicErrorBody
+         * @description Every error under /v1/messages, in Anthropic's shape, so Anthropic SDKs raise the
+         *     matching exception.
+         */
+        AnthropicErrorBody: {
+            error: components["schemas"]["AnthropicError"];
+            /**
+             * Type
+             * @description always 'error'
+             */
+            type: string;
+        };
         /** ApiKey */
         ApiKey: {
             /**
@@ -6431,7 +6454,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Not authenticated: no credential, or one that is not valid */
@@ -6440,7 +6463,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description A budget is spent */
@@ -6449,7 +6472,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Not permitted: the caller's role or key may not do this */
@@ -6458,7 +6481,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Not found (a resource of another tenant is not found either) */
@@ -6467,7 +6490,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Too large */
@@ -6476,7 +6499,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description A parameter or a field of the body is not valid: the detail names it */
@@ -6485,7 +6508,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Too many requests: wait for Retry-After seconds */
@@ -6494,7 +6517,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description The model provider failed */
@@ -6503,7 +6526,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description A dependency is unavailable: retry after Retry-After seconds */
@@ -6512,7 +6535,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description The model provider did not answer in time */
@@ -6521,7 +6544,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
         };
@@ -6552,7 +6575,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Not authenticated: no credential, or one that is not valid */
@@ -6561,7 +6584,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description A budget is spent */
@@ -6570,7 +6593,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Not permitted: the caller's role or key may not do this */
@@ -6579,7 +6602,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Not found (a resource of another tenant is not found either) */
@@ -6588,7 +6611,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Too large */
@@ -6597,7 +6620,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description A parameter or a field of the body is not valid: the detail names it */
@@ -6606,7 +6629,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description Too many requests: wait for Retry-After seconds */
@@ -6615,7 +6638,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description The model provider failed */
@@ -6624,7 +6647,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description A dependency is unavailable: retry after Retry-After seconds */
@@ -6633,7 +6656,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
             /** @description The model provider did not answer in time */
@@ -6642,7 +6665,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OpenAIErrorBody"];
+                    "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
         };
