@@ -7,9 +7,8 @@ can answer 404 (absent, or another tenant's); one that takes parameters or a bod
 answer 422 with Apiary's error body (FastAPI documents its own shape, which Apiary does not
 send); anything that reads the database or Redis answers 503 with Retry-After while one
 is unreachable; every `/v1` operation answers errors in OpenAI's shape (`/v1/messages` in
-Anthropic's). An error particular to a
-route (409 on a name taken, 413 on an upload too large) is declared on the route with
-`errors.documented(...)`. The fuzzer in tests/test_fuzz_api.py fails on any status an
+Anthropic's). An error particular to a route (409 on a name taken, 413 on an upload too
+large) is declared on the route with `errors.documented(...)`. The fuzzer in tests/test_fuzz_api.py fails on any status an
 operation answers that its document does not list.
 """
 
