@@ -467,3 +467,56 @@ async def test_rate_limits_budgets_and_the_cache_apply(gateway: Gateway) -> None
     assert caught.value.type == "rate_limit_error"
     assert "API key request rate limit" in (caught.value.api_message or "")
     assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+
+
+async def test_output_format_system_turns_and_failed_tool_results(gateway: Gateway) -> None:
+    schema: dict[str, object] = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    history: list[MessageParam] = [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "look it up", "signature": "sig"},
+                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "is_error": True,
+                    "content": [{"type": "text", "text": "service down"}],
+                }
+            ],
+        },
+        {"role": "system", "content": "Answer in JSON."},
+    ]
+    await claude(gateway).messages.create(
+        model="oai/gpt-4o-mini",
+        max_tokens=20,
+        messages=history,
+        tools=[WEATHER],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    upstream = sent(gateway)
+    assert upstream["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema},
+    }
+    turns = upstream["messages"]
+    # The earlier turn's thinking is left out; its call and the failed result stay.
+    assert turns[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "toolu_1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": "{}"},
+            }
+        ],
+    }
+    assert turns[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: service down"}
+    assert turns[3] == {"role": "system", "content": "Answer in JSON."}
