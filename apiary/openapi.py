@@ -8,8 +8,9 @@ answer 422 with Apiary's error body (FastAPI documents its own shape, which Apia
 send); anything that reads the database or Redis answers 503 with Retry-After while one
 is unreachable; every `/v1` operation answers errors in OpenAI's shape (`/v1/messages` in
 Anthropic's). An error particular to a route (409 on a name taken, 413 on an upload too
-large) is declared on the route with `errors.documented(...)`. The fuzzer in tests/test_fuzz_api.py fails on any status an
-operation answers that its document does not list.
+large) is declared on the route with `errors.documented(...)`. The fuzzer in
+tests/test_fuzz_api.py fails on any status an operation answers that its document does not
+list.
 """
 
 from __future__ import annotations

@@ -76,9 +76,7 @@ def default_config(config: GatewayConfig) -> GatewayConfig:
         return config
     provider, model = LOCAL_MODEL.split("/")
     embedder = LOCAL_EMBEDDING_MODEL.split("/")[1]
-    local = ProviderConfig(
-        name=provider, kind="local", models=[model, embedder], max_concurrency=1
-    )
+    local = ProviderConfig(name=provider, kind="local", models=[model, embedder], max_concurrency=1)
     return GatewayConfig(providers=[local], routes=config.routes, prices=config.prices)
 
 
