@@ -114,6 +114,19 @@ class OpenAIErrorBody(BaseModel):
     error: OpenAIError
 
 
+class AnthropicError(BaseModel):
+    type: str = Field(description="invalid_request_error, authentication_error, ...")
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error under /v1/messages, in Anthropic's shape, so Anthropic SDKs raise the
+    matching exception."""
+
+    type: str = Field(description="always 'error'")
+    error: AnthropicError
+
+
 STATUS_DESCRIPTIONS = {
     400: "Bad request: the body is not what the operation takes",
     401: "Not authenticated: no credential, or one that is not valid",
@@ -158,6 +171,30 @@ _OPENAI_TYPES = {
 }
 
 
+# Anthropic's error `type` for each status, so Anthropic SDKs raise their matching exception.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(status: int, detail: str) -> dict[str, object]:
+    """Anthropic's error document (under /v1/messages, where Anthropic SDKs are the clients)."""
+    return {
+        "type": "error",
+        "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": detail},
+    }
+
+
 def render(
     request: Request,
     status: int,
@@ -166,7 +203,10 @@ def render(
     *,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """Apiary's error shape, or OpenAI's under /v1 where OpenAI SDKs are the clients."""
+    """Apiary's error shape, or OpenAI's under /v1 where OpenAI SDKs are the clients (and
+    Anthropic's under /v1/messages)."""
+    if request.url.path.startswith("/v1/messages"):
+        return JSONResponse(anthropic_error(status, detail), status_code=status, headers=headers)
     if request.url.path.startswith("/v1/"):
         return JSONResponse(
             openai_error(status, error, detail), status_code=status, headers=headers

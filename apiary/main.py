@@ -20,8 +20,8 @@ from apiary.config import Settings, load_settings
 from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import ErrorAnsweringMiddleware, install_error_handlers
 from apiary.executions import endpoints as executions
+from apiary.gateway import anthropic_api, openai_api
 from apiary.gateway import endpoints as providers
-from apiary.gateway import openai_api
 from apiary.kit import heap
 from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
@@ -74,6 +74,7 @@ class ApiaryApp(FastAPI):
     own body limit. Every other request, lifespan and WebSocket takes FastAPI's usual path."""
 
     _hot_stack: ASGIApp | None = None
+    _messages_stack: ASGIApp | None = None  # the Anthropic Messages API, served the same way
     # Set when APIARY_TRUSTED_PROXIES names the proxies in front: their X-Forwarded-* headers
     # are applied to the scope here, before either path, so both see the real client.
     trusted_proxies: TrustedProxies | None = None
@@ -87,12 +88,18 @@ class ApiaryApp(FastAPI):
             scope["app"] = self
             await self._hot_stack(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["path"] in anthropic_api.ROUTES:
+            if self._messages_stack is None:
+                self._messages_stack = self._build_hot_stack(anthropic_api.AnthropicHotPath())
+            scope["app"] = self
+            await self._messages_stack(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
-    def _build_hot_stack(self) -> ASGIApp:
+    def _build_hot_stack(self, hot_path: ASGIApp | None = None) -> ASGIApp:
         # Built on first use, like FastAPI's own stack, so it sees the final error handlers.
         handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
-        hot_path = openai_api.OpenAIHotPath()
+        hot_path = hot_path or openai_api.OpenAIHotPath()
         return ErrorAnsweringMiddleware(
             ObservabilityMiddleware(hot_path), handler=handler, debug=self.debug
         )
@@ -142,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for openai_router in OPENAI_ROUTERS:
         app.include_router(openai_router)
     openai_api.document_hot_routes(app)
+    anthropic_api.document_routes(app)
     openapi.install(app)
 
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

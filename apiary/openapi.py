@@ -6,10 +6,11 @@ or a bad credential) and 403 (a role without the permission); one with an id in 
 can answer 404 (absent, or another tenant's); one that takes parameters or a body can
 answer 422 with Apiary's error body (FastAPI documents its own shape, which Apiary does not
 send); anything that reads the database or Redis answers 503 with Retry-After while one
-is unreachable; every `/v1` operation answers errors in OpenAI's shape. An error particular to a
-route (409 on a name taken, 413 on an upload too large) is declared on the route with
-`errors.documented(...)`. The fuzzer in tests/test_fuzz_api.py fails on any status an
-operation answers that its document does not list.
+is unreachable; every `/v1` operation answers errors in OpenAI's shape (`/v1/messages` in
+Anthropic's). An error particular to a route (409 on a name taken, 413 on an upload too
+large) is declared on the route with `errors.documented(...)`. The fuzzer in
+tests/test_fuzz_api.py fails on any status an operation answers that its document does not
+list.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from apiary.errors import STATUS_DESCRIPTIONS, ErrorBody, OpenAIErrorBody
+from apiary.errors import STATUS_DESCRIPTIONS, AnthropicErrorBody, ErrorBody, OpenAIErrorBody
 
 # Operations anyone may call without credentials (the isolation test keeps its own list).
 PUBLIC = frozenset(
@@ -144,8 +145,12 @@ def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
     schemas["OpenAIErrorBody"] = OpenAIErrorBody.model_json_schema(
         ref_template="#/components/schemas/{model}"
     )
-    for nested, definition in schemas["OpenAIErrorBody"].pop("$defs", {}).items():
-        schemas[nested] = definition
+    schemas["AnthropicErrorBody"] = AnthropicErrorBody.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    for body in ("OpenAIErrorBody", "AnthropicErrorBody"):
+        for nested, definition in schemas[body].pop("$defs", {}).items():
+            schemas[nested] = definition
     for path, operations in spec["paths"].items():
         openai_shape = path.startswith("/v1/")
         for method, operation in operations.items():
@@ -156,6 +161,8 @@ def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
             if openai_shape:
                 statuses |= set(OPENAI_ERRORS)
             schema = "OpenAIErrorBody" if openai_shape else "ErrorBody"
+            if path.startswith("/v1/messages"):
+                schema = "AnthropicErrorBody"  # the Messages API answers in Anthropic's shape
             for status in sorted(statuses):
                 described = responses.get(str(status))
                 # FastAPI's own 422 (HTTPValidationError) is replaced: it is not what we send.

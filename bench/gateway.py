@@ -104,6 +104,8 @@ TARGET_RESPONSES_RPS_SHARE = 0.8
 # Targets of issue 16 for production mode (PostgreSQL + Redis) against embedded.
 TARGET_PRODUCTION_RPS_SHARE = 0.85  # of the embedded mode's req/s, json at c=10
 TARGET_PRODUCTION_ADDED_P50_MS = 1.0
+# Issue 18: the Anthropic Messages API (`--messages`) against chat, same build, same run.
+TARGET_MESSAGES_RPS_SHARE = 0.8  # of /v1/chat/completions' req/s at c=10
 
 WORKTREE = "."  # `--ref .`: the working tree, as without --ref
 
@@ -684,7 +686,10 @@ async def _load(
                         ttfb = time.perf_counter() - t0
                         while chunk := await response.content.readany():
                             tail = (tail + chunk)[-64:]
-                        ok = response.status == 200 and b"[DONE]" in tail
+                        # OpenAI's stream ends with [DONE], Anthropic's with message_stop.
+                        ok = response.status == 200 and (
+                            b"[DONE]" in tail or b"message_stop" in tail
+                        )
                     else:
                         tail = await response.read()
                         ok = response.status == 200 and tail.startswith(b"{")
@@ -1012,6 +1017,22 @@ def production_verdicts(embedded: TargetRun, production: TargetRun) -> dict[str,
     }
 
 
+def messages_verdict(chat: TargetRun, messages: TargetRun) -> dict[str, Any]:
+    """/v1/messages' req/s as a share of chat's, per mode at c=10 (issue 18's target)."""
+    checks: dict[str, Any] = {}
+    for mode in MODES:
+        ours, theirs = _cell(messages, mode, 10), _cell(chat, mode, 10)
+        if ours is None or theirs is None or not theirs.rps:
+            continue
+        share = ours.rps / theirs.rps
+        checks[f"{mode}_c10"] = {
+            "value": round(share, 3),
+            "target": TARGET_MESSAGES_RPS_SHARE,
+            "met": share >= TARGET_MESSAGES_RPS_SHARE,
+        }
+    return checks
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -1127,6 +1148,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="measure every cell this many times, in rounds; each figure is the median",
     )
+    parser.add_argument(
+        "--messages",
+        action="store_true",
+        help="also measure the headline build's /v1/messages (the same request in "
+        "Anthropic's format) beside its /v1/chat/completions",
+    )
     parser.add_argument("--out", type=Path, help="JSON results path")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
@@ -1182,6 +1209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[TargetRun] = []
     apiary_runs: list[tuple[str, TargetRun]] = []
     production_runs: list[tuple[str, TargetRun]] = []  # each beside apiary_runs' same entry
+    messages_runs: list[tuple[TargetRun, TargetRun]] = []  # (chat, /v1/messages), one build
     backends: Backends | None = None
     litellm_run: TargetRun | None = None
     with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="apiary-bench-") as tmp:
@@ -1260,6 +1288,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         targets.append(
                             Target(url, key, gateway=service, run=run, responses_url=responses_url)
                         )
+                        if args.messages and not messages_runs and deployment == "embedded":
+                            # The bench's chat body (model, messages, max_tokens, stream) is
+                            # a valid Messages request as it stands.
+                            messages_run = TargetRun(f"{name} /v1/messages", note=run.note)
+                            targets.append(
+                                Target(
+                                    url.replace("/v1/chat/completions", "/v1/messages"),
+                                    key,
+                                    gateway=service,
+                                    run=messages_run,
+                                )
+                            )
+                            messages_runs.append((run, messages_run))
                         key_name = level if len(builds) == 1 else f"{label}_{level}"
                         if deployment == "production":
                             production_runs.append((key_name, run))
@@ -1348,6 +1389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, check in verdict["targets"].items():
             mark = "PASS" if check["met"] else "FAIL"
             print(f"  {mark}  {name:<22} {_fmt(check['value'], 2):>8}   target {check['target']}")
+    for chat, messages in messages_runs:
+        for cell, check in messages_verdict(chat, messages).items():
+            mark = "PASS" if check["met"] else "FAIL"
+            print(
+                f"  {mark}  /v1/messages / chat req/s {cell:<10} {_fmt(check['value'], 2):>6}   "
+                f"target {check['target']}"
+            )
     if litellm_run is None:
         print(f"LiteLLM: {litellm_note}")
     print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

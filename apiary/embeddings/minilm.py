@@ -340,6 +340,12 @@ class MiniLMEmbedder:
                 result[rows] = vectors
         return result
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """The word pieces each text is embedded from (special tokens included, at most 256:
+        longer texts are truncated, as `embed` does)."""
+        runtime = _load_runtime()
+        return [len(encoding.ids) for encoding in runtime.model.tokenizer.encode_batch(list(texts))]
+
     async def embed_async(self, texts: Sequence[str]) -> Float32Array:
         """`embed` on a worker thread, so the event loop keeps serving while numpy works."""
         return await asyncio.to_thread(self.embed, texts)

@@ -109,6 +109,7 @@ MODELS: dict[str, ModelInfo] = {
     "kimi-k3":                 _m(3.00, 15.00, 0.30, 1_048_576, 3),
     # --- The bundled local model: genuinely free.
     "smollm2":                 _m(0.0, 0.0, 0.0, 8192, 0),
+    "minilm":                  _m(0.0, 0.0, 0.0, 8192, 0),  # takes any text, embeds 256 pieces
 }
 # fmt: on
 

@@ -27,8 +27,10 @@ ProviderKind = Literal[
 ]
 RoutePolicy = Literal["complexity", "context", "cost"]
 
-# The bundled model, served when no provider is configured.
+# The bundled models, served when no provider is configured: a chat model and MiniLM,
+# which serves /v1/embeddings (a `kind: local` provider may list `minilm` beside it).
 LOCAL_MODEL = "local/smollm2"
+LOCAL_EMBEDDING_MODEL = "local/minilm"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -129,7 +131,7 @@ class GatewayConfig(_Strict):
             raise ValueError(f"providers: duplicate names {', '.join(sorted(duplicates))}")
         known = {f"{p.name}/{m}" for p in self.providers for m in p.models}
         if not self.providers:
-            known.add(LOCAL_MODEL)
+            known.update((LOCAL_MODEL, LOCAL_EMBEDDING_MODEL))
         for route, config in self.routes.items():
             unknown = [m for m in config.models if m not in known]
             if unknown:

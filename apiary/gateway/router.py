@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apiary.gateway import catalog, complexity, tokens
-from apiary.gateway.config import GatewayConfig, RouteConfig
+from apiary.gateway.config import LOCAL_EMBEDDING_MODEL, GatewayConfig, RouteConfig
 
 COMPLEX_THRESHOLD = 0.8
 LONG_CONTEXT_TOKENS = 100_000
@@ -56,6 +56,9 @@ class Router:
             for model in models
         )
         self._by_key = {t.key: t for t in self.all_targets}
+        # What a route with no model list chains: every model but the bundled embedder,
+        # which only embeds (it is called by name, on /v1/embeddings).
+        self.chat_targets = tuple(t for t in self.all_targets if t.key != LOCAL_EMBEDDING_MODEL)
 
     def names(self) -> list[str]:
         """Everything a client may send as `model`: routes, then provider/model ids."""
@@ -71,12 +74,12 @@ class Router:
         route = self.config.routes.get("default")
         if route is not None and route.models:
             return tuple(self._by_key[m] for m in route.models)
-        return self.all_targets
+        return self.chat_targets
 
     def decide(self, model: str, request: dict[str, Any]) -> Decision:
         route = self.config.routes.get(model)
         if route is None and model == "default":
-            route = RouteConfig(models=[t.key for t in self.all_targets])
+            route = RouteConfig(models=[t.key for t in self.chat_targets])
         if route is not None:
             return self._route(model, route, request)
         if model in self._by_key:

@@ -16,7 +16,12 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from apiary.gateway import catalog
-from apiary.gateway.config import LOCAL_MODEL, GatewayConfig, ProviderConfig
+from apiary.gateway.config import (
+    LOCAL_EMBEDDING_MODEL,
+    LOCAL_MODEL,
+    GatewayConfig,
+    ProviderConfig,
+)
 from apiary.gateway.http import HttpClient
 from apiary.gateway.providers.base import (
     JSON,
@@ -65,11 +70,13 @@ class AllProvidersFailed(Exception):
 
 
 def default_config(config: GatewayConfig) -> GatewayConfig:
-    """With no provider configured, the bundled local model serves everything."""
+    """With no provider configured, the bundled local models serve everything: chat by
+    SmolLM2, embeddings by MiniLM."""
     if config.providers:
         return config
     provider, model = LOCAL_MODEL.split("/")
-    local = ProviderConfig(name=provider, kind="local", models=[model], max_concurrency=1)
+    embedder = LOCAL_EMBEDDING_MODEL.split("/")[1]
+    local = ProviderConfig(name=provider, kind="local", models=[model, embedder], max_concurrency=1)
     return GatewayConfig(providers=[local], routes=config.routes, prices=config.prices)
 
 

@@ -23,6 +23,7 @@ from apiary.authz.permissions import KEY_WITHHELD, Permission, Role
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
 from apiary.executions.models import Execution
+from apiary.gateway import anthropic_api
 from apiary.gateway.openai_api import HOT_ROUTES
 from apiary.gateway.responses_wire import response_id
 from apiary.main import API_PREFIX, API_ROUTERS, OPENAI_ROUTERS
@@ -69,6 +70,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "input": "x",
         "previous_response_id": "{response_id}",
     },
+    ("POST", "/v1/messages"): {
+        "model": "no-such-model",
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "x"}],
+    },
+    ("POST", "/v1/messages/count_tokens"): {
+        "model": "no-such-model",
+        "messages": [{"role": "user", "content": "x"}],
+    },
     ("PATCH", "/api/v1/limits"): {"monthly_budget_usd": 5},
     ("POST", "/api/v1/knowledge-bases"): {"name": "walk-kb-{n}"},
     # A's knowledge base is not found before any body is read, so no file is needed.
@@ -89,6 +99,8 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/embeddings"): {404},
     ("POST", "/v1/completions"): {404},
     ("POST", "/v1/responses"): {400},
+    ("POST", "/v1/messages"): {404},
+    ("POST", "/v1/messages/count_tokens"): {404},
     ("POST", "/api/v1/executions"): {404},
 }
 
@@ -127,6 +139,7 @@ def _routes(app: FastAPI) -> list[Walked]:
     ]
     # The gateway's hot path answers these before FastAPI's router sees them.
     routes += [Walked("POST", hot.path, hot.permission, ()) for hot in HOT_ROUTES.values()]
+    routes += [Walked("POST", path, anthropic_api.PERMISSION, ()) for path in anthropic_api.ROUTES]
     # The walk must cover every operation the app serves: compare with its OpenAPI paths.
     served = {
         (method.upper(), path)

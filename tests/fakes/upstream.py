@@ -69,6 +69,7 @@ class Reply:
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
     chunk_delay_s: float = 0.0
+    stop_sequence: str | None = None  # Anthropic: which stop sequence ended the turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +261,7 @@ class _Answer:
     finish_reason: str  # OpenAI vocabulary
     cached_tokens: int
     cache_creation_tokens: int
+    stop_sequence: str | None = None
 
 
 _Render: TypeAlias = Callable[[Reply | StreamThenDrop | None], Awaitable[web.StreamResponse]]
@@ -500,6 +502,7 @@ class FakeUpstream:
             finish_reason=_TO_OPENAI_FINISH.get(finish, finish),
             cached_tokens=reply.cached_tokens,
             cache_creation_tokens=reply.cache_creation_tokens,
+            stop_sequence=reply.stop_sequence,
         )
 
     async def _not_found(self, request: web.Request) -> web.Response:
@@ -1040,6 +1043,12 @@ class FakeUpstream:
             "service_tier": "standard",
         }
 
+    @staticmethod
+    def _anthropic_stop(answer: _Answer) -> str:
+        if answer.stop_sequence is not None:
+            return "stop_sequence"
+        return _TO_ANTHROPIC_STOP.get(answer.finish_reason, answer.finish_reason)
+
     def _anthropic_message(self, answer: _Answer, message_id: str) -> Json:
         return {
             "id": message_id,
@@ -1047,8 +1056,8 @@ class FakeUpstream:
             "role": "assistant",
             "model": answer.model,
             "content": self._anthropic_blocks(answer),
-            "stop_reason": _TO_ANTHROPIC_STOP.get(answer.finish_reason, answer.finish_reason),
-            "stop_sequence": None,
+            "stop_reason": self._anthropic_stop(answer),
+            "stop_sequence": answer.stop_sequence,
             "usage": self._anthropic_usage(answer, answer.completion_tokens),
         }
 
@@ -1114,8 +1123,8 @@ class FakeUpstream:
         message_delta = {
             "type": "message_delta",
             "delta": {
-                "stop_reason": _TO_ANTHROPIC_STOP.get(answer.finish_reason, answer.finish_reason),
-                "stop_sequence": None,
+                "stop_reason": self._anthropic_stop(answer),
+                "stop_sequence": answer.stop_sequence,
             },
             "usage": {"output_tokens": answer.completion_tokens},
         }

@@ -122,7 +122,7 @@ def to_anthropic(request: JSON, model: str) -> JSON:
     }
     if system:
         body["system"] = "\n\n".join(system)
-    for key in ("temperature", "top_p"):
+    for key in ("temperature", "top_p", "top_k"):
         if request.get(key) is not None:
             body[key] = request[key]
     stop = request.get("stop")
@@ -193,18 +193,20 @@ def from_anthropic(message: JSON) -> tuple[JSON, Usage | None]:
     if tool_calls:
         reply["tool_calls"] = tool_calls
     usage = usage_of(message.get("usage"))
+    choice: JSON = {
+        "index": 0,
+        "message": reply,
+        "finish_reason": STOP_REASONS.get(message.get("stop_reason") or "", "stop"),
+    }
+    if message.get("stop_reason") == "stop_sequence" and message.get("stop_sequence"):
+        # Which stop string ended the turn, where vLLM reports it: /v1/messages passes it on.
+        choice["stop_reason"] = message["stop_sequence"]
     document: JSON = {
         "id": message.get("id", ""),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": message.get("model", ""),
-        "choices": [
-            {
-                "index": 0,
-                "message": reply,
-                "finish_reason": STOP_REASONS.get(message.get("stop_reason") or "", "stop"),
-            }
-        ],
+        "choices": [choice],
     }
     if usage is not None:
         document["usage"] = _openai_usage(usage)
@@ -284,15 +286,19 @@ class AnthropicProvider:
         tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool_calls index
         input_tokens: JSON = {}
         finish: str | None = None
+        matched: str | None = None  # the stop sequence that ended the turn, if one did
 
         def chunk(delta: JSON, finish_reason: str | None = None) -> bytes:
+            choice: JSON = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            if finish_reason is not None and matched is not None:
+                choice["stop_reason"] = matched
             return orjson.dumps(
                 {
                     "id": chunk_id,
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": state.model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                    "choices": [choice],
                 }
             )
 
@@ -341,6 +347,8 @@ class AnthropicProvider:
                         )
                 elif kind == "message_delta":
                     finish = STOP_REASONS.get(event["delta"].get("stop_reason") or "", "stop")
+                    if event["delta"].get("stop_reason") == "stop_sequence":
+                        matched = event["delta"].get("stop_sequence")
                     state.usage = usage_of({**input_tokens, **(event.get("usage") or {})})
                 elif kind == "error":
                     error = event.get("error") or {}
