@@ -31,5 +31,8 @@ async def update_limits(
     body: LimitsUpdate,
 ) -> Limits:
     limits = await limits_service.update(session, auth, body)
+    # Committed before the cache is dropped: a call reading the limits in between would
+    # otherwise cache the old ones again for another few seconds.
+    await session.commit()
     runtime.limits.forget(auth.scope.tenant_id)
     return limits

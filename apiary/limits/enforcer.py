@@ -88,10 +88,16 @@ class LimitEnforcer:
         # soft limit would otherwise ask the counter store again.
         self._warned: set[str] = set()
 
+        # Bumped by `forget`: a read that started before a change must not cache what it
+        # read (the old limits) once it ends.
+        self._changes: dict[uuid.UUID, int] = {}
+
     def forget(self, tenant_id: uuid.UUID) -> None:
-        """Drop cached limits after a change, so this replica applies them at once."""
+        """Drop cached limits after a change is committed, so this replica applies them at
+        once."""
         self._limits.pop(tenant_id, None)
         self._reading.pop(tenant_id, None)
+        self._changes[tenant_id] = self._changes.get(tenant_id, 0) + 1
 
     async def _limits_of(self, tenant_id: uuid.UUID) -> Limits:
         cached = self._limits.get(tenant_id)
@@ -109,12 +115,14 @@ class LimitEnforcer:
             del self._reading[tenant_id]
 
     async def _read_limits(self, tenant_id: uuid.UUID) -> Limits:
+        changes = self._changes.get(tenant_id, 0)
         async with self._factory() as session:
             row = await limits_repository.get(session, TenantScope(tenant_id))
         limits = Limits.model_validate(row) if row else NO_LIMITS
         if limits == NO_LIMITS:
             limits = NO_LIMITS  # calls compare by identity: `==` on a model is slow
-        self._limits[tenant_id] = (time.monotonic() + _LIMITS_TTL_S, limits)
+        if self._changes.get(tenant_id, 0) == changes:
+            self._limits[tenant_id] = (time.monotonic() + _LIMITS_TTL_S, limits)
         return limits
 
     async def admit(

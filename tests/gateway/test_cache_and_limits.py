@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
@@ -406,3 +409,36 @@ async def test_a_failed_embeddings_call_is_in_the_ledger_and_releases_its_reserv
     assert len(result.data) == 1
     entries = await gateway.ledger()
     assert [e.status for e in entries] == ["error"] * 10 + ["ok"]
+
+
+async def test_a_limits_change_during_a_read_of_the_old_limits_applies_at_once(
+    gateway: Gateway,
+) -> None:
+    """A call reading the tenant's limits when they are changed keeps the limits it read,
+    but does not cache them: the next call on this replica has the new ones."""
+    await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=100)
+    enforcer = gateway.runtime.limits
+    tenant_id = uuid.UUID(str(gateway.tenant.id))
+    enforcer.forget(tenant_id)
+    auth = AuthContext(role=Role.DEVELOPER, tenant_id=tenant_id, actor=Actor())
+    real_factory, gate = enforcer._factory, asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def held_session() -> AsyncIterator[AsyncSession]:
+        async with real_factory() as session:
+            yield session
+            await gate.wait()  # the old limits are read; the change lands meanwhile
+
+    enforcer._factory = held_session  # type: ignore[assignment]
+    try:
+        reading = asyncio.create_task(enforcer.admit(auth, estimate_cost_usd=lambda: 0.0))
+        await asyncio.sleep(0.05)
+        enforcer._factory = real_factory
+        await set_limits(gateway, gateway.tenant.admin, monthly_budget_usd=250)
+        gate.set()
+        assert (await reading).limits.monthly_budget_usd == 100  # what it read
+    finally:
+        enforcer._factory = real_factory
+        gate.set()
+    admitted = await enforcer.admit(auth, estimate_cost_usd=lambda: 0.0)
+    assert admitted.limits.monthly_budget_usd == 250
