@@ -426,7 +426,7 @@ class BillingService:
                 "created_at": utcnow(),
                 "issued_at": utcnow(),
                 "period": period,
-                "number": f"pending-{uuid.uuid4()}",
+                "number": f"~{uuid.uuid4().hex}",  # numbered below, once this run won the claim
                 "plan": tenant.plan,
                 "currency": currency,
                 "usd_rate": rate,
