@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from apiary.kit.schemas import INT32_MAX, INT64_MAX, PlainLine, Schema, UpdateSchema
+from apiary.kit.schemas import INT32_MAX, PlainLine, Schema, UpdateSchema
 
 PlanKey = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$", min_length=1, max_length=40)
@@ -22,7 +22,8 @@ Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)]
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
-BigCount = Annotated[int, Field(ge=0, le=INT64_MAX)]
+# Up to 2**53: exact in JSON readers (and in the spec, whose bounds are floats).
+BigCount = Annotated[int, Field(ge=0, le=2**53)]
 
 ENTITLEMENTS = (
     "seats",
