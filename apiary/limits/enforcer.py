@@ -86,8 +86,10 @@ class LimitEnforcer:
         self._counters = counters
         self._factory = factory
         self._limits: dict[uuid.UUID, tuple[float, Limits]] = {}
-        # Per tenant, the guards whose bound is the plan's (named in a refusal).
+        # Per tenant, the guards whose bound is the plan's (named in a refusal), and the
+        # plan's features the gateway asks about (the semantic cache), read with the limits.
         self._from_plan: dict[uuid.UUID, dict[str, str]] = {}
+        self._features: dict[uuid.UUID, frozenset[str]] = {}
         # One read per tenant at a time: the hundred calls of a swarm that find the cache
         # expired together wait for the same read instead of making a hundred.
         self._reading: dict[uuid.UUID, asyncio.Future[Limits]] = {}
@@ -127,10 +129,18 @@ class LimitEnforcer:
         limits = Limits.model_validate(row) if row else NO_LIMITS
         if plan is not None:
             limits = self._bounded_by_plan(tenant_id, limits, plan)
+            self._features[tenant_id] = frozenset(
+                name for name in ("semantic_cache", "oidc", "audit_export") if getattr(plan, name)
+            )
         if limits == NO_LIMITS:
             limits = NO_LIMITS  # calls compare by identity: `==` on a model is slow
         self._limits[tenant_id] = (time.monotonic() + _LIMITS_TTL_S, limits)
         return limits
+
+    async def has_feature(self, tenant_id: uuid.UUID, feature: str) -> bool:
+        """Whether the tenant's plan includes `feature` (as of the cached read, 5 s)."""
+        await self._limits_of(tenant_id)
+        return feature in self._features.get(tenant_id, frozenset())
 
     def _bounded_by_plan(self, tenant_id: uuid.UUID, limits: Limits, plan: Plan) -> Limits:
         cap = None if plan.overage or plan.included_spend_usd is None else plan.included_spend_usd

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -286,3 +287,44 @@ async def test_the_tenant_sees_its_plan_and_usage(
     assert usage["requests_per_minute"] == (60, None)
     assert body["features"] == {"semantic_cache": False, "oidc": False, "audit_export": False}
     assert body["period"]["billed_usd"] == "0.00"
+
+
+async def test_audit_export_is_a_feature_of_the_plan(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    team = await make_tenant(runtime, client, "teamco", plan="team")
+    refusal = await client.get("/api/v1/audit-log/export.csv", headers=team.admin.headers)
+    refused(refusal, 403, "audit_export: audit log export is not in the Team plan")
+    premium = await make_tenant(runtime, client, "acme", plan="premium")
+    await make_member(client, premium, Role.VIEWER)
+    exported = await client.get("/api/v1/audit-log/export.csv", headers=premium.admin.headers)
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert lines[0].startswith("seq,created_at,action,")
+    actions = [line.split(",")[2] for line in lines[1:]]
+    assert actions[:2] == ["tenant.created", "member.added"]  # oldest first
+    assert actions.count("member.added") == 2
+    assert "auth.login" in actions
+
+
+async def test_the_semantic_cache_is_a_feature_of_the_plan(
+    make_gateway: GatewayFactory, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    root = await make_super_admin(runtime, client)
+    gateway: Gateway = await make_gateway(cache={"semantic": True, "semantic_threshold": 0.9})
+    await put_on(client, root, gateway.tenant.id, "free")
+    openai_client = gateway.client()
+
+    async def ask(text: str) -> str:
+        response = await openai_client.chat.completions.with_raw_response.create(
+            model="oai/gpt-4o-mini", messages=[{"role": "user", "content": text}], temperature=0
+        )
+        return str(response.headers["x-apiary-cache"])
+
+    assert await ask("What is the capital city of France?") == "miss"
+    assert await ask("what's the capital city of France") == "miss"  # Free: no semantic cache
+    await put_on(client, root, gateway.tenant.id, "team")
+    gateway.runtime.limits.forget(uuid.UUID(gateway.tenant.id))
+    assert await ask("What is the capital city of Italy?") == "miss"
+    assert await ask("what's the capital city of Italy") == "hit; semantic"
