@@ -162,6 +162,7 @@ class PlanService:
     ) -> Plan:
         if await billing_repository.plan(session, body.key) is not None:
             raise Conflict(f"a plan with key {body.key!r} already exists (archived ones too)")
+        _cap_is_spend(body.model_dump())
         plan = Plan(**body.model_dump(), archived=False)
         session.add(plan)
         await session.flush()
@@ -181,6 +182,7 @@ class PlanService:
         changes = body.model_dump(exclude_unset=True)
         if changes.get("monthly_fee_usd", plan.monthly_fee_usd) is None:
             raise Unprocessable("monthly_fee_usd may not be null")
+        _cap_is_spend({name: changes.get(name, getattr(plan, name)) for name in _CAP_FIELDS})
         over = await self._tenants_over(session, plan, changes)
         if over and not force:
             raise Conflict(
@@ -285,6 +287,18 @@ class PlanService:
         )
 
 
+_CAP_FIELDS = ("overage", "included_spend_usd", "included_tokens")
+
+
+def _cap_is_spend(fields: dict[str, Any]) -> None:
+    # Without overage the allowance is enforced as a monthly budget, which counts dollars.
+    if not fields["overage"] and fields["included_tokens"] is not None:
+        raise Unprocessable(
+            "included_tokens: a plan without overage caps spend, not tokens; set "
+            "included_spend_usd instead, or allow overage"
+        )
+
+
 def _jsonable(value: object) -> object:
     return str(value) if isinstance(value, Decimal) else value
 
@@ -317,17 +331,13 @@ class BillingService:
                 for name in schemas.ENTITLEMENTS
             ],
             features={feature.value: has_feature(plan, feature) for feature in Feature},
-            period=await self.metering(session, tenant, period, until=now),
+            period=await self.metering(session, tenant, period),
         )
 
     async def metering(
-        self,
-        session: AsyncSession,
-        tenant: Tenant,
-        period: str,
-        *,
-        until: dt.datetime | None = None,
+        self, session: AsyncSession, tenant: Tenant, period: str
     ) -> schemas.Metering:
+        """The period's figures from the ledger, and what it bills so far (before tax)."""
         start, end = period_bounds(period)
         scope = TenantScope(tenant.id)
         figures = await billing_repository.metering(session, scope, start=start, end=end)

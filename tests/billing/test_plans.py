@@ -154,3 +154,38 @@ async def test_moving_a_tenant_between_plans(client: httpx.AsyncClient, runtime:
     assert seen.json()["plan"]["key"] == "free"
     seats = next(e for e in seen.json()["entitlements"] if e["entitlement"] == "seats")
     assert seats == {"entitlement": "seats", "limit": 3, "used": 4}
+
+
+async def test_bad_plans_are_refused_by_name(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    root = await make_super_admin(runtime, client)
+    cases = [
+        ({"key": "Bad Key", "name": "x", "monthly_fee_usd": "1"}, "body.key"),
+        ({"key": "neg", "name": "x", "monthly_fee_usd": "-1"}, "body.monthly_fee_usd"),
+        ({"key": "cents", "name": "x", "monthly_fee_usd": "1.001"}, "body.monthly_fee_usd"),
+        ({"key": "seats", "name": "x", "monthly_fee_usd": "1", "seats": -1}, "body.seats"),
+        (
+            {
+                "key": "tok",
+                "name": "x",
+                "monthly_fee_usd": "1",
+                "overage": False,
+                "included_tokens": 1000,
+            },
+            "included_tokens: a plan without overage caps spend",
+        ),
+    ]
+    for body, named in cases:
+        response = await client.post("/api/v1/admin/plans", headers=root.headers, json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert named in response.json()["detail"]
+    null_fee = await client.patch(
+        "/api/v1/admin/plans/team", headers=root.headers, json={"monthly_fee_usd": None}
+    )
+    assert null_fee.status_code == 422
+    unlimited = await client.patch(
+        "/api/v1/admin/plans/team", headers=root.headers, json={"seats": None}
+    )
+    assert unlimited.status_code == 200
+    assert unlimited.json()["seats"] is None
+    missing = await client.get("/api/v1/admin/plans/gold", headers=root.headers)
+    assert missing.status_code == 404
