@@ -95,7 +95,11 @@ def invoice_pdf(
     pdf.cell(140, 8, "Description", border="B")
     pdf.cell(0, 8, "Amount", border="B", align="R", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 10)
+    tax_label = "Tax"
     for line in lines:
+        if line.kind == "tax":  # shown with the totals, under the subtotal it is taken on
+            tax_label = line.description
+            continue
         pdf.cell(140, 7, _latin1(line.description))
         pdf.cell(
             0,
@@ -109,7 +113,7 @@ def invoice_pdf(
     pdf.set_font("Helvetica", "B", 11)
     for label, amount in (
         ("Subtotal", invoice.subtotal_minor),
-        ("Tax", invoice.tax_minor),
+        (tax_label, invoice.tax_minor),
         ("Total", invoice.total_minor),
     ):
         pdf.cell(140, 8, label, align="R")
