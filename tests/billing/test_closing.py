@@ -11,8 +11,9 @@ from decimal import Decimal
 import httpx
 from sqlalchemy import func, select
 
-from apiary.billing.models import Invoice, InvoiceLine
-from apiary.billing.service import billing_service
+from apiary.billing.models import Invoice, InvoiceLine, Plan
+from apiary.billing.repository import Metering
+from apiary.billing.service import Segment, bill, billing_service
 from apiary.config import BillingSettings
 from apiary.db import create_engine, create_session_factory
 from apiary.runtime import Runtime
@@ -196,3 +197,30 @@ async def test_credits_tax_and_the_tenants_currency(
         4320,
     )
     assert invoice.billed_usd == Decimal("40.000000")
+
+
+def test_a_token_allowance_covers_its_share_of_the_cost() -> None:
+    tokens_plan = Plan(
+        key="tokens",
+        name="Tokens",
+        monthly_fee_usd=Decimal("20.00"),
+        included_spend_usd=None,
+        included_tokens=1_000_000,
+        overage=True,
+        markup_pct=Decimal("10"),
+    )
+    # 4 M tokens cost $40: the 1 M included cover a quarter, $30 is billed plus 10 %.
+    figures = Metering(
+        provider_cost_usd=Decimal("40"),
+        calls=100,
+        prompt_tokens=3_000_000,
+        completion_tokens=1_000_000,
+        executions=0,
+        storage_bytes=0,
+    )
+    computed = bill([Segment(tokens_plan, 30)], figures, month_days=30)
+    assert [(line.kind, line.amount_usd) for line in computed.lines] == [
+        ("plan_fee", Decimal("20.00")),
+        ("overage", Decimal("33.00")),
+    ]
+    assert computed.covered_usd == Decimal("10")
