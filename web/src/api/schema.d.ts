@@ -4580,6 +4580,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter or a field of the body is not valid: the detail names it */
             422: {
                 headers: {
@@ -5221,6 +5230,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not permitted: the caller's role or key may not do this */
             403: {
                 headers: {
@@ -5637,6 +5655,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not permitted: the caller's role or key may not do this */
             403: {
                 headers: {
@@ -5834,6 +5861,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6133,6 +6169,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6758,6 +6803,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7864,7 +7918,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7985,7 +8039,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -8104,7 +8158,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
