@@ -102,7 +102,10 @@ class BillingRepository:
         lock on PostgreSQL; on SQLite a no-op write, which takes the database's one write
         lock now (before the count that follows), not at the insert after it."""
         if session.get_bind().dialect.name == "postgresql":
-            await session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+            # FOR NO KEY UPDATE: checks of one tenant wait for each other, while inserts of
+            # its rows (their foreign keys take FOR KEY SHARE on it) do not wait for them.
+            locked = select(Tenant.id).where(Tenant.id == tenant_id)
+            await session.execute(locked.with_for_update(key_share=True))
         else:
             await session.execute(
                 update(Tenant).where(Tenant.id == tenant_id).values(plan=Tenant.plan)
