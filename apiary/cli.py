@@ -24,6 +24,8 @@ admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
+billing_app = typer.Typer(help="Billing: close a month into invoices.", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
 
 T = TypeVar("T")
 
@@ -227,6 +229,32 @@ def migrate(
     else:
         _migrate(settings)
     typer.echo("database is at " + (downgrade or "head"), err=True)
+
+
+@billing_app.command("close")
+def billing_close(
+    period: Annotated[
+        str | None,
+        typer.Option(help="The month to close, YYYY-MM (default: last month, UTC)"),
+    ] = None,
+) -> None:
+    """Issue every tenant's invoice for an ended month; safe to run again, and from several
+    replicas at once (a schedule can run it on the 1st of each month). Prints JSON."""
+    import re
+
+    from apiary.billing.service import billing_service, last_period
+
+    settings = _settings()
+    period = period or last_period()
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        raise _fail(f"--period: {period!r} is not a month as YYYY-MM", 2)
+    result = _run(
+        settings,
+        lambda runtime: billing_service.close_period(
+            runtime.session_factory, period, settings.billing
+        ),
+    )
+    _print_json(result.model_dump())
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -129,6 +130,19 @@ class ResponsesSettings(BaseSettings):
     write_interval_s: float = Field(default=0.2, gt=0, le=5)
 
 
+class BillingSettings(BaseSettings):
+    """Invoices (see apiary/billing/): tax, numbering and the currencies billed in."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    tax_rate: Decimal = Field(default=Decimal(0), ge=0, le=1)  # 0.2 adds 20 % to invoices
+    invoice_prefix: str = Field(default="INV", pattern=r"^[A-Z0-9-]{1,20}$")
+    issuer: str = Field(default="Apiary", min_length=1, max_length=200)  # on the PDF
+    # 1 USD in each currency a tenant may be invoiced in (plans are priced in USD); the rate
+    # is fixed on each invoice when its period closes.
+    usd_rates: dict[str, Decimal] = Field(default_factory=lambda: {"USD": Decimal(1)})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -185,6 +199,7 @@ class Settings(BaseSettings):
     runner: Literal["inprocess", "celery"] = "inprocess"
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

@@ -130,7 +130,7 @@ class AnthropicErrorBody(BaseModel):
 STATUS_DESCRIPTIONS = {
     400: "Bad request: the body is not what the operation takes",
     401: "Not authenticated: no credential, or one that is not valid",
-    402: "A budget is spent",
+    402: "A budget is spent, or the plan's entitlement is reached (EntitlementExceeded)",
     403: "Not permitted: the caller's role or key may not do this",
     404: "Not found (a resource of another tenant is not found either)",
     409: "Conflicts with what exists",

@@ -16,6 +16,8 @@ from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
 from apiary.auth.forwarded import TrustedProxies
+from apiary.billing import endpoints as billing
+from apiary.billing.defaults import load_default_plans
 from apiary.config import Settings, load_settings
 from apiary.dashboard import DEFAULT_DIST, mount_dashboard
 from apiary.errors import ErrorAnsweringMiddleware, install_error_handlers
@@ -50,6 +52,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     agents.router,
     executions.router,
     providers.router,
+    billing.router,
+    billing.admin_router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTERS: tuple[APIRouter, ...] = (openai_api.router, stored_responses.router)
@@ -119,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
+        # Plans added to plans.yaml since the last start (edited ones are left alone).
+        await load_default_plans(runtime.session_factory)
         runtime.start()
         await runtime.start_runner()
         app.state.runtime = runtime

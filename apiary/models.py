@@ -4,6 +4,7 @@ from apiary.agents.models import Agent, AgentVersion
 from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
+from apiary.billing.models import Credit, Invoice, InvoiceCounter, InvoiceLine, Plan, PlanChange
 from apiary.db import Base
 from apiary.executions.models import Execution, ExecutionEvent, Subtask
 from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument, KnowledgeDocumentEvent
@@ -23,14 +24,20 @@ __all__ = [
     "AuditEntry",
     "AuthSession",
     "Base",
+    "Credit",
     "Execution",
     "ExecutionEvent",
     "Invitation",
+    "Invoice",
+    "InvoiceCounter",
+    "InvoiceLine",
     "KnowledgeBase",
     "KnowledgeDocument",
     "KnowledgeDocumentEvent",
     "LedgerEntry",
     "Membership",
+    "Plan",
+    "PlanChange",
     "RefreshToken",
     "StoredResponse",
     "Subtask",

@@ -430,6 +430,8 @@ def start_apiary(
         "admin",
         "create-tenant",
         "bench",
+        "--plan",
+        "enterprise",  # unlimited: a benchmark measures Apiary, not a plan's rates
         "--admin-email",
         ADMIN_EMAIL,
         "--admin-password",

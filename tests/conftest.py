@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from apiary import migrations
 from apiary.auth import key_cache
+from apiary.billing.defaults import load_default_plans
 from apiary.config import Settings
 from apiary.db import create_engine
 from apiary.main import create_app
@@ -142,6 +143,9 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         else:
             for table in tables:
                 await connection.execute(text(f"DELETE FROM {table}"))
+    # The shipped plans, as a start-up loads them (tenants refer to them).
+    await load_default_plans(runtime.session_factory)
+    runtime.limits.forget_all()
     if TEST_REDIS:
         redis = Redis.from_url(TEST_REDIS)
         await redis.flushdb()

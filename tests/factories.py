@@ -64,12 +64,18 @@ async def login(
 
 
 async def make_tenant(
-    runtime: Runtime, client: httpx.AsyncClient, name: str | None = None
+    runtime: Runtime,
+    client: httpx.AsyncClient,
+    name: str | None = None,
+    *,
+    plan: str = "enterprise",
 ) -> TenantFixture:
+    """A tenant and its signed-in admin; on the unlimited plan unless a test is about plans
+    (tests/billing), so other tests meet no entitlement."""
     name = name or f"tenant-{secrets.token_hex(3)}"
     email = f"admin@{name}.example"
     created = await cli_create_tenant(
-        runtime, name=name, admin_email=email, password=PASSWORD, plan="free"
+        runtime, name=name, admin_email=email, password=PASSWORD, plan=plan
     )
     admin = await login(client, email)
     return TenantFixture(id=created["tenant_id"], name=name, admin=admin)

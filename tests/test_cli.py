@@ -89,7 +89,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installation:
 @pytest.mark.parametrize(
     ("command", "lists"),
     [
-        ([], ["serve", "migrate", "init", "admin", "audit"]),
+        ([], ["serve", "migrate", "init", "admin", "audit", "billing"]),
         (["serve"], ["--host", "--port"]),
         (["migrate"], ["--downgrade"]),
         (["init"], []),
@@ -98,6 +98,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installation:
         (["admin", "create-api-key"], ["--tenant", "--role", "--name"]),
         (["audit"], ["verify"]),
         (["audit", "verify"], []),
+        (["billing"], ["close"]),
+        (["billing", "close"], ["--period"]),
     ],
     ids=lambda value: (" ".join(value) or "apiary") if isinstance(value, list) else "",
 )
@@ -367,3 +369,15 @@ def test_served_api_accepts_the_printed_key_and_password_without_logging_them(
     assert "/api/v1/auth/login" in logs  # the requests were logged, ...
     for secret in (password, wrong_password, token, created["key"]):
         assert secret not in logs  # ... but never the secrets sent with them
+
+
+def test_billing_close_closes_a_month_once(installed: Installation) -> None:
+    # acme was created just now, so it has no invoice for a month that ended before it.
+    closed = apiary_json(installed.data_dir, "billing", "close", "--period", "2026-01")
+    assert closed == {"period": "2026-01", "issued": [], "already_closed": 0}
+    bad = apiary(installed.data_dir, "billing", "close", "--period", "2026-13")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --period: '2026-13' is not a month as YYYY-MM"
+    future = apiary(installed.data_dir, "billing", "close", "--period", "2999-01")
+    assert future.returncode == 1
+    assert "has not ended yet" in future.stderr

@@ -25,6 +25,7 @@ LAZY = (
     "bs4",
     "celery",  # the production worker, not the API process
     "qdrant_client",  # knowledge bases, on first use
+    "fpdf",  # an invoice's PDF, when one is downloaded
 )
 
 PROBE = f"""

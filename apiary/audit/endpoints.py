@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from apiary.audit.schemas import AuditEntry
 from apiary.audit.service import audit_service
@@ -25,3 +25,20 @@ async def list_entries(
 ) -> Page[AuditEntry]:
     rows, total = await audit_service.list(session, auth.scope, page, action=action)
     return page_of(AuditEntry, rows, total, page)
+
+
+@router.get(
+    "/export.csv",
+    summary="Export this tenant's whole audit log as CSV, oldest first (a plan feature)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def export_entries(
+    auth: Annotated[AuthContext, authorize(Permission.AUDIT_READ)], session: DbSession
+) -> Response:
+    text = await audit_service.export_csv(session, auth.scope)
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit-log.csv"'},
+    )

@@ -10,7 +10,9 @@ the entry count, so `verify` notices entries cut from the end.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.context import Actor
 from apiary.authz.scope import TenantScope
+from apiary.billing.entitlements import Feature, require_feature
 from apiary.db import utcnow
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
@@ -96,6 +99,20 @@ async def _claim_head(session: AsyncSession) -> str:
     return head
 
 
+_EXPORTED = (
+    "seq",
+    "created_at",
+    "action",
+    "actor_user_id",
+    "actor_api_key_id",
+    "target_type",
+    "target_id",
+    "ip",
+    "details",
+    "hash",
+)
+
+
 class AuditService:
     async def record(
         self,
@@ -137,6 +154,23 @@ class AuditService:
         if action:
             statement = statement.where(AuditEntry.action == action)
         return await paginate(session, statement, page, AuditEntry.seq.desc())
+
+    async def export_csv(self, session: AsyncSession, scope: TenantScope) -> str:
+        """Every entry of the tenant as CSV, oldest first: a feature of the tenant's plan."""
+        await require_feature(session, scope, Feature.AUDIT_EXPORT)
+        rows = await session.scalars(scope.select(AuditEntry).order_by(AuditEntry.seq))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(_EXPORTED)
+        for row in rows:
+            values = [getattr(row, name) for name in _EXPORTED]
+            writer.writerow(
+                [
+                    orjson.dumps(v).decode() if isinstance(v, dict) else "" if v is None else v
+                    for v in values
+                ]
+            )
+        return out.getvalue()
 
     async def verify(self, session: AsyncSession, *, batch: int = 1000) -> ChainReport:
         """Walk the whole chain in order; report the first entry whose link is broken."""

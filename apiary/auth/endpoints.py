@@ -21,7 +21,7 @@ from apiary.auth.schemas import (
 )
 from apiary.auth.service import auth_service
 from apiary.authz.permissions import Permission
-from apiary.errors import BadRequest
+from apiary.errors import BadRequest, documented
 from apiary.kit.schemas import Schema
 from apiary.runtime import RuntimeDep
 
@@ -55,7 +55,11 @@ async def login(
     )
 
 
-@router.post("/oidc", summary="Sign in with an ID token from the configured OIDC issuer")
+@router.post(
+    "/oidc",
+    summary="Sign in with an ID token from the configured OIDC issuer",
+    responses=documented(402),
+)
 async def login_oidc(
     body: OIDCLoginRequest, request: Request, session: DbSession, runtime: RuntimeDep
 ) -> TokenPair:

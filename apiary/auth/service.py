@@ -24,6 +24,7 @@ from apiary.auth.throttle import LoginThrottle
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
+from apiary.billing.entitlements import Feature, check_seat, require_feature
 from apiary.config import Settings
 from apiary.db import utcnow
 from apiary.errors import Conflict, Forbidden, Unauthorized
@@ -139,6 +140,7 @@ class AuthService:
         )
         if tenant is None:
             raise Forbidden("no Apiary tenant is linked to your identity provider's tenant")
+        await require_feature(session, TenantScope(tenant.id), Feature.OIDC)
         # The IdP's subject is unique only within its tenant, and its email claim is not
         # verified, so an account is bound to (tenant claim, subject). An existing account
         # is linked by email only if it belongs to this tenant and to no other: a tenant
@@ -166,6 +168,7 @@ class AuthService:
             raise Unauthorized("account disabled")
         found = await auth_repository.membership(session, user_id=user.id, tenant_id=tenant.id)
         if found is None:
+            await check_seat(session, TenantScope(tenant.id))
             # The IdP's signed tenant claim chose this tenant, so it scopes the new membership.
             membership = TenantScope(tenant.id).add(
                 session, Membership(user_id=user.id, role=settings.oidc.default_role)

@@ -45,6 +45,9 @@ class Permission(StrEnum):
     USAGE_READ = "usage:read"
     BUDGETS_WRITE = "budgets:write"
     PROVIDERS_READ = "providers:read"  # the gateway's providers and their health, no secrets
+    BILLING_READ = "billing:read"  # the tenant's plan, usage against it, invoices
+    BILLING_WRITE = "billing:write"  # the tenant's billing settings (currency)
+    PLANS_MANAGE = "plans:manage"  # the platform's plans, closing periods, revenue
 
 
 _READ = {
@@ -65,14 +68,24 @@ _BUILD = _READ | {
     Permission.KNOWLEDGE_WRITE,
     Permission.USAGE_READ,
 }
-_TENANT_ADMIN = set(Permission) - {Permission.TENANTS_MANAGE}
+# What only the platform's super admin does.
+_PLATFORM = {Permission.TENANTS_MANAGE, Permission.PLANS_MANAGE}
+_TENANT_ADMIN = set(Permission) - _PLATFORM
 
 MATRIX: dict[Role, frozenset[Permission]] = {
     Role.SUPER_ADMIN: frozenset(Permission),
     Role.TENANT_ADMIN: frozenset(_TENANT_ADMIN),
     Role.DEVELOPER: frozenset(_BUILD),
     Role.VIEWER: frozenset(_READ),
-    Role.BILLING_ADMIN: frozenset(_READ | {Permission.USAGE_READ, Permission.BUDGETS_WRITE}),
+    Role.BILLING_ADMIN: frozenset(
+        _READ
+        | {
+            Permission.USAGE_READ,
+            Permission.BUDGETS_WRITE,
+            Permission.BILLING_READ,
+            Permission.BILLING_WRITE,
+        }
+    ),
 }
 
 # How much a role may do, for "may not grant more than you hold" checks.

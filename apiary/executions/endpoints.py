@@ -64,7 +64,7 @@ Runner = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]
     summary="Start an execution (202); a repeated Idempotency-Key returns the first (200)",
     responses={
         200: {"model": Execution, "description": "The execution this Idempotency-Key started"},
-        **documented(404, 409),
+        **documented(402, 404, 409),
     },
 )
 async def create_execution(

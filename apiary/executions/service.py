@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.agents.repository import agent_repository
 from apiary.agents.service import definition
 from apiary.auth.context import AuthContext
+from apiary.billing.entitlements import check_execution
 from apiary.db import new_id
 from apiary.errors import Conflict
 from apiary.executions.models import Execution, ExecutionEvent, ExecutionState, Subtask
@@ -39,6 +40,9 @@ class ExecutionService:
             if found is not None:
                 return found, False
         agent = await agent_repository.get(session, auth.scope, body.agent_id)
+        # The swarm runs options.max_agents, else the agent's max_subagents (engine.py).
+        sub_agents = body.options.max_agents or agent.max_subagents or 1
+        await check_execution(session, auth.scope, sub_agents=sub_agents)
         execution = Execution(
             id=new_id(),
             agent_id=agent.id,

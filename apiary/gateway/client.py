@@ -336,6 +336,10 @@ class GatewayClient:
         if key is not None and (hit := await runtime.cache.get(key)) is not None:
             return _cache_hit(hit, auth, body, runtime, started, kind="exact")
         semantic = runtime.semantic_cache if key is not None else None
+        if semantic is not None and not await runtime.limits.has_feature(
+            auth.scope.tenant_id, "semantic_cache"
+        ):
+            semantic = None  # not in the tenant's plan (apiary/billing)
         if semantic is not None:
             bucket = bucket_key(str(auth.scope.tenant_id), body)
             vector = await semantic.embed(body)

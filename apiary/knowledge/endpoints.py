@@ -73,7 +73,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a knowledge base",
-    responses=documented(409),
+    responses=documented(402, 409),
 )
 async def create_base(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: KnowledgeBaseCreate
@@ -113,7 +113,7 @@ async def delete_base(
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"model": Document, "description": "The same content, already uploaded"},
-        **documented(413),
+        **documented(402, 413),
     },
 )
 async def upload_document(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.authz.permissions import Permission
+from apiary.billing.entitlements import check_knowledge_base, check_storage
 from apiary.errors import Conflict, Forbidden, NotFound, Unprocessable
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.errors import PayloadTooLarge
@@ -65,6 +66,7 @@ class KnowledgeService:
                 ) from None
         if await knowledge_repository.base_named(session, scope, body.name) is not None:
             raise Conflict(f"a knowledge base named {body.name!r} already exists")
+        await check_knowledge_base(session, scope)
         base = knowledge_repository.add(
             session,
             scope,
@@ -149,6 +151,7 @@ class KnowledgeService:
         existing = await knowledge_repository.document_by_hash(session, scope, base.id, sha256)
         if existing is not None:
             return existing, False
+        await check_storage(session, scope, adding=len(content))
         document = knowledge_repository.add_document(
             session,
             scope,

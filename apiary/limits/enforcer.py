@@ -19,6 +19,10 @@ budget warning is worked out from the spend the admission saw. On Redis, the tak
 settlements a replica makes while one round trip is on its way share the next one, so
 under load a call costs less than one round trip.
 
+The tenant's plan (apiary/billing) bounds its own limits: the effective request and token
+rates are the stricter of the two, and a plan without overage makes its included spend a
+monthly budget; a tenant's own limit may be stricter than its plan's, never looser.
+
 The spend counter starts from the ledger's month-to-date sum when it does not exist (once
 per month and deployment, or after the counter store lost it), so a restart does not
 forget what was spent.
@@ -39,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
+from apiary.billing.models import Plan
 from apiary.db import session_scope
 from apiary.errors import PaymentRequired, TooManyRequests
 from apiary.kv import Change, Check, CounterStore
@@ -81,6 +86,10 @@ class LimitEnforcer:
         self._counters = counters
         self._factory = factory
         self._limits: dict[uuid.UUID, tuple[float, Limits]] = {}
+        # Per tenant, the guards whose bound is the plan's (named in a refusal), and the
+        # plan's features the gateway asks about (the semantic cache), read with the limits.
+        self._from_plan: dict[uuid.UUID, dict[str, str]] = {}
+        self._features: dict[uuid.UUID, frozenset[str]] = {}
         # One read per tenant at a time: the hundred calls of a swarm that find the cache
         # expired together wait for the same read instead of making a hundred.
         self._reading: dict[uuid.UUID, asyncio.Future[Limits]] = {}
@@ -98,6 +107,11 @@ class LimitEnforcer:
         self._limits.pop(tenant_id, None)
         self._reading.pop(tenant_id, None)
         self._changes[tenant_id] = self._changes.get(tenant_id, 0) + 1
+
+    def forget_all(self) -> None:
+        """Drop every cached limit (a plan changed: every tenant on it)."""
+        self._limits.clear()
+        self._reading.clear()
 
     async def _limits_of(self, tenant_id: uuid.UUID) -> Limits:
         cached = self._limits.get(tenant_id)
@@ -118,12 +132,44 @@ class LimitEnforcer:
         changes = self._changes.get(tenant_id, 0)
         async with self._factory() as session:
             row = await limits_repository.get(session, TenantScope(tenant_id))
+            plan = await limits_repository.plan(session, TenantScope(tenant_id))
         limits = Limits.model_validate(row) if row else NO_LIMITS
+        if plan is not None:
+            limits = self._bounded_by_plan(tenant_id, limits, plan)
+            self._features[tenant_id] = frozenset(
+                name for name in ("semantic_cache", "oidc", "audit_export") if getattr(plan, name)
+            )
         if limits == NO_LIMITS:
             limits = NO_LIMITS  # calls compare by identity: `==` on a model is slow
         if self._changes.get(tenant_id, 0) == changes:
             self._limits[tenant_id] = (time.monotonic() + _LIMITS_TTL_S, limits)
         return limits
+
+    async def has_feature(self, tenant_id: uuid.UUID, feature: str) -> bool:
+        """Whether the tenant's plan includes `feature` (as of the cached read, 5 s)."""
+        await self._limits_of(tenant_id)
+        return feature in self._features.get(tenant_id, frozenset())
+
+    def _bounded_by_plan(self, tenant_id: uuid.UUID, limits: Limits, plan: Plan) -> Limits:
+        cap = None if plan.overage or plan.included_spend_usd is None else plan.included_spend_usd
+        bounds = {
+            "tenant_rpm": ("tenant request", plan.requests_per_minute, f"the {plan.name} plan's"),
+            "tenant_tpm": ("tenant token", plan.tokens_per_minute, f"the {plan.name} plan's"),
+            "monthly_budget_usd": (
+                "budget",
+                float(cap) if cap is not None else None,
+                f"the {plan.name} plan's included spend",
+            ),
+        }
+        changes: dict[str, object] = {}
+        sources: dict[str, str] = {}
+        for field, (guard, bound, source) in bounds.items():
+            own = getattr(limits, field)
+            if bound is not None and (own is None or bound < own):
+                changes[field] = bound
+                sources[guard] = source
+        self._from_plan[tenant_id] = sources
+        return limits.model_copy(update=changes) if changes else limits
 
     async def admit(
         self, auth: AuthContext, *, estimate_cost_usd: Callable[[], float | None]
@@ -173,6 +219,13 @@ class LimitEnforcer:
         if outcome.refused is not None:
             guard, check = guards[outcome.refused], checks[outcome.refused]
             _REFUSED[guard].inc()
+            source = self._from_plan.get(tenant_id, {}).get(guard)
+            if guard == "budget" and source is not None:
+                raise PaymentRequired(
+                    f"included_spend: {source} of ${limits.monthly_budget_usd:,.2f} a month is "
+                    f"spent (${outcome.value / MICRO:,.2f} this month); a plan with overage "
+                    "lifts this (GET /api/v1/billing/plan)"
+                )
             if guard == "budget":
                 raise PaymentRequired(
                     f"monthly budget of ${limits.monthly_budget_usd:,.2f} reached "
@@ -180,7 +233,8 @@ class LimitEnforcer:
                     "tenant's limits"
                 )
             raise TooManyRequests(
-                f"{guard} rate limit reached ({check.limit} per minute)",
+                f"{guard} rate limit reached ({check.limit} per minute"
+                + (f", {source} limit)" if source else ")"),
                 retry_after_s=60 - int(now % 60),
             )
         admission.spent_micro = outcome.total

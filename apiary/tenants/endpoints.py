@@ -12,6 +12,7 @@ from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.errors import documented
 from apiary.kit.schemas import Page, Paging, page_of
+from apiary.runtime import RuntimeDep
 from apiary.tenants.schemas import Tenant, TenantCreate, TenantCreated, TenantUpdate
 from apiary.tenants.service import tenant_service
 
@@ -41,9 +42,15 @@ async def get_tenant(auth: SuperAdmin, session: DbSession, tenant_id: uuid.UUID)
 @router.patch(
     "/{tenant_id}",
     summary="Rename, change plan, link OIDC, suspend or resume",
-    responses=documented(409),
+    responses=documented(409, 422),
 )
 async def update_tenant(
-    auth: SuperAdmin, session: DbSession, tenant_id: uuid.UUID, body: TenantUpdate
+    auth: SuperAdmin,
+    session: DbSession,
+    runtime: RuntimeDep,
+    tenant_id: uuid.UUID,
+    body: TenantUpdate,
 ) -> Tenant:
-    return Tenant.model_validate(await tenant_service.update(session, auth, tenant_id, body))
+    tenant = await tenant_service.update(session, auth, tenant_id, body)
+    runtime.limits.forget(tenant_id)  # a new plan's rates, on this replica at once
+    return Tenant.model_validate(tenant)

@@ -22,7 +22,8 @@ class Tenant(Schema):
     id: uuid.UUID
     name: str
     status: TenantStatus
-    plan: str
+    plan: str = Field(description="The key of its plan (GET /api/v1/admin/plans)")
+    currency: str
     oidc_tenant_id: str | None
     created_at: datetime
 
@@ -42,6 +43,11 @@ class TenantUpdate(UpdateSchema):
     plan: PlainLine | None = Field(default=None, min_length=1, max_length=40)
     status: TenantStatus | None = None
     oidc_tenant_id: PlainLine | None = Field(default=None, min_length=1, max_length=200)
+    force: bool = Field(
+        default=False,
+        description="Move to `plan` even if the tenant holds more than it allows (409 "
+        "otherwise); it keeps what it has, and adding more is refused",
+    )
 
 
 class TenantCreated(Schema):

@@ -14,6 +14,9 @@ from apiary.auth.context import AuthContext
 from apiary.auth.repository import auth_repository
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
+from apiary.billing.entitlements import Feature, has_feature
+from apiary.billing.errors import FeatureNotInPlan
+from apiary.billing.service import plan_service
 from apiary.db import utcnow
 from apiary.errors import Conflict, NotFound
 from apiary.kit.schemas import PageParams
@@ -32,7 +35,12 @@ class TenantService:
         await self._name_free(session, body.name)
         if body.oidc_tenant_id:
             await self._oidc_id_free(session, body.oidc_tenant_id)
-        tenant = Tenant(name=body.name, plan=body.plan, oidc_tenant_id=body.oidc_tenant_id)
+        plan = await plan_service.offered(session, body.plan)
+        if body.oidc_tenant_id and not has_feature(plan, Feature.OIDC):
+            raise _no_oidc(plan.name)
+        tenant = Tenant(
+            name=body.name, plan=plan.key, currency="USD", oidc_tenant_id=body.oidc_tenant_id
+        )
         session.add(tenant)
         await session.flush()
         await audit_service.record(
@@ -81,10 +89,14 @@ class TenantService:
             changes["name"] = [tenant.name, body.name]
             tenant.name = body.name
         if body.plan is not None and body.plan != tenant.plan:
+            await plan_service.change_tenant_plan(session, tenant, body.plan, force=body.force)
             changes["plan"] = [tenant.plan, body.plan]
             tenant.plan = body.plan
         if body.oidc_tenant_id is not None and body.oidc_tenant_id != tenant.oidc_tenant_id:
             await self._oidc_id_free(session, body.oidc_tenant_id)
+            plan = await plan_service.get(session, tenant.plan)
+            if not has_feature(plan, Feature.OIDC):
+                raise _no_oidc(plan.name)
             changes["oidc_tenant_id"] = [tenant.oidc_tenant_id, body.oidc_tenant_id]
             tenant.oidc_tenant_id = body.oidc_tenant_id
         if body.status is not None and body.status != tenant.status:
@@ -115,6 +127,13 @@ class TenantService:
     async def _oidc_id_free(self, session: AsyncSession, oidc_tenant_id: str) -> None:
         if await tenant_repository.by_oidc_id(session, oidc_tenant_id) is not None:
             raise Conflict(f"OIDC tenant id {oidc_tenant_id!r} is linked to another tenant")
+
+
+def _no_oidc(plan: str) -> FeatureNotInPlan:
+    return FeatureNotInPlan(
+        f"oidc: OIDC single sign-on is not in the {plan} plan; put the tenant on a plan "
+        "that includes it to link an identity provider"
+    )
 
 
 tenant_service = TenantService()

@@ -43,7 +43,7 @@ async def list_members(auth: Reader, session: DbSession, page: Paging) -> Page[M
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Add a new person as a member",
-    responses=documented(409),
+    responses=documented(402, 409),
 )
 async def add_member(auth: Writer, session: DbSession, body: MemberCreate) -> MemberCreated:
     """Creates the account. An email that already has an account answers 409: invite it
@@ -105,7 +105,9 @@ async def my_invitations(auth: Invitee, session: DbSession) -> list[InvitationRe
 
 
 @invitations_router.post(
-    "/{invitation_id}/accept", summary="Accept an invitation: join that tenant"
+    "/{invitation_id}/accept",
+    summary="Accept an invitation: join that tenant",
+    responses=documented(402),
 )
 async def accept_invitation(auth: Invitee, session: DbSession, invitation_id: uuid.UUID) -> Joined:
     return await invitation_service.accept(session, auth, invitation_id)

@@ -22,6 +22,7 @@ from apiary.auth.passwords import hash_password
 from apiary.auth.repository import auth_repository
 from apiary.authz.permissions import MEMBER_ROLES, Role
 from apiary.authz.scope import TenantScope
+from apiary.billing.entitlements import check_seat
 from apiary.db import utcnow
 from apiary.errors import Conflict, Forbidden, NotFound
 from apiary.kit.schemas import PageParams
@@ -118,6 +119,7 @@ class MemberService:
                     f"an account for {user.email} already exists: invite it with POST "
                     "/api/v1/members/invitations; it joins when it accepts"
                 )
+        await check_seat(session, scope)
         membership = scope.add(session, Membership(user_id=user.id, role=body.role))
         await session.flush()
         await audit_service.record(
@@ -317,6 +319,7 @@ class InvitationService:
         await session.delete(invitation)
         membership = await membership_repository.of_user(session, scope, user.id)
         if membership is None:
+            await check_seat(session, scope)
             membership = scope.add(session, Membership(user_id=user.id, role=invitation.role))
         await session.flush()
         await audit_service.record(

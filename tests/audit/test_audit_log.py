@@ -174,14 +174,14 @@ async def test_tenant_update_by_super_admin_is_recorded(
     tenant = await make_tenant(runtime, client, "acme")
     root = await make_super_admin(runtime, client)
     updated = await client.patch(
-        f"/api/v1/tenants/{tenant.id}", headers=root.headers, json={"plan": "pro"}
+        f"/api/v1/tenants/{tenant.id}", headers=root.headers, json={"plan": "premium"}
     )
     assert updated.status_code == 200, updated.text
     entry = await _only(client, tenant.admin, "tenant.updated")  # the tenant sees it too
     assert entry["tenant_id"] == tenant.id
     assert entry["target_id"] == tenant.id
     assert entry["actor_user_id"] == root.user_id
-    assert entry["details"] == {"plan": ["free", "pro"]}
+    assert entry["details"] == {"plan": ["enterprise", "premium"]}
 
 
 @both_databases

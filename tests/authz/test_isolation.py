@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from apiary.auth.dependencies import required_permission
 from apiary.authz.permissions import KEY_WITHHELD, Permission, Role
 from apiary.authz.scope import TenantScope
+from apiary.billing.models import Invoice
 from apiary.db import utcnow
 from apiary.executions.models import Execution
 from apiary.gateway import anthropic_api
@@ -90,6 +91,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     # A's agent, named in the body: not found for B, so nothing runs.
     ("POST", "/api/v1/executions"): {"agent_id": "{agent_id}", "task": "steal"},
     ("POST", "/api/v1/executions/{execution_id}/cancel"): {},
+    ("PATCH", "/api/v1/billing/settings"): {"currency": "USD"},
+    ("POST", "/api/v1/admin/plans"): {"key": "walk-{n}", "name": "Walk", "monthly_fee_usd": "1"},
+    ("PATCH", "/api/v1/admin/plans/{key}"): {"seats": 1},
+    ("POST", "/api/v1/admin/billing/close"): {"period": "2026-01"},
+    ("POST", "/api/v1/admin/tenants/{tenant_id}/credits"): {"amount_usd": "5", "reason": "walk"},
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
@@ -241,7 +247,35 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
             )
         )
         await session.commit()
+    # ... and an invoice, written directly (closing needs a month that has ended).
+    invoice_id = uuid.uuid4()
+    async with runtime.session_factory() as session:
+        session.add(
+            Invoice(
+                id=invoice_id,
+                tenant_id=uuid.UUID(tenant.id),
+                period="2026-01",
+                number="alpha-corp-0001",
+                plan="enterprise",
+                currency="USD",
+                usd_rate=1,
+                tax_rate=0,
+                subtotal_minor=100,
+                tax_minor=0,
+                total_minor=100,
+                provider_cost_usd=1,
+                billed_usd=1,
+                calls=1,
+                prompt_tokens=1,
+                completion_tokens=1,
+                executions=0,
+                storage_bytes=0,
+            )
+        )
+        await session.commit()
     resources = {
+        "invoice_id": str(invoice_id),
+        "key": "alpha-corp-plan",  # the plan routes are the super admin's: 403 first
         "agent_id": agent.json()["id"],
         "execution_id": str(execution_id),
         "membership_id": developer.extra["membership_id"],
@@ -312,7 +346,7 @@ async def test_second_tenant_finds_nothing_of_the_first(
                 expected = {403}  # what a key never holds, whatever its role
             elif (method, path) in EXPECTED:
                 expected = EXPECTED[(method, path)]
-            elif permission is Permission.TENANTS_MANAGE:
+            elif permission in (Permission.TENANTS_MANAGE, Permission.PLANS_MANAGE):
                 expected = {403}  # platform routes: a tenant admin is refused outright
             elif route.params:
                 expected = {404}  # A's resource does not exist for B

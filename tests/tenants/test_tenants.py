@@ -98,7 +98,7 @@ async def test_bad_tenant_input_is_refused_without_changes(
     assert "path.tenant_id" in not_uuid.json()["detail"]
     unchanged = await client.get(f"/api/v1/tenants/{tenant.id}", headers=root.headers)
     assert unchanged.json()["name"] == "acme"
-    assert unchanged.json()["plan"] == "free"
+    assert unchanged.json()["plan"] == "enterprise"  # the factory's plan
 
 
 @pytest.mark.parametrize(

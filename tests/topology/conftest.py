@@ -84,7 +84,13 @@ async def new_tenant(topology: Topology, prefix: str) -> Tenant:
         created = await http.post(
             "/api/v1/tenants",
             headers={"Authorization": f"Bearer {root}"},
-            json={"name": name, "admin_email": email, "admin_password": PASSWORD},
+            # The unlimited plan: these scenarios test the topology, not entitlements.
+            json={
+                "name": name,
+                "plan": "enterprise",
+                "admin_email": email,
+                "admin_password": PASSWORD,
+            },
         )
         assert created.status_code == 201, created.text
         return Tenant(name, email, await sign_in(http, email))

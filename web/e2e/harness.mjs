@@ -135,6 +135,9 @@ export async function startStack() {
         "admin",
         "create-tenant",
         "acme",
+        // The unlimited plan: these tests drive the pages, not a plan's entitlements.
+        "--plan",
+        "enterprise",
         "--admin-email",
         TENANT_ADMIN.email,
         "--admin-password",

@@ -4,6 +4,94 @@
  */
 
 export interface paths {
+    "/api/v1/admin/billing/close": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Close a month: issue every tenant's invoice for it (idempotent) */
+        post: operations["close_period_api_v1_admin_billing_close_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/billing/revenue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Revenue, provider cost, gross margin and cost per request, per tenant and overall */
+        get: operations["revenue_api_v1_admin_billing_revenue_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List plans */
+        get: operations["list_plans_api_v1_admin_plans_get"];
+        put?: never;
+        /** Create a plan */
+        post: operations["create_plan_api_v1_admin_plans_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/plans/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a plan */
+        get: operations["get_plan_by_key_api_v1_admin_plans__key__get"];
+        put?: never;
+        post?: never;
+        /** Archive a plan no tenant is on (409 if one is) */
+        delete: operations["delete_plan_api_v1_admin_plans__key__delete"];
+        options?: never;
+        head?: never;
+        /** Change a plan (409 if tenants on it would be over it, unless force) */
+        patch: operations["update_plan_api_v1_admin_plans__key__patch"];
+        trace?: never;
+    };
+    "/api/v1/admin/tenants/{tenant_id}/credits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Credit a tenant: taken off its next invoice */
+        post: operations["add_credit_api_v1_admin_tenants__tenant_id__credits_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/agents": {
         parameters: {
             query?: never;
@@ -128,6 +216,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/audit-log/export.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Export this tenant's whole audit log as CSV, oldest first (a plan feature) */
+        get: operations["export_entries_api_v1_audit_log_export_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/config": {
         parameters: {
             query?: never;
@@ -228,6 +333,109 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/invoices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's invoices, oldest first */
+        get: operations["list_invoices_api_v1_billing_invoices_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/invoices/{invoice_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An invoice and its lines */
+        get: operations["get_invoice_api_v1_billing_invoices__invoice_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/invoices/{invoice_id}/csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An invoice's lines as CSV */
+        get: operations["invoice_as_csv_api_v1_billing_invoices__invoice_id__csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/invoices/{invoice_id}/pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An invoice as PDF */
+        get: operations["invoice_as_pdf_api_v1_billing_invoices__invoice_id__pdf_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/plan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's plan, its usage against each entitlement, this month */
+        get: operations["get_plan_api_v1_billing_plan_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/billing/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's billing settings */
+        get: operations["get_settings_api_v1_billing_settings_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Change the invoices' currency (from the next close) */
+        patch: operations["update_settings_api_v1_billing_settings_patch"];
         trace?: never;
     };
     "/api/v1/executions": {
@@ -1252,6 +1460,24 @@ export interface components {
              */
             savings_usd: number;
         };
+        /** BillingSettings */
+        BillingSettings: {
+            /**
+             * Currencies
+             * @description The currencies this deployment bills in
+             */
+            currencies: string[];
+            /** Currency */
+            currency: string;
+        };
+        /** BillingSettingsUpdate */
+        BillingSettingsUpdate: {
+            /**
+             * Currency
+             * @description ISO 4217 code of one of the deployment's configured rates
+             */
+            currency?: string | null;
+        };
         /**
          * BreakerState
          * @enum {string}
@@ -1283,6 +1509,52 @@ export interface components {
              * @description headings above the passage, "A > B"
              */
             section: string | null;
+        };
+        /** CloseRequest */
+        CloseRequest: {
+            /** Period */
+            period: string;
+        };
+        /** CloseResult */
+        CloseResult: {
+            /**
+             * Already Closed
+             * @description Tenants whose period another close had closed
+             */
+            already_closed: number;
+            /**
+             * Issued
+             * @description Numbers of the invoices this close issued
+             */
+            issued: string[];
+            /** Period */
+            period: string;
+        };
+        /** Credit */
+        Credit: {
+            /** Amount Usd */
+            amount_usd: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Invoice Id */
+            invoice_id: string | null;
+            /** Reason */
+            reason: string;
+        };
+        /** CreditCreate */
+        CreditCreate: {
+            /** Amount Usd */
+            amount_usd: number | string;
+            /** Reason */
+            reason: string;
         };
         /** Document */
         Document: {
@@ -1348,6 +1620,21 @@ export interface components {
              * @enum {string}
              */
             type: "queued" | "extracting" | "splitting" | "embedding" | "upserting" | "indexed" | "failed";
+        };
+        /** EntitlementUsage */
+        EntitlementUsage: {
+            /** Entitlement */
+            entitlement: string;
+            /**
+             * Limit
+             * @description null: unlimited
+             */
+            limit: number | null;
+            /**
+             * Used
+             * @description What the tenant holds now; null for rates
+             */
+            used: number | null;
         };
         /**
          * ErrorBody
@@ -1593,6 +1880,112 @@ export interface components {
             tenant_id: string;
             /** Tenant Name */
             tenant_name: string;
+        };
+        /** Invoice */
+        Invoice: {
+            /** Billed Usd */
+            billed_usd: string;
+            /** Calls */
+            calls: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Currency */
+            currency: string;
+            /** Executions */
+            executions: number;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Issued At
+             * Format: date-time
+             */
+            issued_at: string;
+            /** Number */
+            number: string;
+            /** Period */
+            period: string;
+            /** Plan */
+            plan: string;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Provider Cost Usd */
+            provider_cost_usd: string;
+            /** Storage Bytes */
+            storage_bytes: number;
+            /** Subtotal Minor */
+            subtotal_minor: number;
+            /** Tax Minor */
+            tax_minor: number;
+            /** Tax Rate */
+            tax_rate: string;
+            /** Total Minor */
+            total_minor: number;
+            /** Usd Rate */
+            usd_rate: string;
+        };
+        /** InvoiceDetail */
+        InvoiceDetail: {
+            /** Billed Usd */
+            billed_usd: string;
+            /** Calls */
+            calls: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Currency */
+            currency: string;
+            /** Executions */
+            executions: number;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Issued At
+             * Format: date-time
+             */
+            issued_at: string;
+            /** Lines */
+            lines: components["schemas"]["InvoiceLine"][];
+            /** Number */
+            number: string;
+            /** Period */
+            period: string;
+            /** Plan */
+            plan: string;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Provider Cost Usd */
+            provider_cost_usd: string;
+            /** Storage Bytes */
+            storage_bytes: number;
+            /** Subtotal Minor */
+            subtotal_minor: number;
+            /** Tax Minor */
+            tax_minor: number;
+            /** Tax Rate */
+            tax_rate: string;
+            /** Total Minor */
+            total_minor: number;
+            /** Usd Rate */
+            usd_rate: string;
+        };
+        /** InvoiceLine */
+        InvoiceLine: {
+            /** Amount Minor */
+            amount_minor: number;
+            /** Description */
+            description: string;
+            /**
+             * Kind
+             * @description plan_fee | overage | credit | tax
+             */
+            kind: string;
+            /** Position */
+            position: number;
         };
         /**
          * Joined
@@ -1889,6 +2282,28 @@ export interface components {
             /** Tenant Name */
             tenant_name: string;
         };
+        /** Metering */
+        Metering: {
+            /**
+             * Billed Usd
+             * @description Plan fee (prorated) plus overage, before tax
+             */
+            billed_usd: string;
+            /** Calls */
+            calls: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Executions */
+            executions: number;
+            /** Period */
+            period: string;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Provider Cost Usd */
+            provider_cost_usd: string;
+            /** Storage Bytes */
+            storage_bytes: number;
+        };
         /** OIDCClientConfig */
         OIDCClientConfig: {
             /**
@@ -1999,6 +2414,17 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** Page[Invoice] */
+        Page_Invoice_: {
+            /** Items */
+            items: components["schemas"]["Invoice"][];
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /** Total */
+            total: number;
+        };
         /** Page[KnowledgeBase] */
         Page_KnowledgeBase_: {
             /** Items */
@@ -2047,7 +2473,162 @@ export interface components {
          * Permission
          * @enum {string}
          */
-        Permission: "self" | "invitations:respond" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write" | "providers:read";
+        Permission: "self" | "invitations:respond" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write" | "providers:read" | "billing:read" | "billing:write" | "plans:manage";
+        /** Plan */
+        Plan: {
+            /** Archived */
+            archived: boolean;
+            /** Audit Export */
+            audit_export: boolean;
+            /** Concurrent Executions */
+            concurrent_executions: number | null;
+            /** Description */
+            description: string;
+            /**
+             * Included Spend Usd
+             * @description Provider cost covered by the fee
+             */
+            included_spend_usd: string | null;
+            /**
+             * Included Tokens
+             * @description Tokens covered by the fee
+             */
+            included_tokens: number | null;
+            /** Key */
+            key: string;
+            /** Knowledge Bases */
+            knowledge_bases: number | null;
+            /** Markup Pct */
+            markup_pct: string;
+            /** Max Subagents */
+            max_subagents: number | null;
+            /** Monthly Fee Usd */
+            monthly_fee_usd: string;
+            /** Name */
+            name: string;
+            /** Oidc */
+            oidc: boolean;
+            /**
+             * Overage
+             * @description True: use beyond the allowance is billed (provider cost plus markup); false: the allowance is a hard cap (calls beyond it are refused with 402)
+             */
+            overage: boolean;
+            /** Requests Per Minute */
+            requests_per_minute: number | null;
+            /** Seats */
+            seats: number | null;
+            /** Semantic Cache */
+            semantic_cache: boolean;
+            /** Storage Bytes */
+            storage_bytes: number | null;
+            /** Tokens Per Minute */
+            tokens_per_minute: number | null;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** PlanCreate */
+        PlanCreate: {
+            /**
+             * Audit Export
+             * @default false
+             */
+            audit_export?: boolean;
+            /** Concurrent Executions */
+            concurrent_executions?: number | null;
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /** Included Spend Usd */
+            included_spend_usd?: number | string | null;
+            /** Included Tokens */
+            included_tokens?: number | null;
+            /**
+             * Key
+             * @description What tenants refer to; lowercase, never changes
+             */
+            key: string;
+            /** Knowledge Bases */
+            knowledge_bases?: number | null;
+            /**
+             * Markup Pct
+             * @default 0
+             */
+            markup_pct?: number | string;
+            /** Max Subagents */
+            max_subagents?: number | null;
+            /** Monthly Fee Usd */
+            monthly_fee_usd: number | string;
+            /** Name */
+            name: string;
+            /**
+             * Oidc
+             * @default false
+             */
+            oidc?: boolean;
+            /**
+             * Overage
+             * @default true
+             */
+            overage?: boolean;
+            /** Requests Per Minute */
+            requests_per_minute?: number | null;
+            /**
+             * Seats
+             * @description null: unlimited (all entitlements)
+             */
+            seats?: number | null;
+            /**
+             * Semantic Cache
+             * @default false
+             */
+            semantic_cache?: boolean;
+            /** Storage Bytes */
+            storage_bytes?: number | null;
+            /** Tokens Per Minute */
+            tokens_per_minute?: number | null;
+        };
+        /** PlanUpdate */
+        PlanUpdate: {
+            /** Audit Export */
+            audit_export?: boolean | null;
+            /** Concurrent Executions */
+            concurrent_executions?: number | null;
+            /** Description */
+            description?: string | null;
+            /** Included Spend Usd */
+            included_spend_usd?: number | string | null;
+            /** Included Tokens */
+            included_tokens?: number | null;
+            /** Knowledge Bases */
+            knowledge_bases?: number | null;
+            /** Markup Pct */
+            markup_pct?: number | string | null;
+            /** Max Subagents */
+            max_subagents?: number | null;
+            /** Monthly Fee Usd */
+            monthly_fee_usd?: number | string | null;
+            /** Name */
+            name?: string | null;
+            /** Oidc */
+            oidc?: boolean | null;
+            /** Overage */
+            overage?: boolean | null;
+            /** Requests Per Minute */
+            requests_per_minute?: number | null;
+            /** Seats */
+            seats?: number | null;
+            /** Semantic Cache */
+            semantic_cache?: boolean | null;
+            /** Storage Bytes */
+            storage_bytes?: number | null;
+            /** Tokens Per Minute */
+            tokens_per_minute?: number | null;
+        };
         /** ProviderHealth */
         ProviderHealth: {
             /** @description closed: calls go through; open: calls skip this provider (fallback); half_open: the next call is a trial that closes or reopens it */
@@ -2078,6 +2659,17 @@ export interface components {
         RefreshRequest: {
             /** Refresh Token */
             refresh_token: string;
+        };
+        /** Revenue */
+        Revenue: {
+            /** From Period */
+            from_period: string;
+            /** Tenants */
+            tenants: components["schemas"]["TenantRevenue"][];
+            /** To Period */
+            to_period: string;
+            /** @description All tenants (tenant_id is the nil UUID) */
+            total: components["schemas"]["TenantRevenue"];
         };
         /**
          * Role
@@ -2193,6 +2785,8 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Currency */
+            currency: string;
             /**
              * Id
              * Format: uuid
@@ -2202,7 +2796,10 @@ export interface components {
             name: string;
             /** Oidc Tenant Id */
             oidc_tenant_id: string | null;
-            /** Plan */
+            /**
+             * Plan
+             * @description The key of its plan (GET /api/v1/admin/plans)
+             */
             plan: string;
             status: components["schemas"]["TenantStatus"];
         };
@@ -2236,6 +2833,48 @@ export interface components {
             admin_user_id: string | null;
             tenant: components["schemas"]["Tenant"];
         };
+        /** TenantPlan */
+        TenantPlan: {
+            /** Currency */
+            currency: string;
+            /** Entitlements */
+            entitlements: components["schemas"]["EntitlementUsage"][];
+            /** Features */
+            features: {
+                [key: string]: boolean;
+            };
+            /** @description The current month so far */
+            period: components["schemas"]["Metering"];
+            plan: components["schemas"]["Plan"];
+        };
+        /** TenantRevenue */
+        TenantRevenue: {
+            /** Calls */
+            calls: number;
+            /** Cost Per Request Usd */
+            cost_per_request_usd: string | null;
+            /**
+             * Gross Margin
+             * @description (revenue - cost) / revenue; null: none
+             */
+            gross_margin: string | null;
+            /** Invoices */
+            invoices: number;
+            /** Provider Cost Usd */
+            provider_cost_usd: string;
+            /**
+             * Revenue Usd
+             * @description Billed before tax
+             */
+            revenue_usd: string;
+            /**
+             * Tenant Id
+             * Format: uuid
+             */
+            tenant_id: string;
+            /** Tenant Name */
+            tenant_name: string;
+        };
         /**
          * TenantStatus
          * @enum {string}
@@ -2243,6 +2882,12 @@ export interface components {
         TenantStatus: "active" | "suspended";
         /** TenantUpdate */
         TenantUpdate: {
+            /**
+             * Force
+             * @description Move to `plan` even if the tenant holds more than it allows (409 otherwise); it keeps what it has, and adding more is refused
+             * @default false
+             */
+            force?: boolean;
             /** Name */
             name?: string | null;
             /** Oidc Tenant Id */
@@ -2393,6 +3038,586 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    close_period_api_v1_admin_billing_close_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CloseRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CloseResult"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revenue_api_v1_admin_billing_revenue_get: {
+        parameters: {
+            query?: {
+                /** @description First period, YYYY-MM */
+                from?: string | null;
+                /** @description Last period, YYYY-MM; default: last month */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Revenue"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_plans_api_v1_admin_plans_get: {
+        parameters: {
+            query?: {
+                /** @description Include archived plans */
+                archived?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"][];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_plan_api_v1_admin_plans_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_plan_by_key_api_v1_admin_plans__key__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_plan_api_v1_admin_plans__key__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_plan_api_v1_admin_plans__key__patch: {
+        parameters: {
+            query?: {
+                /** @description Apply it even if tenants on the plan hold more than it allows */
+                force?: boolean;
+            };
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Plan"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    add_credit_api_v1_admin_tenants__tenant_id__credits_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreditCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Credit"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_agents_api_v1_agents_get: {
         parameters: {
             query?: {
@@ -3199,6 +4424,53 @@ export interface operations {
             };
         };
     };
+    export_entries_api_v1_audit_log_export_csv_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     auth_config_api_v1_auth_config_get: {
         parameters: {
             query?: never;
@@ -3451,6 +4723,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter or a field of the body is not valid: the detail names it */
             422: {
                 headers: {
@@ -3531,6 +4812,431 @@ export interface operations {
             };
             /** @description Too many requests: wait for Retry-After seconds */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_invoices_api_v1_billing_invoices_get: {
+        parameters: {
+            query?: {
+                /** @description Items per page */
+                limit?: number;
+                /** @description Items to skip */
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_Invoice_"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_invoice_api_v1_billing_invoices__invoice_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                invoice_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvoiceDetail"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    invoice_as_csv_api_v1_billing_invoices__invoice_id__csv_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                invoice_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    invoice_as_pdf_api_v1_billing_invoices__invoice_id__pdf_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                invoice_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": unknown;
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_plan_api_v1_billing_plan_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantPlan"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_settings_api_v1_billing_settings_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingSettings"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_settings_api_v1_billing_settings_patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BillingSettingsUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingSettings"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3660,6 +5366,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4083,6 +5798,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not permitted: the caller's role or key may not do this */
             403: {
                 headers: {
@@ -4280,6 +6004,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4579,6 +6312,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5204,6 +6946,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6310,7 +8061,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6431,7 +8182,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6552,7 +8303,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6673,7 +8424,7 @@ export interface operations {
                     "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6794,7 +8545,7 @@ export interface operations {
                     "application/json": components["schemas"]["AnthropicErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -6913,7 +8664,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7034,7 +8785,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7155,7 +8906,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7276,7 +9027,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7397,7 +9148,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;
@@ -7522,7 +9273,7 @@ export interface operations {
                     "application/json": components["schemas"]["OpenAIErrorBody"];
                 };
             };
-            /** @description A budget is spent */
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
             402: {
                 headers: {
                     [name: string]: unknown;

@@ -1,0 +1,1 @@
+"""Billing: plans and their entitlements, metering per calendar month, and invoices."""
