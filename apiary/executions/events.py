@@ -145,16 +145,21 @@ class EventRecorder:
                 )
                 retry.add_done_callback(lambda ended: _pass_on(ended, outcome))
                 return
+            if error is None:
+                self._announce_soon(
+                    [
+                        encode(seq, type, data, created_at)
+                        for seq, (type, data) in zip(seqs, events, strict=True)
+                    ]
+                )
+            # The caller may have stopped waiting (a cancelled sub-agent cancels the future
+            # it awaited): the event is stored and announced all the same.
+            if outcome.done():
+                return
             if error is not None:
                 outcome.set_exception(error)
-                return
-            self._announce_soon(
-                [
-                    encode(seq, type, data, created_at)
-                    for seq, (type, data) in zip(seqs, events, strict=True)
-                ]
-            )
-            outcome.set_result(None)
+            else:
+                outcome.set_result(None)
 
         stored.add_done_callback(landed)
         return outcome

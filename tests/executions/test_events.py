@@ -202,3 +202,33 @@ async def test_an_event_emitted_soon_reports_a_failed_write(
     async with runtime.session_factory() as session:
         rows = await execution_repository.events_after(session, scope, execution_id, 0)
     assert rows == []
+
+
+async def test_an_event_emitted_soon_whose_caller_stopped_waiting_is_still_announced(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """A sub-agent cancelled while it waits for its event to be stored cancels the future
+    it awaited; the write lands all the same, is announced, and the recorder does not fail
+    trying to report it to nobody (it raised InvalidStateError in the loop before)."""
+    tenant = await make_tenant(runtime, client, "events-soon-cancel")
+    scope = TenantScope(uuid.UUID(tenant.id))
+    execution_id = await _execution(runtime, scope)
+    recorder = await EventRecorder.resume(runtime, scope, execution_id)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        async with runtime.notifier.listen(events_channel(execution_id)) as listener:
+            waiting = asyncio.ensure_future(recorder.emit_soon("subagent_started", subtask=0))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            assert await recorder.emit("subagent_finished", subtask=0) == 2
+            announced: set[tuple[int, str]] = set()
+            while len(announced) < 2 and await listener.wait(5.0):
+                for message in listener.take() or []:
+                    announced.update((e.seq, e.type) for e in unpack(message) or ())
+    finally:
+        loop.set_exception_handler(previous)
+    assert sorted(announced) == [(1, "subagent_started"), (2, "subagent_finished")]
+    assert errors == []
