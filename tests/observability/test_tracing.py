@@ -1,0 +1,236 @@
+"""OpenTelemetry traces, received in process over real OTLP/HTTP by oteltap: the spans of a
+/v1 call that falls back, of a swarm run on a real Celery worker (the worker's spans in
+the API request's trace), of a knowledge ingestion, the trace id on log lines, and
+nothing installed when no endpoint is set."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
+
+from apiary.config import OTelSettings
+from apiary.observability import tracing
+from apiary.observability.logging import configure_logging
+from apiary.runtime import Runtime
+from tests.fakes import Fail
+from tests.gateway.conftest import Gateway, make_gateway  # noqa: F401 - the fixture
+
+HELLO = [{"role": "user", "content": "hello gateway"}]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Spans:
+    """Every span the receiver got, kept as they arrive (subscribed before any is sent)."""
+
+    def __init__(self, receiver: OtelTapHttpProtobufReceiver) -> None:
+        self.received: list[Span] = []
+        self._receiver = receiver
+        self._task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for span in self._receiver.stream_traces():
+            self.received.append(span)
+
+    async def wait(
+        self, predicate: Callable[[list[Span]], bool], timeout_s: float = 20.0
+    ) -> list[Span]:
+        """Flush this process's spans, then wait until what arrived satisfies `predicate`."""
+        await asyncio.to_thread(tracing.flush)
+        for _ in range(int(timeout_s / 0.05)):
+            if predicate(self.received):
+                return self.received
+            await asyncio.sleep(0.05)
+        names = sorted({span.name for span in self.received})
+        raise AssertionError(f"spans never arrived; got {names}")
+
+    def named(self, name: str, trace_id: bytes | None = None) -> list[Span]:
+        return [
+            span
+            for span in self.received
+            if span.name == name and trace_id in (None, span.trace_id)
+        ]
+
+    def one(self, name: str, trace_id: bytes | None = None) -> Span:
+        found = self.named(name, trace_id)
+        assert len(found) == 1, (name, [s.name for s in self.received])
+        return found[0]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def attributes(span: Span) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for pair in span.attributes:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        found[pair.key] = getattr(value, kind) if kind else None
+    return found
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[OtelTapHttpProtobufReceiver, str]]:
+    port = free_port()
+    settings = OtelTapHttpProtobufReceiverSettings(http_port=port)
+    async with OtelTapHttpProtobufReceiver(settings) as tap:
+        yield tap, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def spans(
+    receiver: tuple[OtelTapHttpProtobufReceiver, str],
+) -> AsyncIterator[Spans]:
+    """Tracing on in this process, exporting every span to the receiver."""
+    tap, endpoint = receiver
+    collected = Spans(tap)
+    await asyncio.sleep(0)  # the collector subscribes before anything is sent
+    assert tracing.install(OTelSettings(endpoint=endpoint, service_name="apiary-test"))
+    yield collected
+    await asyncio.to_thread(tracing.shutdown)
+    await collected.close()
+
+
+async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provider(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway(prices={"claude/claude-sonnet-4": {"input": 3, "output": 15}})
+    gateway.upstream.set_default("openai", Fail(503))
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {gateway.key}"},
+            json={"model": "default", "messages": HELLO},
+        )
+    assert response.status_code == 200, response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+
+    server = spans.one("POST /v1/chat/completions")
+    assert server.kind == Span.SPAN_KIND_SERVER
+    assert attributes(server)["http.route"] == "/v1/chat/completions"
+    assert attributes(server)["http.response.status_code"] == 200
+    trace_id = server.trace_id
+    authenticate = spans.one("apiary.authenticate", trace_id)
+    call = spans.one("chat default", trace_id)
+    admit = spans.one("apiary.limits.admit", trace_id)
+    attempts = spans.named("apiary.gateway.attempt", trace_id)
+    assert authenticate.parent_span_id == server.span_id
+    assert call.parent_span_id == server.span_id
+    assert admit.parent_span_id == call.span_id
+
+    described = attributes(call)
+    assert described["gen_ai.operation.name"] == "chat"
+    assert described["gen_ai.request.model"] == "default"
+    assert described["gen_ai.system"] == "anthropic"
+    assert described["gen_ai.response.model"].startswith("claude-sonnet-4")
+    assert described["gen_ai.usage.input_tokens"] > 0
+    assert described["gen_ai.usage.output_tokens"] > 0
+    assert described["apiary.cost_usd"] > 0
+    assert described["apiary.route"] == "default"
+    assert described["apiary.cache"] == "off"
+    assert described["apiary.attempts"] == 2
+
+    # The failed provider (its retries included) and the one that answered, in order.
+    assert [a.parent_span_id for a in attempts] == [call.span_id, call.span_id]
+    first, second = sorted(attempts, key=lambda s: s.start_time_unix_nano)
+    assert attributes(first)["apiary.provider"] == "oai"
+    assert attributes(first)["gen_ai.system"] == "openai"
+    assert attributes(first)["error.type"] == "server"
+    assert first.status.code == first.status.STATUS_CODE_ERROR
+    assert attributes(second)["apiary.provider"] == "claude"
+    assert attributes(second)["gen_ai.request.model"] == "claude-sonnet-4"
+    assert "error.type" not in attributes(second)
+
+
+async def test_a_request_continues_the_callers_trace(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={
+                "Authorization": f"Bearer {gateway.key}",
+                "traceparent": f"00-{caller_trace}-b7ad6b7169203331-01",
+            },
+            json={"model": "default", "messages": HELLO},
+        )
+    assert response.status_code == 200, response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    assert server.trace_id.hex() == caller_trace
+    assert server.parent_span_id.hex() == "b7ad6b7169203331"
+
+
+async def test_log_lines_carry_the_trace_and_span_ids(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        async with gateway.http() as http:
+            response = await http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {gateway.key}"},
+                json={"model": "default", "messages": HELLO},
+            )
+        assert response.status_code == 200
+    finally:
+        logging.getLogger().handlers.clear()
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    [access] = [line for line in lines if line["logger"] == "apiary.access"]
+    assert access["trace_id"] == server.trace_id.hex()
+    assert access["span_id"] == server.span_id.hex()
+
+
+async def test_without_an_endpoint_nothing_is_installed(runtime: Runtime) -> None:
+    assert runtime.settings.otel.endpoint is None
+    assert tracing.TRACER is None
+    assert not runtime.traces
+    assert tracing.inject() == {}
+    with tracing.span("anything") as current:
+        assert current is None
+    # Nor is the SDK loaded for it: a process with tracing off never imports the exporter.
+    assert not tracing.install(OTelSettings())
+    assert tracing.TRACER is None
+
+
+async def test_an_endpoint_installs_the_exporter_with_its_sampling_ratio(
+    receiver: tuple[OtelTapHttpProtobufReceiver, str], runtime: Runtime
+) -> None:
+    _, endpoint = receiver
+    settings = runtime.settings.model_copy(
+        update={"otel": OTelSettings(endpoint=endpoint, sampling_ratio=0.1)}
+    )
+    built = Runtime.build(settings)
+    try:
+        assert built.traces
+        assert tracing.TRACER is not None
+        provider = tracing._provider
+        assert provider is not None
+        assert "TraceIdRatioBased{0.1}" in provider.sampler.get_description()
+    finally:
+        await built.close()
+    assert tracing.TRACER is None
