@@ -110,7 +110,9 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     make_gateway: Any,  # noqa: F811 - the imported fixture
     spans: Spans,
 ) -> None:
-    gateway: Gateway = await make_gateway(prices={"claude/claude-sonnet-4": {"input": 3, "output": 15}})
+    gateway: Gateway = await make_gateway(
+        prices={"claude/claude-sonnet-4": {"input": 3, "output": 15}}
+    )
     gateway.upstream.set_default("openai", Fail(503))
     async with gateway.http() as http:
         response = await http.post(
