@@ -12,17 +12,23 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
+from apiary.authz.permissions import Role
 from apiary.config import OTelSettings
 from apiary.observability import tracing
 from apiary.observability.logging import configure_logging
 from apiary.runtime import Runtime
-from tests.fakes import Fail
+from tests.factories import make_api_key, make_tenant
+from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
 from tests.gateway.conftest import Gateway, make_gateway  # noqa: F401 - the fixture
+from tests.swarm.conftest import FINAL
+from tests.swarm.test_celery_worker import Workers, celery_app, workers  # noqa: F401 - fixtures
 
 HELLO = [{"role": "user", "content": "hello gateway"}]
 
@@ -236,3 +242,91 @@ async def test_an_endpoint_installs_the_exporter_with_its_sampling_ratio(
     finally:
         await built.close()
     assert tracing.TRACER is None
+
+
+@pytest.mark.services
+async def test_a_swarm_on_a_celery_worker_joins_the_trace_of_the_request_that_created_it(
+    celery_app: FastAPI,  # noqa: F811 - the imported fixture
+    workers: Workers,  # noqa: F811 - the imported fixture
+    fake_upstream: FakeUpstream,
+    spans: Spans,
+    receiver: tuple[OtelTapHttpProtobufReceiver, str],
+) -> None:
+    _, endpoint = receiver
+    workers.env["APIARY_OTEL__ENDPOINT"] = endpoint
+    workers.env["APIARY_OTEL__SERVICE_NAME"] = "apiary-worker"
+    runtime: Runtime = celery_app.state.runtime
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=celery_app), base_url="http://t")
+    tenant = await make_tenant(runtime, http, "traced-co")
+    key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    agent = await http.post(
+        "/api/v1/agents",
+        headers=key.headers,
+        json={"name": "tracer", "model": "default", "max_subagents": 2, "tools": ["calculator"]},
+    )
+    assert agent.status_code == 201, agent.text
+    fake_upstream.script(
+        "openai",
+        Reply(text=orjson.dumps({"subtasks": ["add", "say"]}).decode(), usage=(5, 5)),
+        Reply(tool_calls=[ToolCall("calculator", '{"expression": "1+1"}')], usage=(5, 5)),
+    )
+    workers.start()
+    created = await http.post(
+        "/api/v1/executions",
+        headers=key.headers,
+        json={"agent_id": agent.json()["id"], "task": "add, then say"},
+    )
+    assert created.status_code == 202, created.text
+    execution_id = created.json()["id"]
+    for _ in range(600):
+        execution = (
+            await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
+        ).json()
+        if execution["state"] in FINAL:
+            break
+        await asyncio.sleep(0.1)
+    assert execution["state"] == "succeeded", execution
+
+    # The API's spans (this process) and the worker's (exported by it) share one trace.
+    await spans.wait(
+        lambda got: (
+            any(s.name == "apiary.swarm.synthesize" for s in got)
+            and any(s.name == "POST /api/v1/executions" for s in got)
+        )
+    )
+    request = spans.one("POST /api/v1/executions")
+    trace_id = request.trace_id
+    send = spans.one("send apiary.run_execution", trace_id)
+    assert send.kind == Span.SPAN_KIND_PRODUCER
+    assert send.parent_span_id == request.span_id
+    process = spans.one("process apiary.run_execution", trace_id)
+    assert process.kind == Span.SPAN_KIND_CONSUMER
+    assert process.parent_span_id == send.span_id
+    run = spans.one("apiary.execution", trace_id)
+    assert run.parent_span_id == process.span_id
+    assert attributes(run)["apiary.execution_id"] == execution_id
+
+    decompose = spans.one("apiary.swarm.decompose", trace_id)
+    synthesize = spans.one("apiary.swarm.synthesize", trace_id)
+    subagents = spans.named("apiary.swarm.subagent", trace_id)
+    assert decompose.parent_span_id == run.span_id
+    assert synthesize.parent_span_id == run.span_id
+    assert attributes(decompose)["apiary.subtasks"] == 2
+    assert sorted(attributes(s)["apiary.subtask.index"] for s in subagents) == [0, 1]
+    assert {s.parent_span_id for s in subagents} == {run.span_id}
+    assert all(attributes(s)["apiary.subtask.status"] == "succeeded" for s in subagents)
+
+    # Each model call is a gateway call span under its step; the tool call under its
+    # sub-agent, beside the model calls that asked for it and used its answer.
+    calls = spans.named("chat default", trace_id)
+    parents = [c.parent_span_id for c in calls]
+    assert parents.count(decompose.span_id) == 1
+    assert parents.count(synthesize.span_id) == 1
+    by_subagent = {s.span_id: parents.count(s.span_id) for s in subagents}
+    assert sorted(by_subagent.values()) == [1, 2]  # one answered at once, one used the tool
+    [tool] = spans.named("execute_tool calculator", trace_id)
+    assert tool.parent_span_id in by_subagent
+    assert by_subagent[tool.parent_span_id] == 2
+    assert attributes(tool)["gen_ai.tool.name"] == "calculator"
+    assert all(attributes(c)["gen_ai.system"] == "openai" for c in calls)
+    assert all(attributes(c)["gen_ai.usage.input_tokens"] > 0 for c in calls)
