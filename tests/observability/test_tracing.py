@@ -27,6 +27,7 @@ from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
 from tests.gateway.conftest import Gateway, make_gateway  # noqa: F401 - the fixture
+from tests.knowledge.helpers import create_base, ingested, upload
 from tests.swarm.conftest import FINAL
 from tests.swarm.test_celery_worker import Workers, celery_app, workers  # noqa: F401 - fixtures
 
@@ -242,6 +243,37 @@ async def test_an_endpoint_installs_the_exporter_with_its_sampling_ratio(
     finally:
         await built.close()
     assert tracing.TRACER is None
+
+
+async def test_an_ingestion_is_a_trace_with_a_span_per_step(
+    client: httpx.AsyncClient, runtime: Runtime, spans: Spans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime.settings.knowledge, "embed_batch_size", 2)
+    tenant = await make_tenant(runtime, client)
+    kb = await create_base(client, tenant.admin)
+    text = "\n\n".join(
+        f"Section {n}. The Kestrel arm's joint {n} turns freely." * 20 for n in range(4)
+    )
+    created = await upload(client, tenant.admin, kb["id"], "arm.md", text.encode())
+    await ingested(runtime)
+    await spans.wait(lambda got: any(s.name == "apiary.knowledge.ingest" for s in got))
+
+    ingest = spans.one("apiary.knowledge.ingest")
+    assert attributes(ingest)["apiary.document_id"] == created["id"]
+    assert ingest.parent_span_id == b""  # a trace of its own, begun by the job
+    trace_id = ingest.trace_id
+    extract = spans.one("apiary.knowledge.extract", trace_id)
+    split = spans.one("apiary.knowledge.split", trace_id)
+    embeds = spans.named("apiary.knowledge.embed", trace_id)
+    upserts = spans.named("apiary.knowledge.upsert", trace_id)
+    chunks = attributes(split)["apiary.chunks"]
+    assert chunks >= 3
+    assert attributes(extract)["apiary.bytes"] == len(text.encode())
+    assert len(embeds) == len(upserts) == -(-chunks // 2)  # one per batch of two
+    steps = [extract, split, *embeds, *upserts]
+    assert {s.parent_span_id for s in steps} == {ingest.span_id}
+    assert sum(attributes(e)["apiary.chunks"] for e in embeds) == chunks
+    assert ingest.status.code != ingest.status.STATUS_CODE_ERROR
 
 
 @pytest.mark.services
