@@ -117,7 +117,7 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    tracer = tracing.TRACER
+    tracer = tracing.TRACER and tracing.active()
     if tracer is None:
         auth = await _identify(credentials, ip, runtime)
     else:

@@ -207,7 +207,7 @@ class BilledCall:
         started: float,
     ) -> BilledCall:
         gateway = runtime.gateway
-        tracer = tracing.TRACER
+        tracer = tracing.TRACER and tracing.active()
         if tracer is None:
             admission = await runtime.limits.admit(
                 auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind)
@@ -383,7 +383,7 @@ class GatewayClient:
         started: float | None = None,
     ) -> ChatReply | ChatStream:
         """One chat completion; a `ChatStream` when `body["stream"]` is set."""
-        tracer = tracing.TRACER
+        tracer = tracing.TRACER and tracing.active()
         if tracer is None:
             return await self._chat(auth, body, cache_header, started)
         span = tracer.start_span(
@@ -464,7 +464,7 @@ class GatewayClient:
         self, auth: AuthContext, body: dict[str, Any], *, started: float | None = None
     ) -> ChatReply:
         """Embeddings through the routed chain, accounted like chat calls."""
-        tracer = tracing.TRACER
+        tracer = tracing.TRACER and tracing.active()
         if tracer is None:
             return await self._embed(auth, body, started)
         attributes = {

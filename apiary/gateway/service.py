@@ -85,7 +85,7 @@ def _attempt_span(
 def _skipped(result: CallResult, target: Target, why: str) -> None:
     """A provider passed over without a call (its breaker open)."""
     result.fallback_path.append(f"{target.key}: {why}")
-    tracer = tracing.TRACER
+    tracer = tracing.TRACER and tracing.active()
     if tracer is not None:
         tracer.start_span(
             "apiary.gateway.attempt",
@@ -143,7 +143,7 @@ class Gateway:
 
     async def complete(self, request: JSON, decision: Decision) -> CallResult:
         result = CallResult(decision=decision)
-        tracer = tracing.TRACER
+        tracer = tracing.TRACER and tracing.active()
         for target in decision.chain:
             handle = self.handles[target.provider]
             if not handle.breaker.allow():
@@ -220,8 +220,8 @@ class Gateway:
             except ProviderError as error:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
-                if tracing.TRACER is not None:
-                    with _attempt_span(tracing.TRACER, handle, target, "chat") as span:
+                if tracer := tracing.TRACER and tracing.active():
+                    with _attempt_span(tracer, handle, target, "chat") as span:
                         tracing.record_error(span, error.kind)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
@@ -236,8 +236,8 @@ class Gateway:
                 raise
             result.target = target
             result.ttft_s = time.perf_counter() - started
-            if tracing.TRACER is not None:  # the chosen provider; the stream goes on after
-                with _attempt_span(tracing.TRACER, handle, target, "chat") as span:
+            if tracer := tracing.TRACER and tracing.active():  # the stream goes on after
+                with _attempt_span(tracer, handle, target, "chat") as span:
                     span.set_attribute("apiary.ttft_s", result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
         raise AllProvidersFailed(result)
@@ -272,9 +272,10 @@ class Gateway:
         for target in decision.chain:
             handle = self.handles[target.provider]
             try:
+                tracer = tracing.TRACER and tracing.active()
                 with (
-                    _attempt_span(tracing.TRACER, handle, target, "embeddings")
-                    if tracing.TRACER is not None
+                    _attempt_span(tracer, handle, target, "embeddings")
+                    if tracer is not None
                     else _NO_SPAN
                 ):
                     async with handle.limiter.slot() as waited:

@@ -1,9 +1,11 @@
 """OpenTelemetry traces, exported over OTLP/HTTP when `APIARY_OTEL__ENDPOINT` is set.
 
 `TRACER` is None until `install` finds an endpoint, and code on the hot path tests it
-before building any span or attribute (`if tracing.TRACER is not None:`): with tracing
-off a /v1 call pays one module attribute read per instrumented step, nothing more. Code
-off the hot path uses `span(...)`, which hands back a shared null context when off.
+before building any span or attribute (`tracer = tracing.TRACER and tracing.active()`):
+with tracing off a /v1 call pays one module attribute read per instrumented step, nothing
+more, and with tracing on a request the sampler dropped builds only its server span (the
+children of an unsampled span would record nothing). Code off the hot path uses
+`span(...)`, which hands back a shared null context when off.
 
 The context crosses Celery as a W3C `traceparent` header on the task message (`inject`
 at send, `extract` at run), so a worker's spans join the trace of the request that
@@ -33,6 +35,7 @@ __all__ = [
     "Span",
     "SpanKind",
     "Tracer",
+    "active",
     "current_ids",
     "extract",
     "inject",
@@ -109,6 +112,17 @@ def shutdown() -> None:
 def flush(timeout_ms: int = 5000) -> None:
     if _provider is not None:
         _provider.force_flush(timeout_ms)
+
+
+def active() -> Tracer | None:
+    """The tracer, unless the current span belongs to a trace the sampler dropped: spans
+    under it would record nothing, so the hot path skips even building them (the use is
+    `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
+    current span, the sampler decides for a new trace as usual."""
+    parent = trace.get_current_span().get_span_context()
+    if parent.is_valid and not parent.trace_flags.sampled:
+        return None
+    return TRACER
 
 
 def span(
