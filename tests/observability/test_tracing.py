@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -221,9 +225,29 @@ async def test_without_an_endpoint_nothing_is_installed(runtime: Runtime) -> Non
     assert tracing.inject() == {}
     with tracing.span("anything") as current:
         assert current is None
-    # Nor is the SDK loaded for it: a process with tracing off never imports the exporter.
     assert not tracing.install(OTelSettings())
     assert tracing.TRACER is None
+
+
+def test_a_process_with_tracing_off_never_loads_the_sdk(tmp_path: Path) -> None:
+    # In a process of its own: this one's other tests install the SDK.
+    probe = (
+        "import sys\n"
+        "from apiary.config import load_settings\n"
+        "from apiary.main import create_app\n"
+        "from apiary.runtime import Runtime\n"
+        "create_app(load_settings())\n"
+        "Runtime.build(load_settings())\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', "
+        "'opentelemetry.exporter'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    env["APIARY_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 async def test_an_endpoint_installs_the_exporter_with_its_sampling_ratio(
