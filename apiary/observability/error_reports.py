@@ -68,7 +68,10 @@ def secret_values(settings: Settings) -> list[str]:
     """Every secret value the settings hold, longest first (so a secret containing another
     is replaced whole)."""
     found = set(_secrets_in(settings))
-    found.add(settings.signing_key)  # configured, or generated into the data dir
+    # Configured, or generated into the data dir: made 0700 first, as the runtime makes it
+    # (reading the key creates it, and its parents with the umask's mode).
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    found.add(settings.signing_key)
     for url in (settings.database_url, settings.redis_url, settings.qdrant_url):
         password = urlsplit(url).password if url else None
         if password:

@@ -171,6 +171,32 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert "error.type" not in attributes(second)
 
 
+async def test_a_streamed_call_is_described_when_its_stream_ends(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {gateway.key}"},
+            json={"model": "default", "messages": HELLO, "stream": True},
+        )
+    assert response.status_code == 200, response.text
+    assert "[DONE]" in response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    call = spans.one("chat default", server.trace_id)
+    assert call.parent_span_id == server.span_id
+    described = attributes(call)
+    assert described["apiary.streamed"] is True
+    assert described["gen_ai.system"] == "openai"
+    assert described["gen_ai.usage.output_tokens"] > 0
+    assert call.end_time_unix_nano <= server.end_time_unix_nano
+    [attempt] = spans.named("apiary.gateway.attempt", server.trace_id)
+    assert attempt.parent_span_id == call.span_id
+
+
 async def test_a_request_continues_the_callers_trace(
     make_gateway: Any,  # noqa: F811 - the imported fixture
     spans: Spans,
