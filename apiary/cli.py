@@ -83,10 +83,12 @@ def serve(
 
     from apiary.http_protocol import ApiaryHttpProtocol
     from apiary.main import create_app
+    from apiary.observability import error_reports
     from apiary.observability.logging import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, batch=True)  # an access line per request
+    error_reports.install(settings, component="api")
     lift_open_files_limit()  # a connection per sub-agent call in flight, and the clients'
     heap.start_trimming(settings.malloc_trim_s)
     bind_host, bind_port = host or settings.host, port or settings.port
@@ -169,6 +171,7 @@ def worker(
     ] = "0.0.0.0",  # noqa: S104 - a scraper reaches the pod's address; the token guards it
 ) -> None:
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
+    from apiary.observability import error_reports
     from apiary.observability.logging import configure_logging
     from apiary.worker.celery_app import QUEUE, make_celery, preload
 
@@ -176,6 +179,7 @@ def worker(
     if not settings.redis_url:
         raise _fail("apiary worker needs APIARY_REDIS_URL (the Celery broker)", 2)
     configure_logging(settings.log_level)
+    error_reports.install(settings, component="worker")
     lift_open_files_limit()  # a connection per sub-agent call in flight
     heap.start_trimming(settings.malloc_trim_s)
     celery = make_celery(settings)

@@ -143,6 +143,26 @@ class BillingSettings(BaseSettings):
     usd_rates: dict[str, Decimal] = Field(default_factory=lambda: {"USD": Decimal(1)})
 
 
+class OTelSettings(BaseSettings):
+    """OpenTelemetry traces (see apiary/observability/tracing.py); off without an endpoint."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # The collector's OTLP/HTTP base URL (http://collector:4318) or its /v1/traces URL.
+    endpoint: str | None = None
+    # Share of traces kept, decided where a trace starts and followed by its children.
+    sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    service_name: str = "apiary"
+    headers: SecretStr | None = None  # `key=value,...` sent with each export (an API token)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (OTLP over HTTP)")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -184,6 +204,10 @@ class Settings(BaseSettings):
     # Bearer token a Prometheus scraper sends to GET /metrics; without one, only a direct
     # loopback connection may scrape (the figures span every tenant).
     metrics_token: SecretStr | None = None
+
+    otel: OTelSettings = Field(default_factory=OTelSettings)
+    # Errors reported to Sentry (the API and the workers), secrets scrubbed; off when unset.
+    sentry_dsn: SecretStr | None = None
 
     # The built dashboard served at `/`; default: web/dist in the source checkout.
     web_dist: Path | None = None

@@ -31,6 +31,7 @@ from apiary.limits.enforcer import LimitEnforcer
 from apiary.memory.database_store import DatabaseMemoryStore
 from apiary.memory.redis_store import RedisMemoryStore
 from apiary.memory.store import MemoryStore
+from apiary.observability import tracing
 from apiary.responses.writer import ResponseWriter
 from apiary.swarm.slots import RedisSlots
 from apiary.usage.ledger import LedgerWriter
@@ -68,6 +69,7 @@ class Runtime:
     swarm_slots: RedisSlots | None = None
     tenant_slots: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
     swarm_graph: Any = None  # the compiled LangGraph of the swarm, built on first use
+    traces: bool = False  # this runtime installed the process's tracer (and shuts it down)
 
     @property
     def client(self) -> GatewayClient:
@@ -87,6 +89,7 @@ class Runtime:
         counters = create_counter_store(settings.redis_url)
         writes = GroupCommit(session_factory)
         return cls(
+            traces=tracing.install(settings.otel),
             settings=settings,
             engine=engine,
             session_factory=session_factory,
@@ -165,6 +168,8 @@ class Runtime:
         if self.swarm_slots is not None:
             await self.swarm_slots.close()
         await self.engine.dispose()
+        if self.traces:
+            await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
 
 
 async def _runtime(request: Request) -> Runtime:  # async: no worker-thread hop per request

@@ -29,6 +29,14 @@ embedded defaults, in turn within each cell:
 
     .venv/bin/python bench/gateway.py --production --log-levels INFO
 
+`--tracing` also measures every build with OpenTelemetry tracing on (issue 17): exporting
+over OTLP/HTTP to a local receiver (bench/otlp_sink.py, on the load generator's core) at
+`--tracing-ratio` (default 0.1), beside the same build with tracing off, in turn within each
+cell, and prints traced/untraced requests/s against the target of 0.95 at json c=10:
+
+    .venv/bin/python bench/gateway.py --skip-litellm --tracing --log-levels INFO \
+        --modes json --concurrencies 10 --repeat 3
+
 It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3 (and with
 `--production`, production against embedded against issue 16's targets), and writes
 everything to bench/results/gateway-<date>.json. Everything it starts, it stops.
@@ -103,6 +111,7 @@ TARGET_PEAK_RSS_MIB = 150.0
 TARGET_RESPONSES_RPS_SHARE = 0.8
 # Targets of issue 16 for production mode (PostgreSQL + Redis) against embedded.
 TARGET_PRODUCTION_RPS_SHARE = 0.85  # of the embedded mode's req/s, json at c=10
+TARGET_TRACING_RPS_SHARE = 0.95  # of the same build untraced, json at c=10 (issue 17)
 TARGET_PRODUCTION_ADDED_P50_MS = 1.0
 # Issue 18: the Anthropic Messages API (`--messages`) against chat, same build, same run.
 TARGET_MESSAGES_RPS_SHARE = 0.8  # of /v1/chat/completions' req/s at c=10
@@ -370,6 +379,26 @@ def start_upstream(
     raise RuntimeError(f"the fake upstream did not start:\n{service.log_tail()}")
 
 
+def start_otlp_sink(services: Services, workdir: Path) -> tuple[Service, str]:
+    log = workdir / "otlp-sink.log"
+    service = services.start(
+        "otlp sink",
+        [str(VENV / "bin" / "python"), str(BENCH / "otlp_sink.py")],
+        cpu=LOADGEN_CPU,
+        env=clean_env(None, PYTHONUNBUFFERED="1"),
+        log=log,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("PORT "):
+                return service, f"http://127.0.0.1:{int(line.split()[1])}"
+        if not service.alive():
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"the OTLP sink did not start:\n{service.log_tail()}")
+
+
 # -- Apiary -------------------------------------------------------------------------------------
 
 
@@ -397,6 +426,7 @@ def start_apiary(
     source: Path | None = None,
     name: str = "",
     backends: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Service, str, str, str]:
     """A fresh data dir and config, a tenant and a developer key, then `apiary serve`;
     last, the tenant's budget and rate limits are switched on (see `enable_limits`).
@@ -422,6 +452,7 @@ def start_apiary(
         APIARY_PORT=str(port),
         APIARY_LOG_LEVEL=log_level,
         **(backends or {}),
+        **(extra_env or {}),
     )
     _apiary(env, "migrate")
     admin_password = secrets.token_urlsafe(18)
@@ -1035,6 +1066,30 @@ def messages_verdict(chat: TargetRun, messages: TargetRun) -> dict[str, Any]:
     return checks
 
 
+def tracing_verdicts(untraced: TargetRun, traced: TargetRun) -> dict[str, Any]:
+    """Tracing on (sampled, exporting) against the same build with it off, measured in turn
+    in the same cells: issue 17's cost target."""
+    shares: dict[str, float | None] = {}
+    for mode in MODES:
+        for concurrency in CONCURRENCIES:
+            ours, base = _cell(traced, mode, concurrency), _cell(untraced, mode, concurrency)
+            share = None
+            if ours and base and base.rps > 0:
+                share = round(ours.rps / base.rps, 3)
+            shares[f"{mode}_c{concurrency}"] = share
+    json10 = shares["json_c10"]
+    return {
+        "rps_share_of_untraced": shares,
+        "targets": {
+            "rps_share_json_c10": {
+                "value": json10,
+                "target": f">= {TARGET_TRACING_RPS_SHARE:g}",
+                "met": json10 is not None and json10 >= TARGET_TRACING_RPS_SHARE,
+            },
+        },
+    }
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -1125,6 +1180,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "beside the same build on its embedded defaults",
     )
     parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run every build with OpenTelemetry tracing on, exporting to a local OTLP "
+        "receiver, beside the same build with tracing off",
+    )
+    parser.add_argument(
+        "--tracing-ratio",
+        type=float,
+        default=0.1,
+        help="APIARY_OTEL__SAMPLING_RATIO of the traced builds",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also measure a bare pass-through on Apiary's server stack "
@@ -1212,6 +1279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apiary_runs: list[tuple[str, TargetRun]] = []
     production_runs: list[tuple[str, TargetRun]] = []  # each beside apiary_runs' same entry
     messages_runs: list[tuple[TargetRun, TargetRun]] = []  # (chat, /v1/messages), one build
+    traced_runs: list[tuple[str, TargetRun]] = []  # likewise
+    otlp_url: str | None = None
     backends: Backends | None = None
     litellm_run: TargetRun | None = None
     with terminate_cleanly(), tempfile.TemporaryDirectory(prefix="apiary-bench-") as tmp:
@@ -1249,12 +1318,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.production:
                 backends = Backends(workdir)
                 print(f"production backends: PostgreSQL and Redis (CPU {LOADGEN_CPU})", flush=True)
+            if args.tracing:
+                _, otlp_url = start_otlp_sink(services, workdir)
+                print(f"OTLP receiver on {otlp_url} (CPU {LOADGEN_CPU})", flush=True)
             deployments = ["embedded", "production"] if args.production else ["embedded"]
+            if args.tracing:
+                deployments.append("traced")
             for level in args.log_levels:
                 for index, (label, source, _) in enumerate(builds):
                     for deployment in deployments:
                         name = "apiary" if len(builds) == 1 else f"apiary@{label}"
                         name += "+pg+redis" if deployment == "production" else ""
+                        name += f"+otel@{args.tracing_ratio:g}" if deployment == "traced" else ""
                         name += f"[{level}]"
                         try:
                             service, url, key, limits = start_apiary(
@@ -1266,6 +1341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 name=f"-{index}-{deployment}",
                                 backends=backends.new()
                                 if backends is not None and deployment == "production"
+                                else None,
+                                extra_env={
+                                    "APIARY_OTEL__ENDPOINT": str(otlp_url),
+                                    "APIARY_OTEL__SAMPLING_RATIO": str(args.tracing_ratio),
+                                }
+                                if deployment == "traced"
                                 else None,
                             )
                         except (RuntimeError, subprocess.TimeoutExpired) as error:
@@ -1284,6 +1365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "PostgreSQL and Redis (data, counters, cache)"
                                 if deployment == "production"
                                 else "embedded (SQLite, counters in process)"
+                            )
+                            + (
+                                f"; tracing on, sampling ratio {args.tracing_ratio:g}, OTLP/HTTP "
+                                "to a local receiver"
+                                if deployment == "traced"
+                                else ""
                             )
                         )
                         responses_url = url.replace("/v1/chat/completions", "/v1/responses")
@@ -1306,10 +1393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         key_name = level if len(builds) == 1 else f"{label}_{level}"
                         if deployment == "production":
                             production_runs.append((key_name, run))
+                        elif deployment == "traced":
+                            traced_runs.append((key_name, run))
                         else:
                             apiary_runs.append((key_name, run))
             run_targets(targets, upstream=upstream, args=args)
             runs.extend(target.run for target in targets)
+            if otlp_url is not None:
+                with urllib.request.urlopen(f"{otlp_url}/stats", timeout=5) as answer:  # noqa: S310
+                    otlp_received = json.loads(answer.read())
+                print(f"OTLP receiver: {otlp_received}", flush=True)
             for target in targets[1:]:
                 assert target.gateway is not None
                 services.stop(target.gateway)
@@ -1360,6 +1453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": [asdict(run) for run in runs],
         **{f"vs_litellm_{level}": verdicts(run, litellm_run) for level, run in apiary_runs},
         **{
+            f"traced_vs_untraced_{level}": tracing_verdicts(untraced, traced)
+            for (level, untraced), (_, traced) in zip(apiary_runs, traced_runs, strict=False)
+        },
+        **{
             f"production_vs_embedded_{level}": production_verdicts(embedded, production)
             for (level, embedded), (_, production) in zip(
                 apiary_runs, production_runs, strict=False
@@ -1398,6 +1495,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {mark}  /v1/messages / chat req/s {cell:<10} {_fmt(check['value'], 2):>6}   "
                 f"target {check['target']}"
             )
+    for (_, untraced), (_, traced) in zip(apiary_runs, traced_runs, strict=False):
+        verdict = tracing_verdicts(untraced, traced)
+        shares = verdict["rps_share_of_untraced"]
+        print(
+            f"{traced.name} / {untraced.name} (requests/s): "
+            + "   ".join(f"{cell} {_fmt(share, 3)}" for cell, share in shares.items() if share)
+        )
+        for name, check in verdict["targets"].items():
+            mark = "PASS" if check["met"] else "FAIL"
+            print(f"  {mark}  {name:<22} {_fmt(check['value'], 3):>8}   target {check['target']}")
     if litellm_run is None:
         print(f"LiteLLM: {litellm_note}")
     print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

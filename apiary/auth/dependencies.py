@@ -21,6 +21,7 @@ from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, dige
 from apiary.authz.permissions import Permission, Role, allows
 from apiary.db import session_scope, utcnow
 from apiary.errors import Forbidden, Unauthorized
+from apiary.observability import tracing
 from apiary.observability.logging import request_context
 from apiary.runtime import Runtime, RuntimeDep
 from apiary.tenants.models import TenantStatus
@@ -116,15 +117,28 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    if credentials.startswith("apy_"):
-        auth = await _from_api_key(credentials, ip, runtime)
+    tracer = tracing.TRACER and tracing.active()
+    if tracer is None:
+        auth = await _identify(credentials, ip, runtime)
     else:
-        async with runtime.session_factory() as session:
-            auth = await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
+        with tracer.start_as_current_span("apiary.authenticate") as span:
+            span.set_attribute(
+                "apiary.auth.kind", "api_key" if credentials[:4] == "apy_" else "token"
+            )
+            auth = await _identify(credentials, ip, runtime)
+            if auth.tenant_id is not None:
+                span.set_attribute("apiary.tenant_id", str(auth.tenant_id))
     context = request_context.get()
     if context is not None and auth.tenant_id is not None:
         context.tenant_id = str(auth.tenant_id)
     return auth
+
+
+async def _identify(credentials: str, ip: str | None, runtime: Runtime) -> AuthContext:
+    if credentials.startswith("apy_"):
+        return await _from_api_key(credentials, ip, runtime)
+    async with runtime.session_factory() as session:
+        return await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
 
 
 async def current_auth(request: Request, runtime: RuntimeDep) -> AuthContext:

@@ -24,6 +24,7 @@ from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
 from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
 from apiary.limits.enforcer import Admission
+from apiary.observability import tracing
 from apiary.observability.metrics import observe_upstream
 from apiary.runtime import Runtime
 from apiary.usage.ledger import ledger_row
@@ -196,6 +197,7 @@ class BilledCall:
     kind: str
     started: float
     admission: Admission
+    span: tracing.Span | None = None  # the gateway call's, with tracing on
 
     @classmethod
     async def admit(
@@ -209,10 +211,19 @@ class BilledCall:
         started: float,
     ) -> BilledCall:
         gateway = runtime.gateway
-        admission = await runtime.limits.admit(
-            auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind)
-        )
-        return cls(runtime, auth, body, kind, started, admission)
+        tracer = tracing.TRACER and tracing.active()
+        if tracer is None:
+            admission = await runtime.limits.admit(
+                auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind)
+            )
+            return cls(runtime, auth, body, kind, started, admission)
+        call_span = tracing.trace.get_current_span()
+        with tracer.start_as_current_span("apiary.limits.admit"):
+            admission = await runtime.limits.admit(
+                auth,
+                estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind),
+            )
+        return cls(runtime, auth, body, kind, started, admission, call_span)
 
     async def settle(
         self, result: CallResult, *, streamed: bool = False
@@ -229,6 +240,8 @@ class BilledCall:
             streamed=streamed,
         )
         self.runtime.ledger.record(entry)
+        if self.span is not None:
+            _describe_call(self.span, self.runtime.gateway, result, entry, cost)
         warning = await self.runtime.limits.settle(
             self.admission,
             tokens=entry["prompt_tokens"] + entry["completion_tokens"],
@@ -241,6 +254,33 @@ class BilledCall:
         the error for the caller."""
         await self.settle(error.result, streamed=streamed)
         return _failed(error)
+
+
+def _describe_call(
+    span: tracing.Span,
+    gateway: Gateway,
+    result: CallResult,
+    entry: dict[str, Any],
+    cost: float | None,
+) -> None:
+    """The GenAI attributes of the gateway call's span."""
+    target = result.target
+    if target is not None:
+        span.set_attribute("gen_ai.system", gateway.handles[target.provider].provider.config.kind)
+        span.set_attribute("apiary.provider", target.provider)
+        span.set_attribute(
+            "gen_ai.response.model",
+            result.completion.model if result.completion is not None else target.model,
+        )
+    span.set_attribute("gen_ai.usage.input_tokens", entry["prompt_tokens"])
+    span.set_attribute("gen_ai.usage.output_tokens", entry["completion_tokens"])
+    if cost is not None:
+        span.set_attribute("apiary.cost_usd", cost)
+    if result.decision.route:
+        span.set_attribute("apiary.route", result.decision.route)
+    span.set_attribute("apiary.attempts", result.attempts)
+    if result.error is not None:
+        tracing.record_error(span, result.error.kind)
 
 
 def _cache_hit(
@@ -268,6 +308,12 @@ def _cache_hit(
             latency_s=time.perf_counter() - started,
         )
     )
+    if tracing.TRACER is not None:
+        span = tracing.trace.get_current_span()
+        span.set_attribute("apiary.cache", f"hit {kind}")
+        span.set_attribute("gen_ai.response.model", hit.model)
+        span.set_attribute("apiary.provider", hit.provider)
+        span.set_attribute("apiary.cost_usd", 0.0)
     return ChatReply(
         hit.body,
         headers={
@@ -311,6 +357,21 @@ async def _stream(
     return ChatStream(headers=headers, chunks=accounted())
 
 
+async def _ending(chunks: AsyncIterator[bytes], span: tracing.Span) -> AsyncIterator[bytes]:
+    """The stream's chunks; the gateway call's span ends when the stream has settled. (Not
+    made current across the yields: a context attached in one step of an async generator
+    is detached in another context.)"""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        span.set_attribute("apiary.streamed", True)
+        span.end()
+
+
 class GatewayClient:
     """The in-process entry point: `await runtime.client.chat(auth, body)`."""
 
@@ -326,6 +387,37 @@ class GatewayClient:
         started: float | None = None,
     ) -> ChatReply | ChatStream:
         """One chat completion; a `ChatStream` when `body["stream"]` is set."""
+        tracer = tracing.TRACER and tracing.active()
+        if tracer is None:
+            return await self._chat(auth, body, cache_header, started)
+        span = tracer.start_span(
+            f"chat {body.get('model')}",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": str(body.get("model")),
+                "apiary.tenant_id": str(auth.scope.tenant_id),
+            },
+        )
+        try:
+            with tracing.trace.use_span(span, end_on_exit=False):
+                reply = await self._chat(auth, body, cache_header, started)
+        except BaseException:
+            span.end()
+            raise
+        if isinstance(reply, ChatStream):  # the span lasts as long as the stream
+            reply.chunks = _ending(reply.chunks, span)
+            return reply
+        span.set_attribute("apiary.cache", reply.headers.get("x-apiary-cache", "off"))
+        span.end()
+        return reply
+
+    async def _chat(
+        self,
+        auth: AuthContext,
+        body: dict[str, Any],
+        cache_header: str | None,
+        started: float | None,
+    ) -> ChatReply | ChatStream:
         runtime = self.runtime
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()
@@ -380,6 +472,20 @@ class GatewayClient:
         self, auth: AuthContext, body: dict[str, Any], *, started: float | None = None
     ) -> ChatReply:
         """Embeddings through the routed chain, accounted like chat calls."""
+        tracer = tracing.TRACER and tracing.active()
+        if tracer is None:
+            return await self._embed(auth, body, started)
+        attributes = {
+            "gen_ai.operation.name": "embeddings",
+            "gen_ai.request.model": str(body.get("model")),
+            "apiary.tenant_id": str(auth.scope.tenant_id),
+        }
+        with tracer.start_as_current_span(f"embeddings {body.get('model')}", attributes=attributes):
+            return await self._embed(auth, body, started)
+
+    async def _embed(
+        self, auth: AuthContext, body: dict[str, Any], started: float | None
+    ) -> ChatReply:
         runtime = self.runtime
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()

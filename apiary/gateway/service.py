@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from apiary.gateway import catalog
@@ -34,6 +34,7 @@ from apiary.gateway.providers.base import (
 from apiary.gateway.registry import build_provider
 from apiary.gateway.resilience import CircuitBreaker, ProviderLimiter, backoff_s
 from apiary.gateway.router import Decision, Router, Target
+from apiary.observability import tracing
 
 
 @dataclass
@@ -60,6 +61,49 @@ class CallResult:
     @property
     def attempts(self) -> int:
         return len(self.fallback_path) + (1 if self.target else 0)
+
+
+@contextmanager
+def _attempt_span(
+    tracer: tracing.Tracer, handle: ProviderHandle, target: Target, operation: str
+) -> Iterator[tracing.Span]:
+    """One attempt on one provider (its retries included), a child of the gateway call:
+    a call that falls back shows one such span per provider tried."""
+    with tracer.start_as_current_span(
+        "apiary.gateway.attempt",
+        kind=tracing.SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": operation,
+            "gen_ai.system": handle.provider.config.kind,
+            "gen_ai.request.model": target.model,
+            "apiary.provider": target.provider,
+        },
+        record_exception=False,
+    ) as span:
+        try:
+            yield span
+        except ProviderError as error:
+            tracing.record_error(span, error.kind)
+            raise
+
+
+def _skipped(result: CallResult, target: Target, why: str) -> None:
+    """A provider passed over without a call (its breaker open)."""
+    result.fallback_path.append(f"{target.key}: {why}")
+    tracer = tracing.TRACER and tracing.active()
+    if tracer is not None:
+        tracer.start_span(
+            "apiary.gateway.attempt",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.request.model": target.model,
+                "apiary.provider": target.provider,
+                "apiary.skipped": why,
+            },
+        ).end()
+
+
+_NO_SPAN = nullcontext()
 
 
 class AllProvidersFailed(Exception):
@@ -106,13 +150,19 @@ class Gateway:
 
     async def complete(self, request: JSON, decision: Decision) -> CallResult:
         result = CallResult(decision=decision)
+        tracer = tracing.TRACER and tracing.active()
         for target in decision.chain:
             handle = self.handles[target.provider]
             if not handle.breaker.allow():
-                result.fallback_path.append(f"{target.key}: circuit open")
+                _skipped(result, target, "circuit open")
                 continue
             try:
-                completion = await self._call_with_retries(handle, target, request, result)
+                if tracer is None:
+                    completion = await self._call_with_retries(handle, target, request, result)
+                else:
+                    with _attempt_span(tracer, handle, target, "chat") as span:
+                        completion = await self._call_with_retries(handle, target, request, result)
+                        span.set_attribute("gen_ai.response.model", completion.model)
             except ProviderError as error:
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
@@ -161,7 +211,7 @@ class Gateway:
         for target in decision.chain:
             handle = self.handles[target.provider]
             if not handle.breaker.allow():
-                result.fallback_path.append(f"{target.key}: circuit open")
+                _skipped(result, target, "circuit open")
                 continue
             state = StreamState()
             slot = handle.limiter.slot()
@@ -177,6 +227,9 @@ class Gateway:
             except ProviderError as error:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
+                if tracer := tracing.TRACER and tracing.active():
+                    with _attempt_span(tracer, handle, target, "chat") as span:
+                        tracing.record_error(span, error.kind)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
                 if not error.falls_back:
@@ -190,6 +243,9 @@ class Gateway:
                 raise
             result.target = target
             result.ttft_s = time.perf_counter() - started
+            if tracer := tracing.TRACER and tracing.active():  # the stream goes on after
+                with _attempt_span(tracer, handle, target, "chat") as span:
+                    span.set_attribute("apiary.ttft_s", result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
         raise AllProvidersFailed(result)
 
@@ -223,11 +279,17 @@ class Gateway:
         for target in decision.chain:
             handle = self.handles[target.provider]
             try:
-                async with handle.limiter.slot() as waited:
-                    result.queue_s += waited
-                    started = time.perf_counter()
-                    completion = await handle.provider.embed(request, target.model)
-                    result.upstream_s += time.perf_counter() - started
+                tracer = tracing.TRACER and tracing.active()
+                with (
+                    _attempt_span(tracer, handle, target, "embeddings")
+                    if tracer is not None
+                    else _NO_SPAN
+                ):
+                    async with handle.limiter.slot() as waited:
+                        result.queue_s += waited
+                        started = time.perf_counter()
+                        completion = await handle.provider.embed(request, target.model)
+                        result.upstream_s += time.perf_counter() - started
             except ProviderError as error:
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")

@@ -34,6 +34,7 @@ from apiary.knowledge.models import DocumentStatus
 from apiary.knowledge.repository import knowledge_repository
 from apiary.knowledge.sparse import SparseVector, document_vector
 from apiary.knowledge.vectors import ChunkPoint
+from apiary.observability import tracing
 
 if TYPE_CHECKING:
     from apiary.runtime import Runtime
@@ -116,20 +117,32 @@ async def _step(
 
 
 async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
+    # A trace of its own: the upload was answered long ago (its id is on the span).
+    attributes = {"apiary.document_id": str(document_id)}
+    with tracing.span("apiary.knowledge.ingest", attributes=attributes) as span:
+        await _ingest(runtime, document_id, span)
+
+
+async def _ingest(runtime: Runtime, document_id: uuid.UUID, span: tracing.Span | None) -> None:
     job = await _claim(runtime, document_id)
     if job is None:
         return
     vectors = runtime.vectors
     try:
         limits = ExtractionLimits.of(runtime.settings.knowledge)
-        extracted = await asyncio.to_thread(extract, job.content, job.filename, limits=limits)
+        read = {"apiary.bytes": len(job.content)}
+        with tracing.span("apiary.knowledge.extract", attributes=read):
+            extracted = await asyncio.to_thread(extract, job.content, job.filename, limits=limits)
         await _step(
             runtime,
             job,
             DocumentEventType.SPLITTING,
             {"characters": len(extracted.text), "sections": len(extracted.sections)},
         )
-        chunks = split(extracted, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
+        with tracing.span("apiary.knowledge.split") as step:
+            chunks = split(extracted, chunk_size=job.chunk_size, chunk_overlap=job.chunk_overlap)
+            if step is not None:
+                step.set_attribute("apiary.chunks", len(chunks))
         await vectors.delete_document(job.scope, job.document_id)
         # The job acts for the uploader within the document's tenant: a gateway embedding
         # model's cost lands on that tenant's ledger.
@@ -156,9 +169,12 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
                 chunk_count=len(chunks),
                 chunks_done=start,
             )
-            dense, sparse = await _embed(runtime, job, auth, batch, waits=waits)
+            batch_attributes = {"apiary.batch": number, "apiary.chunks": len(batch)}
+            with tracing.span("apiary.knowledge.embed", attributes=batch_attributes):
+                dense, sparse = await _embed(runtime, job, auth, batch, waits=waits)
             await _step(runtime, job, DocumentEventType.UPSERTING, progress)
-            await runtime.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
+            with tracing.span("apiary.knowledge.upsert", attributes=batch_attributes):
+                await runtime.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
         await _step(
             runtime,
             job,
@@ -171,11 +187,15 @@ async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
     except _DocumentGone:
         await vectors.delete_document(job.scope, job.document_id)
     except (ExtractionError, ApiaryError) as error:
+        if span is not None:
+            tracing.record_error(span, error)
         await _fail(
             runtime, job, str(error) if isinstance(error, ExtractionError) else error.detail
         )
     except Exception as error:
         log.exception("ingestion failed", extra={"document_id": str(job.document_id)})
+        if span is not None:
+            tracing.record_error(span, error)
         await _fail(runtime, job, f"internal error while ingesting ({type(error).__name__})")
     else:
         # Deleted between the last update and now: its points must not outlive it.

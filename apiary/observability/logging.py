@@ -23,6 +23,8 @@ from typing import TextIO, cast
 
 import orjson
 
+from apiary.observability import tracing
+
 __all__ = [
     "REDACTED",
     "JsonFormatter",
@@ -73,7 +75,7 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {
     "taskName",
     "color_message",
 }
-_CORE_KEYS = ("ts", "level", "logger", "message", "exc", "stack")
+_CORE_KEYS = ("ts", "level", "logger", "message", "exc", "stack", "trace_id", "span_id")
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
 _UVICORN_ACCESS_LOGGER = "uvicorn.access"
 # httpx logs every outbound URL at INFO, query string included, which is where some LLM
@@ -202,6 +204,8 @@ class JsonFormatter(logging.Formatter):
             "request_id": request_id,
             "tenant_id": tenant_id,
         }
+        if tracing.TRACER is not None and (ids := tracing.current_ids()) is not None:
+            payload["trace_id"], payload["span_id"] = ids
         for key, value in _extra_fields(record).items():
             # Never let an extra field masquerade as one of the envelope keys.
             payload[f"extra_{key}" if key in _CORE_KEYS else key] = value
@@ -238,6 +242,8 @@ def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object])
         "request_id": context.request_id if context else None,
         "tenant_id": context.tenant_id if context else None,
     }
+    if tracing.TRACER is not None and (ids := tracing.current_ids()) is not None:
+        payload["trace_id"], payload["span_id"] = ids
     for key, value in fields.items():
         if key.startswith("_"):  # as on a LogRecord, where such names are never extras
             continue

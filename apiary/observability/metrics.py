@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from apiary.observability import tracing
 from apiary.observability.logging import RequestContext, log_info, request_context
 
 __all__ = [
@@ -219,6 +220,11 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         status = 500
         error: str | None = None
+        tracer = tracing.TRACER
+        if tracer is not None:
+            server_span, span_token = tracing.start_server_span(
+                tracer, scope["method"], scope["path"], scope["headers"]
+            )
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
@@ -254,6 +260,10 @@ class ObservabilityMiddleware:
                         "duration_ms": duration_ms,
                         **({"error": error} if error else {}),
                     },
+                )
+            if tracer is not None:  # after the access line, which carries its trace id
+                tracing.end_server_span(
+                    server_span, span_token, method=method, route=route, status=status, error=error
                 )
             request_context.reset(token)
 

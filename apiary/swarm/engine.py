@@ -32,6 +32,7 @@ from apiary.executions.events import EventRecorder
 from apiary.executions.models import Execution, ExecutionState, Subtask, SubtaskStatus
 from apiary.executions.repository import SubtaskFigures, execution_repository
 from apiary.memory.service import memory_service
+from apiary.observability import tracing
 from apiary.runtime import Runtime
 from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
 from apiary.swarm.checkpoint import DatabaseSaver
@@ -168,6 +169,18 @@ def parse_subtasks(text: str, limit: int) -> list[str] | None:
 
 
 async def run_decompose(context: SwarmContext, task: str) -> list[str]:
+    with tracing.span("apiary.swarm.decompose", attributes=_span_attributes(context)) as span:
+        prompts = await _decompose(context, task)
+        if span is not None:
+            span.set_attribute("apiary.subtasks", len(prompts))
+        return prompts
+
+
+def _span_attributes(context: SwarmContext, **more: str | int) -> dict[str, str | int]:
+    return {"apiary.execution_id": str(context.execution_id), **more}
+
+
+async def _decompose(context: SwarmContext, task: str) -> list[str]:
     decomposing = _set_state_soon(context, ExecutionState.DECOMPOSING)
     started = time.perf_counter()
     tally = Tally()
@@ -305,6 +318,18 @@ async def _tool_loop(
 
 
 async def _run_tool(tool_context: ToolContext, name: str, arguments: str) -> str:
+    # Named as the GenAI conventions name a tool call.
+    with tracing.span(
+        f"execute_tool {name}",
+        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name},
+    ) as span:
+        result = await _tool(tool_context, name, arguments)
+        if span is not None and result.startswith("error: "):
+            tracing.record_error(span, "tool_error")
+        return result
+
+
+async def _tool(tool_context: ToolContext, name: str, arguments: str) -> str:
     tool = REGISTRY.get(name)
     if tool is None:
         return f"error: no tool named {name!r}"
@@ -324,7 +349,14 @@ async def run_subagent(
     context: SwarmContext, index: int, prompt: str, *, task_id: str | None = None
 ) -> SubtaskResult:
     async with context.slots, context.tenant_slots:
-        return await _subagent(context, index, prompt, task_id)
+        attributes = _span_attributes(context, **{"apiary.subtask.index": index})
+        with tracing.span("apiary.swarm.subagent", attributes=attributes) as span:
+            result = await _subagent(context, index, prompt, task_id)
+            if span is not None:
+                span.set_attribute("apiary.subtask.status", result["status"])
+                if result["status"] != "succeeded":
+                    tracing.record_error(span, result["status"])
+            return result
 
 
 async def _subagent(
@@ -434,6 +466,11 @@ def partial_answer(results: Sequence[SubtaskResult]) -> str:
 
 
 async def run_synthesize(context: SwarmContext, task: str, results: Sequence[SubtaskResult]) -> str:
+    with tracing.span("apiary.swarm.synthesize", attributes=_span_attributes(context)):
+        return await _synthesize(context, task, results)
+
+
+async def _synthesize(context: SwarmContext, task: str, results: Sequence[SubtaskResult]) -> str:
     ordered = sorted(results, key=lambda r: r["index"])
     succeeded = [r for r in ordered if r["status"] == "succeeded"]
     if context.spend.stopped or context.spend.exhausted:
@@ -749,6 +786,12 @@ async def _cancel_requested(context: SwarmContext) -> bool:
 async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     """Run or resume one execution to a final state. Safe to call more than once, even at
     the same time: a second run raises `ExecutionBusy` while the first holds the lease."""
+    attributes = {"apiary.execution_id": str(execution_id)}
+    with tracing.span("apiary.execution", attributes=attributes):
+        await _run_execution(runtime, execution_id)
+
+
+async def _run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
     # Finding it, claiming its lease, loading it and counting the attempt: one transaction
     # (rolled back, so nothing claimed, if any of it fails).
     async with session_scope(runtime.session_factory) as session:

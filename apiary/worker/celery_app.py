@@ -94,7 +94,8 @@ def make_celery(settings: Settings) -> Celery:
 
         executions = _process_loop(settings)
         try:
-            executions.run(run_execution(executions.runtime, uuid.UUID(execution_id)))
+            execution = run_execution(executions.runtime, uuid.UUID(execution_id))
+            executions.run(_in_senders_trace(execution, _trace_headers(task.request)))
         except ExecutionBusy as busy:
             # Another worker runs it (the broker redelivered it after its visibility
             # timeout), or one that died holds its lease: look again when the lease lapses.
@@ -123,6 +124,30 @@ def make_celery(settings: Settings) -> Celery:
             _process_loop(settings)
 
     return app
+
+
+def _trace_headers(request: Any) -> dict[str, str]:
+    """The W3C trace headers `enqueue` put on the message (Celery hands a message's own
+    headers back as attributes of the task's request)."""
+    found: dict[str, str] = {}
+    headers = getattr(request, "headers", None) or {}
+    for name in ("traceparent", "tracestate"):
+        value = getattr(request, name, None) or headers.get(name)
+        if isinstance(value, str):
+            found[name] = value
+    return found
+
+
+async def _in_senders_trace(execution: Coroutine[Any, Any, T], carrier: dict[str, str]) -> T:
+    """Run the task's coroutine as a CONSUMER span in the trace of the request that sent it
+    (on the loop's thread, whose context knows nothing of the task's)."""
+    from apiary.observability import tracing
+
+    with (
+        tracing.attached(carrier),
+        tracing.span(f"process {TASK_NAME}", kind=tracing.SpanKind.CONSUMER),
+    ):
+        return await execution
 
 
 def preload() -> None:
@@ -225,8 +250,12 @@ def _producer(redis_url: str, visibility_timeout_s: int) -> Celery:
 def enqueue(settings: Settings, execution_id: uuid.UUID) -> None:
     """Publish one execution for the workers (blocking: call it in a thread)."""
     assert settings.redis_url is not None
+    from apiary.observability import tracing
+
     producer = _producer(settings.redis_url, settings.swarm.visibility_timeout_s)
-    producer.send_task(TASK_NAME, args=[str(execution_id)])
+    with tracing.span(f"send {TASK_NAME}", kind=tracing.SpanKind.PRODUCER):
+        # The sender's trace goes with the message: the worker's spans join it.
+        producer.send_task(TASK_NAME, args=[str(execution_id)], headers=tracing.inject())
 
 
 def worker_app() -> Celery:

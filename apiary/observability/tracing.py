@@ -1,0 +1,214 @@
+"""OpenTelemetry traces, exported over OTLP/HTTP when `APIARY_OTEL__ENDPOINT` is set.
+
+`TRACER` is None until `install` finds an endpoint, and code on the hot path tests it
+before building any span or attribute (`tracer = tracing.TRACER and tracing.active()`):
+with tracing off a /v1 call pays one module attribute read per instrumented step, nothing
+more, and with tracing on a request the sampler dropped builds only its server span (the
+children of an unsampled span would record nothing). Code off the hot path uses
+`span(...)`, which hands back a shared null context when off.
+
+The context crosses Celery as a W3C `traceparent` header on the task message (`inject`
+at send, `extract` at run), so a worker's spans join the trace of the request that
+created the execution. Log lines carry `trace_id` and `span_id` (`current_ids`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from apiary.config import OTelSettings
+
+__all__ = [
+    "TRACER",
+    "Span",
+    "SpanKind",
+    "Tracer",
+    "active",
+    "current_ids",
+    "extract",
+    "inject",
+    "install",
+    "record_error",
+    "shutdown",
+    "span",
+    "trace",
+]
+
+log = logging.getLogger("apiary.tracing")
+
+TRACER: trace.Tracer | None = None
+_provider: TracerProvider | None = None
+_PROPAGATOR = TraceContextTextMapPropagator()
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+TRACES_PATH = "/v1/traces"
+
+
+def traces_url(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL for an endpoint given as a collector's base URL (as
+    `OTEL_EXPORTER_OTLP_ENDPOINT` is) or as the full traces URL."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
+
+
+def _headers(raw: str | None) -> dict[str, str]:
+    """`key=value,key2=value2`, the format of `OTEL_EXPORTER_OTLP_HEADERS`."""
+    pairs = (part.split("=", 1) for part in (raw or "").split(",") if "=" in part)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def install(settings: OTelSettings) -> bool:
+    """Install the tracer provider and its OTLP exporter when an endpoint is configured;
+    returns whether this call installed it (its caller then calls `shutdown`). Once per
+    process: a later call keeps the first provider."""
+    global TRACER, _provider
+    if settings.endpoint is None or TRACER is not None:
+        return False
+    # Imported here: a process with tracing off never loads the SDK or the exporter.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        # Parent-based: a trace started upstream (a traceparent header, the API's side of a
+        # Celery hop) is kept or dropped as a whole, never in pieces.
+        sampler=ParentBased(TraceIdRatioBased(settings.sampling_ratio)),
+    )
+    headers = settings.headers.get_secret_value() if settings.headers else None
+    exporter = OTLPSpanExporter(endpoint=traces_url(settings.endpoint), headers=_headers(headers))
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    _provider = provider
+    TRACER = provider.get_tracer("apiary")
+    log.info(
+        "tracing on: OTLP/HTTP to %s, sampling ratio %g",
+        traces_url(settings.endpoint),
+        settings.sampling_ratio,
+    )
+    return True
+
+
+def shutdown() -> None:
+    """Export what is buffered and remove the provider (tracing is off afterwards)."""
+    global TRACER, _provider
+    provider, _provider, TRACER = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def flush(timeout_ms: int = 5000) -> None:
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
+
+
+def active() -> Tracer | None:
+    """The tracer, unless the current span belongs to a trace the sampler dropped: spans
+    under it would record nothing, so the hot path skips even building them (the use is
+    `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
+    current span, the sampler decides for a new trace as usual."""
+    parent = trace.get_current_span().get_span_context()
+    if parent.is_valid and not parent.trace_flags.sampled:
+        return None
+    return TRACER
+
+
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> AbstractContextManager[Span | None]:
+    """A current span for the block, or a null context (yielding None) with tracing off."""
+    if TRACER is None:
+        return _NO_SPAN
+    return TRACER.start_as_current_span(name, kind=kind, attributes=attributes)
+
+
+def record_error(span: Span, error: BaseException | str) -> None:
+    """Mark a span failed, with `error.type` as the semantic conventions name it."""
+    kind = error if isinstance(error, str) else type(error).__name__
+    span.set_attribute("error.type", kind)
+    span.set_status(Status(StatusCode.ERROR))
+
+
+def inject() -> dict[str, str]:
+    """The current context as W3C headers (`traceparent`), to carry across a process hop."""
+    carrier: dict[str, str] = {}
+    if TRACER is not None:
+        _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def extract(carrier: Mapping[str, str]) -> otel_context.Context:
+    return _PROPAGATOR.extract(carrier)
+
+
+@contextmanager
+def attached(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Make the context carried in `carrier` (from `inject`) current for the block."""
+    if TRACER is None or not carrier:
+        yield
+        return
+    token = otel_context.attach(extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
+    if TRACER is None:
+        return None
+    found = trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return None
+    return format(found.trace_id, "032x"), format(found.span_id, "016x")
+
+
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+
+
+def start_server_span(
+    tracer: trace.Tracer, method: str, path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[Span, object]:
+    """The SERVER span of one HTTP request, made current; it continues the caller's trace
+    when the request carries a `traceparent`. Named by method alone until the route
+    template is known (`end_server_span`), never by the raw path."""
+    carrier = {
+        name.decode(): value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS
+    }
+    parent = _PROPAGATOR.extract(carrier) if carrier else None
+    server = tracer.start_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": path},
+    )
+    token = otel_context.attach(trace.set_span_in_context(server, parent))
+    return server, token
+
+
+def end_server_span(
+    server: Span, token: object, *, method: str, route: str, status: int, error: str | None
+) -> None:
+    server.update_name(f"{method} {route}")
+    server.set_attribute("http.route", route)
+    server.set_attribute("http.response.status_code", status)
+    if error is not None or status >= 500:
+        record_error(server, error or str(status))
+    otel_context.detach(token)  # type: ignore[arg-type]  # the token `attach` returned
+    server.end()

@@ -1,0 +1,414 @@
+"""OpenTelemetry traces, received in process over real OTLP/HTTP by oteltap: the spans of a
+/v1 call that falls back, of a swarm run on a real Celery worker (the worker's spans in
+the API request's trace), of a knowledge ingestion, the trace id on log lines, and
+nothing installed when no endpoint is set."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
+
+from apiary.authz.permissions import Role
+from apiary.config import OTelSettings
+from apiary.observability import tracing
+from apiary.observability.logging import configure_logging
+from apiary.runtime import Runtime
+from tests.factories import make_api_key, make_tenant
+from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
+from tests.gateway.conftest import Gateway, make_gateway  # noqa: F401 - the fixture
+from tests.knowledge.helpers import create_base, ingested, upload
+from tests.swarm.conftest import FINAL
+from tests.swarm.test_celery_worker import Workers, celery_app, workers  # noqa: F401 - fixtures
+
+HELLO = [{"role": "user", "content": "hello gateway"}]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Spans:
+    """Every span the receiver got, kept as they arrive (subscribed before any is sent)."""
+
+    def __init__(self, receiver: OtelTapHttpProtobufReceiver) -> None:
+        self.received: list[Span] = []
+        self._receiver = receiver
+        self._task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for span in self._receiver.stream_traces():
+            self.received.append(span)
+
+    async def wait(
+        self, predicate: Callable[[list[Span]], bool], timeout_s: float = 20.0
+    ) -> list[Span]:
+        """Flush this process's spans, then wait until what arrived satisfies `predicate`."""
+        await asyncio.to_thread(tracing.flush)
+        for _ in range(int(timeout_s / 0.05)):
+            if predicate(self.received):
+                return self.received
+            await asyncio.sleep(0.05)
+        names = sorted({span.name for span in self.received})
+        raise AssertionError(f"spans never arrived; got {names}")
+
+    def named(self, name: str, trace_id: bytes | None = None) -> list[Span]:
+        return [
+            span
+            for span in self.received
+            if span.name == name and trace_id in (None, span.trace_id)
+        ]
+
+    def one(self, name: str, trace_id: bytes | None = None) -> Span:
+        found = self.named(name, trace_id)
+        assert len(found) == 1, (name, [s.name for s in self.received])
+        return found[0]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def attributes(span: Span) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for pair in span.attributes:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        found[pair.key] = getattr(value, kind) if kind else None
+    return found
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[OtelTapHttpProtobufReceiver, str]]:
+    port = free_port()
+    settings = OtelTapHttpProtobufReceiverSettings(http_port=port)
+    async with OtelTapHttpProtobufReceiver(settings) as tap:
+        yield tap, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def spans(
+    receiver: tuple[OtelTapHttpProtobufReceiver, str],
+) -> AsyncIterator[Spans]:
+    """Tracing on in this process, exporting every span to the receiver."""
+    tap, endpoint = receiver
+    collected = Spans(tap)
+    await asyncio.sleep(0)  # the collector subscribes before anything is sent
+    assert tracing.install(OTelSettings(endpoint=endpoint, service_name="apiary-test"))
+    yield collected
+    await asyncio.to_thread(tracing.shutdown)
+    await collected.close()
+
+
+async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provider(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway(
+        prices={"claude/claude-sonnet-4": {"input": 3, "output": 15}}
+    )
+    gateway.upstream.set_default("openai", Fail(503))
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {gateway.key}"},
+            json={"model": "default", "messages": HELLO},
+        )
+    assert response.status_code == 200, response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+
+    server = spans.one("POST /v1/chat/completions")
+    assert server.kind == Span.SPAN_KIND_SERVER
+    assert attributes(server)["http.route"] == "/v1/chat/completions"
+    assert attributes(server)["http.response.status_code"] == 200
+    trace_id = server.trace_id
+    authenticate = spans.one("apiary.authenticate", trace_id)
+    call = spans.one("chat default", trace_id)
+    admit = spans.one("apiary.limits.admit", trace_id)
+    attempts = spans.named("apiary.gateway.attempt", trace_id)
+    assert authenticate.parent_span_id == server.span_id
+    assert call.parent_span_id == server.span_id
+    assert admit.parent_span_id == call.span_id
+
+    described = attributes(call)
+    assert described["gen_ai.operation.name"] == "chat"
+    assert described["gen_ai.request.model"] == "default"
+    assert described["gen_ai.system"] == "anthropic"
+    assert described["gen_ai.response.model"].startswith("claude-sonnet-4")
+    assert described["gen_ai.usage.input_tokens"] > 0
+    assert described["gen_ai.usage.output_tokens"] > 0
+    assert described["apiary.cost_usd"] > 0
+    assert described["apiary.route"] == "default"
+    assert described["apiary.cache"] == "off"
+    assert described["apiary.attempts"] == 2
+
+    # The failed provider (its retries included) and the one that answered, in order.
+    assert [a.parent_span_id for a in attempts] == [call.span_id, call.span_id]
+    first, second = sorted(attempts, key=lambda s: s.start_time_unix_nano)
+    assert attributes(first)["apiary.provider"] == "oai"
+    assert attributes(first)["gen_ai.system"] == "openai"
+    assert attributes(first)["error.type"] == "server"
+    assert first.status.code == first.status.STATUS_CODE_ERROR
+    assert attributes(second)["apiary.provider"] == "claude"
+    assert attributes(second)["gen_ai.request.model"] == "claude-sonnet-4"
+    assert "error.type" not in attributes(second)
+
+
+async def test_a_streamed_call_is_described_when_its_stream_ends(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {gateway.key}"},
+            json={"model": "default", "messages": HELLO, "stream": True},
+        )
+    assert response.status_code == 200, response.text
+    assert "[DONE]" in response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    call = spans.one("chat default", server.trace_id)
+    assert call.parent_span_id == server.span_id
+    described = attributes(call)
+    assert described["apiary.streamed"] is True
+    assert described["gen_ai.system"] == "openai"
+    assert described["gen_ai.usage.output_tokens"] > 0
+    assert call.end_time_unix_nano <= server.end_time_unix_nano
+    [attempt] = spans.named("apiary.gateway.attempt", server.trace_id)
+    assert attempt.parent_span_id == call.span_id
+
+
+async def test_a_request_continues_the_callers_trace(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={
+                "Authorization": f"Bearer {gateway.key}",
+                "traceparent": f"00-{caller_trace}-b7ad6b7169203331-01",
+            },
+            json={"model": "default", "messages": HELLO},
+        )
+    assert response.status_code == 200, response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    assert server.trace_id.hex() == caller_trace
+    assert server.parent_span_id.hex() == "b7ad6b7169203331"
+
+
+async def test_log_lines_carry_the_trace_and_span_ids(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        async with gateway.http() as http:
+            response = await http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {gateway.key}"},
+                json={"model": "default", "messages": HELLO},
+            )
+        assert response.status_code == 200
+    finally:
+        logging.getLogger().handlers.clear()
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    [access] = [line for line in lines if line["logger"] == "apiary.access"]
+    assert access["trace_id"] == server.trace_id.hex()
+    assert access["span_id"] == server.span_id.hex()
+
+
+async def test_without_an_endpoint_nothing_is_installed(runtime: Runtime) -> None:
+    assert runtime.settings.otel.endpoint is None
+    assert tracing.TRACER is None
+    assert not runtime.traces
+    assert tracing.inject() == {}
+    with tracing.span("anything") as current:
+        assert current is None
+    assert not tracing.install(OTelSettings())
+    assert tracing.TRACER is None
+
+
+def test_a_process_with_tracing_off_never_loads_the_sdk(tmp_path: Path) -> None:
+    # In a process of its own: this one's other tests install the SDK.
+    probe = (
+        "import sys\n"
+        "from apiary.config import load_settings\n"
+        "from apiary.main import create_app\n"
+        "from apiary.runtime import Runtime\n"
+        "create_app(load_settings())\n"
+        "Runtime.build(load_settings())\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', "
+        "'opentelemetry.exporter'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIARY_")}
+    env["APIARY_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+async def test_an_endpoint_installs_the_exporter_with_its_sampling_ratio(
+    receiver: tuple[OtelTapHttpProtobufReceiver, str], runtime: Runtime
+) -> None:
+    _, endpoint = receiver
+    settings = runtime.settings.model_copy(
+        update={"otel": OTelSettings(endpoint=endpoint, sampling_ratio=0.1)}
+    )
+    built = Runtime.build(settings)
+    try:
+        assert built.traces
+        assert tracing.TRACER is not None
+        provider = tracing._provider
+        assert provider is not None
+        assert "TraceIdRatioBased{0.1}" in provider.sampler.get_description()
+    finally:
+        await built.close()
+    assert tracing.TRACER is None
+
+
+async def test_an_ingestion_is_a_trace_with_a_span_per_step(
+    client: httpx.AsyncClient, runtime: Runtime, spans: Spans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime.settings.knowledge, "embed_batch_size", 2)
+    tenant = await make_tenant(runtime, client)
+    kb = await create_base(client, tenant.admin)
+    text = "\n\n".join(
+        f"Section {n}. The Kestrel arm's joint {n} turns freely." * 20 for n in range(4)
+    )
+    created = await upload(client, tenant.admin, kb["id"], "arm.md", text.encode())
+    await ingested(runtime)
+    await spans.wait(lambda got: any(s.name == "apiary.knowledge.ingest" for s in got))
+
+    ingest = spans.one("apiary.knowledge.ingest")
+    assert attributes(ingest)["apiary.document_id"] == created["id"]
+    assert ingest.parent_span_id == b""  # a trace of its own, begun by the job
+    trace_id = ingest.trace_id
+    extract = spans.one("apiary.knowledge.extract", trace_id)
+    split = spans.one("apiary.knowledge.split", trace_id)
+    embeds = spans.named("apiary.knowledge.embed", trace_id)
+    upserts = spans.named("apiary.knowledge.upsert", trace_id)
+    chunks = attributes(split)["apiary.chunks"]
+    assert chunks >= 3
+    assert attributes(extract)["apiary.bytes"] == len(text.encode())
+    assert len(embeds) == len(upserts) == -(-chunks // 2)  # one per batch of two
+    steps = [extract, split, *embeds, *upserts]
+    assert {s.parent_span_id for s in steps} == {ingest.span_id}
+    assert sum(attributes(e)["apiary.chunks"] for e in embeds) == chunks
+    assert ingest.status.code != ingest.status.STATUS_CODE_ERROR
+
+
+@pytest.mark.services
+async def test_a_swarm_on_a_celery_worker_joins_the_trace_of_the_request_that_created_it(
+    celery_app: FastAPI,  # noqa: F811 - the imported fixture
+    workers: Workers,  # noqa: F811 - the imported fixture
+    fake_upstream: FakeUpstream,
+    spans: Spans,
+    receiver: tuple[OtelTapHttpProtobufReceiver, str],
+) -> None:
+    _, endpoint = receiver
+    workers.env["APIARY_OTEL__ENDPOINT"] = endpoint
+    workers.env["APIARY_OTEL__SERVICE_NAME"] = "apiary-worker"
+    runtime: Runtime = celery_app.state.runtime
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=celery_app), base_url="http://t")
+    tenant = await make_tenant(runtime, http, "traced-co")
+    key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    agent = await http.post(
+        "/api/v1/agents",
+        headers=key.headers,
+        json={"name": "tracer", "model": "default", "max_subagents": 2, "tools": ["calculator"]},
+    )
+    assert agent.status_code == 201, agent.text
+    fake_upstream.script(
+        "openai",
+        Reply(text=orjson.dumps({"subtasks": ["add", "say"]}).decode(), usage=(5, 5)),
+        Reply(tool_calls=[ToolCall("calculator", '{"expression": "1+1"}')], usage=(5, 5)),
+    )
+    workers.start()
+    created = await http.post(
+        "/api/v1/executions",
+        headers=key.headers,
+        json={"agent_id": agent.json()["id"], "task": "add, then say"},
+    )
+    assert created.status_code == 202, created.text
+    execution_id = created.json()["id"]
+    for _ in range(600):
+        execution = (
+            await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
+        ).json()
+        if execution["state"] in FINAL:
+            break
+        await asyncio.sleep(0.1)
+    assert execution["state"] == "succeeded", execution
+
+    # The API's spans (this process) and the worker's (exported by it) share one trace.
+    await spans.wait(
+        lambda got: (
+            any(s.name == "apiary.swarm.synthesize" for s in got)
+            and any(s.name == "POST /api/v1/executions" for s in got)
+        )
+    )
+    request = spans.one("POST /api/v1/executions")
+    trace_id = request.trace_id
+    send = spans.one("send apiary.run_execution", trace_id)
+    assert send.kind == Span.SPAN_KIND_PRODUCER
+    assert send.parent_span_id == request.span_id
+    process = spans.one("process apiary.run_execution", trace_id)
+    assert process.kind == Span.SPAN_KIND_CONSUMER
+    assert process.parent_span_id == send.span_id
+    run = spans.one("apiary.execution", trace_id)
+    assert run.parent_span_id == process.span_id
+    assert attributes(run)["apiary.execution_id"] == execution_id
+
+    decompose = spans.one("apiary.swarm.decompose", trace_id)
+    synthesize = spans.one("apiary.swarm.synthesize", trace_id)
+    subagents = spans.named("apiary.swarm.subagent", trace_id)
+    assert decompose.parent_span_id == run.span_id
+    assert synthesize.parent_span_id == run.span_id
+    assert attributes(decompose)["apiary.subtasks"] == 2
+    assert sorted(attributes(s)["apiary.subtask.index"] for s in subagents) == [0, 1]
+    assert {s.parent_span_id for s in subagents} == {run.span_id}
+    assert all(attributes(s)["apiary.subtask.status"] == "succeeded" for s in subagents)
+
+    # Each model call is a gateway call span under its step; the tool call under its
+    # sub-agent, beside the model calls that asked for it and used its answer.
+    calls = spans.named("chat default", trace_id)
+    parents = [c.parent_span_id for c in calls]
+    assert parents.count(decompose.span_id) == 1
+    assert parents.count(synthesize.span_id) == 1
+    by_subagent = {s.span_id: parents.count(s.span_id) for s in subagents}
+    assert sorted(by_subagent.values()) == [1, 2]  # one answered at once, one used the tool
+    [tool] = spans.named("execute_tool calculator", trace_id)
+    assert tool.parent_span_id in by_subagent
+    assert by_subagent[tool.parent_span_id] == 2
+    assert attributes(tool)["gen_ai.tool.name"] == "calculator"
+    assert all(attributes(c)["gen_ai.system"] == "openai" for c in calls)
+    assert all(attributes(c)["gen_ai.usage.input_tokens"] > 0 for c in calls)
