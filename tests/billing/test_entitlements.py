@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from apiary.authz.permissions import Role
 from apiary.runtime import Runtime
@@ -20,7 +21,7 @@ from tests.gateway.conftest import Gateway, GatewayFactory
 from tests.knowledge.helpers import BASES, create_base, ingested, upload
 from tests.swarm.conftest import Swarm, build_swarm
 
-HELLO = [{"role": "user", "content": "hello"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 async def custom_plan(
@@ -192,7 +193,10 @@ async def test_oidc_is_a_feature_of_the_plan(
         f"/api/v1/tenants/{premium.id}", headers=root.headers, json={"oidc_tenant_id": "tid-acme"}
     )
     assert linked.status_code == 200, linked.text
-    token = lambda: local_issuer.token(sub="oid-1", email="ada@acme.example", tid="tid-acme")  # noqa: E731
+
+    def token() -> str:
+        return local_issuer.token(sub="oid-1", email="ada@acme.example", tid="tid-acme")
+
     assert (await client.post("/api/v1/auth/oidc", json={"id_token": token()})).status_code == 200
     await put_on(client, root, premium.id, "team")  # no OIDC in Team
     signed_in = await client.post("/api/v1/auth/oidc", json={"id_token": token()})
