@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,7 +38,10 @@ from apiary.tenants import endpoints as tenants
 from apiary.usage import endpoints as usage
 from apiary.users import endpoints as members
 
+log = logging.getLogger("apiary")
+
 API_PREFIX = "/api/v1"
+_PLANS_TIMEOUT_S = 10.0  # how long start-up waits for the database to take new plans
 # Every router under /api/v1. The isolation test walks exactly these (and the /v1 one),
 # so a router added here is checked by it automatically.
 API_ROUTERS: tuple[APIRouter, ...] = (
@@ -116,6 +121,17 @@ class ApiaryApp(FastAPI):
         return ErrorAnsweringMiddleware(stack.app, handler=stack.handler, debug=stack.debug)
 
 
+async def _load_new_plans(runtime: Runtime) -> None:
+    """Add the plans shipped in plans.yaml since the last start (edited ones are left
+    alone; the migration loaded the rest). Best effort: a server whose database is away or
+    not migrated yet still starts, and says so on /readyz."""
+    try:
+        async with asyncio.timeout(_PLANS_TIMEOUT_S):
+            await load_default_plans(runtime.session_factory)
+    except Exception as error:  # start anyway: /readyz reports the database
+        log.warning("shipped plans not loaded at start-up (%s: %s)", type(error).__name__, error)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     platform = PlatformMetrics()  # what a scrape works out: queue, breakers, pool, budgets
@@ -123,8 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
-        # Plans added to plans.yaml since the last start (edited ones are left alone).
-        await load_default_plans(runtime.session_factory)
+        await _load_new_plans(runtime)
         runtime.start()
         await runtime.start_runner()
         app.state.runtime = runtime
