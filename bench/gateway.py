@@ -357,13 +357,14 @@ def export_ref(ref: str, workdir: Path, *, name: str = "source") -> tuple[Path, 
     return target, commit
 
 
-def start_upstream(
-    services: Services, workdir: Path, *, source: Path | None = None
+def _start_announcer(
+    services: Services, log: Path, name: str, script: str, *, source: Path | None = None
 ) -> tuple[Service, str]:
-    log = workdir / "upstream.log"
+    """Start a bench helper server (bench/`script`) that prints `PORT n` once listening;
+    returns it and its URL."""
     service = services.start(
-        "fake upstream",
-        [str(VENV / "bin" / "python"), str(BENCH / "fake_upstream_server.py")],
+        name,
+        [str(VENV / "bin" / "python"), str(BENCH / script)],
         cpu=LOADGEN_CPU,
         env=clean_env(source, PYTHONUNBUFFERED="1"),
         log=log,
@@ -376,27 +377,19 @@ def start_upstream(
         if not service.alive():
             break
         time.sleep(0.1)
-    raise RuntimeError(f"the fake upstream did not start:\n{service.log_tail()}")
+    raise RuntimeError(f"the {name} did not start:\n{service.log_tail()}")
+
+
+def start_upstream(
+    services: Services, workdir: Path, *, source: Path | None = None
+) -> tuple[Service, str]:
+    log = workdir / "upstream.log"
+    script = "fake_upstream_server.py"
+    return _start_announcer(services, log, "fake upstream", script, source=source)
 
 
 def start_otlp_sink(services: Services, workdir: Path) -> tuple[Service, str]:
-    log = workdir / "otlp-sink.log"
-    service = services.start(
-        "otlp sink",
-        [str(VENV / "bin" / "python"), str(BENCH / "otlp_sink.py")],
-        cpu=LOADGEN_CPU,
-        env=clean_env(None, PYTHONUNBUFFERED="1"),
-        log=log,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("PORT "):
-                return service, f"http://127.0.0.1:{int(line.split()[1])}"
-        if not service.alive():
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"the OTLP sink did not start:\n{service.log_tail()}")
+    return _start_announcer(services, workdir / "otlp-sink.log", "OTLP sink", "otlp_sink.py")
 
 
 # -- Apiary -------------------------------------------------------------------------------------

@@ -29,7 +29,14 @@ from apiary.errors import ApiaryError, Forbidden, Unauthorized, anthropic_error
 from apiary.gateway import anthropic_messages as messages
 from apiary.gateway import tokens
 from apiary.gateway.client import ChatReply, ChatStream, decide
-from apiary.gateway.openai_api import _ClientGone, _encode, _json_body, _read_body, _send
+from apiary.gateway.openai_api import (
+    _ClientGone,
+    _encode,
+    _json_body,
+    _read_body,
+    _send,
+    raw_operation,
+)
 from apiary.observability.metrics import ROUTE_TEMPLATE
 from apiary.runtime import Runtime
 
@@ -162,19 +169,9 @@ def document_routes(app: FastAPI) -> None:
             "name": "x-api-key",
         }
         for path, summary in summaries.items():
-            schema["paths"][path] = {
-                "post": {
-                    "tags": ["anthropic-compatible"],
-                    "summary": summary,
-                    "operationId": path.strip("/").replace("/", "_"),
-                    "security": [{"x-api-key": []}, {"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "responses": {"200": {"description": "Anthropic-compatible response"}},
-                }
-            }
+            schema["paths"][path] = raw_operation(
+                path, summary, wire="Anthropic", security=["x-api-key", "bearer"]
+            )
         app.openapi_schema = schema
         return schema
 

@@ -344,6 +344,24 @@ async def _send_stream(send: Send, stream: ChatStream) -> None:
             await aclose()
 
 
+def raw_operation(path: str, summary: str, *, wire: str, security: list[str]) -> dict[str, Any]:
+    """The OpenAPI path item of an endpoint served by raw ASGI (no FastAPI route to describe
+    it): a POST of a JSON object, answered in `wire`'s format ("OpenAI", "Anthropic")."""
+    return {
+        "post": {
+            "tags": [f"{wire.lower()}-compatible"],
+            "summary": summary,
+            "operationId": path.strip("/").replace("/", "_"),
+            "security": [{name: []} for name in security],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {"200": {"description": f"{wire}-compatible response"}},
+        }
+    }
+
+
 def document_hot_routes(app: FastAPI) -> None:
     """Add the hot path's endpoints to the app's OpenAPI document, where clients and the
     route-walk tests look for them."""
@@ -354,19 +372,9 @@ def document_hot_routes(app: FastAPI) -> None:
             return app.openapi_schema
         schema = build()
         for route in HOT_ROUTES.values():
-            schema["paths"][route.path] = {
-                "post": {
-                    "tags": ["openai-compatible"],
-                    "summary": route.summary,
-                    "operationId": route.path.strip("/").replace("/", "_"),
-                    "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "responses": {"200": {"description": "OpenAI-compatible response"}},
-                }
-            }
+            schema["paths"][route.path] = raw_operation(
+                route.path, route.summary, wire="OpenAI", security=["bearer"]
+            )
         app.openapi_schema = schema
         return schema
 
