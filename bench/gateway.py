@@ -1012,17 +1012,23 @@ def verdicts(apiary: TargetRun, litellm: TargetRun | None) -> dict[str, Any]:
     }
 
 
-def production_verdicts(embedded: TargetRun, production: TargetRun) -> dict[str, Any]:
-    """Production mode (PostgreSQL + Redis) against the same build embedded, measured in
-    turn in the same cells: issue 16's targets."""
+def rps_shares(ours: TargetRun, base: TargetRun) -> dict[str, float | None]:
+    """`ours`' req/s as a share of `base`'s in each cell both measured (None where not)."""
     shares: dict[str, float | None] = {}
     for mode in MODES:
         for concurrency in CONCURRENCIES:
-            ours, base = _cell(production, mode, concurrency), _cell(embedded, mode, concurrency)
+            mine, theirs = _cell(ours, mode, concurrency), _cell(base, mode, concurrency)
             share = None
-            if ours and base and base.rps > 0:
-                share = round(ours.rps / base.rps, 3)
+            if mine and theirs and theirs.rps > 0:
+                share = round(mine.rps / theirs.rps, 3)
             shares[f"{mode}_c{concurrency}"] = share
+    return shares
+
+
+def production_verdicts(embedded: TargetRun, production: TargetRun) -> dict[str, Any]:
+    """Production mode (PostgreSQL + Redis) against the same build embedded, measured in
+    turn in the same cells: issue 16's targets."""
+    shares = rps_shares(production, embedded)
     json10 = shares["json_c10"]
     added = _cell(production, "json", 1)
     added_p50 = added.added_p50_ms if added else None
@@ -1062,14 +1068,7 @@ def messages_verdict(chat: TargetRun, messages: TargetRun) -> dict[str, Any]:
 def tracing_verdicts(untraced: TargetRun, traced: TargetRun) -> dict[str, Any]:
     """Tracing on (sampled, exporting) against the same build with it off, measured in turn
     in the same cells: issue 17's cost target."""
-    shares: dict[str, float | None] = {}
-    for mode in MODES:
-        for concurrency in CONCURRENCIES:
-            ours, base = _cell(traced, mode, concurrency), _cell(untraced, mode, concurrency)
-            share = None
-            if ours and base and base.rps > 0:
-                share = round(ours.rps / base.rps, 3)
-            shares[f"{mode}_c{concurrency}"] = share
+    shares = rps_shares(traced, untraced)
     json10 = shares["json_c10"]
     return {
         "rps_share_of_untraced": shares,
