@@ -143,6 +143,63 @@ class BillingSettings(BaseSettings):
     usd_rates: dict[str, Decimal] = Field(default_factory=lambda: {"USD": Decimal(1)})
 
 
+class AlertSettings(BaseSettings):
+    """Alerts that reach people (see apiary/alerts/): signed webhooks and e-mail."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # E-mail through an SMTP server; without a host, e-mail channels are kept but nothing is
+    # sent from this process (another replica configured with one sends them).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Apiary <apiary@localhost>"
+    smtp_starttls: bool = True  # upgrade the connection with STARTTLS before signing in
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Webhook URLs naming a private, loopback or link-local address (or a name resolving to
+    # one) are refused, so a tenant cannot make Apiary call into its own network (SSRF).
+    allow_private_urls: bool = False
+    timeout_s: float = Field(default=10.0, gt=0, le=120)  # one webhook attempt
+    max_attempts: int = Field(default=8, ge=1, le=50)  # then the delivery is given up
+    retry_base_s: float = Field(default=30.0, gt=0)  # first retry; doubling after each
+    retry_max_s: float = Field(default=3600.0, gt=0)  # the longest wait between attempts
+    poll_interval_s: float = Field(default=5.0, gt=0, le=600)  # looking for due deliveries
+    concurrency: int = Field(default=10, ge=1, le=1000)  # deliveries in flight per process
+    queue_size: int = Field(default=1000, ge=1)  # alerts raised off a transaction, waiting
+    # Platform alerts (a provider's breaker opening) go here: the super admin's channels.
+    platform_webhook_url: str | None = None
+    platform_webhook_secret: SecretStr | None = None
+    platform_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A provider's breaker opening is told once per provider in this many seconds.
+    breaker_period_s: int = Field(default=3600, ge=60)
+
+    @field_validator("platform_emails", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return (
+            [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, str)
+            else value
+        )
+
+    @field_validator("platform_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _platform_webhook_signed(self) -> AlertSettings:
+        if self.platform_webhook_url and self.platform_webhook_secret is None:
+            raise ValueError(
+                "platform_webhook_secret is required with platform_webhook_url (the receiver "
+                "verifies each alert's signature with it)"
+            )
+        return self
+
+
 class OTelSettings(BaseSettings):
     """OpenTelemetry traces (see apiary/observability/tracing.py); off without an endpoint."""
 
@@ -224,6 +281,7 @@ class Settings(BaseSettings):
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

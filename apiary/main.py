@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apiary import health, openapi
 from apiary.agents import endpoints as agents
+from apiary.alerts import endpoints as alerts
 from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
 from apiary.auth import endpoints as auth
@@ -59,6 +60,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     providers.router,
     billing.router,
     billing.admin_router,
+    alerts.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTERS: tuple[APIRouter, ...] = (openai_api.router, stored_responses.router)

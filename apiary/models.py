@@ -1,6 +1,7 @@
 """Every ORM model, imported in one place so Alembic and the tests see the whole schema."""
 
 from apiary.agents.models import Agent, AgentVersion
+from apiary.alerts.models import Alert, AlertChannel, AlertDelivery, AlertDeliveryAttempt
 from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
@@ -19,6 +20,10 @@ from apiary.users.models import Invitation, Membership, User
 __all__ = [
     "Agent",
     "AgentVersion",
+    "Alert",
+    "AlertChannel",
+    "AlertDelivery",
+    "AlertDeliveryAttempt",
     "ApiKey",
     "AuditChainHead",
     "AuditEntry",

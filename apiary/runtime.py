@@ -16,6 +16,7 @@ import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from apiary.alerts.runner import AlertRunner
 from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
@@ -63,6 +64,7 @@ class Runtime:
     memory: MemoryStore  # conversation threads: Redis when configured, else the database
     runner: Runner
     stored_responses: ResponseWriter  # /v1/responses answers, written behind the request
+    alerts: AlertRunner  # alerts raised off a transaction, and their deliveries' sending
     oidc: OIDCVerifier | None = field(default=None)
     # The swarm's per-tenant bound on running sub-agents: in Redis, shared by every process,
     # when configured; else a semaphore per tenant here (`apiary.swarm.slots`).
@@ -88,6 +90,7 @@ class Runtime:
         session_factory = create_session_factory(engine)
         counters = create_counter_store(settings.redis_url)
         writes = GroupCommit(session_factory)
+        alerts = AlertRunner(session_factory, settings.alerts)
         return cls(
             traces=tracing.install(settings.otel),
             settings=settings,
@@ -96,7 +99,7 @@ class Runtime:
             writes=writes,
             counters=counters,
             http=http,
-            gateway=Gateway(settings.gateway, upstream),
+            gateway=Gateway(settings.gateway, upstream, on_breaker_open=alerts),
             ledger=LedgerWriter(session_factory),
             upstream=upstream,
             cache=ResponseCache(
@@ -106,7 +109,7 @@ class Runtime:
             ),
             semantic_cache=_semantic_cache(settings) if settings.cache.semantic else None,
             key_usage=LastUsedRecorder(session_factory),
-            limits=LimitEnforcer(counters, session_factory),
+            limits=LimitEnforcer(counters, session_factory, on_budget=alerts),
             vectors=VectorStore(
                 url=settings.qdrant_url,
                 api_key=settings.qdrant_api_key.get_secret_value()
@@ -120,6 +123,7 @@ class Runtime:
             memory=_memory_store(settings, session_factory),
             runner=create_runner(settings),
             stored_responses=ResponseWriter(writes, interval_s=settings.responses.write_interval_s),
+            alerts=alerts,
             swarm_slots=RedisSlots(settings.redis_url, limit=settings.swarm.tenant_concurrency)
             if settings.redis_url
             else None,
@@ -130,6 +134,7 @@ class Runtime:
         self.ledger.start()
         self.key_usage.start()
         self.stored_responses.start()
+        self.alerts.start()
         self.ingestion.start(self._ingest, backlog=self._unfinished_ingestions)
 
     async def _ingest(self, document_id: uuid.UUID) -> None:
@@ -154,6 +159,7 @@ class Runtime:
         await asyncio.to_thread(self.vectors.close)
         await self.runner.close()
         await self.stored_responses.close()
+        await self.alerts.close()  # what was raised is written before the pool goes
         with contextlib.suppress(Exception):  # a database already gone loses nothing more here
             await self.writes.barrier()  # what the stopped runs queued lands before the pool goes
         await self.ledger.close()

@@ -48,6 +48,8 @@ class Permission(StrEnum):
     BILLING_READ = "billing:read"  # the tenant's plan, usage against it, invoices
     BILLING_WRITE = "billing:write"  # the tenant's billing settings (currency)
     PLANS_MANAGE = "plans:manage"  # the platform's plans, closing periods, revenue
+    # The tenant's alert channels (webhook URLs, e-mail recipients) and their delivery log.
+    ALERTS_MANAGE = "alerts:manage"
 
 
 _READ = {
@@ -84,6 +86,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             Permission.BUDGETS_WRITE,
             Permission.BILLING_READ,
             Permission.BILLING_WRITE,
+            Permission.ALERTS_MANAGE,
         }
     ),
 }

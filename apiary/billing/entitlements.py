@@ -14,10 +14,13 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apiary.alerts.emitter import emit_soon
+from apiary.alerts.events import AlertEvent, AlertKind
 from apiary.authz.scope import TenantScope
 from apiary.billing.errors import EntitlementExceeded, FeatureNotInPlan
 from apiary.billing.models import Plan
 from apiary.billing.repository import billing_repository
+from apiary.db import utcnow
 
 
 class Feature(StrEnum):
@@ -40,11 +43,30 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _refuse(plan: Plan, entitlement: str, allowed: str, detail: str) -> EntitlementExceeded:
-    return EntitlementExceeded(
+def _refuse(
+    scope: TenantScope, plan: Plan, entitlement: str, allowed: str, detail: str
+) -> EntitlementExceeded:
+    message = (
         f"{entitlement}: the {plan.name} plan allows {allowed}; {detail}. A plan with more "
         "lifts this (GET /api/v1/billing/plan shows the plan and its usage)"
     )
+    # Told off the request's transaction, which rolls back with the refusal; once per
+    # tenant, entitlement and month.
+    emit_soon(
+        AlertEvent(
+            AlertKind.ENTITLEMENT_LIMIT_REACHED,
+            scope.tenant_id,
+            subject=entitlement,
+            period=f"{utcnow():%Y-%m}",
+            data={
+                "entitlement": entitlement,
+                "plan": plan.name,
+                "limit": allowed,
+                "detail": message,
+            },
+        )
+    )
+    return EntitlementExceeded(message)
 
 
 async def check_seat(session: AsyncSession, scope: TenantScope) -> None:
@@ -55,7 +77,7 @@ async def check_seat(session: AsyncSession, scope: TenantScope) -> None:
     await billing_repository.lock_tenant(session, scope.tenant_id)
     seats = await billing_repository.seats(session, scope)
     if seats >= plan.seats:
-        raise _refuse(plan, "seats", f"{plan.seats} members", f"the tenant has {seats}")
+        raise _refuse(scope, plan, "seats", f"{plan.seats} members", f"the tenant has {seats}")
 
 
 async def check_execution(session: AsyncSession, scope: TenantScope, *, sub_agents: int) -> None:
@@ -63,6 +85,7 @@ async def check_execution(session: AsyncSession, scope: TenantScope, *, sub_agen
     plan = await billing_repository.plan_of(session, scope.tenant_id)
     if plan.max_subagents is not None and sub_agents > plan.max_subagents:
         raise _refuse(
+            scope,
             plan,
             "max_subagents",
             f"{plan.max_subagents} sub-agents per execution",
@@ -75,6 +98,7 @@ async def check_execution(session: AsyncSession, scope: TenantScope, *, sub_agen
     running = await billing_repository.running_executions(session, scope)
     if running >= plan.concurrent_executions:
         raise _refuse(
+            scope,
             plan,
             "concurrent_executions",
             f"{plan.concurrent_executions} executions queued or running at once",
@@ -90,6 +114,7 @@ async def check_knowledge_base(session: AsyncSession, scope: TenantScope) -> Non
     count = await billing_repository.knowledge_bases(session, scope)
     if count >= plan.knowledge_bases:
         raise _refuse(
+            scope,
             plan,
             "knowledge_bases",
             f"{plan.knowledge_bases} knowledge base{'s' if plan.knowledge_bases != 1 else ''}",
@@ -105,6 +130,7 @@ async def check_storage(session: AsyncSession, scope: TenantScope, *, adding: in
     stored = await billing_repository.storage_bytes(session, scope)
     if stored + adding > plan.storage_bytes:
         raise _refuse(
+            scope,
             plan,
             "storage_bytes",
             f"{_size(plan.storage_bytes)} of stored documents",

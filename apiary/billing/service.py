@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from apiary.alerts.events import AlertEvent, AlertKind
+from apiary.alerts.service import alert_service
 from apiary.audit.service import audit_service
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.scope import TenantScope
@@ -512,6 +514,24 @@ class BillingService:
                 "period": period,
                 "total_minor": invoice.total_minor,
             },
+        )
+        # In this transaction: the alert exists exactly when the invoice does.
+        await alert_service.notify(
+            session,
+            AlertEvent(
+                AlertKind.INVOICE_ISSUED,
+                tenant_id,
+                subject="invoice",
+                period=period,
+                data={
+                    "invoice_id": str(invoice_id),
+                    "number": invoice.number,
+                    "period": period,
+                    "currency": currency,
+                    "total_minor": invoice.total_minor,
+                    "total": format_minor(invoice.total_minor, currency),
+                },
+            ),
         )
         return invoice.number
 

@@ -49,8 +49,11 @@ class CircuitBreaker:
         failure_threshold: int = 5,
         cooldown_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        on_open: Callable[[int, float], None] | None = None,
     ) -> None:
         self.failure_threshold = failure_threshold
+        # Called with (failures, cooldown_s) when a closed breaker opens; must not block.
+        self._on_open = on_open
         self.cooldown_s = cooldown_s
         self._now = clock
         self._failures = 0
@@ -105,7 +108,10 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self._failures += 1
         if self._trial_in_flight or self._failures >= self.failure_threshold:
+            was_closed = self._opened_at is None
             self._opened_at = self._now()
+            if was_closed and self._on_open is not None:  # not a failed trial re-opening it
+                self._on_open(self._failures, self.cooldown_s)
         self._trial_in_flight = False
 
 

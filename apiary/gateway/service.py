@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from apiary.gateway import catalog
 from apiary.gateway.config import (
@@ -124,14 +125,34 @@ def default_config(config: GatewayConfig) -> GatewayConfig:
     return GatewayConfig(providers=[local], routes=config.routes, prices=config.prices)
 
 
+class BreakerListener(Protocol):
+    """Told when a provider's breaker opens in this process (an alert: apiary/alerts)."""
+
+    def breaker_opened(self, provider: str, *, failures: int, cooldown_s: float) -> None: ...
+
+
+def _told(listener: BreakerListener | None, provider: str) -> Callable[[int, float], None] | None:
+    if listener is None:
+        return None
+    return lambda failures, cooldown_s: listener.breaker_opened(
+        provider, failures=failures, cooldown_s=cooldown_s
+    )
+
+
 class Gateway:
-    def __init__(self, config: GatewayConfig, http: HttpClient) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        http: HttpClient,
+        *,
+        on_breaker_open: BreakerListener | None = None,
+    ) -> None:
         self.config = default_config(config)
         self.http = http
         self.handles = {
             p.name: ProviderHandle(
                 provider=build_provider(p, http),
-                breaker=CircuitBreaker(),
+                breaker=CircuitBreaker(on_open=_told(on_breaker_open, p.name)),
                 limiter=ProviderLimiter(max_concurrency=p.max_concurrency, rpm=p.rpm),
             )
             for p in self.config.providers

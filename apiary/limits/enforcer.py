@@ -9,7 +9,10 @@
   estimated cost (prompt tokens and `max_tokens` at the first candidate model's price);
   when the reservation would pass the budget the call gets 402. When the call ends the
   reservation is replaced by the real cost. Crossing the soft threshold (default 80 %)
-  adds a warning header and one audit entry per month.
+  adds a warning header and one audit entry per month. Crossing 50, 80 or 100 % (or a
+  call refused for the budget) raises a `budget.threshold` alert (apiary/alerts): one
+  comparison per settled call below 50 %, and a set look-up above it, so the hot path
+  pays nothing more; the alert is written and sent in the background.
 
 A call's checks (both request windows, both token windows, the reservation) are one
 `CounterStore.take`: all fit and all are added, or nothing is, atomically (a Lua script
@@ -37,9 +40,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from apiary.alerts.events import BUDGET_THRESHOLDS
 from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
@@ -62,6 +67,25 @@ _REFUSED = {
     "budget": LIMIT_REFUSED["budget"],
 }
 _MONTH_TTL_S = 40 * 86_400
+_ALERTED_MAX = 100_000  # thresholds remembered as told; forgotten in bulk past this
+
+
+class BudgetListener(Protocol):
+    """Told when a tenant's month-to-date spend first reaches a threshold (percent of the
+    monthly budget) in this process; it must not block (apiary/alerts/runner.py)."""
+
+    def budget_crossed(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        month: str,
+        threshold: int,
+        spent_usd: float,
+        budget_usd: float,
+        refused: bool,
+    ) -> None: ...
+
+
 _LIMITS_TTL_S = 5.0  # how long a replica may use limits it read, before reading again
 
 
@@ -82,9 +106,19 @@ def _month() -> str:
 
 
 class LimitEnforcer:
-    def __init__(self, counters: CounterStore, factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        counters: CounterStore,
+        factory: async_sessionmaker[AsyncSession],
+        *,
+        on_budget: BudgetListener | None = None,
+    ) -> None:
         self._counters = counters
         self._factory = factory
+        self._on_budget = on_budget
+        # (tenant, month, threshold) this process has raised: each is raised here once; the
+        # alert's unique key makes it once across replicas.
+        self._alerted: set[tuple[str, str, int]] = set()
         self._limits: dict[uuid.UUID, tuple[float, Limits]] = {}
         # Per tenant, the guards whose bound is the plan's (named in a refusal), and the
         # plan's features the gateway asks about (the semantic cache), read with the limits.
@@ -220,6 +254,10 @@ class LimitEnforcer:
             guard, check = guards[outcome.refused], checks[outcome.refused]
             _REFUSED[guard].inc()
             source = self._from_plan.get(tenant_id, {}).get(guard)
+            if guard == "budget":
+                self._budget_alert(
+                    tenant, admission.month, outcome.value, limits.monthly_budget_usd, refused=True
+                )
             if guard == "budget" and source is not None:
                 raise PaymentRequired(
                     f"included_spend: {source} of ${limits.monthly_budget_usd:,.2f} a month is "
@@ -273,6 +311,8 @@ class LimitEnforcer:
         # The spend as this call saw it, settled: other calls' reservations are in it, their
         # settlements may not be yet, so this errs towards warning early.
         total = admission.spent_micro + delta
+        if total >= budget * MICRO * 0.5:  # the lowest alert threshold
+            self._budget_alert(tenant, admission.month, total, budget, refused=False)
         if total < budget * limits.soft_limit_ratio * MICRO:
             return None
         warning = f"{total / MICRO / budget:.0%} of the monthly budget (${budget:,.2f}) is spent"
@@ -290,6 +330,29 @@ class LimitEnforcer:
                     details={"warning": warning},
                 )
         return warning
+
+    def _budget_alert(
+        self, tenant: str, month: str, spent_micro: int, budget: float | None, *, refused: bool
+    ) -> None:
+        """Raise the highest budget threshold reached, unless raised here before."""
+        if self._on_budget is None or not budget or budget <= 0:
+            return
+        ratio = spent_micro / (budget * MICRO)
+        threshold = 100 if refused or ratio >= 1 else 80 if ratio >= 0.8 else 50
+        if (ratio < 0.5 and not refused) or (tenant, month, threshold) in self._alerted:
+            return
+        if len(self._alerted) > _ALERTED_MAX:
+            self._alerted.clear()
+        # The lower ones too: jumping from 40 to 85 % tells 80 %, not 50 % as well.
+        self._alerted.update((tenant, month, t) for t in BUDGET_THRESHOLDS if t <= threshold)
+        self._on_budget.budget_crossed(
+            uuid.UUID(tenant),
+            month=month,
+            threshold=threshold,
+            spent_usd=spent_micro / MICRO,
+            budget_usd=budget,
+            refused=refused,
+        )
 
     async def _start_spend(self, tenant_id: uuid.UUID, key: str) -> None:
         """Start this month's spend counter from the ledger (once per month, and again if
