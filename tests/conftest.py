@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from apiary import migrations
 from apiary.auth import key_cache
 from apiary.billing.defaults import load_default_plans
-from apiary.config import Settings
+from apiary.config import AlertSettings, Settings
 from apiary.db import create_engine
 from apiary.main import create_app
 from apiary.models import Base
@@ -37,6 +37,9 @@ __all__ = ["fake_upstream", "local_issuer"]
 
 TEST_DATABASE = os.environ.get("APIARY_TEST_DATABASE_URL", "sqlite") or "sqlite"
 TEST_REDIS = os.environ.get("APIARY_TEST_REDIS_URL") or None
+TEST_ALERTS = AlertSettings(
+    allow_private_urls=True, retry_base_s=0.05, retry_max_s=2.0, poll_interval_s=1.0, max_attempts=3
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -110,6 +113,8 @@ def settings(database_url: str, data_dir: Path, local_issuer: LocalIssuer) -> Se
         # gives the app one of its own).
         web_dist=data_dir / "no-dashboard-build",
         metrics_token=METRICS_TOKEN,  # type: ignore[arg-type]
+        # Alert receivers in tests listen on 127.0.0.1, and retries must not take minutes.
+        alerts=TEST_ALERTS,
     )
 
 

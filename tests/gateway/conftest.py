@@ -92,7 +92,8 @@ async def make_gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[GatewayFactory]:
     """Build a gateway app: `await make_gateway(routes=..., provider_overrides=...)`;
-    `local=True` adds the bundled model as provider `local`."""
+    `local=True` adds the bundled model as provider `local`; `settings_update` replaces
+    other settings (e.g. `{"alerts": AlertSettings(...)}`)."""
     opened: list[FastAPI] = []
     contexts: list[Any] = []
 
@@ -102,6 +103,7 @@ async def make_gateway(
         prices: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
         local: bool = False,
+        settings_update: dict[str, Any] | None = None,
     ) -> Gateway:
         configured = settings.model_copy(
             update={
@@ -114,6 +116,7 @@ async def make_gateway(
                 or {"default": RouteConfig(models=["oai/gpt-4o-mini", "claude/claude-sonnet-4"])},
                 "prices": prices or {},
                 "cache": CacheSettings(**(cache or {})),
+                **(settings_update or {}),
             }
         )
         app = create_app(configured)
