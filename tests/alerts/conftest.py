@@ -33,7 +33,7 @@ __all__ = ["make_gateway"]
 def alert_settings(**overrides: Any) -> AlertSettings:
     """The session app's alert settings (fast retries, receivers on 127.0.0.1), for an app
     of a test's own: every process sending alerts from one database has the same ones."""
-    return TEST_ALERTS.model_copy(update=overrides)
+    return AlertSettings.model_validate(TEST_ALERTS.model_dump() | overrides)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Mailbox:
 
     messages: list[tuple[Envelope, Message]] = field(default_factory=list)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.content
         assert isinstance(content, bytes)
         self.messages.append((envelope, email.message_from_bytes(content)))
