@@ -96,6 +96,11 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/admin/plans/{key}"): {"seats": 1},
     ("POST", "/api/v1/admin/billing/close"): {"period": "2026-01"},
     ("POST", "/api/v1/admin/tenants/{tenant_id}/credits"): {"amount_usd": "5", "reason": "walk"},
+    ("POST", "/api/v1/alerts/channels"): {"kind": "email", "target": "walk-{n}@b.example"},
+    ("PATCH", "/api/v1/alerts/channels/{channel_id}"): {"target": "stolen@b.example"},
+    ("POST", "/api/v1/alerts/channels/{channel_id}/rotate-secret"): {},
+    ("POST", "/api/v1/alerts/channels/{channel_id}/test"): {},
+    ("POST", "/api/v1/alerts/deliveries/{delivery_id}/replay"): {},
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
@@ -273,7 +278,20 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
             )
         )
         await session.commit()
+    # ... and an alert channel with a delivery in its log.
+    channel = await client.post(
+        "/api/v1/alerts/channels",
+        headers=tenant.admin.headers,
+        json={"kind": "webhook", "target": "http://127.0.0.1:9/alpha-corp-hook"},
+    )
+    assert channel.status_code == 201, channel.text
+    delivery = await client.post(
+        f"/api/v1/alerts/channels/{channel.json()['id']}/test", headers=tenant.admin.headers
+    )
+    assert delivery.status_code == 202, delivery.text
     resources = {
+        "channel_id": channel.json()["id"],
+        "delivery_id": delivery.json()["id"],
         "invoice_id": str(invoice_id),
         "key": "alpha-corp-plan",  # the plan routes are the super admin's: 403 first
         "agent_id": agent.json()["id"],
