@@ -1,22 +1,23 @@
 """Sending alerts: signed webhooks and e-mail, retried with backoff, every attempt logged.
 
-Deliveries are rows (`alert_deliveries`), so none is lost to a restart: each `apiary serve`
-process runs one dispatcher, an asyncio task that claims due deliveries with one
-conditional UPDATE (so two replicas never send the same one together), sends them
-concurrently (up to `concurrency`), records each attempt, and sets the next attempt's time
-on a network error, a timeout, a 5xx or a 429 (`retry_base_s` doubling up to
-`retry_max_s`, a little jitter, never sooner than `Retry-After`) until `max_attempts`;
-any other 4xx, or a URL that now resolves to a private address, gives up at once. It is
-woken when a transaction that wrote deliveries commits in this process, and otherwise
-looks every `poll_interval_s` (deliveries raised by another process, a CLI command, a
-replica that died holding a claim, which lapses). A delivery may be sent twice if a
-process dies between sending and recording it: receivers drop repeats by the event id.
+Deliveries are rows (`alert_deliveries`), so none is lost to a restart: each process that
+runs the runtime (`apiary serve`, `apiary worker`) runs one dispatcher, an asyncio task
+that claims due deliveries with one conditional UPDATE (so two replicas never send the
+same one together), sends them concurrently (up to `concurrency`), records each attempt,
+and sets the next attempt's time on a network error, a timeout, a 5xx or a 429
+(`retry_base_s` doubling up to `retry_max_s`, a little jitter, never sooner than
+`Retry-After`) until `max_attempts`; any other 4xx, or a URL that now resolves to a private
+address, gives up at once. It is woken when a transaction that wrote deliveries commits in
+this process, and otherwise looks every `poll_interval_s` (deliveries raised by another
+process, a CLI command, a replica that died holding a claim, which lapses). A delivery may
+be sent twice if a process dies between sending and recording it: receivers drop repeats
+by the event id.
 
 Why not Celery: a webhook is one short HTTP request; the API processes are always
 running and idle most of the time, and the rows are the queue's source of truth anyway
-(the log, replays), so a broker would only add a second copy of the state. The worker
-processes (`apiary worker`) raise alerts too; they only write rows, which the API's
-dispatchers send.
+(the log, replays), so a broker would only add a second copy of the state. A process
+claims only what it can send: e-mail with an SMTP host configured, the platform's webhooks
+with their secret.
 """
 
 from __future__ import annotations
