@@ -308,3 +308,25 @@ async def test_only_admins_manage_alerts(client: httpx.AsyncClient, runtime: Run
     assert refused.status_code == 403
     assert allowed.status_code == 201, allowed.text
     assert allowed.json()["secret"] is None
+
+
+async def test_a_deleted_channel_keeps_its_log_and_cannot_be_replayed_to(
+    client: httpx.AsyncClient, runtime: Runtime, receiver: Receiver
+) -> None:
+    admin = (await make_tenant(runtime, client, "acme")).admin
+    channel = await add_channel(client, admin, kind="webhook", target=receiver.url)
+    sent = await client.post(f"/api/v1/alerts/channels/{channel['id']}/test", headers=admin.headers)
+    delivered = await settled(client, admin, sent.json()["id"])
+    deleted = await client.delete(f"/api/v1/alerts/channels/{channel['id']}", headers=admin.headers)
+    assert deleted.status_code == 204
+    (kept,) = await deliveries(client, admin)
+    assert kept["id"] == delivered["id"]
+    assert kept["channel_id"] is None
+    assert kept["status"] == "delivered"
+    replay = await client.post(
+        f"/api/v1/alerts/deliveries/{kept['id']}/replay", headers=admin.headers
+    )
+    assert replay.status_code == 409
+    assert "deleted" in replay.json()["detail"]
+    gone = await client.get(f"/api/v1/alerts/channels/{channel['id']}", headers=admin.headers)
+    assert gone.status_code == 404
