@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
-from apiary.db import GroupCommit, create_engine, create_session_factory
+from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
 from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.http import HttpClient
@@ -47,6 +47,7 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    lookups: async_sessionmaker[AsyncSession]  # a lone read outside a transaction (auth)
     writes: GroupCommit  # small concurrent writes (swarm events, subtasks, checkpoints)
     counters: CounterStore
     http: httpx.AsyncClient
@@ -93,6 +94,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             session_factory=session_factory,
+            lookups=create_lookup_factory(engine),
             writes=writes,
             counters=counters,
             http=http,
