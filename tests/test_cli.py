@@ -98,8 +98,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installation:
         (["admin", "create-api-key"], ["--tenant", "--role", "--name"]),
         (["audit"], ["verify"]),
         (["audit", "verify"], []),
-        (["billing"], ["close"]),
+        (["billing"], ["close", "sync"]),
         (["billing", "close"], ["--period"]),
+        (["billing", "sync"], ["Stripe"]),
     ],
     ids=lambda value: (" ".join(value) or "apiary") if isinstance(value, list) else "",
 )
@@ -374,10 +375,21 @@ def test_served_api_accepts_the_printed_key_and_password_without_logging_them(
 def test_billing_close_closes_a_month_once(installed: Installation) -> None:
     # acme was created just now, so it has no invoice for a month that ended before it.
     closed = apiary_json(installed.data_dir, "billing", "close", "--period", "2026-01")
-    assert closed == {"period": "2026-01", "issued": [], "already_closed": 0}
+    assert closed == {"period": "2026-01", "issued": [], "already_closed": 0, "payments": None}
     bad = apiary(installed.data_dir, "billing", "close", "--period", "2026-13")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: --period: '2026-13' is not a month as YYYY-MM"
     future = apiary(installed.data_dir, "billing", "close", "--period", "2999-01")
     assert future.returncode == 1
     assert "has not ended yet" in future.stderr
+
+
+def test_billing_sync_without_stripe_says_billing_is_invoice_only(
+    installed: Installation,
+) -> None:
+    result = apiary(installed.data_dir, "billing", "sync")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: Stripe is not configured (APIARY_BILLING__STRIPE__API_KEY): billing is "
+        "invoice only, there is nothing to sync"
+    )
