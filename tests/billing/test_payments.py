@@ -403,6 +403,12 @@ async def test_an_older_payment_failed_delivered_after_paid_leaves_the_invoice_p
     assert late.status_code == 200
     assert late.json()["applied"] is False
     assert await payment_status(client, acme) == "paid"
+    # Paid is final in Stripe: not even a newer failure event takes it back.
+    newer = fake_stripe.event(
+        "invoice.payment_failed", fake_stripe.invoices[stripe_id], created=now + 60
+    )
+    assert (await deliver(client, newer)).json()["applied"] is False
+    assert await payment_status(client, acme) == "paid"
     assert failures == []
 
 
