@@ -141,6 +141,7 @@ class InvoiceToSend:
     currency: str
     lines: list[tuple[str, int]]  # (description, amount in minor units)
     customer_id: str | None
+    stripe_invoice_id: str | None  # created by an earlier run that did not finish
 
 
 class StripeGateway:
@@ -201,11 +202,9 @@ class StripeGateway:
             options={"idempotency_key": f"apiary-subscription-{subscription_id}-{price_id}"},
         )
 
-    async def send_invoice(self, invoice: InvoiceToSend, customer_id: str) -> stripe.Invoice:
-        """The invoice in Stripe with its lines, finalized (each step keyed by the Apiary
-        invoice, so a run that died halfway is finished, not repeated, by the next)."""
-        key = f"apiary-invoice-{invoice.invoice_id}"
-        created = await self.client.v1.invoices.create_async(
+    async def create_invoice(self, invoice: InvoiceToSend, customer_id: str) -> stripe.Invoice:
+        """The invoice in Stripe, a draft without lines yet."""
+        return await self.client.v1.invoices.create_async(
             params={
                 "customer": customer_id,
                 "currency": invoice.currency.lower(),
@@ -221,14 +220,25 @@ class StripeGateway:
                     "apiary_number": invoice.number,
                 },
             },
-            options={"idempotency_key": key},
+            options={"idempotency_key": f"apiary-invoice-{invoice.invoice_id}"},
         )
-        assert created.id is not None
-        if created.status != "draft":
-            return created
-        if invoice.lines:
+
+    async def retrieve_invoice(self, stripe_invoice_id: str) -> stripe.Invoice:
+        return await self.client.v1.invoices.retrieve_async(stripe_invoice_id)
+
+    async def complete_invoice(
+        self, invoice: InvoiceToSend, draft: stripe.Invoice
+    ) -> stripe.Invoice:
+        """Add the lines to a draft and finalize it; an invoice already finalized (by a
+        run that died before storing the outcome) is returned as it is."""
+        assert draft.id is not None
+        if draft.status != "draft":
+            return draft
+        key = f"apiary-invoice-{invoice.invoice_id}"
+        # add_lines adds them all or none: a draft with lines has them all.
+        if invoice.lines and not draft.lines.data:
             await self.client.v1.invoices.add_lines_async(
-                created.id,
+                draft.id,
                 params={
                     "lines": [
                         {"amount": amount, "description": description}
@@ -238,7 +248,7 @@ class StripeGateway:
                 options={"idempotency_key": f"{key}-lines"},
             )
         return await self.client.v1.invoices.finalize_invoice_async(
-            created.id,
+            draft.id,
             params={"auto_advance": True},  # Stripe sends it and collects from here
             options={"idempotency_key": f"{key}-finalize"},
         )
@@ -347,11 +357,22 @@ class PaymentService:
                 currency=invoice.currency,
                 lines=[(line.description, line.amount_minor) for line in lines],
                 customer_id=customer.customer_id if customer else None,
+                stripe_invoice_id=invoice.stripe_invoice_id,
             )
-        customer_id = sending.customer_id or await self._customer(
-            factory, gateway, tenant_id, sending.tenant_name
-        )
-        sent = await gateway.send_invoice(sending, customer_id)
+        if sending.stripe_invoice_id is not None:
+            draft = await gateway.retrieve_invoice(sending.stripe_invoice_id)
+        else:
+            customer_id = sending.customer_id or await self._customer(
+                factory, gateway, tenant_id, sending.tenant_name
+            )
+            draft = await gateway.create_invoice(sending, customer_id)
+            # Kept at once: Stripe forgets idempotency keys after 24 hours, and a run after
+            # that must finish this invoice, not create a second one.
+            async with session_scope(factory) as session:
+                invoice = await billing_repository.invoice(session, scope, invoice_id)
+                invoice.stripe_invoice_id = draft.id
+                await session.flush()
+        sent = await gateway.complete_invoice(sending, draft)
         async with session_scope(factory) as session:
             invoice = await billing_repository.invoice(session, scope, invoice_id)
             invoice.stripe_invoice_id = sent.id

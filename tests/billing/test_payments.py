@@ -235,6 +235,47 @@ async def test_a_stripe_outage_during_close_still_issues_the_invoice_and_a_later
     assert len(fake_stripe.invoices) == 1
 
 
+async def test_a_sync_that_died_halfway_is_finished_a_day_later_not_repeated(
+    client: httpx.AsyncClient, runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    acme = await team_tenant(runtime, client, "acme")
+    settings = stripe_billing(fake_stripe)
+    fake_stripe.fail(500, path="/add_lines")  # the invoice is created, its lines refused
+    result = await close_november(runtime, settings)
+    assert result.payments is not None
+    assert result.payments.invoices_pending == 1
+    [draft] = fake_stripe.invoices.values()
+    assert draft["status"] == "draft"
+    invoice, stripe_id = await stripe_invoice_of(client, acme)
+    assert (invoice["payment_status"], stripe_id) == ("pending_sync", draft["id"])
+
+    fake_stripe.recover()
+    fake_stripe.forget_idempotency_keys()  # a day later: the keys no longer protect
+    caught_up = await payment_service.sync(runtime.session_factory, settings.stripe)
+    assert caught_up is not None
+    assert caught_up.invoices_synced == 1
+    assert list(fake_stripe.invoices) == [draft["id"]]
+    assert draft["status"] == "open"
+    assert draft["total"] == 5550
+    assert await payment_status(client, acme) == "open"
+
+
+async def test_the_sdk_retries_what_stripe_says_to_retry_without_duplicating(
+    client: httpx.AsyncClient, runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    acme = await team_tenant(runtime, client, "acme")
+    settings = stripe_billing(fake_stripe)
+    settings.stripe.max_network_retries = 1
+    fake_stripe.fail(503, times=1, should_retry=True, path="/v1/invoices")
+    result = await close_november(runtime, settings)
+    assert result.payments is not None
+    assert (result.payments.invoices_synced, result.payments.invoices_pending) == (1, 0)
+    creates = fake_stripe.calls("POST", "/v1/invoices")
+    assert creates[0].idempotency_key == creates[1].idempotency_key  # the same request again
+    assert len(fake_stripe.invoices) == 1
+    assert await payment_status(client, acme) == "open"
+
+
 async def test_a_plan_with_a_stripe_price_puts_the_tenant_on_a_subscription(
     client: httpx.AsyncClient, runtime: Runtime, fake_stripe: FakeStripe
 ) -> None:

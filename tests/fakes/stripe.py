@@ -86,6 +86,7 @@ class _Failure:
     status: int
     should_retry: bool
     remaining: int | None  # None: until recover()
+    path: str | None  # only requests whose path contains this
 
 
 @dataclass(slots=True)
@@ -176,11 +177,21 @@ class FakeStripe:
     # -- what tests do --------------------------------------------------------------------
 
     def fail(
-        self, status: int = 500, *, times: int | None = None, should_retry: bool = False
+        self,
+        status: int = 500,
+        *,
+        times: int | None = None,
+        should_retry: bool = False,
+        path: str | None = None,
     ) -> None:
-        """Answer the next `times` requests (None: all, until `recover()`) with `status`
-        in Stripe's error shape; `Stripe-Should-Retry` tells the SDK whether to retry."""
-        self._failure = _Failure(status, should_retry, times)
+        """Answer the next `times` requests (None: all, until `recover()`) whose path
+        contains `path` (None: any) with `status` in Stripe's error shape;
+        `Stripe-Should-Retry` tells the SDK whether to retry."""
+        self._failure = _Failure(status, should_retry, times, path)
+
+    def forget_idempotency_keys(self) -> None:
+        """What Stripe does 24 hours after a key was first used."""
+        self._idempotent.clear()
 
     def recover(self) -> None:
         self._failure = None
@@ -237,8 +248,8 @@ class FakeStripe:
                         code="api_key_invalid" if auth else None,
                     )
                 )
-            if self._failure is not None:
-                failure = self._failure
+            failure = self._failure
+            if failure is not None and (failure.path is None or failure.path in request.path):
                 if failure.remaining is not None:
                     failure.remaining -= 1
                     if failure.remaining <= 0:
