@@ -60,7 +60,7 @@ async def get_payment(
 @router.post(
     "/stripe/webhook",
     summary="Stripe's webhook: payment and subscription events (signed; no bearer token)",
-    responses=documented(400, 503),
+    responses=documented(400, 404),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -41,7 +41,7 @@ from apiary.billing.payments_repository import payments_repository
 from apiary.billing.repository import billing_repository
 from apiary.config import StripeSettings
 from apiary.db import session_scope
-from apiary.errors import BadRequest, ServiceUnavailable
+from apiary.errors import BadRequest, NotFound
 
 if TYPE_CHECKING:
     import stripe
@@ -260,6 +260,15 @@ def _stripe_error(error: stripe.StripeError) -> str:
     return f"{type(error).__name__}: {status}{error.user_message or 'no answer'}"[:500]
 
 
+def _unavailable(error: stripe.StripeError) -> bool:
+    """Stripe unreachable, overloaded or failing, rather than refusing this one request."""
+    import stripe
+
+    return isinstance(error, stripe.APIConnectionError | stripe.RateLimitError) or (
+        error.http_status is not None and error.http_status >= 500
+    )
+
+
 # -- the service ---------------------------------------------------------------------------
 
 
@@ -289,7 +298,7 @@ class PaymentService:
             async with factory() as session:
                 work = await payments_repository.invoices_to_send(session)
                 plans = await payments_repository.subscriptions_to_sync(session)
-            for tenant_id, invoice_id in work:
+            for index, (tenant_id, invoice_id) in enumerate(work):
                 try:
                     await self._send(factory, gateway, tenant_id, invoice_id)
                     synced += 1
@@ -297,6 +306,12 @@ class PaymentService:
                     pending += 1
                     errors.append(f"invoice {invoice_id}: {_stripe_error(error)}")
                     await self._sync_failed(factory, tenant_id, invoice_id, error)
+                    if _unavailable(error):
+                        # Stripe is down: each further call would wait out its timeout and
+                        # retries, holding up the close that called us. The rest wait.
+                        pending += len(work) - index - 1
+                        plans = []
+                        break
             for tenant_id, name, price_id in plans:
                 try:
                     await self._subscribe(factory, gateway, tenant_id, name, price_id)
@@ -434,7 +449,8 @@ class PaymentService:
         """The event in a webhook whose `Stripe-Signature` the SDK verified with the
         endpoint's secret; a bad, stale or missing signature is a 400 (and logged)."""
         if settings.webhook_secret is None:
-            raise ServiceUnavailable(
+            # Not a 5xx: nothing is down, and Stripe would retry a 5xx for days.
+            raise NotFound(
                 "Stripe webhooks are not configured on this deployment (billing is invoice "
                 "only): set APIARY_BILLING__STRIPE__WEBHOOK_SECRET to the endpoint's signing "
                 "secret"
