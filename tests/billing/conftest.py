@@ -1,5 +1,4 @@
-from tests.fakes.stripe import fake_stripe
 from tests.gateway.conftest import make_gateway
 from tests.swarm.conftest import swarm
 
-__all__ = ["fake_stripe", "make_gateway", "swarm"]
+__all__ = ["make_gateway", "swarm"]
