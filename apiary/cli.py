@@ -282,7 +282,7 @@ def billing_sync() -> None:
     )
     assert result is not None
     _print_json(result.model_dump())
-    if result.invoices_pending:
+    if result.errors:
         raise typer.Exit(1)  # a schedule sees it failed, and runs it again
 
 
