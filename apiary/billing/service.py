@@ -29,6 +29,7 @@ from apiary.authz.scope import TenantScope
 from apiary.billing import schemas
 from apiary.billing.entitlements import Feature, has_feature
 from apiary.billing.models import Credit, Invoice, InvoiceLine, Plan, PlanChange
+from apiary.billing.payments import PaymentStatus, payment_service
 from apiary.billing.repository import Metering, billing_repository
 from apiary.config import BillingSettings
 from apiary.db import session_scope, utcnow
@@ -416,7 +417,13 @@ class BillingService:
                 already += 1
             else:
                 issued.append(number)
-        return schemas.CloseResult(period=period, issued=issued, already_closed=already)
+        # After every tenant's transaction has committed: Stripe is never called while the
+        # invoice counter is locked. What Stripe does not take now stays pending for the
+        # next close or `apiary billing sync` (invoices of earlier closes too).
+        payments = await payment_service.sync(factory, settings.stripe)
+        return schemas.CloseResult(
+            period=period, issued=issued, already_closed=already, payments=payments
+        )
 
     async def _close_one(
         self, session: AsyncSession, tenant_id: uuid.UUID, period: str, settings: BillingSettings
@@ -451,6 +458,7 @@ class BillingService:
                 "completion_tokens": 0,
                 "executions": 0,
                 "storage_bytes": 0,
+                "payment_status": PaymentStatus.NOT_APPLICABLE.value,
             },
         )
         if invoice_id is None:
@@ -499,6 +507,11 @@ class BillingService:
         invoice.completion_tokens = figures.completion_tokens
         invoice.executions = figures.executions
         invoice.storage_bytes = figures.storage_bytes
+        # Through Stripe when it is configured and there is something to collect.
+        due = settings.stripe.enabled and invoice.total_minor > 0
+        invoice.payment_status = (
+            PaymentStatus.PENDING_SYNC if due else PaymentStatus.NOT_APPLICABLE
+        ).value
         await session.flush()
         await audit_service.record(
             session,
