@@ -72,9 +72,9 @@ TRACES_PATH = "/v1/traces"
 _ID_LIMIT = (1 << 64) - 1
 _bound = 0
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
-# Whether the current request's trace is sampled; None outside a request. Its children
-# read it instead of looking up the current span (`active`).
-_request_sampled: ContextVar[bool | None] = ContextVar("apiary_trace_sampled", default=None)
+# The current request's server span (None outside a request): its children read whether
+# it is sampled there instead of looking up the current span (`active`, `current_ids`).
+_request: ContextVar[ServerSpan | None] = ContextVar("apiary_trace_request", default=None)
 
 
 class _RequestIds:
@@ -144,7 +144,17 @@ def install(settings: OTelSettings) -> bool:
     )
     headers = settings.headers.get_secret_value() if settings.headers else None
     exporter = SpanExporter(endpoint=traces_url(settings.endpoint), headers=_headers(headers))
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
+    # Exported every second, or as soon as 2048 spans wait: fewer, larger POSTs (each
+    # costs about a millisecond of the export thread's time, under the GIL the requests
+    # need), and room for 8192 spans, four seconds of a busy API pod's sampled calls,
+    # before any is dropped while a slow collector answers.
+    processor = BatchSpanProcessor(
+        exporter,
+        schedule_delay_millis=1000,
+        max_queue_size=8192,
+        max_export_batch_size=2048,
+    )
+    provider.add_span_processor(processor)
     _provider, _bound = provider, root.bound
     TRACER = provider.get_tracer("apiary")
     log.info(
@@ -174,9 +184,9 @@ def active() -> Tracer | None:
     under it would record nothing, so the hot path skips even building them (the use is
     `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
     current span, the sampler decides for a new trace as usual."""
-    sampled = _request_sampled.get()
-    if sampled is not None:  # in a request: decided once, at its server span
-        return TRACER if sampled else None
+    request = _request.get()
+    if request is not None:  # in a request: decided once, at its server span
+        return TRACER if request.sampled else None
     parent = trace.get_current_span().get_span_context()
     if parent.is_valid and not parent.trace_flags.sampled:
         return None
@@ -231,6 +241,13 @@ def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
     if TRACER is None:
         return None
+    request = _request.get()
+    if request is not None and not request.sampled:
+        # A dropped request records no span under its server span: its lines carry its ids.
+        if request.ids is None:
+            own = request.span.get_span_context()
+            request.ids = format(own.trace_id, "032x"), format(own.span_id, "016x")
+        return request.ids
     found = trace.get_current_span().get_span_context()
     if not found.is_valid:
         return None
@@ -243,12 +260,14 @@ _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 class ServerSpan:
     """What `start_server_span` made current, for `end_server_span` to undo."""
 
-    __slots__ = ("sampled_token", "span", "token")
+    __slots__ = ("ids", "request_token", "sampled", "span", "token")
 
-    def __init__(self, span: Span, token: object, sampled_token: Token[bool | None]) -> None:
+    def __init__(self, span: Span, token: object) -> None:
         self.span = span
         self.token = token
-        self.sampled_token = sampled_token
+        self.sampled = span.is_recording()
+        self.ids: tuple[str, str] | None = None  # hex, once a log line asked
+        self.request_token: Token[ServerSpan | None] | None = None
 
 
 def start_server_span(
@@ -290,14 +309,17 @@ def start_server_span(
             attributes={"http.request.method": method, "url.path": path},
         )
     token = otel_context.attach(trace.set_span_in_context(server, parent))
-    return ServerSpan(server, token, _request_sampled.set(server.is_recording()))
+    started = ServerSpan(server, token)
+    started.request_token = _request.set(started)
+    return started
 
 
 def end_server_span(
     started: ServerSpan, *, method: str, route: str, status: int, error: str | None
 ) -> None:
     server = started.span
-    _request_sampled.reset(started.sampled_token)
+    if started.request_token is not None:
+        _request.reset(started.request_token)
     otel_context.detach(started.token)  # type: ignore[arg-type]  # the token `attach` returned
     if not server.is_recording():
         return
