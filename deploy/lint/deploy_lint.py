@@ -5,7 +5,9 @@ lock stays free of deployment tooling. Steps:
 
   helm      the chart linted (helm-python-sdk, strict), its values schema checked for every
             value set, and a bad values file rejected with a message naming the key
-  render    the chart rendered for each value set into .deploy-tools/rendered/
+  render    the chart rendered for each value set into .deploy-tools/rendered/; in each,
+            the OTLP headers and the Sentry DSN read from the Secret only, the workers'
+            own tracing service name, and the collector's port in the egress policy
   k8s       kubernetes-validate --strict for each Kubernetes version in DEPLOY_K8S_VERSIONS
   crds      KEDA, Secrets Store CSI, Prometheus Operator and ArgoCD objects against the
             upstream CRD schemas in deploy/crds (the ArgoCD Applications included)
