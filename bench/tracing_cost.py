@@ -70,17 +70,18 @@ def _call() -> None:
                     record_exception=False,
                 ) as span:
                     span.set_attribute("gen_ai.response.model", "gpt-4o-mini")
-            for key, value in (  # _describe_call
-                ("gen_ai.system", "openai"),
-                ("apiary.provider", "fake"),
-                ("gen_ai.response.model", "gpt-4o-mini"),
-                ("gen_ai.usage.input_tokens", 12),
-                ("gen_ai.usage.output_tokens", 9),
-                ("apiary.cost_usd", 0.00001),
-                ("apiary.route", "default"),
-                ("apiary.attempts", 1),
-            ):
-                call.set_attribute(key, value)
+            call.set_attributes(  # _describe_call
+                {
+                    "gen_ai.usage.input_tokens": 12,
+                    "gen_ai.usage.output_tokens": 9,
+                    "apiary.attempts": 1,
+                    "gen_ai.system": "openai",
+                    "apiary.provider": "fake",
+                    "gen_ai.response.model": "gpt-4o-mini",
+                    "apiary.cost_usd": 0.00001,
+                    "apiary.route": "default",
+                }
+            )
         call.set_attribute("apiary.cache", "off")
         call.end()
     if tracing.TRACER is not None:

@@ -89,7 +89,10 @@ def _key_value(key: str, value: Any) -> bytes:
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    return b"".join(_field(tag, _key_value(key, value)) for key, value in attributes.items())
+    # The SDK's BoundedAttributes wraps a plain dict: read it without the mapping
+    # protocol's per-item lookups.
+    plain: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
+    return b"".join(_field(tag, _key_value(key, value)) for key, value in plain.items())
 
 
 def _trace_state(context: SpanContext) -> str:
@@ -140,15 +143,17 @@ def _span(span: ReadableSpan) -> bytes:
         b"\x30" + _SMALL[span.kind.value + 1],  # the proto's SPAN_KIND_INTERNAL is 1
         b"\x39" + _FIXED64(span.start_time or 0),
         b"\x41" + _FIXED64(span.end_time or 0),
-        _attributes(b"\x4a", span.attributes),
+        # The SDK span's own fields, not its properties, which copy each into a new
+        # tuple or mapping proxy (the test comparing with the library's encoder guards it).
+        _attributes(b"\x4a", getattr(span, "_attributes", None) or span.attributes),
     )
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
+    for event in getattr(span, "_events", None) or ():
         parts.append(_field(b"\x5a", _event(event)))
     if span.dropped_events:
         parts.append(b"\x60" + _varint(span.dropped_events))
-    for link in span.links:
+    for link in getattr(span, "_links", None) or ():
         parts.append(_field(b"\x6a", _link(link)))
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
