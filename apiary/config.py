@@ -191,7 +191,9 @@ class OTelSettings(BaseSettings):
     @field_validator("endpoint")
     @classmethod
     def _http_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if not value:  # set but empty, as a deployment template leaves it: tracing off
+            return None
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https:// (OTLP over HTTP)")
         return value
 
