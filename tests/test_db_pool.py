@@ -61,8 +61,7 @@ async def test_a_connection_dropped_while_busy_fails_once_as_an_outage_then_reco
     # Two connections in the pool, both used a moment ago (no ping before their next use).
     async with engine.connect() as one, engine.connect() as two:
         pids = {
-            int((await c.execute(text("SELECT pg_backend_pid()"))).scalar_one())
-            for c in (one, two)
+            int((await c.execute(text("SELECT pg_backend_pid()"))).scalar_one()) for c in (one, two)
         }
     await _drop_backends(database_url, pids)
 
