@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,11 +60,6 @@ class AuthRepository:
         )
         return [(m, t) for m, t in rows]
 
-    async def auth_session(
-        self, session: AsyncSession, session_id: uuid.UUID
-    ) -> AuthSession | None:
-        return await session.get(AuthSession, session_id)
-
     async def access_check(
         self,
         session: AsyncSession,
@@ -75,28 +71,28 @@ class AuthRepository:
         """The sign-in session, its account and its membership in `tenant_id`, in one
         round trip: every request with an access token asks, so it is one query, not three.
         None when the session does not exist or belongs to another account."""
+        query = (
+            select(AuthSession.revoked_at, User.is_active, User.is_super_admin)
+            .join(User, User.id == AuthSession.user_id)
+            .where(AuthSession.id == session_id, User.id == user_id)
+        )
         if tenant_id is None:
-            query = (
-                select(AuthSession.revoked_at, User.is_active, User.is_super_admin)
-                .add_columns(null(), null(), null())  # no tenant, so no membership
-                .join(User, User.id == AuthSession.user_id)
-            )
+            query = query.add_columns(null(), null(), null())  # no tenant, so no membership
         else:
             query = (
-                select(AuthSession.revoked_at, User.is_active, User.is_super_admin)
-                .add_columns(Membership.role, Tenant.name, Tenant.status)
-                .join(User, User.id == AuthSession.user_id)
+                query.add_columns(Membership.role, Tenant.name, Tenant.status)
                 .outerjoin(
                     Membership,
                     and_(Membership.user_id == User.id, Membership.tenant_id == tenant_id),
                 )
                 .outerjoin(Tenant, Tenant.id == Membership.tenant_id)
             )
-        query = query.where(AuthSession.id == session_id, User.id == user_id)
         row = (await session.execute(query)).first()
         if row is None:
             return None
-        revoked_at, active, super_admin, role, tenant_name, tenant_status = row
+        # Typed as the first select's three columns; add_columns made it six.
+        values: tuple[Any, ...] = tuple(row)
+        revoked_at, active, super_admin, role, tenant_name, tenant_status = values
         return AccessCheck(
             session_revoked=revoked_at is not None,
             user_active=active,
