@@ -24,7 +24,9 @@ admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
-billing_app = typer.Typer(help="Billing: close a month into invoices.", no_args_is_help=True)
+billing_app = typer.Typer(
+    help="Billing: close a month into invoices, send them to Stripe.", no_args_is_help=True
+)
 app.add_typer(billing_app, name="billing")
 
 T = TypeVar("T")
@@ -259,6 +261,29 @@ def billing_close(
         ),
     )
     _print_json(result.model_dump())
+
+
+@billing_app.command("sync")
+def billing_sync() -> None:
+    """Send the invoices still pending to Stripe (a close does this itself; run it when
+    Stripe was away then) and put tenants on their plan's Stripe price. Prints JSON."""
+    from apiary.billing.payments import payment_service
+
+    settings = _settings()
+    if not settings.billing.stripe.enabled:
+        raise _fail(
+            "Stripe is not configured (APIARY_BILLING__STRIPE__API_KEY): billing is invoice "
+            "only, there is nothing to sync",
+            2,
+        )
+    result = _run(
+        settings,
+        lambda runtime: payment_service.sync(runtime.session_factory, settings.billing.stripe),
+    )
+    assert result is not None
+    _print_json(result.model_dump())
+    if result.errors:
+        raise typer.Exit(1)  # a schedule sees it failed, and runs it again
 
 
 @app.command()

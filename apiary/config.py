@@ -130,6 +130,38 @@ class ResponsesSettings(BaseSettings):
     write_interval_s: float = Field(default=0.2, gt=0, le=5)
 
 
+class StripeSettings(BaseSettings):
+    """Payments through Stripe (apiary/billing/payments.py); without an API key billing is
+    "invoice only" and nothing calls Stripe."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    api_key: SecretStr | None = None  # sk_live_... / sk_test_... (or a restricted key)
+    # The signing secret of the webhook endpoint registered in Stripe (whsec_...).
+    webhook_secret: SecretStr | None = None
+    # Where the API is; tests point it at a local server speaking Stripe's wire format.
+    api_base: str = "https://api.stripe.com"
+    # How old a webhook's signed timestamp may be (replayed deliveries are refused).
+    webhook_tolerance_s: int = Field(default=300, ge=1, le=86_400)
+    # Retries of one call by the SDK (connection errors, 409, 5xx), then the sync gives up
+    # until the next run.
+    max_network_retries: int = Field(default=2, ge=0, le=10)
+    timeout_s: float = Field(default=30, gt=0, le=300)
+    # Invoices (and subscriptions) are sent to the customer to pay within this many days.
+    days_until_due: int = Field(default=30, ge=1, le=365)
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key is not None
+
+
 class BillingSettings(BaseSettings):
     """Invoices (see apiary/billing/): tax, numbering and the currencies billed in."""
 
@@ -141,6 +173,7 @@ class BillingSettings(BaseSettings):
     # 1 USD in each currency a tenant may be invoiced in (plans are priced in USD); the rate
     # is fixed on each invoice when its period closes.
     usd_rates: dict[str, Decimal] = Field(default_factory=lambda: {"USD": Decimal(1)})
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
 
 
 class AlertSettings(BaseSettings):
@@ -215,7 +248,9 @@ class OTelSettings(BaseSettings):
     @field_validator("endpoint")
     @classmethod
     def _http_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if not value:  # set but empty, as a deployment template leaves it: tracing off
+            return None
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https:// (OTLP over HTTP)")
         return value
 

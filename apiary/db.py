@@ -22,7 +22,13 @@ from typing import Any, cast
 import orjson
 from sqlalchemy import DateTime, Executable, Insert, MetaData, Update, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InvalidatePoolError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -140,11 +146,56 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **options)
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, **options)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection left idle this long is pinged before it is used again: a PostgreSQL
+# restart, a failover or a proxy's idle timeout may have closed it meanwhile. SQLAlchemy's
+# `pool_pre_ping` pings on every checkout instead, and asyncpg's ping is three round trips
+# (BEGIN, ";", ROLLBACK): under load that was an eighth of a replica's CPU and most of the
+# transactions PostgreSQL saw sitting open after BEGIN. A connection used moments ago that
+# has since died fails its statement as a disconnect instead, which invalidates the whole
+# pool (SQLAlchemy does that on any disconnect) and answers 503 like the outage it is.
+PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    dialect = engine.dialect
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at < PING_AFTER_IDLE_S:
+            return  # new, or used moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:  # what SQLAlchemy's own pre-ping catches
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                # The pool retries with a fresh connection, after dropping every
+                # connection as old as this one (the server they talked to is gone).
+                raise InvalidatePoolError() from error
+            raise
+
+    def checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    event.listen(engine.sync_engine.pool, "checkout", checkout)
+    event.listen(engine.sync_engine.pool, "checkin", checkin)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+
+def create_lookup_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for a lone read (who is this token's caller?) outside any transaction:
+    one round trip for the statement instead of three (BEGIN, the statement, ROLLBACK).
+    They share the engine's pool; the isolation level goes back to the default when a
+    connection returns to it. Nothing written through them is atomic with anything else."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
 
 
 @asynccontextmanager

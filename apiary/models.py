@@ -5,7 +5,16 @@ from apiary.alerts.models import Alert, AlertChannel, AlertDelivery, AlertDelive
 from apiary.api_keys.models import ApiKey
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.models import AuthSession, RefreshToken
-from apiary.billing.models import Credit, Invoice, InvoiceCounter, InvoiceLine, Plan, PlanChange
+from apiary.billing.models import (
+    Credit,
+    Invoice,
+    InvoiceCounter,
+    InvoiceLine,
+    Plan,
+    PlanChange,
+    StripeCustomer,
+    StripeEvent,
+)
 from apiary.db import Base
 from apiary.executions.models import Execution, ExecutionEvent, Subtask
 from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument, KnowledgeDocumentEvent
@@ -45,6 +54,8 @@ __all__ = [
     "PlanChange",
     "RefreshToken",
     "StoredResponse",
+    "StripeCustomer",
+    "StripeEvent",
     "Subtask",
     "SwarmCheckpoint",
     "SwarmCheckpointWrite",

@@ -31,6 +31,8 @@ PUBLIC = frozenset(
         ("post", "/api/v1/auth/refresh"),
         ("get", "/healthz"),
         ("get", "/readyz"),
+        # Stripe's deliveries carry a signature of their body instead of a credential.
+        ("post", "/api/v1/billing/stripe/webhook"),
     }
 )
 # Sign-ins refuse a bad credential, and throttle repeated failures.

@@ -20,7 +20,7 @@ from apiary.alerts.runner import AlertRunner
 from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
-from apiary.db import GroupCommit, create_engine, create_session_factory
+from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
 from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.http import HttpClient
@@ -48,6 +48,7 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    lookups: async_sessionmaker[AsyncSession]  # a lone read outside a transaction (auth)
     writes: GroupCommit  # small concurrent writes (swarm events, subtasks, checkpoints)
     counters: CounterStore
     http: httpx.AsyncClient
@@ -96,6 +97,7 @@ class Runtime:
             settings=settings,
             engine=engine,
             session_factory=session_factory,
+            lookups=create_lookup_factory(engine),
             writes=writes,
             counters=counters,
             http=http,

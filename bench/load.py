@@ -157,13 +157,16 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _stat(pid: int) -> tuple[int, int, float] | None:
-    """(parent pid, process group, CPU seconds) of a live process."""
+    """(parent pid, process group, CPU seconds) of a live process, its reaped children's
+    included: PostgreSQL's backends that closed (a pool's overflow connections) would
+    otherwise take their CPU out of the tree's sum and hide it."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[2]), (int(fields[11]) + int(fields[12])) / TICKS
+    # utime, stime, cutime, cstime
+    return int(fields[1]), int(fields[2]), sum(int(x) for x in fields[11:15]) / TICKS
 
 
 def _rss(pid: int) -> int:
@@ -276,6 +279,11 @@ class Sampler:
                     " WHERE state = 'idle in transaction' GROUP BY 1 ORDER BY 2 DESC LIMIT 3"
                 )
                 sample["pg_idle_in_transaction"] = {row["query"]: row["n"] for row in rows}
+                # Sessions ever opened: its growth is connection churn (a pool's overflow
+                # connections opened and closed), each a backend forked and authenticated.
+                sample["pg_sessions_opened"] = await connection.fetchval(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                )
                 sample["db_size_mib"] = (
                     await connection.fetchval("SELECT pg_database_size(current_database())") / 2**20
                 )
@@ -486,6 +494,11 @@ def print_samples(samples: list[dict[str, Any]]) -> None:
         f"{last.get('redis_clients')}, database {last.get('db_size_mib', 0):.1f} MiB "
         f"(from {first.get('db_size_mib', 0):.1f}), load average {last.get('load_average')}"
     )
+    opened = [s for s in samples if "pg_sessions_opened" in s]
+    if len(opened) > 1:
+        span = max(opened[-1]["t"] - opened[0]["t"], 1e-6)
+        count = opened[-1]["pg_sessions_opened"] - opened[0]["pg_sessions_opened"]
+        print(f"  PostgreSQL sessions opened: {count} ({count / span:.1f} a second)")
     queued = max(s.get("queued_executions", 0) for s in samples)
     idle = max(sum(s.get("pg_idle_in_transaction", {}).values()) for s in samples)
     print(f"  at most: {queued} executions queued for a worker, {idle} idle in transaction")

@@ -35,6 +35,7 @@ from gateway import (  # the sibling script, found through the path above
     export_ref,
     run_async,
     start_apiary,
+    start_otlp_sink,
     start_upstream,
 )
 
@@ -56,6 +57,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("FastAPI (routing, dependencies)", ("fastapi/",)),
     ("Starlette (requests, responses, middleware)", ("starlette/",)),
     ("uvicorn (HTTP protocol)", ("uvicorn/",)),
+    ("OpenTelemetry (spans, context, export)", ("opentelemetry/", "google/protobuf")),
     ("apiary code itself", ("apiary/",)),
     ("asyncio / threading machinery", ("asyncio/", "threading.py", "concurrent/", "queue.py")),
 )
@@ -71,6 +73,7 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("  ledger entry built and queued", ("_ledger (", "record (apiary/usage/ledger.py")),
     ("access log line", ("_access_log", "access_log", "Logger.info (", "Logger._log (")),
     ("ledger writer flush (background task)", ("flush (apiary/usage/ledger.py",)),
+    ("tracing: OpenTelemetry, its export thread included", ("opentelemetry/", "tracing.py")),
 )
 
 
@@ -139,6 +142,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run Apiary on PostgreSQL and Redis of its own, as deployed",
     )
     parser.add_argument(
+        "--tracing",
+        type=float,
+        metavar="RATIO",
+        help="tracing on at this sampling ratio, exporting to a local OTLP receiver",
+    )
+    parser.add_argument(
         "--all-threads",
         dest="gil_only",
         action="store_false",
@@ -157,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "stream" if args.stream else "json"
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     deployment = "-production" if args.production else ""
+    deployment += f"-otel{args.tracing:g}" if args.tracing is not None else ""
     raw = RESULTS / f"profile-{mode}-c{args.concurrency}{deployment}-{stamp}.txt"
     services = Services()
     backends: Backends | None = None
@@ -166,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             upstream, upstream_url = start_upstream(services, Path(tmp), source=source)
             if args.production:
                 backends = Backends(Path(tmp))
+            otel: dict[str, str] | None = None
+            if args.tracing is not None:
+                _, otlp_url = start_otlp_sink(services, Path(tmp))
+                otel = {
+                    "APIARY_OTEL__ENDPOINT": otlp_url,
+                    "APIARY_OTEL__SAMPLING_RATIO": str(args.tracing),
+                }
             apiary, url, key, limits = start_apiary(
                 services,
                 Path(tmp),
@@ -173,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
                 source=source,
                 backends=backends.new() if backends is not None else None,
+                extra_env=otel,
             )
             spy = subprocess.Popen(  # noqa: S603 - fixed command
                 [
@@ -222,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu_us = cell.gateway_cpu_us_per_request or 0.0
     print(
         f"\nApiary {commit[:12]}, {mode} c={args.concurrency}, APIARY_LOG_LEVEL={args.log_level}, "
-        f"limits {limits}\n"
+        f"limits {limits}"
+        + (f", tracing at ratio {args.tracing:g}" if args.tracing is not None else "")
+        + "\n"
         f"{cell.rps:,.0f} req/s "
         f"(under the profiler), p50 {cell.p50_ms:.2f} ms, gateway CPU {cell.gateway_cpu_pct}% "
         f"= {cpu_us:,.0f} µs/request"

@@ -30,10 +30,11 @@ from apiary.models import Base
 from apiary.runtime import Runtime
 from tests.auth.oidc_issuer import LocalIssuer, local_issuer
 from tests.factories import METRICS_TOKEN
+from tests.fakes.stripe import fake_stripe
 from tests.fakes.upstream import fake_upstream
 from tests.serving import serving
 
-__all__ = ["fake_upstream", "local_issuer"]
+__all__ = ["fake_stripe", "fake_upstream", "local_issuer"]
 
 TEST_DATABASE = os.environ.get("APIARY_TEST_DATABASE_URL", "sqlite") or "sqlite"
 TEST_REDIS = os.environ.get("APIARY_TEST_REDIS_URL") or None

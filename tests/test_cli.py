@@ -5,9 +5,11 @@ a served API that accepts what the shell printed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +23,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
+from tests.fakes.stripe import API_KEY as STRIPE_KEY
+from tests.fakes.stripe import FakeStripe
 
 APIARY_BIN = Path(sys.executable).parent / "apiary"
 MEMBER_ROLES = ("billing_admin", "developer", "tenant_admin", "viewer")
@@ -98,8 +103,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installation:
         (["admin", "create-api-key"], ["--tenant", "--role", "--name"]),
         (["audit"], ["verify"]),
         (["audit", "verify"], []),
-        (["billing"], ["close"]),
+        (["billing"], ["close", "sync"]),
         (["billing", "close"], ["--period"]),
+        (["billing", "sync"], ["Stripe"]),
     ],
     ids=lambda value: (" ".join(value) or "apiary") if isinstance(value, list) else "",
 )
@@ -374,10 +380,68 @@ def test_served_api_accepts_the_printed_key_and_password_without_logging_them(
 def test_billing_close_closes_a_month_once(installed: Installation) -> None:
     # acme was created just now, so it has no invoice for a month that ended before it.
     closed = apiary_json(installed.data_dir, "billing", "close", "--period", "2026-01")
-    assert closed == {"period": "2026-01", "issued": [], "already_closed": 0}
+    assert closed == {"period": "2026-01", "issued": [], "already_closed": 0, "payments": None}
     bad = apiary(installed.data_dir, "billing", "close", "--period", "2026-13")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: --period: '2026-13' is not a month as YYYY-MM"
     future = apiary(installed.data_dir, "billing", "close", "--period", "2999-01")
     assert future.returncode == 1
     assert "has not ended yet" in future.stderr
+
+
+async def test_billing_sync_puts_tenants_on_stripe_and_fails_while_stripe_is_away(
+    data_dir: Path, fake_stripe: FakeStripe
+) -> None:
+    assert (await _apiary_async(data_dir, "init")).returncode == 0
+    made = await _apiary_async(
+        data_dir, "admin", "create-tenant", "acme", "--admin-email", "a@acme.io", "--plan", "team"
+    )
+    assert made.returncode == 0, made.stderr
+    with sqlite3.connect(data_dir / "apiary.db") as database:  # as PATCH /admin/plans/team would
+        database.execute("UPDATE plans SET stripe_price_id = 'price_team' WHERE key = 'team'")
+    stripe_env = {
+        "APIARY_BILLING__STRIPE__API_KEY": STRIPE_KEY,
+        "APIARY_BILLING__STRIPE__API_BASE": fake_stripe.base_url,
+        "APIARY_BILLING__STRIPE__MAX_NETWORK_RETRIES": "0",
+    }
+    fake_stripe.fail(503)
+    away = await _apiary_async(data_dir, "billing", "sync", **stripe_env)
+    assert away.returncode == 1  # the subscription waits for Stripe: a schedule retries
+    assert "HTTP 503" in orjson.loads(away.stdout)["errors"][0]
+    assert STRIPE_KEY not in away.stdout + away.stderr
+    fake_stripe.recover()
+    synced = await _apiary_async(data_dir, "billing", "sync", **stripe_env)
+    assert synced.returncode == 0, synced.stderr
+    assert orjson.loads(synced.stdout) == {
+        "invoices_synced": 0,
+        "invoices_pending": 0,
+        "subscriptions_synced": 1,
+        "errors": [],
+    }
+    [subscription] = fake_stripe.subscriptions.values()
+    assert subscription["items"]["data"][0]["price"]["id"] == "price_team"
+
+
+async def _apiary_async(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`apiary` without blocking the event loop (a local server in it must answer)."""
+    process = await asyncio.create_subprocess_exec(
+        str(APIARY_BIN),
+        *args,
+        env=_environment(data_dir, **env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+def test_billing_sync_without_stripe_says_billing_is_invoice_only(
+    installed: Installation,
+) -> None:
+    result = apiary(installed.data_dir, "billing", "sync")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: Stripe is not configured (APIARY_BILLING__STRIPE__API_KEY): billing is "
+        "invoice only, there is nothing to sync"
+    )

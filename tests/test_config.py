@@ -106,6 +106,17 @@ def test_nested_oidc_settings_come_from_double_underscore_variables(
     assert settings.oidc.allowed_algorithms == ["ES256"]
 
 
+def test_an_empty_tracing_endpoint_leaves_tracing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose passes `APIARY_OTEL__ENDPOINT: ${APIARY_OTEL__ENDPOINT:-}`: unset in .env, the
+    # server must still start, without tracing, rather than refuse an empty URL.
+    monkeypatch.setenv("APIARY_OTEL__ENDPOINT", "")
+    monkeypatch.setenv("APIARY_OTEL__SAMPLING_RATIO", "0.1")
+    assert load_settings().otel.endpoint is None
+    monkeypatch.setenv("APIARY_OTEL__ENDPOINT", "otel-collector:4318")
+    with pytest.raises(ConfigError, match="http://"):
+        load_settings()
+
+
 def test_yaml_file_named_by_apiary_config_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,7 @@ LAZY = (
     "celery",  # the production worker, not the API process
     "qdrant_client",  # knowledge bases, on first use
     "fpdf",  # an invoice's PDF, when one is downloaded
+    "stripe",  # payments, only with APIARY_BILLING__STRIPE__API_KEY or a webhook
 )
 
 PROBE = f"""

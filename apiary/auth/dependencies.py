@@ -53,7 +53,7 @@ async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthConte
         prefix = api_key_prefix(key)
         found = None
         if prefix:
-            async with runtime.session_factory() as session:
+            async with runtime.lookups() as session:
                 found = await auth_repository.api_key_by_prefix(session, prefix)
         if found is None or not digests_match(found[0].key_hash, key_digest):
             raise Unauthorized("invalid API key")
@@ -83,25 +83,19 @@ async def _from_access_token(
     session: AsyncSession, token: str, signing_key: str, ip: str | None
 ) -> AuthContext:
     claims = decode_access_token(token, signing_key=signing_key)
-    auth_session = await auth_repository.auth_session(session, claims.session_id)
-    if auth_session is None or auth_session.revoked_at is not None:
+    found = await auth_repository.access_check(
+        session, session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id
+    )
+    if found is None or found.session_revoked:
         raise Unauthorized("session ended: sign in again")
-    user = await auth_repository.user_by_id(session, claims.user_id)
-    if user is None or not user.is_active:
+    if not found.user_active:
         raise Unauthorized("account disabled")
-    actor = Actor(user_id=user.id, ip=ip)
-    role: Role | None = Role.SUPER_ADMIN if user.is_super_admin else None
-    if claims.tenant_id is not None:
-        found = await auth_repository.membership(
-            session, user_id=user.id, tenant_id=claims.tenant_id
-        )
-        if found is None and role is None:
-            raise Unauthorized("no longer a member of this tenant: sign in again")
-        if found is not None:
-            membership, tenant = found
-            if tenant.status != TenantStatus.ACTIVE and role is None:
-                raise Forbidden(f"tenant {tenant.name!r} is suspended")
-            role = role or Role(membership.role)
+    actor = Actor(user_id=claims.user_id, ip=ip)
+    role: Role | None = Role.SUPER_ADMIN if found.super_admin else None
+    if found.role is not None and role is None:
+        if found.tenant_status != TenantStatus.ACTIVE:
+            raise Forbidden(f"tenant {found.tenant_name!r} is suspended")
+        role = Role(found.role)
     if role is None and claims.tenant_id is None:
         role = Role.VIEWER  # signed in to no tenant: it holds only TENANTLESS (permissions.py)
     if role is None:
@@ -137,7 +131,7 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
 async def _identify(credentials: str, ip: str | None, runtime: Runtime) -> AuthContext:
     if credentials.startswith("apy_"):
         return await _from_api_key(credentials, ip, runtime)
-    async with runtime.session_factory() as session:
+    async with runtime.lookups() as session:
         return await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
 
 

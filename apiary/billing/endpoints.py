@@ -7,12 +7,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.billing import schemas
+from apiary.billing.payments import payment_service
 from apiary.billing.render import invoice_csv, invoice_pdf
 from apiary.billing.service import billing_service, last_period, plan_service
 from apiary.errors import documented
@@ -44,6 +45,44 @@ async def update_settings(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: schemas.BillingSettingsUpdate
 ) -> schemas.BillingSettings:
     return await billing_service.update_settings(session, auth, body, runtime.settings.billing)
+
+
+@router.get(
+    "/payment",
+    summary="How the tenant pays: invoice only, or through Stripe (customer, subscription)",
+)
+async def get_payment(
+    auth: Reader, session: DbSession, runtime: RuntimeDep
+) -> schemas.PaymentAccount:
+    return await payment_service.account(session, auth, runtime.settings.billing.stripe)
+
+
+@router.post(
+    "/stripe/webhook",
+    summary="Stripe's webhook: payment and subscription events (signed; no bearer token)",
+    responses=documented(400, 404),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def stripe_webhook(
+    request: Request,
+    session: DbSession,
+    runtime: RuntimeDep,
+    stripe_signature: Annotated[
+        str | None, Header(description="Stripe's signature of the body: t=...,v1=...")
+    ] = None,
+) -> schemas.WebhookReceipt:
+    # The raw body: the signature is over the bytes as sent, not a re-encoding of them.
+    payload = await request.body()
+    event = payment_service.verify(payload, stripe_signature, runtime.settings.billing.stripe)
+    outcome = await payment_service.apply(session, event)
+    return schemas.WebhookReceipt(
+        received=True, duplicate=outcome.duplicate, applied=outcome.applied
+    )
 
 
 @router.get("/invoices", summary="The tenant's invoices, oldest first")

@@ -43,6 +43,9 @@ class Plan(IdMixin, Base):
     semantic_cache: Mapped[bool] = mapped_column(default=False)
     oidc: Mapped[bool] = mapped_column(default=False)
     audit_export: Mapped[bool] = mapped_column(default=False)
+    # The Stripe price (price_...) a tenant's Stripe subscription is put on; none: no
+    # subscription (the plan is billed by Apiary's invoices alone).
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
     # Deleting a plan no tenant uses archives it: the start-up loader then does not bring a
     # shipped default back, and no tenant can be moved onto it.
     archived: Mapped[bool] = mapped_column(default=False)
@@ -86,6 +89,14 @@ class Invoice(IdMixin, TenantOwned, Base):
     executions: Mapped[int] = mapped_column(BigInteger)
     storage_bytes: Mapped[int] = mapped_column(BigInteger)
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Payment through Stripe (apiary/billing/payments.py): not_applicable (invoice only),
+    # pending_sync (not in Stripe yet), open, paid, failed or void.
+    payment_status: Mapped[str] = mapped_column(String(20), default="not_applicable")
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # `created` (Unix seconds) of the Stripe event that set payment_status: an older event
+    # delivered late does not override a newer one.
+    payment_event_at: Mapped[int | None] = mapped_column(BigInteger)
+    payment_error: Mapped[str | None] = mapped_column(String(500))  # why the last sync failed
 
 
 class InvoiceLine(IdMixin, TenantOwned, Base):
@@ -120,3 +131,30 @@ class InvoiceCounter(Base):
 
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     last: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StripeCustomer(IdMixin, TenantOwned, Base):
+    """A tenant's Stripe customer and subscription (one per tenant: the unique tenant makes
+    two replicas creating it at once keep one)."""
+
+    __tablename__ = "stripe_customers"
+    __table_args__ = (UniqueConstraint("tenant_id", name="uq_stripe_customers_tenant"),)
+
+    customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_price_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_status: Mapped[str | None] = mapped_column(String(40))
+    # `created` of the last subscription event applied (out-of-order deliveries).
+    subscription_event_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class StripeEvent(Base):
+    """A Stripe webhook event applied: its id is the primary key, so a redelivery, or the
+    same event delivered to two replicas at once, is applied once."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    created: Mapped[int] = mapped_column(BigInteger)  # the event's, Unix seconds
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

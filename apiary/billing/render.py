@@ -8,7 +8,7 @@ import io
 from collections.abc import Sequence
 
 from apiary.billing.models import Invoice, InvoiceLine
-from apiary.billing.service import format_minor
+from apiary.billing.money import format_minor
 
 
 def invoice_csv(invoice: Invoice, lines: Sequence[InvoiceLine], *, tenant_name: str) -> str:

@@ -19,6 +19,9 @@ PlanKey = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$", min_length=1, max_length=40)
 ]
 Period = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+StripePriceId = Annotated[
+    str, StringConstraints(pattern=r"^price_[A-Za-z0-9_]{1,250}$", max_length=255)
+]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)]
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
@@ -58,6 +61,9 @@ class Plan(Schema):
     semantic_cache: bool
     oidc: bool
     audit_export: bool
+    stripe_price_id: str | None = Field(
+        description="The Stripe price of the tenant's Stripe subscription; null: none"
+    )
     archived: bool
     updated_at: datetime
 
@@ -80,6 +86,7 @@ class _PlanFields(Schema):
     semantic_cache: bool = False
     oidc: bool = False
     audit_export: bool = False
+    stripe_price_id: StripePriceId | None = None
 
 
 class PlanCreate(_PlanFields):
@@ -87,7 +94,9 @@ class PlanCreate(_PlanFields):
 
 
 class PlanUpdate(UpdateSchema):
-    nullable = frozenset({"included_spend_usd", "included_tokens", *ENTITLEMENTS})
+    nullable = frozenset(
+        {"included_spend_usd", "included_tokens", "stripe_price_id", *ENTITLEMENTS}
+    )
 
     name: PlainLine | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=2000)
@@ -106,6 +115,7 @@ class PlanUpdate(UpdateSchema):
     semantic_cache: bool | None = None
     oidc: bool | None = None
     audit_export: bool | None = None
+    stripe_price_id: StripePriceId | None = None
 
 
 class EntitlementUsage(Schema):
@@ -170,6 +180,11 @@ class Invoice(Schema):
     executions: int
     storage_bytes: int
     issued_at: datetime
+    payment_status: str = Field(
+        description="not_applicable (invoice only: no payment through Stripe) | pending_sync "
+        "(to be sent to Stripe) | open | paid | failed | void"
+    )
+    stripe_invoice_id: str | None = Field(description="The invoice's id in Stripe")
 
 
 class InvoiceDetail(Invoice):
@@ -180,10 +195,43 @@ class CloseRequest(Schema):
     period: Period
 
 
+class PaymentSync(Schema):
+    """One run of sending Apiary's invoices and plans to Stripe."""
+
+    invoices_synced: int
+    invoices_pending: int = Field(
+        description="Invoices still to send (Stripe failed or was away): the next close or "
+        "`apiary billing sync` sends them"
+    )
+    subscriptions_synced: int
+    errors: list[str] = Field(description="What Stripe answered, per failed item")
+
+
 class CloseResult(Schema):
     period: str
     issued: list[str] = Field(description="Numbers of the invoices this close issued")
     already_closed: int = Field(description="Tenants whose period another close had closed")
+    payments: PaymentSync | None = Field(
+        default=None, description="Sending invoices to Stripe after the close; null: invoice only"
+    )
+
+
+class PaymentAccount(Schema):
+    """How the tenant pays: invoice only, or through Stripe with its customer there."""
+
+    mode: str = Field(description="invoice_only | stripe")
+    customer_id: str | None
+    subscription_id: str | None
+    subscription_status: str | None = Field(description="Stripe's: active, past_due, canceled…")
+    invoices_pending_sync: int
+    invoices_open: int
+    invoices_failed: int
+
+
+class WebhookReceipt(Schema):
+    received: bool
+    duplicate: bool = Field(description="This event id was applied before; nothing changed")
+    applied: bool = Field(description="The event changed something here")
 
 
 class CreditCreate(Schema):

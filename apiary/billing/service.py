@@ -31,6 +31,8 @@ from apiary.authz.scope import TenantScope
 from apiary.billing import schemas
 from apiary.billing.entitlements import Feature, has_feature
 from apiary.billing.models import Credit, Invoice, InvoiceLine, Plan, PlanChange
+from apiary.billing.money import format_minor, minor_units
+from apiary.billing.payments import PaymentStatus, payment_service
 from apiary.billing.repository import Metering, billing_repository
 from apiary.config import BillingSettings
 from apiary.db import session_scope, utcnow
@@ -40,8 +42,6 @@ from apiary.tenants.models import Tenant
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
-# Currencies without a minor unit; every other has two decimals.
-_ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "HUF"})
 
 
 def period_bounds(period: str) -> tuple[dt.datetime, dt.datetime]:
@@ -59,18 +59,6 @@ def last_period(now: dt.datetime | None = None) -> str:
     now = now or utcnow()
     first = now.replace(day=1)
     return period_of(first - dt.timedelta(days=1))
-
-
-def minor_units(amount: Decimal, currency: str) -> int:
-    exponent = 0 if currency in _ZERO_DECIMAL else 2
-    return int((amount * (10**exponent)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def format_minor(amount: int, currency: str) -> str:
-    if currency in _ZERO_DECIMAL:
-        return f"{amount:,} {currency}"
-    sign = "-" if amount < 0 else ""
-    return f"{sign}{abs(amount) // 100:,}.{abs(amount) % 100:02d} {currency}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +406,13 @@ class BillingService:
                 already += 1
             else:
                 issued.append(number)
-        return schemas.CloseResult(period=period, issued=issued, already_closed=already)
+        # After every tenant's transaction has committed: Stripe is never called while the
+        # invoice counter is locked. What Stripe does not take now stays pending for the
+        # next close or `apiary billing sync` (invoices of earlier closes too).
+        payments = await payment_service.sync(factory, settings.stripe)
+        return schemas.CloseResult(
+            period=period, issued=issued, already_closed=already, payments=payments
+        )
 
     async def _close_one(
         self, session: AsyncSession, tenant_id: uuid.UUID, period: str, settings: BillingSettings
@@ -453,6 +447,7 @@ class BillingService:
                 "completion_tokens": 0,
                 "executions": 0,
                 "storage_bytes": 0,
+                "payment_status": PaymentStatus.NOT_APPLICABLE.value,
             },
         )
         if invoice_id is None:
@@ -501,6 +496,11 @@ class BillingService:
         invoice.completion_tokens = figures.completion_tokens
         invoice.executions = figures.executions
         invoice.storage_bytes = figures.storage_bytes
+        # Through Stripe when it is configured and there is something to collect.
+        due = settings.stripe.enabled and invoice.total_minor > 0
+        invoice.payment_status = (
+            PaymentStatus.PENDING_SYNC if due else PaymentStatus.NOT_APPLICABLE
+        ).value
         await session.flush()
         await audit_service.record(
             session,

@@ -265,20 +265,22 @@ def _describe_call(
 ) -> None:
     """The GenAI attributes of the gateway call's span."""
     target = result.target
+    described: dict[str, tracing.AttributeValue] = {
+        "gen_ai.usage.input_tokens": entry["prompt_tokens"],
+        "gen_ai.usage.output_tokens": entry["completion_tokens"],
+        "apiary.attempts": result.attempts,
+    }
     if target is not None:
-        span.set_attribute("gen_ai.system", gateway.handles[target.provider].provider.config.kind)
-        span.set_attribute("apiary.provider", target.provider)
-        span.set_attribute(
-            "gen_ai.response.model",
-            result.completion.model if result.completion is not None else target.model,
+        described["gen_ai.system"] = gateway.handles[target.provider].provider.config.kind
+        described["apiary.provider"] = target.provider
+        described["gen_ai.response.model"] = (
+            result.completion.model if result.completion is not None else target.model
         )
-    span.set_attribute("gen_ai.usage.input_tokens", entry["prompt_tokens"])
-    span.set_attribute("gen_ai.usage.output_tokens", entry["completion_tokens"])
     if cost is not None:
-        span.set_attribute("apiary.cost_usd", cost)
+        described["apiary.cost_usd"] = cost
     if result.decision.route:
-        span.set_attribute("apiary.route", result.decision.route)
-    span.set_attribute("apiary.attempts", result.attempts)
+        described["apiary.route"] = result.decision.route
+    span.set_attributes(described)  # one call, one lock: not one per attribute
     if result.error is not None:
         tracing.record_error(span, result.error.kind)
 

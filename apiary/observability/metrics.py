@@ -222,7 +222,7 @@ class ObservabilityMiddleware:
         error: str | None = None
         tracer = tracing.TRACER
         if tracer is not None:
-            server_span, span_token = tracing.start_server_span(
+            server_span = tracing.start_server_span(
                 tracer, scope["method"], scope["path"], scope["headers"]
             )
 
@@ -263,7 +263,7 @@ class ObservabilityMiddleware:
                 )
             if tracer is not None:  # after the access line, which carries its trace id
                 tracing.end_server_span(
-                    server_span, span_token, method=method, route=route, status=status, error=error
+                    server_span, method=method, route=route, status=status, error=error
                 )
             request_context.reset(token)
 

@@ -15,13 +15,25 @@ created the execution. Log lines carry `trace_id` and `span_id` (`current_ids`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import random
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -32,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRACER",
+    "AttributeValue",
     "Span",
     "SpanKind",
     "Tracer",
@@ -54,6 +67,44 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
 TRACES_PATH = "/v1/traces"
 
+# The root sampling decision, made by `start_server_span` itself with the ratio sampler's
+# rule (the trace id's low 64 bits under `_bound`), so that the nine requests in ten it
+# drops cost a drawn id and a bare span context, not a trip through the SDK's sampler.
+_ID_LIMIT = (1 << 64) - 1
+_bound = 0
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
+# The current request's server span (None outside a request): its children read whether
+# it is sampled there instead of looking up the current span (`active`, `current_ids`).
+_request: ContextVar[ServerSpan | None] = ContextVar("apiary_trace_request", default=None)
+
+
+class _RequestIds:
+    """The SDK's random ids, except the trace id `start_server_span` drew and decided on,
+    which the next span started on this thread takes."""
+
+    def __init__(self) -> None:
+        self._drawn = threading.local()
+
+    def hand(self, trace_id: int) -> None:
+        self._drawn.trace_id = trace_id
+
+    def generate_span_id(self) -> int:
+        return random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        drawn: int | None = getattr(self._drawn, "trace_id", None)
+        if drawn is not None:
+            self._drawn.trace_id = None
+            return drawn
+        return random.getrandbits(128) or 1
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+_IDS = _RequestIds()
+_ROOT = otel_context.Context()  # no parent: the request starts its trace
+
 
 def traces_url(endpoint: str) -> str:
     """The OTLP/HTTP traces URL for an endpoint given as a collector's base URL (as
@@ -72,26 +123,70 @@ def install(settings: OTelSettings) -> bool:
     """Install the tracer provider and its OTLP exporter when an endpoint is configured;
     returns whether this call installed it (its caller then calls `shutdown`). Once per
     process: a later call keeps the first provider."""
-    global TRACER, _provider
+    global TRACER, _provider, _bound
     if settings.endpoint is None or TRACER is not None:
         return False
     # Imported here: a process with tracing off never loads the SDK or the exporter.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        SamplingResult,
+        TraceIdRatioBased,
+    )
 
+    from apiary.observability.otlp_wire import SpanExporter
+
+    class Sampler(ParentBased):
+        """ParentBased as it is, with its most frequent case, a span under a local parent
+        (every child span of a request), answered from the parent's flag at once rather
+        than through a second sampler and a second context lookup."""
+
+        def should_sample(
+            self,
+            parent_context: otel_context.Context | None,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            attributes: Mapping[str, AttributeValue] | None = None,
+            links: Sequence[trace.Link] | None = None,
+            trace_state: trace.TraceState | None = None,
+        ) -> SamplingResult:
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if parent.is_valid and not parent.is_remote:
+                state = parent.trace_state
+                if parent.trace_flags.sampled:
+                    return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, state)
+                return SamplingResult(Decision.DROP, None, state)
+            return super().should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+    root = TraceIdRatioBased(settings.sampling_ratio)
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.service_name}),
         # Parent-based: a trace started upstream (a traceparent header, the API's side of a
         # Celery hop) is kept or dropped as a whole, never in pieces.
-        sampler=ParentBased(TraceIdRatioBased(settings.sampling_ratio)),
+        sampler=Sampler(root),
+        id_generator=cast(IdGenerator, _IDS),
     )
     headers = settings.headers.get_secret_value() if settings.headers else None
-    exporter = OTLPSpanExporter(endpoint=traces_url(settings.endpoint), headers=_headers(headers))
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
-    _provider = provider
+    exporter = SpanExporter(endpoint=traces_url(settings.endpoint), headers=_headers(headers))
+    # Exported every second, or as soon as 2048 spans wait: fewer, larger POSTs (each
+    # costs about a millisecond of the export thread's time, under the GIL the requests
+    # need), and room for 8192 spans, four seconds of a busy API pod's sampled calls,
+    # before any is dropped while a slow collector answers.
+    processor = BatchSpanProcessor(
+        exporter,
+        schedule_delay_millis=1000,
+        max_queue_size=8192,
+        max_export_batch_size=2048,
+    )
+    provider.add_span_processor(processor)
+    _provider, _bound = provider, root.bound
     TRACER = provider.get_tracer("apiary")
     log.info(
         "tracing on: OTLP/HTTP to %s, sampling ratio %g",
@@ -103,8 +198,9 @@ def install(settings: OTelSettings) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and remove the provider (tracing is off afterwards)."""
-    global TRACER, _provider
+    global TRACER, _provider, _bound
     provider, _provider, TRACER = _provider, None, None
+    _bound = 0
     if provider is not None:
         provider.shutdown()
 
@@ -119,6 +215,9 @@ def active() -> Tracer | None:
     under it would record nothing, so the hot path skips even building them (the use is
     `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
     current span, the sampler decides for a new trace as usual."""
+    request = _request.get()
+    if request is not None:  # in a request: decided once, at its server span
+        return TRACER if request.sampled else None
     parent = trace.get_current_span().get_span_context()
     if parent.is_valid and not parent.trace_flags.sampled:
         return None
@@ -173,6 +272,13 @@ def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
     if TRACER is None:
         return None
+    request = _request.get()
+    if request is not None and not request.sampled:
+        # A dropped request records no span under its server span: its lines carry its ids.
+        if request.ids is None:
+            own = request.span.get_span_context()
+            request.ids = format(own.trace_id, "032x"), format(own.span_id, "016x")
+        return request.ids
     found = trace.get_current_span().get_span_context()
     if not found.is_valid:
         return None
@@ -182,33 +288,75 @@ def current_ids() -> tuple[str, str] | None:
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
+class ServerSpan:
+    """What `start_server_span` made current, for `end_server_span` to undo."""
+
+    __slots__ = ("ids", "request_token", "sampled", "span", "token")
+
+    def __init__(self, span: Span, token: object) -> None:
+        self.span = span
+        self.token = token
+        self.sampled = span.is_recording()
+        self.ids: tuple[str, str] | None = None  # hex, once a log line asked
+        self.request_token: Token[ServerSpan | None] | None = None
+
+
 def start_server_span(
     tracer: trace.Tracer, method: str, path: str, headers: list[tuple[bytes, bytes]]
-) -> tuple[Span, object]:
+) -> ServerSpan:
     """The SERVER span of one HTTP request, made current; it continues the caller's trace
     when the request carries a `traceparent`. Named by method alone until the route
-    template is known (`end_server_span`), never by the raw path."""
+    template is known (`end_server_span`), never by the raw path.
+
+    A request of its own trace is sampled here, once: the ones dropped get a non-recording
+    span of a fresh trace id (log lines and a Celery hop still carry it, flagged unsampled)
+    and their children skip building spans altogether (`active`)."""
     carrier = {
         name.decode(): value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS
     }
     parent = _PROPAGATOR.extract(carrier) if carrier else None
-    server = tracer.start_span(
-        method,
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "url.path": path},
-    )
+    server: Span
+    if parent is None:
+        trace_id = random.getrandbits(128) or 1
+        if trace_id & _ID_LIMIT >= _bound:
+            server = NonRecordingSpan(
+                SpanContext(
+                    trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=_UNSAMPLED
+                )
+            )
+        else:
+            _IDS.hand(trace_id)  # the SDK's sampler then keeps it by the same rule
+            server = tracer.start_span(
+                method,
+                context=_ROOT,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": path},
+            )
+    else:
+        server = tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": path},
+        )
     token = otel_context.attach(trace.set_span_in_context(server, parent))
-    return server, token
+    started = ServerSpan(server, token)
+    started.request_token = _request.set(started)
+    return started
 
 
 def end_server_span(
-    server: Span, token: object, *, method: str, route: str, status: int, error: str | None
+    started: ServerSpan, *, method: str, route: str, status: int, error: str | None
 ) -> None:
+    server = started.span
+    if started.request_token is not None:
+        _request.reset(started.request_token)
+    otel_context.detach(started.token)  # type: ignore[arg-type]  # the token `attach` returned
+    if not server.is_recording():
+        return
     server.update_name(f"{method} {route}")
     server.set_attribute("http.route", route)
     server.set_attribute("http.response.status_code", status)
     if error is not None or status >= 500:
         record_error(server, error or str(status))
-    otel_context.detach(token)  # type: ignore[arg-type]  # the token `attach` returned
     server.end()

@@ -5,7 +5,9 @@ lock stays free of deployment tooling. Steps:
 
   helm      the chart linted (helm-python-sdk, strict), its values schema checked for every
             value set, and a bad values file rejected with a message naming the key
-  render    the chart rendered for each value set into .deploy-tools/rendered/
+  render    the chart rendered for each value set into .deploy-tools/rendered/; in each,
+            the OTLP headers and the Sentry DSN read from the Secret only, the workers'
+            own tracing service name, and the collector's port in the egress policy
   k8s       kubernetes-validate --strict for each Kubernetes version in DEPLOY_K8S_VERSIONS
   crds      KEDA, Secrets Store CSI, Prometheus Operator and ArgoCD objects against the
             upstream CRD schemas in deploy/crds (the ArgoCD Applications included)
@@ -167,8 +169,46 @@ def step_render() -> str:
         target = OUT / f"{name}.yaml"
         target.write_text("\n---\n".join(docs) + "\n")
         objects = [d for d in yaml.safe_load_all(target.read_text()) if d]
+        check_telemetry(name, objects)
         counts.append(f"{name}: {len(objects)} objects")
     return "; ".join(counts)
+
+
+SECRET_ENV = ("APIARY_OTEL__HEADERS", "APIARY_SENTRY_DSN")
+
+
+def check_telemetry(name: str, objects: list[dict[str, Any]]) -> None:
+    """Traces and error reports as rendered: the export headers and the Sentry DSN come
+    from the Secret only, the workers' service name is their own, and the egress policy
+    lets pods reach the collector's port."""
+    services: dict[str, str] = {}
+    ports: set[int] = set()
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "Job"):
+            continue
+        component = obj["metadata"]["labels"].get("app.kubernetes.io/component", "")
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                if env["name"] in SECRET_ENV and "secretKeyRef" not in env.get("valueFrom", {}):
+                    raise Finding(f"{name}: {env['name']} of {component} is not read from a Secret")
+                if env["name"] == "APIARY_OTEL__SERVICE_NAME":
+                    services[component] = env["value"]
+                if env["name"] == "APIARY_OTEL__ENDPOINT":
+                    endpoint = env["value"]
+                    default = 443 if endpoint.startswith("https:") else 80
+                    port = re.search(r"^https?://[^/]+?(?::(\d+))?(?:/|$)", endpoint)
+                    ports.add(int(port.group(1)) if port and port.group(1) else default)
+    if "worker" in services and services["worker"] == services.get("api"):
+        raise Finding(f"{name}: the workers' spans carry the API's service name")
+    egress = {
+        rule_port["port"]
+        for obj in objects
+        if obj["kind"] == "NetworkPolicy" and "Egress" in obj["spec"]["policyTypes"]
+        for rule in obj["spec"].get("egress", [])
+        for rule_port in rule.get("ports", [])
+    }
+    if egress and ports - egress:
+        raise Finding(f"{name}: egress does not allow the OTLP collector's port {ports - egress}")
 
 
 def rendered_files() -> list[Path]:

@@ -44,6 +44,7 @@ PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("POST", "/api/v1/billing/stripe/webhook"),  # signed by Stripe (tests/billing)
 }
 
 # A valid body for each write route, so a request reaches the choke point instead of

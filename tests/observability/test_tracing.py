@@ -412,3 +412,130 @@ async def test_a_swarm_on_a_celery_worker_joins_the_trace_of_the_request_that_cr
     assert attributes(tool)["gen_ai.tool.name"] == "calculator"
     assert all(attributes(c)["gen_ai.system"] == "openai" for c in calls)
     assert all(attributes(c)["gen_ai.usage.input_tokens"] > 0 for c in calls)
+
+
+async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_nothing(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    receiver: tuple[OtelTapHttpProtobufReceiver, str],
+) -> None:
+    # The gateway decides once, at the server span, by the ratio sampler's rule on the
+    # trace id (as every other OpenTelemetry service sampling by ratio does): a kept
+    # request exports its whole tree, a dropped one nothing, yet its log line still
+    # carries its trace id.
+    tap, endpoint = receiver
+    collected = Spans(tap)
+    await asyncio.sleep(0)
+    assert tracing.install(OTelSettings(endpoint=endpoint, sampling_ratio=0.5))
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        gateway: Gateway = await make_gateway()
+        async with gateway.http() as http:
+            for _ in range(24):
+                response = await http.post(
+                    "/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {gateway.key}"},
+                    json={"model": "default", "messages": HELLO},
+                )
+                assert response.status_code == 200, response.text
+        logged = [
+            bytes.fromhex(line["trace_id"])
+            for line in map(orjson.loads, stream.getvalue().splitlines())
+            if line["logger"] == "apiary.access" and line["path"] == "/v1/chat/completions"
+        ]
+        bound = tracing._bound
+        kept = {t for t in logged if int.from_bytes(t[8:], "big") < bound}
+        assert len(set(logged)) == 24
+        assert 0 < len(kept) < 24  # 2^-24 either way
+        served = "POST /v1/chat/completions"
+        await collected.wait(
+            lambda got: len({s.trace_id for s in got if s.name == served}) == len(kept)
+        )
+        await asyncio.sleep(0.3)  # nothing else is on its way
+        exported = {s.trace_id for s in collected.received}
+        assert exported & set(logged) == kept
+        for trace_id in kept:
+            server = collected.one(served, trace_id)
+            assert collected.one("apiary.authenticate", trace_id).parent_span_id == server.span_id
+            call = collected.one("chat default", trace_id)
+            assert call.parent_span_id == server.span_id
+            assert collected.one("apiary.limits.admit", trace_id).parent_span_id == call.span_id
+            [attempt] = collected.named("apiary.gateway.attempt", trace_id)
+            assert attempt.parent_span_id == call.span_id
+    finally:
+        logging.getLogger().handlers.clear()
+        await asyncio.to_thread(tracing.shutdown)
+        await collected.close()
+
+
+def test_the_wire_encoder_writes_the_message_the_otlp_library_would() -> None:
+    # Exports go through apiary/observability/otlp_wire.py, not the library's encoder:
+    # every field a span can carry must come out the same.
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import (
+        Link,
+        NonRecordingSpan,
+        SpanContext,
+        SpanKind,
+        Status,
+        StatusCode,
+        TraceFlags,
+        TraceState,
+        set_span_in_context,
+    )
+    from opentelemetry.util.types import AttributeValue
+
+    from apiary.observability import otlp_wire
+
+    finished = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "t", "replica": 3}))
+    provider.add_span_processor(SimpleSpanProcessor(finished))
+    tracer = provider.get_tracer("apiary", "1.0")
+    caller = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "x1"), ("other", "y")]),
+    )
+    every_kind: dict[str, AttributeValue] = {
+        "text": "héllo",
+        "empty": "",
+        "negative": -5,
+        "zero": 0,
+        "big": 2**62,
+        "ratio": 0.25,
+        "no": False,
+        "yes": True,
+        "texts": ["a", "b"],
+        "numbers": [1, 2, 3],
+    }
+    with tracer.start_as_current_span(
+        "POST /v1/chat/completions",
+        context=set_span_in_context(NonRecordingSpan(caller)),
+        kind=SpanKind.SERVER,
+        attributes=every_kind,
+    ) as server:
+        server.add_event("retry", {"attempt": 2})
+        server.set_status(Status(StatusCode.ERROR, "upstream failed"))
+        with tracer.start_as_current_span(
+            "apiary.gateway.attempt", kind=SpanKind.CLIENT, links=[Link(caller, {"why": "x"})]
+        ) as attempt:
+            attempt.set_status(Status(StatusCode.OK))
+    with provider.get_tracer("apiary.worker").start_as_current_span(
+        "process", kind=SpanKind.CONSUMER
+    ):
+        pass
+    spans: list[ReadableSpan] = list(finished.get_finished_spans())
+    assert len(spans) == 3
+
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans))
+    assert ours == encode_spans(spans)
+    provider.shutdown()

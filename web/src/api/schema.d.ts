@@ -525,6 +525,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/billing/payment": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How the tenant pays: invoice only, or through Stripe (customer, subscription) */
+        get: operations["get_payment_api_v1_billing_payment_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/billing/plan": {
         parameters: {
             query?: never;
@@ -558,6 +575,23 @@ export interface paths {
         head?: never;
         /** Change the invoices' currency (from the next close) */
         patch: operations["update_settings_api_v1_billing_settings_patch"];
+        trace?: never;
+    };
+    "/api/v1/billing/stripe/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Stripe's webhook: payment and subscription events (signed; no bearer token) */
+        post: operations["stripe_webhook_api_v1_billing_stripe_webhook_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/executions": {
@@ -1906,6 +1940,8 @@ export interface components {
              * @description Numbers of the invoices this close issued
              */
             issued: string[];
+            /** @description Sending invoices to Stripe after the close; null: invoice only */
+            payments?: components["schemas"]["PaymentSync"] | null;
             /** Period */
             period: string;
         };
@@ -2303,6 +2339,11 @@ export interface components {
             issued_at: string;
             /** Number */
             number: string;
+            /**
+             * Payment Status
+             * @description not_applicable (invoice only: no payment through Stripe) | pending_sync (to be sent to Stripe) | open | paid | failed | void
+             */
+            payment_status: string;
             /** Period */
             period: string;
             /** Plan */
@@ -2313,6 +2354,11 @@ export interface components {
             provider_cost_usd: string;
             /** Storage Bytes */
             storage_bytes: number;
+            /**
+             * Stripe Invoice Id
+             * @description The invoice's id in Stripe
+             */
+            stripe_invoice_id: string | null;
             /** Subtotal Minor */
             subtotal_minor: number;
             /** Tax Minor */
@@ -2350,6 +2396,11 @@ export interface components {
             lines: components["schemas"]["InvoiceLine"][];
             /** Number */
             number: string;
+            /**
+             * Payment Status
+             * @description not_applicable (invoice only: no payment through Stripe) | pending_sync (to be sent to Stripe) | open | paid | failed | void
+             */
+            payment_status: string;
             /** Period */
             period: string;
             /** Plan */
@@ -2360,6 +2411,11 @@ export interface components {
             provider_cost_usd: string;
             /** Storage Bytes */
             storage_bytes: number;
+            /**
+             * Stripe Invoice Id
+             * @description The invoice's id in Stripe
+             */
+            stripe_invoice_id: string | null;
             /** Subtotal Minor */
             subtotal_minor: number;
             /** Tax Minor */
@@ -2890,6 +2946,52 @@ export interface components {
             total: number;
         };
         /**
+         * PaymentAccount
+         * @description How the tenant pays: invoice only, or through Stripe with its customer there.
+         */
+        PaymentAccount: {
+            /** Customer Id */
+            customer_id: string | null;
+            /** Invoices Failed */
+            invoices_failed: number;
+            /** Invoices Open */
+            invoices_open: number;
+            /** Invoices Pending Sync */
+            invoices_pending_sync: number;
+            /**
+             * Mode
+             * @description invoice_only | stripe
+             */
+            mode: string;
+            /** Subscription Id */
+            subscription_id: string | null;
+            /**
+             * Subscription Status
+             * @description Stripe's: active, past_due, canceled…
+             */
+            subscription_status: string | null;
+        };
+        /**
+         * PaymentSync
+         * @description One run of sending Apiary's invoices and plans to Stripe.
+         */
+        PaymentSync: {
+            /**
+             * Errors
+             * @description What Stripe answered, per failed item
+             */
+            errors: string[];
+            /**
+             * Invoices Pending
+             * @description Invoices still to send (Stripe failed or was away): the next close or `apiary billing sync` sends them
+             */
+            invoices_pending: number;
+            /** Invoices Synced */
+            invoices_synced: number;
+            /** Subscriptions Synced */
+            subscriptions_synced: number;
+        };
+        /**
          * Permission
          * @enum {string}
          */
@@ -2941,6 +3043,11 @@ export interface components {
             semantic_cache: boolean;
             /** Storage Bytes */
             storage_bytes: number | null;
+            /**
+             * Stripe Price Id
+             * @description The Stripe price of the tenant's Stripe subscription; null: none
+             */
+            stripe_price_id: string | null;
             /** Tokens Per Minute */
             tokens_per_minute: number | null;
             /**
@@ -3009,6 +3116,8 @@ export interface components {
             semantic_cache?: boolean;
             /** Storage Bytes */
             storage_bytes?: number | null;
+            /** Stripe Price Id */
+            stripe_price_id?: string | null;
             /** Tokens Per Minute */
             tokens_per_minute?: number | null;
         };
@@ -3046,6 +3155,8 @@ export interface components {
             semantic_cache?: boolean | null;
             /** Storage Bytes */
             storage_bytes?: number | null;
+            /** Stripe Price Id */
+            stripe_price_id?: string | null;
             /** Tokens Per Minute */
             tokens_per_minute?: number | null;
         };
@@ -3448,6 +3559,21 @@ export interface components {
              * @description Calls to a model with no known price
              */
             unpriced_calls: number;
+        };
+        /** WebhookReceipt */
+        WebhookReceipt: {
+            /**
+             * Applied
+             * @description The event changed something here
+             */
+            applied: boolean;
+            /**
+             * Duplicate
+             * @description This event id was applied before; nothing changed
+             */
+            duplicate: boolean;
+            /** Received */
+            received: boolean;
         };
     };
     responses: never;
@@ -6204,6 +6330,53 @@ export interface operations {
             };
         };
     };
+    get_payment_api_v1_billing_payment_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaymentAccount"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_plan_api_v1_billing_plan_get: {
         parameters: {
             query?: never;
@@ -6340,6 +6513,69 @@ export interface operations {
             };
             /** @description Not permitted: the caller's role or key may not do this */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stripe_webhook_api_v1_billing_stripe_webhook_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Stripe's signature of the body: t=...,v1=... */
+                "stripe-signature"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookReceipt"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -104,6 +104,16 @@ azure.workload.identity/use: "true"
 - name: APIARY_TRUSTED_PROXIES
   value: {{ $root.Values.settings.trustedProxies | quote }}
 {{- end }}
+{{- with $root.Values.settings.otel }}
+{{- if .endpoint }}
+- name: APIARY_OTEL__ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: APIARY_OTEL__SAMPLING_RATIO
+  value: {{ .samplingRatio | toString | quote }}
+- name: APIARY_OTEL__SERVICE_NAME
+  value: {{ ternary (printf "%s-worker" .serviceName) .serviceName (eq $.component "worker") | quote }}
+{{- end }}
+{{- end }}
 {{- if $root.Values.config }}
 - name: APIARY_CONFIG
   value: /etc/apiary/config.yaml
@@ -127,11 +137,28 @@ azure.workload.identity/use: "true"
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.metricsToken }}}
 {{- end }}
+{{- if and $root.Values.settings.otel.endpoint $root.Values.secrets.keys.otelHeaders }}
+- name: APIARY_OTEL__HEADERS
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.otelHeaders }}}
+{{- end }}
+{{- if $root.Values.secrets.keys.sentryDsn }}
+- name: APIARY_SENTRY_DSN
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ $root.Values.secrets.keys.sentryDsn }}}
+{{- end }}
 {{- range $env, $key := $root.Values.secrets.extraEnv }}
 - name: {{ $env }}
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ $key }}}
 {{- end }}
+{{- end -}}
+
+{{/* The OTLP collector's port, from settings.otel.endpoint (explicit, or by scheme). */}}
+{{- define "apiary.otelPort" -}}
+{{- $url := urlParse .Values.settings.otel.endpoint -}}
+{{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" $url.host) -}}
+{{- $port | default (ternary "443" "80" (eq $url.scheme "https")) -}}
 {{- end -}}
 
 {{/* Volumes every Apiary pod mounts: scratch space (read-only root), config, Key Vault. */}}

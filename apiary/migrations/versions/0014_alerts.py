@@ -1,8 +1,8 @@
 """alerts: a tenant's channels (webhooks, e-mail), alerts unique per (tenant, kind, subject,
 period), their deliveries and every attempt
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-04 19:33:39.099550
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import apiary.db
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,178 @@
+"""What tracing itself costs per /v1 call, apart from the rest of the gateway: CPU time of
+this process (the export thread included) for the spans one chat call makes, in the same
+order and with the same attributes as apiary/gateway and apiary/auth make them, exported
+over OTLP/HTTP to bench/otlp_sink.py.
+
+    .venv/bin/python bench/tracing_cost.py [--ratio 0.1] [--calls 100000] [--ref REF ...]
+
+Prints µs per call with tracing off, on at the ratio, and the difference, for the working
+tree and each `--ref` (`git archive REF`, imported first). bench/gateway.py --tracing
+measures the same end to end, where a busy machine's noise is larger than this cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"authorization", b"Bearer apy_x"),
+    (b"content-type", b"application/json"),
+    (b"content-length", b"100"),
+]
+TENANT = "5f0c8a4e-8d3b-4f4e-9d55-4c3f1b1e2a10"
+
+
+def _call() -> None:
+    """The tracing steps of one non-streamed chat call that the first provider answers."""
+    from apiary.observability import tracing
+
+    tracer = tracing.TRACER
+    started: Any = None
+    if tracer is not None:
+        started = tracing.start_server_span(tracer, "POST", "/v1/chat/completions", HEADERS)
+    if step := tracing.TRACER and tracing.active():  # apiary/auth/dependencies.py
+        with step.start_as_current_span("apiary.authenticate") as span:
+            span.set_attribute("apiary.auth.kind", "api_key")
+            span.set_attribute("apiary.tenant_id", TENANT)
+    if step := tracing.TRACER and tracing.active():  # GatewayClient.chat
+        call = step.start_span(
+            "chat default",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "default",
+                "apiary.tenant_id": TENANT,
+            },
+        )
+        with tracing.trace.use_span(call, end_on_exit=False):
+            if admit := tracing.TRACER and tracing.active():  # BilledCall.admit
+                with admit.start_as_current_span("apiary.limits.admit"):
+                    pass
+            if attempt := tracing.TRACER and tracing.active():  # Gateway.complete
+                with attempt.start_as_current_span(
+                    "apiary.gateway.attempt",
+                    kind=tracing.SpanKind.CLIENT,
+                    attributes={
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.system": "openai",
+                        "gen_ai.request.model": "gpt-4o-mini",
+                        "apiary.provider": "fake",
+                    },
+                    record_exception=False,
+                ) as span:
+                    span.set_attribute("gen_ai.response.model", "gpt-4o-mini")
+            call.set_attributes(  # _describe_call
+                {
+                    "gen_ai.usage.input_tokens": 12,
+                    "gen_ai.usage.output_tokens": 9,
+                    "apiary.attempts": 1,
+                    "gen_ai.system": "openai",
+                    "apiary.provider": "fake",
+                    "gen_ai.response.model": "gpt-4o-mini",
+                    "apiary.cost_usd": 0.00001,
+                    "apiary.route": "default",
+                }
+            )
+        call.set_attribute("apiary.cache", "off")
+        call.end()
+    if tracing.TRACER is not None:
+        tracing.current_ids()  # the access log line
+        route = "/v1/chat/completions"
+        if isinstance(started, tuple):  # builds before the server span had its own type
+            tracing.end_server_span(*started, method="POST", route=route, status=200, error=None)
+        else:
+            tracing.end_server_span(started, method="POST", route=route, status=200, error=None)
+
+
+def _cpu_us_per_call(calls: int) -> float:
+    from apiary.observability import tracing
+
+    for _ in range(2000):
+        _call()
+    begun = time.process_time()
+    for index in range(calls):
+        _call()
+        if index % 100 == 0:
+            time.sleep(0.003)  # the export thread keeps up, as at a server's pace
+    if tracing.TRACER is not None:
+        tracing.flush()
+    return (time.process_time() - begun) / calls * 1e6
+
+
+def measure(ratio: float, calls: int, label: str) -> None:
+    from apiary.config import OTelSettings
+    from apiary.observability import tracing
+
+    sink = subprocess.Popen(  # noqa: S603 - the bench's own receiver
+        [sys.executable, str(BENCH / "otlp_sink.py")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert sink.stdout is not None
+        port = sink.stdout.readline().split()[1]
+        off = _cpu_us_per_call(calls)
+        tracing.install(OTelSettings(endpoint=f"http://127.0.0.1:{port}", sampling_ratio=ratio))
+        on = _cpu_us_per_call(calls)
+        tracing.shutdown()
+    finally:
+        sink.kill()
+    print(
+        f"{label:<24} off {off:6.2f} µs/call, on at {ratio:g} {on:6.2f} µs/call: "
+        f"tracing costs {on - off:5.1f} µs a call",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ratio", type=float, default=0.1)
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--ref", action="append", default=[])
+    parser.add_argument("--label", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.label is not None:  # one build, in a process of its own
+        measure(args.ratio, args.calls, args.label)
+        return 0
+    builds: list[tuple[str, str]] = [("working tree", str(ROOT))]
+    with tempfile.TemporaryDirectory(prefix="apiary-tracing-cost-") as tmp:
+        for ref in args.ref:
+            tree = Path(tmp) / ref.replace("/", "_")
+            tree.mkdir()
+            archive = subprocess.run(  # noqa: S603 - git, a ref named by the user
+                ["git", "archive", ref, "apiary"],  # noqa: S607
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            )
+            subprocess.run(  # noqa: S603
+                ["tar", "-x", "-C", str(tree)],  # noqa: S607
+                input=archive.stdout,
+                check=True,
+            )
+            builds.append((ref, str(tree)))
+        for label, path in builds:
+            env = {**os.environ, "PYTHONPATH": path}
+            subprocess.run(  # noqa: S603 - this script again
+                [
+                    sys.executable,
+                    __file__,
+                    f"--label={label}",
+                    f"--ratio={args.ratio}",
+                    f"--calls={args.calls}",
+                ],
+                env=env,
+                check=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
