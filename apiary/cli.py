@@ -175,7 +175,8 @@ def worker(
     """Run executions from the Redis broker (Celery); needs APIARY_REDIS_URL."""
     from apiary.observability import error_reports
     from apiary.observability.logging import configure_logging
-    from apiary.worker.celery_app import QUEUE, make_celery, preload
+    from apiary.worker.celery_app import QUEUE
+    from apiary.worker.process import make_celery, preload
 
     settings = _settings()
     if not settings.redis_url:
@@ -194,11 +195,11 @@ def worker(
                 2,
             )
         from apiary.observability.platform import PlatformMetrics
-        from apiary.worker import celery_app
+        from apiary.worker import process
         from apiary.worker.metrics import serve_metrics
 
         def process_figures() -> bytes:
-            executions = celery_app._process  # built with the pool, before the first task
+            executions = process._process  # built with the pool, before the first task
             if executions is None:
                 return b""
             return PlatformMetrics.process_exposition(executions.runtime)

@@ -1,7 +1,11 @@
-"""The process-wide objects a running Apiary shares: settings, database, counters, HTTP client.
+"""The composition root: every process-wide object a running Apiary shares, built in one
+place (`Runtime.build`) and closed in one place.
 
-Built once by `create_app` (or by a CLI command) and closed on shutdown; request handlers
-reach it through the `RuntimeDep` dependency, never through module globals.
+`create_app` (the API), the worker's start-up (`apiary.worker.process`) and CLI commands
+build one; request handlers reach it through the `RuntimeDep` dependency, never through
+module globals. No domain module imports this one: each declares what it needs (a class
+taking its parts, or a Protocol of the few attributes it reads), and this module hands
+them over, so the import graph has no cycle (tests/test_import_layers.py).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 from fastapi import Depends, Request
@@ -23,11 +28,12 @@ from apiary.config import Settings
 from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
 from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
+from apiary.gateway.client import GatewayClient
 from apiary.gateway.http import HttpClient
 from apiary.gateway.service import Gateway
 from apiary.knowledge.queue import JobQueue
 from apiary.knowledge.vectors import VectorStore
-from apiary.kv import CounterStore, create_counter_store
+from apiary.kv import CounterStore, MemoryCounterStore
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.memory.database_store import DatabaseMemoryStore
 from apiary.memory.redis_store import RedisMemoryStore
@@ -39,8 +45,8 @@ from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
 
 if TYPE_CHECKING:
-    from apiary.gateway.client import GatewayClient  # which imports this module
     from apiary.gateway.semantic_cache import SemanticCache
+    from apiary.swarm.engine import SwarmEngine
 
 
 @dataclass
@@ -52,7 +58,8 @@ class Runtime:
     writes: GroupCommit  # small concurrent writes (swarm events, subtasks, checkpoints)
     counters: CounterStore
     http: httpx.AsyncClient
-    gateway: Gateway
+    gateway: Gateway  # the provider chain: routing, retries, breakers, fallback
+    client: GatewayClient  # the gateway's call flow (cache, limits, chain, ledger)
     ledger: LedgerWriter
     upstream: HttpClient
     cache: ResponseCache
@@ -63,23 +70,25 @@ class Runtime:
     ingestion: JobQueue  # knowledge ingestion jobs (document ids), in process for now
     notifier: Notifier
     memory: MemoryStore  # conversation threads: Redis when configured, else the database
-    runner: Runner
     stored_responses: ResponseWriter  # /v1/responses answers, written behind the request
     alerts: AlertRunner  # alerts raised off a transaction, and their deliveries' sending
     oidc: OIDCVerifier | None = field(default=None)
     # The swarm's per-tenant bound on running sub-agents: in Redis, shared by every process,
     # when configured; else a semaphore per tenant here (`apiary.swarm.slots`).
     swarm_slots: RedisSlots | None = None
-    tenant_slots: dict[uuid.UUID, asyncio.Semaphore] = field(default_factory=dict)
-    swarm_graph: Any = None  # the compiled LangGraph of the swarm, built on first use
     traces: bool = False  # this runtime installed the process's tracer (and shuts it down)
+    # How executions run: in this process, or published to the Celery workers.
+    runner: Runner = field(init=False)
 
-    @property
-    def client(self) -> GatewayClient:
-        """The gateway's call flow, for in-process callers and the /v1 API alike."""
-        from apiary.gateway.client import GatewayClient
+    @cached_property
+    def swarm(self) -> SwarmEngine:
+        """The swarm engine (its compiled graph and the tenants' sub-agent slots), built on
+        first use: LangGraph is imported only by processes that run executions."""
+        from apiary.kit import heap
+        from apiary.swarm.engine import SwarmEngine
 
-        return GatewayClient(self)
+        heap.settle("swarm engine")  # LangGraph is imported now: out of the collector's way
+        return SwarmEngine(self)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -89,10 +98,19 @@ class Runtime:
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         upstream = HttpClient()
         session_factory = create_session_factory(engine)
-        counters = create_counter_store(settings.redis_url)
+        counters = _counter_store(settings.redis_url)
         writes = GroupCommit(session_factory)
         alerts = AlertRunner(session_factory, settings.alerts)
-        return cls(
+        gateway = Gateway(settings.gateway, upstream, on_breaker_open=alerts)
+        cache = ResponseCache(
+            redis_url=settings.redis_url,
+            ttl_s=settings.cache.ttl_s,
+            max_entries=settings.cache.max_entries,
+        )
+        semantic_cache = _semantic_cache(settings) if settings.cache.semantic else None
+        limits = LimitEnforcer(counters, session_factory, on_budget=alerts)
+        ledger = LedgerWriter(session_factory)
+        runtime = cls(
             traces=tracing.install(settings.otel),
             settings=settings,
             engine=engine,
@@ -101,17 +119,20 @@ class Runtime:
             writes=writes,
             counters=counters,
             http=http,
-            gateway=Gateway(settings.gateway, upstream, on_breaker_open=alerts),
-            ledger=LedgerWriter(session_factory),
-            upstream=upstream,
-            cache=ResponseCache(
-                redis_url=settings.redis_url,
-                ttl_s=settings.cache.ttl_s,
-                max_entries=settings.cache.max_entries,
+            gateway=gateway,
+            client=GatewayClient(
+                gateway,
+                cache=cache,
+                semantic_cache=semantic_cache,
+                limits=limits,
+                ledger=ledger,
             ),
-            semantic_cache=_semantic_cache(settings) if settings.cache.semantic else None,
+            ledger=ledger,
+            upstream=upstream,
+            cache=cache,
+            semantic_cache=semantic_cache,
             key_usage=LastUsedRecorder(session_factory),
-            limits=LimitEnforcer(counters, session_factory, on_budget=alerts),
+            limits=limits,
             vectors=VectorStore(
                 url=settings.qdrant_url,
                 api_key=settings.qdrant_api_key.get_secret_value()
@@ -123,13 +144,16 @@ class Runtime:
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
             notifier=create_notifier(settings.redis_url),
             memory=_memory_store(settings, session_factory),
-            runner=create_runner(settings),
             stored_responses=ResponseWriter(writes, interval_s=settings.responses.write_interval_s),
             alerts=alerts,
             swarm_slots=RedisSlots(settings.redis_url, limit=settings.swarm.tenant_concurrency)
             if settings.redis_url
             else None,
         )
+        runtime.runner = create_runner(
+            settings, run=runtime._run_execution, unfinished=runtime._unfinished_executions
+        )
+        return runtime
 
     def start(self) -> None:
         """Start background work (the ledger writer); needs the running event loop."""
@@ -152,9 +176,18 @@ class Runtime:
         async with self.session_factory() as session:
             return await knowledge_repository.unfinished_document_ids(session)
 
+    async def _run_execution(self, execution_id: uuid.UUID) -> None:
+        await self.swarm.run(execution_id)
+
+    async def _unfinished_executions(self) -> list[uuid.UUID]:
+        from apiary.executions.repository import execution_repository
+
+        async with self.session_factory() as session:
+            return list(await execution_repository.unfinished_ids(session))
+
     async def start_runner(self) -> None:
         """Start running executions here (in-process runner), resuming unfinished ones."""
-        await self.runner.start(self)
+        await self.runner.start()
 
     async def close(self) -> None:
         await self.ingestion.close()
@@ -199,6 +232,14 @@ def _semantic_cache(settings: Settings) -> SemanticCache:
         threshold=settings.cache.semantic_threshold,
         ttl_s=settings.cache.ttl_s,
     )
+
+
+def _counter_store(redis_url: str | None) -> CounterStore:
+    if not redis_url:
+        return MemoryCounterStore()
+    from apiary.kv.redis_store import RedisCounterStore  # redis-py only when configured
+
+    return RedisCounterStore(redis_url)
 
 
 def _memory_store(

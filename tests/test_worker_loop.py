@@ -1,4 +1,4 @@
-"""A worker process's execution loop (`apiary.worker.celery_app.ExecutionLoop`)."""
+"""A worker process's execution loop (`apiary.worker.process.ExecutionLoop`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.exc import NoSuchModuleError
 
 from apiary.config import Settings
-from apiary.worker.celery_app import ExecutionLoop
+from apiary.worker.process import ExecutionLoop
 
 
 def test_a_runtime_that_cannot_start_leaves_no_loop_thread_behind(settings: Settings) -> None:

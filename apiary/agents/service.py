@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,9 +15,10 @@ from apiary.auth.context import AuthContext
 from apiary.db import new_id, utcnow
 from apiary.errors import Conflict, Unprocessable
 from apiary.gateway.router import UnknownModel
+from apiary.gateway.service import Gateway
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.repository import knowledge_repository
-from apiary.runtime import Runtime
+from apiary.memory.store import MemoryDeps
 from apiary.swarm.tools import REGISTRY
 
 DEFINITION_FIELDS = (
@@ -42,11 +43,16 @@ def definition(agent: Agent) -> dict[str, Any]:
     }
 
 
+class AgentDeps(MemoryDeps, Protocol):
+    gateway: Gateway  # whether the agent's model is served
+    # (and the memory store: a deleted agent's threads are forgotten)
+
+
 class AgentService:
-    def _check(self, runtime: Runtime, *, model: str | None, tools: list[str] | None) -> None:
+    def _check(self, deps: AgentDeps, *, model: str | None, tools: list[str] | None) -> None:
         if model is not None:
             try:
-                runtime.gateway.router.decide(model, {"messages": []})
+                deps.gateway.router.decide(model, {"messages": []})
             except UnknownModel:
                 raise Unprocessable(
                     f"model: {model!r} is not a gateway model or route; GET /v1/models lists them"
@@ -87,9 +93,9 @@ class AgentService:
         )
 
     async def create(
-        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, body: AgentCreate
+        self, session: AsyncSession, deps: AgentDeps, auth: AuthContext, body: AgentCreate
     ) -> Agent:
-        self._check(runtime, model=body.model, tools=body.tools)
+        self._check(deps, model=body.model, tools=body.tools)
         await self._name_free(session, auth, body.name, not_id=None)
         fields = body.model_dump()
         fields["knowledge_base_ids"] = await self._knowledge_bases(
@@ -113,7 +119,7 @@ class AgentService:
     async def update(
         self,
         session: AsyncSession,
-        runtime: Runtime,
+        deps: AgentDeps,
         auth: AuthContext,
         agent_id: uuid.UUID,
         body: AgentUpdate,
@@ -122,7 +128,7 @@ class AgentService:
         changes = body.model_dump(exclude_unset=True)
         if "max_cost_usd" not in changes:
             changes = {k: v for k, v in changes.items() if v is not None}
-        self._check(runtime, model=changes.get("model"), tools=changes.get("tools"))
+        self._check(deps, model=changes.get("model"), tools=changes.get("tools"))
         if "name" in changes:
             await self._name_free(session, auth, changes["name"], not_id=agent.id)
         if "knowledge_base_ids" in changes:
@@ -142,12 +148,12 @@ class AgentService:
         return agent
 
     async def delete(
-        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, agent_id: uuid.UUID
+        self, session: AsyncSession, deps: AgentDeps, auth: AuthContext, agent_id: uuid.UUID
     ) -> None:
         agent = await self.get(session, auth, agent_id)
         await agent_repository.delete(session, agent)
         # Its conversation threads too: rows cascade, but Redis keys would outlive it.
-        await runtime.memory.forget_agent(auth.scope, agent_id)
+        await deps.memory.forget_agent(auth.scope, agent_id)
 
     async def versions(
         self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID, page: PageParams

@@ -23,18 +23,18 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.authz.scope import TenantScope
-from apiary.db import Write, session_scope, utcnow
-from apiary.executions.bus import events_channel
+from apiary.db import GroupCommit, Write, session_scope, utcnow
+from apiary.executions.bus import Notifier, events_channel
 from apiary.executions.models import ExecutionEvent
 from apiary.executions.repository import execution_repository
 from apiary.kit.sse import EncodedEvent
-from apiary.runtime import Runtime
 
 log = logging.getLogger("apiary.executions")
 
@@ -77,11 +77,17 @@ def unpack(message: bytes) -> list[EncodedEvent] | None:
     return events
 
 
+class EventDeps(Protocol):
+    session_factory: async_sessionmaker[AsyncSession]
+    writes: GroupCommit  # events commit in the group commit's batches
+    notifier: Notifier  # committed events are announced to the streams following them
+
+
 class EventRecorder:
     def __init__(
-        self, runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID, *, last_seq: int
+        self, deps: EventDeps, scope: TenantScope, execution_id: uuid.UUID, *, last_seq: int
     ) -> None:
-        self._runtime = runtime
+        self._deps = deps
         self._scope = scope
         self._execution_id = execution_id
         self._seq = last_seq
@@ -90,9 +96,9 @@ class EventRecorder:
 
     @classmethod
     async def resume(
-        cls, runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID
+        cls, deps: EventDeps, scope: TenantScope, execution_id: uuid.UUID
     ) -> EventRecorder:
-        recorder = cls(runtime, scope, execution_id, last_seq=0)
+        recorder = cls(deps, scope, execution_id, last_seq=0)
         recorder._seq = await recorder._last_stored()
         return recorder
 
@@ -108,7 +114,7 @@ class EventRecorder:
         then announce them: one wait for the commit instead of one per event."""
         if not events:
             if alongside:  # nothing to announce; and nothing at all is no transaction
-                await self._runtime.writes.run(*alongside)
+                await self._deps.writes.run(*alongside)
             return []
         created_at = utcnow()
         seqs, stored = self._queue(events, alongside, created_at)
@@ -180,7 +186,7 @@ class EventRecorder:
             )
             for seq, (type, data) in zip(seqs, events, strict=True)
         ]
-        return seqs, self._runtime.writes.submit(*alongside, *rows)
+        return seqs, self._deps.writes.submit(*alongside, *rows)
 
     async def _complete(
         self,
@@ -207,7 +213,7 @@ class EventRecorder:
         return seqs
 
     async def _last_stored(self) -> int:
-        async with session_scope(self._runtime.session_factory) as session:
+        async with session_scope(self._deps.session_factory) as session:
             return await execution_repository.last_seq(session, self._scope, self._execution_id)
 
     async def _announce(self, events: Sequence[EncodedEvent]) -> None:
@@ -232,7 +238,7 @@ class EventRecorder:
                 events = sorted(self._unannounced, key=lambda e: e.seq)
                 self._unannounced = []
                 try:
-                    await self._runtime.notifier.notify(
+                    await self._deps.notifier.notify(
                         events_channel(self._execution_id), pack(events)
                     )
                 except Exception as error:  # not this caller's failure: its row is stored

@@ -12,22 +12,24 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from apiary.auth.context import AuthContext
 from apiary.errors import ApiaryError, NotFound
 from apiary.gateway import catalog, tokens
-from apiary.gateway.cache import CachedResponse, bucket_key, cache_key, wants_cache
+from apiary.gateway.cache import CachedResponse, ResponseCache, bucket_key, cache_key, wants_cache
 from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
 from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
-from apiary.limits.enforcer import Admission
+from apiary.limits.enforcer import Admission, LimitEnforcer
 from apiary.observability import tracing
 from apiary.observability.metrics import observe_upstream
-from apiary.runtime import Runtime
-from apiary.usage.ledger import ledger_row
+from apiary.usage.ledger import LedgerWriter, ledger_row
+
+if TYPE_CHECKING:
+    from apiary.gateway.semantic_cache import SemanticCache  # numpy and the embedder
 
 
 @dataclass
@@ -191,7 +193,7 @@ class BilledCall:
     of the estimated cost), then one ledger row and the reservation replaced by the real
     cost and tokens, whether the call succeeded or failed."""
 
-    runtime: Runtime
+    client: GatewayClient
     auth: AuthContext
     body: dict[str, Any]
     kind: str
@@ -202,7 +204,7 @@ class BilledCall:
     @classmethod
     async def admit(
         cls,
-        runtime: Runtime,
+        client: GatewayClient,
         auth: AuthContext,
         body: dict[str, Any],
         decision: Decision,
@@ -210,20 +212,21 @@ class BilledCall:
         kind: str,
         started: float,
     ) -> BilledCall:
-        gateway = runtime.gateway
+        providers = client.providers
         tracer = tracing.TRACER and tracing.active()
         if tracer is None:
-            admission = await runtime.limits.admit(
-                auth, estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind)
+            admission = await client.limits.admit(
+                auth,
+                estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
             )
-            return cls(runtime, auth, body, kind, started, admission)
+            return cls(client, auth, body, kind, started, admission)
         call_span = tracing.trace.get_current_span()
         with tracer.start_as_current_span("apiary.limits.admit"):
-            admission = await runtime.limits.admit(
+            admission = await client.limits.admit(
                 auth,
-                estimate_cost_usd=lambda: _estimate_cost(gateway, decision, body, kind=kind),
+                estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
             )
-        return cls(runtime, auth, body, kind, started, admission, call_span)
+        return cls(client, auth, body, kind, started, admission, call_span)
 
     async def settle(
         self, result: CallResult, *, streamed: bool = False
@@ -231,7 +234,7 @@ class BilledCall:
         """Record the call and settle its reservation: its ledger row, its cost and the
         budget warning, if any."""
         entry, cost = _ledger(
-            self.runtime.gateway,
+            self.client.providers,
             self.auth,
             self.body,
             result,
@@ -239,10 +242,10 @@ class BilledCall:
             latency_s=time.perf_counter() - self.started,
             streamed=streamed,
         )
-        self.runtime.ledger.record(entry)
+        self.client.ledger.record(entry)
         if self.span is not None:
-            _describe_call(self.span, self.runtime.gateway, result, entry, cost)
-        warning = await self.runtime.limits.settle(
+            _describe_call(self.span, self.client.providers, result, entry, cost)
+        warning = await self.client.limits.settle(
             self.admission,
             tokens=entry["prompt_tokens"] + entry["completion_tokens"],
             cost_usd=cost,
@@ -289,12 +292,12 @@ def _cache_hit(
     hit: CachedResponse,
     auth: AuthContext,
     body: dict[str, Any],
-    runtime: Runtime,
+    ledger: LedgerWriter,
     started: float,
     *,
     kind: str,
 ) -> ChatReply:
-    runtime.ledger.record(
+    ledger.record(
         ledger_row(
             auth,
             body,
@@ -375,10 +378,24 @@ async def _ending(chunks: AsyncIterator[bytes], span: tracing.Span) -> AsyncIter
 
 
 class GatewayClient:
-    """The in-process entry point: `await runtime.client.chat(auth, body)`."""
+    """The gateway's call flow, and the in-process entry point: `await client.chat(auth,
+    body)`. Built once per process by the composition root (`apiary.runtime`) from the
+    parts a call goes through."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        providers: Gateway,
+        *,
+        cache: ResponseCache,
+        semantic_cache: SemanticCache | None,
+        limits: LimitEnforcer,
+        ledger: LedgerWriter,
+    ) -> None:
+        self.providers = providers  # routing and the provider chain (retries, fallback)
+        self.cache = cache
+        self.semantic_cache = semantic_cache
+        self.limits = limits
+        self.ledger = ledger
 
     async def chat(
         self,
@@ -420,17 +437,16 @@ class GatewayClient:
         cache_header: str | None,
         started: float | None,
     ) -> ChatReply | ChatStream:
-        runtime = self.runtime
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()
-        gateway = runtime.gateway
+        gateway = self.providers
         cacheable = wants_cache(body, cache_header)
         body.pop("cache", None)  # Apiary's switch, not a provider parameter
         key = cache_key(str(auth.scope.tenant_id), body) if cacheable else None
-        if key is not None and (hit := await runtime.cache.get(key)) is not None:
-            return _cache_hit(hit, auth, body, runtime, started, kind="exact")
-        semantic = runtime.semantic_cache if key is not None else None
-        if semantic is not None and not await runtime.limits.has_feature(
+        if key is not None and (hit := await self.cache.get(key)) is not None:
+            return _cache_hit(hit, auth, body, self.ledger, started, kind="exact")
+        semantic = self.semantic_cache if key is not None else None
+        if semantic is not None and not await self.limits.has_feature(
             auth.scope.tenant_id, "semantic_cache"
         ):
             semantic = None  # not in the tenant's plan (apiary/billing)
@@ -438,9 +454,9 @@ class GatewayClient:
             bucket = bucket_key(str(auth.scope.tenant_id), body)
             vector = await semantic.embed(body)
             if (similar := semantic.get(bucket, vector)) is not None:
-                return _cache_hit(similar[0], auth, body, runtime, started, kind="semantic")
+                return _cache_hit(similar[0], auth, body, self.ledger, started, kind="semantic")
         decision = decide(gateway, body)
-        call = await BilledCall.admit(runtime, auth, body, decision, kind="chat", started=started)
+        call = await BilledCall.admit(self, auth, body, decision, kind="chat", started=started)
         routed = time.perf_counter()
         if body.get("stream"):
             return await _stream(gateway, body, decision, call, started, routed, handler)
@@ -460,7 +476,7 @@ class GatewayClient:
                 completion_tokens=entry["completion_tokens"],
                 cost_usd=cost,
             )
-            await runtime.cache.put(key, cached)
+            await self.cache.put(key, cached)
             if semantic is not None:
                 semantic.put(bucket, vector, cached)
         headers = _headers(result, cost, started=started, routed=routed, handler=handler)
@@ -488,16 +504,13 @@ class GatewayClient:
     async def _embed(
         self, auth: AuthContext, body: dict[str, Any], started: float | None
     ) -> ChatReply:
-        runtime = self.runtime
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()
-        decision = decide(runtime.gateway, body)
-        call = await BilledCall.admit(
-            runtime, auth, body, decision, kind="embedding", started=started
-        )
+        decision = decide(self.providers, body)
+        call = await BilledCall.admit(self, auth, body, decision, kind="embedding", started=started)
         routed = time.perf_counter()
         try:
-            result = await runtime.gateway.embed(body, decision)
+            result = await self.providers.embed(body, decision)
         except AllProvidersFailed as error:
             raise await call.failed(error) from None
         _, cost, warning = await call.settle(result)

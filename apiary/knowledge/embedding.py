@@ -1,6 +1,6 @@
 """Embeddings for a knowledge base: the bundled MiniLM in process, or a gateway model.
 
-A gateway model is called through `runtime.client.embed`, the same flow as `/v1/embeddings`,
+A gateway model is called through the gateway client's `embed`, the same flow as `/v1/embeddings`,
 so routing, fallback and the ledger (costs per tenant) apply. Vectors come back unit-length
 float32 rows either way, in input order.
 """
@@ -19,18 +19,18 @@ from apiary.errors import BadRequest
 from apiary.knowledge.models import BUNDLED_EMBEDDING_MODEL
 
 if TYPE_CHECKING:
-    from apiary.runtime import Runtime
+    from apiary.knowledge.deps import EmbedDeps
 
 Float32Array = npt.NDArray[numpy.float32]
 _MINILM = MiniLMEmbedder()
 
 
 async def embed_texts(
-    runtime: Runtime, auth: AuthContext, model: str, texts: Sequence[str]
+    deps: EmbedDeps, auth: AuthContext, model: str, texts: Sequence[str]
 ) -> Float32Array:
     if model == BUNDLED_EMBEDDING_MODEL:
         return await _MINILM.embed_async(list(texts))  # numpy on worker threads, off the loop
-    reply = await runtime.client.embed(auth, {"model": model, "input": list(texts)})
+    reply = await deps.client.embed(auth, {"model": model, "input": list(texts)})
     rows = sorted(reply.json().get("data", []), key=lambda row: int(row.get("index", 0)))
     if len(rows) != len(texts):
         raise BadRequest(f"embedding model {model!r} returned {len(rows)} vectors for {len(texts)}")

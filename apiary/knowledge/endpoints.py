@@ -79,7 +79,7 @@ async def create_base(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: KnowledgeBaseCreate
 ) -> KnowledgeBase:
     return KnowledgeBase.model_validate(
-        await knowledge_service.create(session, runtime, auth, body)
+        await knowledge_service.create(session, runtime.gateway, auth, body)
     )
 
 
@@ -102,7 +102,7 @@ async def get_base(auth: Reader, session: DbSession, kb_id: uuid.UUID) -> Knowle
 async def delete_base(
     auth: Writer, session: DbSession, runtime: RuntimeDep, kb_id: uuid.UUID
 ) -> None:
-    await knowledge_service.delete(session, runtime, auth, kb_id)
+    await knowledge_service.delete(session, runtime.vectors, auth, kb_id)
 
 
 @router.post(
@@ -246,7 +246,7 @@ async def delete_document(
     kb_id: uuid.UUID,
     document_id: uuid.UUID,
 ) -> None:
-    await knowledge_service.delete_document(session, runtime, auth, kb_id, document_id)
+    await knowledge_service.delete_document(session, runtime.vectors, auth, kb_id, document_id)
 
 
 @router.post("/{kb_id}/search", summary="Search passages, with citations")

@@ -219,10 +219,11 @@ class LocalIndex:
         self._document_frequency: Counter[int] = Counter()
 
     @classmethod
-    def load(cls, client: QdrantClient, collection: str, dimensions: int) -> LocalIndex:
-        """Every point of the collection, read once through the client's public API."""
-        from apiary.knowledge.vectors import DENSE, SPARSE
-
+    def load(
+        cls, client: QdrantClient, collection: str, dimensions: int, *, dense: str, sparse: str
+    ) -> LocalIndex:
+        """Every point of the collection, read once through the client's public API (its
+        named vectors `dense` and `sparse`)."""
         index = cls(dimensions)
         offset = None
         while True:
@@ -237,7 +238,7 @@ class LocalIndex:
                 payload = record.payload or {}
                 vectors = record.vector
                 assert isinstance(vectors, dict)
-                keywords = vectors[SPARSE]
+                keywords = vectors[sparse]
                 index._add(
                     IndexedPoint(
                         id=str(record.id),
@@ -247,7 +248,7 @@ class LocalIndex:
                     ),
                     # Stored normalized; `unit` changes at most its last bits, as local
                     # mode's own search does when it normalizes the stored vectors again.
-                    unit(numpy.asarray(vectors[DENSE], dtype=numpy.float32)),
+                    unit(numpy.asarray(vectors[dense], dtype=numpy.float32)),
                     SparseVector(
                         indices=list(keywords.indices),  # type: ignore[union-attr]
                         values=list(keywords.values),  # type: ignore[union-attr]

@@ -1,6 +1,6 @@
 """Knowledge bases and documents: business rules, and `search`, the retrieval entry point.
 
-`search(runtime, auth, knowledge_base_ids, query, top_k)` is what the REST search route
+`search(deps, auth, knowledge_base_ids, query, top_k)` is what the REST search route
 and the swarm's `knowledge_search` tool call: the tenant comes from `auth` (never from the
 caller's arguments or a model's output), knowledge bases of another tenant are not found,
 and the vector store adds the tenant filter itself.
@@ -38,7 +38,9 @@ from apiary.knowledge.sparse import query_vector
 from apiary.knowledge.vectors import SearchMode, VectorHit
 
 if TYPE_CHECKING:
-    from apiary.runtime import Runtime
+    from apiary.gateway.service import Gateway
+    from apiary.knowledge.deps import SearchDeps
+    from apiary.knowledge.vectors import VectorStore
 
 # Reciprocal Rank Fusion across embedding models: the constant of the RRF paper. (Within one
 # model, Qdrant fuses dense and keyword with its own default, k = 2; see local_index.py.)
@@ -51,14 +53,15 @@ def _megabytes(size: int) -> str:
 
 class KnowledgeService:
     async def create(
-        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, body: KnowledgeBaseCreate
+        self, session: AsyncSession, gateway: Gateway, auth: AuthContext, body: KnowledgeBaseCreate
     ) -> KnowledgeBase:
+        """A knowledge base; `gateway` tells whether a non-bundled embedding model is served."""
         scope = auth.scope
         if body.embedding_model != BUNDLED_EMBEDDING_MODEL:
             from apiary.gateway.client import decide
 
             try:
-                decide(runtime.gateway, {"model": body.embedding_model})
+                decide(gateway, {"model": body.embedding_model})
             except NotFound:
                 raise Unprocessable(
                     f"embedding_model: {body.embedding_model!r} is neither "
@@ -104,7 +107,7 @@ class KnowledgeService:
     async def delete(
         self,
         session: AsyncSession,
-        runtime: Runtime,
+        vectors: VectorStore,
         auth: AuthContext,
         knowledge_base_id: uuid.UUID,
     ) -> None:
@@ -123,7 +126,7 @@ class KnowledgeService:
         )
         # After the rows are gone in this transaction: an ingestion still running notices
         # its document is gone and removes what it wrote (tasks.py).
-        await runtime.vectors.delete_knowledge_base(auth.scope, base.id)
+        await vectors.delete_knowledge_base(auth.scope, base.id)
 
     async def upload(
         self,
@@ -244,7 +247,7 @@ class KnowledgeService:
     async def delete_document(
         self,
         session: AsyncSession,
-        runtime: Runtime,
+        vectors: VectorStore,
         auth: AuthContext,
         knowledge_base_id: uuid.UUID,
         document_id: uuid.UUID,
@@ -261,14 +264,14 @@ class KnowledgeService:
             target_id=document.id,
             details={"knowledge_base_id": str(knowledge_base_id), "filename": document.filename},
         )
-        await runtime.vectors.delete_document(auth.scope, document.id)
+        await vectors.delete_document(auth.scope, document.id)
 
 
 knowledge_service = KnowledgeService()
 
 
 async def search(
-    runtime: Runtime,
+    deps: SearchDeps,
     auth: AuthContext,
     knowledge_base_ids: Sequence[uuid.UUID],
     query: str,
@@ -292,7 +295,7 @@ async def search(
     wanted = list(dict.fromkeys(knowledge_base_ids))
     if not wanted:
         return []
-    async with runtime.session_factory() as session:
+    async with deps.session_factory() as session:
         bases = await knowledge_repository.bases(session, scope, wanted)
     missing = set(wanted) - {base.id for base in bases}
     if missing:
@@ -305,9 +308,9 @@ async def search(
     for model, ids in by_model.items():
         from apiary.knowledge.embedding import embed_texts  # numpy and the model: on first use
 
-        dense = (await embed_texts(runtime, auth, model, [query]))[0]
+        dense = (await embed_texts(deps, auth, model, [query]))[0]
         rankings.append(
-            await runtime.vectors.search(
+            await deps.vectors.search(
                 scope,
                 knowledge_base_ids=ids,
                 dense=dense,

@@ -1,6 +1,6 @@
 """Ingestion: one document's bytes to stored, searchable chunks. A background job.
 
-`ingest_document(runtime, document_id)` takes an id, reloads everything, and is safe to
+`ingest_document(deps, document_id)` takes an id, reloads everything, and is safe to
 run twice or after a crash: it skips a document that is already `ready`, removes the
 document's old points before writing, and point ids are fixed per (document, chunk), so a
 second run overwrites rather than duplicates. Every step (extracting, splitting, embedding
@@ -37,7 +37,7 @@ from apiary.knowledge.vectors import ChunkPoint
 from apiary.observability import tracing
 
 if TYPE_CHECKING:
-    from apiary.runtime import Runtime
+    from apiary.knowledge.deps import IngestDeps
 
 log = logging.getLogger("apiary.knowledge.ingest")
 
@@ -60,8 +60,8 @@ class _Job:
     created_by: uuid.UUID | None
 
 
-async def _claim(runtime: Runtime, document_id: uuid.UUID) -> _Job | None:
-    async with session_scope(runtime.session_factory) as session:
+async def _claim(deps: IngestDeps, document_id: uuid.UUID) -> _Job | None:
+    async with session_scope(deps.session_factory) as session:
         scope = await knowledge_repository.scope_of_document(session, document_id)
         if scope is None:
             return None
@@ -93,12 +93,12 @@ async def _claim(runtime: Runtime, document_id: uuid.UUID) -> _Job | None:
             chunk_overlap=base.chunk_overlap,
             created_by=document.created_by,
         )
-    await runtime.notifier.notify(document_events_channel(document_id))
+    await deps.notifier.notify(document_events_channel(document_id))
     return job
 
 
 async def _step(
-    runtime: Runtime,
+    deps: IngestDeps,
     job: _Job,
     event: DocumentEventType,
     data: dict[str, Any],
@@ -106,35 +106,35 @@ async def _step(
 ) -> None:
     """Record one step: its event and the document's new fields in one transaction, then
     wake the event stream's listeners."""
-    async with session_scope(runtime.session_factory) as session:
+    async with session_scope(deps.session_factory) as session:
         document = await knowledge_repository.get_document(session, job.scope, job.document_id)
         if document is None:
             raise _DocumentGone
         for name, value in fields.items():
             setattr(document, name, value)
         await knowledge_repository.add_event(session, job.scope, job.document_id, event, data)
-    await runtime.notifier.notify(document_events_channel(job.document_id))
+    await deps.notifier.notify(document_events_channel(job.document_id))
 
 
-async def ingest_document(runtime: Runtime, document_id: uuid.UUID) -> None:
+async def ingest_document(deps: IngestDeps, document_id: uuid.UUID) -> None:
     # A trace of its own: the upload was answered long ago (its id is on the span).
     attributes = {"apiary.document_id": str(document_id)}
     with tracing.span("apiary.knowledge.ingest", attributes=attributes) as span:
-        await _ingest(runtime, document_id, span)
+        await _ingest(deps, document_id, span)
 
 
-async def _ingest(runtime: Runtime, document_id: uuid.UUID, span: tracing.Span | None) -> None:
-    job = await _claim(runtime, document_id)
+async def _ingest(deps: IngestDeps, document_id: uuid.UUID, span: tracing.Span | None) -> None:
+    job = await _claim(deps, document_id)
     if job is None:
         return
-    vectors = runtime.vectors
+    vectors = deps.vectors
     try:
-        limits = ExtractionLimits.of(runtime.settings.knowledge)
+        limits = ExtractionLimits.of(deps.settings.knowledge)
         read = {"apiary.bytes": len(job.content)}
         with tracing.span("apiary.knowledge.extract", attributes=read):
             extracted = await asyncio.to_thread(extract, job.content, job.filename, limits=limits)
         await _step(
-            runtime,
+            deps,
             job,
             DocumentEventType.SPLITTING,
             {"characters": len(extracted.text), "sections": len(extracted.sections)},
@@ -149,8 +149,8 @@ async def _ingest(runtime: Runtime, document_id: uuid.UUID, span: tracing.Span |
         auth = AuthContext(
             role=Role.DEVELOPER, tenant_id=job.scope.tenant_id, actor=Actor(user_id=job.created_by)
         )
-        batch_size = runtime.settings.knowledge.embed_batch_size
-        waits = _RateLimitWaits(runtime.settings.knowledge.embed_rate_limit_wait_s)
+        batch_size = deps.settings.knowledge.embed_batch_size
+        waits = _RateLimitWaits(deps.settings.knowledge.embed_rate_limit_wait_s)
         batches = -(-len(chunks) // batch_size)
         for number, start in enumerate(range(0, len(chunks), batch_size), start=1):
             batch = chunks[start : start + batch_size]
@@ -162,7 +162,7 @@ async def _ingest(runtime: Runtime, document_id: uuid.UUID, span: tracing.Span |
             }
             # chunks_done rides on the next step's transaction: the previous batch is stored.
             await _step(
-                runtime,
+                deps,
                 job,
                 DocumentEventType.EMBEDDING,
                 progress,
@@ -171,12 +171,12 @@ async def _ingest(runtime: Runtime, document_id: uuid.UUID, span: tracing.Span |
             )
             batch_attributes = {"apiary.batch": number, "apiary.chunks": len(batch)}
             with tracing.span("apiary.knowledge.embed", attributes=batch_attributes):
-                dense, sparse = await _embed(runtime, job, auth, batch, waits=waits)
-            await _step(runtime, job, DocumentEventType.UPSERTING, progress)
+                dense, sparse = await _embed(deps, job, auth, batch, waits=waits)
+            await _step(deps, job, DocumentEventType.UPSERTING, progress)
             with tracing.span("apiary.knowledge.upsert", attributes=batch_attributes):
-                await runtime.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
+                await deps.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
         await _step(
-            runtime,
+            deps,
             job,
             DocumentEventType.INDEXED,
             {"chunk_count": len(chunks)},
@@ -189,17 +189,15 @@ async def _ingest(runtime: Runtime, document_id: uuid.UUID, span: tracing.Span |
     except (ExtractionError, ApiaryError) as error:
         if span is not None:
             tracing.record_error(span, error)
-        await _fail(
-            runtime, job, str(error) if isinstance(error, ExtractionError) else error.detail
-        )
+        await _fail(deps, job, str(error) if isinstance(error, ExtractionError) else error.detail)
     except Exception as error:
         log.exception("ingestion failed", extra={"document_id": str(job.document_id)})
         if span is not None:
             tracing.record_error(span, error)
-        await _fail(runtime, job, f"internal error while ingesting ({type(error).__name__})")
+        await _fail(deps, job, f"internal error while ingesting ({type(error).__name__})")
     else:
         # Deleted between the last update and now: its points must not outlive it.
-        async with session_scope(runtime.session_factory) as session:
+        async with session_scope(deps.session_factory) as session:
             gone = (
                 await knowledge_repository.get_document(session, job.scope, job.document_id)
             ) is None
@@ -216,7 +214,7 @@ class _RateLimitWaits:
 
 
 async def _embed(
-    runtime: Runtime,
+    deps: IngestDeps,
     job: _Job,
     auth: AuthContext,
     batch: list[Chunk],
@@ -229,7 +227,7 @@ async def _embed(
     texts = [chunk.indexed_text for chunk in batch]
     while True:
         try:
-            dense = await embed_texts(runtime, auth, job.embedding_model, texts)
+            dense = await embed_texts(deps, auth, job.embedding_model, texts)
         except ApiaryError as error:
             if error.status_code != 429:
                 raise
@@ -278,12 +276,12 @@ def _points(job: _Job, batch: list[Chunk]) -> list[ChunkPoint]:
     ]
 
 
-async def _fail(runtime: Runtime, job: _Job, reason: str) -> None:
-    await runtime.vectors.delete_document(job.scope, job.document_id)
+async def _fail(deps: IngestDeps, job: _Job, reason: str) -> None:
+    await deps.vectors.delete_document(job.scope, job.document_id)
     reason = reason[:2000]
     with contextlib.suppress(_DocumentGone):
         await _step(
-            runtime,
+            deps,
             job,
             DocumentEventType.FAILED,
             {"reason": reason},

@@ -216,7 +216,9 @@ class VectorStore:
         index = self._local_indexes.get(name)
         if index is None:
             dimensions = int(name.removeprefix(COLLECTION_PREFIX))
-            index = self._local_indexes[name] = LocalIndex.load(client, name, dimensions)
+            index = self._local_indexes[name] = LocalIndex.load(
+                client, name, dimensions, dense=DENSE, sparse=SPARSE
+            )
         return index
 
     def _existing_collections(self, client: QdrantClient) -> list[str]:

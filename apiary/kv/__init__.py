@@ -179,11 +179,3 @@ class MemoryCounterStore:
 
     async def close(self) -> None:
         self._counts.clear()
-
-
-def create_counter_store(redis_url: str | None) -> CounterStore:
-    if not redis_url:
-        return MemoryCounterStore()
-    from apiary.kv.redis_store import RedisCounterStore  # redis-py only when configured
-
-    return RedisCounterStore(redis_url)

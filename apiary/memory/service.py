@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
 from apiary.gateway import tokens
-from apiary.memory.store import Summary, Turn
-from apiary.runtime import Runtime
+from apiary.memory.store import MemoryDeps, Summary, Turn
 
 DEFAULT_TOKEN_LIMIT = 1500
 Summarize = Callable[[str], Awaitable[str]]
@@ -29,7 +28,7 @@ def _turn_text(turn: Turn) -> str:
 class MemoryService:
     async def record_turn(
         self,
-        runtime: Runtime,
+        deps: MemoryDeps,
         *,
         tenant_id: uuid.UUID,
         agent_id: uuid.UUID,
@@ -40,13 +39,13 @@ class MemoryService:
     ) -> None:
         """Add a finished execution to its thread; a resumed run finishing twice adds it once."""
         turn = Turn(execution_id=execution_id, task=task, answer=answer, created_at=utcnow())
-        await runtime.memory.append(
+        await deps.memory.append(
             TenantScope(tenant_id), agent_id=agent_id, thread_id=thread_id, turn=turn
         )
 
     async def context_text(
         self,
-        runtime: Runtime,
+        deps: MemoryDeps,
         *,
         tenant_id: uuid.UUID,
         agent_id: uuid.UUID,
@@ -56,7 +55,7 @@ class MemoryService:
     ) -> str:
         """The thread so far, within about `token_limit` tokens; '' for a new thread."""
         scope = TenantScope(tenant_id)
-        thread = await runtime.memory.thread(scope, agent_id=agent_id, thread_id=thread_id)
+        thread = await deps.memory.thread(scope, agent_id=agent_id, thread_id=thread_id)
         kept: list[Turn] = []
         used = 0
         for turn in reversed(thread.turns):
@@ -74,7 +73,7 @@ class MemoryService:
             summary = Summary(
                 text=await summarize(source), turns=(summary.turns if summary else 0) + len(older)
             )
-            await runtime.memory.save_summary(
+            await deps.memory.save_summary(
                 scope, agent_id=agent_id, thread_id=thread_id, summary=summary
             )
         parts = []

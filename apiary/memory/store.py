@@ -60,3 +60,9 @@ class MemoryStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class MemoryDeps(Protocol):
+    """What memory's callers need from their process: the store."""
+
+    memory: MemoryStore  # Redis when configured, else the database

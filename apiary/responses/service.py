@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +25,8 @@ from apiary.responses.models import StoredResponse
 from apiary.responses.repository import response_repository
 
 if TYPE_CHECKING:
-    from apiary.runtime import Runtime  # which builds the app this module serves
+    from apiary.config import Settings
+    from apiary.responses.writer import ResponseWriter
 
 log = logging.getLogger("apiary.responses")
 
@@ -36,22 +37,28 @@ class PreviousResponseNotFound(BadRequest):
     """`previous_response_id` names no stored response of this tenant."""
 
 
+class ResponseDeps(Protocol):
+    settings: Settings  # the retention
+    session_factory: async_sessionmaker[AsyncSession]
+    stored_responses: ResponseWriter  # answers written behind the request
+
+
 class ResponseService:
     async def conversation(
-        self, runtime: Runtime, auth: AuthContext, identifier: str
+        self, deps: ResponseDeps, auth: AuthContext, identifier: str
     ) -> list[Item]:
         """The items a request continuing `identifier` follows: that response's own
         conversation, then its output."""
-        writer = runtime.stored_responses
+        writer = deps.stored_responses
         key = row_id(identifier)
         found = None
         if key is not None:
-            found = await self._find(runtime, auth, key)
+            found = await self._find(deps, auth, key)
             if found is None and not writer.is_pending(key):
                 # Saved on another replica a moment ago, it may still be in that one's
                 # queue: look once more after its next write.
                 await asyncio.sleep(writer.interval_s * 1.5)
-                found = await self._find(runtime, auth, key)
+                found = await self._find(deps, auth, key)
         if found is None:
             raise PreviousResponseNotFound(
                 "previous_response_id: no stored response of this tenant has that id (never "
@@ -61,19 +68,19 @@ class ResponseService:
         return [*context, *document.get("output", [])]
 
     async def _find(
-        self, runtime: Runtime, auth: AuthContext, key: uuid.UUID
+        self, deps: ResponseDeps, auth: AuthContext, key: uuid.UUID
     ) -> tuple[list[Item], dict[str, Any]] | None:
         now = utcnow()
-        queued = runtime.stored_responses.pending(auth.scope, key, now=now)
+        queued = deps.stored_responses.pending(auth.scope, key, now=now)
         if queued is not None:
             return queued["context"], queued["document"]
-        async with runtime.session_factory() as session:
+        async with deps.session_factory() as session:
             row = await response_repository.get(session, auth.scope, key, now=now)
         return None if row is None else (row.context, row.document)
 
     def save(
         self,
-        runtime: Runtime,
+        deps: ResponseDeps,
         auth: AuthContext,
         *,
         key: uuid.UUID,
@@ -83,7 +90,7 @@ class ResponseService:
         """Queue the response for the writer (apiary/responses/writer.py)."""
         now = utcnow()
         previous = document.get("previous_response_id")
-        days = runtime.settings.responses.retention_days
+        days = deps.settings.responses.retention_days
         values = {
             "id": key,
             "created_at": now,
@@ -94,31 +101,31 @@ class ResponseService:
             "document": document,
             "context": context,
         }
-        runtime.stored_responses.save(auth.scope, values)
+        deps.stored_responses.save(auth.scope, values)
 
     async def get(
-        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, identifier: str
+        self, session: AsyncSession, deps: ResponseDeps, auth: AuthContext, identifier: str
     ) -> StoredResponse:
         key = row_id(identifier)
         row = None
         if key is not None:
-            if runtime.stored_responses.is_pending(key):
-                await runtime.stored_responses.flush()  # rare: read where the rest is
+            if deps.stored_responses.is_pending(key):
+                await deps.stored_responses.flush()  # rare: read where the rest is
             row = await response_repository.get(session, auth.scope, key, now=utcnow())
         if row is None:
             raise NotFound(f"response {identifier!r} not found")
         return row
 
     async def delete(
-        self, session: AsyncSession, runtime: Runtime, auth: AuthContext, identifier: str
+        self, session: AsyncSession, deps: ResponseDeps, auth: AuthContext, identifier: str
     ) -> None:
-        row = await self.get(session, runtime, auth, identifier)
+        row = await self.get(session, deps, auth, identifier)
         await response_repository.delete(session, row)
 
     async def input_items(
         self,
         session: AsyncSession,
-        runtime: Runtime,
+        deps: ResponseDeps,
         auth: AuthContext,
         identifier: str,
         *,
@@ -128,7 +135,7 @@ class ResponseService:
     ) -> tuple[list[Item], bool]:
         """A page of the items the response answered (earlier turns' included) and
         whether more follow; `order` desc lists the newest first, as OpenAI does."""
-        row = await self.get(session, runtime, auth, identifier)
+        row = await self.get(session, deps, auth, identifier)
         items = list(row.context if order == "asc" else reversed(row.context))
         if after is not None:
             ids = [item.get("id") for item in items]

@@ -1,6 +1,6 @@
 """Model calls for the swarm: through the in-process gateway, charged to the execution.
 
-Every call goes through `runtime.client.chat` with the execution's `AuthContext`, so the
+Every call goes through the gateway client's `chat` with the execution's `AuthContext`, so the
 ledger row carries the execution and agent, the tenant's limits apply, and the gateway
 routes and falls back as for any other caller. The execution's own budget is checked
 before each call: once spent, no further call is made.
@@ -11,16 +11,23 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from apiary.auth.context import AuthContext
+from apiary.config import Settings
 from apiary.gateway import catalog
-from apiary.gateway.client import ChatReply, ChatStream
+from apiary.gateway.client import ChatReply, ChatStream, GatewayClient
 from apiary.gateway.providers.base import Usage
 from apiary.gateway.router import Target
-from apiary.runtime import Runtime
+from apiary.gateway.service import Gateway
+
+
+class CallDeps(Protocol):
+    settings: Settings  # the swarm's default max_tokens
+    client: GatewayClient  # the call itself: limits, routing, fallback, ledger
+    gateway: Gateway  # the price of a streamed call, whose cost no header carries
 
 
 class BudgetStop(Exception):
@@ -88,7 +95,7 @@ def _cost(headers: dict[str, str]) -> float:
 
 
 async def chat(
-    runtime: Runtime,
+    deps: CallDeps,
     auth: AuthContext,
     spend: Spend,
     body: dict[str, Any],
@@ -98,12 +105,12 @@ async def chat(
     """One model call; with `on_token`, streamed, each content chunk passed to it."""
     spend.check()
     started = time.perf_counter()
-    limit = runtime.settings.swarm.max_tokens
+    limit = deps.settings.swarm.max_tokens
     if limit is not None and "max_tokens" not in body:
         body = {**body, "max_tokens": limit}
     if on_token is not None:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    reply = await runtime.client.chat(auth, body)
+    reply = await deps.client.chat(auth, body)
     if isinstance(reply, ChatReply):
         document = reply.json()
         usage = document.get("usage") or {}
@@ -115,14 +122,14 @@ async def chat(
             cost_usd=_cost(reply.headers),
         )
     else:
-        call = await _collect(runtime, reply, on_token)
+        call = await _collect(deps, reply, on_token)
     call.seconds = time.perf_counter() - started
     spend.cost_usd += call.cost_usd
     return call
 
 
 async def _collect(
-    runtime: Runtime, stream: ChatStream, on_token: Callable[[str], Awaitable[None]] | None
+    deps: CallDeps, stream: ChatStream, on_token: Callable[[str], Awaitable[None]] | None
 ) -> Call:
     parts: list[str] = []
     tool_calls: dict[int, dict[str, Any]] = {}  # assembled from their deltas, by index
@@ -152,7 +159,7 @@ async def _collect(
     )
     cost = None
     if provider and model:
-        cost = catalog.cost_usd(runtime.gateway.price(Target(provider, model)), counted)
+        cost = catalog.cost_usd(deps.gateway.price(Target(provider, model)), counted)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(parts) or None}
     if tool_calls:
         message["tool_calls"] = [tool_calls[index] for index in sorted(tool_calls)]

@@ -1,4 +1,5 @@
-"""What every node of one execution's graph shares: the runtime, the caller, the limits."""
+"""What every node of one execution's graph shares: the process's parts it uses, the caller,
+the limits."""
 
 from __future__ import annotations
 
@@ -6,19 +7,29 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
-from apiary.executions.events import EventRecorder
-from apiary.runtime import Runtime
-from apiary.swarm.calls import Spend
-from apiary.swarm.slots import Slots
+from apiary.executions.events import EventDeps, EventRecorder
+from apiary.swarm.calls import CallDeps, Spend
+from apiary.swarm.checkpoint import DatabaseSaver
+from apiary.swarm.slots import RedisSlots, Slots
+from apiary.swarm.tools import ToolDeps
+from apiary.usage.ledger import LedgerWriter
+
+
+class SwarmDeps(CallDeps, EventDeps, ToolDeps, Protocol):
+    """What the swarm engine needs from its process (the composition root satisfies it)."""
+
+    ledger: LedgerWriter  # sub-agents' charges, stored with their results
+    swarm_slots: RedisSlots | None  # the tenants' bound across processes, with Redis
 
 
 @dataclass
 class SwarmContext:
-    runtime: Runtime
+    deps: SwarmDeps
+    saver: DatabaseSaver  # the graph's checkpointer: task writes stored, a thread deleted
     execution_id: uuid.UUID
     scope: TenantScope
     auth: AuthContext  # the execution's creator, stamped with execution and agent ids

@@ -1,6 +1,6 @@
 """Running one execution from its id: load, run (or resume) the graph, finish the record.
 
-`run_execution` is what both runners call (the in-process one and the Celery task). It is
+`SwarmEngine.run` is what both runners call (the in-process one and the Celery task). It is
 safe to call again for the same execution: a finished one is left alone, an unfinished one
 resumes from its last LangGraph checkpoint, whose stored task writes mean sub-agents that
 had finished are neither re-run nor charged again.
@@ -33,11 +33,10 @@ from apiary.executions.models import Execution, ExecutionState, Subtask, Subtask
 from apiary.executions.repository import SubtaskFigures, execution_repository
 from apiary.memory.service import memory_service
 from apiary.observability import tracing
-from apiary.runtime import Runtime
 from apiary.swarm.calls import BudgetStop, Call, Spend, Tally, chat
 from apiary.swarm.checkpoint import DatabaseSaver
-from apiary.swarm.context import SwarmContext
-from apiary.swarm.graph import SubtaskResult, build_graph
+from apiary.swarm.context import SwarmContext, SwarmDeps
+from apiary.swarm.graph import Phases, SubtaskResult, build_graph
 from apiary.swarm.lease import ExecutionBusy, Lease
 from apiary.swarm.slots import Slots
 from apiary.swarm.tools import REGISTRY, ToolContext, ToolError, unique_sources
@@ -205,7 +204,7 @@ async def _decompose(context: SwarmContext, task: str) -> list[str]:
         if context.agent.get("system_prompt"):
             system = f"{context.agent['system_prompt']}\n\n{system}"
         call = await chat(
-            context.runtime,
+            context.deps,
             context.auth,
             context.spend,
             {
@@ -232,7 +231,7 @@ async def _decompose(context: SwarmContext, task: str) -> list[str]:
     phase = _phase_write(context, "decompose", tally, time.perf_counter() - started)
     existing: set[int] = set()
     if context.resumed:  # a run that stopped after storing them, before its checkpoint
-        async with session_scope(context.runtime.session_factory) as session:
+        async with session_scope(context.deps.session_factory) as session:
             existing = {
                 row.index
                 for row in await execution_repository.subtasks(
@@ -276,7 +275,7 @@ async def _tool_loop(
         {"role": "user", "content": _with_background(context, prompt)},
     ]
     tool_context = ToolContext(
-        runtime=context.runtime,
+        deps=context.deps,
         tenant_id=context.scope.tenant_id,
         execution_id=context.execution_id,
         agent_id=context.auth.agent_id,
@@ -296,7 +295,7 @@ async def _tool_loop(
         }
         if allowed:
             body["tools"] = [tool.spec() for tool in allowed]
-        last = await chat(context.runtime, context.auth, context.spend, body, on_token=output.add)
+        last = await chat(context.deps, context.auth, context.spend, body, on_token=output.add)
         tally.add(last)
         calls = last.message.get("tool_calls") or []
         if not calls:
@@ -346,7 +345,7 @@ async def _tool(tool_context: ToolContext, name: str, arguments: str) -> str:
 
 
 async def run_subagent(
-    context: SwarmContext, index: int, prompt: str, *, task_id: str | None = None
+    context: SwarmContext, index: int, prompt: str, task_id: str | None = None
 ) -> SubtaskResult:
     async with context.slots, context.tenant_slots:
         attributes = _span_attributes(context, **{"apiary.subtask.index": index})
@@ -364,7 +363,7 @@ async def _subagent(
 ) -> SubtaskResult:
     if context.spend.exhausted:
         context.spend.stopped = True
-        await context.runtime.writes.run(
+        await context.deps.writes.run(
             _subtask_update(context, index, status=SubtaskStatus.SKIPPED.value)
         )
         return SubtaskResult(
@@ -438,7 +437,7 @@ async def _subagent(
     ]
     # Everything this sub-agent was charged goes in the transaction that stores its result,
     # before its result is checkpointed: a worker killed in between loses no charge.
-    stored = await context.runtime.ledger.store_soon(
+    stored = await context.deps.ledger.store_soon(
         context.execution_id,
         lambda charges: context.events.emit_all_soon(events, alongside=[finished, *charges]),
     )
@@ -448,7 +447,7 @@ async def _subagent(
         # The sub-agent's end need not wait for that commit: the checkpointer stores its
         # task writes only once it has succeeded. The fan-out's last sub-agents finish
         # together, and the synthesis is sent meanwhile instead of after their commits.
-        compiled_graph(context.runtime)[1].store_after(str(context.execution_id), task_id, stored)
+        context.saver.store_after(str(context.execution_id), task_id, stored)
     return SubtaskResult(
         index=index, status=status.value, result=result, error=error, seconds=seconds
     )
@@ -498,7 +497,7 @@ async def _synthesize(context: SwarmContext, task: str, results: Sequence[Subtas
     tally = Tally()
     try:
         call = await chat(
-            context.runtime,
+            context.deps,
             context.auth,
             context.spend,
             {
@@ -607,15 +606,15 @@ async def _finish(
 ) -> None:
     # What the sub-agents queued (a cancelled one's last write too) lands before the final
     # state, so nothing overwrites it; the charges go to the ledger before it is said.
-    await context.runtime.writes.barrier()
-    await context.runtime.ledger.flush()
+    await context.deps.writes.barrier()
+    await context.deps.ledger.flush()
     thread_id, agent_id = context.thread_id, context.auth.agent_id
     if state is ExecutionState.SUCCEEDED and thread_id and agent_id and answer is not None:
         # Before the final state is visible: whoever sees the execution succeed and starts
         # the thread's next one finds this turn in the thread's memory. (Recording a turn
         # twice, if this run is resumed and finishes again, keeps one.)
         await memory_service.record_turn(
-            context.runtime,
+            context.deps,
             tenant_id=context.scope.tenant_id,
             agent_id=agent_id,
             thread_id=thread_id,
@@ -624,7 +623,7 @@ async def _finish(
             answer=answer,
         )
     finished_at = utcnow()
-    async with session_scope(context.runtime.session_factory) as session:
+    async with session_scope(context.deps.session_factory) as session:
         stored = await execution_repository.subtask_figures(
             session, context.scope, context.execution_id
         )
@@ -666,12 +665,12 @@ async def _finish(
             final,
         ],
     )
-    await compiled_graph(context.runtime)[1].adelete_thread(str(context.execution_id))
+    await context.saver.adelete_thread(str(context.execution_id))
 
 
 async def _partial_from_db(context: SwarmContext) -> str:
-    await context.runtime.writes.barrier()  # results still queued count
-    async with session_scope(context.runtime.session_factory) as session:
+    await context.deps.writes.barrier()  # results still queued count
+    async with session_scope(context.deps.session_factory) as session:
         rows = await execution_repository.subtasks(session, context.scope, context.execution_id)
     return partial_answer(
         [
@@ -681,19 +680,9 @@ async def _partial_from_db(context: SwarmContext) -> str:
     )
 
 
-def _tenant_slots(runtime: Runtime, tenant_id: uuid.UUID) -> Slots:
-    if runtime.swarm_slots is not None:
-        return runtime.swarm_slots.of(tenant_id)  # every process's sub-agents, in Redis
-    slots = runtime.tenant_slots.get(tenant_id)
-    if slots is None:
-        slots = asyncio.Semaphore(runtime.settings.swarm.tenant_concurrency)
-        runtime.tenant_slots[tenant_id] = slots
-    return slots
-
-
 async def _summarizer(context: SwarmContext, text: str) -> str:
     call = await chat(
-        context.runtime,
+        context.deps,
         context.auth,
         context.spend,
         {
@@ -713,7 +702,7 @@ async def _summarizer(context: SwarmContext, text: str) -> str:
 
 
 async def _prepare(
-    runtime: Runtime, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
+    engine: SwarmEngine, session: AsyncSession, scope: TenantScope, execution_id: uuid.UUID
 ) -> tuple[SwarmContext, Execution]:
     """The run's context, from the execution as stored (in the caller's transaction, which
     counts this attempt when it commits)."""
@@ -737,8 +726,10 @@ async def _prepare(
         execution_id=execution_id,
         agent_id=agent_id,
     )
+    deps = engine.deps
     context = SwarmContext(
-        runtime=runtime,
+        deps=deps,
+        saver=engine.saver,
         execution_id=execution_id,
         scope=scope,
         auth=auth,
@@ -746,12 +737,12 @@ async def _prepare(
         mode=str(options.get("mode") or "swarm"),
         max_agents=max_agents,
         spend=Spend(budget_usd=float(budget) if budget else None, cost_usd=spent),
-        events=EventRecorder(runtime, scope, execution_id, last_seq=last_seq),
+        events=EventRecorder(deps, scope, execution_id, last_seq=last_seq),
         slots=asyncio.Semaphore(max_agents),
-        tenant_slots=_tenant_slots(runtime, tenant_id),
+        tenant_slots=engine.tenant_slots(tenant_id),
         thread_id=execution.thread_id,
         task=execution.task,
-        max_steps=runtime.settings.swarm.max_steps,
+        max_steps=deps.settings.swarm.max_steps,
         phases=dict((execution.figures or {}).get("phases", {})),
         started_at=execution.started_at,
     )
@@ -762,11 +753,11 @@ async def _background(context: SwarmContext, execution: Execution) -> str:
     parts = []
     if execution.thread_id and context.auth.agent_id:
         history = await memory_service.context_text(
-            context.runtime,
+            context.deps,
             tenant_id=context.scope.tenant_id,
             agent_id=context.auth.agent_id,
             thread_id=execution.thread_id,
-            token_limit=context.runtime.settings.swarm.memory_token_limit,
+            token_limit=context.deps.settings.swarm.memory_token_limit,
             summarize=lambda text: _summarizer(context, text),
         )
         if history:
@@ -777,63 +768,21 @@ async def _background(context: SwarmContext, execution: Execution) -> str:
 
 
 async def _cancel_requested(context: SwarmContext) -> bool:
-    async with session_scope(context.runtime.session_factory) as session:
+    async with session_scope(context.deps.session_factory) as session:
         return await execution_repository.cancel_requested(
             session, context.scope, context.execution_id
         )
 
 
-async def run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
-    """Run or resume one execution to a final state. Safe to call more than once, even at
-    the same time: a second run raises `ExecutionBusy` while the first holds the lease."""
-    attributes = {"apiary.execution_id": str(execution_id)}
-    with tracing.span("apiary.execution", attributes=attributes):
-        await _run_execution(runtime, execution_id)
-
-
-async def _run_execution(runtime: Runtime, execution_id: uuid.UUID) -> None:
-    # Finding it, claiming its lease, loading it and counting the attempt: one transaction
-    # (rolled back, so nothing claimed, if any of it fails).
-    async with session_scope(runtime.session_factory) as session:
-        found = await execution_repository.tenant_and_state(session, execution_id)
-        if found is None:
-            log.warning("execution %s no longer exists; nothing to run", execution_id)
-            return
-        tenant_id, state = found
-        scope = TenantScope(tenant_id)
-        lease = Lease(runtime, scope, execution_id)
-        try:
-            await lease.claim(session)
-        except ExecutionBusy:
-            if state.finished:
-                return  # its run is wrapping up (the lease goes last): nothing left to do
-            raise
-        context, execution = await _prepare(runtime, session, scope, execution_id)
-    try:
-        await _run_leased(runtime, scope, execution_id, lease, context, execution)
-    finally:
-        await lease.release()
-
-
-def compiled_graph(runtime: Runtime) -> tuple[Any, DatabaseSaver]:
-    """The compiled swarm graph and its checkpointer: built once per process (compiling it
-    costs milliseconds), then run for every execution with its own thread id."""
-    if runtime.swarm_graph is None:
-        runtime.swarm_graph = build_graph(DatabaseSaver(runtime.session_factory, runtime.writes))
-    saver = runtime.swarm_graph.checkpointer
-    assert isinstance(saver, DatabaseSaver)
-    return runtime.swarm_graph, saver
-
-
 async def _run_leased(
-    runtime: Runtime,
+    engine: SwarmEngine,
     scope: TenantScope,
     execution_id: uuid.UUID,
     lease: Lease,
     context: SwarmContext,
     execution: Execution,
 ) -> None:
-    graph, saver = compiled_graph(runtime)
+    graph, saver = engine.graph, engine.saver
     if ExecutionState(execution.state).finished:
         await saver.adelete_thread(str(execution_id))
         return
@@ -874,7 +823,7 @@ async def _run_leased(
     task = asyncio.create_task(run(), name=f"execution-{execution_id}")
 
     async def watch() -> None:
-        async with runtime.notifier.listen(cancel_channel(execution_id)) as listener:
+        async with engine.deps.notifier.listen(cancel_channel(execution_id)) as listener:
             while not task.done():
                 await listener.wait(CANCEL_POLL_S)
                 try:
@@ -915,7 +864,7 @@ async def _run_leased(
                 log.warning("execution %s: lease lost to another run; stopping", execution_id)
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                await runtime.writes.barrier()  # its last writes land before the next run's
+                await engine.deps.writes.barrier()  # its last writes land before the next run's
                 return
             if not cancelled.is_set():
                 task.cancel()  # the runner is shutting down: leave it to be resumed
@@ -971,3 +920,65 @@ async def _run_leased(
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await watcher
+
+
+class SwarmEngine:
+    """Runs executions in this process: owns the compiled graph and, embedded, the tenants'
+    sub-agent slots. Built once per process by the composition root (`Runtime.swarm`)."""
+
+    def __init__(self, deps: SwarmDeps) -> None:
+        self.deps = deps
+        # Built once (compiling costs milliseconds), then run for every execution with its
+        # own thread id.
+        self.saver = DatabaseSaver(deps.session_factory, deps.writes)
+        self.graph = build_graph(
+            self.saver,
+            Phases(decompose=run_decompose, subagent=run_subagent, synthesize=run_synthesize),
+        )
+        # Embedded (no Redis): a semaphore per tenant bounds its running sub-agents here.
+        self._local_slots: dict[uuid.UUID, asyncio.Semaphore] = {}
+
+    def tenant_slots(self, tenant_id: uuid.UUID) -> Slots:
+        if self.deps.swarm_slots is not None:
+            return self.deps.swarm_slots.of(tenant_id)  # every process's sub-agents, in Redis
+        slots = self._local_slots.get(tenant_id)
+        if slots is None:
+            slots = asyncio.Semaphore(self.deps.settings.swarm.tenant_concurrency)
+            self._local_slots[tenant_id] = slots
+        return slots
+
+    async def run(self, execution_id: uuid.UUID) -> None:
+        """Run or resume one execution to a final state. Safe to call more than once, even
+        at the same time: a second run raises `ExecutionBusy` while the first holds the
+        lease."""
+        attributes = {"apiary.execution_id": str(execution_id)}
+        with tracing.span("apiary.execution", attributes=attributes):
+            await self._run(execution_id)
+
+    async def _run(self, execution_id: uuid.UUID) -> None:
+        # Finding it, claiming its lease, loading it and counting the attempt: one
+        # transaction (rolled back, so nothing claimed, if any of it fails).
+        async with session_scope(self.deps.session_factory) as session:
+            found = await execution_repository.tenant_and_state(session, execution_id)
+            if found is None:
+                log.warning("execution %s no longer exists; nothing to run", execution_id)
+                return
+            tenant_id, state = found
+            scope = TenantScope(tenant_id)
+            lease = Lease(
+                self.deps.session_factory,
+                scope,
+                execution_id,
+                ttl_s=self.deps.settings.swarm.lease_s,
+            )
+            try:
+                await lease.claim(session)
+            except ExecutionBusy:
+                if state.finished:
+                    return  # its run is wrapping up (the lease goes last): nothing left to do
+                raise
+            context, execution = await _prepare(self, session, scope, execution_id)
+        try:
+            await _run_leased(self, scope, execution_id, lease, context, execution)
+        finally:
+            await lease.release()

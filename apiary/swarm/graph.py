@@ -2,13 +2,15 @@
 
 Nodes take what they need from the run's `SwarmContext` (LangGraph's runtime context),
 never from the state: the state holds only what must survive a restart (the task, the
-subtask prompts, each sub-agent's result), and it is checkpointed after every step.
+subtask prompts, each sub-agent's result), and it is checkpointed after every step. What
+each node does is the engine's (`Phases`); this module only wires them.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, NamedTuple, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -39,10 +41,13 @@ class SubagentInput(TypedDict):
     prompt: str
 
 
-async def decompose(state: SwarmState, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
-    from apiary.swarm.engine import run_decompose
+class Phases(NamedTuple):
+    """The work of each node, given by the engine."""
 
-    return {"subtasks": await run_decompose(runtime.context, state["task"])}
+    decompose: Callable[[SwarmContext, str], Awaitable[list[str]]]
+    # (context, index, prompt, task id) -> the sub-agent's result
+    subagent: Callable[[SwarmContext, int, str, str | None], Awaitable[SubtaskResult]]
+    synthesize: Callable[[SwarmContext, str, Sequence[SubtaskResult]], Awaitable[str]]
 
 
 def fan_out(state: SwarmState) -> list[Send] | str:
@@ -54,21 +59,18 @@ def fan_out(state: SwarmState) -> list[Send] | str:
     ]
 
 
-async def subagent(state: SubagentInput, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
-    from apiary.swarm.engine import run_subagent
+def build_graph(saver: DatabaseSaver, phases: Phases) -> CompiledStateGraph[Any, Any, Any, Any]:
+    async def decompose(state: SwarmState, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
+        return {"subtasks": await phases.decompose(runtime.context, state["task"])}
 
-    task_id = runtime.execution_info.task_id if runtime.execution_info else None
-    result = await run_subagent(runtime.context, state["index"], state["prompt"], task_id=task_id)
-    return {"results": [result]}
+    async def subagent(state: SubagentInput, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
+        task_id = runtime.execution_info.task_id if runtime.execution_info else None
+        result = await phases.subagent(runtime.context, state["index"], state["prompt"], task_id)
+        return {"results": [result]}
 
+    async def synthesize(state: SwarmState, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
+        return {"answer": await phases.synthesize(runtime.context, state["task"], state["results"])}
 
-async def synthesize(state: SwarmState, runtime: GraphRuntime[SwarmContext]) -> dict[str, Any]:
-    from apiary.swarm.engine import run_synthesize
-
-    return {"answer": await run_synthesize(runtime.context, state["task"], state["results"])}
-
-
-def build_graph(saver: DatabaseSaver) -> CompiledStateGraph[Any, Any, Any, Any]:
     builder = StateGraph(SwarmState, context_schema=SwarmContext)
     builder.add_node("decompose", decompose)
     builder.add_node("subagent", subagent, input_schema=SubagentInput)

@@ -16,12 +16,11 @@ import time
 import uuid
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.authz.scope import TenantScope
 from apiary.db import session_scope, utcnow
 from apiary.executions.repository import execution_repository
-from apiary.runtime import Runtime
 
 
 class ExecutionBusy(Exception):
@@ -33,11 +32,18 @@ class ExecutionBusy(Exception):
 
 
 class Lease:
-    def __init__(self, runtime: Runtime, scope: TenantScope, execution_id: uuid.UUID) -> None:
-        self._runtime = runtime
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        scope: TenantScope,
+        execution_id: uuid.UUID,
+        *,
+        ttl_s: float,
+    ) -> None:
+        self._session_factory = session_factory
         self._scope = scope
         self._execution_id = execution_id
-        self._ttl_s = runtime.settings.swarm.lease_s
+        self._ttl_s = ttl_s
         self.owner = uuid.uuid4().hex
         self._renew_at = 0.0
 
@@ -47,9 +53,7 @@ class Lease:
         now = utcnow()
         async with contextlib.AsyncExitStack() as stack:
             if session is None:
-                session = await stack.enter_async_context(
-                    session_scope(self._runtime.session_factory)
-                )
+                session = await stack.enter_async_context(session_scope(self._session_factory))
             held_until = await execution_repository.claim_lease(
                 session,
                 self._scope,
@@ -67,7 +71,7 @@ class Lease:
         (this run stalled past its expiry and another run took over)."""
         if time.monotonic() < self._renew_at:
             return True
-        async with session_scope(self._runtime.session_factory) as session:
+        async with session_scope(self._session_factory) as session:
             kept = await execution_repository.renew_lease(
                 session,
                 self._scope,
@@ -80,7 +84,7 @@ class Lease:
 
     async def release(self) -> None:
         with contextlib.suppress(Exception):  # it lapses on its own if the database is gone
-            async with session_scope(self._runtime.session_factory) as session:
+            async with session_scope(self._session_factory) as session:
                 await execution_repository.release_lease(
                     session, self._scope, self._execution_id, owner=self.owner
                 )

@@ -1,6 +1,6 @@
 """The tools sub-agents may call, and the registry agents name them from.
 
-A tool gets its tenant, execution and agent from `ToolContext`, which the runtime builds;
+A tool gets its tenant, execution and agent from `ToolContext`, which the engine builds;
 the model only supplies the tool's own arguments, so it can never reach another tenant.
 """
 
@@ -12,18 +12,24 @@ import operator
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from apiary.knowledge.deps import SearchDeps
+from apiary.memory.store import MemoryDeps
 
 if TYPE_CHECKING:
     from apiary.auth.context import AuthContext
-    from apiary.runtime import Runtime
 
 KNOWLEDGE_TOP_K = 5
 
 
+class ToolDeps(SearchDeps, MemoryDeps, Protocol):
+    """What the tools need from their process: knowledge search and the thread's memory."""
+
+
 @dataclass(frozen=True, slots=True)
 class ToolContext:
-    runtime: Runtime
+    deps: ToolDeps
     tenant_id: uuid.UUID
     execution_id: uuid.UUID
     agent_id: uuid.UUID | None
@@ -168,7 +174,7 @@ async def _knowledge(context: ToolContext, arguments: dict[str, Any]) -> str:
     try:
         # The tenant comes from the execution's AuthContext, never from the model.
         hits = await search(
-            context.runtime, context.auth, context.knowledge_base_ids, query, KNOWLEDGE_TOP_K
+            context.deps, context.auth, context.knowledge_base_ids, query, KNOWLEDGE_TOP_K
         )
     except ApiaryError as error:
         raise ToolError(error.detail) from None
@@ -185,7 +191,7 @@ async def _memory(context: ToolContext, arguments: dict[str, Any]) -> str:
     if context.thread_id is None or context.agent_id is None:
         return "this execution has no conversation thread"
     text = await memory_service.context_text(
-        context.runtime,
+        context.deps,
         tenant_id=context.tenant_id,
         agent_id=context.agent_id,
         thread_id=context.thread_id,

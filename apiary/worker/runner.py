@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from apiary.config import Settings
-    from apiary.runtime import Runtime
 
 log = logging.getLogger("apiary.worker")
 
@@ -25,8 +25,15 @@ ENQUEUE_RETRY_MIN_S = 0.5  # publishing an execution while the broker is down: b
 ENQUEUE_RETRY_MAX_S = 5.0
 
 
+# Runs one execution to its end (the swarm engine's `run`); raises `ExecutionBusy` while
+# another process holds its lease.
+RunExecution = Callable[[uuid.UUID], Awaitable[None]]
+# The executions left unfinished by the last process.
+ListUnfinished = Callable[[], Awaitable[list[uuid.UUID]]]
+
+
 class Runner(Protocol):
-    async def start(self, runtime: Runtime) -> None: ...
+    async def start(self) -> None: ...
 
     async def enqueue(self, execution_id: uuid.UUID) -> None: ...
 
@@ -34,25 +41,23 @@ class Runner(Protocol):
 
 
 class InProcessRunner:
-    def __init__(self) -> None:
-        self._runtime: Runtime | None = None
+    def __init__(self, run: RunExecution, unfinished: ListUnfinished) -> None:
+        self._run_execution = run
+        self._unfinished = unfinished
+        self._started = False
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._resume_task: asyncio.Task[None] | None = None
 
-    async def start(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    async def start(self) -> None:
+        self._started = True
         # In the background: a database that is down at start-up must not stop the API
         # from serving (/readyz reports it); the scan is retried until it succeeds.
-        self._resume_task = asyncio.create_task(self._resume(runtime), name="resume-executions")
+        self._resume_task = asyncio.create_task(self._resume(), name="resume-executions")
 
-    async def _resume(self, runtime: Runtime) -> None:
-        from apiary.db import session_scope
-        from apiary.executions.repository import execution_repository
-
+    async def _resume(self) -> None:
         while True:
             try:
-                async with session_scope(runtime.session_factory) as session:
-                    unfinished = await execution_repository.unfinished_ids(session)
+                unfinished = await self._unfinished()
             except Exception as error:
                 log.warning("cannot list unfinished executions yet (%s); retrying", error)
                 await asyncio.sleep(RESUME_RETRY_S)
@@ -63,7 +68,7 @@ class InProcessRunner:
             return
 
     async def enqueue(self, execution_id: uuid.UUID) -> None:
-        if self._runtime is None:
+        if not self._started:
             raise RuntimeError("the in-process runner is not started")
         running = self._tasks.get(execution_id)
         if running is not None and not running.done():
@@ -74,15 +79,13 @@ class InProcessRunner:
     async def _run(self, execution_id: uuid.UUID) -> None:
         from apiary.db import database_unreachable
         from apiary.kit import heap
-        from apiary.swarm.engine import run_execution
         from apiary.swarm.lease import ExecutionBusy
 
         heap.settle("swarm engine")  # LangGraph is imported now: out of the collector's way
-        assert self._runtime is not None
         try:
             while True:
                 try:
-                    await run_execution(self._runtime, execution_id)
+                    await self._run_execution(execution_id)
                     return
                 except ExecutionBusy as busy:  # a run that died left its lease: wait it out
                     log.info("execution %s is leased elsewhere; %s", execution_id, busy)
@@ -142,7 +145,7 @@ class CeleryRunner:
         self._retrying: set[asyncio.Task[None]] = set()
         self._unreachable = _broker_unreachable()
 
-    async def start(self, runtime: Runtime) -> None:
+    async def start(self) -> None:
         return None  # workers resume executions: a redelivered message carries the id
 
     async def enqueue(self, execution_id: uuid.UUID) -> None:
@@ -186,9 +189,10 @@ class CeleryRunner:
         self._retrying.clear()
 
 
-def create_runner(settings: Settings) -> Runner:
+def create_runner(settings: Settings, run: RunExecution, unfinished: ListUnfinished) -> Runner:
+    """The runner `settings.runner` names; `run` and `unfinished` serve the in-process one."""
     if settings.runner == "celery":
         if not settings.redis_url:
             raise ValueError("APIARY_RUNNER=celery needs APIARY_REDIS_URL (the Celery broker)")
         return CeleryRunner(settings)
-    return InProcessRunner()
+    return InProcessRunner(run, unfinished)

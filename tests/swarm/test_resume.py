@@ -11,7 +11,6 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from apiary.swarm.engine import run_execution
 from apiary.swarm.lease import ExecutionBusy
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 from apiary.usage.models import LedgerEntry
@@ -81,7 +80,7 @@ async def test_restart_resumes_without_redoing_finished_subagents(swarm: Swarm) 
     assert ledger_before == 3  # the plan and the two fast sub-agents
 
     upstream.set_default("openai", None)  # the echo, from now on
-    await runner.start(swarm.gateway.runtime)  # a new process: it resumes what is unfinished
+    await runner.start()  # a new process: it resumes what is unfinished
     execution = await swarm.wait(started["id"])
     assert execution["state"] == "succeeded", execution
     seen = _prompts(swarm)
@@ -117,7 +116,7 @@ async def test_a_second_run_of_a_running_execution_waits_for_its_lease(swarm: Sw
         await asyncio.sleep(0.02)
 
     with pytest.raises(ExecutionBusy) as busy:
-        await run_execution(swarm.gateway.runtime, uuid.UUID(started["id"]))
+        await swarm.gateway.runtime.swarm.run(uuid.UUID(started["id"]))
     lease_s = swarm.gateway.runtime.settings.swarm.lease_s
     assert 0 < busy.value.retry_after_s <= lease_s
 
@@ -127,5 +126,5 @@ async def test_a_second_run_of_a_running_execution_waits_for_its_lease(swarm: Sw
     assert seen["part 1"] == 1
     assert seen["part 2"] == 1
     # Finished: the lease is released, and running it again does nothing.
-    await run_execution(swarm.gateway.runtime, uuid.UUID(started["id"]))
+    await swarm.gateway.runtime.swarm.run(uuid.UUID(started["id"]))
     assert sum(_prompts(swarm).values()) == 4  # the plan, two parts, the synthesis

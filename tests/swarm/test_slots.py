@@ -13,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from apiary.runtime import Runtime
-from apiary.swarm.engine import _tenant_slots
 from apiary.swarm.slots import RedisSlots, SlotsClosed
 from tests.conftest import TEST_REDIS
 
@@ -65,7 +64,6 @@ async def test_a_dead_process_frees_its_slots_when_its_leases_lapse(pools: Pools
     holder = f"""
 import asyncio, sys, uuid
 from apiary.runtime import Runtime
-from apiary.swarm.engine import _tenant_slots
 from apiary.swarm.slots import RedisSlots, SlotsClosed
 async def main():
     pool = RedisSlots({TEST_REDIS!r}, limit=1, lease_s=1.0)
@@ -169,7 +167,7 @@ async def test_the_engine_bounds_a_tenant_in_redis(runtime: Runtime) -> None:
     key = f"apiary:swarm:slots:{tenant}:leases"
     redis = Redis.from_url(TEST_REDIS)
     try:
-        async with _tenant_slots(runtime, tenant):
+        async with runtime.swarm.tenant_slots(tenant):
             assert await redis.zcard(key) == 1  # a running sub-agent's lease, for all to see
         await asyncio.sleep(0.1)  # given back within 20 ms
         assert await redis.zcard(key) == 0

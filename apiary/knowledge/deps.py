@@ -1,0 +1,28 @@
+"""What the knowledge code needs from its process, as Protocols: the composition root
+(`apiary.runtime`) satisfies them, and each function names only the parts it uses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from apiary.config import Settings
+    from apiary.executions.bus import Notifier
+    from apiary.gateway.client import GatewayClient
+    from apiary.knowledge.vectors import VectorStore
+
+
+class EmbedDeps(Protocol):
+    client: GatewayClient  # a gateway model's calls, routed and billed like /v1/embeddings
+
+
+class SearchDeps(EmbedDeps, Protocol):
+    session_factory: async_sessionmaker[AsyncSession]
+    vectors: VectorStore
+
+
+class IngestDeps(SearchDeps, Protocol):
+    settings: Settings  # the extraction limits, embedding batches and waits
+    notifier: Notifier  # a document's progress, to whoever follows it
