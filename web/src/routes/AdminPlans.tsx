@@ -155,113 +155,116 @@ function PlanForm({ plan, onClose }: { plan?: Plan; onClose: () => void }) {
   };
 
   return (
-    <form onSubmit={submit} className="max-h-[75vh] space-y-4 overflow-y-auto pr-1">
-      <div className="grid grid-cols-2 gap-3">
-        <InputField
-          id="plan-key"
-          label="Key"
-          required
-          disabled={plan !== undefined}
-          value={form.key}
-          onValue={(key) => set({ key })}
-          hint={plan ? "never changes" : "lowercase; what tenants refer to"}
-        />
-        <InputField
-          id="plan-name"
-          label="Name"
-          required
-          value={form.name}
-          onValue={(name) => set({ name })}
-        />
-      </div>
-      <Field id="plan-description" label="Description">
-        <Textarea
-          id="plan-description"
-          value={form.description}
-          onChange={(e) => set({ description: e.target.value })}
-        />
-      </Field>
-      <div className="grid grid-cols-2 gap-3">
-        <InputField
-          id="plan-fee"
-          label="Monthly fee (USD)"
-          inputMode="decimal"
-          value={form.monthlyFeeUsd}
-          onValue={(monthlyFeeUsd) => set({ monthlyFeeUsd })}
-        />
-        <InputField
-          id="plan-included-spend"
-          label="Included spend (USD)"
-          inputMode="decimal"
-          placeholder="none"
-          value={form.includedSpendUsd}
-          onValue={(includedSpendUsd) => set({ includedSpendUsd })}
-          hint="provider cost the fee covers"
-        />
-        <InputField
-          id="plan-included-tokens"
-          label="Included tokens"
-          inputMode="numeric"
-          placeholder="none"
-          value={form.includedTokens}
-          onValue={(includedTokens) => set({ includedTokens })}
-        />
-        <InputField
-          id="plan-markup"
-          label="Markup on overage (%)"
-          inputMode="decimal"
-          value={form.markupPct}
-          onValue={(markupPct) => set({ markupPct })}
-        />
-      </div>
-      <Checkbox
-        label="Bill use beyond the allowance (unticked: the allowance is a hard cap)"
-        checked={form.overage}
-        onChange={(e) => set({ overage: e.target.checked })}
-      />
-      <fieldset>
-        <legend className="mb-2 text-sm font-medium text-slate-700">
-          Entitlements (empty: unlimited)
-        </legend>
+    <form onSubmit={submit} className="space-y-4">
+      {/* The fields scroll; the server's answer and the buttons under them stay in view. */}
+      <div className="max-h-[55vh] space-y-4 overflow-y-auto pr-1">
         <div className="grid grid-cols-2 gap-3">
-          {LIMITS.map((limit) => (
-            <InputField
-              key={limit.name}
-              id={`plan-${limit.name}`}
-              label={limit.label}
-              inputMode="numeric"
-              placeholder="unlimited"
-              value={form.limits[limit.name]}
-              onValue={(value) => set({ limits: { ...form.limits, [limit.name]: value } })}
-              hint={
-                limit.name === "storage_bytes" && /^\d+$/.test(form.limits.storage_bytes)
-                  ? formatBytes(Number(form.limits.storage_bytes))
-                  : undefined
+          <InputField
+            id="plan-key"
+            label="Key"
+            required
+            disabled={plan !== undefined}
+            value={form.key}
+            onValue={(key) => set({ key })}
+            hint={plan ? "never changes" : "lowercase; what tenants refer to"}
+          />
+          <InputField
+            id="plan-name"
+            label="Name"
+            required
+            value={form.name}
+            onValue={(name) => set({ name })}
+          />
+        </div>
+        <Field id="plan-description" label="Description">
+          <Textarea
+            id="plan-description"
+            value={form.description}
+            onChange={(e) => set({ description: e.target.value })}
+          />
+        </Field>
+        <div className="grid grid-cols-2 gap-3">
+          <InputField
+            id="plan-fee"
+            label="Monthly fee (USD)"
+            inputMode="decimal"
+            value={form.monthlyFeeUsd}
+            onValue={(monthlyFeeUsd) => set({ monthlyFeeUsd })}
+          />
+          <InputField
+            id="plan-included-spend"
+            label="Included spend (USD)"
+            inputMode="decimal"
+            placeholder="none"
+            value={form.includedSpendUsd}
+            onValue={(includedSpendUsd) => set({ includedSpendUsd })}
+            hint="provider cost the fee covers"
+          />
+          <InputField
+            id="plan-included-tokens"
+            label="Included tokens"
+            inputMode="numeric"
+            placeholder="none"
+            value={form.includedTokens}
+            onValue={(includedTokens) => set({ includedTokens })}
+          />
+          <InputField
+            id="plan-markup"
+            label="Markup on overage (%)"
+            inputMode="decimal"
+            value={form.markupPct}
+            onValue={(markupPct) => set({ markupPct })}
+          />
+        </div>
+        <Checkbox
+          label="Bill use beyond the allowance (unticked: the allowance is a hard cap)"
+          checked={form.overage}
+          onChange={(e) => set({ overage: e.target.checked })}
+        />
+        <fieldset>
+          <legend className="mb-2 text-sm font-medium text-slate-700">
+            Entitlements (empty: unlimited)
+          </legend>
+          <div className="grid grid-cols-2 gap-3">
+            {LIMITS.map((limit) => (
+              <InputField
+                key={limit.name}
+                id={`plan-${limit.name}`}
+                label={limit.label}
+                inputMode="numeric"
+                placeholder="unlimited"
+                value={form.limits[limit.name]}
+                onValue={(value) => set({ limits: { ...form.limits, [limit.name]: value } })}
+                hint={
+                  limit.name === "storage_bytes" && /^\d+$/.test(form.limits.storage_bytes)
+                    ? formatBytes(Number(form.limits.storage_bytes))
+                    : undefined
+                }
+              />
+            ))}
+          </div>
+        </fieldset>
+        <fieldset className="space-y-1">
+          <legend className="mb-1 text-sm font-medium text-slate-700">Features</legend>
+          {FEATURES.map((feature) => (
+            <Checkbox
+              key={feature.name}
+              label={feature.label}
+              checked={form.features[feature.name]}
+              onChange={(e) =>
+                set({ features: { ...form.features, [feature.name]: e.target.checked } })
               }
             />
           ))}
-        </div>
-      </fieldset>
-      <fieldset className="space-y-1">
-        <legend className="mb-1 text-sm font-medium text-slate-700">Features</legend>
-        {FEATURES.map((feature) => (
-          <Checkbox
-            key={feature.name}
-            label={feature.label}
-            checked={form.features[feature.name]}
-            onChange={(e) =>
-              set({ features: { ...form.features, [feature.name]: e.target.checked } })
-            }
-          />
-        ))}
-      </fieldset>
-      <InputField
-        id="plan-stripe-price"
-        label="Stripe price (optional)"
-        placeholder="price_…"
-        value={form.stripePriceId}
-        onValue={(stripePriceId) => set({ stripePriceId })}
-      />
+        </fieldset>
+        <InputField
+          id="plan-stripe-price"
+          label="Stripe price (optional)"
+          placeholder="price_…"
+          value={form.stripePriceId}
+          onValue={(stripePriceId) => set({ stripePriceId })}
+        />
+      </div>
       {invalid ? (
         <p role="alert" className="text-sm text-red-700">
           {invalid}

@@ -77,7 +77,7 @@ function RevenueReport({ report }: { report: Schemas["Revenue"] }) {
         <Stat
           label="Revenue"
           value={formatUsdText(total.revenue_usd)}
-          hint={`${total.invoices} invoices`}
+          hint={`${total.invoices} invoice${total.invoices === 1 ? "" : "s"}`}
         />
         <Stat label="Provider cost" value={formatUsdText(total.provider_cost_usd)} />
         <Stat label="Gross margin" value={marginText(total.gross_margin)} />
