@@ -273,8 +273,7 @@ function PlanForm({ plan, onClose }: { plan?: Plan; onClose: () => void }) {
       {overLimit ? (
         <div className="space-y-2">
           <ErrorState error={update.error} />
-          <div className="flex items-center justify-end gap-3 text-sm text-slate-500">
-            Those tenants keep what they hold; adding more is refused.
+          <div className="flex justify-end">
             <Button
               variant="danger"
               size="sm"

@@ -164,6 +164,46 @@ describe("Billing", () => {
     expect(document.body.textContent).not.toContain("whsec_shown_once");
   });
 
+  it("rotates a webhook's secret after confirming, and shows the new one once", async () => {
+    const hook = {
+      id: "c2",
+      kind: "webhook",
+      target: "https://hooks.example.com/b",
+      description: "",
+      events: [],
+      enabled: true,
+      previous_secret_expires_at: null,
+      created_at: "2026-12-04T10:00:00Z",
+      updated_at: "2026-12-04T10:00:00Z",
+    };
+    const posted: string[] = [];
+    vi.stubGlobal("confirm", () => true);
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async (request: Request) => {
+        if (request.method !== "POST") return Response.json(page([hook]));
+        posted.push(new URL(request.url).pathname);
+        return Response.json({
+          ...hook,
+          secret: "whsec_rotated",
+          previous_secret_expires_at: "2026-12-05T10:00:00Z",
+        });
+      }),
+    );
+    renderSignedIn(<Billing />, billingAdmin, "/billing", [
+      ...seed,
+      [alertKeys.channels, page([hook])],
+    ]);
+    const row = screen.getByTestId("channel-https://hooks.example.com/b");
+    fireEvent.click(within(row).getByRole("button", { name: "Rotate secret" }));
+    const dialog = await screen.findByRole("dialog", { name: "New signing secret" });
+    expect(within(dialog).getByTestId("channel-secret").textContent).toBe("whsec_rotated");
+    expect(dialog.textContent).toContain("2026-12-05 10:00 UTC");
+    expect(posted).toEqual(["/api/v1/alerts/channels/c2/rotate-secret"]);
+    fireEvent.click(within(dialog).getByRole("button", { name: "Done" }));
+    await waitFor(() => expect(document.body.textContent).not.toContain("whsec_rotated"));
+  });
+
   it("shows the server's reason when it refuses a channel", async () => {
     vi.stubGlobal(
       "fetch",
