@@ -117,6 +117,29 @@ describe("Billing", () => {
     expect(screen.getByText("No alert channels yet: alerts reach no one.")).toBeTruthy();
   });
 
+  it("shows Stripe's subscription state and failed payments when payments go through it", () => {
+    renderSignedIn(<Billing />, billingAdmin, "/billing", [
+      ...seed,
+      [
+        billingKeys.payment,
+        {
+          mode: "stripe",
+          customer_id: "cus_1",
+          subscription_id: "sub_1",
+          subscription_status: "past_due",
+          invoices_pending_sync: 0,
+          invoices_open: 1,
+          invoices_failed: 2,
+        },
+      ],
+    ]);
+    const payment = screen.getByTestId("payment-mode").textContent ?? "";
+    expect(payment).toContain("Stripe");
+    expect(payment).toContain("past_due");
+    expect(payment).toMatch(/Failed payments2/);
+    expect(payment).not.toContain("Invoice only");
+  });
+
   it("tells a role without billing so, and shows none of it", () => {
     renderSignedIn(<Billing />, meAs("viewer", ["self", "members:read"]), "/billing", seed);
     expect(screen.getByText(/Your role does not include billing/)).toBeTruthy();
