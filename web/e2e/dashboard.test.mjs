@@ -2,12 +2,22 @@
 // Steps share one server and run in order: sign in, overview, API keys (create, see once,
 // revoke), a /v1 call whose cost shows in analytics, settings pages, a knowledge base, an
 // agent, a swarm run watched live and its cost in analytics, a cancelled run, the execution
-// history, a viewer, the admin.
+// history, a viewer, billing (a billing admin's plan and invoice, a tenant admin's webhook,
+// the super admin's plans and revenue), the admin.
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { ARTIFACTS, TENANT_ADMIN, VIEWER, apiSignIn, startStack } from "./harness.mjs";
+import {
+  ARTIFACTS,
+  BILLING_ADMIN,
+  TENANT_ADMIN,
+  VIEWER,
+  apiSignIn,
+  startStack,
+} from "./harness.mjs";
 
 let stack;
 let page;
@@ -41,6 +51,22 @@ async function signIn(user) {
 /** A link of the main navigation (pages may have links of the same name). */
 const navLink = (name) =>
   page.getByRole("navigation", { name: "Main" }).getByRole("link", { name, exact: true });
+
+/** A call to the API as `token`, for setup steps; the response. */
+const call = (token, method, url, body) =>
+  fetch(`${stack.baseUrl}${url}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+
+/** The last whole month, YYYY-MM (UTC). */
+function lastMonth() {
+  const now = new Date();
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1))
+    .toISOString()
+    .slice(0, 7);
+}
 
 async function signOut() {
   await page.getByRole("button", { name: "Sign out" }).click();
@@ -379,6 +405,163 @@ test("a viewer sees no write buttons", async () => {
   await page.getByTestId("document-deploy.md").waitFor();
   assert.equal(await page.getByRole("button", { name: "Upload documents" }).count(), 0);
   assert.equal(await page.getByRole("button", { name: "Delete" }).count(), 0);
+  // No Billing page: not in the navigation, and typed by hand it says why and shows nothing.
+  assert.equal(await navLink("Billing").count(), 0);
+  await page.goto(`${stack.baseUrl}/billing`);
+  await page.getByText("Your role does not include billing", { exact: false }).waitFor();
+  assert.equal(await page.getByTestId("plan-name").count(), 0);
+  assert.equal(await page.getByRole("button", { name: "Add channel" }).count(), 0);
+  await signOut();
+});
+
+let invoiceNumber;
+
+test("a billing admin sees the plan's meters and downloads an invoice", async () => {
+  // Through the API: acme moves to Premium, last month is closed into its invoice, and a
+  // billing admin joins (the tenant admin, the viewer and the billing admin: three seats).
+  const admin = await apiSignIn(stack.baseUrl, stack.superAdmin);
+  const tenants = await (await call(admin, "GET", "/api/v1/tenants")).json();
+  const acme = tenants.items.find((tenant) => tenant.name === "acme");
+  const moved = await call(admin, "PATCH", `/api/v1/tenants/${acme.id}`, { plan: "premium" });
+  assert.equal(moved.status, 200, await moved.text());
+  const closed = await call(admin, "POST", "/api/v1/admin/billing/close", {
+    period: lastMonth(),
+  });
+  const close = await closed.text();
+  assert.equal(closed.status, 200, close);
+  [invoiceNumber] = JSON.parse(close).issued;
+  assert.ok(invoiceNumber, "closing last month issued acme's invoice");
+  const owner = await apiSignIn(stack.baseUrl, TENANT_ADMIN);
+  const added = await call(owner, "POST", "/api/v1/members", {
+    email: BILLING_ADMIN.email,
+    role: "billing_admin",
+    password: BILLING_ADMIN.password,
+  });
+  assert.equal(added.status, 201, await added.text());
+
+  await signIn(BILLING_ADMIN);
+  await navLink("Billing").click();
+  await page.getByTestId("plan-name").getByText("Premium").waitFor();
+  assert.match(await page.getByTestId("meter-seats").innerText(), /3 of 50/);
+  assert.match(await page.getByTestId("meter-knowledge_bases").innerText(), /1 of 100/);
+  assert.match(await page.getByTestId("meter-tokens_per_minute").innerText(), /up to 5M/);
+  assert.equal(await page.getByRole("meter", { name: "Seats" }).getAttribute("aria-valuenow"), "6");
+  assert.match(await page.getByTestId("payment-mode").innerText(), /Invoice only/);
+  const row = page.getByTestId(`invoice-${invoiceNumber}`);
+  await row.waitFor();
+  assert.match(await row.innerText(), new RegExp(`${lastMonth()}[\\s\\S]*\\$249\\.00`));
+  assert.match(await row.innerText(), /invoice only/);
+  await shot("billing");
+
+  await row.getByRole("button", { name: invoiceNumber }).click();
+  const dialog = page.getByRole("dialog", { name: `Invoice ${invoiceNumber}` });
+  await dialog.getByRole("table", { name: "Invoice lines" }).getByText("Premium plan").waitFor();
+  assert.equal(await dialog.getByTestId("invoice-total").innerText(), "$249.00");
+  await shot("billing-invoice");
+  const [pdf] = await Promise.all([
+    page.waitForEvent("download"),
+    dialog.getByRole("button", { name: "PDF" }).click(),
+  ]);
+  assert.equal(pdf.suggestedFilename(), `${invoiceNumber}.pdf`);
+  assert.equal(
+    readFileSync(await pdf.path())
+      .subarray(0, 5)
+      .toString(),
+    "%PDF-",
+  );
+  const [csv] = await Promise.all([
+    page.waitForEvent("download"),
+    dialog.getByRole("button", { name: "CSV" }).click(),
+  ]);
+  assert.match(readFileSync(await csv.path(), "utf8"), /Premium plan/);
+  await page.keyboard.press("Escape");
+  await signOut();
+});
+
+test("a tenant admin adds a webhook channel, sees its secret once, and a signed test arrives", async () => {
+  // A local receiver (the harness lets alerts call 127.0.0.1), keeping what it is sent.
+  const received = [];
+  const receiver = createServer((request, response) => {
+    let body = "";
+    request.on("data", (chunk) => {
+      body += chunk;
+    });
+    request.on("end", () => {
+      received.push({ headers: request.headers, body });
+      response.end("ok");
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${receiver.address().port}/apiary-alerts`;
+  try {
+    await signIn(TENANT_ADMIN);
+    await navLink("Billing").click();
+    await page.getByText("No alert channels yet", { exact: false }).waitFor();
+    await page.getByRole("button", { name: "Add channel" }).click();
+    const dialog = page.getByRole("dialog", { name: "Add alert channel" });
+    await dialog.getByLabel("URL").fill(url);
+    await dialog.getByLabel("Invoice issued").check();
+    await dialog.getByRole("button", { name: "Add", exact: true }).click();
+    const secret = (await dialog.getByTestId("channel-secret").innerText()).trim();
+    assert.match(secret, /^whsec_/);
+    await shot("alert-channel-secret");
+    await dialog.getByRole("button", { name: "Done" }).click();
+    const row = page.getByTestId(`channel-${url}`);
+    await row.waitFor();
+    assert.match(await row.innerText(), /Invoice issued/);
+    assert.ok(!(await page.content()).includes(secret), "the secret must not be shown again");
+
+    await row.getByRole("button", { name: "Send test" }).click();
+    const log = page.getByRole("table", { name: "Deliveries" });
+    await log.getByText("delivered").waitFor({ timeout: 30_000 });
+    assert.equal(received.length, 1);
+    const [{ headers, body }] = received;
+    const expected = createHmac("sha256", secret)
+      .update(`${headers["apiary-webhook-timestamp"]}.${body}`)
+      .digest("hex");
+    assert.equal(headers["apiary-webhook-signature"], `v1=${expected}`, "signed with it");
+    await shot("alert-deliveries");
+
+    await log.getByRole("button", { name: "Replay" }).first().click();
+    await log.locator("tbody tr").nth(1).waitFor();
+    const deadline = Date.now() + 30_000;
+    while (received.length < 2) {
+      assert.ok(Date.now() < deadline, "the replay never arrived");
+      await page.waitForTimeout(200);
+    }
+    assert.equal(received[1].headers["apiary-webhook-id"], headers["apiary-webhook-id"]);
+    await signOut();
+  } finally {
+    receiver.close();
+  }
+});
+
+test("the super admin edits a plan (an edit leaving a tenant over it is refused, named) and sees revenue", async () => {
+  await signIn(stack.superAdmin);
+  await navLink("Plans").click();
+  const row = page.getByTestId("plan-premium");
+  await row.getByRole("button", { name: "Edit" }).click();
+  const dialog = page.getByRole("dialog", { name: "Edit Premium" });
+  await dialog.getByLabel("Seats").fill("2");
+  await dialog.getByRole("button", { name: "Save plan" }).click();
+  const refusal = dialog.getByRole("alert");
+  await refusal.waitFor();
+  assert.match(await refusal.innerText(), /acme \(seats 3 > 2\)/);
+  await dialog.getByRole("button", { name: "Apply anyway" }).waitFor();
+  await shot("admin-plan-refused");
+  await dialog.getByLabel("Seats").fill("60");
+  await dialog.getByRole("button", { name: "Save plan" }).click();
+  await dialog.waitFor({ state: "detached" });
+  assert.match(await row.innerText(), /60/);
+  await shot("admin-plans");
+
+  await navLink("Revenue & margin").click();
+  const acme = page.getByTestId("revenue-acme");
+  await acme.waitFor();
+  assert.match(await acme.innerText(), /\$249\.00/);
+  assert.match(await acme.innerText(), /100%/);
+  assert.equal(await page.getByTestId("stat-Gross margin").innerText(), "100%");
+  await shot("admin-revenue");
   await signOut();
 });
 

@@ -1,6 +1,7 @@
 // Starts what the end-to-end tests run against: the fake OpenAI upstream
 // (bench/fake_upstream_server.py, slowed down) and a real `apiary serve` on free ports, with
-// a temporary SQLite data dir, a tenant admin created through the CLI, and Debian's Chromium.
+// a temporary SQLite data dir, a tenant admin created through the CLI (its tenant backdated
+// to the first of last month, so that month can be invoiced), and Debian's Chromium.
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -16,6 +17,7 @@ export const ARTIFACTS = path.join(REPO, "web", "e2e", "artifacts");
 
 export const TENANT_ADMIN = { email: "ops@acme.example", password: "e2e admin password" };
 export const VIEWER = { email: "viewer@acme.example", password: "e2e viewer password" };
+export const BILLING_ADMIN = { email: "billing@acme.example", password: "e2e billing password" };
 export const UPSTREAM_DELAY_S = 1.5;
 
 function freePort() {
@@ -123,6 +125,8 @@ export async function startStack() {
       APIARY_DATA_DIR: dataDir,
       APIARY_CONFIG: config,
       APIARY_LOG_LEVEL: "WARNING",
+      // The tests' webhook receiver listens on 127.0.0.1, which alerts refuse by default.
+      APIARY_ALERTS__ALLOW_PRIVATE_URLS: "true",
     };
     // SQLite in the temp dir and in-process throttles, whatever the calling shell set.
     for (const key of ["APIARY_DATABASE_URL", "APIARY_REDIS_URL"]) delete env[key];
@@ -145,6 +149,13 @@ export async function startStack() {
       ],
       env,
     );
+    // Created a month ago, so the tests have an ended month of it to invoice.
+    const backdate = spawnSync(
+      path.join(VENV_BIN, "python"),
+      [path.join("web", "e2e", "backdate_tenant.py"), "acme"],
+      { cwd: REPO, env, encoding: "utf8" },
+    );
+    if (backdate.status !== 0) throw new Error(`backdating acme failed: ${backdate.stderr}`);
 
     const server = start(path.join(VENV_BIN, "apiary"), ["serve", "--port", String(port)], env);
     children.push(server);

@@ -1,8 +1,11 @@
 import { RequireSession } from "@/components/Auth/RequireSession";
 import { AppShell } from "@/components/Layout/AppShell";
+import { AdminPlans } from "@/routes/AdminPlans";
+import { AdminRevenue } from "@/routes/AdminRevenue";
 import { AdminTenants } from "@/routes/AdminTenants";
 import { Agents } from "@/routes/Agents";
 import { Analytics } from "@/routes/Analytics";
+import { Billing } from "@/routes/Billing";
 import { ExecutionDetail } from "@/routes/ExecutionDetail";
 import { Executions } from "@/routes/Executions";
 import { KnowledgeBase } from "@/routes/KnowledgeBase";
@@ -40,7 +43,10 @@ export function App() {
           <Route path="settings/limits" element={<Limits />} />
           <Route path="settings/routing" element={<Routing />} />
           <Route path="settings/audit" element={<AuditLog />} />
+          <Route path="billing" element={<Billing />} />
           <Route path="admin/tenants" element={<AdminTenants />} />
+          <Route path="admin/plans" element={<AdminPlans />} />
+          <Route path="admin/revenue" element={<AdminRevenue />} />
           <Route path="*" element={<NotFound />} />
         </Route>
       </Route>

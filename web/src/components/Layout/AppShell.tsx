@@ -35,9 +35,17 @@ const SECTIONS: { title: string; items: NavItem[] }[] = [
       { to: "/settings/limits", label: "Budgets & limits", permission: "usage:read", tenant: true },
       { to: "/settings/routing", label: "Routing & providers" },
       { to: "/settings/audit", label: "Audit log", permission: "audit:read", tenant: true },
+      { to: "/billing", label: "Billing", permission: "billing:read", tenant: true },
     ],
   },
-  { title: "Admin", items: [{ to: "/admin/tenants", label: "Tenants", superAdmin: true }] },
+  {
+    title: "Admin",
+    items: [
+      { to: "/admin/tenants", label: "Tenants", superAdmin: true },
+      { to: "/admin/plans", label: "Plans", superAdmin: true },
+      { to: "/admin/revenue", label: "Revenue & margin", superAdmin: true },
+    ],
+  },
 ];
 
 export function AppShell() {
