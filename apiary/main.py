@@ -154,7 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await sweeper.close()
-            await platform.close()
             await runtime.close()
 
     app = ApiaryApp(

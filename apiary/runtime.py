@@ -26,11 +26,12 @@ from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
-from apiary.executions.bus import Notifier, create_notifier
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.client import GatewayClient
 from apiary.gateway.http import HttpClient
 from apiary.gateway.service import Gateway
+from apiary.kit import redis as shared_redis
+from apiary.kit.notify import LocalNotifier, Notifier, RedisNotifier
 from apiary.knowledge.queue import JobQueue
 from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, MemoryCounterStore
@@ -45,6 +46,8 @@ from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from apiary.gateway.semantic_cache import SemanticCache
     from apiary.swarm.engine import SwarmEngine
 
@@ -56,6 +59,7 @@ class Runtime:
     session_factory: async_sessionmaker[AsyncSession]
     lookups: async_sessionmaker[AsyncSession]  # a lone read outside a transaction (auth)
     writes: GroupCommit  # small concurrent writes (swarm events, subtasks, checkpoints)
+    redis: Redis | None  # the one Redis client (apiary.kit.redis), when configured
     counters: CounterStore
     http: httpx.AsyncClient
     gateway: Gateway  # the provider chain: routing, retries, breakers, fallback
@@ -98,12 +102,13 @@ class Runtime:
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         upstream = HttpClient()
         session_factory = create_session_factory(engine)
-        counters = _counter_store(settings.redis_url)
+        redis = shared_redis.connect(settings.redis_url) if settings.redis_url else None
+        counters = _counters(redis)
         writes = GroupCommit(session_factory)
         alerts = AlertRunner(session_factory, settings.alerts)
         gateway = Gateway(settings.gateway, upstream, on_breaker_open=alerts)
         cache = ResponseCache(
-            redis_url=settings.redis_url,
+            redis=redis,
             ttl_s=settings.cache.ttl_s,
             max_entries=settings.cache.max_entries,
         )
@@ -117,6 +122,7 @@ class Runtime:
             session_factory=session_factory,
             lookups=create_lookup_factory(engine),
             writes=writes,
+            redis=redis,
             counters=counters,
             http=http,
             gateway=gateway,
@@ -142,12 +148,14 @@ class Runtime:
             ),
             ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
             oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
-            notifier=create_notifier(settings.redis_url),
-            memory=_memory_store(settings, session_factory),
+            notifier=RedisNotifier(redis) if redis else LocalNotifier(),
+            memory=RedisMemoryStore(redis, idle_ttl_s=settings.swarm.memory_ttl_s)
+            if redis
+            else DatabaseMemoryStore(session_factory),
             stored_responses=ResponseWriter(writes, interval_s=settings.responses.write_interval_s),
             alerts=alerts,
-            swarm_slots=RedisSlots(settings.redis_url, limit=settings.swarm.tenant_concurrency)
-            if settings.redis_url
+            swarm_slots=RedisSlots(redis, limit=settings.swarm.tenant_concurrency)
+            if redis
             else None,
         )
         runtime.runner = create_runner(
@@ -208,6 +216,8 @@ class Runtime:
         await self.memory.close()
         if self.swarm_slots is not None:
             await self.swarm_slots.close()
+        if self.redis is not None:  # last of what uses it
+            await self.redis.aclose()
         await self.engine.dispose()
         if self.traces:
             await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
@@ -234,17 +244,9 @@ def _semantic_cache(settings: Settings) -> SemanticCache:
     )
 
 
-def _counter_store(redis_url: str | None) -> CounterStore:
-    if not redis_url:
+def _counters(redis: Redis | None) -> CounterStore:
+    if redis is None:
         return MemoryCounterStore()
     from apiary.kv.redis_store import RedisCounterStore  # redis-py only when configured
 
-    return RedisCounterStore(redis_url)
-
-
-def _memory_store(
-    settings: Settings, session_factory: async_sessionmaker[AsyncSession]
-) -> MemoryStore:
-    if settings.redis_url:
-        return RedisMemoryStore(settings.redis_url, idle_ttl_s=settings.swarm.memory_ttl_s)
-    return DatabaseMemoryStore(session_factory)
+    return RedisCounterStore(redis)

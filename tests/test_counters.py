@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from apiary.kit.redis import connect
 from apiary.kv import Change, Check, CounterStore, MemoryCounterStore, Outcome
 from apiary.kv.redis_store import RedisCounterStore
 from tests.conftest import TEST_REDIS
@@ -24,13 +25,17 @@ STORES = [
 @pytest.fixture(params=STORES)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
     counters: CounterStore
+    client = None
     if request.param == "redis":
         assert TEST_REDIS is not None
-        counters = RedisCounterStore(TEST_REDIS, namespace=f"test-{uuid.uuid4().hex}")
+        client = connect(TEST_REDIS)
+        counters = RedisCounterStore(client, namespace=f"test-{uuid.uuid4().hex}")
     else:
         counters = MemoryCounterStore()
     yield counters
     await counters.close()
+    if client is not None:
+        await client.aclose()
 
 
 async def test_a_call_that_fits_adds_to_every_counter(store: CounterStore) -> None:
@@ -124,7 +129,8 @@ async def test_a_store_that_cannot_be_reached(caplog: pytest.LogCaptureFixture) 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    store = RedisCounterStore(f"redis://127.0.0.1:{port}/0")
+    client = connect(f"redis://127.0.0.1:{port}/0")
+    store = RedisCounterStore(client)
     try:
         store.add_soon([Change("spend", 5, 60)])
         with pytest.raises(redis.exceptions.ConnectionError):
@@ -132,6 +138,7 @@ async def test_a_store_that_cannot_be_reached(caplog: pytest.LogCaptureFixture) 
         assert "counter changes lost: 1 settlement(s) not applied" in caplog.text
     finally:
         await store.close()
+        await client.aclose()
 
 
 async def test_counters_past_a_double_s_printed_digits_stay_exact(store: CounterStore) -> None:
@@ -172,7 +179,8 @@ async def test_the_store_recovers_when_redis_drops_it_and_forgets_the_script() -
 
     assert TEST_REDIS is not None
     namespace = f"test-{uuid.uuid4().hex}"
-    store = RedisCounterStore(TEST_REDIS, namespace=namespace)
+    client = connect(TEST_REDIS)
+    store = RedisCounterStore(client, namespace=namespace)
     admin = redis.asyncio.Redis.from_url(TEST_REDIS)
     try:
         assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()
@@ -188,4 +196,5 @@ async def test_the_store_recovers_when_redis_drops_it_and_forgets_the_script() -
         assert 3 <= (await store.get("calls"))[0] <= 4
     finally:
         await store.close()
+        await client.aclose()
         await admin.aclose()

@@ -39,9 +39,9 @@ from apiary.executions.schemas import (
     Subtask,
 )
 from apiary.executions.service import execution_service
+from apiary.kit.follow import Read, follow
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.kit.sse import (
-    HEARTBEAT_S,
     After,
     EncodedEvent,
     EventStreamResponse,
@@ -155,64 +155,28 @@ async def cancel_execution(
     return Execution.model_validate(execution)
 
 
-async def _event_stream(
+def _event_stream(
     runtime: Runtime, auth: AuthContext, execution_id: uuid.UUID, after: int
 ) -> AsyncIterator[list[EncodedEvent] | None]:
-    """Events after `after`, live, until the execution ends; None marks an idle interval.
+    """Events after `after`, live, until `done` (or the run's end); None marks an idle
+    interval. The notifications carry the events (`executions.events.pack`)."""
 
-    It reads the database to catch up, then passes on the events the notifications carry,
-    going back to the database whenever they do not follow on from the last one sent."""
-    grace = 4
-    finished = False
-    read = True  # from the database (else from the notifications)
-    received: list[EncodedEvent] = []
-    async with runtime.notifier.listen(events_channel(execution_id)) as listener:
-        while True:
-            batch: list[EncodedEvent] = []
-            if read:
-                async with session_scope(runtime.session_factory) as session:
-                    state, rows = await execution_service.events(
-                        session, auth, execution_id, after=after
-                    )
-                finished = state.finished
-                batch = [encode_row(row) for row in rows]
-                read = len(rows) == EVENTS_PAGE  # more are waiting
-            else:
-                for event in received:
-                    if event.seq <= after:
-                        continue  # sent already (read, or received twice)
-                    if event.seq != after + 1:
-                        read = True  # one is missing: the database has it
-                        break
-                    batch.append(event)
-                    after = event.seq
-            if batch:
-                after = batch[-1].seq
-                done = next((i for i, event in enumerate(batch) if event.type == "done"), None)
-                yield batch if done is None else batch[: done + 1]
-                if done is not None:
-                    return
-            if read:
-                continue
-            if finished:
-                # The final state is saved just before its last events: wait briefly for
-                # them, but never forever for a run that ended without them (a wake-up
-                # that brought events does not count against the wait).
-                if not batch:
-                    grace -= 1
-                if grace < 0:
-                    return
-                woke = await listener.wait(0.5)
-            else:
-                woke = await listener.wait(HEARTBEAT_S)
-                if not woke:
-                    yield None
-            messages = listener.take()
-            unpacked = [unpack(message) for message in messages or ()]
-            if not woke or messages is None or any(events is None for events in unpacked):
-                read = True  # idle (look at the state again) or something was missed
-                continue
-            received = [event for events in unpacked for event in events or ()]
+    async def read(after: int) -> Read:
+        async with session_scope(runtime.session_factory) as session:
+            state, rows = await execution_service.events(session, auth, execution_id, after=after)
+        return Read([encode_row(row) for row in rows], state.finished, len(rows) == EVENTS_PAGE)
+
+    return follow(
+        runtime.notifier,
+        events_channel(execution_id),
+        read,
+        after,
+        carried=unpack,
+        is_last=lambda event: event.type == "done",
+        # The final state is saved just before its last events: wait briefly for them, but
+        # never for ever for a run that ended without them.
+        settle_waits=4,
+    )
 
 
 @router.get(

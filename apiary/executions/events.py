@@ -31,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.authz.scope import TenantScope
 from apiary.db import GroupCommit, Write, session_scope, utcnow
-from apiary.executions.bus import Notifier, events_channel
+from apiary.executions.bus import events_channel
 from apiary.executions.models import ExecutionEvent
 from apiary.executions.repository import execution_repository
+from apiary.kit.notify import Notifier
 from apiary.kit.sse import EncodedEvent
 
 log = logging.getLogger("apiary.executions")

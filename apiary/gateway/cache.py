@@ -76,18 +76,14 @@ class ResponseCache:
     def __init__(
         self,
         *,
-        redis_url: str | None = None,
+        redis: Redis | None = None,
         ttl_s: int = DEFAULT_TTL_S,
         max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self._local: OrderedDict[str, tuple[float, CachedResponse]] = OrderedDict()
         self._max = max_entries
         self._ttl = ttl_s
-        self._redis: Redis | None = None
-        if redis_url:
-            from redis.asyncio import Redis  # only when configured: it costs 20 MiB
-
-            self._redis = Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        self._redis = redis  # shared by the process (apiary.kit.redis), which closes it
 
     async def get(self, key: str) -> CachedResponse | None:
         now = time.monotonic()
@@ -125,8 +121,6 @@ class ResponseCache:
 
     async def close(self) -> None:
         self._local.clear()
-        if self._redis is not None:
-            await self._redis.aclose()
 
 
 _PARAMETERS_ONLY = frozenset({"messages", "stream", "stream_options", "user", "metadata", "cache"})

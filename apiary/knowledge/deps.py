@@ -9,8 +9,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from apiary.config import Settings
-    from apiary.executions.bus import Notifier
     from apiary.gateway.client import GatewayClient
+    from apiary.kit.notify import Notifier
     from apiary.knowledge.vectors import VectorStore
 
 

@@ -15,9 +15,9 @@ from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import NotFound, Unprocessable, documented
+from apiary.kit.follow import Read, follow
 from apiary.kit.schemas import Page, Paging, page_of
 from apiary.kit.sse import (
-    HEARTBEAT_S,
     After,
     EncodedEvent,
     EventStreamResponse,
@@ -168,29 +168,25 @@ async def get_document(
     )
 
 
-async def _document_events(
+def _document_events(
     runtime: Runtime, auth: AuthContext, kb_id: uuid.UUID, document_id: uuid.UUID, after: int
 ) -> AsyncIterator[list[EncodedEvent] | None]:
     """Events after `after`, live, until the document is ready or failed (or deleted);
-    None marks an idle interval."""
-    async with runtime.notifier.listen(document_events_channel(document_id)) as listener:
-        while True:
-            try:
-                async with session_scope(runtime.session_factory) as session:
-                    document, rows = await knowledge_service.events(
-                        session, auth, kb_id, document_id, after=after
-                    )
-                    finished = DocumentStatus(document.status).finished
-            except NotFound:
-                return  # deleted while streaming
-            if rows:
-                after = rows[-1].seq
-                yield [EncodedEvent.of(DocumentEvent.model_validate(row)) for row in rows]
-                continue
-            if finished:
-                return
-            if not await listener.wait(HEARTBEAT_S):
-                yield None
+    None marks an idle interval. A document's events commit with its status, so a read
+    that finds it finished has them all."""
+
+    async def read(after: int) -> Read | None:
+        try:
+            async with session_scope(runtime.session_factory) as session:
+                document, rows = await knowledge_service.events(
+                    session, auth, kb_id, document_id, after=after
+                )
+                finished = DocumentStatus(document.status).finished
+        except NotFound:
+            return None  # deleted while streaming
+        return Read([EncodedEvent.of(DocumentEvent.model_validate(row)) for row in rows], finished)
+
+    return follow(runtime.notifier, document_events_channel(document_id), read, after)
 
 
 @router.get(

@@ -23,6 +23,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 
+from apiary.kit.redis import COMMAND_TIMEOUT_S
 from apiary.kv import TAKEN, Change, Check, Outcome
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ _TAKE, _ADD = 1, 2  # the operations' codes in _APPLY
 # How long a settlement may wait for a take to share a round trip with. The counters it
 # changes lag by that much on other replicas; a take on this replica always sees it.
 SETTLE_WITHIN_S = 0.01
-_ROUND_TRIP_TIMEOUT_S = 2.0  # as the other Redis clients' socket timeout
+_ROUND_TRIP_TIMEOUT_S = COMMAND_TIMEOUT_S  # the process's Redis policy (apiary.kit.redis)
 
 
 class RedisCounterStore:
@@ -110,15 +111,24 @@ class RedisCounterStore:
     does not wait. A sender task writes what is queued as one batch (one _APPLY call) and
     goes on to the next without waiting for replies; the lane's reader hands them out."""
 
-    def __init__(self, url: str, *, namespace: str = "apiary") -> None:
-        self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, redis: Redis, *, namespace: str = "apiary") -> None:
+        self._redis = redis  # shared by the process (apiary.kit.redis), which closes it
         self._ns = namespace
         # The takes and settlements go in batches over a connection of their own (a lane),
         # written to and read from directly: redis-py's command path (the pool, retries,
         # events, a task per timed-out write) cost more CPU than the gateway's own work
         # for a call. Connecting (TLS, AUTH, SELECT from the URL) is still redis-py's.
-        self._lane_pool = ConnectionPool.from_url(
-            url, socket_connect_timeout=2, client_name=f"{namespace}-counters"
+        # Made with the shared client's settings (address, credentials, connect timeout);
+        # its reads are bounded per batch (_ROUND_TRIP_TIMEOUT_S), not per socket read,
+        # and it is checked by use, not by a PING before each write.
+        self._lane_pool = ConnectionPool(
+            connection_class=redis.connection_pool.connection_class,
+            **{
+                **redis.connection_pool.connection_kwargs,
+                "client_name": f"{namespace}-counters",
+                "socket_timeout": None,
+                "health_check_interval": 0,
+            },
         )
         self._lane: _Lane | None = None
         self._sha = hashlib.sha1(_APPLY.encode(), usedforsecurity=False).hexdigest().encode()
@@ -260,7 +270,6 @@ class RedisCounterStore:
         if self._lane is not None:
             await self._lane.drain()
             await self._lane.close()
-        await self._redis.aclose()
         await self._lane_pool.aclose()
 
 

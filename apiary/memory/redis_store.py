@@ -74,10 +74,8 @@ def _turn(raw: bytes | str) -> Turn:
 
 
 class RedisMemoryStore:
-    def __init__(self, url: str, *, idle_ttl_s: int | None = None) -> None:
-        from redis.asyncio import Redis  # only when configured: it costs 20 MiB
-
-        self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, redis: Redis, *, idle_ttl_s: int | None = None) -> None:
+        self._redis = redis  # shared by the process (apiary.kit.redis), which closes it
         self._append = self._redis.register_script(_APPEND)
         self._idle_ttl_s = idle_ttl_s or 0  # 0: no expiry
 
@@ -118,4 +116,4 @@ class RedisMemoryStore:
                 await self._redis.unlink(*keys)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        return None  # the shared client is the process's to close

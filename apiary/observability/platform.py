@@ -73,29 +73,9 @@ def _labelled(
 
 
 class PlatformMetrics:
-    """The scrape-time collector of one app; `close()` on shutdown."""
-
-    def __init__(self) -> None:
-        self._redis: Redis | None = None
-
-    def _redis_of(self, url: str) -> Redis:
-        # A client of its own: the counters' connection carries the gateway's batches, and
-        # a scrape's round trips must neither wait behind them nor slow them.
-        if self._redis is None:
-            from redis.asyncio import Redis
-
-            self._redis = Redis.from_url(
-                url,
-                socket_timeout=PROBE_TIMEOUT_S,
-                socket_connect_timeout=PROBE_TIMEOUT_S,
-                client_name="apiary-metrics",
-            )
-        return self._redis
-
-    async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+    """The scrape-time collector of one app. Its Redis round trips go over the process's
+    shared client (`apiary.kit.redis`), on a pooled connection of their own: the counters'
+    batches have their own lane, so a scrape neither waits behind them nor slows them."""
 
     async def exposition(self, runtime: Runtime) -> bytes:
         families = await self.collect(runtime)
@@ -273,10 +253,9 @@ class PlatformMetrics:
     # -- Redis and the Celery queue -------------------------------------------------------
 
     async def _redis_families(self, runtime: Runtime) -> list[Metric]:
-        url = runtime.settings.redis_url
-        if not url:
+        redis = runtime.redis
+        if redis is None:
             return []
-        redis = self._redis_of(url)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S * 2):

@@ -125,16 +125,14 @@ class RedisSlots:
 
     def __init__(
         self,
-        url: str,
+        redis: Redis,
         *,
         limit: int,
         lease_s: float = LEASE_S,
         retry_s: float = RETRY_S,
         stale_s: float = STALE_S,
     ) -> None:
-        from redis.asyncio import Redis  # only when configured
-
-        self._redis: Redis = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._redis = redis  # shared by the process (apiary.kit.redis), which closes it
         self._exchange_script: AsyncScript = self._redis.register_script(_EXCHANGE)
         self._renew_script: AsyncScript = self._redis.register_script(_RENEW)
         self._limit = limit
@@ -308,7 +306,6 @@ class RedisSlots:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await asyncio.gather(*(self._exchange_one(k, m, []) for k, m in leases.items()))
-        await self._redis.aclose()
 
 
 class _TenantSlots:

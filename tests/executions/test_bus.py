@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from apiary.executions.bus import Listener, RedisNotifier
+from apiary.kit.notify import Listener, RedisNotifier
+from apiary.kit.redis import connect
 from tests.conftest import TEST_REDIS
 
 pytestmark = pytest.mark.skipif(not TEST_REDIS, reason="needs the test Redis")
@@ -21,10 +22,13 @@ pytestmark = pytest.mark.skipif(not TEST_REDIS, reason="needs the test Redis")
 async def notifiers() -> AsyncIterator[tuple[RedisNotifier, RedisNotifier]]:
     """Two processes' notifiers: an API replica's and a worker's."""
     assert TEST_REDIS is not None
-    api, worker = RedisNotifier(TEST_REDIS), RedisNotifier(TEST_REDIS)
+    clients = connect(TEST_REDIS), connect(TEST_REDIS)  # each process has its own
+    api, worker = RedisNotifier(clients[0]), RedisNotifier(clients[1])
     yield api, worker
     await api.close()
     await worker.close()
+    for client in clients:
+        await client.aclose()
 
 
 async def _subscription_connections() -> int:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
+from apiary.kit.redis import connect
 from apiary.runtime import Runtime
 from apiary.swarm.slots import RedisSlots, SlotsClosed
 from tests.conftest import TEST_REDIS
@@ -26,15 +27,17 @@ Pools = Callable[..., RedisSlots]
 async def pools() -> AsyncIterator[Pools]:
     """Makes a process's pool of slots on the test Redis; closes them all at the end."""
     made: list[RedisSlots] = []
+    assert TEST_REDIS is not None
+    client = connect(TEST_REDIS)  # one process's client per pool would be closer; one will do
 
     def make(limit: int, **options: float) -> RedisSlots:
-        assert TEST_REDIS is not None
-        made.append(RedisSlots(TEST_REDIS, limit=limit, **options))
+        made.append(RedisSlots(client, limit=limit, **options))
         return made[-1]
 
     yield make
     for pool in made:
         await pool.close()
+    await client.aclose()
 
 
 async def test_the_bound_holds_across_processes(pools: Pools) -> None:
@@ -63,10 +66,10 @@ async def test_a_dead_process_frees_its_slots_when_its_leases_lapse(pools: Pools
     tenant = uuid.uuid4()
     holder = f"""
 import asyncio, sys, uuid
-from apiary.runtime import Runtime
+from apiary.kit.redis import connect
 from apiary.swarm.slots import RedisSlots, SlotsClosed
 async def main():
-    pool = RedisSlots({TEST_REDIS!r}, limit=1, lease_s=1.0)
+    pool = RedisSlots(connect({TEST_REDIS!r}), limit=1, lease_s=1.0)
     async with pool.of(uuid.UUID({str(tenant)!r})):
         print("holding", flush=True)
         await asyncio.sleep(3600)
@@ -152,12 +155,14 @@ async def test_a_stopping_process_fails_its_waiters_and_hands_out_no_more(pools:
 
 
 async def test_a_sub_agent_waits_out_a_redis_that_does_not_answer() -> None:
-    gone = RedisSlots("redis://127.0.0.1:9/0", limit=5, retry_s=0.05)  # nothing listens
+    client = connect("redis://127.0.0.1:9/0")  # nothing listens
+    gone = RedisSlots(client, limit=5, retry_s=0.05)
     waiting = asyncio.create_task(gone.of(uuid.uuid4()).__aenter__())
     await asyncio.sleep(1.0)
     assert not waiting.done()  # still waiting to be let in, not failed
     waiting.cancel()
     await gone.close()
+    await client.aclose()
 
 
 async def test_the_engine_bounds_a_tenant_in_redis(runtime: Runtime) -> None:
