@@ -27,9 +27,9 @@ from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
 from apiary.gateway.cache import ResponseCache
+from apiary.gateway.chain import ProviderChain
 from apiary.gateway.client import GatewayClient
 from apiary.gateway.http import HttpClient
-from apiary.gateway.service import Gateway
 from apiary.kit import redis as shared_redis
 from apiary.kit.notify import LocalNotifier, Notifier, RedisNotifier
 from apiary.knowledge.queue import JobQueue
@@ -62,7 +62,7 @@ class Runtime:
     redis: Redis | None  # the one Redis client (apiary.kit.redis), when configured
     counters: CounterStore
     http: httpx.AsyncClient
-    gateway: Gateway  # the provider chain: routing, retries, breakers, fallback
+    providers: ProviderChain  # routing, retries, breakers, fallback across providers
     client: GatewayClient  # the gateway's call flow (cache, limits, chain, ledger)
     ledger: LedgerWriter
     upstream: HttpClient
@@ -106,7 +106,7 @@ class Runtime:
         counters = _counters(redis)
         writes = GroupCommit(session_factory)
         alerts = AlertRunner(session_factory, settings.alerts)
-        gateway = Gateway(settings.gateway, upstream, on_breaker_open=alerts)
+        providers = ProviderChain(settings.gateway, upstream, on_breaker_open=alerts)
         cache = ResponseCache(
             redis=redis,
             ttl_s=settings.cache.ttl_s,
@@ -125,9 +125,9 @@ class Runtime:
             redis=redis,
             counters=counters,
             http=http,
-            gateway=gateway,
+            providers=providers,
             client=GatewayClient(
-                gateway,
+                providers,
                 cache=cache,
                 semantic_cache=semantic_cache,
                 limits=limits,
@@ -208,7 +208,7 @@ class Runtime:
         await self.ledger.close()
         await self.key_usage.close()
         await self.cache.close()
-        await self.gateway.close()
+        await self.providers.close()
         await self.upstream.close()
         await self.http.aclose()
         await self.counters.close()

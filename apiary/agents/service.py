@@ -14,8 +14,8 @@ from apiary.agents.schemas import AgentCreate, AgentUpdate
 from apiary.auth.context import AuthContext
 from apiary.db import new_id, utcnow
 from apiary.errors import Conflict, Unprocessable
+from apiary.gateway.chain import ProviderChain
 from apiary.gateway.router import UnknownModel
-from apiary.gateway.service import Gateway
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.repository import knowledge_repository
 from apiary.memory.store import MemoryDeps
@@ -44,7 +44,7 @@ def definition(agent: Agent) -> dict[str, Any]:
 
 
 class AgentDeps(MemoryDeps, Protocol):
-    gateway: Gateway  # whether the agent's model is served
+    providers: ProviderChain  # whether the agent's model is served
     # (and the memory store: a deleted agent's threads are forgotten)
 
 
@@ -52,7 +52,7 @@ class AgentService:
     def _check(self, deps: AgentDeps, *, model: str | None, tools: list[str] | None) -> None:
         if model is not None:
             try:
-                deps.gateway.router.decide(model, {"messages": []})
+                deps.providers.router.decide(model, {"messages": []})
             except UnknownModel:
                 raise Unprocessable(
                     f"model: {model!r} is not a gateway model or route; GET /v1/models lists them"

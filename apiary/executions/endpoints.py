@@ -55,7 +55,7 @@ from apiary.usage.schemas import LedgerRow
 router = APIRouter(prefix="/executions", tags=["executions"])
 
 Reader = Annotated[AuthContext, authorize(Permission.EXECUTIONS_READ)]
-Runner = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]
+Launcher = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]  # may start and cancel
 
 
 @router.post(
@@ -68,7 +68,7 @@ Runner = Annotated[AuthContext, authorize(Permission.EXECUTIONS_RUN)]
     },
 )
 async def create_execution(
-    auth: Runner,
+    auth: Launcher,
     session: DbSession,
     runtime: RuntimeDep,
     body: ExecutionCreate,
@@ -144,7 +144,7 @@ async def execution_ledger(
     responses=documented(409),
 )
 async def cancel_execution(
-    auth: Runner,
+    auth: Launcher,
     session: DbSession,
     runtime: RuntimeDep,
     execution_id: uuid.UUID,

@@ -72,7 +72,7 @@ def _count(runtime: Runtime, body: dict[str, Any]) -> bytes:
     """Input tokens as the router counts them (tiktoken's o200k_base, OpenAI's per-message
     overhead): close for any model, exact for none but OpenAI's."""
     chat = messages.count_input(body)
-    decide(runtime.gateway, chat)  # an unknown model is a 404 here as on /v1/messages
+    decide(runtime.providers, chat)  # an unknown model is a 404 here as on /v1/messages
     counted = tokens.count_messages(chat["messages"])
     if "tools" in chat:
         counted += tokens.count_text(orjson.dumps(chat["tools"]).decode())

@@ -20,9 +20,9 @@ from apiary.auth.context import AuthContext
 from apiary.errors import ApiaryError, NotFound
 from apiary.gateway import catalog, tokens
 from apiary.gateway.cache import CachedResponse, ResponseCache, bucket_key, cache_key, wants_cache
+from apiary.gateway.chain import AllProvidersFailed, CallResult, ProviderChain
 from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
-from apiary.gateway.service import AllProvidersFailed, CallResult, Gateway
 from apiary.limits.enforcer import Admission, LimitEnforcer
 from apiary.observability import tracing
 from apiary.observability.metrics import observe_upstream
@@ -72,9 +72,9 @@ class UpstreamRejected(UpstreamFailed):
     status_code = 400
 
 
-def decide(gateway: Gateway, body: dict[str, Any]) -> Decision:
+def decide(providers: ProviderChain, body: dict[str, Any]) -> Decision:
     try:
-        return gateway.router.decide(body["model"], body)
+        return providers.router.decide(body["model"], body)
     except UnknownModel:
         raise NotFound(
             f"model {body['model']!r} does not exist; GET /v1/models lists what you can call"
@@ -97,7 +97,7 @@ def _failed(error: AllProvidersFailed) -> UpstreamFailed:
 
 
 def _ledger(
-    gateway: Gateway,
+    providers: ProviderChain,
     auth: AuthContext,
     body: dict[str, Any],
     result: CallResult,
@@ -115,7 +115,7 @@ def _ledger(
     target = result.target
     if target is not None:
         observe_upstream(target.provider, target.model, result.upstream_s, result.ttft_s)
-    cost = catalog.cost_usd(gateway.price(target), usage) if target else 0.0
+    cost = catalog.cost_usd(providers.price(target), usage) if target else 0.0
     failed = result.error if (target is None or result.error is not None) else None
     row = ledger_row(
         auth,
@@ -163,14 +163,14 @@ _PROMPT_FIELD = {"chat": "messages", "embedding": "input"}
 
 
 def _estimate_cost(
-    gateway: Gateway, decision: Decision, body: dict[str, Any], *, kind: str
+    providers: ProviderChain, decision: Decision, body: dict[str, Any], *, kind: str
 ) -> float | None:
     """What the call may cost at the first candidate's price, for the budget reservation.
 
     Prompt tokens are estimated as characters / 4 (close for English, generous for code):
     a tokenizer here would cost a millisecond on the hot path and 70 MiB of memory, and the
     reservation is replaced by the real cost when the call ends anyway."""
-    info = gateway.price(decision.chain[0]) if decision.chain else None
+    info = providers.price(decision.chain[0]) if decision.chain else None
     if info is None:
         return None
     characters = len(orjson.dumps(body.get(_PROMPT_FIELD.get(kind, "messages"))))
@@ -261,7 +261,7 @@ class BilledCall:
 
 def _describe_call(
     span: tracing.Span,
-    gateway: Gateway,
+    providers: ProviderChain,
     result: CallResult,
     entry: dict[str, Any],
     cost: float | None,
@@ -274,7 +274,7 @@ def _describe_call(
         "apiary.attempts": result.attempts,
     }
     if target is not None:
-        described["gen_ai.system"] = gateway.handles[target.provider].provider.config.kind
+        described["gen_ai.system"] = providers.handles[target.provider].provider.config.kind
         described["apiary.provider"] = target.provider
         described["gen_ai.response.model"] = (
             result.completion.model if result.completion is not None else target.model
@@ -331,7 +331,7 @@ def _cache_hit(
 
 
 async def _stream(
-    gateway: Gateway,
+    providers: ProviderChain,
     body: dict[str, Any],
     decision: Decision,
     call: BilledCall,
@@ -340,10 +340,10 @@ async def _stream(
     handler: float,
 ) -> ChatStream:
     try:
-        result, chunks = await gateway.stream(body, decision)
+        result, chunks = await providers.stream(body, decision)
     except AllProvidersFailed as error:
         raise await call.failed(error, streamed=True) from None
-    info = gateway.price(result.target) if result.target else None
+    info = providers.price(result.target) if result.target else None
     headers = _headers(result, None, started=started, routed=routed, handler=handler)
     headers["x-apiary-cost-usd"] = "see ledger" if info else "unpriced"
 
@@ -384,7 +384,7 @@ class GatewayClient:
 
     def __init__(
         self,
-        providers: Gateway,
+        providers: ProviderChain,
         *,
         cache: ResponseCache,
         semantic_cache: SemanticCache | None,
@@ -439,7 +439,7 @@ class GatewayClient:
     ) -> ChatReply | ChatStream:
         started = time.perf_counter() if started is None else started
         handler = time.perf_counter()
-        gateway = self.providers
+        providers = self.providers
         cacheable = wants_cache(body, cache_header)
         body.pop("cache", None)  # Apiary's switch, not a provider parameter
         key = cache_key(str(auth.scope.tenant_id), body) if cacheable else None
@@ -455,13 +455,13 @@ class GatewayClient:
             vector = await semantic.embed(body)
             if (similar := semantic.get(bucket, vector)) is not None:
                 return _cache_hit(similar[0], auth, body, self.ledger, started, kind="semantic")
-        decision = decide(gateway, body)
+        decision = decide(providers, body)
         call = await BilledCall.admit(self, auth, body, decision, kind="chat", started=started)
         routed = time.perf_counter()
         if body.get("stream"):
-            return await _stream(gateway, body, decision, call, started, routed, handler)
+            return await _stream(providers, body, decision, call, started, routed, handler)
         try:
-            result = await gateway.complete(body, decision)
+            result = await providers.complete(body, decision)
         except AllProvidersFailed as error:
             raise await call.failed(error) from None
         entry, cost, warning = await call.settle(result)

@@ -24,10 +24,10 @@ Reader = Annotated[AuthContext, authorize(Permission.PROVIDERS_READ)]
 
 @router.get("/health", summary="Each provider's circuit-breaker state, as this process sees it")
 async def providers_health(auth: Reader, runtime: RuntimeDep) -> ProvidersHealth:
-    gateway = runtime.gateway
+    chain = runtime.providers
     providers = []
-    for config in gateway.config.providers:
-        breaker = gateway.handles[config.name].breaker
+    for config in chain.config.providers:
+        breaker = chain.handles[config.name].breaker
         retry_in = breaker.seconds_until_trial()
         providers.append(
             ProviderHealth(

@@ -389,7 +389,7 @@ def _model(name: str, created: int) -> dict[str, Any]:
 @router.get("/models", summary="The models and routes this tenant may call")
 async def models(auth: Caller, runtime: RuntimeDep) -> Response:
     created = int(time.time())
-    data = [_model(name, created) for name in runtime.gateway.router.names()]
+    data = [_model(name, created) for name in runtime.providers.router.names()]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
@@ -400,6 +400,6 @@ async def models(auth: Caller, runtime: RuntimeDep) -> Response:
 async def model(model_id: str, auth: Caller, runtime: RuntimeDep) -> Response:
     # The same names as the listing: a model id holds a slash (provider/model), which
     # OpenAI's SDKs send percent-encoded and the server hands over decoded.
-    if model_id not in runtime.gateway.router.names():
+    if model_id not in runtime.providers.router.names():
         raise NotFound(f"model {model_id!r} does not exist; GET /v1/models lists what you can call")
     return Response(orjson.dumps(_model(model_id, int(time.time()))), media_type="application/json")

@@ -79,7 +79,7 @@ async def create_base(
     auth: Writer, session: DbSession, runtime: RuntimeDep, body: KnowledgeBaseCreate
 ) -> KnowledgeBase:
     return KnowledgeBase.model_validate(
-        await knowledge_service.create(session, runtime.gateway, auth, body)
+        await knowledge_service.create(session, runtime.providers, auth, body)
     )
 
 

@@ -38,7 +38,7 @@ from apiary.knowledge.sparse import query_vector
 from apiary.knowledge.vectors import SearchMode, VectorHit
 
 if TYPE_CHECKING:
-    from apiary.gateway.service import Gateway
+    from apiary.gateway.chain import ProviderChain
     from apiary.knowledge.deps import SearchDeps
     from apiary.knowledge.vectors import VectorStore
 
@@ -53,15 +53,19 @@ def _megabytes(size: int) -> str:
 
 class KnowledgeService:
     async def create(
-        self, session: AsyncSession, gateway: Gateway, auth: AuthContext, body: KnowledgeBaseCreate
+        self,
+        session: AsyncSession,
+        providers: ProviderChain,
+        auth: AuthContext,
+        body: KnowledgeBaseCreate,
     ) -> KnowledgeBase:
-        """A knowledge base; `gateway` tells whether a non-bundled embedding model is served."""
+        """A knowledge base; `providers` tells whether a non-bundled embedding model is served."""
         scope = auth.scope
         if body.embedding_model != BUNDLED_EMBEDDING_MODEL:
             from apiary.gateway.client import decide
 
             try:
-                decide(gateway, {"model": body.embedding_model})
+                decide(providers, {"model": body.embedding_model})
             except NotFound:
                 raise Unprocessable(
                     f"embedding_model: {body.embedding_model!r} is neither "

@@ -114,7 +114,7 @@ class PlatformMetrics:
             "Consecutive failures each provider's breaker has counted in this process.",
             labels=["provider"],
         )
-        for name, handle in runtime.gateway.handles.items():
+        for name, handle in runtime.providers.handles.items():
             current = handle.breaker.state
             for state in BreakerState:
                 breaker.add_metric([name, state.value], 1.0 if state is current else 0.0)

@@ -18,16 +18,16 @@ import orjson
 from apiary.auth.context import AuthContext
 from apiary.config import Settings
 from apiary.gateway import catalog
+from apiary.gateway.chain import ProviderChain
 from apiary.gateway.client import ChatReply, ChatStream, GatewayClient
 from apiary.gateway.providers.base import Usage
 from apiary.gateway.router import Target
-from apiary.gateway.service import Gateway
 
 
 class CallDeps(Protocol):
     settings: Settings  # the swarm's default max_tokens
     client: GatewayClient  # the call itself: limits, routing, fallback, ledger
-    gateway: Gateway  # the price of a streamed call, whose cost no header carries
+    providers: ProviderChain  # the price of a streamed call, whose cost no header carries
 
 
 class BudgetStop(Exception):
@@ -159,7 +159,7 @@ async def _collect(
     )
     cost = None
     if provider and model:
-        cost = catalog.cost_usd(deps.gateway.price(Target(provider, model)), counted)
+        cost = catalog.cost_usd(deps.providers.price(Target(provider, model)), counted)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(parts) or None}
     if tool_calls:
         message["tool_calls"] = [tool_calls[index] for index in sorted(tool_calls)]

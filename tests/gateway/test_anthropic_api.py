@@ -44,7 +44,9 @@ def sent(gateway: Gateway) -> dict[str, Any]:
     return body
 
 
-async def test_create_with_system_and_turns_through_an_openai_provider(gateway: Gateway) -> None:
+async def test_create_with_system_and_turns_through_an_openai_provider(
+    gateway: Gateway,
+) -> None:
     client = claude(gateway)
     raw = await client.messages.with_raw_response.create(
         model="oai/gpt-4o-mini",
@@ -186,7 +188,9 @@ async def test_tool_round_trip(gateway: Gateway) -> None:
     assert turns[3] == {"role": "user", "content": "Thanks; summarise."}
 
 
-async def test_tool_use_through_the_anthropic_adapter_and_any_choice(gateway: Gateway) -> None:
+async def test_tool_use_through_the_anthropic_adapter_and_any_choice(
+    gateway: Gateway,
+) -> None:
     gateway.upstream.script(
         "anthropic",
         Reply(text="Let me look.", tool_calls=[ToolCall("weather", '{"city": "Oslo"}')]),

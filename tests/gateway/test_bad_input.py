@@ -140,7 +140,7 @@ async def test_a_load_of_bad_requests_from_one_tenant_does_not_hurt_another(
             await bad_tenant.chat.completions.create(
                 model="local/smollm2", messages=with_image, max_tokens=4, stream=n % 2 == 0
             )
-    assert gateway.runtime.gateway.handles["local"].breaker.state is BreakerState.CLOSED
+    assert gateway.runtime.providers.handles["local"].breaker.state is BreakerState.CLOSED
 
     other = await make_tenant(gateway.runtime, gateway.http())
     key = await make_api_key(gateway.runtime, other, Role.DEVELOPER)
@@ -158,7 +158,7 @@ async def test_a_refused_request_on_a_half_open_breaker_does_not_jam_it(
     for its content: that says nothing about the provider, so the next call is the trial,
     instead of the breaker waiting forever for a verdict and refusing every call."""
     gateway: Gateway = await make_gateway(provider_overrides={"oai": {"max_retries": 0}})
-    breaker = gateway.runtime.gateway.handles["oai"].breaker
+    breaker = gateway.runtime.providers.handles["oai"].breaker
     breaker.cooldown_s = 0.2
     client = gateway.client()
     gateway.upstream.set_default("openai", Fail(500))
@@ -249,7 +249,7 @@ async def test_the_local_model_refuses_bad_options_by_name(make_gateway: Gateway
                     extra_body={option: value},
                 )
             assert expected in caught.value.message
-    assert gateway.runtime.gateway.handles["local"].breaker.consecutive_failures == 0
+    assert gateway.runtime.providers.handles["local"].breaker.consecutive_failures == 0
 
 
 async def test_the_local_runtime_failing_is_a_server_error_the_breaker_counts(
@@ -263,7 +263,7 @@ async def test_the_local_runtime_failing_is_a_server_error_the_breaker_counts(
         model="local/smollm2", messages=HELLO, max_tokens=2, temperature=0
     )
     assert completion.choices  # the model is loaded and answers
-    handle = gateway.runtime.gateway.handles["local"]
+    handle = gateway.runtime.providers.handles["local"]
     llama = handle.provider._llama  # type: ignore[attr-defined]
     for failure in (
         ValueError("Requested tokens (600) exceed batch size of 512"),

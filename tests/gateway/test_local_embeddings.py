@@ -32,7 +32,7 @@ class Local:
 
 @pytest.fixture
 async def local(app: FastAPI, client: httpx.AsyncClient, runtime: Runtime) -> AsyncIterator[Local]:
-    assert [p.kind for p in runtime.gateway.config.providers] == ["local"]
+    assert [p.kind for p in runtime.providers.config.providers] == ["local"]
     tenant = await make_tenant(runtime, client, "acme")
     key = await make_api_key(runtime, tenant, Role.DEVELOPER)
     transport = httpx2.ASGITransport(app=app)
@@ -122,7 +122,7 @@ async def test_what_minilm_cannot_do_is_a_400(
 async def test_minilm_does_not_chat_and_is_not_in_the_default_chain(
     local: Local, runtime: Runtime
 ) -> None:
-    decision = runtime.gateway.router.decide("default", {"messages": []})
+    decision = runtime.providers.router.decide("default", {"messages": []})
     assert [target.key for target in decision.chain] == ["local/smollm2"]
     with pytest.raises(openai.BadRequestError) as caught:
         await local.sdk.chat.completions.create(

@@ -17,7 +17,7 @@ from tests.gateway.conftest import Gateway, GatewayFactory
 async def test_local_model_answers_and_follows_a_json_schema(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    assert [p.kind for p in runtime.gateway.config.providers] == ["local"]
+    assert [p.kind for p in runtime.providers.config.providers] == ["local"]
     tenant = await make_tenant(runtime, client, "acme")
     key = await make_api_key(runtime, tenant, Role.DEVELOPER)
     headers = {**key.headers, "content-type": "application/json"}

@@ -83,7 +83,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {"get_weather": GetWeather, "add": Add}
 
 @pytest.fixture
 async def key(client: httpx.AsyncClient, runtime: Runtime) -> str:
-    assert [p.kind for p in runtime.gateway.config.providers] == ["local"]
+    assert [p.kind for p in runtime.providers.config.providers] == ["local"]
     tenant = await make_tenant(runtime, client, "acme")
     return (await make_api_key(runtime, tenant, Role.DEVELOPER)).token
 

@@ -271,7 +271,9 @@ async def test_anthropic_tool_calls_are_translated(gateway: Gateway) -> None:
     }
 
 
-async def test_anthropic_streamed_tool_call_arrives_as_openai_deltas(gateway: Gateway) -> None:
+async def test_anthropic_streamed_tool_call_arrives_as_openai_deltas(
+    gateway: Gateway,
+) -> None:
     gateway.upstream.script(
         "anthropic", Reply(text="", tool_calls=[ToolCall("weather", '{"city": "Oslo"}')])
     )
@@ -397,7 +399,7 @@ async def test_circuit_breaker_opens_and_skips_the_provider(
 
 async def test_max_concurrency_queues_instead_of_failing(make_gateway: GatewayFactory) -> None:
     gateway: Gateway = await make_gateway(provider_overrides={"oai": {"max_concurrency": 1}})
-    service = gateway.runtime.gateway
+    service = gateway.runtime.providers
     request = {"model": "oai/gpt-4o-mini", "messages": HELLO}
     decision = service.router.decide("oai/gpt-4o-mini", request)
     gateway.upstream.script("openai", Slow(0.3), Slow(0.3))
@@ -408,7 +410,7 @@ async def test_max_concurrency_queues_instead_of_failing(make_gateway: GatewayFa
     assert max(r.queue_s for r in results) >= 0.25
 
     # Control: without the limit the same two calls overlap.
-    unlimited = (await make_gateway()).runtime.gateway
+    unlimited = (await make_gateway()).runtime.providers
     gateway.upstream.script("openai", Slow(0.3), Slow(0.3))
     started = time.perf_counter()
     await asyncio.gather(*[unlimited.complete(request, decision) for _ in range(2)])
@@ -442,7 +444,7 @@ async def test_a_stream_given_up_before_its_first_token_gives_its_turn_back(
 
 async def test_rpm_limit_queues_the_request_over_the_limit(make_gateway: GatewayFactory) -> None:
     gateway: Gateway = await make_gateway(provider_overrides={"oai": {"rpm": 2}})
-    limiter = gateway.runtime.gateway.handles["oai"].limiter
+    limiter = gateway.runtime.providers.handles["oai"].limiter
     for _ in range(2):
         async with limiter.slot() as waited:
             assert waited < 0.05

@@ -379,7 +379,9 @@ async def test_expired_responses_are_not_served_and_are_swept(gateway: Gateway) 
     assert await response_service.sweep(runtime.session_factory, now=utcnow()) == 0
 
 
-async def test_an_agents_sdk_agent_runs_its_tool_to_the_final_output(gateway: Gateway) -> None:
+async def test_an_agents_sdk_agent_runs_its_tool_to_the_final_output(
+    gateway: Gateway,
+) -> None:
     set_agents_tracing_disabled(True)
     asked: list[str] = []
 

@@ -28,7 +28,7 @@ async def test_the_apps_scrape_reports_its_database_and_state(
     assert "apiary_executions" in found
     assert value(found, "apiary_db_pool_capacity") > 0
     providers = {labels["provider"] for labels, _ in found["apiary_gateway_breaker_state"]}
-    assert providers == set(runtime.gateway.handles)
+    assert providers == set(runtime.providers.handles)
     if runtime.settings.redis_url:
         assert value(found, "apiary_redis_up") == 1
     else:  # embedded: there is no Redis to be down

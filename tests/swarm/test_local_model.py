@@ -15,7 +15,7 @@ from tests.factories import make_api_key, make_tenant
 async def test_a_small_swarm_on_the_local_model(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    assert [p.kind for p in runtime.gateway.config.providers] == ["local"]
+    assert [p.kind for p in runtime.providers.config.providers] == ["local"]
     runtime.settings.swarm.max_tokens = 64  # keep it quick: a few tokens per call
     try:
         tenant = await make_tenant(runtime, client, "local-swarm")

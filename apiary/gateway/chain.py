@@ -139,7 +139,7 @@ def _told(listener: BreakerListener | None, provider: str) -> Callable[[int, flo
     )
 
 
-class Gateway:
+class ProviderChain:
     def __init__(
         self,
         config: GatewayConfig,
