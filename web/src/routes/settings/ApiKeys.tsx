@@ -77,7 +77,7 @@ export function ApiKeys() {
           },
         ]}
       />
-      <CreateKeyDialog open={creating} onClose={() => setCreating(false)} role={me?.role} />
+      <CreateKeyDialog open={creating} onClose={() => setCreating(false)} me={me} />
     </div>
   );
 }
@@ -85,14 +85,14 @@ export function ApiKeys() {
 function CreateKeyDialog({
   open,
   onClose,
-  role,
+  me,
 }: {
   open: boolean;
   onClose: () => void;
-  role: Schemas["Role"] | undefined;
+  me: Schemas["Me"] | undefined;
 }) {
   const create = useCreateApiKey();
-  const roles = grantableRoles(role);
+  const roles = grantableRoles(me);
   const [name, setName] = useState("");
   const [keyRole, setKeyRole] = useState<Schemas["Role"]>("developer");
   const close = () => {

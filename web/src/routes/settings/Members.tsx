@@ -21,7 +21,7 @@ export function Members() {
   const [adding, setAdding] = useState(false);
   const [inviting, setInviting] = useState(false);
   const mayWrite = can(me, "members:write");
-  const roles = grantableRoles(me?.role);
+  const roles = grantableRoles(me);
 
   return (
     <div>
