@@ -15,7 +15,8 @@ import { type FormEvent, useState } from "react";
 
 export function ApiKeys() {
   const { data: me } = useMe();
-  const keys = useApiKeys();
+  const [keysOffset, setKeysOffset] = useState(0);
+  const keys = useApiKeys(keysOffset);
   const revoke = useRevokeApiKey();
   const [creating, setCreating] = useState(false);
   const mayWrite = can(me, "api_keys:write");
@@ -38,6 +39,7 @@ export function ApiKeys() {
       <DataTable
         label="API keys"
         query={keys}
+        paging={{ offset: keysOffset, onChange: setKeysOffset }}
         empty="No API keys yet."
         rowKey={(key) => key.id}
         rowTestId={(key) => `api-key-${key.name}`}
