@@ -112,7 +112,7 @@ web/dist/index.html: $(NPM_STAMP) $(WEB_SOURCES)
 web: web/dist/index.html ## Build the dashboard into web/dist (when missing or stale)
 
 # Regenerate the OpenAPI spec and the dashboard's typed client after an API change.
-web-api: venv $(NPM_STAMP) ## Regenerate web/openapi.json and web/src/api/schema.d.ts
+web-api: venv $(NPM_STAMP) ## Regenerate web/openapi.json, web/src/api/schema.d.ts and constraints.ts
 	$(VENV)/bin/apiary openapi --output web/openapi.json
 	cd web && npm run gen:api
 

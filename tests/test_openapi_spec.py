@@ -19,7 +19,7 @@ def test_committed_openapi_json_is_the_current_spec(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert orjson.loads(fresh.read_bytes()) == orjson.loads(SPEC.read_bytes()), (
         "web/openapi.json is stale: run `make web-api` and commit web/openapi.json "
-        "and web/src/api/schema.d.ts"
+        "and web/src/api/schema.d.ts and constraints.ts"
     )
     assert fresh.read_text() == SPEC.read_text()
 

@@ -51,6 +51,11 @@ class Me(Schema):
     permissions: list[Permission] = Field(
         default_factory=list, description="What this caller's role may do, for role-based UIs"
     )
+    grantable_roles: list[Role] = Field(
+        default_factory=list,
+        description="The member roles this caller may hand out (invite, add, change a member "
+        "to), highest first; acting on a member holding another role is refused",
+    )
 
 
 class OIDCClientConfig(Schema):

@@ -22,7 +22,7 @@ from apiary.auth.repository import auth_repository
 from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
 from apiary.auth.throttle import LoginThrottle
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
-from apiary.authz.permissions import Role
+from apiary.authz.permissions import RANK, Role
 from apiary.authz.scope import TenantScope
 from apiary.billing.entitlements import Feature, check_seat, require_feature
 from apiary.config import Settings
@@ -257,6 +257,10 @@ class AuthService:
                 for m, t in memberships
             ],
             permissions=sorted(auth.permissions),
+            # The server's own rule, so a UI never restates it: highest rank first.
+            grantable_roles=sorted(
+                (role for role in Role if auth.may_grant(role)), key=lambda role: -RANK[role]
+            ),
         )
 
     async def _choose_tenant(

@@ -41,3 +41,41 @@ async def test_me_lists_what_the_role_may_do(client: httpx.AsyncClient, runtime:
     # A key holds its role's permissions but those that would outlive it.
     assert set(key_me["permissions"]) == {p.value for p in MATRIX[Role.DEVELOPER] - KEY_WITHHELD}
     assert "api_keys:write" not in key_me["permissions"]
+
+
+async def test_me_lists_the_roles_the_caller_may_grant(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The dashboard's role pickers offer exactly what the server would accept."""
+    tenant = await make_tenant(runtime, client, "grant-corp")
+    developer = await make_member(client, tenant, Role.DEVELOPER)
+    billing = await make_member(client, tenant, Role.BILLING_ADMIN)
+    viewer = await make_member(client, tenant, Role.VIEWER)
+    key = await make_api_key(runtime, tenant, Role.TENANT_ADMIN)
+
+    async def grantable(headers: dict[str, str]) -> list[str]:
+        me = await client.get("/api/v1/auth/me", headers=headers)
+        assert me.status_code == 200
+        return list(me.json()["grantable_roles"])
+
+    assert await grantable(tenant.admin.headers) == [
+        "tenant_admin",
+        "developer",
+        "billing_admin",
+        "viewer",
+    ]
+    assert await grantable(developer.headers) == ["developer", "viewer"]
+    assert await grantable(billing.headers) == ["billing_admin", "viewer"]
+    assert await grantable(viewer.headers) == ["viewer"]
+    # A key only hands out roles below its own, never its own.
+    assert await grantable(key.headers) == ["developer", "billing_admin", "viewer"]
+
+    # What the list names is what the server accepts: the key may add a developer but not
+    # another tenant admin.
+    for role, status in (("tenant_admin", 403), ("developer", 201)):
+        response = await client.post(
+            "/api/v1/members",
+            headers=key.headers,
+            json={"email": f"{role}@grant-corp.example", "role": role, "password": "pw-12345678"},
+        )
+        assert response.status_code == status, response.text

@@ -1,9 +1,10 @@
 // The dashboard in a real Chromium against a real `apiary serve` (see harness.mjs).
 // Steps share one server and run in order: sign in, overview, API keys (create, see once,
-// revoke), a /v1 call whose cost shows in analytics, settings pages, a knowledge base, an
-// agent, a swarm run watched live and its cost in analytics, a cancelled run, the execution
-// history, a viewer, billing (a billing admin's plan and invoice, a tenant admin's webhook,
-// the super admin's plans and revenue), the admin.
+// revoke), a /v1 call whose cost shows in analytics, a dialog's focus trap, a list paged to
+// its last row, settings pages, a knowledge base, an agent, a swarm run watched live and its
+// cost in analytics, a cancelled run, the execution history, a viewer, billing (a billing
+// admin's plan and invoice, a tenant admin's webhook, the super admin's plans and revenue),
+// the admin.
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
@@ -176,6 +177,78 @@ test("the key is revoked and stops working", async () => {
     headers: { authorization: `Bearer ${apiKey}` },
   });
   assert.equal(response.status, 401);
+});
+
+test("a dialog traps focus, hides the page behind it, and Escape returns focus to its button", async () => {
+  const opener = page.getByRole("button", { name: "Create API key" });
+  await opener.focus();
+  await page.keyboard.press("Enter");
+  const dialog = page.getByRole("dialog", { name: "Create API key" });
+  await dialog.waitFor();
+  const focusInDialog = () =>
+    page.evaluate(() => !!document.activeElement?.closest("dialog[open]"));
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "key-name");
+  // The page behind is inert and out of the accessibility tree.
+  assert.equal(await page.locator("#root").getAttribute("inert"), "");
+  assert.equal(await page.locator("#root").getAttribute("aria-hidden"), "true");
+  assert.equal(await page.getByRole("link", { name: "Overview" }).count(), 0);
+  const stops = await dialog.evaluate(
+    (element) =>
+      element.querySelectorAll("button:not([disabled]), input:not([disabled]), select").length,
+  );
+  // Round the dialog twice each way: focus never leaves it.
+  for (let i = 0; i < stops * 2 + 1; i += 1) {
+    await page.keyboard.press("Tab");
+    assert.ok(await focusInDialog(), `Tab ${i + 1} left the dialog`);
+  }
+  for (let i = 0; i < stops * 2 + 1; i += 1) {
+    await page.keyboard.press("Shift+Tab");
+    assert.ok(await focusInDialog(), `Shift+Tab ${i + 1} left the dialog`);
+  }
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "detached" });
+  assert.equal(
+    await page.evaluate(() => document.activeElement?.textContent),
+    "Create API key",
+    "focus is back on the button that opened the dialog",
+  );
+  assert.equal(await page.locator("#root").getAttribute("inert"), null);
+  await page.getByRole("link", { name: "Overview" }).waitFor();
+});
+
+test("a list longer than a page reaches its last row", async () => {
+  const token = await apiSignIn(stack.baseUrl, TENANT_ADMIN);
+  const names = Array.from({ length: 26 }, (_, n) => `paged-${String(n).padStart(2, "0")}`);
+  for (const name of names) {
+    const created = await call(token, "POST", "/api/v1/api-keys", { name, role: "viewer" });
+    assert.equal(created.status, 201, await created.text());
+  }
+  await page.reload();
+  const table = page.getByRole("table", { name: "API keys" });
+  await table.waitFor();
+  // 27 keys with the revoked one: a page of 25, then the last 2.
+  await page.getByTestId("pager-range").getByText("1–25 of 27").waitFor();
+  const seen = new Set();
+  const collect = async () => {
+    for (const id of await table
+      .locator("tbody tr")
+      .evaluateAll((rows) => rows.map((row) => row.dataset.testid))) {
+      seen.add(id);
+    }
+  };
+  await collect();
+  await page.getByRole("button", { name: "Next" }).click();
+  await page.getByTestId("pager-range").getByText("26–27 of 27").waitFor();
+  await collect();
+  assert.equal(
+    await page.getByRole("button", { name: "Next" }).isDisabled(),
+    true,
+    "the last page",
+  );
+  await shot("api-keys-last-page");
+  for (const name of [...names, "e2e-ci"]) assert.ok(seen.has(`api-key-${name}`), name);
+  await page.getByRole("button", { name: "Previous" }).click();
+  await page.getByTestId("pager-range").getByText("1–25 of 27").waitFor();
 });
 
 test("settings pages: members, budgets, routing, audit log", async () => {

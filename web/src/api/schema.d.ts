@@ -2637,6 +2637,11 @@ export interface components {
             api_key_id: string | null;
             /** Email */
             email: string | null;
+            /**
+             * Grantable Roles
+             * @description The member roles this caller may hand out (invite, add, change a member to), highest first; acting on a member holding another role is refused
+             */
+            grantable_roles?: components["schemas"]["Role"][];
             /** Is Super Admin */
             is_super_admin: boolean;
             /** Memberships */

@@ -18,12 +18,7 @@ export const ROLE_LABELS: Record<Role, string> = {
   viewer: "Viewer",
 };
 
-/** The member roles a caller may hand out: its own or lesser ones (the server's may_grant). */
-export function grantableRoles(role: Role | undefined): Role[] {
-  const members: Role[] = ["tenant_admin", "developer", "billing_admin", "viewer"];
-  if (role === "super_admin" || role === "tenant_admin") return members;
-  if (role === "developer") return ["developer", "viewer"];
-  if (role === "billing_admin") return ["billing_admin", "viewer"];
-  if (role === "viewer") return ["viewer"];
-  return [];
+/** The member roles a caller may hand out, as the server's own rule lists them on `/auth/me`. */
+export function grantableRoles(me: Me | undefined): Role[] {
+  return me?.grantable_roles ?? [];
 }

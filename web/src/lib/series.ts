@@ -1,13 +1,13 @@
 // Reshape the usage API's (day, key) rows into what a stacked chart wants: one point per
 // day with one field per key.
 
-export interface SeriesRow {
-  key: string | null;
-  day?: string | null;
-  cost_usd: number;
-  prompt_tokens: number;
-  completion_tokens: number;
-}
+import type { Schemas } from "@/api/client";
+
+/** The fields of the server's series row that a chart reads. */
+export type SeriesRow = Pick<
+  Schemas["UsageSeriesRow"],
+  "key" | "day" | "cost_usd" | "prompt_tokens" | "completion_tokens"
+>;
 
 export type Metric = "cost_usd" | "tokens";
 

@@ -11,7 +11,8 @@ import { type FormEvent, useState } from "react";
 
 export function AdminTenants() {
   const { data: me } = useMe();
-  const tenants = useTenants();
+  const [tenantsOffset, setTenantsOffset] = useState(0);
+  const tenants = useTenants(tenantsOffset);
   const setStatus = useSetTenantStatus();
   const [creating, setCreating] = useState(false);
 
@@ -28,6 +29,7 @@ export function AdminTenants() {
       <DataTable
         label="Tenants"
         query={tenants}
+        paging={{ offset: tenantsOffset, onChange: setTenantsOffset }}
         empty="No tenants yet."
         rowKey={(tenant) => tenant.id}
         rowTestId={(tenant) => `tenant-${tenant.name}`}

@@ -25,8 +25,8 @@ const planner = {
   updated_at: "2026-11-27T11:00:00Z",
 };
 const seed: [readonly unknown[], unknown][] = [
-  [agentKeys.all, page([planner])],
-  [knowledgeKeys.all, page([{ id: "kb1", name: "runbooks" }])],
+  [agentKeys.page(0), page([planner])],
+  [knowledgeKeys.every, page([{ id: "kb1", name: "runbooks" }])],
 ];
 
 describe("Agents", () => {
@@ -73,7 +73,7 @@ describe("Agents", () => {
 
   it("says so when there are no agents", () => {
     renderSignedIn(<Agents />, meAs("viewer", ["self", "agents:read"]), "/agents", [
-      [agentKeys.all, page([])],
+      [agentKeys.page(0), page([])],
     ]);
     expect(screen.getByText("No agents yet.")).toBeTruthy();
   });

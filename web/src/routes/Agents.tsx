@@ -8,7 +8,7 @@ import { DataTable } from "@/components/ui/data-table";
 import { ErrorState, PageHeader } from "@/components/ui/states";
 import { useAgents, useDeleteAgent } from "@/hooks/queries/agents";
 import { useMe } from "@/hooks/queries/auth";
-import { useKnowledgeBases } from "@/hooks/queries/knowledge";
+import { useAllKnowledgeBases } from "@/hooks/queries/knowledge";
 import { formatDateTime, formatUsd } from "@/lib/format";
 import { can } from "@/lib/permissions";
 import { useState } from "react";
@@ -19,9 +19,10 @@ type Open = { kind: "create" } | { kind: "edit" | "versions"; agent: Agent } | n
 
 export function Agents() {
   const { data: me } = useMe();
-  const agents = useAgents();
+  const [agentsOffset, setAgentsOffset] = useState(0);
+  const agents = useAgents(agentsOffset);
   const remove = useDeleteAgent();
-  const bases = useKnowledgeBases();
+  const bases = useAllKnowledgeBases();
   const baseNames = new Map(bases.data?.items.map((base) => [base.id, base.name]));
   const [open, setOpen] = useState<Open>(null);
   const mayWrite = can(me, "agents:write");
@@ -45,6 +46,7 @@ export function Agents() {
       <DataTable
         label="Agents"
         query={agents}
+        paging={{ offset: agentsOffset, onChange: setAgentsOffset }}
         empty={mayWrite ? "No agents yet: create one to run a swarm." : "No agents yet."}
         rowKey={(agent) => agent.id}
         rowTestId={(agent) => `agent-${agent.name}`}

@@ -4,8 +4,8 @@ import { Card, CardTitle, Stat } from "@/components/ui/card";
 import { Input, Label, Select } from "@/components/ui/input";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
 import { Table, Td, Th } from "@/components/ui/table";
-import { useAgents } from "@/hooks/queries/agents";
-import { useApiKeys } from "@/hooks/queries/apiKeys";
+import { useAllAgents } from "@/hooks/queries/agents";
+import { useAllApiKeys } from "@/hooks/queries/apiKeys";
 import { useMe } from "@/hooks/queries/auth";
 import { useLimits } from "@/hooks/queries/limits";
 import {
@@ -56,8 +56,8 @@ export function Analytics() {
   const series = useUsageSeries(window, groupBy, true);
   const totals = useUsageSeries(window, groupBy, false);
   const limits = useLimits();
-  const keys = useApiKeys();
-  const agents = useAgents();
+  const keys = useAllApiKeys();
+  const agents = useAllAgents();
   // API keys and agents are grouped by id: show their names where the caller may see them.
   const names = useMemo(() => {
     const found = new Map<string, string>();

@@ -90,8 +90,8 @@ const seed: [readonly unknown[], unknown][] = [
       invoices_failed: 0,
     },
   ],
-  [billingKeys.invoices, page([invoice])],
-  [alertKeys.channels, page([])],
+  [billingKeys.invoicePage(0), page([invoice])],
+  [alertKeys.channelPage(0), page([])],
   [alertKeys.deliveries(0), { ...page([]), limit: 20 }],
 ];
 const billingAdmin = meAs("billing_admin", [
@@ -215,7 +215,7 @@ describe("Billing", () => {
     );
     renderSignedIn(<Billing />, billingAdmin, "/billing", [
       ...seed,
-      [alertKeys.channels, page([hook])],
+      [alertKeys.channelPage(0), page([hook])],
     ]);
     const row = screen.getByTestId("channel-https://hooks.example.com/b");
     fireEvent.click(within(row).getByRole("button", { name: "Rotate secret" }));

@@ -7,7 +7,7 @@ import { Button } from "@/components/ui/button";
 import { Card, CardTitle } from "@/components/ui/card";
 import { DataTable } from "@/components/ui/data-table";
 import { ErrorState, Loading, PageHeader } from "@/components/ui/states";
-import { useAgents } from "@/hooks/queries/agents";
+import { useAllAgents } from "@/hooks/queries/agents";
 import {
   executionKeys,
   useCancelExecution,
@@ -18,7 +18,7 @@ import { useExecutionEvents } from "@/hooks/useExecutionEvents";
 import { formatDateTime, formatTokens, formatUsd } from "@/lib/format";
 import { isFinished } from "@/lib/liveExecution";
 import { useQueryClient } from "@tanstack/react-query";
-import { useCallback, useRef } from "react";
+import { useCallback, useRef, useState } from "react";
 import { Link, useParams } from "react-router-dom";
 
 // Events that change what the stored execution says (subtask results, tokens, figures).
@@ -28,7 +28,7 @@ const RELOAD_ON = new Set(["state", "subtasks_planned", "subagent_finished", "do
 export function ExecutionDetail() {
   const { executionId = "" } = useParams();
   const execution = useExecution(executionId);
-  const agents = useAgents();
+  const agents = useAllAgents();
   const cancel = useCancelExecution();
   const queryClient = useQueryClient();
 
@@ -49,7 +49,8 @@ export function ExecutionDetail() {
   const stored = execution.data;
   const state = live.lastSeq > 0 ? live.state : (stored?.state ?? "queued");
   const finished = isFinished(state);
-  const ledger = useExecutionLedger(executionId, finished);
+  const [ledgerOffset, setLedgerOffset] = useState(0);
+  const ledger = useExecutionLedger(executionId, finished, ledgerOffset);
 
   if (execution.isPending) return <Loading what="Loading the execution" />;
   if (execution.isError || !stored) return <ErrorState error={execution.error} />;
@@ -180,6 +181,7 @@ export function ExecutionDetail() {
             <DataTable
               label="Ledger"
               query={ledger}
+              paging={{ offset: ledgerOffset, onChange: setLedgerOffset }}
               empty="No model calls were made."
               rowKey={(row) => row.id}
               columns={[

@@ -10,7 +10,7 @@ import { DataTable, Pager } from "@/components/ui/data-table";
 import { Field, InputField } from "@/components/ui/form";
 import { Select } from "@/components/ui/input";
 import { PageHeader } from "@/components/ui/states";
-import { useAgents } from "@/hooks/queries/agents";
+import { useAllAgents } from "@/hooks/queries/agents";
 import { EXECUTIONS_PAGE_SIZE, useExecutions } from "@/hooks/queries/executions";
 import { formatSeconds, readFigures } from "@/lib/figures";
 import { formatDateTime, formatTokens, formatUsd } from "@/lib/format";
@@ -18,7 +18,7 @@ import { useState } from "react";
 import { Link } from "react-router-dom";
 
 export function Executions() {
-  const agents = useAgents();
+  const agents = useAllAgents();
   const [form, setForm] = useState<FilterForm>(noFilters);
   const [offset, setOffset] = useState(0);
   const executions = useExecutions(toQuery(form), { offset });

@@ -15,6 +15,7 @@ import {
 } from "@/hooks/queries/knowledge";
 import { formatDateTime } from "@/lib/format";
 import { can } from "@/lib/permissions";
+import { useState } from "react";
 import { useNavigate, useParams } from "react-router-dom";
 
 const STATUS_TONES = {
@@ -35,7 +36,8 @@ export function KnowledgeBase() {
   const { kbId = "" } = useParams();
   const { data: me } = useMe();
   const base = useKnowledgeBase(kbId);
-  const documents = useDocuments(kbId);
+  const [documentsOffset, setDocumentsOffset] = useState(0);
+  const documents = useDocuments(kbId, documentsOffset);
   const removeDocument = useDeleteDocument(kbId);
   const removeBase = useDeleteKnowledgeBase();
   const navigate = useNavigate();
@@ -77,6 +79,7 @@ export function KnowledgeBase() {
         <DataTable
           label="Documents"
           query={documents}
+          paging={{ offset: documentsOffset, onChange: setDocumentsOffset }}
           empty="No documents yet."
           rowKey={(document) => document.id}
           rowTestId={(document) => `document-${document.filename}`}

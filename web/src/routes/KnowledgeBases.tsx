@@ -10,7 +10,8 @@ import { type FormEvent, useState } from "react";
 import { Link, useNavigate } from "react-router-dom";
 
 export function KnowledgeBases() {
-  const bases = useKnowledgeBases();
+  const [basesOffset, setBasesOffset] = useState(0);
+  const bases = useKnowledgeBases(basesOffset);
   const [creating, setCreating] = useState(false);
 
   return (
@@ -30,6 +31,7 @@ export function KnowledgeBases() {
       <DataTable
         label="Knowledge bases"
         query={bases}
+        paging={{ offset: basesOffset, onChange: setBasesOffset }}
         empty="No knowledge bases yet."
         rowKey={(base) => base.id}
         rowTestId={(base) => `kb-${base.name}`}

@@ -4,7 +4,7 @@ import { Card } from "@/components/ui/card";
 import { Field, InputField } from "@/components/ui/form";
 import { Input, Select, Textarea } from "@/components/ui/input";
 import { Empty, ErrorState, Loading, PageHeader } from "@/components/ui/states";
-import { useAgents } from "@/hooks/queries/agents";
+import { useAllAgents } from "@/hooks/queries/agents";
 import { useMe } from "@/hooks/queries/auth";
 import { useStartExecution } from "@/hooks/queries/executions";
 import { can } from "@/lib/permissions";
@@ -14,7 +14,7 @@ import { Link, useNavigate, useSearchParams } from "react-router-dom";
 /** Start an execution; its live view is the execution's page. */
 export function Run() {
   const { data: me } = useMe();
-  const agents = useAgents();
+  const agents = useAllAgents();
   const start = useStartExecution();
   const navigate = useNavigate();
   const [params] = useSearchParams();

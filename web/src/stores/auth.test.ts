@@ -4,7 +4,10 @@ import { type TokenPair, refreshSession, useAuthStore } from "./auth";
 const pair = (n: number): TokenPair => ({
   access_token: `access-${n}`,
   refresh_token: `refresh-${n}`,
+  token_type: "bearer",
   expires_in: 900,
+  tenant_id: null,
+  role: "tenant_admin",
 });
 
 describe("refreshSession", () => {

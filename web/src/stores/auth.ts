@@ -1,21 +1,22 @@
 // The session: the token pair from /api/v1/auth/login, kept in localStorage so a reload
 // stays signed in. `refresh()` is single-flight: refresh tokens work once, so two requests
 // that hit a 401 together must share one refresh, not race and revoke the session.
+import type { components } from "@/api/schema";
 import { create } from "zustand";
 import { createJSONStorage, persist } from "zustand/middleware";
 
-export interface TokenPair {
-  access_token: string;
-  refresh_token: string;
-  expires_in: number;
-}
+/** What login, OIDC sign-in and refresh answer (the server's `TokenPair`). */
+export type TokenPair = components["schemas"]["TokenPair"];
+
+/** The part of a pair the session keeps. */
+type Tokens = Pick<TokenPair, "access_token" | "refresh_token" | "expires_in">;
 
 interface AuthState {
   accessToken: string | null;
   refreshToken: string | null;
   /** Epoch milliseconds after which the access token is expired. */
   expiresAt: number | null;
-  setTokens: (pair: TokenPair) => void;
+  setTokens: (pair: Tokens) => void;
   clear: () => void;
 }
 

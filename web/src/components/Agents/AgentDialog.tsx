@@ -4,7 +4,7 @@ import { Field, FormActions, InputField } from "@/components/ui/form";
 import { Checkbox, Input, Textarea } from "@/components/ui/input";
 import { useAgentTools, useCreateAgent, useUpdateAgent } from "@/hooks/queries/agents";
 import { useMe } from "@/hooks/queries/auth";
-import { useKnowledgeBases } from "@/hooks/queries/knowledge";
+import { useAllKnowledgeBases } from "@/hooks/queries/knowledge";
 import { useModels } from "@/hooks/queries/models";
 import { can } from "@/lib/permissions";
 import { type FormEvent, useState } from "react";
@@ -17,7 +17,7 @@ export function AgentDialog({ agent, onClose }: { agent?: Schemas["Agent"]; onCl
   const update = useUpdateAgent();
   const mutation = agent ? update : create;
   const models = useModels(can(me, "gateway:call"));
-  const bases = useKnowledgeBases();
+  const bases = useAllKnowledgeBases();
   const tools = useAgentTools();
   const [form, setForm] = useState<AgentFormState>(() => formFromAgent(agent));
   const [invalid, setInvalid] = useState<string | null>(null);

@@ -3,6 +3,7 @@ import { DataTable } from "@/components/ui/data-table";
 import { Dialog } from "@/components/ui/dialog";
 import { useAgentVersions } from "@/hooks/queries/agents";
 import { formatDateTime } from "@/lib/format";
+import { useState } from "react";
 
 function summary(definition: Record<string, unknown>): string {
   const tools = Array.isArray(definition.tools) ? definition.tools.join(", ") : "";
@@ -18,13 +19,15 @@ export function VersionsDialog({
   agent,
   onClose,
 }: { agent: Schemas["Agent"]; onClose: () => void }) {
-  const versions = useAgentVersions(agent.id);
+  const [versionsOffset, setVersionsOffset] = useState(0);
+  const versions = useAgentVersions(agent.id, versionsOffset);
   return (
     <Dialog open title={`${agent.name}: version history`} onClose={onClose}>
       <div className="max-h-[70vh] overflow-y-auto">
         <DataTable
           label="Versions"
           query={versions}
+          paging={{ offset: versionsOffset, onChange: setVersionsOffset }}
           empty="No versions."
           rowKey={(version) => version.id}
           columns={[

@@ -1,6 +1,7 @@
 // The agent form's state, its validation, and the request body it becomes. The server
 // checks everything again; this catches what a person can fix before sending.
 import type { Schemas } from "@/api/client";
+import { constraints } from "@/api/constraints";
 
 type Agent = Schemas["Agent"];
 
@@ -38,7 +39,9 @@ export function formFromAgent(agent?: Agent): AgentFormState {
   };
 }
 
-const NAME = /^[A-Za-z0-9][\w .-]*$/;
+// The server's rules for each field, from the spec (see scripts/constraints.mjs).
+const RULES = constraints.AgentCreate;
+const NAME = new RegExp(RULES.name.pattern);
 
 type Checked = { body: Schemas["AgentCreate"]; error: null } | { body: null; error: string };
 
@@ -53,25 +56,32 @@ function inRange(text: string, min: number, max: number, integer: boolean): numb
 /** The create body, or the first thing wrong with the form. */
 export function checkAgentForm(form: AgentFormState): Checked {
   const name = form.name.trim();
-  if (!NAME.test(name) || name.length > 200) {
+  if (!NAME.test(name) || name.length > RULES.name.maxLength) {
     return {
       body: null,
       error: "Name: start with a letter or digit; then letters, digits, spaces, . _ -",
     };
   }
   if (!form.model.trim()) return { body: null, error: "Model: required" };
-  const temperature = inRange(form.temperature, 0, 2, false);
-  if (temperature === null) return { body: null, error: "Temperature: a number from 0 to 2" };
-  const maxSubagents = inRange(form.maxSubagents, 1, 100, true);
-  if (maxSubagents === null) {
-    return { body: null, error: "Max sub-agents: a whole number from 1 to 100" };
+  const { minimum: tMin, maximum: tMax } = RULES.temperature;
+  const temperature = inRange(form.temperature, tMin, tMax, false);
+  if (temperature === null) {
+    return { body: null, error: `Temperature: a number from ${tMin} to ${tMax}` };
   }
-  const timeout = inRange(form.timeoutS, 1, 86_400, true);
-  if (timeout === null) return { body: null, error: "Timeout: whole seconds, 1 to 86400" };
+  const { minimum: sMin, maximum: sMax } = RULES.max_subagents;
+  const maxSubagents = inRange(form.maxSubagents, sMin, sMax, true);
+  if (maxSubagents === null) {
+    return { body: null, error: `Max sub-agents: a whole number from ${sMin} to ${sMax}` };
+  }
+  const { minimum: oMin, maximum: oMax } = RULES.timeout_s;
+  const timeout = inRange(form.timeoutS, oMin, oMax, true);
+  if (timeout === null) {
+    return { body: null, error: `Timeout: whole seconds, ${oMin} to ${oMax}` };
+  }
   let maxCost: number | null = null;
   if (form.maxCostUsd.trim() !== "") {
     maxCost = Number(form.maxCostUsd);
-    if (!Number.isFinite(maxCost) || maxCost <= 0) {
+    if (!Number.isFinite(maxCost) || maxCost <= RULES.max_cost_usd.exclusiveMinimum) {
       return { body: null, error: "Cost cap: a positive amount, or empty for none" };
     }
   }

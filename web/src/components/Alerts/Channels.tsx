@@ -29,7 +29,8 @@ type Channel = Schemas["AlertChannel"];
 
 /** The tenant's alert channels: add, edit, delete, send a test, rotate a webhook's secret. */
 export function AlertChannels() {
-  const channels = useAlertChannels();
+  const [channelsOffset, setChannelsOffset] = useState(0);
+  const channels = useAlertChannels(channelsOffset);
   const remove = useDeleteChannel();
   const test = useTestChannel();
   const rotate = useRotateSecret();
@@ -50,6 +51,7 @@ export function AlertChannels() {
       <DataTable
         label="Alert channels"
         query={channels}
+        paging={{ offset: channelsOffset, onChange: setChannelsOffset }}
         empty="No alert channels yet: alerts reach no one."
         rowKey={(channel) => channel.id}
         rowTestId={(channel) => `channel-${channel.target}`}

@@ -20,13 +20,15 @@ type Invoice = Schemas["Invoice"];
 
 /** The tenant's invoices, each with its lines in a dialog and its PDF and CSV. */
 export function Invoices() {
-  const invoices = useInvoices();
+  const [invoicesOffset, setInvoicesOffset] = useState(0);
+  const invoices = useInvoices(invoicesOffset);
   const [open, setOpen] = useState<Invoice | null>(null);
   return (
     <>
       <DataTable
         label="Invoices"
         query={invoices}
+        paging={{ offset: invoicesOffset, onChange: setInvoicesOffset }}
         empty="No invoices yet: the first is issued when this month closes."
         rowKey={(invoice) => invoice.id}
         rowTestId={(invoice) => `invoice-${invoice.number}`}

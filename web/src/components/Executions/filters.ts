@@ -13,17 +13,23 @@ export interface FilterForm {
 
 export const noFilters: FilterForm = { agentId: "", state: "", fromDay: "", toDay: "" };
 
-export const EXECUTION_STATES: Schemas["ExecutionState"][] = [
-  "queued",
-  "decomposing",
-  "running",
-  "synthesizing",
-  "succeeded",
-  "failed",
-  "cancelled",
-  "budget_exceeded",
-  "timed_out",
-];
+// Keyed by the generated enum, so a state the server adds fails the typecheck until listed.
+const STATE_ORDER: Record<Schemas["ExecutionState"], number> = {
+  queued: 0,
+  decomposing: 1,
+  running: 2,
+  synthesizing: 3,
+  succeeded: 4,
+  failed: 5,
+  cancelled: 6,
+  budget_exceeded: 7,
+  timed_out: 8,
+};
+
+/** Every execution state, in the order a run moves through them. */
+export const EXECUTION_STATES = (Object.keys(STATE_ORDER) as Schemas["ExecutionState"][]).sort(
+  (a, b) => STATE_ORDER[a] - STATE_ORDER[b],
+);
 
 function utcDay(day: string, plusDays = 0): string | undefined {
   const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(day);

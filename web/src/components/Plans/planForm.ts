@@ -1,6 +1,7 @@
 // The plan form of the admin panel: its state, its checks, and the create body or the
 // update (only what changed) it becomes. Money stays a decimal string, as the API has it.
 import type { Schemas } from "@/api/client";
+import { constraints } from "@/api/constraints";
 
 type Plan = Schemas["Plan"];
 
@@ -64,9 +65,9 @@ export function formFromPlan(plan?: Plan): PlanFormState {
 type Fields = Omit<Schemas["PlanCreate"], "key">;
 type Checked<T> = { body: T; error: null } | { body: null; error: string };
 
+// The server's rules for each field, from the spec (see scripts/constraints.mjs).
+const RULES = constraints.PlanCreate;
 const MONEY = /^\d{1,12}(\.\d{1,2})?$/;
-const INT32_MAX = 2 ** 31 - 1;
-const BIG_MAX = 2 ** 53;
 
 /** A whole number, "" as null, or a message naming the field. */
 function count(value: string, label: string, max: number): number | null | string {
@@ -80,7 +81,10 @@ function count(value: string, label: string, max: number): number | null | strin
 
 function fields(form: PlanFormState): Checked<Fields> {
   const name = form.name.trim();
-  if (!name || name.length > 100) return { body: null, error: "Name: 1 to 100 characters" };
+  const { minLength, maxLength } = RULES.name;
+  if (name.length < minLength || name.length > maxLength) {
+    return { body: null, error: `Name: ${minLength} to ${maxLength} characters` };
+  }
   const fee = form.monthlyFeeUsd.trim();
   if (!MONEY.test(fee)) return { body: null, error: "Monthly fee: an amount like 249.00" };
   const spend = form.includedSpendUsd.trim();
@@ -88,10 +92,11 @@ function fields(form: PlanFormState): Checked<Fields> {
     return { body: null, error: "Included spend: an amount like 150.00, or empty for none" };
   }
   const markup = form.markupPct.trim();
-  if (!/^\d{1,4}(\.\d{1,2})?$/.test(markup) || Number(markup) > 1000) {
-    return { body: null, error: "Markup: a percentage from 0 to 1000" };
+  const markupMax = RULES.markup_pct.maximum;
+  if (!/^\d{1,4}(\.\d{1,2})?$/.test(markup) || Number(markup) > markupMax) {
+    return { body: null, error: `Markup: a percentage from 0 to ${markupMax}` };
   }
-  const tokens = count(form.includedTokens, "Included tokens", BIG_MAX);
+  const tokens = count(form.includedTokens, "Included tokens", RULES.included_tokens.maximum);
   if (typeof tokens === "string") return { body: null, error: tokens };
   if (!form.overage && tokens !== null) {
     return {
@@ -100,7 +105,7 @@ function fields(form: PlanFormState): Checked<Fields> {
     };
   }
   const price = form.stripePriceId.trim();
-  if (price !== "" && !/^price_[A-Za-z0-9_]+$/.test(price)) {
+  if (price !== "" && !new RegExp(RULES.stripe_price_id.pattern).test(price)) {
     return { body: null, error: "Stripe price: an id like price_123, or empty for none" };
   }
   const body: Fields = {
@@ -114,7 +119,7 @@ function fields(form: PlanFormState): Checked<Fields> {
     stripe_price_id: price === "" ? null : price,
   };
   for (const { name: limit, label } of LIMITS) {
-    const value = count(form.limits[limit], label, limit === "storage_bytes" ? BIG_MAX : INT32_MAX);
+    const value = count(form.limits[limit], label, RULES[limit].maximum);
     if (typeof value === "string") return { body: null, error: value };
     body[limit] = value;
   }
@@ -124,8 +129,11 @@ function fields(form: PlanFormState): Checked<Fields> {
 
 export function createBody(form: PlanFormState): Checked<Schemas["PlanCreate"]> {
   const key = form.key.trim();
-  if (!/^[a-z0-9][a-z0-9_-]{0,39}$/.test(key)) {
-    return { body: null, error: "Key: lowercase letters, digits, _ or -, up to 40" };
+  if (!new RegExp(RULES.key.pattern).test(key)) {
+    return {
+      body: null,
+      error: `Key: lowercase letters, digits, _ or -, up to ${RULES.key.maxLength}`,
+    };
   }
   const checked = fields(form);
   return checked.error === null ? { body: { key, ...checked.body }, error: null } : checked;

@@ -1,5 +1,9 @@
 // The run form's options, checked and turned into the body of POST /api/v1/executions.
 import type { Schemas } from "@/api/client";
+import { constraints } from "@/api/constraints";
+
+// The server's rules for the run's options, from the spec (see scripts/constraints.mjs).
+const OPTIONS = constraints.ExecutionOptions;
 
 export interface RunFormState {
   agentId: string;
@@ -32,13 +36,30 @@ export function checkRunForm(form: RunFormState): Checked {
   if (!form.agentId) return { body: null, error: "Pick an agent" };
   const task = form.task.trim();
   if (!task) return { body: null, error: "Task: say what the swarm should do" };
-  if (task.length > 50_000) return { body: null, error: "Task: at most 50,000 characters" };
-  const maxAgents = optional(form.maxAgents, (v) => Number.isInteger(v) && v >= 1 && v <= 100);
-  if (Number.isNaN(maxAgents)) return { body: null, error: "Max agents: a whole number, 1–100" };
-  const budget = optional(form.budgetUsd, (v) => v > 0);
+  const taskMax = constraints.ExecutionCreate.task.maxLength;
+  if (task.length > taskMax) {
+    return { body: null, error: `Task: at most ${taskMax.toLocaleString("en")} characters` };
+  }
+  const { max_agents: agents, budget_usd: budgetRule, deadline_s: deadlineRule } = OPTIONS;
+  const maxAgents = optional(
+    form.maxAgents,
+    (v) => Number.isInteger(v) && v >= agents.minimum && v <= agents.maximum,
+  );
+  if (Number.isNaN(maxAgents)) {
+    return {
+      body: null,
+      error: `Max agents: a whole number, ${agents.minimum}–${agents.maximum}`,
+    };
+  }
+  const budget = optional(form.budgetUsd, (v) => v > budgetRule.exclusiveMinimum);
   if (Number.isNaN(budget)) return { body: null, error: "Budget: a positive amount in USD" };
-  const deadline = optional(form.deadlineS, (v) => v > 0 && v <= 86_400);
-  if (Number.isNaN(deadline)) return { body: null, error: "Deadline: seconds, up to 86400" };
+  const deadline = optional(
+    form.deadlineS,
+    (v) => v > deadlineRule.exclusiveMinimum && v <= deadlineRule.maximum,
+  );
+  if (Number.isNaN(deadline)) {
+    return { body: null, error: `Deadline: seconds, up to ${deadlineRule.maximum}` };
+  }
   return {
     error: null,
     body: {

@@ -1,7 +1,7 @@
 import { Button } from "@/components/ui/button";
 import { Empty, ErrorState, Loading } from "@/components/ui/states";
 import { Table, Td, Th } from "@/components/ui/table";
-import type { ReactNode } from "react";
+import { type ReactNode, useEffect } from "react";
 
 export interface Column<T> {
   header: ReactNode;
@@ -14,12 +14,19 @@ interface ListQuery<T> {
   isPending: boolean;
   isError: boolean;
   error: unknown;
-  data: { items: T[]; total: number } | undefined;
+  data: { items: T[]; total: number; limit?: number } | undefined;
+}
+
+/** Where a paged table is: its offset, and how to move it. */
+export interface Paging {
+  offset: number;
+  onChange: (offset: number) => void;
 }
 
 /**
  * A list endpoint as a table, with its loading, error and empty states. Columns whose
- * header is `null` are left out, so role-dependent columns are one condition each.
+ * header is `null` are left out, so role-dependent columns are one condition each. With
+ * `paging`, a list longer than a page gets previous/next under it.
  */
 export function DataTable<T>({
   label,
@@ -29,6 +36,7 @@ export function DataTable<T>({
   rowTestId,
   empty,
   loading = `Loading ${label.toLowerCase()}`,
+  paging,
 }: {
   label: string;
   query: ListQuery<T>;
@@ -37,12 +45,25 @@ export function DataTable<T>({
   rowTestId?: (row: T) => string;
   empty: ReactNode;
   loading?: string;
+  paging?: Paging;
 }) {
+  const total = query.data?.total ?? 0;
+  const pageSize = query.data?.limit || query.data?.items.length || 1;
+  // A page left empty (its last rows deleted, or the list shrank): go to the last one.
+  const stranded = !!paging && paging.offset > 0 && query.data?.items.length === 0;
+  const lastPage = Math.max(0, Math.floor((total - 1) / pageSize) * pageSize);
+  const moveTo = paging?.onChange;
+  useEffect(() => {
+    if (stranded && moveTo) moveTo(lastPage);
+  }, [stranded, lastPage, moveTo]);
+
   if (query.isPending) return <Loading what={loading} />;
   if (query.isError || !query.data) return <ErrorState error={query.error} />;
-  if (query.data.items.length === 0) return <Empty>{empty}</Empty>;
+  if (query.data.items.length === 0) {
+    return stranded ? <Loading what={loading} /> : <Empty>{empty}</Empty>;
+  }
   const shown = columns.filter((column): column is Column<T> => !!column);
-  return (
+  const table = (
     <Table aria-label={label}>
       <thead>
         <tr>
@@ -66,6 +87,20 @@ export function DataTable<T>({
       </tbody>
     </Table>
   );
+  if (!paging || (paging.offset === 0 && total <= query.data.items.length)) return table;
+  return (
+    <div>
+      {table}
+      <Pager
+        offset={paging.offset}
+        pageSize={pageSize}
+        shown={query.data.items.length}
+        total={total}
+        onChange={paging.onChange}
+        label={label}
+      />
+    </div>
+  );
 }
 
 /** Previous/next paging under a table, for `?limit=&offset=` lists. */
@@ -76,6 +111,7 @@ export function Pager({
   total,
   onChange,
   labels = ["Previous", "Next"],
+  label,
 }: {
   offset: number;
   pageSize: number;
@@ -83,10 +119,15 @@ export function Pager({
   total: number;
   onChange: (offset: number) => void;
   labels?: [string, string];
+  /** What is paged, when a page holds more than one list. */
+  label?: string;
 }) {
   if (total === 0) return null;
   return (
-    <div className="mt-4 flex items-center justify-between text-sm text-slate-500">
+    <nav
+      aria-label={label ? `${label} pages` : "Pages"}
+      className="mt-4 flex items-center justify-between text-sm text-slate-500"
+    >
       <span data-testid="pager-range">
         {offset + 1}–{offset + shown} of {total}
       </span>
@@ -108,6 +149,6 @@ export function Pager({
           {labels[1]}
         </Button>
       </div>
-    </div>
+    </nav>
   );
 }

@@ -1,16 +1,30 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, fetchAll, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const agentKeys = {
   all: ["agents"] as const,
+  page: (offset: number) => ["agents", "page", offset] as const,
+  every: ["agents", "every"] as const,
   tools: ["agents", "tools"] as const,
-  versions: (agentId: string) => ["agents", agentId, "versions"] as const,
+  versions: (agentId: string, offset: number) => ["agents", agentId, "versions", offset] as const,
 };
 
-export function useAgents() {
+/** One page of the tenant's agents, for the agents table. */
+export function useAgents(offset: number) {
   return useQuery({
-    queryKey: agentKeys.all,
-    queryFn: () => unwrap(api.GET("/api/v1/agents", { params: { query: { limit: 200 } } })),
+    queryKey: agentKeys.page(offset),
+    queryFn: () =>
+      unwrap(api.GET("/api/v1/agents", { params: { query: { limit: PAGE_SIZE, offset } } })),
+    ...pagedOptions,
+  });
+}
+
+/** Every agent, for pickers and for naming an agent by id. */
+export function useAllAgents() {
+  return useQuery({
+    queryKey: agentKeys.every,
+    queryFn: () => fetchAll((query) => unwrap(api.GET("/api/v1/agents", { params: { query } }))),
   });
 }
 
@@ -23,16 +37,17 @@ export function useAgentTools() {
   });
 }
 
-export function useAgentVersions(agentId: string | null) {
+export function useAgentVersions(agentId: string | null, offset: number) {
   return useQuery({
-    queryKey: agentKeys.versions(agentId ?? ""),
+    queryKey: agentKeys.versions(agentId ?? "", offset),
     queryFn: () =>
       unwrap(
         api.GET("/api/v1/agents/{agent_id}/versions", {
-          params: { path: { agent_id: agentId ?? "" }, query: { limit: 200 } },
+          params: { path: { agent_id: agentId ?? "" }, query: { limit: PAGE_SIZE, offset } },
         }),
       ),
     enabled: agentId !== null,
+    ...pagedOptions,
   });
 }
 

@@ -1,19 +1,24 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const alertKeys = {
   channels: ["alerts", "channels"] as const,
+  channelPage: (offset: number) => ["alerts", "channels", offset] as const,
   deliveries: (offset: number) => ["alerts", "deliveries", offset] as const,
   allDeliveries: ["alerts", "deliveries"] as const,
 };
 
 export const DELIVERY_PAGE = 20;
 
-export function useAlertChannels() {
+export function useAlertChannels(offset: number) {
   return useQuery({
-    queryKey: alertKeys.channels,
+    queryKey: alertKeys.channelPage(offset),
     queryFn: () =>
-      unwrap(api.GET("/api/v1/alerts/channels", { params: { query: { limit: 200 } } })),
+      unwrap(
+        api.GET("/api/v1/alerts/channels", { params: { query: { limit: PAGE_SIZE, offset } } }),
+      ),
+    ...pagedOptions,
   });
 }
 

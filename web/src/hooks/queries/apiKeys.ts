@@ -1,12 +1,28 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, fetchAll, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
-export const apiKeyKeys = { all: ["api-keys"] as const };
+export const apiKeyKeys = {
+  all: ["api-keys"] as const,
+  page: (offset: number) => ["api-keys", "page", offset] as const,
+  every: ["api-keys", "every"] as const,
+};
 
-export function useApiKeys() {
+/** One page of the tenant's API keys, for the keys table. */
+export function useApiKeys(offset: number) {
   return useQuery({
-    queryKey: apiKeyKeys.all,
-    queryFn: () => unwrap(api.GET("/api/v1/api-keys", { params: { query: { limit: 200 } } })),
+    queryKey: apiKeyKeys.page(offset),
+    queryFn: () =>
+      unwrap(api.GET("/api/v1/api-keys", { params: { query: { limit: PAGE_SIZE, offset } } })),
+    ...pagedOptions,
+  });
+}
+
+/** Every API key, for naming a key by id. */
+export function useAllApiKeys() {
+  return useQuery({
+    queryKey: apiKeyKeys.every,
+    queryFn: () => fetchAll((query) => unwrap(api.GET("/api/v1/api-keys", { params: { query } }))),
   });
 }
 

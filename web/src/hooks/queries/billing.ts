@@ -1,4 +1,5 @@
 import { type Schemas, api, toApiError, unwrap } from "@/api/client";
+import { PAGE_SIZE, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const billingKeys = {
@@ -6,6 +7,7 @@ export const billingKeys = {
   settings: ["billing", "settings"] as const,
   payment: ["billing", "payment"] as const,
   invoices: ["billing", "invoices"] as const,
+  invoicePage: (offset: number) => ["billing", "invoices", "page", offset] as const,
   invoice: (id: string) => ["billing", "invoices", id] as const,
 };
 
@@ -43,11 +45,14 @@ export function usePaymentAccount() {
   });
 }
 
-export function useInvoices() {
+export function useInvoices(offset: number) {
   return useQuery({
-    queryKey: billingKeys.invoices,
+    queryKey: billingKeys.invoicePage(offset),
     queryFn: () =>
-      unwrap(api.GET("/api/v1/billing/invoices", { params: { query: { limit: 200 } } })),
+      unwrap(
+        api.GET("/api/v1/billing/invoices", { params: { query: { limit: PAGE_SIZE, offset } } }),
+      ),
+    ...pagedOptions,
   });
 }
 

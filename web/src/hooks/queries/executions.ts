@@ -1,4 +1,5 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, pagedOptions } from "@/hooks/queries/paging";
 import { isFinished } from "@/lib/liveExecution";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
@@ -18,6 +19,7 @@ export const executionKeys = {
     ["executions", "list", filters, offset, limit] as const,
   detail: (id: string) => ["executions", "detail", id] as const,
   ledger: (id: string) => ["executions", "ledger", id] as const,
+  ledgerPage: (id: string, offset: number) => ["executions", "ledger", id, offset] as const,
 };
 
 export function useExecutions(
@@ -60,16 +62,17 @@ export function useExecution(id: string) {
   });
 }
 
-export function useExecutionLedger(id: string, enabled: boolean) {
+export function useExecutionLedger(id: string, enabled: boolean, offset: number) {
   return useQuery({
-    queryKey: executionKeys.ledger(id),
+    queryKey: executionKeys.ledgerPage(id, offset),
     queryFn: () =>
       unwrap(
         api.GET("/api/v1/executions/{execution_id}/ledger", {
-          params: { path: { execution_id: id }, query: { limit: 200 } },
+          params: { path: { execution_id: id }, query: { limit: PAGE_SIZE, offset } },
         }),
       ),
     enabled,
+    ...pagedOptions,
   });
 }
 

@@ -1,6 +1,7 @@
 import { type Schemas, api, unwrap } from "@/api/client";
 import { authKeys } from "@/hooks/queries/auth";
 import { memberKeys } from "@/hooks/queries/members";
+import { PAGE_SIZE, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const invitationKeys = {
@@ -8,6 +9,7 @@ export const invitationKeys = {
   mine: ["invitations", "mine"] as const,
   /** The invitations the current tenant is waiting on. */
   sent: ["invitations", "sent"] as const,
+  sentPage: (offset: number) => ["invitations", "sent", offset] as const,
 };
 
 export function useMyInvitations({ enabled }: { enabled: boolean }) {
@@ -34,11 +36,16 @@ export function useAnswerInvitation() {
   });
 }
 
-export function useSentInvitations() {
+export function useSentInvitations(offset: number) {
   return useQuery({
-    queryKey: invitationKeys.sent,
+    queryKey: invitationKeys.sentPage(offset),
     queryFn: () =>
-      unwrap(api.GET("/api/v1/members/invitations", { params: { query: { limit: 200 } } })),
+      unwrap(
+        api.GET("/api/v1/members/invitations", {
+          params: { query: { limit: PAGE_SIZE, offset } },
+        }),
+      ),
+    ...pagedOptions,
   });
 }
 

@@ -1,11 +1,16 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, fetchAll, pagedOptions } from "@/hooks/queries/paging";
 import { uploadFile } from "@/lib/upload";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 export const knowledgeKeys = {
   all: ["knowledge-bases"] as const,
+  page: (offset: number) => ["knowledge-bases", "page", offset] as const,
+  every: ["knowledge-bases", "every"] as const,
   base: (id: string) => ["knowledge-bases", id] as const,
   documents: (id: string) => ["knowledge-bases", id, "documents"] as const,
+  documentPage: (id: string, offset: number) =>
+    ["knowledge-bases", id, "documents", offset] as const,
 };
 
 type Document = Schemas["Document"];
@@ -15,11 +20,24 @@ export function ingesting(document: Document): boolean {
   return document.status === "queued" || document.status === "processing";
 }
 
-export function useKnowledgeBases() {
+/** One page of the tenant's knowledge bases, for their table. */
+export function useKnowledgeBases(offset: number) {
   return useQuery({
-    queryKey: knowledgeKeys.all,
+    queryKey: knowledgeKeys.page(offset),
     queryFn: () =>
-      unwrap(api.GET("/api/v1/knowledge-bases", { params: { query: { limit: 200 } } })),
+      unwrap(
+        api.GET("/api/v1/knowledge-bases", { params: { query: { limit: PAGE_SIZE, offset } } }),
+      ),
+    ...pagedOptions,
+  });
+}
+
+/** Every knowledge base, for pickers and for naming a base by id. */
+export function useAllKnowledgeBases() {
+  return useQuery({
+    queryKey: knowledgeKeys.every,
+    queryFn: () =>
+      fetchAll((query) => unwrap(api.GET("/api/v1/knowledge-bases", { params: { query } }))),
   });
 }
 
@@ -31,15 +49,16 @@ export function useKnowledgeBase(id: string) {
   });
 }
 
-export function useDocuments(kbId: string) {
+export function useDocuments(kbId: string, offset: number) {
   return useQuery({
-    queryKey: knowledgeKeys.documents(kbId),
+    queryKey: knowledgeKeys.documentPage(kbId, offset),
     queryFn: () =>
       unwrap(
         api.GET("/api/v1/knowledge-bases/{kb_id}/documents", {
-          params: { path: { kb_id: kbId }, query: { limit: 200 } },
+          params: { path: { kb_id: kbId }, query: { limit: PAGE_SIZE, offset } },
         }),
       ),
+    ...pagedOptions,
     refetchInterval: (query) => (query.state.data?.items.some(ingesting) ? 1000 : false),
   });
 }

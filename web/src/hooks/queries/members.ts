@@ -1,12 +1,18 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
-export const memberKeys = { all: ["members"] as const };
+export const memberKeys = {
+  all: ["members"] as const,
+  page: (offset: number) => ["members", offset] as const,
+};
 
-export function useMembers() {
+export function useMembers(offset: number) {
   return useQuery({
-    queryKey: memberKeys.all,
-    queryFn: () => unwrap(api.GET("/api/v1/members", { params: { query: { limit: 200 } } })),
+    queryKey: memberKeys.page(offset),
+    queryFn: () =>
+      unwrap(api.GET("/api/v1/members", { params: { query: { limit: PAGE_SIZE, offset } } })),
+    ...pagedOptions,
   });
 }
 

@@ -1,12 +1,18 @@
 import { type Schemas, api, unwrap } from "@/api/client";
+import { PAGE_SIZE, pagedOptions } from "@/hooks/queries/paging";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
-export const tenantKeys = { all: ["tenants"] as const };
+export const tenantKeys = {
+  all: ["tenants"] as const,
+  page: (offset: number) => ["tenants", offset] as const,
+};
 
-export function useTenants() {
+export function useTenants(offset: number) {
   return useQuery({
-    queryKey: tenantKeys.all,
-    queryFn: () => unwrap(api.GET("/api/v1/tenants", { params: { query: { limit: 200 } } })),
+    queryKey: tenantKeys.page(offset),
+    queryFn: () =>
+      unwrap(api.GET("/api/v1/tenants", { params: { query: { limit: PAGE_SIZE, offset } } })),
+    ...pagedOptions,
   });
 }
 

@@ -15,7 +15,8 @@ import { type FormEvent, useState } from "react";
 
 export function ApiKeys() {
   const { data: me } = useMe();
-  const keys = useApiKeys();
+  const [keysOffset, setKeysOffset] = useState(0);
+  const keys = useApiKeys(keysOffset);
   const revoke = useRevokeApiKey();
   const [creating, setCreating] = useState(false);
   const mayWrite = can(me, "api_keys:write");
@@ -38,6 +39,7 @@ export function ApiKeys() {
       <DataTable
         label="API keys"
         query={keys}
+        paging={{ offset: keysOffset, onChange: setKeysOffset }}
         empty="No API keys yet."
         rowKey={(key) => key.id}
         rowTestId={(key) => `api-key-${key.name}`}
@@ -77,7 +79,7 @@ export function ApiKeys() {
           },
         ]}
       />
-      <CreateKeyDialog open={creating} onClose={() => setCreating(false)} role={me?.role} />
+      <CreateKeyDialog open={creating} onClose={() => setCreating(false)} me={me} />
     </div>
   );
 }
@@ -85,14 +87,14 @@ export function ApiKeys() {
 function CreateKeyDialog({
   open,
   onClose,
-  role,
+  me,
 }: {
   open: boolean;
   onClose: () => void;
-  role: Schemas["Role"] | undefined;
+  me: Schemas["Me"] | undefined;
 }) {
   const create = useCreateApiKey();
-  const roles = grantableRoles(role);
+  const roles = grantableRoles(me);
   const [name, setName] = useState("");
   const [keyRole, setKeyRole] = useState<Schemas["Role"]>("developer");
   const close = () => {

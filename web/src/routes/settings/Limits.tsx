@@ -9,7 +9,8 @@ import { formatDateTime } from "@/lib/format";
 import { can } from "@/lib/permissions";
 import { type FormEvent, useEffect, useState } from "react";
 
-type Field = "monthly_budget_usd" | "tenant_rpm" | "tenant_tpm" | "key_rpm" | "key_tpm";
+/** The limits this form edits: fields of the server's `LimitsUpdate`. */
+type Field = Exclude<keyof Schemas["LimitsUpdate"], "soft_limit_ratio">;
 
 const FIELDS: { name: Field; label: string; hint: string; integer: boolean }[] = [
   {

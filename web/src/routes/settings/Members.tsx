@@ -15,13 +15,14 @@ import { type FormEvent, useState } from "react";
 
 export function Members() {
   const { data: me } = useMe();
-  const members = useMembers();
+  const [membersOffset, setMembersOffset] = useState(0);
+  const members = useMembers(membersOffset);
   const changeRole = useChangeRole();
   const remove = useRemoveMember();
   const [adding, setAdding] = useState(false);
   const [inviting, setInviting] = useState(false);
   const mayWrite = can(me, "members:write");
-  const roles = grantableRoles(me?.role);
+  const roles = grantableRoles(me);
 
   return (
     <div>
@@ -43,6 +44,7 @@ export function Members() {
       <DataTable
         label="Members"
         query={members}
+        paging={{ offset: membersOffset, onChange: setMembersOffset }}
         empty="No members yet."
         rowKey={(member) => member.id}
         columns={[
@@ -94,9 +96,10 @@ export function Members() {
 
 /** Invitations this tenant sent that their accounts have not answered yet. */
 function SentInvitations({ mayWrite }: { mayWrite: boolean }) {
-  const invitations = useSentInvitations();
+  const [invitationsOffset, setInvitationsOffset] = useState(0);
+  const invitations = useSentInvitations(invitationsOffset);
   const cancel = useCancelInvitation();
-  if (!invitations.data?.items.length) return null;
+  if (!invitations.data?.total) return null;
   return (
     <section aria-label="Pending invitations" className="mt-8">
       <h2 className="mb-3 text-sm font-semibold uppercase text-slate-500">Pending invitations</h2>
@@ -104,6 +107,7 @@ function SentInvitations({ mayWrite }: { mayWrite: boolean }) {
       <DataTable
         label="Pending invitations"
         query={invitations}
+        paging={{ offset: invitationsOffset, onChange: setInvitationsOffset }}
         empty="No pending invitations."
         rowKey={(invitation) => invitation.id}
         columns={[
