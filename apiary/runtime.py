@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from apiary.alerts.runner import AlertRunner
 from apiary.api_keys.last_used import LastUsedRecorder
+from apiary.auth.key_cache import KeyCache
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
 from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
@@ -77,6 +78,8 @@ class Runtime:
     stored_responses: ResponseWriter  # /v1/responses answers, written behind the request
     alerts: AlertRunner  # alerts raised off a transaction, and their deliveries' sending
     oidc: OIDCVerifier | None = field(default=None)
+    # API keys verified in the last seconds: a /v1 call need not ask the database who calls.
+    key_cache: KeyCache = field(default_factory=KeyCache)
     # The swarm's per-tenant bound on running sub-agents: in Redis, shared by every process,
     # when configured; else a semaphore per tenant here (`apiary.swarm.slots`).
     swarm_slots: RedisSlots | None = None

@@ -21,7 +21,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from apiary import migrations
-from apiary.auth import key_cache
 from apiary.billing.defaults import load_default_plans
 from apiary.config import AlertSettings, Settings
 from apiary.db import create_engine
@@ -141,7 +140,7 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     runtime: Runtime = request.getfixturevalue("runtime")
     await runtime.ledger.flush()  # the last test's calls, before their tenants go
     await runtime.ingestion.join()  # the last test's ingestion jobs, before their rows go
-    key_cache.invalidate()
+    runtime.key_cache.invalidate()
     async with runtime.engine.begin() as connection:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
         if connection.dialect.name == "postgresql":

@@ -12,8 +12,8 @@ from apiary.api_keys.repository import api_key_repository
 from apiary.api_keys.schemas import ApiKey as ApiKeyView
 from apiary.api_keys.schemas import ApiKeyCreate, ApiKeyCreated
 from apiary.audit.service import audit_service
-from apiary.auth import key_cache
 from apiary.auth.context import AuthContext
+from apiary.auth.key_cache import keys_changed
 from apiary.auth.tokens import new_api_key
 from apiary.authz.permissions import Permission, Role, may_grant
 from apiary.authz.scope import TenantScope
@@ -86,7 +86,7 @@ class ApiKeyService:
         if api_key.revoked_at is None:
             api_key.revoked_at = utcnow()
             await session.flush()
-            key_cache.invalidate()
+            keys_changed(session)
             await audit_service.record(
                 session,
                 action="api_key.revoked",
@@ -114,7 +114,7 @@ class ApiKeyService:
             if above is not None and may_grant(above, Role(api_key.role)):
                 continue
             api_key.revoked_at = utcnow()
-            key_cache.invalidate()
+            keys_changed(session)
             revoked += 1
             await audit_service.record(
                 session,

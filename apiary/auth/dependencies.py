@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apiary.auth import key_cache
 from apiary.auth.context import Actor, AuthContext
 from apiary.auth.forwarded import client_ip
+from apiary.auth.key_cache import VerifiedKey, changed_keys
 from apiary.auth.repository import auth_repository
 from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
 from apiary.authz.permissions import Permission, Role, allows
@@ -30,6 +30,8 @@ from apiary.tenants.models import TenantStatus
 async def _session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     async with session_scope(runtime.session_factory) as session:
         yield session
+    if changed_keys(session):  # committed: keys it revoked stop here at once
+        runtime.key_cache.invalidate()
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit is
@@ -48,7 +50,7 @@ def bearer_credentials(authorization: str) -> str:
 async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthContext:
     now = utcnow()
     key_digest = digest(key)
-    verified = key_cache.get(key_digest)
+    verified = runtime.key_cache.get(key_digest)
     if verified is None:
         prefix = api_key_prefix(key)
         found = None
@@ -62,13 +64,13 @@ async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthConte
             raise Unauthorized("API key revoked")
         if tenant.status != TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.name!r} is suspended")
-        verified = key_cache.VerifiedKey(
+        verified = VerifiedKey(
             key_id=api_key.id,
             tenant_id=tenant.id,
             role=Role(api_key.role),
             expires_at=api_key.expires_at,
         )
-        key_cache.put(key_digest, verified)
+        runtime.key_cache.put(key_digest, verified)
     if verified.expires_at is not None and verified.expires_at <= now:
         raise Unauthorized("API key expired")
     runtime.key_usage.note(verified.key_id, now)

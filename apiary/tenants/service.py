@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.audit.service import audit_service
-from apiary.auth import key_cache
 from apiary.auth.context import AuthContext
+from apiary.auth.key_cache import keys_changed
 from apiary.auth.repository import auth_repository
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
@@ -102,7 +102,7 @@ class TenantService:
         if body.status is not None and body.status != tenant.status:
             changes["status"] = [tenant.status, body.status.value]
             tenant.status = body.status
-            key_cache.invalidate()  # a suspended tenant's keys stop now, not in seconds
+            keys_changed(session)  # a suspended tenant's keys stop now, not in seconds
             if body.status is TenantStatus.SUSPENDED:
                 await auth_repository.revoke_sessions(
                     session, reason="tenant_suspended", now=utcnow(), tenant_id=tenant.id
