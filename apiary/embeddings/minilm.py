@@ -8,7 +8,7 @@ and deterministically (nothing is downloaded or cached on disk), and ONNX Runtim
 
 Two precisions. "int8", the default, runs texts of 16 word pieces or more on the graph with
 int8 weights and dynamically quantized activations (`minilm_graph.quantize`), and shorter
-ones on the float32 graph (see _INT8_MIN_TOKENS): about 1.5x the float32 graph's chunks/s on
+ones on the float32 graph (see _INT8_MIN_TOKENS): 1.4-1.8x the float32 graph's chunks/s on
 800-character chunks, every vector within cosine 0.99 of the float32 model's and the
 knowledge test corpus's recall@5 unchanged (tests/embeddings/test_minilm_onnx.py; figures
 in docs/benchmarks.md). "fp32" is sentence-transformers' arithmetic exactly (within 1e-6 of
@@ -16,12 +16,15 @@ the independent reference in tests/embeddings). The int8 sessions take about 2 s
 at first use in a process (fp32 alone 0.5 s), and hold both graphs.
 
 Texts are tokenized (truncated to 256 word pieces), sorted by length and run one per batch
-(float32 may batch several, padded to the longest), spread over one worker thread per
-core. Each run uses one ONNX Runtime thread (`intra_op_num_threads=1`, no spin-waiting): as
-with the numpy reference's single-threaded BLAS, the cores are used by running texts side
-by side, which on a busy 2-core machine beats threads that spin waiting for each other
-inside one run, and one text per run wastes nothing on padding. Sessions are thread-safe,
-so `embed` may be called from many threads at once; the model loads once per process and
+(float32 may batch several, padded to the longest: one per run wastes nothing on padding
+and measured fastest), spread over one worker thread per core. ONNX Runtime gets one
+intra-op thread per core too, set explicitly and without spin-waiting (idle threads that
+spin burn a core other work on a shared machine needs): a lone text, a search query, then
+runs on every core (a 9-token query took 2.5 ms against 4.8 ms on one thread), and during
+ingestion the concurrent runs share the pool (measured a little ahead of one thread per
+run, 16.3 against 13.1 chunks/s on a loaded machine). numpy's BLAS is not involved, so the
+numpy reference's one-thread BLAS limit is not applied here. Sessions are thread-safe, so
+`embed` may be called from many threads at once; the model loads once per process and
 precision, behind a lock.
 """
 
@@ -114,8 +117,8 @@ def _session(graph: onnx.ModelProto) -> object:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = cpu_count()
+    options.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     # Idle pool threads would otherwise spin for the next run, burning a core others need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
