@@ -13,7 +13,7 @@ ones on the float32 graph (see _INT8_MIN_TOKENS): 1.4-1.8x the float32 graph's c
 knowledge test corpus's recall@5 unchanged (tests/embeddings/test_minilm_onnx.py; figures
 in docs/benchmarks.md). "fp32" is sentence-transformers' arithmetic exactly (within 1e-6 of
 the independent reference in tests/embeddings). The int8 sessions take about 2 s to build
-at first use in a process (fp32 alone 0.5 s), and hold both graphs.
+at first use in a process on a quiet machine (fp32 alone about 1 s), and hold both graphs.
 
 Texts are tokenized (truncated to 256 word pieces), sorted by length and run one per batch
 (float32 may batch several, padded to the longest: one per run wastes nothing on padding
