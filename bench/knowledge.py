@@ -28,8 +28,18 @@ costs on top of the arithmetic.
    its top 5 is compared with local mode's (tests/knowledge/test_retrieval.py checks
    the full ranking on the real corpus).
 
+0. Embedders side by side (first, unless `--embedders ""`): the numpy reference
+   (`NumpyMiniLMEmbedder`, the product's embedder before ONNX Runtime) and the ONNX
+   Runtime embedder in float32 and int8 (the product's default) embed the same
+   `--embed-chunks` chunks in batches of 64 and the questions one at a time, taking turns
+   batch by batch and query by query, so the load of a shared machine falls on all of them
+   alike; chunks/s, query p50/p95 and each one's ratio to numpy, and the lowest cosine of
+   its vectors to numpy's.
+
     .venv/bin/python bench/knowledge.py                       # 10k and 100k (long: see docs)
     .venv/bin/python bench/knowledge.py --sizes 10000 --ingest-chunks 256 --queries 10
+    .venv/bin/python bench/knowledge.py --sizes "" --ingest-chunks 64 --embed-chunks 1000 \
+        --queries 55                                          # the embedders alone
 
 The JSON of each run goes to bench/results/knowledge-<date>.json.
 """
@@ -63,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 from apiary.authz.scope import TenantScope  # noqa: E402
 from apiary.embeddings.minilm import MiniLMEmbedder  # noqa: E402
+from apiary.embeddings.minilm_numpy import NumpyMiniLMEmbedder  # noqa: E402
 from apiary.knowledge.chunking import split  # noqa: E402
 from apiary.knowledge.extract import extract  # noqa: E402
 from apiary.knowledge.sparse import SparseVector, document_vector, query_vector  # noqa: E402
@@ -160,6 +171,54 @@ async def bench_ingestion(
         "embed_share": round(timings["embed"] / total, 3),
     }
     return result, texts, vectors
+
+
+def make_embedder(name: str) -> MiniLMEmbedder | NumpyMiniLMEmbedder:
+    if name == "numpy":
+        return NumpyMiniLMEmbedder()
+    if name in ("fp32", "int8"):
+        return MiniLMEmbedder(precision=name)
+    raise SystemExit(f"unknown embedder {name!r}: numpy, fp32 or int8")
+
+
+async def bench_embedders(names: list[str], texts: list[str], queries: list[str]) -> dict[str, Any]:
+    """Each embedder on the same chunks and queries, taking turns so the machine's load falls
+    on all alike; ratios are to the first one (numpy)."""
+    embedders = {name: make_embedder(name) for name in names}
+    loads = {}
+    for name, embedder in embedders.items():
+        started = time.perf_counter()
+        embedder.embed(texts[:2])  # builds/loads the model outside the timings
+        loads[name] = round(time.perf_counter() - started, 2)
+    seconds = dict.fromkeys(names, 0.0)
+    vectors = {name: numpy.zeros((len(texts), 384), dtype=numpy.float32) for name in names}
+    for first in range(0, len(texts), BATCH):
+        batch = texts[first : first + BATCH]
+        for name, embedder in embedders.items():
+            started = time.perf_counter()
+            vectors[name][first : first + len(batch)] = await embedder.embed_async(batch)
+            seconds[name] += time.perf_counter() - started
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    for query in queries:
+        for name, embedder in embedders.items():
+            started = time.perf_counter()
+            await embedder.embed_async([query])
+            latencies[name].append(time.perf_counter() - started)
+    base = names[0]
+    result: dict[str, Any] = {"chunks": len(texts), "queries": len(queries)}
+    for name in names:
+        cosines = (vectors[name] * vectors[base]).sum(axis=1)
+        result[name] = {
+            "first_use_s": loads[name],
+            "chunks_per_s": round(len(texts) / seconds[name], 1),
+            "chunks_per_s_vs_" + base: round(seconds[base] / seconds[name], 2),
+            "query": _summary(latencies[name]),
+            "query_p50_vs_" + base: round(
+                percentile(latencies[base], 0.5) / percentile(latencies[name], 0.5), 2
+            ),
+            "min_cosine_to_" + base: round(float(cosines.min()), 4),
+        }
+    return result
 
 
 def grow(vectors: Float32Array, size: int, seed: int = 11) -> Float32Array:
@@ -301,6 +360,12 @@ async def main() -> None:
     parser.add_argument("--ingest-chunks", type=int, default=1000)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument(
+        "--embedders",
+        default="numpy,fp32,int8",
+        help="embedders to time side by side first, the first being the baseline ('' skips)",
+    )
+    parser.add_argument("--embed-chunks", type=int, default=1000)
     parser.add_argument("--rebuild", action="store_true", help="rebuild cached indexes")
     parser.add_argument("--on-disk-max", type=int, default=20_000)
     parser.add_argument(
@@ -320,6 +385,30 @@ async def main() -> None:
         },
         "args": vars(args),
     }
+    names = [name for name in args.embedders.split(",") if name]
+    if names:
+        questions = [q["question"] for q in json.loads(QUESTIONS.read_text())]
+        print(f"embedders side by side: {', '.join(names)} ...")
+        report["embedders"] = await bench_embedders(
+            names, chunk_texts(args.embed_chunks), questions[: args.queries]
+        )
+        print(json.dumps(report["embedders"], indent=2))
+        row = "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}"
+        header = ("embedder", "chunks/s", "x base", "query p50", "p95 ms", "x base", "min cos")
+        print(row.format(*header))
+        for name in names:
+            figures = report["embedders"][name]
+            print(
+                row.format(
+                    name,
+                    figures["chunks_per_s"],
+                    figures[f"chunks_per_s_vs_{names[0]}"],
+                    figures["query"]["p50_ms"],
+                    figures["query"]["p95_ms"],
+                    figures[f"query_p50_vs_{names[0]}"],
+                    figures[f"min_cosine_to_{names[0]}"],
+                )
+            )
     cached_texts = CACHE / f"ingested-{args.ingest_chunks}.json"
     cached_vectors = CACHE / f"ingested-{args.ingest_chunks}.npy"
     if args.reuse_ingestion and cached_texts.exists() and cached_vectors.exists():

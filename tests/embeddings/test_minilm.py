@@ -1,4 +1,7 @@
-"""The numpy all-MiniLM-L6-v2 embedder against an independent implementation and published values.
+"""all-MiniLM-L6-v2 in float32, on ONNX Runtime (`MiniLMEmbedder(precision="fp32")`) and in
+numpy (`NumpyMiniLMEmbedder`, the reference), against an independent implementation and
+published values. Each test runs on both; the int8 default is held to its own bounds in
+test_minilm_onnx.py.
 
 `reference_minilm.json` was produced once, outside this project's environment, by
 transformers 4.49's `FlaxBertModel` (JAX on CPU, no torch) loaded with `from_pt=True` from
@@ -28,8 +31,11 @@ import pytest
 
 from apiary.embeddings import minilm
 from apiary.embeddings.minilm import MiniLMEmbedder
+from apiary.embeddings.minilm_numpy import NumpyMiniLMEmbedder
 
 REFERENCE_FILE = Path(__file__).with_name("reference_minilm.json")
+
+Embedder = MiniLMEmbedder | NumpyMiniLMEmbedder
 
 
 class Reference(TypedDict):
@@ -39,9 +45,22 @@ class Reference(TypedDict):
     vectors: list[list[float]]
 
 
+def make(kind: str, batch_size: int | None = None) -> Embedder:
+    options = {} if batch_size is None else {"batch_size": batch_size}
+    if kind == "numpy":
+        return NumpyMiniLMEmbedder(**options)
+    return MiniLMEmbedder(precision="fp32", **options)
+
+
+@pytest.fixture(scope="module", params=["onnx-fp32", "numpy"])
+def kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder()
+def embedder(kind: str) -> Embedder:
+    return make(kind)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +73,7 @@ def cosine(a: npt.NDArray[numpy.floating], b: npt.NDArray[numpy.floating]) -> fl
     return float(a @ b / (numpy.linalg.norm(a) * numpy.linalg.norm(b)))
 
 
-def test_vectors_are_float32_unit_rows_in_input_order(embedder: MiniLMEmbedder) -> None:
+def test_vectors_are_float32_unit_rows_in_input_order(kind: str, embedder: Embedder) -> None:
     texts = [
         "first text",
         "a second, somewhat longer text than the first one, with a clause or two",
@@ -66,16 +85,16 @@ def test_vectors_are_float32_unit_rows_in_input_order(embedder: MiniLMEmbedder) 
     ]
 
     # Batches of two: the texts are sorted by length and spread over the worker threads.
-    vectors = MiniLMEmbedder(batch_size=2).embed(texts)
+    vectors = make(kind, batch_size=2).embed(texts)
 
-    assert vectors.shape == (len(texts), MiniLMEmbedder.dimensions) == (7, 384)
+    assert vectors.shape == (len(texts), embedder.dimensions) == (7, 384)
     assert vectors.dtype == numpy.float32
     numpy.testing.assert_allclose(numpy.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     for row, text in enumerate(texts):
         numpy.testing.assert_allclose(vectors[row], embedder.embed([text])[0], atol=1e-5)
 
 
-def test_no_texts_gives_an_empty_matrix(embedder: MiniLMEmbedder) -> None:
+def test_no_texts_gives_an_empty_matrix(embedder: Embedder) -> None:
     vectors = embedder.embed([])
 
     assert vectors.shape == (0, 384)
@@ -83,13 +102,13 @@ def test_no_texts_gives_an_empty_matrix(embedder: MiniLMEmbedder) -> None:
 
 
 def test_a_bare_string_is_refused_rather_than_embedded_per_character(
-    embedder: MiniLMEmbedder,
+    embedder: Embedder,
 ) -> None:
     with pytest.raises(TypeError):
         embedder.embed("one text")
 
 
-def test_matches_the_independent_reference(embedder: MiniLMEmbedder, reference: Reference) -> None:
+def test_matches_the_independent_reference(embedder: Embedder, reference: Reference) -> None:
     vectors = embedder.embed(reference["texts"])
 
     for text, vector, expected in zip(
@@ -100,7 +119,7 @@ def test_matches_the_independent_reference(embedder: MiniLMEmbedder, reference: 
         numpy.testing.assert_allclose(vector, expected, atol=1e-4, err_msg=text)
 
 
-def test_matches_published_values(embedder: MiniLMEmbedder) -> None:
+def test_matches_published_values(embedder: Embedder) -> None:
     # fastembed's tests pin the first five dimensions of "hello world" (to 1e-3).
     hello = embedder.embed(["hello world"])[0]
     numpy.testing.assert_allclose(
@@ -134,7 +153,7 @@ def test_matches_published_values(embedder: MiniLMEmbedder) -> None:
     ],
 )
 def test_paraphrases_score_above_unrelated_text(
-    embedder: MiniLMEmbedder, text: str, paraphrase: str, unrelated: str
+    embedder: Embedder, text: str, paraphrase: str, unrelated: str
 ) -> None:
     anchor, close, far = embedder.embed([text, paraphrase, unrelated])
 
@@ -142,20 +161,20 @@ def test_paraphrases_score_above_unrelated_text(
 
 
 def test_a_text_embeds_the_same_alone_and_inside_a_padded_batch(
-    embedder: MiniLMEmbedder,
+    kind: str, embedder: Embedder
 ) -> None:
     text = "Short text."
     longer = ["A much longer text that forces padding of the short one. " * 8] * 3
 
     alone = embedder.embed([text])[0]
-    batched = embedder.embed([*longer[:2], text, longer[2]])[2]
-    in_small_batches = MiniLMEmbedder(batch_size=2).embed([*longer[:2], text, longer[2]])[2]
+    batched = make(kind, batch_size=32).embed([*longer[:2], text, longer[2]])[2]
+    in_small_batches = make(kind, batch_size=2).embed([*longer[:2], text, longer[2]])[2]
 
     numpy.testing.assert_allclose(batched, alone, atol=1e-5)
     numpy.testing.assert_allclose(in_small_batches, alone, atol=1e-5)
 
 
-def test_a_long_text_is_truncated_to_its_first_256_tokens(embedder: MiniLMEmbedder) -> None:
+def test_a_long_text_is_truncated_to_its_first_256_tokens(embedder: Embedder) -> None:
     words = ("budget review committee warehouse spring hires " * 334).split()
     assert len(words) >= 2000
 
@@ -169,24 +188,24 @@ def test_a_long_text_is_truncated_to_its_first_256_tokens(embedder: MiniLMEmbedd
 def test_the_model_loads_once_under_concurrent_first_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_load = minilm._load_model
+    real_load = minilm._load_sessions
     loads: list[int] = []
     gate = threading.Barrier(4)
 
-    def counting_load(folder: Path) -> minilm._Model:
+    def counting_load(folder: Path, precision: minilm.Precision) -> tuple[object, object]:
         loads.append(1)
-        return real_load(folder)
+        return real_load(folder, precision)
 
     def first_call(text: str) -> npt.NDArray[numpy.float32]:
         gate.wait()
         return fresh.embed([text])
 
-    monkeypatch.setattr(minilm, "_load_model", counting_load)
-    monkeypatch.setattr(minilm, "_runtime", None)
-    fresh = MiniLMEmbedder()
+    monkeypatch.setattr(minilm, "_load_sessions", counting_load)
+    monkeypatch.setattr(minilm, "_runtimes", {})
+    fresh = MiniLMEmbedder(precision="fp32")
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(first_call, ["one", "two", "three", "four"]))
-    runtime = minilm._runtime
+    runtime = minilm._runtimes.get("fp32")
     assert runtime is not None
     runtime.workers.shutdown()
 
@@ -194,7 +213,7 @@ def test_the_model_loads_once_under_concurrent_first_calls(
     assert all(result.shape == (1, 384) for result in results)
 
 
-async def test_embed_async_matches_embed(embedder: MiniLMEmbedder) -> None:
+async def test_embed_async_matches_embed(embedder: Embedder) -> None:
     texts = ["an async call", "runs on a worker thread"]
 
     vectors = await embedder.embed_async(texts)
