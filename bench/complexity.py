@@ -2,7 +2,7 @@
 
 The `complexity` routing policy scores every request it routes, so its cost is part of each
 call. The baseline is what a router that reasons from token counts would spend: tiktoken's
-o200k count of the same messages (`apiary.gateway.tokens.count_messages`). Requests: a short
+o200k count of the same messages (`apiary.kit.tokens.count_messages`). Requests: a short
 question, a multi-step task, and a 20,000-word document to analyse.
 
     .venv/bin/python bench/complexity.py
@@ -18,8 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apiary.gateway import tokens
 from apiary.gateway.complexity import score
+from apiary.kit import tokens
 
 REQUESTS: dict[str, dict[str, Any]] = {
     "short question": {"messages": [{"role": "user", "content": "What is the capital of Peru?"}]},

@@ -27,7 +27,6 @@ from apiary.auth.dependencies import authenticate, bearer_credentials
 from apiary.authz.permissions import Permission
 from apiary.errors import ApiaryError, Forbidden, Unauthorized, anthropic_error
 from apiary.gateway import anthropic_messages as messages
-from apiary.gateway import tokens
 from apiary.gateway.client import ChatReply, ChatStream, decide
 from apiary.gateway.openai_api import (
     _ClientGone,
@@ -37,6 +36,7 @@ from apiary.gateway.openai_api import (
     _send,
     raw_operation,
 )
+from apiary.kit import tokens
 from apiary.observability.metrics import ROUTE_TEMPLATE
 from apiary.runtime import Runtime
 

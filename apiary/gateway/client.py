@@ -18,11 +18,12 @@ import orjson
 
 from apiary.auth.context import AuthContext
 from apiary.errors import ApiaryError, NotFound
-from apiary.gateway import catalog, tokens
+from apiary.gateway import catalog
 from apiary.gateway.cache import CachedResponse, ResponseCache, bucket_key, cache_key, wants_cache
 from apiary.gateway.chain import AllProvidersFailed, CallResult, ProviderChain
 from apiary.gateway.providers.base import ProviderError, Usage
 from apiary.gateway.router import DEFAULT_OUTPUT_TOKENS, Decision, UnknownModel
+from apiary.kit import tokens
 from apiary.limits.enforcer import Admission, LimitEnforcer
 from apiary.observability import tracing
 from apiary.observability.metrics import observe_upstream

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from apiary.gateway import catalog, complexity, tokens
+from apiary.gateway import catalog, complexity
 from apiary.gateway.config import LOCAL_EMBEDDING_MODEL, GatewayConfig, RouteConfig
+from apiary.kit import tokens
 
 COMPLEX_THRESHOLD = 0.8
 LONG_CONTEXT_TOKENS = 100_000

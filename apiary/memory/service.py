@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
-from apiary.gateway import tokens
+from apiary.kit import tokens
 from apiary.memory.store import MemoryDeps, Summary, Turn
 
 DEFAULT_TOKEN_LIMIT = 1500

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from apiary.authz.permissions import Role
 from apiary.embeddings.minilm import MiniLMEmbedder
-from apiary.gateway import tokens
+from apiary.kit import tokens
 from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from apiary.gateway import tokens
-from apiary.gateway.tokens import count_messages, count_text, encoding_for_model
+from apiary.kit import tokens
+from apiary.kit.tokens import count_messages, count_text, encoding_for_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,7 +158,7 @@ socket.getaddrinfo = refuse
 
 _COUNT = """
 import json, os
-from apiary.gateway import tokens
+from apiary.kit import tokens
 folder = tokens.install_offline_encodings()
 print(json.dumps({
     "hello": tokens.count_text("hello world", encoding="cl100k_base"),

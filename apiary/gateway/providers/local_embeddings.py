@@ -52,7 +52,7 @@ def _texts(value: Any) -> list[str]:
 
 
 def _decode(token_ids: list[int], where: str) -> str:
-    from apiary.gateway import tokens
+    from apiary.kit import tokens
 
     encoding = tokens.get_encoding(TOKEN_ENCODING)
     bad = next((t for t in token_ids if not 0 <= t < encoding.n_vocab), None)

@@ -1,5 +1,5 @@
 """Offline token counting: tiktoken's `cl100k_base` and `o200k_base`, with the encoding files
-shipped in `apiary/gateway/encodings/` instead of downloaded.
+shipped in `apiary/kit/encodings/` instead of downloaded.
 
 tiktoken fetches its encoding files from the internet at first use and fails offline. This
 package carries the same files, gzipped (2.4 MB; their sha256 once unpacked is the hash
