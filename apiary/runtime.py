@@ -49,6 +49,7 @@ from apiary.worker.runner import Runner, create_runner
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from apiary.embeddings.minilm import MiniLMEmbedder
     from apiary.gateway.semantic_cache import SemanticCache
     from apiary.swarm.engine import SwarmEngine
 
@@ -86,6 +87,13 @@ class Runtime:
     traces: bool = False  # this runtime installed the process's tracer (and shuts it down)
     # How executions run: in this process, or published to the Celery workers.
     runner: Runner = field(init=False)
+
+    @cached_property
+    def embedder(self) -> MiniLMEmbedder:
+        """The bundled MiniLM (knowledge bases' default model), on first use: it brings
+        numpy, tokenizers and ONNX Runtime, which a process that never embeds should not
+        import. Its graph is built on its first call."""
+        return _minilm()
 
     @cached_property
     def swarm(self) -> SwarmEngine:
@@ -234,14 +242,19 @@ async def _runtime(request: Request) -> Runtime:  # async: no worker-thread hop 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
-def _semantic_cache(settings: Settings) -> SemanticCache:
-    # Imported only when enabled: the embedding model brings numpy, tokenizers and
-    # safetensors (about 15 MiB before its weights are even loaded).
+def _minilm() -> MiniLMEmbedder:
     from apiary.embeddings.minilm import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+def _semantic_cache(settings: Settings) -> SemanticCache:
+    # Imported only when enabled: the embedding model brings numpy, tokenizers and ONNX
+    # Runtime. (Its own MiniLMEmbedder: the loaded model is shared by every instance.)
     from apiary.gateway.semantic_cache import SemanticCache
 
     return SemanticCache(
-        MiniLMEmbedder(),
+        _minilm(),
         threshold=settings.cache.semantic_threshold,
         ttl_s=settings.cache.ttl_s,
     )

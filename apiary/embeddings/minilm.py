@@ -93,7 +93,7 @@ def cpu_count() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Runtime:
+class _LoadedModel:
     tokenizer: Tokenizer
     # onnxruntime.InferenceSession (typed `object`: onnxruntime ships no type hints). For
     # int8, `short_session` is the float32 graph, which runs texts below _INT8_MIN_TOKENS.
@@ -103,8 +103,8 @@ class _Runtime:
     threads: int
 
 
-_runtimes: dict[Precision, _Runtime] = {}
-_runtime_lock = threading.Lock()
+_loaded: dict[Precision, _LoadedModel] = {}
+_loading = threading.Lock()
 
 
 def _quantizer_advice(record: logging.LogRecord) -> bool:
@@ -153,18 +153,18 @@ def _load_sessions(folder: Path, precision: Precision) -> tuple[object, object]:
     return _session(quantized), full
 
 
-def _load_runtime(precision: Precision) -> _Runtime:
+def _load_model(precision: Precision) -> _LoadedModel:
     """The sessions and their worker threads, made once per process and precision."""
-    runtime = _runtimes.get(precision)
-    if runtime is None:
-        with _runtime_lock:
-            runtime = _runtimes.get(precision)
-            if runtime is None:
+    model = _loaded.get(precision)
+    if model is None:
+        with _loading:
+            model = _loaded.get(precision)
+            if model is None:
                 folder = model_dir()
                 tokenizer = load_tokenizer(folder)
                 session, short_session = _load_sessions(folder, precision)
                 threads = cpu_count()
-                runtime = _runtimes[precision] = _Runtime(
+                model = _loaded[precision] = _LoadedModel(
                     tokenizer=tokenizer,
                     session=session,
                     short_session=short_session,
@@ -173,10 +173,10 @@ def _load_runtime(precision: Precision) -> _Runtime:
                     ),
                     threads=threads,
                 )
-    return runtime
+    return model
 
 
-def _embed_batch(runtime: _Runtime, encodings: Sequence[Encoding]) -> Float32Array:
+def _embed_batch(model: _LoadedModel, encodings: Sequence[Encoding]) -> Float32Array:
     """Unit-length vectors for one batch, right-padded to its longest text."""
     lengths = [len(encoding.ids) for encoding in encodings]
     width = max(lengths)
@@ -185,7 +185,7 @@ def _embed_batch(runtime: _Runtime, encodings: Sequence[Encoding]) -> Float32Arr
     for slot, encoding in enumerate(encodings):
         token_ids[slot, : lengths[slot]] = encoding.ids
         mask[slot, : lengths[slot]] = 1
-    session = runtime.short_session if width < _INT8_MIN_TOKENS else runtime.session
+    session = model.short_session if width < _INT8_MIN_TOKENS else model.session
     outputs = session.run(  # type: ignore[attr-defined]
         ["embeddings"], {"input_ids": token_ids, "attention_mask": mask}
     )
@@ -219,33 +219,33 @@ class MiniLMEmbedder:
         """One unit-length row per text, in the order given; longer texts are truncated."""
         if isinstance(texts, str):
             raise TypeError("embed takes a sequence of texts, not one string")
-        runtime = _load_runtime(self._precision)
+        model = _load_model(self._precision)
         result = numpy.zeros((len(texts), self.dimensions), dtype=numpy.float32)
         if not texts:
             return result
-        encodings = runtime.tokenizer.encode_batch(list(texts))
+        encodings = model.tokenizer.encode_batch(list(texts))
         lengths = numpy.array([len(encoding.ids) for encoding in encodings])
         # Longest first, like sentence-transformers: each batch pads to near its own length.
         # Batches are small enough that every worker thread gets one.
         order = numpy.argsort(-lengths, kind="stable")
-        per_batch = max(1, min(self._batch_size, -(-len(texts) // runtime.threads)))
+        per_batch = max(1, min(self._batch_size, -(-len(texts) // model.threads)))
         batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
 
         def run(rows: npt.NDArray[numpy.intp]) -> Float32Array:
-            return _embed_batch(runtime, [encodings[row] for row in rows])
+            return _embed_batch(model, [encodings[row] for row in rows])
 
         if len(batches) == 1:
             result[batches[0]] = run(batches[0])
         else:
-            for rows, vectors in zip(batches, runtime.workers.map(run, batches), strict=True):
+            for rows, vectors in zip(batches, model.workers.map(run, batches), strict=True):
                 result[rows] = vectors
         return result
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """The word pieces each text is embedded from (special tokens included, at most 256:
         longer texts are truncated, as `embed` does)."""
-        runtime = _load_runtime(self._precision)
-        return [len(encoding.ids) for encoding in runtime.tokenizer.encode_batch(list(texts))]
+        model = _load_model(self._precision)
+        return [len(encoding.ids) for encoding in model.tokenizer.encode_batch(list(texts))]
 
     async def embed_async(self, texts: Sequence[str]) -> Float32Array:
         """`embed` on a worker thread, so the event loop keeps serving while the model runs."""

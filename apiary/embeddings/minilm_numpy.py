@@ -7,7 +7,7 @@ the 6-layer BERT encoder (12 heads, hidden 384, exact erf GELU, LayerNorm eps 1e
 pooling over the attention mask, then L2 normalisation. Texts are sorted by length and run
 in padded batches so short texts do not pay for long ones, spread over one worker thread per
 core (numpy releases the GIL in its heavy parts). The model loads lazily, once per process,
-behind a lock, and sets the process's BLAS to one thread (see `_load_runtime`); after that
+behind a lock, and sets the process's BLAS to one thread (see `_load_once`); after that
 `embed` is safe to call from many threads at once. This was the product's embedder until
 ONNX Runtime replaced it (docs/architecture.md, "Embeddings"); tests/embeddings compares the
 two, and bench/knowledge.py times them side by side.
@@ -245,24 +245,24 @@ def _embed_batch(model: _Model, encodings: Sequence[Encoding]) -> Float32Array:
 
 
 @dataclass(frozen=True, slots=True)
-class _Runtime:
+class _LoadedModel:
     model: _Model
     workers: ThreadPoolExecutor
     threads: int
 
 
-_runtime: _Runtime | None = None
+_loaded: _LoadedModel | None = None
 _runtime_lock = threading.Lock()
 
 
-def _load_runtime() -> _Runtime:
+def _load_once() -> _LoadedModel:
     """The model and its worker threads, made once per process on first use."""
-    global _runtime
-    runtime = _runtime
-    if runtime is None:
+    global _loaded
+    loaded = _loaded
+    if loaded is None:
         with _runtime_lock:
-            runtime = _runtime
-            if runtime is None:
+            loaded = _loaded
+            if loaded is None:
                 model = _load_model(model_dir())
                 # OpenBLAS's own threads spin-wait for each other; on a busy 2-core machine that
                 # made this model's many mid-sized matmuls 3-4x slower than one BLAS thread.
@@ -271,12 +271,12 @@ def _load_runtime() -> _Runtime:
                 # also spreads the elementwise work numpy would run on one core.
                 threadpool_limits(limits=1, user_api="blas")
                 threads = cpu_count()
-                runtime = _runtime = _Runtime(
+                loaded = _loaded = _LoadedModel(
                     model=model,
                     workers=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="minilm"),
                     threads=threads,
                 )
-    return runtime
+    return loaded
 
 
 class NumpyMiniLMEmbedder:
@@ -292,33 +292,33 @@ class NumpyMiniLMEmbedder:
         """One unit-length row per text, in the order given; longer texts are truncated."""
         if isinstance(texts, str):
             raise TypeError("embed takes a sequence of texts, not one string")
-        runtime = _load_runtime()
+        loaded = _load_once()
         result = numpy.zeros((len(texts), self.dimensions), dtype=numpy.float32)
         if not texts:
             return result
-        encodings = runtime.model.tokenizer.encode_batch(list(texts))
+        encodings = loaded.model.tokenizer.encode_batch(list(texts))
         lengths = numpy.array([len(encoding.ids) for encoding in encodings])
         # Longest first, like sentence-transformers: each batch pads to near its own length.
         # Batches are small enough that every worker thread gets one.
         order = numpy.argsort(-lengths, kind="stable")
-        per_batch = max(1, min(self._batch_size, -(-len(texts) // runtime.threads)))
+        per_batch = max(1, min(self._batch_size, -(-len(texts) // loaded.threads)))
         batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
 
         def run(rows: npt.NDArray[numpy.intp]) -> Float32Array:
-            return _embed_batch(runtime.model, [encodings[row] for row in rows])
+            return _embed_batch(loaded.model, [encodings[row] for row in rows])
 
         if len(batches) == 1:
             result[batches[0]] = run(batches[0])
         else:
-            for rows, vectors in zip(batches, runtime.workers.map(run, batches), strict=True):
+            for rows, vectors in zip(batches, loaded.workers.map(run, batches), strict=True):
                 result[rows] = vectors
         return result
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """The word pieces each text is embedded from (special tokens included, at most 256:
         longer texts are truncated, as `embed` does)."""
-        runtime = _load_runtime()
-        return [len(encoding.ids) for encoding in runtime.model.tokenizer.encode_batch(list(texts))]
+        loaded = _load_once()
+        return [len(encoding.ids) for encoding in loaded.model.tokenizer.encode_batch(list(texts))]
 
     async def embed_async(self, texts: Sequence[str]) -> Float32Array:
         """`embed` on a worker thread, so the event loop keeps serving while numpy works."""

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from apiary.config import Settings
+    from apiary.embeddings.minilm import MiniLMEmbedder
     from apiary.gateway.client import GatewayClient
     from apiary.kit.notify import Notifier
     from apiary.knowledge.vectors import VectorStore
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 class EmbedDeps(Protocol):
     client: GatewayClient  # a gateway model's calls, routed and billed like /v1/embeddings
+
+    @property
+    def embedder(self) -> MiniLMEmbedder: ...  # the bundled model, loaded on first use
 
 
 class SearchDeps(EmbedDeps, Protocol):

