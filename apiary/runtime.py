@@ -41,6 +41,7 @@ from apiary.memory.database_store import DatabaseMemoryStore
 from apiary.memory.redis_store import RedisMemoryStore
 from apiary.memory.store import MemoryStore
 from apiary.observability import tracing
+from apiary.resources import Resources
 from apiary.responses.writer import ResponseWriter
 from apiary.swarm.slots import RedisSlots
 from apiary.usage.ledger import LedgerWriter
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Runtime:
+    # The process resources (apiary.resources), also reachable by their own names below.
+    resources: Resources
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
@@ -107,15 +110,10 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        if settings.is_sqlite:
-            settings.prepare_data_dir()
-        engine = create_engine(settings.sqlalchemy_url)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        resources = Resources.open(settings)
+        session_factory, writes, redis = resources.session_factory, resources.writes, resources.redis
         upstream = HttpClient()
-        session_factory = create_session_factory(engine)
-        redis = shared_redis.connect(settings.redis_url) if settings.redis_url else None
         counters = _counters(redis)
-        writes = GroupCommit(session_factory)
         alerts = AlertRunner(session_factory, settings.alerts)
         providers = ProviderChain(settings.gateway, upstream, on_breaker_open=alerts)
         cache = ResponseCache(
@@ -128,14 +126,15 @@ class Runtime:
         ledger = LedgerWriter(session_factory)
         runtime = cls(
             traces=tracing.install(settings.otel),
+            resources=resources,
             settings=settings,
-            engine=engine,
+            engine=resources.engine,
             session_factory=session_factory,
-            lookups=create_lookup_factory(engine),
+            lookups=resources.lookups,
             writes=writes,
             redis=redis,
             counters=counters,
-            http=http,
+            http=resources.http,
             providers=providers,
             client=GatewayClient(
                 providers,
@@ -158,8 +157,8 @@ class Runtime:
                 path=settings.qdrant_path,
             ),
             ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
-            oidc=OIDCVerifier(settings.oidc, http) if settings.oidc else None,
-            notifier=RedisNotifier(redis) if redis else LocalNotifier(),
+            oidc=OIDCVerifier(settings.oidc, resources.http) if settings.oidc else None,
+            notifier=resources.notifier,
             memory=RedisMemoryStore(redis, idle_ttl_s=settings.swarm.memory_ttl_s)
             if redis
             else DatabaseMemoryStore(session_factory),
@@ -221,15 +220,11 @@ class Runtime:
         await self.cache.close()
         await self.providers.close()
         await self.upstream.close()
-        await self.http.aclose()
         await self.counters.close()
-        await self.notifier.close()
         await self.memory.close()
         if self.swarm_slots is not None:
             await self.swarm_slots.close()
-        if self.redis is not None:  # last of what uses it
-            await self.redis.aclose()
-        await self.engine.dispose()
+        await self.resources.close()  # last: what uses them has stopped
         if self.traces:
             await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
 
