@@ -26,13 +26,12 @@ from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.key_cache import KeyCache
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
-from apiary.db import GroupCommit, create_engine, create_lookup_factory, create_session_factory
+from apiary.db import GroupCommit
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.chain import ProviderChain
 from apiary.gateway.client import GatewayClient
 from apiary.gateway.http import HttpClient
-from apiary.kit import redis as shared_redis
-from apiary.kit.notify import LocalNotifier, Notifier, RedisNotifier
+from apiary.kit.notify import Notifier
 from apiary.knowledge.queue import JobQueue
 from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, MemoryCounterStore
@@ -111,7 +110,11 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         resources = Resources.open(settings)
-        session_factory, writes, redis = resources.session_factory, resources.writes, resources.redis
+        session_factory, writes, redis = (
+            resources.session_factory,
+            resources.writes,
+            resources.redis,
+        )
         upstream = HttpClient()
         counters = _counters(redis)
         alerts = AlertRunner(session_factory, settings.alerts)

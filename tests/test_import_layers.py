@@ -4,6 +4,8 @@ Read from the source (every `import` statement, including those inside functions
 `TYPE_CHECKING`), so a cycle cannot hide behind a deferred import. The layers, bottom up:
 
 - the base (`apiary.kit`, `apiary.db`, `apiary.errors`): imports no other apiary module;
+- the process resources (`apiary.resources`: database, Redis, notifier, HTTP client): the
+  base and the settings, no domain;
 - domain modules (models, repositories, services, the swarm engine, the gateway's flow):
   never import the composition root, `apiary.runtime`; each declares what it needs;
 - the composition root and those who read the whole process: entry points, HTTP endpoints
@@ -148,5 +150,15 @@ def test_the_base_layer_imports_no_domain() -> None:
         if _in(module, BASE)
         for target in targets
         if not _in(target, BASE)
+    }
+    assert leaks == set()
+
+
+def test_the_process_resources_import_no_domain() -> None:
+    assert GRAPH["apiary.resources"]  # it is read: the database, Redis, the notifier
+    leaks = {
+        target
+        for target in GRAPH["apiary.resources"]
+        if not _in(target, BASE) and target != "apiary.config"
     }
     assert leaks == set()
