@@ -20,6 +20,7 @@ from fastapi import (
 )
 from pydantic import AwareDatetime
 
+from apiary.agents.schemas import AgentDefinition
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authenticate, authorize
 from apiary.auth.forwarded import client_ip
@@ -27,6 +28,7 @@ from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import ApiaryError, Forbidden, documented
 from apiary.executions.bus import cancel_channel, events_channel
+from apiary.executions.event_types import ExecutionEvent, ExecutionEventType
 from apiary.executions.events import encode_row, unpack
 from apiary.executions.models import ExecutionState
 from apiary.executions.repository import EVENTS_PAGE, execution_repository
@@ -34,7 +36,6 @@ from apiary.executions.schemas import (
     Execution,
     ExecutionCreate,
     ExecutionDetail,
-    ExecutionEvent,
     Source,
     Subtask,
 )
@@ -122,6 +123,7 @@ async def get_execution(
     return ExecutionDetail(
         **base,
         inputs=execution.inputs,
+        agent=AgentDefinition.model_validate(execution.agent),
         subtasks=[Subtask.model_validate(s) for s in subtasks],
         sources=[
             Source.model_validate(source)
@@ -188,7 +190,10 @@ async def _event_stream(
                     after = event.seq
             if batch:
                 after = batch[-1].seq
-                done = next((i for i, event in enumerate(batch) if event.type == "done"), None)
+                done = next(
+                    (i for i, event in enumerate(batch) if event.type == ExecutionEventType.DONE),
+                    None,
+                )
                 yield batch if done is None else batch[: done + 1]
                 if done is not None:
                     return
