@@ -247,7 +247,8 @@ async def execution_socket(
     after: After = None,
 ) -> None:
     """The same events over a WebSocket; authenticate with ?token= or an Authorization
-    header. Each message is one event as JSON; the socket closes after `done`."""
+    header. Each message is one event as JSON (the `ExecutionEvent` schema); the socket
+    closes after `done`."""
     runtime: Runtime = websocket.app.state.runtime
     header = websocket.headers.get("authorization", "")
     credentials = token or (header[7:].strip() if header.lower().startswith("bearer ") else "")
