@@ -9,6 +9,7 @@ import orjson
 from typer.testing import CliRunner
 
 from apiary.cli import app
+from apiary.executions.event_types import ExecutionEventType
 
 SPEC = Path(__file__).resolve().parent.parent / "web" / "openapi.json"
 
@@ -70,3 +71,29 @@ def test_every_integer_a_client_sends_has_a_bound_the_stores_take() -> None:
                     ):
                         unbounded.append(found_at)
     assert unbounded == [], "integers without bounds a BIGINT column takes: " + ", ".join(unbounded)
+
+
+def test_the_spec_types_each_execution_event_and_its_data() -> None:
+    """The event stream's schema is a union discriminated on `type`, one member per event
+    type the engine emits, each naming the schema of its `data` (the dashboard's generated
+    types read the fields from there, with no hand-written mirror)."""
+    spec = orjson.loads(SPEC.read_bytes())
+    schemas = spec["components"]["schemas"]
+    stream = spec["paths"]["/api/v1/executions/{execution_id}/events"]["get"]["responses"]["200"]
+    documented = stream["content"]["text/event-stream"]["schema"]["properties"]["data"]
+    assert documented["contentSchema"] == {"$ref": "#/components/schemas/ExecutionEvent"}
+    event = schemas["ExecutionEvent"]
+    assert event["discriminator"]["propertyName"] == "type"
+    mapping = event["discriminator"]["mapping"]
+    assert set(mapping) == {kind.value for kind in ExecutionEventType}
+    for kind, ref in mapping.items():
+        member = schemas[ref.rsplit("/", 1)[1]]
+        assert member["properties"]["type"]["const"] == kind
+        assert set(member["required"]) == {"seq", "type", "data", "created_at"}
+        data = schemas[member["properties"]["data"]["$ref"].rsplit("/", 1)[1]]
+        assert data["type"] == "object", kind
+        assert data["properties"], kind
+    done = schemas[mapping["done"].rsplit("/", 1)[1]]["properties"]["data"]["$ref"]
+    assert schemas[done.rsplit("/", 1)[1]]["properties"]["figures"] == {
+        "$ref": "#/components/schemas/ExecutionFigures"
+    }

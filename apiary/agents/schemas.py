@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from apiary.kit.schemas import PlainLine, Schema, Text, UpdateSchema
 
@@ -61,11 +61,24 @@ class Agent(AgentFields):
     updated_at: datetime
 
 
+class AgentDefinition(AgentFields):
+    """What an execution runs with: the agent's fields at one version, as stored on the
+    execution and in the agent's version history."""
+
+    # Read back from stored JSON: a field a later version dropped must not make an old
+    # execution unreadable.
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+    id: uuid.UUID
+    name: str
+    version: int
+
+
 class AgentVersion(Schema):
     id: uuid.UUID
     agent_id: uuid.UUID
     version: int
-    definition: dict[str, Any]
+    definition: AgentDefinition
     created_at: datetime
 
 

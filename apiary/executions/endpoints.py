@@ -20,6 +20,7 @@ from fastapi import (
 )
 from pydantic import AwareDatetime
 
+from apiary.agents.schemas import AgentDefinition
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authenticate, authorize
 from apiary.auth.forwarded import client_ip
@@ -27,6 +28,7 @@ from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import ApiaryError, Forbidden, documented
 from apiary.executions.bus import cancel_channel, events_channel
+from apiary.executions.event_types import ExecutionEvent, ExecutionEventType
 from apiary.executions.events import encode_row, unpack
 from apiary.executions.models import ExecutionState
 from apiary.executions.repository import EVENTS_PAGE, execution_repository
@@ -34,7 +36,6 @@ from apiary.executions.schemas import (
     Execution,
     ExecutionCreate,
     ExecutionDetail,
-    ExecutionEvent,
     Source,
     Subtask,
 )
@@ -122,6 +123,7 @@ async def get_execution(
     return ExecutionDetail(
         **base,
         inputs=execution.inputs,
+        agent=AgentDefinition.model_validate(execution.agent),
         subtasks=[Subtask.model_validate(s) for s in subtasks],
         sources=[
             Source.model_validate(source)
@@ -172,7 +174,7 @@ def _event_stream(
         read,
         after,
         carried=unpack,
-        is_last=lambda event: event.type == "done",
+        is_last=lambda event: event.type == ExecutionEventType.DONE,
         # The final state is saved just before its last events: wait briefly for them, but
         # never for ever for a run that ended without them.
         settle_waits=4,
@@ -206,7 +208,8 @@ async def execution_socket(
     after: After = None,
 ) -> None:
     """The same events over a WebSocket; authenticate with ?token= or an Authorization
-    header. Each message is one event as JSON; the socket closes after `done`."""
+    header. Each message is one event as JSON (the `ExecutionEvent` schema); the socket
+    closes after `done`."""
     runtime: Runtime = websocket.app.state.runtime
     header = websocket.headers.get("authorization", "")
     credentials = token or (header[7:].strip() if header.lower().startswith("bearer ") else "")

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from apiary.authz.scope import TenantScope
 from apiary.db import GroupCommit, Write, session_scope, utcnow
 from apiary.executions.bus import events_channel
+from apiary.executions.event_types import EventData
 from apiary.executions.models import ExecutionEvent
 from apiary.executions.repository import execution_repository
 from apiary.kit.notify import Notifier
@@ -78,6 +79,21 @@ def unpack(message: bytes) -> list[EncodedEvent] | None:
     return events
 
 
+# An event's type and data as stored and sent.
+WiredEvent = tuple[str, dict[str, Any]]
+
+
+def _wired(events: Sequence[EventData]) -> list[WiredEvent]:
+    wired = []
+    for event in events:
+        # Typed callers cannot get here with anything else; an untyped one finds out at once
+        # rather than after its row is stored.
+        if not isinstance(event, EventData):
+            raise TypeError(f"not an execution event: {event!r} (see executions/event_types.py)")
+        wired.append((event.type.value, event.wire()))
+    return wired
+
+
 class EventDeps(Protocol):
     session_factory: async_sessionmaker[AsyncSession]
     writes: GroupCommit  # events commit in the group commit's batches
@@ -103,13 +119,13 @@ class EventRecorder:
         recorder._seq = await recorder._last_stored()
         return recorder
 
-    async def emit(self, type: str, *, alongside: Sequence[Write] = (), **data: Any) -> int:
+    async def emit(self, event: EventData, *, alongside: Sequence[Write] = ()) -> int:
         """Store one event (and the `alongside` writes, in the same transaction), then
         announce it."""
-        return (await self.emit_all([(type, data)], alongside=alongside))[-1]
+        return (await self.emit_all([event], alongside=alongside))[-1]
 
     async def emit_all(
-        self, events: Sequence[tuple[str, dict[str, Any]]], *, alongside: Sequence[Write] = ()
+        self, events: Sequence[EventData], *, alongside: Sequence[Write] = ()
     ) -> list[int]:
         """Store events, numbered in order, and the `alongside` writes in one transaction,
         then announce them: one wait for the commit instead of one per event."""
@@ -117,26 +133,28 @@ class EventRecorder:
             if alongside:  # nothing to announce; and nothing at all is no transaction
                 await self._deps.writes.run(*alongside)
             return []
+        wired = _wired(events)
         created_at = utcnow()
-        seqs, stored = self._queue(events, alongside, created_at)
-        return await self._complete(events, alongside, created_at, seqs, stored)
+        seqs, stored = self._queue(wired, alongside, created_at)
+        return await self._complete(wired, alongside, created_at, seqs, stored)
 
     def emit_soon(
-        self, type: str, *, alongside: Sequence[Write] = (), **data: Any
+        self, event: EventData, *, alongside: Sequence[Write] = ()
     ) -> asyncio.Future[None]:
         """`emit`, for a caller with something else to do than wait for the commit (a
         sub-agent sends its model call meanwhile): the event is numbered and queued at
         this call, so it keeps its place before whatever the caller emits next, and is
         announced once stored. The future is done when it is stored (await it for the
         outcome). No task per event: a hundred sub-agents start at once."""
-        return self.emit_all_soon([(type, data)], alongside=alongside)
+        return self.emit_all_soon([event], alongside=alongside)
 
     def emit_all_soon(
-        self, events: Sequence[tuple[str, dict[str, Any]]], *, alongside: Sequence[Write] = ()
+        self, events: Sequence[EventData], *, alongside: Sequence[Write] = ()
     ) -> asyncio.Future[None]:
         """`emit_all`, the way `emit_soon` does it."""
+        wired = _wired(events)
         created_at = utcnow()
-        seqs, stored = self._queue(events, alongside, created_at)
+        seqs, stored = self._queue(wired, alongside, created_at)
         outcome = asyncio.get_running_loop().create_future()
         outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
 
@@ -148,7 +166,7 @@ class EventRecorder:
             if isinstance(error, IntegrityError):
                 # Stored again after the last number (see `_complete`), in a task: rare.
                 retry = asyncio.ensure_future(
-                    self._complete(events, alongside, created_at, seqs, done)
+                    self._complete(wired, alongside, created_at, seqs, done)
                 )
                 retry.add_done_callback(lambda ended: _pass_on(ended, outcome))
                 return
@@ -156,7 +174,7 @@ class EventRecorder:
                 self._announce_soon(
                     [
                         encode(seq, type, data, created_at)
-                        for seq, (type, data) in zip(seqs, events, strict=True)
+                        for seq, (type, data) in zip(seqs, wired, strict=True)
                     ]
                 )
             # The caller may have stopped waiting (a cancelled sub-agent cancels the future
@@ -173,7 +191,7 @@ class EventRecorder:
 
     def _queue(
         self,
-        events: Sequence[tuple[str, dict[str, Any]]],
+        events: Sequence[WiredEvent],
         alongside: Sequence[Write],
         created_at: datetime,
     ) -> tuple[list[int], asyncio.Future[None]]:
@@ -191,7 +209,7 @@ class EventRecorder:
 
     async def _complete(
         self,
-        events: Sequence[tuple[str, dict[str, Any]]],
+        events: Sequence[WiredEvent],
         alongside: Sequence[Write],
         created_at: datetime,
         seqs: list[int],

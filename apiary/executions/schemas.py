@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from apiary.agents.schemas import AgentDefinition
+from apiary.executions.figures import ExecutionFigures
 from apiary.kit.schemas import JsonObject, PlainLine, Schema, Text
 
 
@@ -65,7 +67,7 @@ class Execution(Schema):
     cost_usd: float
     prompt_tokens: int
     completion_tokens: int
-    figures: dict[str, Any]
+    figures: ExecutionFigures
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -73,15 +75,9 @@ class Execution(Schema):
 
 class ExecutionDetail(Execution):
     inputs: dict[str, Any]
+    agent: AgentDefinition = Field(description="The agent's definition the execution runs with")
     subtasks: list[Subtask]
     sources: list[Source] = Field(
         default_factory=list,
         description="The knowledge-base passages the sub-agents searched up, each once",
     )
-
-
-class ExecutionEvent(Schema):
-    seq: int
-    type: str
-    data: dict[str, Any]
-    created_at: datetime

@@ -15,6 +15,7 @@ from apiary.auth.context import AuthContext
 from apiary.billing.entitlements import check_execution
 from apiary.db import new_id
 from apiary.errors import Conflict
+from apiary.executions.event_types import StateChanged
 from apiary.executions.models import Execution, ExecutionEvent, ExecutionState, Subtask
 from apiary.executions.repository import execution_repository
 from apiary.executions.schemas import ExecutionCreate
@@ -40,7 +41,7 @@ class ExecutionService:
             if found is not None:
                 return found, False
         agent = await agent_repository.get(session, auth.scope, body.agent_id)
-        # The swarm runs options.max_agents, else the agent's max_subagents (engine.py).
+        # The swarm runs options.max_agents, else the agent's max_subagents (swarm/lifecycle.py).
         sub_agents = body.options.max_agents or agent.max_subagents or 1
         await check_execution(session, auth.scope, sub_agents=sub_agents)
         execution = Execution(
@@ -73,11 +74,15 @@ class ExecutionService:
             if found is None:
                 raise Conflict("this execution conflicts with another request") from None
             return found, False
+        queued = StateChanged(state=ExecutionState.QUEUED)
         execution_repository.add(
             session,
             auth.scope,
             ExecutionEvent(
-                execution_id=execution.id, seq=1, type="state", data={"state": "queued"}
+                execution_id=execution.id,
+                seq=1,
+                type=queued.type.value,
+                data=queued.wire(),
             ),
         )
         await session.flush()

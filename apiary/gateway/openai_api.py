@@ -16,11 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
+from pydantic import Field
 from starlette.types import Receive, Scope, Send
 
 from apiary.auth.context import AuthContext
@@ -29,6 +30,7 @@ from apiary.authz.permissions import Permission
 from apiary.errors import ApiaryError, BadRequest, Forbidden, NotFound, openai_error
 from apiary.gateway import completions_api, responses_api
 from apiary.gateway.client import ChatReply, ChatStream
+from apiary.kit.schemas import Schema
 from apiary.observability.metrics import ROUTE_TEMPLATE
 from apiary.runtime import Runtime, RuntimeDep
 
@@ -381,12 +383,29 @@ def document_hot_routes(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class GatewayModel(Schema):
+    """A model or route this tenant may call, in OpenAI's shape."""
+
+    id: str = Field(description="The name to send as `model`: provider/model, or a route")
+    object: Literal["model"]
+    created: int
+    owned_by: str = Field(description="The provider, or `apiary-route` for a route")
+
+
+class ModelList(Schema):
+    object: Literal["list"]
+    data: list[GatewayModel]
+
+
 def _model(name: str, created: int) -> dict[str, Any]:
     owner = name.split("/", 1)[0] if "/" in name else "apiary-route"
     return {"id": name, "object": "model", "created": created, "owned_by": owner}
 
 
-@router.get("/models", summary="The models and routes this tenant may call")
+# Encoded here, not by FastAPI: the models document the answer for the spec.
+@router.get(
+    "/models", summary="The models and routes this tenant may call", response_model=ModelList
+)
 async def models(auth: Caller, runtime: RuntimeDep) -> Response:
     created = int(time.time())
     data = [_model(name, created) for name in runtime.providers.router.names()]
@@ -396,6 +415,7 @@ async def models(auth: Caller, runtime: RuntimeDep) -> Response:
 @router.get(
     "/models/{model_id:path}",
     summary="One model or route this tenant may call",
+    response_model=GatewayModel,
 )
 async def model(model_id: str, auth: Caller, runtime: RuntimeDep) -> Response:
     # The same names as the listing: a model id holds a slash (provider/model), which

@@ -7,11 +7,13 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
+from apiary.agents.schemas import AgentDefinition
 from apiary.auth.context import AuthContext
 from apiary.authz.scope import TenantScope
 from apiary.executions.events import EventDeps, EventRecorder
+from apiary.executions.figures import Phase, PhaseFigures
 from apiary.swarm.calls import CallDeps, Spend
 from apiary.swarm.checkpoint import DatabaseSaver
 from apiary.swarm.slots import RedisSlots, Slots
@@ -33,7 +35,7 @@ class SwarmContext:
     execution_id: uuid.UUID
     scope: TenantScope
     auth: AuthContext  # the execution's creator, stamped with execution and agent ids
-    agent: dict[str, Any]  # the agent definition the execution runs
+    agent: AgentDefinition  # the definition the execution runs
     mode: str
     max_agents: int
     spend: Spend
@@ -44,6 +46,6 @@ class SwarmContext:
     thread_id: str | None = None
     task: str = ""  # the user's task, as given
     max_steps: int = 6
-    phases: dict[str, Any] = field(default_factory=dict)  # figures by phase, as stored
+    phases: dict[Phase, PhaseFigures] = field(default_factory=dict)  # finished phases' figures
     started_at: datetime | None = None  # when the execution's first run started
     resumed: bool = False  # not the execution's first run: rows of the last one may exist

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import orjson
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from apiary.auth.context import Actor, AuthContext
@@ -17,13 +18,40 @@ from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
 from apiary.executions.bus import events_channel
 from apiary.executions.endpoints import _event_stream
+from apiary.executions.event_types import (
+    Done,
+    Resumed,
+    StateChanged,
+    SubagentFinished,
+    SubagentStarted,
+)
 from apiary.executions.events import EventRecorder, encode, pack, unpack
-from apiary.executions.models import Execution
+from apiary.executions.figures import ExecutionFigures
+from apiary.executions.models import Execution, ExecutionState, SubtaskStatus
 from apiary.executions.repository import execution_repository
 from apiary.runtime import Runtime
 from tests.factories import make_tenant
 
 pytestmark = pytest.mark.both_databases
+
+
+def _started(subtask: int) -> SubagentStarted:
+    return SubagentStarted(subtask=subtask, prompt="count")
+
+
+def _finished(subtask: int) -> SubagentFinished:
+    return SubagentFinished(
+        subtask=subtask,
+        status=SubtaskStatus.SUCCEEDED,
+        seconds=0.1,
+        cost_usd=0.0,
+        spent_usd=0.0,
+        error=None,
+    )
+
+
+def _done(state: ExecutionState, *, answer: str | None = None) -> Done:
+    return Done(answer=answer, error=None, state=state, cost_usd=0.0, figures=ExecutionFigures())
 
 
 async def _execution(runtime: Runtime, scope: TenantScope) -> uuid.UUID:
@@ -56,12 +84,12 @@ async def test_an_emit_cancelled_mid_write_keeps_the_numbering(
     scope = TenantScope(uuid.UUID(tenant.id))
     execution_id = await _execution(runtime, scope)
     recorder = await EventRecorder.resume(runtime, scope, execution_id)
-    assert await recorder.emit("state", state="running") == 1
-    interrupted = asyncio.create_task(recorder.emit("subagent_started", subtask=0))
+    assert await recorder.emit(StateChanged(state=ExecutionState.RUNNING)) == 1
+    interrupted = asyncio.create_task(recorder.emit(_started(0)))
     await asyncio.sleep(0)  # queued, not yet committed
     interrupted.cancel()
-    assert await recorder.emit("state", state="cancelled") == 3
-    assert await recorder.emit("done") == 4
+    assert await recorder.emit(StateChanged(state=ExecutionState.CANCELLED)) == 3
+    assert await recorder.emit(_done(ExecutionState.CANCELLED)) == 4
     async with runtime.session_factory() as session:
         rows = await execution_repository.events_after(session, scope, execution_id, 0)
     assert [(row.seq, row.type) for row in rows] == [
@@ -72,7 +100,7 @@ async def test_an_emit_cancelled_mid_write_keeps_the_numbering(
     ]
     # A run resuming later continues after the last stored number.
     resumed = await EventRecorder.resume(runtime, scope, execution_id)
-    assert await resumed.emit("resumed") == 5
+    assert await resumed.emit(Resumed(attempt=2)) == 5
 
 
 async def test_a_recorder_behind_the_table_goes_on_after_the_last_number(
@@ -84,9 +112,9 @@ async def test_a_recorder_behind_the_table_goes_on_after_the_last_number(
     scope = TenantScope(uuid.UUID(tenant.id))
     execution_id = await _execution(runtime, scope)
     taken_over = await EventRecorder.resume(runtime, scope, execution_id)
-    assert await taken_over.emit("resumed") == 1
+    assert await taken_over.emit(Resumed(attempt=2)) == 1
     stalled = EventRecorder(runtime, scope, execution_id, last_seq=0)
-    assert await stalled.emit("state", state="running") == 2
+    assert await stalled.emit(StateChanged(state=ExecutionState.RUNNING)) == 2
     async with runtime.session_factory() as session:
         rows = await execution_repository.events_after(session, scope, execution_id, 0)
     assert [(row.seq, row.type) for row in rows] == [(1, "resumed"), (2, "state")]
@@ -102,12 +130,12 @@ async def test_a_stream_reads_the_table_when_an_announcement_is_missing(
     scope = TenantScope(uuid.UUID(tenant.id))
     execution_id = await _execution(runtime, scope)
     recorder = await EventRecorder.resume(runtime, scope, execution_id)
-    await recorder.emit("state", state="running")
+    await recorder.emit(StateChanged(state=ExecutionState.RUNNING))
     auth = AuthContext(role=Role.VIEWER, tenant_id=scope.tenant_id, actor=Actor())
     stream = _event_stream(runtime, auth, execution_id, 0)
     assert [(e.seq, e.type) for e in await anext(stream) or ()] == [(1, "state")]
 
-    await recorder.emit("subagent_started", subtask=0)  # announced: comes from the message
+    await recorder.emit(_started(0))  # announced: comes from the message
     assert [(e.seq, e.type) for e in await anext(stream) or ()] == [(2, "subagent_started")]
 
     unannounced = execution_repository.event_write(
@@ -115,15 +143,17 @@ async def test_a_stream_reads_the_table_when_an_announcement_is_missing(
     )
     await runtime.writes.run(unannounced)
     later = await EventRecorder.resume(runtime, scope, execution_id)
-    await later.emit("subagent_finished", subtask=0)
+    await later.emit(_finished(0))
     batch = await anext(stream) or []
     assert [(e.seq, e.type) for e in batch] == [(3, "tool_call"), (4, "subagent_finished")]
     assert orjson.loads(batch[0].body)["data"] == {"subtask": 0}
 
-    await later.emit("done", answer="42")
+    done = _done(ExecutionState.SUCCEEDED, answer="42")
+    await later.emit(done)
     final = await anext(stream) or []
     assert [(e.seq, e.type) for e in final] == [(5, "done")]
-    assert orjson.loads(final[0].body)["data"] == {"answer": "42"}
+    assert orjson.loads(final[0].body)["data"] == done.wire()
+    assert orjson.loads(final[0].body)["data"]["answer"] == "42"
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
 
@@ -150,6 +180,34 @@ async def test_emitting_nothing_commits_nothing(
     assert runtime.writes.transactions == before
 
 
+async def test_an_unknown_or_malformed_event_cannot_be_emitted(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The engine emits typed events only: an event of no known type, or data of the wrong
+    shape, fails before it is numbered or stored (a stream never carries it), and the next
+    good event takes the next number."""
+    tenant = await make_tenant(runtime, client, "events-typed")
+    scope = TenantScope(uuid.UUID(tenant.id))
+    execution_id = await _execution(runtime, scope)
+    recorder = await EventRecorder.resume(runtime, scope, execution_id)
+    before = runtime.writes.transactions
+    with pytest.raises(TypeError, match="not an execution event"):
+        await recorder.emit(("decomposing", {"state": "decomposing"}))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not an execution event"):
+        recorder.emit_soon({"type": "subagent_started", "subtask": 0})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="subtask"):
+        SubagentStarted(subtask="first", prompt="count")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="state"):
+        StateChanged(state="decomposed")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="subagent"):
+        SubagentStarted(subagent=0, prompt="count")  # type: ignore[call-arg]
+    assert runtime.writes.transactions == before
+    assert await recorder.emit(StateChanged(state=ExecutionState.RUNNING)) == 1
+    async with runtime.session_factory() as session:
+        rows = await execution_repository.events_after(session, scope, execution_id, 0)
+    assert [(row.seq, row.type, row.data) for row in rows] == [(1, "state", {"state": "running"})]
+
+
 async def test_an_event_emitted_soon_keeps_its_place_and_is_announced_once_stored(
     runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
@@ -161,9 +219,9 @@ async def test_an_event_emitted_soon_keeps_its_place_and_is_announced_once_store
     execution_id = await _execution(runtime, scope)
     recorder = await EventRecorder.resume(runtime, scope, execution_id)
     async with runtime.notifier.listen(events_channel(execution_id)) as listener:
-        stored = recorder.emit_soon("subagent_started", subtask=0)
+        stored = recorder.emit_soon(_started(0))
         assert not stored.done()  # queued, not committed yet
-        assert await recorder.emit("subagent_finished", subtask=0) == 2
+        assert await recorder.emit(_finished(0)) == 2
         assert stored.done()
         assert stored.exception() is None
         # Coalesced while one is being sent; with Redis, also heard twice (local and pub/sub).
@@ -194,7 +252,7 @@ async def test_an_event_emitted_soon_reports_a_failed_write(
     recorder = await EventRecorder.resume(runtime, scope, execution_id)
     orphan = execution_repository.new_subtask_write(scope, uuid.uuid4(), 0, "no such execution")
     async with runtime.notifier.listen(events_channel(execution_id)) as listener:
-        stored = recorder.emit_soon("subagent_started", alongside=[orphan], subtask=0)
+        stored = recorder.emit_soon(_started(0), alongside=[orphan])
         with pytest.raises(IntegrityError):
             await stored
         await asyncio.sleep(0)
@@ -220,10 +278,10 @@ async def test_an_event_emitted_soon_whose_caller_stopped_waiting_is_still_annou
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     try:
         async with runtime.notifier.listen(events_channel(execution_id)) as listener:
-            waiting = asyncio.ensure_future(recorder.emit_soon("subagent_started", subtask=0))
+            waiting = asyncio.ensure_future(recorder.emit_soon(_started(0)))
             await asyncio.sleep(0)
             waiting.cancel()
-            assert await recorder.emit("subagent_finished", subtask=0) == 2
+            assert await recorder.emit(_finished(0)) == 2
             announced: set[tuple[int, str]] = set()
             while len(announced) < 2 and await listener.wait(5.0):
                 for message in listener.take() or []:

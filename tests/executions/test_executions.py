@@ -12,10 +12,12 @@ from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
 
 from apiary.authz.permissions import Role
+from apiary.executions.event_types import DoneEvent, ExecutionEvent, ExecutionEventType
 from tests.factories import make_api_key, make_tenant
-from tests.fakes import Reply, Slow
+from tests.fakes import Fail, Reply, Slow, ToolCall
+from tests.gateway.conftest import GatewayFactory
 from tests.sse import parse_sse
-from tests.swarm.conftest import Swarm
+from tests.swarm.conftest import Swarm, build_swarm
 
 pytestmark = pytest.mark.both_databases
 
@@ -91,6 +93,44 @@ async def test_list_filters_by_state_and_agent(swarm: Swarm) -> None:
         "/api/v1/executions", headers=swarm.headers, params={"state": "failed"}
     )
     assert none.json()["items"] == []
+
+
+async def test_every_event_a_run_streams_is_one_the_spec_documents(
+    make_gateway: GatewayFactory,
+) -> None:
+    """A client typed from the OpenAPI spec (the dashboard) reads each event by its type: a
+    run that degrades its plan, retries a sub-agent, calls a tool and streams its answer
+    sends only events that validate against the documented union, field for field."""
+    swarm = await build_swarm(make_gateway, tools=["calculator"])
+    swarm.gateway.upstream.script(
+        "openai",
+        Reply(text="not a plan"),
+        Fail(400, message="bad luck"),
+        Reply(tool_calls=[ToolCall("calculator", '{"expression": "6*7"}')]),
+        Reply(text="the answer is 42"),
+    )
+    started = await swarm.start()
+    await swarm.wait(started["id"])
+    response = await swarm.http.get(
+        f"/api/v1/executions/{started['id']}/events", headers=swarm.headers
+    )
+    fields = ("seq", "type", "data", "created_at")
+    events = [
+        ExecutionEvent.model_validate({key: sent[key] for key in fields})
+        for sent in parse_sse(response.text)
+    ]
+    kinds = {event.root.type for event in events}
+    assert kinds == set(ExecutionEventType) - {ExecutionEventType.RESUMED}
+    done = events[-1].root
+    assert isinstance(done, DoneEvent)
+    assert done.data.answer == "the answer is 42"
+    assert done.data.figures.subagents is not None
+    assert done.data.figures.subagents.succeeded == 1
+    # The definition it ran with is documented too.
+    detail = await swarm.get(started["id"])
+    assert detail["agent"]["name"] == "planner"
+    assert detail["agent"]["tools"] == ["calculator"]
+    assert detail["agent"]["id"] == swarm.agent_id
 
 
 async def test_sse_streams_every_step_and_resumes(swarm: Swarm) -> None:

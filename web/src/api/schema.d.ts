@@ -1374,6 +1374,62 @@ export interface components {
             tools?: string[];
         };
         /**
+         * AgentDefinition
+         * @description What an execution runs with: the agent's fields at one version, as stored on the
+         *     execution and in the agent's version history.
+         */
+        AgentDefinition: {
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Knowledge Base Ids
+             * @description The tenant's knowledge bases the `knowledge_search` tool searches
+             */
+            knowledge_base_ids?: string[];
+            /** Max Cost Usd */
+            max_cost_usd?: number | null;
+            /**
+             * Max Subagents
+             * @default 5
+             */
+            max_subagents?: number;
+            /**
+             * Model
+             * @description A gateway model or route
+             * @default default
+             */
+            model?: string;
+            /** Name */
+            name: string;
+            /**
+             * System Prompt
+             * @default
+             */
+            system_prompt?: string;
+            /**
+             * Temperature
+             * @default 0.2
+             */
+            temperature?: number;
+            /**
+             * Timeout S
+             * @default 300
+             */
+            timeout_s?: number;
+            /** Tools */
+            tools?: string[];
+            /** Version */
+            version: number;
+        };
+        /**
          * AgentTool
          * @description A tool an agent may be given (`tools` in an agent takes these names).
          */
@@ -1418,10 +1474,7 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
-            /** Definition */
-            definition: {
-                [key: string]: unknown;
-            };
+            definition: components["schemas"]["AgentDefinition"];
             /**
              * Id
              * Format: uuid
@@ -1971,6 +2024,33 @@ export interface components {
             /** Reason */
             reason: string;
         };
+        /**
+         * DecompositionDegraded
+         * @description The orchestrator's plan could not be read: the task runs as one sub-agent.
+         */
+        DecompositionDegraded: {
+            /** Reason */
+            reason: string;
+        };
+        /** DecompositionDegradedEvent */
+        DecompositionDegradedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["DecompositionDegraded"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "decomposition_degraded";
+        };
         /** DeliveryAttempt */
         DeliveryAttempt: {
             /**
@@ -2055,6 +2135,39 @@ export interface components {
              */
             type: "queued" | "extracting" | "splitting" | "embedding" | "upserting" | "indexed" | "failed";
         };
+        /**
+         * Done
+         * @description The last event: the execution's final state.
+         */
+        Done: {
+            /** Answer */
+            answer: string | null;
+            /** Cost Usd */
+            cost_usd: number;
+            /** Error */
+            error: string | null;
+            figures: components["schemas"]["ExecutionFigures"];
+            state: components["schemas"]["ExecutionState"];
+        };
+        /** DoneEvent */
+        DoneEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["Done"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "done";
+        };
         /** EntitlementUsage */
         EntitlementUsage: {
             /** Entitlement */
@@ -2107,10 +2220,7 @@ export interface components {
             created_at: string;
             /** Error */
             error: string | null;
-            /** Figures */
-            figures: {
-                [key: string]: unknown;
-            };
+            figures: components["schemas"]["ExecutionFigures"];
             /** Finished At */
             finished_at: string | null;
             /**
@@ -2152,6 +2262,8 @@ export interface components {
         };
         /** ExecutionDetail */
         ExecutionDetail: {
+            /** @description The agent's definition the execution runs with */
+            agent: components["schemas"]["AgentDefinition"];
             /** Agent Id */
             agent_id: string | null;
             /** Agent Version */
@@ -2171,10 +2283,7 @@ export interface components {
             created_at: string;
             /** Error */
             error: string | null;
-            /** Figures */
-            figures: {
-                [key: string]: unknown;
-            };
+            figures: components["schemas"]["ExecutionFigures"];
             /** Finished At */
             finished_at: string | null;
             /**
@@ -2208,21 +2317,42 @@ export interface components {
             /** Thread Id */
             thread_id: string | null;
         };
-        /** ExecutionEvent */
-        ExecutionEvent: {
+        /**
+         * ExecutionEvent
+         * @description One event as the streams send it (`GET .../events` as SSE, `.../ws`): `type` says
+         *     which, and what its `data` holds.
+         */
+        ExecutionEvent: components["schemas"]["StateChangedEvent"] | components["schemas"]["DecompositionDegradedEvent"] | components["schemas"]["SubtasksPlannedEvent"] | components["schemas"]["SubagentStartedEvent"] | components["schemas"]["SubagentRetryEvent"] | components["schemas"]["ToolCalledEvent"] | components["schemas"]["SubagentFinishedEvent"] | components["schemas"]["TokensStreamedEvent"] | components["schemas"]["ResumedEvent"] | components["schemas"]["DoneEvent"];
+        /** ExecutionFigures */
+        ExecutionFigures: {
             /**
-             * Created At
-             * Format: date-time
+             * Critical Path S
+             * @description decompose + the slowest sub-agent + synthesize
              */
-            created_at: string;
-            /** Data */
-            data: {
-                [key: string]: unknown;
+            critical_path_s?: number | null;
+            /**
+             * Phases
+             * @description The phases run so far; a phase not run is absent
+             */
+            phases?: {
+                [key: string]: components["schemas"]["PhaseFigures"];
             };
-            /** Seq */
-            seq: number;
-            /** Type */
-            type: string;
+            /**
+             * Speedup
+             * @description subagent_total_s over the sub-agents' wall time
+             */
+            speedup?: number | null;
+            /**
+             * Subagent Total S
+             * @description The sub-agents' seconds added up
+             */
+            subagent_total_s?: number | null;
+            subagents?: components["schemas"]["SubagentCounts"] | null;
+            /**
+             * Wall S
+             * @description Set when the execution ends
+             */
+            wall_s?: number | null;
         };
         /** ExecutionOptions */
         ExecutionOptions: {
@@ -2244,6 +2374,29 @@ export interface components {
          * @enum {string}
          */
         ExecutionState: "queued" | "decomposing" | "running" | "synthesizing" | "succeeded" | "failed" | "cancelled" | "budget_exceeded" | "timed_out";
+        /**
+         * GatewayModel
+         * @description A model or route this tenant may call, in OpenAI's shape.
+         */
+        GatewayModel: {
+            /** Created */
+            created: number;
+            /**
+             * Id
+             * @description The name to send as `model`: provider/model, or a route
+             */
+            id: string;
+            /**
+             * Object
+             * @constant
+             */
+            object: "model";
+            /**
+             * Owned By
+             * @description The provider, or `apiary-route` for a route
+             */
+            owned_by: string;
+        };
         /**
          * Invitation
          * @description A pending invitation, as the inviting tenant sees it.
@@ -2763,6 +2916,16 @@ export interface components {
             /** Storage Bytes */
             storage_bytes: number;
         };
+        /** ModelList */
+        ModelList: {
+            /** Data */
+            data: components["schemas"]["GatewayModel"][];
+            /**
+             * Object
+             * @constant
+             */
+            object: "list";
+        };
         /** OIDCClientConfig */
         OIDCClientConfig: {
             /**
@@ -3001,6 +3164,27 @@ export interface components {
          * @enum {string}
          */
         Permission: "self" | "invitations:respond" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write" | "providers:read" | "billing:read" | "billing:write" | "plans:manage" | "alerts:manage";
+        /**
+         * Phase
+         * @enum {string}
+         */
+        Phase: "decompose" | "subagents" | "synthesize";
+        /** PhaseFigures */
+        PhaseFigures: {
+            /**
+             * Calls
+             * @description Model calls; for `subagents`, the sub-agents
+             */
+            calls: number;
+            /** Completion Tokens */
+            completion_tokens: number;
+            /** Cost Usd */
+            cost_usd: number;
+            /** Prompt Tokens */
+            prompt_tokens: number;
+            /** Seconds */
+            seconds: number;
+        };
         /** Plan */
         Plan: {
             /** Archived */
@@ -3196,6 +3380,33 @@ export interface components {
             /** Refresh Token */
             refresh_token: string;
         };
+        /**
+         * Resumed
+         * @description Another run took the execution over from its last checkpoint.
+         */
+        Resumed: {
+            /** Attempt */
+            attempt: number;
+        };
+        /** ResumedEvent */
+        ResumedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["Resumed"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "resumed";
+        };
         /** Revenue */
         Revenue: {
             /** From Period */
@@ -3285,6 +3496,165 @@ export interface components {
             /** Section */
             section: string | null;
         };
+        /** StateChanged */
+        StateChanged: {
+            state: components["schemas"]["ExecutionState"];
+        };
+        /** StateChangedEvent */
+        StateChangedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["StateChanged"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "state";
+        };
+        /**
+         * SubagentCounts
+         * @description How many of the execution's sub-agents ended in each status.
+         */
+        SubagentCounts: {
+            /**
+             * Cancelled
+             * @default 0
+             */
+            cancelled?: number;
+            /**
+             * Failed
+             * @default 0
+             */
+            failed?: number;
+            /**
+             * Pending
+             * @default 0
+             */
+            pending?: number;
+            /**
+             * Running
+             * @default 0
+             */
+            running?: number;
+            /**
+             * Skipped
+             * @default 0
+             */
+            skipped?: number;
+            /**
+             * Succeeded
+             * @default 0
+             */
+            succeeded?: number;
+        };
+        /** SubagentFinished */
+        SubagentFinished: {
+            /**
+             * Cost Usd
+             * @description This sub-agent's model calls
+             */
+            cost_usd: number;
+            /** Error */
+            error: string | null;
+            /** Seconds */
+            seconds: number;
+            /**
+             * Spent Usd
+             * @description The execution's spending so far
+             */
+            spent_usd: number;
+            status: components["schemas"]["SubtaskStatus"];
+            /** Subtask */
+            subtask: number;
+        };
+        /** SubagentFinishedEvent */
+        SubagentFinishedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["SubagentFinished"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subagent_finished";
+        };
+        /**
+         * SubagentRetry
+         * @description A sub-agent's attempt failed; it is tried again.
+         */
+        SubagentRetry: {
+            /** Error */
+            error: string;
+            /** Subtask */
+            subtask: number;
+        };
+        /** SubagentRetryEvent */
+        SubagentRetryEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["SubagentRetry"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subagent_retry";
+        };
+        /** SubagentStarted */
+        SubagentStarted: {
+            /**
+             * Prompt
+             * @description Its prompt, cut at 500 characters
+             */
+            prompt: string;
+            /**
+             * Subtask
+             * @description The sub-agent's index (0-based)
+             */
+            subtask: number;
+        };
+        /** SubagentStartedEvent */
+        SubagentStartedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["SubagentStarted"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subagent_started";
+        };
         /** Subtask */
         Subtask: {
             /** Attempts */
@@ -3313,6 +3683,38 @@ export interface components {
             status: string;
             /** Tool Calls */
             tool_calls: number;
+        };
+        /**
+         * SubtaskStatus
+         * @enum {string}
+         */
+        SubtaskStatus: "pending" | "running" | "succeeded" | "failed" | "skipped" | "cancelled";
+        /** SubtasksPlanned */
+        SubtasksPlanned: {
+            /**
+             * Subtasks
+             * @description Each sub-agent's prompt, by index
+             */
+            subtasks: string[];
+        };
+        /** SubtasksPlannedEvent */
+        SubtasksPlannedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["SubtasksPlanned"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "subtasks_planned";
         };
         /** Tenant */
         Tenant: {
@@ -3448,6 +3850,69 @@ export interface components {
              * @default bearer
              */
             token_type?: string;
+        };
+        /**
+         * TokensStreamed
+         * @description Streamed model text: a sub-agent's answer (with its index) or the synthesis (without).
+         */
+        TokensStreamed: {
+            /**
+             * Subtask
+             * @description Absent for the synthesis
+             */
+            subtask?: number | null;
+            /** Text */
+            text: string;
+        };
+        /** TokensStreamedEvent */
+        TokensStreamedEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["TokensStreamed"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "token";
+        };
+        /** ToolCalled */
+        ToolCalled: {
+            /**
+             * Output
+             * @description What the tool returned, cut at 500 characters
+             */
+            output: string;
+            /** Subtask */
+            subtask: number;
+            /** Tool */
+            tool: string;
+        };
+        /** ToolCalledEvent */
+        ToolCalledEvent: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            data: components["schemas"]["ToolCalled"];
+            /**
+             * Seq
+             * @description 1, 2, 3... within the execution; resume after any of them
+             */
+            seq: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "tool_call";
         };
         /**
          * UsageBucket
@@ -9996,7 +10461,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelList"];
                 };
             };
             /** @description Bad request: the body is not what the operation takes */
@@ -10117,7 +10582,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["GatewayModel"];
                 };
             };
             /** @description Bad request: the body is not what the operation takes */

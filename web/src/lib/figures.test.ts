@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { formatSeconds, readFigures } from "./figures";
+import { formatSeconds, phaseRows } from "./figures";
 
-describe("readFigures", () => {
-  it("reads the engine's figures, phases in run order", () => {
-    const figures = readFigures({
+describe("phaseRows", () => {
+  it("lists the engine's phases in run order", () => {
+    const rows = phaseRows({
       wall_s: 3.2,
       critical_path_s: 3.0,
       subagent_total_s: 6.1,
@@ -25,26 +25,20 @@ describe("readFigures", () => {
         },
       },
     });
-    expect(figures).toMatchObject({ wallS: 3.2, criticalPathS: 3.0, speedup: 2.9 });
-    expect(figures.phases.map((p) => p.name)).toEqual(["decompose", "synthesize"]);
-    expect(figures.phases[0]).toMatchObject({ seconds: 0.5, promptTokens: 8, costUsd: 0.02 });
+    expect(rows.map((p) => p.name)).toEqual(["decompose", "synthesize"]);
+    expect(rows[0]).toMatchObject({ seconds: 0.5, prompt_tokens: 8, cost_usd: 0.02 });
   });
 
-  it("gives nulls for a run that has no figures yet", () => {
-    expect(readFigures({})).toEqual({
-      wallS: null,
-      criticalPathS: null,
-      subagentTotalS: null,
-      speedup: null,
-      phases: [],
-    });
-    expect(readFigures({ speedup: null, phases: "broken" }).phases).toEqual([]);
+  it("gives no rows for a run that has no figures yet", () => {
+    expect(phaseRows({})).toEqual([]);
+    expect(phaseRows({ phases: {} })).toEqual([]);
   });
 });
 
 describe("formatSeconds", () => {
   it.each([
     [null, "—"],
+    [undefined, "—"],
     [0.4213, "0.42 s"],
     [12.34, "12.3 s"],
     [125, "2 min 5 s"],

@@ -8,10 +8,12 @@ import {
   isFinished,
 } from "./liveExecution";
 
+type EventOf<T extends ExecutionEvent["type"]> = Extract<ExecutionEvent, { type: T }>;
+
 let seq = 0;
-function event(type: string, data: Record<string, unknown> = {}): ExecutionEvent {
+function event<T extends ExecutionEvent["type"]>(type: T, data: EventOf<T>["data"]): EventOf<T> {
   seq += 1;
-  return { seq, type, data, created_at: "2026-11-27T10:00:00Z" };
+  return { seq, type, data, created_at: "2026-11-27T10:00:00Z" } as EventOf<T>;
 }
 
 function fold(events: ExecutionEvent[], from: LiveExecution = initialLive): LiveExecution {
@@ -34,6 +36,7 @@ describe("applyEvent", () => {
         seconds: 1.5,
         cost_usd: 0.01,
         spent_usd: 0.03,
+        error: null,
       }),
     ]);
     expect(live.state).toBe("running");
@@ -49,13 +52,21 @@ describe("applyEvent", () => {
           subtask: 0,
           status: "failed",
           error: "boom",
+          seconds: 1,
+          cost_usd: 0.01,
           spent_usd: 0.02,
         }),
         event("state", { state: "synthesizing" }),
         event("token", { text: "Day 1" }),
         event("token", { text: ": fly." }),
         event("state", { state: "succeeded" }),
-        event("done", { state: "succeeded", answer: "Day 1: fly.", cost_usd: 0.05 }),
+        event("done", {
+          state: "succeeded",
+          answer: "Day 1: fly.",
+          error: null,
+          cost_usd: 0.05,
+          figures: {},
+        }),
       ],
       live,
     );
@@ -70,8 +81,8 @@ describe("applyEvent", () => {
     seq = 0;
     const live = fold([
       event("subtasks_planned", { subtasks: ["a", "b"] }),
-      event("subagent_started", { subtask: 0 }),
-      event("subagent_started", { subtask: 1 }),
+      event("subagent_started", { subtask: 0, prompt: "a" }),
+      event("subagent_started", { subtask: 1, prompt: "b" }),
       event("token", { subtask: 1, text: "Rome " }),
       event("token", { subtask: 0, text: "Paris" }),
       event("token", { subtask: 1, text: "in May" }),
@@ -111,7 +122,16 @@ describe("describeEvent and isFinished", () => {
   it("says what happened in words", () => {
     seq = 0;
     expect(
-      describeEvent(event("subagent_finished", { subtask: 0, status: "succeeded", seconds: 2 })),
+      describeEvent(
+        event("subagent_finished", {
+          subtask: 0,
+          status: "succeeded",
+          seconds: 2,
+          cost_usd: 0,
+          spent_usd: 0,
+          error: null,
+        }),
+      ),
     ).toBe("sub-agent 1 succeeded in 2.00 s");
     expect(describeEvent(event("subtasks_planned", { subtasks: ["a", "b"] }))).toBe(
       "planned 2 subtasks",

@@ -1,18 +1,14 @@
-// The live view of one execution, folded from its events (see apiary/swarm/engine.py for
-// what each event carries). Pure: the hook in hooks/useExecutionEvents.ts feeds it.
+// The live view of one execution, folded from its events. Each event's data is typed by the
+// generated API schema (`ExecutionEvent` is a union on `type`). Pure: the hook in
+// hooks/useExecutionEvents.ts feeds it.
 import type { Schemas } from "@/api/client";
 import { formatSeconds } from "@/lib/figures";
 
 export type ExecutionEvent = Schemas["ExecutionEvent"];
+export type ExecutionState = Schemas["ExecutionState"];
 
-export type SubagentStatus =
-  | "pending"
-  | "running"
-  | "retrying"
-  | "succeeded"
-  | "failed"
-  | "skipped"
-  | "cancelled";
+/** A sub-agent's status as stored, or `retrying` between two attempts. */
+export type SubagentStatus = Schemas["SubtaskStatus"] | "retrying";
 
 export interface SubagentView {
   index: number;
@@ -29,7 +25,7 @@ export interface SubagentView {
 
 export interface LiveExecution {
   lastSeq: number;
-  state: string;
+  state: ExecutionState;
   subagents: SubagentView[];
   /** The synthesis as its tokens stream in. */
   synthesis: string;
@@ -42,13 +38,13 @@ export interface LiveExecution {
   events: ExecutionEvent[];
 }
 
-export const FINISHED_STATES = [
+export const FINISHED_STATES: readonly ExecutionState[] = [
   "succeeded",
   "failed",
   "cancelled",
   "budget_exceeded",
   "timed_out",
-] as const;
+];
 
 export function isFinished(state: string): boolean {
   return (FINISHED_STATES as readonly string[]).includes(state);
@@ -67,15 +63,11 @@ export const initialLive: LiveExecution = {
   events: [],
 };
 
-const str = (value: unknown): string => (typeof value === "string" ? value : "");
-const num = (value: unknown): number | null => (typeof value === "number" ? value : null);
-
 function updateSubagent(
   live: LiveExecution,
-  index: unknown,
+  index: number,
   change: (subagent: SubagentView) => Partial<SubagentView>,
 ): SubagentView[] {
-  if (typeof index !== "number") return live.subagents;
   const subagents = [...live.subagents];
   // A sub-agent may report before the plan was seen (a stream resumed mid-run).
   while (subagents.length <= index) subagents.push(pendingSubagent(subagents.length, ""));
@@ -100,107 +92,117 @@ function pendingSubagent(index: number, prompt: string): SubagentView {
 /** One event applied; events at or before `lastSeq` (a replay after a reconnect) are skipped. */
 export function applyEvent(live: LiveExecution, event: ExecutionEvent): LiveExecution {
   if (event.seq <= live.lastSeq) return live;
-  const data = event.data;
   const next: LiveExecution = { ...live, lastSeq: event.seq, events: [...live.events, event] };
   switch (event.type) {
     case "state":
-      return { ...next, state: str(data.state) || live.state };
-    case "subtasks_planned": {
-      const prompts = Array.isArray(data.subtasks) ? data.subtasks.map(str) : [];
+      return { ...next, state: event.data.state };
+    case "subtasks_planned":
       return {
         ...next,
-        subagents: prompts.map((prompt, index) =>
+        subagents: event.data.subtasks.map((prompt, index) =>
           live.subagents[index]
             ? { ...live.subagents[index], prompt }
             : pendingSubagent(index, prompt),
         ),
       };
-    }
-    case "subagent_started":
+    case "subagent_started": {
+      const { prompt } = event.data;
       return {
         ...next,
-        subagents: updateSubagent(live, data.subtask, (s) => ({
+        subagents: updateSubagent(live, event.data.subtask, (s) => ({
           status: "running",
-          prompt: s.prompt || str(data.prompt),
+          prompt: s.prompt || prompt,
         })),
       };
-    case "subagent_retry":
+    }
+    case "subagent_retry": {
+      const { error } = event.data;
       return {
         ...next,
-        subagents: updateSubagent(live, data.subtask, () => ({
+        subagents: updateSubagent(live, event.data.subtask, () => ({
           status: "retrying",
-          error: str(data.error) || null,
+          error: error || null,
           output: "", // the next attempt writes its answer afresh
         })),
       };
-    case "tool_call":
+    }
+    case "tool_call": {
+      const { tool, output } = event.data;
       return {
         ...next,
-        subagents: updateSubagent(live, data.subtask, (s) => ({
-          toolCalls: [...s.toolCalls, { tool: str(data.tool), output: str(data.output) }],
+        subagents: updateSubagent(live, event.data.subtask, (s) => ({
+          toolCalls: [...s.toolCalls, { tool, output }],
         })),
       };
-    case "subagent_finished":
+    }
+    case "subagent_finished": {
+      const data = event.data;
       return {
         ...next,
-        spentUsd: Math.max(live.spentUsd, num(data.spent_usd) ?? 0),
+        spentUsd: Math.max(live.spentUsd, data.spent_usd),
         subagents: updateSubagent(live, data.subtask, () => ({
-          status: (str(data.status) || "failed") as SubagentStatus,
-          costUsd: num(data.cost_usd),
-          seconds: num(data.seconds),
-          error: str(data.error) || null,
+          status: data.status,
+          costUsd: data.cost_usd,
+          seconds: data.seconds,
+          error: data.error || null,
         })),
       };
-    case "token":
+    }
+    case "token": {
       // With a sub-agent's index: that sub-agent's answer streaming; without: the synthesis.
-      if (typeof data.subtask === "number") {
+      const { subtask, text } = event.data;
+      if (typeof subtask === "number") {
         return {
           ...next,
-          subagents: updateSubagent(live, data.subtask, (s) => ({
-            output: s.output + str(data.text),
-          })),
+          subagents: updateSubagent(live, subtask, (s) => ({ output: s.output + text })),
         };
       }
-      return { ...next, synthesis: live.synthesis + str(data.text) };
+      return { ...next, synthesis: live.synthesis + text };
+    }
     case "decomposition_degraded":
-      return { ...next, notes: [...live.notes, `Ran as one sub-agent: ${str(data.reason)}`] };
+      return { ...next, notes: [...live.notes, `Ran as one sub-agent: ${event.data.reason}`] };
     case "resumed":
       return { ...next, notes: [...live.notes, "A worker resumed this execution."] };
     case "done":
       return {
         ...next,
         done: true,
-        state: str(data.state) || live.state,
-        answer: typeof data.answer === "string" ? data.answer : null,
-        error: str(data.error) || null,
-        spentUsd: num(data.cost_usd) ?? live.spentUsd,
+        state: event.data.state,
+        answer: event.data.answer,
+        error: event.data.error || null,
+        spentUsd: event.data.cost_usd,
       };
     default:
-      return next;
+      return next; // an event type this dashboard does not know yet (a newer server)
   }
+}
+
+/** The sub-agent an event is about, in words ("" for the run's own events). */
+function subagentOf(event: ExecutionEvent): string {
+  const subtask = "subtask" in event.data ? event.data.subtask : null;
+  return typeof subtask === "number" ? `sub-agent ${subtask + 1}` : "";
 }
 
 /** A one-line description of an event, for the timeline. */
 export function describeEvent(event: ExecutionEvent): string {
-  const data = event.data;
-  const which = typeof data.subtask === "number" ? `sub-agent ${data.subtask + 1}` : "";
+  const which = subagentOf(event);
   switch (event.type) {
     case "state":
-      return `state: ${str(data.state)}`;
+      return `state: ${event.data.state}`;
     case "subtasks_planned":
-      return `planned ${Array.isArray(data.subtasks) ? data.subtasks.length : 0} subtasks`;
+      return `planned ${event.data.subtasks.length} subtasks`;
     case "subagent_started":
       return `${which} started`;
     case "subagent_retry":
-      return `${which} retried after: ${str(data.error)}`;
+      return `${which} retried after: ${event.data.error}`;
     case "tool_call":
-      return `${which} called ${str(data.tool)}`;
+      return `${which} called ${event.data.tool}`;
     case "subagent_finished":
-      return `${which} ${str(data.status)} in ${formatSeconds(num(data.seconds))}`;
+      return `${which} ${event.data.status} in ${formatSeconds(event.data.seconds)}`;
     case "token":
       return which ? `${which} writing` : "synthesis tokens";
     case "done":
-      return `done: ${str(data.state)}`;
+      return `done: ${event.data.state}`;
     default:
       return event.type.replace(/_/g, " ");
   }

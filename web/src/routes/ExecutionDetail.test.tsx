@@ -1,3 +1,4 @@
+import type { ExecutionEvent } from "@/lib/liveExecution";
 import { meAs, renderSignedIn } from "@/test/render";
 import { cleanup, screen, waitFor } from "@testing-library/react";
 import { Route, Routes } from "react-router-dom";
@@ -10,7 +11,11 @@ import { ExecutionDetail } from "./ExecutionDetail";
 const ID = "e1";
 const at = "2026-11-27T10:00:00Z";
 
-function sse(events: { seq: number; type: string; data: Record<string, unknown> }[]): string {
+// An event as the server sends it, but for its time (every event here has the same).
+type WithoutTime<E> = E extends unknown ? Omit<E, "created_at"> : never;
+type Sent = WithoutTime<ExecutionEvent>;
+
+function sse(events: Sent[]): string {
   return events
     .map(
       (e) =>
@@ -26,11 +31,43 @@ const firstHalf = sse([
   { seq: 4, type: "subagent_started", data: { subtask: 1, prompt: "hotels" } },
 ]);
 const secondHalf = sse([
-  { seq: 5, type: "subagent_finished", data: { subtask: 0, status: "succeeded", cost_usd: 0.5 } },
-  { seq: 6, type: "subagent_finished", data: { subtask: 1, status: "failed", error: "boom" } },
+  {
+    seq: 5,
+    type: "subagent_finished",
+    data: {
+      subtask: 0,
+      status: "succeeded",
+      seconds: 1,
+      cost_usd: 0.5,
+      spent_usd: 0.5,
+      error: null,
+    },
+  },
+  {
+    seq: 6,
+    type: "subagent_finished",
+    data: {
+      subtask: 1,
+      status: "failed",
+      seconds: 1,
+      cost_usd: 0.25,
+      spent_usd: 0.75,
+      error: "boom",
+    },
+  },
   { seq: 7, type: "token", data: { text: "Fly on Monday." } },
   { seq: 8, type: "state", data: { state: "succeeded" } },
-  { seq: 9, type: "done", data: { state: "succeeded", answer: "Fly on Monday.", cost_usd: 0.75 } },
+  {
+    seq: 9,
+    type: "done",
+    data: {
+      state: "succeeded",
+      answer: "Fly on Monday.",
+      error: null,
+      cost_usd: 0.75,
+      figures: {},
+    },
+  },
 ]);
 
 const stored = {

@@ -12,7 +12,7 @@ import { Select } from "@/components/ui/input";
 import { PageHeader } from "@/components/ui/states";
 import { useAllAgents } from "@/hooks/queries/agents";
 import { EXECUTIONS_PAGE_SIZE, useExecutions } from "@/hooks/queries/executions";
-import { formatSeconds, readFigures } from "@/lib/figures";
+import { formatSeconds } from "@/lib/figures";
 import { formatDateTime, formatTokens, formatUsd } from "@/lib/format";
 import { useState } from "react";
 import { Link } from "react-router-dom";
@@ -113,7 +113,7 @@ export function Executions() {
           { header: "Started", cell: (execution) => formatDateTime(execution.created_at) },
           {
             header: "Wall time",
-            cell: (execution) => formatSeconds(readFigures(execution.figures).wallS),
+            cell: (execution) => formatSeconds(execution.figures.wall_s),
           },
           {
             header: "Tokens",

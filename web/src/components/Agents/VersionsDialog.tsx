@@ -5,11 +5,11 @@ import { useAgentVersions } from "@/hooks/queries/agents";
 import { formatDateTime } from "@/lib/format";
 import { useState } from "react";
 
-function summary(definition: Record<string, unknown>): string {
-  const tools = Array.isArray(definition.tools) ? definition.tools.join(", ") : "";
+function summary(definition: Schemas["AgentDefinition"]): string {
+  const tools = definition.tools?.join(", ");
   return [
-    `model ${String(definition.model ?? "?")}`,
-    `up to ${String(definition.max_subagents ?? "?")} sub-agents`,
+    `model ${definition.model ?? "?"}`,
+    `up to ${definition.max_subagents ?? "?"} sub-agents`,
     tools ? `tools: ${tools}` : "no tools",
   ].join(" · ");
 }
