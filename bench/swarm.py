@@ -210,8 +210,11 @@ def start_apiary(
     wait_http(server, f"{base}/healthz", timeout_s=60)
     if mode == "celery":
         argv = [apiary, "worker", *worker_args]
+        # INFO for the workers: Celery's "ready" line, which this waits for, is an INFO
+        # record, and `apiary worker` logs at APIARY_LOG_LEVEL (WARNING for the server).
+        worker_env = {**env, "APIARY_LOG_LEVEL": "INFO"}
         started = [
-            start(services, "apiary worker", argv, env, home / f"worker-{i}.log")
+            start(services, "apiary worker", argv, worker_env, home / f"worker-{i}.log")
             for i in range(workers)
         ]
         deadline = time.monotonic() + 90
