@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, RootModel
 
 from apiary.executions.figures import ExecutionFigures
-from apiary.executions.models import ExecutionState, SubtaskStatus
+from apiary.executions.models import ExecutionState, FinishedExecutionState, SubtaskStatus
 from apiary.kit.schemas import Schema
 
 
@@ -120,7 +120,7 @@ class Done(EventData):
     type = ExecutionEventType.DONE
     answer: str | None
     error: str | None
-    state: ExecutionState
+    state: FinishedExecutionState
     cost_usd: float
     figures: ExecutionFigures
 

@@ -37,15 +37,18 @@ class ExecutionState(StrEnum):
         return self in FINISHED
 
 
-FINISHED = frozenset(
-    {
-        ExecutionState.SUCCEEDED,
-        ExecutionState.FAILED,
-        ExecutionState.CANCELLED,
-        ExecutionState.BUDGET_EXCEEDED,
-        ExecutionState.TIMED_OUT,
-    }
-)
+class FinishedExecutionState(StrEnum):
+    """The final states: a run ends in one of them and never leaves it. In the API's schema
+    (the `done` event's state), so the dashboard reads the rule rather than restating it."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    TIMED_OUT = "timed_out"
+
+
+FINISHED = frozenset(ExecutionState(state.value) for state in FinishedExecutionState)
 
 
 class SubtaskStatus(StrEnum):

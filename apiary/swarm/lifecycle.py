@@ -28,7 +28,13 @@ from apiary.executions.bus import cancel_channel
 from apiary.executions.event_types import Done, Resumed, StateChanged
 from apiary.executions.events import EventRecorder
 from apiary.executions.figures import ExecutionFigures, execution_figures, seconds_between
-from apiary.executions.models import Execution, ExecutionState, Subtask, SubtaskStatus
+from apiary.executions.models import (
+    Execution,
+    ExecutionState,
+    FinishedExecutionState,
+    Subtask,
+    SubtaskStatus,
+)
 from apiary.executions.repository import SubtaskFigures, execution_repository
 from apiary.memory.service import memory_service
 from apiary.swarm.calls import BudgetStop, Spend, chat
@@ -371,7 +377,13 @@ async def _finish(
     await context.events.emit_all(
         [
             StateChanged(state=state),
-            Done(state=state, answer=answer, error=error, cost_usd=cost_usd, figures=figures),
+            Done(
+                state=FinishedExecutionState(state.value),
+                answer=answer,
+                error=error,
+                cost_usd=cost_usd,
+                figures=figures,
+            ),
         ],
         alongside=[
             execution_repository.close_subtasks_write(

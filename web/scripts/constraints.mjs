@@ -1,6 +1,7 @@
 // Writes the field rules of every request body in openapi.json (lengths, bounds, patterns,
 // item counts) as a TypeScript module, so the dashboard's forms check what the server
-// checks without restating it. Run by `npm run gen:api`; `npm run check:api` compares.
+// checks without restating it, and the values of every enum schema (e.g. the final states of
+// an execution). Run by `npm run gen:api`; `npm run check:api` compares.
 //   node scripts/constraints.mjs [openapi.json] [out.ts]
 import { readFileSync, writeFileSync } from "node:fs";
 
@@ -60,9 +61,17 @@ for (const name of [...bodies].sort()) {
   if (Object.keys(fields).length > 0) out[name] = fields;
 }
 
+// The values of every enum schema (an execution's states, the final ones among them, roles,
+// ...), for code that must list them at run time rather than only type-check against them.
+const enums = {};
+for (const [name, schema] of Object.entries(spec.components.schemas).sort()) {
+  if (Array.isArray(schema.enum)) enums[name] = schema.enum;
+}
+
 const HEADER =
   "// Generated from openapi.json by scripts/constraints.mjs (npm run gen:api): do not edit.";
 writeFileSync(
   outPath,
-  `${HEADER}\nexport const constraints = ${JSON.stringify(out, null, 2)} as const;\n`,
+  `${HEADER}\nexport const constraints = ${JSON.stringify(out, null, 2)} as const;\n` +
+    `\nexport const enums = ${JSON.stringify(enums, null, 2)} as const;\n`,
 );

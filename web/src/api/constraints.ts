@@ -394,3 +394,88 @@ export const constraints = {
     }
   }
 } as const;
+
+export const enums = {
+  "BreakerState": [
+    "closed",
+    "open",
+    "half_open"
+  ],
+  "ExecutionState": [
+    "queued",
+    "decomposing",
+    "running",
+    "synthesizing",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "budget_exceeded",
+    "timed_out"
+  ],
+  "FinishedExecutionState": [
+    "succeeded",
+    "failed",
+    "cancelled",
+    "budget_exceeded",
+    "timed_out"
+  ],
+  "Permission": [
+    "self",
+    "invitations:respond",
+    "tenants:manage",
+    "members:read",
+    "members:write",
+    "api_keys:read",
+    "api_keys:write",
+    "audit:read",
+    "agents:read",
+    "agents:write",
+    "executions:read",
+    "executions:run",
+    "gateway:call",
+    "knowledge:read",
+    "knowledge:write",
+    "usage:read",
+    "budgets:write",
+    "providers:read",
+    "billing:read",
+    "billing:write",
+    "plans:manage",
+    "alerts:manage"
+  ],
+  "Phase": [
+    "decompose",
+    "subagents",
+    "synthesize"
+  ],
+  "Role": [
+    "super_admin",
+    "tenant_admin",
+    "developer",
+    "viewer",
+    "billing_admin"
+  ],
+  "SubtaskStatus": [
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled"
+  ],
+  "TenantStatus": [
+    "active",
+    "suspended"
+  ],
+  "UsageBucket": [
+    "day"
+  ],
+  "UsageDimension": [
+    "day",
+    "model",
+    "provider",
+    "route",
+    "api_key",
+    "agent"
+  ]
+} as const;

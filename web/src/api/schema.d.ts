@@ -2147,7 +2147,7 @@ export interface components {
             /** Error */
             error: string | null;
             figures: components["schemas"]["ExecutionFigures"];
-            state: components["schemas"]["ExecutionState"];
+            state: components["schemas"]["FinishedExecutionState"];
         };
         /** DoneEvent */
         DoneEvent: {
@@ -2374,6 +2374,13 @@ export interface components {
          * @enum {string}
          */
         ExecutionState: "queued" | "decomposing" | "running" | "synthesizing" | "succeeded" | "failed" | "cancelled" | "budget_exceeded" | "timed_out";
+        /**
+         * FinishedExecutionState
+         * @description The final states: a run ends in one of them and never leaves it. In the API's schema
+         *     (the `done` event's state), so the dashboard reads the rule rather than restating it.
+         * @enum {string}
+         */
+        FinishedExecutionState: "succeeded" | "failed" | "cancelled" | "budget_exceeded" | "timed_out";
         /**
          * GatewayModel
          * @description A model or route this tenant may call, in OpenAI's shape.

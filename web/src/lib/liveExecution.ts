@@ -2,6 +2,7 @@
 // generated API schema (`ExecutionEvent` is a union on `type`). Pure: the hook in
 // hooks/useExecutionEvents.ts feeds it.
 import type { Schemas } from "@/api/client";
+import { enums } from "@/api/constraints";
 import { formatSeconds } from "@/lib/figures";
 
 export type ExecutionEvent = Schemas["ExecutionEvent"];
@@ -38,13 +39,8 @@ export interface LiveExecution {
   events: ExecutionEvent[];
 }
 
-export const FINISHED_STATES: readonly ExecutionState[] = [
-  "succeeded",
-  "failed",
-  "cancelled",
-  "budget_exceeded",
-  "timed_out",
-];
+/** The final states, as the server's schema lists them (its `done` event's state). */
+export const FINISHED_STATES: readonly ExecutionState[] = enums.FinishedExecutionState;
 
 export function isFinished(state: string): boolean {
   return (FINISHED_STATES as readonly string[]).includes(state);
