@@ -35,6 +35,7 @@ from apiary.observability.platform import PlatformMetrics
 from apiary.responses import endpoints as stored_responses
 from apiary.responses.service import RetentionSweeper
 from apiary.runtime import Runtime
+from apiary.security_headers import SecurityHeadersMiddleware
 from apiary.tenants import endpoints as tenants
 from apiary.usage import endpoints as usage
 from apiary.users import endpoints as members
@@ -166,6 +167,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware)
+    app.add_middleware(
+        SecurityHeadersMiddleware, oidc_issuer=settings.oidc.issuer if settings.oidc else None
+    )
     app.include_router(health.router)
     app.include_router(api_router())
     for openai_router in OPENAI_ROUTERS:

@@ -22,6 +22,8 @@ import {
 
 let stack;
 let page;
+// What the browser refused under the server's Content-Security-Policy, on any page.
+const cspViolations = [];
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -29,6 +31,9 @@ before(async () => {
   const context = await stack.browser.newContext({ viewport: { width: 1280, height: 860 } });
   page = await context.newPage();
   page.on("dialog", (dialog) => dialog.accept());
+  page.on("console", (message) => {
+    if (message.text().includes("Content Security Policy")) cspViolations.push(message.text());
+  });
 });
 
 after(async () => {
@@ -676,4 +681,13 @@ test("an expired session goes back to sign-in on the next request", async () => 
   });
   await page.reload();
   await page.getByRole("heading", { name: "Sign in to Apiary" }).waitFor();
+});
+
+test("every page ran under the server's Content-Security-Policy without a refusal", async () => {
+  const response = await page.goto(`${stack.baseUrl}/`);
+  const policy = response.headers()["content-security-policy"];
+  assert.match(policy, /script-src 'self';/);
+  assert.match(policy, /frame-ancestors 'none'/);
+  assert.equal(response.headers()["x-content-type-options"], "nosniff");
+  assert.deepEqual(cspViolations, []);
 });
