@@ -14,7 +14,7 @@ import secrets
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -35,6 +35,9 @@ from pydantic_settings import (
 )
 
 from apiary.gateway.config import GatewayConfig, PriceConfig, ProviderConfig, RouteConfig
+
+if TYPE_CHECKING:
+    from apiary.auth.tokens import SigningKeys
 
 Role = Literal["super_admin", "tenant_admin", "developer", "viewer", "billing_admin"]
 
@@ -278,6 +281,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     jwt_secret: SecretStr | None = None  # default: generated once into the data dir
+    # Secrets a rotation replaced, comma-separated: access tokens they signed still verify
+    # until they expire (keep them one access-token lifetime, then drop them).
+    jwt_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
 
@@ -332,7 +338,7 @@ class Settings(BaseSettings):
     def gateway(self) -> GatewayConfig:
         return GatewayConfig(providers=self.providers, routes=self.routes, prices=self.prices)
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "jwt_previous_secrets", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return (
@@ -358,6 +364,13 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
         return value
+
+    @field_validator("jwt_previous_secrets")
+    @classmethod
+    def _long_secrets(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for value in values:
+            cls._long_secret(value)
+        return values
 
     @model_validator(mode="after")
     def _production_secret(self) -> Settings:
@@ -419,6 +432,16 @@ class Settings(BaseSettings):
             database = self.data_dir / "apiary.db"
             if not database.exists():
                 os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        """The key that signs access tokens and the previous ones still accepted."""
+        from apiary.auth.tokens import SigningKeys
+
+        return SigningKeys(
+            self.signing_key,
+            tuple(secret.get_secret_value() for secret in self.jwt_previous_secrets),
+        )
 
     @cached_property
     def signing_key(self) -> str:

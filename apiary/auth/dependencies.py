@@ -17,7 +17,13 @@ from apiary.auth.context import Actor, AuthContext
 from apiary.auth.forwarded import client_ip
 from apiary.auth.key_cache import VerifiedKey, changed_keys
 from apiary.auth.repository import auth_repository
-from apiary.auth.tokens import api_key_prefix, decode_access_token, digest, digests_match
+from apiary.auth.tokens import (
+    SigningKeys,
+    api_key_prefix,
+    decode_access_token,
+    digest,
+    digests_match,
+)
 from apiary.authz.permissions import Permission, Role, allows
 from apiary.db import session_scope, utcnow
 from apiary.errors import Forbidden, Unauthorized
@@ -82,9 +88,9 @@ async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthConte
 
 
 async def _from_access_token(
-    session: AsyncSession, token: str, signing_key: str, ip: str | None
+    session: AsyncSession, token: str, keys: SigningKeys, ip: str | None
 ) -> AuthContext:
-    claims = decode_access_token(token, signing_key=signing_key)
+    claims = decode_access_token(token, keys=keys)
     found = await auth_repository.access_check(
         session, session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id
     )
@@ -134,7 +140,7 @@ async def _identify(credentials: str, ip: str | None, runtime: Runtime) -> AuthC
     if credentials.startswith("apy_"):
         return await _from_api_key(credentials, ip, runtime)
     async with runtime.lookups() as session:
-        return await _from_access_token(session, credentials, runtime.settings.signing_key, ip)
+        return await _from_access_token(session, credentials, runtime.settings.signing_keys, ip)
 
 
 async def current_auth(request: Request, runtime: RuntimeDep) -> AuthContext:

@@ -336,7 +336,7 @@ class AuthService:
                 session_id=auth_session.id,
                 tenant_id=auth_session.tenant_id,
             ),
-            signing_key=settings.signing_key,
+            keys=settings.signing_keys,
             ttl_s=settings.access_token_ttl_s,
             now=now,
         )

@@ -33,6 +33,7 @@ FILTERED = "[Filtered]"
 # Names whose values are blanked wherever they appear, beside Sentry's own denylist.
 EXTRA_DENYLIST = [
     "jwt_secret",
+    "jwt_previous_secrets",
     "signing_key",
     "metrics_token",
     "qdrant_api_key",

@@ -27,7 +27,12 @@ from apiary.executions.event_types import (
 )
 from apiary.executions.events import EventRecorder, encode, pack, unpack
 from apiary.executions.figures import ExecutionFigures
-from apiary.executions.models import Execution, ExecutionState, SubtaskStatus
+from apiary.executions.models import (
+    Execution,
+    ExecutionState,
+    FinishedExecutionState,
+    SubtaskStatus,
+)
 from apiary.executions.repository import execution_repository
 from apiary.runtime import Runtime
 from tests.factories import make_tenant
@@ -50,7 +55,7 @@ def _finished(subtask: int) -> SubagentFinished:
     )
 
 
-def _done(state: ExecutionState, *, answer: str | None = None) -> Done:
+def _done(state: FinishedExecutionState, *, answer: str | None = None) -> Done:
     return Done(answer=answer, error=None, state=state, cost_usd=0.0, figures=ExecutionFigures())
 
 
@@ -89,7 +94,7 @@ async def test_an_emit_cancelled_mid_write_keeps_the_numbering(
     await asyncio.sleep(0)  # queued, not yet committed
     interrupted.cancel()
     assert await recorder.emit(StateChanged(state=ExecutionState.CANCELLED)) == 3
-    assert await recorder.emit(_done(ExecutionState.CANCELLED)) == 4
+    assert await recorder.emit(_done(FinishedExecutionState.CANCELLED)) == 4
     async with runtime.session_factory() as session:
         rows = await execution_repository.events_after(session, scope, execution_id, 0)
     assert [(row.seq, row.type) for row in rows] == [
@@ -148,7 +153,7 @@ async def test_a_stream_reads_the_table_when_an_announcement_is_missing(
     assert [(e.seq, e.type) for e in batch] == [(3, "tool_call"), (4, "subagent_finished")]
     assert orjson.loads(batch[0].body)["data"] == {"subtask": 0}
 
-    done = _done(ExecutionState.SUCCEEDED, answer="42")
+    done = _done(FinishedExecutionState.SUCCEEDED, answer="42")
     await later.emit(done)
     final = await anext(stream) or []
     assert [(e.seq, e.type) for e in final] == [(5, "done")]
