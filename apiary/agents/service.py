@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from apiary.agents.models import Agent, AgentVersion
 from apiary.agents.repository import agent_repository
 from apiary.agents.schemas import AgentCreate, AgentUpdate
+from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.db import new_id, utcnow
 from apiary.errors import Conflict, Unprocessable
@@ -46,6 +47,20 @@ def definition(agent: Agent) -> dict[str, Any]:
 class AgentDeps(MemoryDeps, Protocol):
     providers: ProviderChain  # whether the agent's model is served
     # (and the memory store: a deleted agent's threads are forgotten)
+
+
+async def _audit(
+    session: AsyncSession, auth: AuthContext, action: str, agent: Agent, details: dict[str, Any]
+) -> None:
+    await audit_service.record(
+        session,
+        action=action,
+        actor=auth.actor,
+        tenant_id=auth.scope.tenant_id,
+        target_type="agent",
+        target_id=agent.id,
+        details=details,
+    )
 
 
 class AgentService:
@@ -106,6 +121,7 @@ class AgentService:
         await session.flush()
         self._snapshot(session, auth, agent)
         await session.flush()
+        await _audit(session, auth, "agent.created", agent, {"name": agent.name, "version": 1})
         return agent
 
     async def list(
@@ -145,12 +161,20 @@ class AgentService:
         await session.flush()
         self._snapshot(session, auth, agent)
         await session.flush()
+        await _audit(
+            session,
+            auth,
+            "agent.updated",
+            agent,
+            {"version": agent.version, "fields": sorted(changed)},  # which, not the values
+        )
         return agent
 
     async def delete(
         self, session: AsyncSession, deps: AgentDeps, auth: AuthContext, agent_id: uuid.UUID
     ) -> None:
         agent = await self.get(session, auth, agent_id)
+        await _audit(session, auth, "agent.deleted", agent, {"name": agent.name})
         await agent_repository.delete(session, agent)
         # Its conversation threads too: rows cascade, but Redis keys would outlive it.
         await deps.memory.forget_agent(auth.scope, agent_id)

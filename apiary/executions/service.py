@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.agents.repository import agent_repository
 from apiary.agents.service import definition
+from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.billing.entitlements import check_execution
 from apiary.db import new_id
@@ -22,6 +24,24 @@ from apiary.executions.schemas import ExecutionCreate
 from apiary.kit.schemas import PageParams
 from apiary.usage.models import LedgerEntry
 from apiary.usage.repository import usage_repository
+
+
+async def _audit(
+    session: AsyncSession,
+    auth: AuthContext,
+    action: str,
+    execution_id: uuid.UUID,
+    details: dict[str, Any],
+) -> None:
+    await audit_service.record(
+        session,
+        action=action,
+        actor=auth.actor,
+        tenant_id=auth.scope.tenant_id,
+        target_type="execution",
+        target_id=execution_id,
+        details=details,
+    )
 
 
 class ExecutionService:
@@ -86,6 +106,14 @@ class ExecutionService:
             ),
         )
         await session.flush()
+        await _audit(
+            session,
+            auth,
+            "execution.created",
+            execution.id,
+            # The task and inputs are the tenant's data: the log says what ran, not on what.
+            {"agent_id": str(agent.id), "agent_version": agent.version, "sub_agents": sub_agents},
+        )
         return execution, True
 
     async def list(
@@ -122,6 +150,10 @@ class ExecutionService:
         execution = await execution_repository.get(session, auth.scope, execution_id)
         if ExecutionState(execution.state).finished:
             raise Conflict(f"execution {execution_id} already ended ({execution.state})")
+        if not execution.cancel_requested:
+            await _audit(
+                session, auth, "execution.cancelled", execution.id, {"state": execution.state}
+            )
         execution.cancel_requested = True
         await session.flush()
         return execution

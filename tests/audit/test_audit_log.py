@@ -529,3 +529,31 @@ def test_two_processes_appending_to_one_sqlite_log_keep_one_chain(tmp_path: Path
     report = orjson.loads(verified.stdout)
     assert verified.returncode == 0, report
     assert report["entries"] == 80
+
+
+async def test_agent_changes_are_audited_with_who_what_and_from_where(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    headers = tenant.admin.headers
+    created = await client.post("/api/v1/agents", headers=headers, json={"name": "researcher"})
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["id"]
+    patched = await client.patch(
+        f"/api/v1/agents/{agent_id}", headers=headers, json={"system_prompt": "Be brief."}
+    )
+    assert patched.status_code == 200, patched.text
+    assert (await client.delete(f"/api/v1/agents/{agent_id}", headers=headers)).status_code == 204
+    entries = {
+        action: await _only(client, tenant.admin, action)
+        for action in ("agent.created", "agent.updated", "agent.deleted")
+    }
+    for entry in entries.values():
+        assert entry["target_type"] == "agent"
+        assert entry["target_id"] == agent_id
+        assert entry["actor_user_id"] == tenant.admin.user_id
+        assert entry["ip"] is not None
+    assert entries["agent.created"]["details"] == {"name": "researcher", "version": 1}
+    # Which fields changed, never their values (a prompt is the tenant's data).
+    assert entries["agent.updated"]["details"] == {"version": 2, "fields": ["system_prompt"]}
+    assert (await _verify(runtime)).ok

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from apiary.audit.models import AuditEntry
 from apiary.usage.models import LedgerEntry
 from tests.fakes import Fail, Reply, Slow, ToolCall
 from tests.gateway.conftest import GatewayFactory
@@ -178,6 +179,22 @@ async def test_cancel_stops_running_subagents(swarm: Swarm) -> None:
         f"/api/v1/executions/{started['id']}/cancel", headers=swarm.headers
     )
     assert again.status_code == 409
+    # Created and cancelled: each once in the audit log, by the caller, naming the execution.
+    async with swarm.gateway.runtime.session_factory() as session:
+        audited = (
+            await session.execute(
+                select(AuditEntry.action, AuditEntry.target_id, AuditEntry.details).where(
+                    AuditEntry.target_type == "execution"
+                )
+            )
+        ).all()
+    assert sorted((action, target) for action, target, _ in audited) == [
+        ("execution.cancelled", started["id"]),
+        ("execution.created", started["id"]),
+    ]
+    created = next(details for action, _, details in audited if action == "execution.created")
+    assert created["sub_agents"] >= 1
+    assert "task" not in created  # what ran, not on what
 
 
 async def test_tools_run_with_the_runtime_context(make_gateway: GatewayFactory) -> None:
