@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -370,19 +372,61 @@ def openapi(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive",
+            help="Check an archive written by `apiary audit archive` instead of the database",
+        ),
+    ] = None,
+) -> None:
     """Check the audit log's hash chain; exit 1 and name the first broken entry if tampered."""
-    from apiary.audit.service import ChainReport, audit_service
+    from apiary.audit.service import ChainReport, audit_service, verify_archive
     from apiary.db import session_scope
 
     async def verify(runtime: Any) -> ChainReport:
         async with session_scope(runtime.session_factory) as session:
             return await audit_service.verify(session)
 
-    report = _run(_settings(), verify)
+    if archive is not None:
+        try:
+            with archive.open("rb") as lines:
+                report = verify_archive(lines)
+        except OSError as error:
+            raise _fail(f"cannot read {archive}: {error.strerror}", 2) from None
+    else:
+        report = _run(_settings(), verify)
     _print_json(report.__dict__)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("archive")
+def audit_archive(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The JSON Lines file to write")],
+    before: Annotated[
+        datetime | None,
+        typer.Option(help="Only entries created before this time (ISO 8601, UTC if no zone)"),
+    ] = None,
+) -> None:
+    """Write the audit log (or its entries before a time) as JSON Lines with the chain's
+    hashes: an archive that `apiary audit verify --archive` checks on its own."""
+    from apiary.audit.service import audit_service
+    from apiary.db import session_scope
+
+    cutoff = before.replace(tzinfo=UTC) if before and before.tzinfo is None else before
+
+    async def write(runtime: Any) -> int:
+        async with session_scope(runtime.session_factory) as session:
+            with output.open("wb") as out:
+                return await audit_service.archive(session, out, before=cutoff)
+
+    try:
+        written = _run(_settings(), write)
+    except OSError as error:
+        raise _fail(f"cannot write {output}: {error.strerror}", 2) from None
+    _print_json({"entries": written, "output": str(output)})
 
 
 def main() -> None:

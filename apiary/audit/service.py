@@ -14,10 +14,10 @@ import csv
 import hashlib
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from sqlalchemy import select, update
@@ -207,6 +207,25 @@ class AuditService:
                 checked += 1
                 after = entry.seq
 
+    async def archive(
+        self, session: AsyncSession, out: IO[bytes], *, before: datetime | None = None
+    ) -> int:
+        """Write the log (entries created before `before`, if given) as JSON Lines, oldest
+        first, each entry with its `prev_hash` and `hash`, so the archive verifies on its own
+        (`verify_archive`) long after its rows are gone. Returns the entries written."""
+        written, after = 0, 0
+        while True:
+            query = select(AuditEntry).where(AuditEntry.seq > after)
+            if before is not None:
+                query = query.where(AuditEntry.created_at < before)
+            rows = (await session.scalars(query.order_by(AuditEntry.seq).limit(1000))).all()
+            if not rows:
+                return written
+            for entry in rows:
+                out.write(orjson.dumps(_archived(entry), option=orjson.OPT_APPEND_NEWLINE))
+                written += 1
+                after = entry.seq
+
     async def _check_head(self, session: AsyncSession, last_hash: str, count: int) -> ChainReport:
         head = await session.get(AuditChainHead, HEAD_ID)
         if head is None:
@@ -229,6 +248,85 @@ class ChainReport:
     entries: int
     broken_seq: int | None = None
     reason: str | None = None
+    # An archive's ends: what its first entry links to (64 zeros for the log's start) and
+    # its last hash, to match against the archive before it and the one after (or the head).
+    first_prev_hash: str | None = None
+    last_hash: str | None = None
+
+
+_ARCHIVED = (
+    "seq",
+    "created_at",
+    "tenant_id",
+    "actor_user_id",
+    "actor_api_key_id",
+    "action",
+    "target_type",
+    "target_id",
+    "ip",
+    "details",
+    "prev_hash",
+    "hash",
+)
+
+
+def _archived(entry: AuditEntry) -> dict[str, Any]:
+    line = {name: getattr(entry, name) for name in _ARCHIVED}
+    line["created_at"] = entry.created_at.isoformat(timespec="microseconds")
+    return line
+
+
+def _optional_uuid(value: object) -> uuid.UUID | None:
+    return uuid.UUID(str(value)) if value else None
+
+
+def verify_archive(lines: Iterable[bytes]) -> ChainReport:
+    """Check an archive written by `AuditService.archive` with nothing but its own lines:
+    every entry's hash from its contents, and every link to the entry before it."""
+    checked, first_prev, expected_prev = 0, None, None
+    seq = None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+            seq = int(line["seq"])
+            computed = entry_hash(
+                prev_hash=line["prev_hash"],
+                created_at=datetime.fromisoformat(line["created_at"]),
+                tenant_id=_optional_uuid(line["tenant_id"]),
+                actor_user_id=_optional_uuid(line["actor_user_id"]),
+                actor_api_key_id=_optional_uuid(line["actor_api_key_id"]),
+                action=line["action"],
+                target_type=line["target_type"],
+                target_id=line["target_id"],
+                ip=line["ip"],
+                details=line["details"],
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            return ChainReport(
+                ok=False, entries=checked, reason=f"line {number} is not an archived entry: {error}"
+            )
+        if expected_prev is not None and line["prev_hash"] != expected_prev:
+            return ChainReport(
+                ok=False,
+                entries=checked,
+                broken_seq=seq,
+                reason="entry does not link to the one before it (inserted or removed)",
+            )
+        if computed != line["hash"]:
+            return ChainReport(
+                ok=False,
+                entries=checked,
+                broken_seq=seq,
+                reason="entry contents do not match its hash (modified)",
+            )
+        first_prev = line["prev_hash"] if first_prev is None else first_prev
+        expected_prev = line["hash"]
+        checked += 1
+    return ChainReport(
+        ok=True, entries=checked, first_prev_hash=first_prev, last_hash=expected_prev
+    )
 
 
 audit_service = AuditService()

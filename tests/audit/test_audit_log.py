@@ -450,6 +450,64 @@ def test_cli_verify_names_the_tampered_entry(tmp_path: Path) -> None:
     assert "Traceback" not in tampered.stderr
 
 
+def test_an_archive_verifies_on_its_own_and_names_what_was_changed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for command in (
+        ["init"],
+        ["admin", "create-tenant", "acme", "--admin-email", "a@acme.io"],
+    ):
+        assert _apiary(data_dir, *command).returncode == 0
+    archive = tmp_path / "audit.jsonl"
+    written = _apiary(data_dir, "audit", "archive", "--output", str(archive))
+    assert written.returncode == 0, written.stderr
+    lines = archive.read_bytes().splitlines()
+    assert orjson.loads(written.stdout)["entries"] == len(lines) >= 3
+    assert orjson.loads(lines[0])["prev_hash"] == GENESIS
+
+    # The database is not needed: the archive's own hashes are the proof.
+    (data_dir / "apiary.db").unlink()
+    intact = _apiary(tmp_path / "elsewhere", "audit", "verify", "--archive", str(archive))
+    assert intact.returncode == 0, intact.stderr
+    report = orjson.loads(intact.stdout)
+    assert (report["ok"], report["entries"]) == (True, len(lines))
+    assert report["first_prev_hash"] == GENESIS
+    assert report["last_hash"] == orjson.loads(lines[-1])["hash"]
+
+    edited = orjson.loads(lines[1])
+    edited["details"] = {"name": "not-acme"}
+    cases = {
+        "modified": [lines[0], orjson.dumps(edited), *lines[2:]],
+        "inserted or removed": [lines[0], *lines[2:]],
+    }
+    for reason, tampered_lines in cases.items():
+        archive.write_bytes(b"\n".join(tampered_lines))
+        tampered = _apiary(tmp_path, "audit", "verify", "--archive", str(archive))
+        assert tampered.returncode == 1, reason
+        report = orjson.loads(tampered.stdout)
+        assert report["broken_seq"] == orjson.loads(lines[1 if reason == "modified" else 2])["seq"]
+        assert reason in report["reason"]
+
+    archive.write_text("not json\n")
+    garbage = _apiary(tmp_path, "audit", "verify", "--archive", str(archive))
+    assert garbage.returncode == 1
+    assert "line 1 is not an archived entry" in orjson.loads(garbage.stdout)["reason"]
+    missing = _apiary(tmp_path, "audit", "verify", "--archive", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
+
+
+def test_an_archive_can_stop_at_a_time(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert _apiary(data_dir, "init").returncode == 0
+    archive = tmp_path / "old.jsonl"
+    result = _apiary(
+        data_dir, "audit", "archive", "-o", str(archive), "--before", "2020-01-01T00:00:00"
+    )
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["entries"] == 0
+    assert archive.read_bytes() == b""
+
+
 @both_databases
 async def test_entries_cut_from_the_end_are_detected(
     client: httpx.AsyncClient, runtime: Runtime
