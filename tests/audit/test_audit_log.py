@@ -17,12 +17,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from apiary.audit.models import AuditEntry
 from apiary.audit.service import GENESIS, ChainReport, audit_service, entry_hash
 from apiary.authz.permissions import Role
 from apiary.runtime import Runtime
+from tests.conftest import TEST_DATABASE
 from tests.factories import (
     Caller,
     TenantFixture,
@@ -33,6 +35,7 @@ from tests.factories import (
 )
 
 both_databases = pytest.mark.both_databases
+TRIGGER = "audit_entries_append_only"
 APIARY_BIN = Path(sys.executable).parent / "apiary"
 
 
@@ -64,9 +67,15 @@ async def _seqs(runtime: Runtime) -> list[int]:
 
 
 async def _execute(runtime: Runtime, sql: str, **params: object) -> None:
-    """Tamper behind the application's back, as someone with database access would."""
+    """Tamper behind the application's back, as the database's owner could: on PostgreSQL
+    the append-only trigger refuses anyone else (test_the_database_refuses_...)."""
     async with runtime.engine.begin() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            await connection.execute(text(f"ALTER TABLE audit_entries DISABLE TRIGGER {TRIGGER}"))
         await connection.execute(text(sql), params)
+        if postgres:
+            await connection.execute(text(f"ALTER TABLE audit_entries ENABLE TRIGGER {TRIGGER}"))
 
 
 async def _tenant_with_history(runtime: Runtime, client: httpx.AsyncClient) -> TenantFixture:
@@ -516,8 +525,7 @@ async def test_entries_cut_from_the_end_are_detected(
     async with runtime.session_factory() as session:
         assert (await audit_service.verify(session)).ok
         last = await session.scalar(select(func.max(AuditEntry.seq)))
-        await session.execute(delete(AuditEntry).where(AuditEntry.seq == last))
-        await session.commit()
+    await _execute(runtime, "DELETE FROM audit_entries WHERE seq = :seq", seq=last)
     async with runtime.session_factory() as session:
         report = await audit_service.verify(session)
     assert not report.ok
@@ -615,3 +623,21 @@ async def test_agent_changes_are_audited_with_who_what_and_from_where(
     # Which fields changed, never their values (a prompt is the tenant's data).
     assert entries["agent.updated"]["details"] == {"version": 2, "fields": ["system_prompt"]}
     assert (await _verify(runtime)).ok
+
+
+@pytest.mark.skipif(TEST_DATABASE == "sqlite", reason="the trigger is PostgreSQL's")
+async def test_the_database_refuses_to_change_or_remove_an_entry(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The trigger holds for any role that is not the table's owner disabling it, the
+    application's included."""
+    await make_tenant(runtime, client, "acme")
+    for statement in (
+        "UPDATE audit_entries SET details = '{}'",
+        "DELETE FROM audit_entries",
+    ):
+        with pytest.raises(DBAPIError, match="audit_entries is append-only"):
+            async with runtime.engine.begin() as connection:
+                await connection.execute(text(statement))
+    async with runtime.session_factory() as session:
+        assert (await audit_service.verify(session)).ok  # nothing changed
