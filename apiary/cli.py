@@ -380,14 +380,36 @@ def audit_verify(
             help="Check an archive written by `apiary audit archive` instead of the database",
         ),
     ] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchors",
+            help="Also check the heads `apiary audit anchor` recorded (a rewrite that "
+            "re-hashed the whole chain is caught here)",
+        ),
+    ] = None,
 ) -> None:
     """Check the audit log's hash chain; exit 1 and name the first broken entry if tampered."""
     from apiary.audit.service import ChainReport, audit_service, verify_archive
     from apiary.db import session_scope
 
+    recorded: list[dict[str, Any]] = []
+    if anchors is not None:
+        try:
+            recorded = [
+                orjson.loads(line) for line in anchors.read_bytes().splitlines() if line.strip()
+            ]
+        except OSError as error:
+            raise _fail(f"cannot read {anchors}: {error.strerror}", 2) from None
+        except orjson.JSONDecodeError as error:
+            raise _fail(f"{anchors} is not a file of anchors: {error}", 2) from None
+
     async def verify(runtime: Any) -> ChainReport:
         async with session_scope(runtime.session_factory) as session:
-            return await audit_service.verify(session)
+            report = await audit_service.verify(session)
+            if report.ok and recorded:
+                return await audit_service.check_anchors(session, recorded)
+            return report
 
     if archive is not None:
         try:
@@ -400,6 +422,29 @@ def audit_verify(
     _print_json(report.__dict__)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to append it to")],
+) -> None:
+    """Append the audit chain's head (time, entries, hash) to a file kept off the database's
+    storage; run it on a schedule (cron, a Kubernetes CronJob). `apiary audit verify
+    --anchors FILE` then proves the log still holds what each anchor saw."""
+    from apiary.audit.service import audit_service
+    from apiary.db import session_scope
+
+    async def head(runtime: Any) -> dict[str, Any]:
+        async with session_scope(runtime.session_factory) as session:
+            return await audit_service.anchor(session)
+
+    anchor = _run(_settings(), head)
+    try:
+        with output.open("ab") as out:
+            out.write(orjson.dumps(anchor, option=orjson.OPT_APPEND_NEWLINE))
+    except OSError as error:
+        raise _fail(f"cannot write {output}: {error.strerror}", 2) from None
+    _print_json(anchor)
 
 
 @audit_app.command("archive")

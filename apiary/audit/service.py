@@ -226,6 +226,54 @@ class AuditService:
                 written += 1
                 after = entry.seq
 
+    async def anchor(self, session: AsyncSession) -> dict[str, Any]:
+        """The chain's head now, to keep somewhere the database's owner cannot rewrite (a
+        file on other storage, a ticket, a log shipper): `check_anchors` later proves the
+        log still holds what it held then, even against a rewrite that re-hashed it all."""
+        head = await session.get(AuditChainHead, HEAD_ID)
+        return {
+            "at": utcnow().isoformat(timespec="seconds"),
+            "entries": head.entries if head else 0,
+            "hash": head.head_hash if head else GENESIS,
+        }
+
+    async def check_anchors(
+        self, session: AsyncSession, anchors: Iterable[dict[str, Any]]
+    ) -> ChainReport:
+        """Whether the entry each anchor names (the Nth, oldest first) still has the hash
+        the anchor recorded; the first that does not is reported."""
+        checked = 0
+        for anchor in anchors:
+            entries, expected = int(anchor["entries"]), str(anchor["hash"])
+            if entries == 0:
+                checked += 1
+                continue
+            found = (
+                await session.execute(
+                    select(AuditEntry.seq, AuditEntry.hash)
+                    .order_by(AuditEntry.seq)
+                    .offset(entries - 1)
+                    .limit(1)
+                )
+            ).first()
+            if found is None:
+                return ChainReport(
+                    ok=False,
+                    entries=checked,
+                    reason=f"the log has fewer than the {entries} entries anchored at "
+                    f"{anchor.get('at')}: entries were removed",
+                )
+            if found.hash != expected:
+                return ChainReport(
+                    ok=False,
+                    entries=checked,
+                    broken_seq=found.seq,
+                    reason=f"entry {entries} no longer has the hash anchored at "
+                    f"{anchor.get('at')}: the log was rewritten",
+                )
+            checked += 1
+        return ChainReport(ok=True, entries=checked)
+
     async def _check_head(self, session: AsyncSession, last_hash: str, count: int) -> ChainReport:
         head = await session.get(AuditChainHead, HEAD_ID)
         if head is None:

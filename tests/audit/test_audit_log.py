@@ -641,3 +641,76 @@ async def test_the_database_refuses_to_change_or_remove_an_entry(
                 await connection.execute(text(statement))
     async with runtime.session_factory() as session:
         assert (await audit_service.verify(session)).ok  # nothing changed
+
+
+@both_databases
+async def test_an_anchor_catches_a_rewrite_that_rehashed_the_whole_chain(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await _tenant_with_history(runtime, client)
+    async with runtime.session_factory() as session:
+        anchored = await audit_service.anchor(session)
+        rows = list(await session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
+    assert anchored["entries"] == len(rows)
+    # The owner rewrites an early entry and re-hashes everything after it, head included:
+    # the chain alone cannot tell.
+    previous = rows[0].hash
+    for index, entry in enumerate(rows[1:], start=1):
+        details = {"name": "innocent"} if index == 1 else entry.details
+        new_hash = entry_hash(
+            prev_hash=previous,
+            created_at=entry.created_at,
+            tenant_id=entry.tenant_id,
+            actor_user_id=entry.actor_user_id,
+            actor_api_key_id=entry.actor_api_key_id,
+            action=entry.action,
+            target_type=entry.target_type,
+            target_id=entry.target_id,
+            ip=entry.ip,
+            details=details,
+        )
+        await _execute(
+            runtime,
+            "UPDATE audit_entries SET details = :details, prev_hash = :prev, hash = :hash "
+            "WHERE seq = :seq",
+            details=orjson.dumps(details).decode(),
+            prev=previous,
+            hash=new_hash,
+            seq=entry.seq,
+        )
+        previous = new_hash
+    await _execute(runtime, "UPDATE audit_chain_head SET head_hash = :hash", hash=previous)
+    assert (await _verify(runtime)).ok  # consistent, as a full rewrite is
+    async with runtime.session_factory() as session:
+        report = await audit_service.check_anchors(session, [anchored])
+    assert not report.ok
+    assert report.broken_seq == rows[-1].seq
+    assert report.reason is not None
+    assert "rewritten" in report.reason
+
+
+def test_cli_anchors_are_appended_and_checked(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    anchors = tmp_path / "anchors.jsonl"
+    assert _apiary(data_dir, "init").returncode == 0
+    first = _apiary(data_dir, "audit", "anchor", "-o", str(anchors))
+    assert first.returncode == 0, first.stderr
+    tenant = _apiary(data_dir, "admin", "create-tenant", "acme", "--admin-email", "a@acme.io")
+    assert tenant.returncode == 0, tenant.stderr
+    assert _apiary(data_dir, "audit", "anchor", "-o", str(anchors)).returncode == 0
+    lines = [orjson.loads(line) for line in anchors.read_bytes().splitlines()]
+    assert len(lines) == 2
+    assert lines[1]["entries"] > lines[0]["entries"] == orjson.loads(first.stdout)["entries"]
+    checked = _apiary(data_dir, "audit", "verify", "--anchors", str(anchors))
+    assert checked.returncode == 0, checked.stderr
+    assert orjson.loads(checked.stdout) == {
+        "ok": True,
+        "entries": 2,
+        "broken_seq": None,
+        "reason": None,
+        "first_prev_hash": None,
+        "last_hash": None,
+    }
+    unreadable = _apiary(data_dir, "audit", "verify", "--anchors", str(tmp_path / "none"))
+    assert unreadable.returncode == 2
+    assert "cannot read" in unreadable.stderr
