@@ -9,7 +9,6 @@ after everything that uses them has stopped. This module imports no domain
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,8 +56,7 @@ class Resources:
         )
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):  # a database already gone loses nothing more here
-            await self.writes.barrier()  # what was queued lands before the pool goes
+        """After the parts that use them: the runtime drains the group commit first."""
         await self.http.aclose()
         await self.notifier.close()
         if self.redis is not None:

@@ -49,20 +49,6 @@ class AgentDeps(MemoryDeps, Protocol):
     # (and the memory store: a deleted agent's threads are forgotten)
 
 
-async def _audit(
-    session: AsyncSession, auth: AuthContext, action: str, agent: Agent, details: dict[str, Any]
-) -> None:
-    await audit_service.record(
-        session,
-        action=action,
-        actor=auth.actor,
-        tenant_id=auth.scope.tenant_id,
-        target_type="agent",
-        target_id=agent.id,
-        details=details,
-    )
-
-
 class AgentService:
     def _check(self, deps: AgentDeps, *, model: str | None, tools: list[str] | None) -> None:
         if model is not None:
@@ -121,7 +107,14 @@ class AgentService:
         await session.flush()
         self._snapshot(session, auth, agent)
         await session.flush()
-        await _audit(session, auth, "agent.created", agent, {"name": agent.name, "version": 1})
+        await audit_service.record_by(
+            session,
+            auth,
+            "agent.created",
+            target_type="agent",
+            target_id=agent.id,
+            details={"name": agent.name, "version": 1},
+        )
         return agent
 
     async def list(
@@ -161,12 +154,13 @@ class AgentService:
         await session.flush()
         self._snapshot(session, auth, agent)
         await session.flush()
-        await _audit(
+        await audit_service.record_by(
             session,
             auth,
             "agent.updated",
-            agent,
-            {"version": agent.version, "fields": sorted(changed)},  # which, not the values
+            target_type="agent",
+            target_id=agent.id,
+            details={"version": agent.version, "fields": sorted(changed)},  # not the values
         )
         return agent
 
@@ -174,7 +168,14 @@ class AgentService:
         self, session: AsyncSession, deps: AgentDeps, auth: AuthContext, agent_id: uuid.UUID
     ) -> None:
         agent = await self.get(session, auth, agent_id)
-        await _audit(session, auth, "agent.deleted", agent, {"name": agent.name})
+        await audit_service.record_by(
+            session,
+            auth,
+            "agent.deleted",
+            target_type="agent",
+            target_id=agent.id,
+            details={"name": agent.name},
+        )
         await agent_repository.delete(session, agent)
         # Its conversation threads too: rows cascade, but Redis keys would outlive it.
         await deps.memory.forget_agent(auth.scope, agent_id)

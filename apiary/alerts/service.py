@@ -389,11 +389,10 @@ class AlertService:
         details: dict[str, object],
     ) -> None:
         # Never the secret; the target is the tenant's own (and shown to its admins).
-        await audit_service.record(
+        await audit_service.record_by(
             session,
-            action=action,
-            actor=auth.actor,
-            tenant_id=auth.scope.tenant_id,
+            auth,
+            action,
             target_type="alert_channel",
             target_id=channel.id,
             details=details,

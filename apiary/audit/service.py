@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.audit.models import AuditChainHead, AuditEntry
-from apiary.auth.context import Actor
+from apiary.auth.context import Actor, AuthContext
 from apiary.authz.scope import TenantScope
 from apiary.billing.entitlements import Feature, require_feature
 from apiary.db import utcnow
@@ -114,6 +114,27 @@ _EXPORTED = (
 
 
 class AuditService:
+    async def record_by(
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        action: str,
+        *,
+        target_type: str,
+        target_id: uuid.UUID | str,
+        details: dict[str, Any],
+    ) -> AuditEntry:
+        """`record` for an action a caller took in its own tenant (who and where from `auth`)."""
+        return await self.record(
+            session,
+            action=action,
+            actor=auth.actor,
+            tenant_id=auth.tenant_id,
+            target_type=target_type,
+            target_id=target_id,
+            details=details,
+        )
+
     async def record(
         self,
         session: AsyncSession,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,24 +23,6 @@ from apiary.executions.schemas import ExecutionCreate
 from apiary.kit.schemas import PageParams
 from apiary.usage.models import LedgerEntry
 from apiary.usage.repository import usage_repository
-
-
-async def _audit(
-    session: AsyncSession,
-    auth: AuthContext,
-    action: str,
-    execution_id: uuid.UUID,
-    details: dict[str, Any],
-) -> None:
-    await audit_service.record(
-        session,
-        action=action,
-        actor=auth.actor,
-        tenant_id=auth.scope.tenant_id,
-        target_type="execution",
-        target_id=execution_id,
-        details=details,
-    )
 
 
 class ExecutionService:
@@ -106,13 +87,18 @@ class ExecutionService:
             ),
         )
         await session.flush()
-        await _audit(
+        await audit_service.record_by(
             session,
             auth,
             "execution.created",
-            execution.id,
+            target_type="execution",
+            target_id=execution.id,
             # The task and inputs are the tenant's data: the log says what ran, not on what.
-            {"agent_id": str(agent.id), "agent_version": agent.version, "sub_agents": sub_agents},
+            details={
+                "agent_id": str(agent.id),
+                "agent_version": agent.version,
+                "sub_agents": sub_agents,
+            },
         )
         return execution, True
 
@@ -151,8 +137,13 @@ class ExecutionService:
         if ExecutionState(execution.state).finished:
             raise Conflict(f"execution {execution_id} already ended ({execution.state})")
         if not execution.cancel_requested:
-            await _audit(
-                session, auth, "execution.cancelled", execution.id, {"state": execution.state}
+            await audit_service.record_by(
+                session,
+                auth,
+                "execution.cancelled",
+                target_type="execution",
+                target_id=execution.id,
+                details={"state": execution.state},
             )
         execution.cancel_requested = True
         await session.flush()
