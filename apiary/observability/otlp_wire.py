@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -33,6 +34,16 @@ _FIXED32 = struct.Struct("<I").pack
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _FLAGS_TAG = b"\x85\x01"  # field 16, fixed32
+_LOCAL_PARENT = _FLAGS_TAG + _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_PARENT = _FLAGS_TAG + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+# Span.kind (field 6): the proto's SPAN_KIND_INTERNAL is 1, the API's SpanKind.INTERNAL 0.
+_KINDS = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}
+# Span.status (field 15) without a description: its code alone (UNSET, the default, is
+# an empty message).
+_STATUSES = {
+    code: b"\x7a\x00" if code.value == 0 else b"\x7a\x02\x18" + bytes((code.value,))
+    for code in StatusCode
+}
 
 
 def _varint(value: int) -> bytes:
@@ -75,13 +86,17 @@ def _value(value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}  # attribute keys come from code: a few dozen
+# Whole attributes (tag, key and value) whose value is a short string: most repeat from
+# call to call (a model, a provider, a tenant id, a route), so each is encoded once.
+_PAIRS: dict[tuple[bytes, str, str], bytes] = {}
+_CACHED = 4096  # entries each cache holds at most: a bound, not an eviction policy
 
 
 def _key_value(key: str, value: Any) -> bytes:
     encoded = _KEYS.get(key)
     if encoded is None:
         encoded = _field(b"\x0a", key.encode())
-        if len(_KEYS) < 4096:
+        if len(_KEYS) < _CACHED:
             _KEYS[key] = encoded
     return encoded + _field(b"\x12", _value(value))
 
@@ -92,7 +107,18 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     # The SDK's BoundedAttributes wraps a plain dict: read it without the mapping
     # protocol's per-item lookups.
     plain: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
-    return b"".join(_field(tag, _key_value(key, value)) for key, value in plain.items())
+    parts = []
+    for key, value in plain.items():
+        if type(value) is str and len(value) <= 64:
+            pair = _PAIRS.get((tag, key, value))
+            if pair is None:
+                pair = _field(tag, _key_value(key, value))
+                if len(_PAIRS) < _CACHED:
+                    _PAIRS[tag, key, value] = pair
+            parts.append(pair)
+        else:
+            parts.append(_field(tag, _key_value(key, value)))
+    return b"".join(parts)
 
 
 def _trace_state(context: SpanContext) -> str:
@@ -140,7 +166,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
     parts += (
         _field(b"\x2a", span.name.encode()),
-        b"\x30" + _SMALL[span.kind.value + 1],  # the proto's SPAN_KIND_INTERNAL is 1
+        _KINDS[span.kind],
         b"\x39" + _FIXED64(span.start_time or 0),
         b"\x41" + _FIXED64(span.end_time or 0),
         # The SDK span's own fields, not its properties, which copy each into a new
@@ -158,11 +184,13 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
-    code = status.status_code.value
-    described = _field(b"\x12", status.description.encode()) if status.description else b""
-    parts.append(_field(b"\x7a", described + (b"\x18" + _SMALL[code] if code else b"")))
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    parts.append(_FLAGS_TAG + _FIXED32(flags))
+    if status.description:
+        code = status.status_code.value
+        described = _field(b"\x12", status.description.encode())
+        parts.append(_field(b"\x7a", described + (b"\x18" + _SMALL[code] if code else b"")))
+    else:
+        parts.append(_STATUSES[status.status_code])
+    parts.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
     return b"".join(parts)
 
 

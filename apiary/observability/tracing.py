@@ -15,32 +15,28 @@ created the execution. Log lines carry `trace_id` and `span_id` (`current_ids`).
 from __future__ import annotations
 
 import logging
-import random
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     Tracer,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+from apiary.observability.spans import new_trace_id
 
+if TYPE_CHECKING:
     from apiary.config import OTelSettings
+    from apiary.observability.spans import LightTracer
 
 __all__ = [
     "TRACER",
@@ -62,48 +58,14 @@ __all__ = [
 log = logging.getLogger("apiary.tracing")
 
 TRACER: trace.Tracer | None = None
-_provider: TracerProvider | None = None
+_tracer: LightTracer | None = None  # TRACER, as its own type
 _PROPAGATOR = TraceContextTextMapPropagator()
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
 TRACES_PATH = "/v1/traces"
 
-# The root sampling decision, made by `start_server_span` itself with the ratio sampler's
-# rule (the trace id's low 64 bits under `_bound`), so that the nine requests in ten it
-# drops cost a drawn id and a bare span context, not a trip through the SDK's sampler.
-_ID_LIMIT = (1 << 64) - 1
-_bound = 0
-_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 # The current request's server span (None outside a request): its children read whether
 # it is sampled there instead of looking up the current span (`active`, `current_ids`).
 _request: ContextVar[ServerSpan | None] = ContextVar("apiary_trace_request", default=None)
-
-
-class _RequestIds:
-    """The SDK's random ids, except the trace id `start_server_span` drew and decided on,
-    which the next span started on this thread takes."""
-
-    def __init__(self) -> None:
-        self._drawn = threading.local()
-
-    def hand(self, trace_id: int) -> None:
-        self._drawn.trace_id = trace_id
-
-    def generate_span_id(self) -> int:
-        return random.getrandbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        drawn: int | None = getattr(self._drawn, "trace_id", None)
-        if drawn is not None:
-            self._drawn.trace_id = None
-            return drawn
-        return random.getrandbits(128) or 1
-
-    def is_trace_id_random(self) -> bool:
-        return True
-
-
-_IDS = _RequestIds()
-_ROOT = otel_context.Context()  # no parent: the request starts its trace
 
 
 def traces_url(endpoint: str) -> str:
@@ -123,56 +85,17 @@ def install(settings: OTelSettings) -> bool:
     """Install the tracer provider and its OTLP exporter when an endpoint is configured;
     returns whether this call installed it (its caller then calls `shutdown`). Once per
     process: a later call keeps the first provider."""
-    global TRACER, _provider, _bound
+    global TRACER, _tracer
     if settings.endpoint is None or TRACER is not None:
         return False
     # Imported here: a process with tracing off never loads the SDK or the exporter.
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-    from opentelemetry.sdk.trace.sampling import (
-        Decision,
-        ParentBased,
-        SamplingResult,
-        TraceIdRatioBased,
-    )
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from apiary.observability.otlp_wire import SpanExporter
+    from apiary.observability.spans import LightTracer
 
-    class Sampler(ParentBased):
-        """ParentBased as it is, with its most frequent case, a span under a local parent
-        (every child span of a request), answered from the parent's flag at once rather
-        than through a second sampler and a second context lookup."""
-
-        def should_sample(
-            self,
-            parent_context: otel_context.Context | None,
-            trace_id: int,
-            name: str,
-            kind: SpanKind | None = None,
-            attributes: Mapping[str, AttributeValue] | None = None,
-            links: Sequence[trace.Link] | None = None,
-            trace_state: trace.TraceState | None = None,
-        ) -> SamplingResult:
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if parent.is_valid and not parent.is_remote:
-                state = parent.trace_state
-                if parent.trace_flags.sampled:
-                    return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, state)
-                return SamplingResult(Decision.DROP, None, state)
-            return super().should_sample(
-                parent_context, trace_id, name, kind, attributes, links, trace_state
-            )
-
-    root = TraceIdRatioBased(settings.sampling_ratio)
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
-        # Parent-based: a trace started upstream (a traceparent header, the API's side of a
-        # Celery hop) is kept or dropped as a whole, never in pieces.
-        sampler=Sampler(root),
-        id_generator=cast(IdGenerator, _IDS),
-    )
     headers = settings.headers.get_secret_value() if settings.headers else None
     exporter = SpanExporter(endpoint=traces_url(settings.endpoint), headers=_headers(headers))
     # Exported every second, or as soon as 2048 spans wait: fewer, larger POSTs (each
@@ -185,9 +108,16 @@ def install(settings: OTelSettings) -> bool:
         max_queue_size=8192,
         max_export_batch_size=2048,
     )
-    provider.add_span_processor(processor)
-    _provider, _bound = provider, root.bound
-    TRACER = provider.get_tracer("apiary")
+    # The SDK's span processor and exporter, Apiary's own lighter spans (spans.py).
+    # Parent-based: a trace started upstream (a traceparent header, the API's side of a
+    # Celery hop) is kept or dropped as a whole, never in pieces.
+    _tracer = LightTracer(
+        processor,
+        Resource.create({"service.name": settings.service_name}),
+        InstrumentationScope("apiary"),
+        settings.sampling_ratio,
+    )
+    TRACER = _tracer
     log.info(
         "tracing on: OTLP/HTTP to %s, sampling ratio %g",
         traces_url(settings.endpoint),
@@ -198,16 +128,15 @@ def install(settings: OTelSettings) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and remove the provider (tracing is off afterwards)."""
-    global TRACER, _provider, _bound
-    provider, _provider, TRACER = _provider, None, None
-    _bound = 0
-    if provider is not None:
-        provider.shutdown()
+    global TRACER, _tracer
+    tracer, _tracer, TRACER = _tracer, None, None
+    if tracer is not None:
+        tracer.processor.shutdown()
 
 
 def flush(timeout_ms: int = 5000) -> None:
-    if _provider is not None:
-        _provider.force_flush(timeout_ms)
+    if _tracer is not None:
+        _tracer.processor.force_flush(timeout_ms)
 
 
 def active() -> Tracer | None:
@@ -314,30 +243,18 @@ def start_server_span(
     carrier = {
         name.decode(): value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS
     }
-    parent = _PROPAGATOR.extract(carrier) if carrier else None
+    attributes = {"http.request.method": method, "url.path": path}
     server: Span
+    parent = _PROPAGATOR.extract(carrier) if carrier else None
     if parent is None:
-        trace_id = random.getrandbits(128) or 1
-        if trace_id & _ID_LIMIT >= _bound:
-            server = NonRecordingSpan(
-                SpanContext(
-                    trace_id, random.getrandbits(64) or 1, is_remote=False, trace_flags=_UNSAMPLED
-                )
-            )
-        else:
-            _IDS.hand(trace_id)  # the SDK's sampler then keeps it by the same rule
-            server = tracer.start_span(
-                method,
-                context=_ROOT,
-                kind=SpanKind.SERVER,
-                attributes={"http.request.method": method, "url.path": path},
-            )
+        assert _tracer is not None  # tracing is on: the caller checked TRACER
+        trace_id = new_trace_id()
+        server = _tracer.start(
+            method, trace_id, None, _tracer.keeps(trace_id), SpanKind.SERVER, attributes
+        )
     else:
         server = tracer.start_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
+            method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
     token = otel_context.attach(trace.set_span_in_context(server, parent))
     started = ServerSpan(server, token)

@@ -287,9 +287,9 @@ async def test_an_endpoint_installs_the_exporter_with_its_sampling_ratio(
     try:
         assert built.traces
         assert tracing.TRACER is not None
-        provider = tracing._provider
-        assert provider is not None
-        assert "TraceIdRatioBased{0.1}" in provider.sampler.get_description()
+        installed = tracing._tracer
+        assert installed is not None
+        assert installed.ratio == 0.1
     finally:
         await built.close()
     assert tracing.TRACER is None
@@ -443,7 +443,8 @@ async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_not
             for line in map(orjson.loads, stream.getvalue().splitlines())
             if line["logger"] == "apiary.access" and line["path"] == "/v1/chat/completions"
         ]
-        bound = tracing._bound
+        assert tracing._tracer is not None
+        bound = tracing._tracer.bound
         kept = {t for t in logged if int.from_bytes(t[8:], "big") < bound}
         assert len(set(logged)) == 24
         assert 0 < len(kept) < 24  # 2^-24 either way
@@ -539,3 +540,106 @@ def test_the_wire_encoder_writes_the_message_the_otlp_library_would() -> None:
     ours = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(spans))
     assert ours == encode_spans(spans)
     provider.shutdown()
+
+
+def test_apiarys_light_spans_export_what_the_sdks_spans_would() -> None:
+    # apiary/observability/spans.py records Apiary's spans in place of the SDK's: the
+    # message sent for them must be the one the library would write for an SDK span with
+    # the same content (remote parent, events, links, statuses, an exception, kinds).
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import (
+        Link,
+        NonRecordingSpan,
+        SpanContext,
+        SpanKind,
+        Status,
+        StatusCode,
+        TraceFlags,
+        TraceState,
+        set_span_in_context,
+    )
+
+    from apiary.observability import otlp_wire
+    from apiary.observability.spans import LightTracer, RecordedSpan
+
+    class Finished:
+        def __init__(self) -> None:
+            self.spans: list[RecordedSpan] = []
+
+        def on_end(self, span: RecordedSpan) -> None:
+            self.spans.append(span)
+
+    finished = Finished()
+    tracer = LightTracer(
+        finished,  # type: ignore[arg-type]  # the one method a processor needs here
+        Resource.create({"service.name": "t", "replica": 3}),
+        InstrumentationScope("apiary"),
+        ratio=1.0,
+    )
+    caller = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "x1")]),
+    )
+    with tracer.start_as_current_span(
+        "POST",
+        context=set_span_in_context(NonRecordingSpan(caller)),
+        kind=SpanKind.SERVER,
+        attributes={"text": "héllo", "ratio": 0.25, "numbers": [1, 2], "gone": None},
+    ) as server:
+        server.update_name("POST /v1/chat/completions")
+        server.add_event("retry", {"attempt": 2})
+        server.set_status(Status(StatusCode.ERROR, "upstream failed"))
+        with tracer.start_as_current_span(
+            "apiary.gateway.attempt", kind=SpanKind.CLIENT, links=[Link(caller, {"why": "x"})]
+        ) as attempt:
+            attempt.set_attributes({"gen_ai.system": "openai", "gen_ai.usage.input_tokens": 3})
+            attempt.set_status(Status(StatusCode.OK))
+            attempt.set_status(Status(StatusCode.ERROR))  # OK is final
+        with pytest.raises(RuntimeError), tracer.start_as_current_span("apiary.limits.admit"):
+            raise RuntimeError("refused")
+    with tracer.start_as_current_span("process", kind=SpanKind.CONSUMER):
+        pass
+    ours = finished.spans
+    assert [span.name for span in ours] == [
+        "apiary.gateway.attempt",
+        "apiary.limits.admit",
+        "POST /v1/chat/completions",
+        "process",
+    ]
+    attempt_span, admit, server_span, process = ours
+    assert server_span.get_span_context().trace_id == caller.trace_id  # continues the caller's
+    assert attempt_span.parent == server_span.get_span_context()
+    assert admit.status.status_code is StatusCode.ERROR
+    assert [event.name for event in admit.events] == ["exception"]
+    assert "gone" not in server_span.attributes
+    assert attempt_span.status.status_code is StatusCode.OK
+    assert process.parent is None  # a new trace of its own
+
+    as_sdk = [
+        ReadableSpan(
+            name=span.name,
+            context=span.get_span_context(),
+            parent=span.parent,
+            resource=span.resource,
+            attributes=span.attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        for span in ours
+    ]
+    sent = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(ours))  # type: ignore[arg-type]
+    assert sent == encode_spans(as_sdk)

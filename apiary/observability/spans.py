@@ -1,0 +1,327 @@
+"""A lighter span than the OpenTelemetry SDK's, for the spans Apiary itself records.
+
+The SDK's span is general: every attribute map and event list is bounded and guarded by a
+lock, each start goes through a sampler object and the span processors, each end copies
+the span into a readable snapshot. On the /v1 path a kept call's five spans cost about
+165 µs of the GIL that way (docs/benchmarks.md, issue 17), most of tracing's cost. This
+span keeps what Apiary uses (a name, a kind, ids and parent, times, a plain attribute
+dict, events, links, a status) and hands itself, finished, to the SDK's batch processor
+and `otlp_wire`'s exporter, which read the same fields they read from an SDK span.
+
+Sampling is the SDK's default rule, written out: a span under a parent follows the
+parent's flag (a remote parent's too, so a trace is kept or dropped whole); a new trace is
+kept when its random id's low 64 bits fall under the ratio's bound, as `TraceIdRatioBased`
+decides, so every service sampling by ratio agrees on a given trace.
+
+Unlike the SDK's, these spans are not guarded by a lock: Apiary records a span from one
+task at a time. Attribute values of None are dropped, as the SDK drops them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.util.types import Attributes, AttributeValue
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, SpanProcessor
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+_ID_LIMIT = (1 << 64) - 1
+SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
+_UNSET = Status(StatusCode.UNSET)
+
+
+def bound_for(ratio: float) -> int:
+    """The ratio sampler's bound: a trace is kept when its id's low 64 bits are under it."""
+    return round(ratio * (_ID_LIMIT + 1))
+
+
+def new_trace_id() -> int:
+    return random.getrandbits(128) or 1
+
+
+def new_span_id() -> int:
+    return random.getrandbits(64) or 1
+
+
+class RecordedSpan(trace.Span):
+    """A sampled span being recorded; handed to the processor when it ends. Its fields
+    have the names `otlp_wire` and the SDK's batch processor read on an SDK span."""
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_events",
+        "_links",
+        "_tracer",
+        "end_time",
+        "kind",
+        "name",
+        "parent",
+        "start_time",
+        "status",
+    )
+    dropped_attributes = 0
+    dropped_events = 0
+    dropped_links = 0
+
+    def __init__(
+        self,
+        tracer: LightTracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Attributes,
+        links: Sequence[Link] | None,
+    ) -> None:
+        self._tracer = tracer
+        self.name = name
+        self._context = context
+        self.parent = parent
+        self.kind = kind
+        self._attributes: dict[str, AttributeValue] = (
+            {k: v for k, v in attributes.items() if v is not None} if attributes else {}
+        )
+        self._events: list[Event] | None = None
+        self._links = list(links) if links else None
+        self.status = _UNSET
+        self.start_time = time.time_ns()
+        self.end_time: int | None = None
+
+    # What the exporter and the batch processor read.
+    @property
+    def context(self) -> SpanContext:
+        return self._context
+
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        return self._attributes
+
+    @property
+    def events(self) -> Sequence[Event]:
+        return self._events or ()
+
+    @property
+    def links(self) -> Sequence[Link]:
+        return self._links or ()
+
+    @property
+    def resource(self) -> Resource:
+        return self._tracer.resource
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        return self._tracer.scope
+
+    # The span API.
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if value is not None:
+            self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            if value is not None:
+                self._attributes[key] = value
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        from opentelemetry.sdk.trace import Event
+
+        if self._events is None:
+            self._events = []
+        self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._links is None:
+            self._links = []
+        self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self.status.status_code is StatusCode.OK:
+            return  # OK is final, as the specification has it
+        self.status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        kind = type(exception)
+        module = kind.__module__
+        described: dict[str, AttributeValue] = {
+            "exception.type": (
+                f"{module}.{kind.__qualname__}" if module != "builtins" else kind.__qualname__
+            ),
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            described.update(attributes)
+        self.add_event("exception", described, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self.end_time is not None:
+            return  # ended twice: the first end stands
+        self.end_time = end_time or time.time_ns()
+        self._tracer.processor.on_end(self)  # type: ignore[arg-type]  # reads the same fields
+
+    def __repr__(self) -> str:
+        return f"RecordedSpan({self.name!r}, span_id={self._context.span_id:016x})"
+
+
+class _Current:
+    """`start_as_current_span`'s context manager: a class, cheaper than a generator's."""
+
+    __slots__ = ("_end", "_record_exception", "_set_status", "_span", "_token")
+
+    def __init__(
+        self, span: trace.Span, record_exception: bool, set_status: bool, end: bool
+    ) -> None:
+        self._span = span
+        self._record_exception = record_exception
+        self._set_status = set_status
+        self._end = end
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]  # what attach returned
+        span = self._span
+        if error is not None and span.is_recording():
+            if self._record_exception:
+                span.record_exception(error, escaped=True)
+            if self._set_status:
+                described = f"{type(error).__name__}: {error}"
+                span.set_status(Status(StatusCode.ERROR, described))
+        if self._end:
+            span.end()
+
+
+class LightTracer(trace.Tracer):
+    """Starts `RecordedSpan`s for sampled traces and bare non-recording spans for the
+    rest; `processor` gets each recorded span when it ends."""
+
+    def __init__(
+        self,
+        processor: SpanProcessor,
+        resource: Resource,
+        scope: InstrumentationScope,
+        ratio: float,
+    ) -> None:
+        self.processor = processor
+        self.resource = resource
+        self.scope = scope
+        self.ratio = ratio
+        self.bound = bound_for(ratio)
+
+    def keeps(self, trace_id: int) -> bool:
+        """The ratio sampler's decision for a new trace."""
+        return trace_id & _ID_LIMIT < self.bound
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        if not parent.is_valid:  # a new trace: the ratio decides
+            trace_id = new_trace_id()
+            return self.start(name, trace_id, None, self.keeps(trace_id), kind, attributes, links)
+        # Under a parent, local or remote: its flag decides, so a trace is kept whole.
+        return self.start(
+            name,
+            parent.trace_id,
+            parent,
+            parent.trace_flags.sampled,
+            kind,
+            attributes,
+            links,
+            parent.trace_flags,
+            parent.trace_state,
+        )
+
+    def start(
+        self,
+        name: str,
+        trace_id: int,
+        parent: SpanContext | None,
+        sampled: bool,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        flags: TraceFlags | None = None,
+        state: trace.TraceState | None = None,
+    ) -> trace.Span:
+        """A span of `trace_id` whose sampling is already decided."""
+        context = SpanContext(
+            trace_id,
+            new_span_id(),
+            is_remote=False,
+            trace_flags=flags or (SAMPLED if sampled else UNSAMPLED),
+            trace_state=state,
+        )
+        if not sampled:
+            return NonRecordingSpan(context)
+        return RecordedSpan(self, name, context, parent, kind, attributes, links)
+
+    def start_as_current_span(  # type: ignore[override]  # a context manager, as the API's
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> _Current:
+        span = self.start_span(name, context, kind, attributes, links)
+        return _Current(span, record_exception, set_status_on_exception, end_on_exit)
