@@ -474,6 +474,74 @@ def audit_archive(
     _print_json({"entries": written, "output": str(output)})
 
 
+@audit_app.command("prune")
+def audit_prune(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The archive to write (must not exist)")
+    ],
+    before: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Prune entries created before this time (ISO 8601, UTC if no zone); "
+            "default: now minus APIARY_AUDIT__RETENTION_DAYS. Never later than that."
+        ),
+    ] = None,
+) -> None:
+    """Archive the entries past their retention to a new JSON Lines file (as `apiary audit
+    archive` writes) and remove them from the database; the table's chain then starts at
+    the last one archived, and the archive chains to the one before. Run it on a schedule
+    and keep the archives (seven years by default) where the database's owner cannot
+    rewrite them."""
+    import os
+    from datetime import timedelta
+
+    from apiary.audit.service import PRUNE_FLOOR_DAYS, PruneReport, audit_service
+    from apiary.db import session_scope
+
+    settings = _settings()
+    now = datetime.now(UTC)
+    retained = now - timedelta(days=settings.audit.retention_days)
+    cutoff = before.replace(tzinfo=UTC) if before and before.tzinfo is None else before
+    if cutoff is None:
+        cutoff = retained
+    elif cutoff > retained:
+        raise _fail(
+            f"--before {cutoff.isoformat()} would prune entries younger than the retention "
+            f"({settings.audit.retention_days} days, APIARY_AUDIT__RETENTION_DAYS): use "
+            f"{retained.isoformat(timespec='seconds')} or earlier",
+            2,
+        )
+    if not settings.is_sqlite and cutoff > now - timedelta(
+        days=PRUNE_FLOOR_DAYS
+    ):
+        raise _fail(
+            f"PostgreSQL keeps audit entries for at least {PRUNE_FLOOR_DAYS} days (the "
+            "append-only trigger of migration 0018); a shorter retention needs that trigger "
+            "replaced by the table's owner (docs/security.md)",
+            2,
+        )
+
+    async def prune(runtime: Any) -> PruneReport:
+        async with session_scope(runtime.session_factory) as session:
+            with output.open("xb") as out:
+                report = await audit_service.prune(session, out, before=cutoff)
+                out.flush()
+                os.fsync(out.fileno())  # the archive is on disk before the rows go
+            return report
+
+    try:
+        report = _run(settings, prune)
+    except FileExistsError:
+        raise _fail(f"{output} exists: each prune writes a new archive", 2) from None
+    except OSError as error:
+        raise _fail(f"cannot write {output}: {error.strerror}", 2) from None
+    if not report.ok or report.archived == 0:
+        output.unlink(missing_ok=True)
+    _print_json({**report.__dict__, "before": report.before.isoformat(), "output": str(output)})
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

@@ -258,6 +258,17 @@ class OTelSettings(BaseSettings):
         return value
 
 
+class AuditSettings(BaseSettings):
+    """The audit log's retention (see `apiary audit prune` and docs/security.md)."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # Entries are kept this long, then archived and removed by `apiary audit prune`: seven
+    # years by default, as the plan's compliance controls ask. On PostgreSQL the table's
+    # trigger refuses to remove younger entries than PRUNE_FLOOR_DAYS whatever this says.
+    retention_days: int = Field(default=2557, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APIARY_",
@@ -323,6 +334,7 @@ class Settings(BaseSettings):
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

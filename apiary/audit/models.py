@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from apiary.db import Base, utcnow
 
+GENESIS = "0" * 64  # what the first entry links to
+
 
 class AuditEntry(Base):
     """One action. `hash` covers this entry's fields and the previous entry's hash."""
@@ -45,4 +47,11 @@ class AuditChainHead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     head_hash: Mapped[str] = mapped_column(String(64))
+    # Every entry ever appended, the pruned ones included.
     entries: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    # Entries `apiary audit prune` archived and removed from the table, and the last one's
+    # hash, which the oldest entry left must link to (64 zeros while nothing was pruned).
+    pruned_entries: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), default=0, server_default="0"
+    )
+    pruned_hash: Mapped[str] = mapped_column(String(64), default=GENESIS, server_default=GENESIS)

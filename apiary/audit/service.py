@@ -6,6 +6,10 @@ the one-row chain head, which holds its write lock until the transaction ends (a
 on PostgreSQL, the database write lock on SQLite, across processes too), so two
 transactions never chain to the same parent. The head also records the newest hash and
 the entry count, so `verify` notices entries cut from the end.
+
+Past their retention, entries are archived to JSON Lines and removed (`prune`); the head
+then records how many were and the last one's hash, where the chain left in the table
+starts, so the table still verifies on its own and each archive chains to the next.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import csv
 import hashlib
 import io
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apiary.audit.models import GENESIS as GENESIS  # re-exported: callers import it here
 from apiary.audit.models import AuditChainHead, AuditEntry
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.scope import TenantScope
@@ -30,8 +36,6 @@ from apiary.billing.entitlements import Feature, require_feature
 from apiary.db import utcnow
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
-
-GENESIS = "0" * 64
 
 
 def entry_hash(
@@ -81,6 +85,9 @@ def _hash_of(entry: AuditEntry) -> str:
 
 
 HEAD_ID = 1
+# On PostgreSQL the table's trigger (migration 0018) refuses to delete entries younger
+# than this, whatever the configured retention: seven years, the plan's.
+PRUNE_FLOOR_DAYS = 2557
 
 
 async def _claim_head(session: AsyncSession) -> str:
@@ -194,39 +201,20 @@ class AuditService:
         return out.getvalue()
 
     async def verify(self, session: AsyncSession, *, batch: int = 1000) -> ChainReport:
-        """Walk the whole chain in order; report the first entry whose link is broken."""
-        expected_prev = GENESIS
+        """Walk the whole chain in order; report the first entry whose link is broken. It
+        starts where the last prune ended (the archives hold the rest)."""
+        head = await session.get(AuditChainHead, HEAD_ID)
+        expected_prev = head.pruned_hash if head else GENESIS
         checked = 0
-        after = 0
-        while True:
-            rows = (
-                await session.scalars(
-                    select(AuditEntry)
-                    .where(AuditEntry.seq > after)
-                    .order_by(AuditEntry.seq)
-                    .limit(batch)
-                )
-            ).all()
-            if not rows:
-                return await self._check_head(session, expected_prev, checked)
-            for entry in rows:
-                if entry.prev_hash != expected_prev:
+        async with aclosing(_in_order(session, batch)) as entries:
+            async for entry in entries:
+                if (broken := _broken(entry, expected_prev)) is not None:
                     return ChainReport(
-                        ok=False,
-                        entries=checked,
-                        broken_seq=entry.seq,
-                        reason="entry does not link to the one before it (inserted or removed)",
-                    )
-                if _hash_of(entry) != entry.hash:
-                    return ChainReport(
-                        ok=False,
-                        entries=checked,
-                        broken_seq=entry.seq,
-                        reason="entry contents do not match its hash (modified)",
+                        ok=False, entries=checked, broken_seq=entry.seq, reason=broken
                     )
                 expected_prev = entry.hash
                 checked += 1
-                after = entry.seq
+        return await self._check_head(session, expected_prev, checked)
 
     async def archive(
         self, session: AsyncSession, out: IO[bytes], *, before: datetime | None = None
@@ -263,17 +251,32 @@ class AuditService:
     ) -> ChainReport:
         """Whether the entry each anchor names (the Nth, oldest first) still has the hash
         the anchor recorded; the first that does not is reported."""
-        checked = 0
+        head = await session.get(AuditChainHead, HEAD_ID)
+        pruned, pruned_hash = (head.pruned_entries, head.pruned_hash) if head else (0, GENESIS)
+        checked = in_archives = 0
         for anchor in anchors:
             entries, expected = int(anchor["entries"]), str(anchor["hash"])
             if entries == 0:
                 checked += 1
                 continue
+            if entries == pruned:  # the last entry pruned: the head kept its hash
+                if expected != pruned_hash:
+                    return ChainReport(
+                        ok=False,
+                        entries=checked,
+                        reason=f"entry {entries}, the last pruned, did not have the hash "
+                        f"anchored at {anchor.get('at')}: the log was rewritten",
+                    )
+                checked += 1
+                continue
+            if entries <= pruned:  # its entry is in an archive now
+                in_archives += 1
+                continue
             found = (
                 await session.execute(
                     select(AuditEntry.seq, AuditEntry.hash)
                     .order_by(AuditEntry.seq)
-                    .offset(entries - 1)
+                    .offset(entries - pruned - 1)
                     .limit(1)
                 )
             ).first()
@@ -293,22 +296,89 @@ class AuditService:
                     f"{anchor.get('at')}: the log was rewritten",
                 )
             checked += 1
-        return ChainReport(ok=True, entries=checked)
+        return ChainReport(ok=True, entries=checked, anchors_in_archives=in_archives)
 
     async def _check_head(self, session: AsyncSession, last_hash: str, count: int) -> ChainReport:
         head = await session.get(AuditChainHead, HEAD_ID)
         if head is None:
             ok = count == 0
             return ChainReport(ok=ok, entries=count, reason=None if ok else "chain head missing")
-        if head.head_hash != last_hash or head.entries != count:
+        present = head.entries - head.pruned_entries
+        if head.head_hash != last_hash or present != count:
             return ChainReport(
                 ok=False,
                 entries=count,
                 broken_seq=None,
-                reason=f"the log ends before its recorded head ({head.entries} entries "
+                reason=f"the log ends before its recorded head ({present} entries "
                 f"recorded, {count} present): entries were removed from the end",
+                archived=head.pruned_entries,
             )
-        return ChainReport(ok=True, entries=count)
+        return ChainReport(ok=True, entries=count, archived=head.pruned_entries)
+
+    async def prune(
+        self, session: AsyncSession, out: IO[bytes], *, before: datetime
+    ) -> PruneReport:
+        """Archive the entries created before `before` to `out` (as `archive` writes them)
+        and remove them from the table, in the caller's transaction: commit it only once
+        `out` is safely written. Only the chain's oldest run is pruned, each entry checked
+        against its hash and its link first, so a tampered entry is reported, not archived
+        and lost. The head keeps the count and the last hash, where the table's chain now
+        starts."""
+        # A no-op update locks the head like an append does: no entry is chained while the
+        # oldest are being removed.
+        claimed = (
+            await session.execute(
+                update(AuditChainHead)
+                .where(AuditChainHead.id == HEAD_ID)
+                .values(entries=AuditChainHead.entries)
+                .returning(AuditChainHead.pruned_entries, AuditChainHead.pruned_hash)
+            )
+        ).first()
+        if claimed is None:
+            return PruneReport(ok=True, archived=0, before=before)
+        pruned, expected_prev = claimed
+        written, last_seq = 0, None
+        async with aclosing(_in_order(session)) as entries:
+            async for entry in entries:
+                if entry.created_at >= before:  # the first entry still kept ends the run
+                    break
+                if (broken := _broken(entry, expected_prev)) is not None:
+                    return PruneReport(
+                        ok=False, archived=0, before=before, broken_seq=entry.seq, reason=broken
+                    )
+                out.write(orjson.dumps(_archived(entry), option=orjson.OPT_APPEND_NEWLINE))
+                expected_prev, last_seq, written = entry.hash, entry.seq, written + 1
+        if last_seq is None:
+            return PruneReport(ok=True, archived=0, before=before)
+        await session.execute(delete(AuditEntry).where(AuditEntry.seq <= last_seq))
+        await session.execute(
+            update(AuditChainHead)
+            .where(AuditChainHead.id == HEAD_ID)
+            .values(pruned_entries=pruned + written, pruned_hash=expected_prev)
+        )
+        return PruneReport(ok=True, archived=written, before=before, last_hash=expected_prev)
+
+
+async def _in_order(session: AsyncSession, batch: int = 1000) -> AsyncGenerator[AuditEntry]:
+    """Every entry in the table, oldest first, read a batch at a time."""
+    after = 0
+    while True:
+        query = select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+        rows = (await session.scalars(query.limit(batch))).all()
+        if not rows:
+            return
+        for entry in rows:
+            yield entry
+        after = rows[-1].seq
+
+
+def _broken(entry: AuditEntry, expected_prev: str) -> str | None:
+    """Why `entry` breaks the chain, if it does, given the hash it should link to."""
+    if entry.prev_hash != expected_prev:
+        return "entry does not link to the one before it (inserted or removed)"
+    if _hash_of(entry) != entry.hash:
+        return "entry contents do not match its hash (modified)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -321,6 +391,20 @@ class ChainReport:
     # its last hash, to match against the archive before it and the one after (or the head).
     first_prev_hash: str | None = None
     last_hash: str | None = None
+    # Entries pruned from the table into archives (not checked here), and anchors naming
+    # one of them (to check against the archives instead).
+    archived: int = 0
+    anchors_in_archives: int = 0
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    ok: bool
+    archived: int
+    before: datetime
+    last_hash: str | None = None  # the last archived entry's, where the table now starts
+    broken_seq: int | None = None
+    reason: str | None = None
 
 
 _ARCHIVED = (
@@ -342,6 +426,10 @@ _ARCHIVED = (
 def _archived(entry: AuditEntry) -> dict[str, Any]:
     line = {name: getattr(entry, name) for name in _ARCHIVED}
     line["created_at"] = entry.created_at.isoformat(timespec="microseconds")
+    # asyncpg's UUID is not the uuid.UUID orjson writes natively.
+    for name in ("tenant_id", "actor_user_id", "actor_api_key_id"):
+        if line[name] is not None:
+            line[name] = str(line[name])
     return line
 
 

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,17 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from apiary.audit.models import AuditEntry
-from apiary.audit.service import GENESIS, ChainReport, audit_service, entry_hash
+from apiary.audit.service import (
+    GENESIS,
+    PRUNE_FLOOR_DAYS,
+    ChainReport,
+    PruneReport,
+    audit_service,
+    entry_hash,
+    verify_archive,
+)
 from apiary.authz.permissions import Role
+from apiary.db import session_scope
 from apiary.runtime import Runtime
 from tests.conftest import TEST_DATABASE
 from tests.factories import (
@@ -710,7 +720,125 @@ def test_cli_anchors_are_appended_and_checked(tmp_path: Path) -> None:
         "reason": None,
         "first_prev_hash": None,
         "last_hash": None,
+        "archived": 0,
+        "anchors_in_archives": 0,
     }
     unreadable = _apiary(data_dir, "audit", "verify", "--anchors", str(tmp_path / "none"))
     assert unreadable.returncode == 2
     assert "cannot read" in unreadable.stderr
+
+
+async def _backdated_history(
+    runtime: Runtime, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, days: int
+) -> int:
+    """A tenant's first entries, written as if `days` ago (the chain hashes their times, so
+    they are written that way rather than edited); returns how many there are."""
+    past = datetime.now(UTC) - timedelta(days=days)
+    tick = itertools.count()
+    with monkeypatch.context() as patched:
+        patched.setattr("apiary.audit.service.utcnow", lambda: past + timedelta(seconds=next(tick)))
+        await _tenant_with_history(runtime, client)
+    return len(await _seqs(runtime))
+
+
+async def _prune(runtime: Runtime, archive: Path, before: datetime) -> PruneReport:
+    async with session_scope(runtime.session_factory) as session:
+        with archive.open("wb") as out:
+            return await audit_service.prune(session, out, before=before)
+
+
+@both_databases
+async def test_entries_past_retention_are_archived_and_pruned_and_the_rest_still_verifies(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    old = await _backdated_history(runtime, client, monkeypatch, days=3000)
+    async with runtime.session_factory() as session:
+        at_old_end = await audit_service.anchor(session)
+    await make_api_key(runtime, await make_tenant(runtime, client, "globex"), Role.VIEWER)
+    kept = len(await _seqs(runtime)) - old
+    cutoff = datetime.now(UTC) - timedelta(days=PRUNE_FLOOR_DAYS)
+
+    report = await _prune(runtime, tmp_path / "2018.jsonl", cutoff)
+    assert (report.ok, report.archived) == (True, old)
+    assert len(await _seqs(runtime)) == kept  # only the young entries are left
+    verified = await _verify(runtime)
+    assert (verified.ok, verified.entries, verified.archived) == (True, kept, old)
+
+    # The archive proves itself, and the table's chain starts where it ends.
+    with (tmp_path / "2018.jsonl").open("rb") as lines:
+        archived = verify_archive(lines)
+    assert (archived.ok, archived.entries) == (True, old)
+    assert archived.first_prev_hash == GENESIS
+    assert archived.last_hash == report.last_hash
+    async with runtime.session_factory() as session:
+        first_left = await session.scalar(select(AuditEntry).order_by(AuditEntry.seq).limit(1))
+        assert first_left is not None
+        assert first_left.prev_hash == archived.last_hash
+        # Anchors still check: one at the pruned end, one in the table.
+        at_now = await audit_service.anchor(session)
+        anchors = await audit_service.check_anchors(session, [at_old_end, at_now])
+    assert anchors.ok, anchors
+
+    # Appending goes on; pruning again finds nothing old; the whole still verifies.
+    await make_api_key(runtime, await make_tenant(runtime, client, "initech"), Role.VIEWER)
+    again = await _prune(runtime, tmp_path / "again.jsonl", cutoff)
+    assert (again.ok, again.archived) == (True, 0)
+    assert (await _verify(runtime)).ok
+
+
+@both_databases
+async def test_a_tampered_old_entry_stops_the_prune_and_nothing_is_removed(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    old = await _backdated_history(runtime, client, monkeypatch, days=3000)
+    seqs = await _seqs(runtime)
+    await _execute(runtime, "UPDATE audit_entries SET details = '{}' WHERE seq = :seq", seq=seqs[1])
+    cutoff = datetime.now(UTC) - timedelta(days=PRUNE_FLOOR_DAYS)
+    report = await _prune(runtime, tmp_path / "a.jsonl", cutoff)
+    assert not report.ok
+    assert report.broken_seq == seqs[1]
+    assert report.reason is not None
+    assert "modified" in report.reason
+    assert len(await _seqs(runtime)) == old  # nothing archived away
+
+
+async def test_postgresql_refuses_to_prune_entries_younger_than_the_floor(
+    client: httpx.AsyncClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Not both_databases: the trigger is PostgreSQL's. Even a prune that skips the CLI's
+    checks cannot remove recent entries with the application's credentials."""
+    await _tenant_with_history(runtime, client)
+    present = await _seqs(runtime)
+    with pytest.raises(DBAPIError, match="audit_entries is append-only"):
+        await _prune(runtime, tmp_path / "a.jsonl", datetime.now(UTC) + timedelta(seconds=1))
+    assert await _seqs(runtime) == present
+
+
+def test_cli_prune_keeps_the_retention_and_never_overwrites_an_archive(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert _apiary(data_dir, "init").returncode == 0
+    archive = tmp_path / "audit-old.jsonl"
+
+    nothing_old = _apiary(data_dir, "audit", "prune", "-o", str(archive))
+    assert nothing_old.returncode == 0, nothing_old.stderr
+    assert orjson.loads(nothing_old.stdout)["archived"] == 0
+    assert not archive.exists()  # no empty archive left behind
+
+    too_young = _apiary(
+        data_dir, "audit", "prune", "-o", str(archive), "--before", "2030-01-01T00:00:00"
+    )
+    assert too_young.returncode == 2
+    assert "younger than the retention (2557 days" in too_young.stderr
+
+    archive.write_text("an earlier archive\n")
+    exists = _apiary(data_dir, "audit", "prune", "-o", str(archive), "--before", "2001-01-01")
+    assert exists.returncode == 2
+    assert "exists" in exists.stderr
+    assert archive.read_text() == "an earlier archive\n"
+    assert _apiary(data_dir, "audit", "verify").returncode == 0
