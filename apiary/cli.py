@@ -426,24 +426,52 @@ def audit_verify(
 
 @audit_app.command("anchor")
 def audit_anchor(
-    output: Annotated[Path, typer.Option("--output", "-o", help="The file to append it to")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The file to append it to")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Also POST it as JSON here (APIARY_AUDIT__ANCHOR_TOKEN as a bearer)"),
+    ] = None,
 ) -> None:
     """Append the audit chain's head (time, entries, hash) to a file kept off the database's
-    storage; run it on a schedule (cron, a Kubernetes CronJob). `apiary audit verify
-    --anchors FILE` then proves the log still holds what each anchor saw."""
+    storage, or post it to a URL; run it on a schedule (cron, a Kubernetes CronJob), or let
+    the API do it (APIARY_AUDIT__ANCHOR_URL / __ANCHOR_FILE). `apiary audit verify --anchors
+    FILE` then proves the log still holds what each anchor saw."""
+    import httpx
+
+    from apiary.audit.anchoring import send_anchor
     from apiary.audit.service import audit_service
     from apiary.db import session_scope
 
+    if output is None and url is None:
+        raise _fail("give --output FILE, --url URL, or both", 2)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise _fail(f"--url must start with http:// or https://, not {url!r}", 2)
+    settings = _settings()
+    token = settings.audit.anchor_token
+
     async def head(runtime: Any) -> dict[str, Any]:
         async with session_scope(runtime.session_factory) as session:
-            return await audit_service.anchor(session)
+            anchor = await audit_service.anchor(session)
+        await send_anchor(
+            anchor, url=url, file=output, token=token.get_secret_value() if token else None
+        )
+        return anchor
 
-    anchor = _run(_settings(), head)
     try:
-        with output.open("ab") as out:
-            out.write(orjson.dumps(anchor, option=orjson.OPT_APPEND_NEWLINE))
+        anchor = _run(settings, head)
     except OSError as error:
         raise _fail(f"cannot write {output}: {error.strerror}", 2) from None
+    except httpx.HTTPError as error:
+        # Named without its query, which may carry a credential.
+        where = str(url).split("?", 1)[0]
+        why = (
+            f"answered {error.response.status_code}"
+            if isinstance(error, httpx.HTTPStatusError)
+            else type(error).__name__
+        )
+        raise _fail(f"cannot post the anchor to {where}: {why}", 1) from None
     _print_json(anchor)
 
 
@@ -511,9 +539,7 @@ def audit_prune(
             f"{retained.isoformat(timespec='seconds')} or earlier",
             2,
         )
-    if not settings.is_sqlite and cutoff > now - timedelta(
-        days=PRUNE_FLOOR_DAYS
-    ):
+    if not settings.is_sqlite and cutoff > now - timedelta(days=PRUNE_FLOOR_DAYS):
         raise _fail(
             f"PostgreSQL keeps audit entries for at least {PRUNE_FLOOR_DAYS} days (the "
             "append-only trigger of migration 0018); a shorter retention needs that trigger "

@@ -267,6 +267,22 @@ class AuditSettings(BaseSettings):
     # years by default, as the plan's compliance controls ask. On PostgreSQL the table's
     # trigger refuses to remove younger entries than PRUNE_FLOOR_DAYS whatever this says.
     retention_days: int = Field(default=2557, ge=1)
+    # Anchors of the chain's head, taken every anchor_interval_s by each API process: posted
+    # as JSON to anchor_url (with anchor_token as a bearer token) and/or appended to
+    # anchor_file, somewhere the database's owner cannot rewrite (docs/security.md).
+    anchor_url: str | None = None
+    anchor_token: SecretStr | None = None
+    anchor_file: Path | None = None
+    anchor_interval_s: float = Field(default=3600, gt=0)
+
+    @field_validator("anchor_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:  # set but empty, as a deployment template leaves it: off
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
 
 class Settings(BaseSettings):

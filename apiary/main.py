@@ -17,6 +17,7 @@ from apiary.agents import endpoints as agents
 from apiary.alerts import endpoints as alerts
 from apiary.api_keys import endpoints as api_keys
 from apiary.audit import endpoints as audit
+from apiary.audit.anchoring import AnchorSchedule
 from apiary.auth import endpoints as auth
 from apiary.auth.forwarded import TrustedProxies
 from apiary.billing import endpoints as billing
@@ -150,10 +151,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.session_factory, interval_s=settings.responses.sweep_interval_s
         )
         sweeper.start()
+        anchors = AnchorSchedule(runtime.session_factory, settings.audit)
+        anchors.start()
         heap.settle("start-up")
         try:
             yield
         finally:
+            await anchors.close()
             await sweeper.close()
             await runtime.close()
 
