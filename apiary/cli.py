@@ -505,7 +505,13 @@ def audit_archive(
 @audit_app.command("prune")
 def audit_prune(
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The archive to write (must not exist)")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The archive to write (must not exist), or a folder to write "
+            "audit-before-<time>.jsonl in (as a scheduled job does)",
+        ),
     ],
     before: Annotated[
         datetime | None,
@@ -546,6 +552,9 @@ def audit_prune(
             "replaced by the table's owner (docs/security.md)",
             2,
         )
+
+    if output.is_dir():
+        output = output / f"audit-before-{cutoff.strftime('%Y%m%dT%H%M%SZ')}.jsonl"
 
     async def prune(runtime: Any) -> PruneReport:
         async with session_scope(runtime.session_factory) as session:

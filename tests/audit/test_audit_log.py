@@ -842,3 +842,12 @@ def test_cli_prune_keeps_the_retention_and_never_overwrites_an_archive(tmp_path:
     assert "exists" in exists.stderr
     assert archive.read_text() == "an earlier archive\n"
     assert _apiary(data_dir, "audit", "verify").returncode == 0
+
+    # Given a folder (a scheduled job's volume), it names the archive after the cutoff.
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    named = _apiary(data_dir, "audit", "prune", "-o", str(folder), "--before", "2001-01-01")
+    assert named.returncode == 0, named.stderr
+    assert orjson.loads(named.stdout)["output"] == str(
+        folder / "audit-before-20010101T000000Z.jsonl"
+    )
