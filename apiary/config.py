@@ -39,7 +39,6 @@ from apiary.gateway.config import GatewayConfig, PriceConfig, ProviderConfig, Ro
 if TYPE_CHECKING:
     from apiary.auth.tokens import SigningKeys
 
-Role = Literal["super_admin", "tenant_admin", "developer", "viewer", "billing_admin"]
 # The roles a tenant membership can hold: an identity provider never makes a super admin.
 MemberRole = Literal["tenant_admin", "developer", "viewer", "billing_admin"]
 
@@ -57,7 +56,7 @@ class OIDCSettings(BaseSettings):
     audience: str
     jwks_url: str | None = None  # default: discovered from the issuer's metadata
     tenant_claim: str = "tid"  # matched against a tenant's `oidc_tenant_id`
-    default_role: Role = "viewer"  # role given to a user provisioned on first sign-in
+    default_role: MemberRole = "viewer"  # role given to a user provisioned on first sign-in
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     # The dashboard's authorization code flow: Apiary's server redeems the code at the
     # issuer's token endpoint (discovered unless set), with this secret when the app is

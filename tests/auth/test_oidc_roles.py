@@ -180,6 +180,8 @@ def test_a_tenants_map_wins_over_the_global_one_and_unmatched_users_may_be_refus
         _mapped_role(_identity({"unmapped"}), strict)
 
 
-def test_no_identity_provider_group_makes_a_super_admin() -> None:
+def test_no_identity_provider_sign_in_makes_a_super_admin() -> None:
+    with pytest.raises(ValidationError, match="super_admin"):
+        OIDCSettings(issuer="https://idp.example", audience="a", default_role="super_admin")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="super_admin"):
         OIDCSettings(issuer="https://idp.example", audience="a", role_map={"g": "super_admin"})  # type: ignore[dict-item]
