@@ -57,6 +57,14 @@ def clear_refresh_cookie(request: Request, response: Response) -> None:
     )
 
 
+def cleared_cookie_header(request: Request) -> str:
+    """A `Set-Cookie` value deleting the cookie, for an error answer to carry: a cookie the
+    server refused is not sent again on every page load."""
+    response = Response()
+    clear_refresh_cookie(request, response)
+    return response.headers["set-cookie"]
+
+
 def require_same_origin(request: Request) -> None:
     """Refuse (403) a request using or asking for the refresh cookie that may have been
     sent by another site's page."""

@@ -15,6 +15,7 @@ from pydantic import Field
 from apiary.auth.context import AuthContext
 from apiary.auth.cookies import (
     clear_refresh_cookie,
+    cleared_cookie_header,
     refresh_cookie,
     require_same_origin,
     set_refresh_cookie,
@@ -165,12 +166,17 @@ async def refresh(
         token = refresh_cookie(request)
         if token is None:
             raise Unauthorized("no refresh token: send refresh_token, or sign in again")
-    pair = await auth_service.refresh(
-        session,
-        token,
-        settings=runtime.settings,
-        ip=client_ip(request),
-    )
+    try:
+        pair = await auth_service.refresh(
+            session,
+            token,
+            settings=runtime.settings,
+            ip=client_ip(request),
+        )
+    except Unauthorized as refused:
+        if cookie:
+            refused.headers["set-cookie"] = cleared_cookie_header(request)
+        raise
     return _deliver(pair, request, response, cookie=cookie, settings=runtime.settings)
 
 

@@ -84,6 +84,8 @@ async def test_a_reload_restores_the_session_with_the_cookie_which_rotates(
     replayed = await client.post("/api/v1/auth/refresh", headers=BROWSER)
     assert replayed.status_code == 401
     assert "reused" in replayed.json()["detail"]
+    assert "max-age=0" in _set_cookie(replayed).lower()  # the dead cookie is dropped
+    assert client.cookies.get("apiary_refresh") is None
     client.cookies.set("apiary_refresh", second, domain="apiary.test", path="/api/v1/auth")
     assert (await client.post("/api/v1/auth/refresh", headers=BROWSER)).status_code == 401
 
