@@ -39,7 +39,8 @@ from apiary.gateway.config import GatewayConfig, PriceConfig, ProviderConfig, Ro
 if TYPE_CHECKING:
     from apiary.auth.tokens import SigningKeys
 
-Role = Literal["super_admin", "tenant_admin", "developer", "viewer", "billing_admin"]
+# The roles a tenant membership can hold: an identity provider never makes a super admin.
+MemberRole = Literal["tenant_admin", "developer", "viewer", "billing_admin"]
 
 
 class ConfigError(Exception):
@@ -55,8 +56,28 @@ class OIDCSettings(BaseSettings):
     audience: str
     jwks_url: str | None = None  # default: discovered from the issuer's metadata
     tenant_claim: str = "tid"  # matched against a tenant's `oidc_tenant_id`
-    default_role: Role = "viewer"  # role given to a user provisioned on first sign-in
+    default_role: MemberRole = "viewer"  # role given to a user provisioned on first sign-in
     allowed_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # The dashboard's authorization code flow: Apiary's server redeems the code at the
+    # issuer's token endpoint (discovered unless set), with this secret when the app is
+    # registered as a confidential ("Web") client; without one, as a public client (PKCE).
+    client_secret: SecretStr | None = None
+    token_endpoint: str | None = None
+    scopes: str = "openid email profile"
+    # Roles from the IdP: a claim value (an Azure AD group object id in `groups`, or an app
+    # role's value in `roles`) -> Apiary role, applied at every OIDC sign-in. `tenant_role_maps`
+    # holds maps per IdP tenant (its `tid`), whose entries win over `role_map`'s. With a map
+    # in force, a user matching several entries gets the highest role, one matching none gets
+    # `default_role`, or is refused when `require_mapped_role` is set.
+    role_claims: list[str] = Field(default_factory=lambda: ["groups", "roles"])
+    role_map: dict[str, MemberRole] = Field(default_factory=dict)
+    tenant_role_maps: dict[str, dict[str, MemberRole]] = Field(default_factory=dict)
+    require_mapped_role: bool = False
+
+    def role_map_for(self, idp_tenant: str | None) -> dict[str, MemberRole]:
+        """The claim value -> role map in force for users of `idp_tenant` (empty: none)."""
+        specific = self.tenant_role_maps.get(idp_tenant, {}) if idp_tenant else {}
+        return {**self.role_map, **specific}
 
     @field_validator("allowed_algorithms")
     @classmethod

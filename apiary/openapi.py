@@ -28,6 +28,7 @@ PUBLIC = frozenset(
         ("get", "/api/v1/auth/config"),
         ("post", "/api/v1/auth/login"),
         ("post", "/api/v1/auth/oidc"),
+        ("post", "/api/v1/auth/oidc/code"),
         ("post", "/api/v1/auth/refresh"),
         ("get", "/healthz"),
         ("get", "/readyz"),
@@ -40,6 +41,7 @@ SIGN_IN = frozenset(
     {
         ("post", "/api/v1/auth/login"),
         ("post", "/api/v1/auth/oidc"),
+        ("post", "/api/v1/auth/oidc/code"),
         ("post", "/api/v1/auth/refresh"),
     }
 )

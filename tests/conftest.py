@@ -27,7 +27,7 @@ from apiary.db import create_engine
 from apiary.main import create_app
 from apiary.models import Base
 from apiary.runtime import Runtime
-from tests.auth.oidc_issuer import LocalIssuer, local_issuer
+from tests.auth.oidc_issuer import OIDC_ROLE_MAPS, LocalIssuer, local_issuer
 from tests.factories import METRICS_TOKEN
 from tests.fakes.stripe import fake_stripe
 from tests.fakes.upstream import fake_upstream
@@ -103,7 +103,9 @@ async def database_url(empty_database_url: str) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url: str, data_dir: Path, local_issuer: LocalIssuer) -> Settings:
     return Settings(
-        oidc=local_issuer.settings(),
+        # Group and app role maps for one IdP tenant only (tests/auth/test_oidc_roles.py),
+        # so every other OIDC test keeps the roles it gives by hand.
+        oidc=local_issuer.settings(tenant_role_maps=OIDC_ROLE_MAPS),
         database_url=database_url,
         redis_url=TEST_REDIS,
         data_dir=data_dir,

@@ -1,4 +1,5 @@
-"""Verification of ID tokens from an external OpenID Connect issuer (Azure AD style).
+"""The external OpenID Connect issuer (Azure AD style): ID token verification, and the
+authorization code exchange of the dashboard's sign-in.
 
 `OIDCVerifier` turns a raw ID token into an `OIDCIdentity` or raises `Unauthorized` with a
 short reason. It reads the token header first and refuses any algorithm outside the
@@ -6,22 +7,31 @@ configured asymmetric allow-list before looking up a key; keys come only from th
 JWKS (discovered from its metadata unless configured), never from the token itself. The key
 set is cached in memory and refetched when a token names an unknown `kid` (key rotation), at
 most once per minute so that forged tokens cannot make Apiary hammer the issuer.
+
+`redeem_code` is the server's half of the authorization code flow with PKCE: the browser
+brings back the code and its `code_verifier`, and Apiary (the OAuth client, confidential when
+`client_secret` is set) redeems them at the issuer's token endpoint, so no token of the
+issuer ever reaches the browser. The ID token it gets is verified like any other, and must
+carry the nonce the browser put in the authorization request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
 
 from apiary.config import OIDCSettings
-from apiary.errors import Unauthorized
+from apiary.errors import ServiceUnavailable, Unauthorized
 from apiary.kit.schemas import NAME_JOINERS, visible_text
 
 log = logging.getLogger("apiary.auth.oidc")
@@ -35,6 +45,8 @@ JWKS_MAX_AGE_S = 3600.0
 # Real ID tokens are a few KB; refusing huge input keeps parsing cheap for garbage.
 MAX_TOKEN_CHARS = 16_384
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "sub"]
+# Error text from the issuer's token endpoint is shown to the user; bounded, printable.
+MAX_IDP_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,11 @@ class OIDCIdentity:
     email: str
     name: str
     tenant_ref: str | None  # the issuer's tenant id (settings.tenant_claim, e.g. `tid`)
+    # The values of settings.role_claims (group object ids, app role values), for role maps.
+    role_claim_values: frozenset[str] = frozenset()
+    # Azure AD leaves `groups` out when a user is in too many (over 200 in an ID token) and
+    # says so instead (`_claim_names.groups`, `hasgroups`): a group map cannot be applied.
+    groups_overage: bool = False
 
 
 def _reject(reason: str) -> Unauthorized:
@@ -85,13 +102,17 @@ class OIDCVerifier:
             if alg.lower() != "none" and not alg.upper().startswith("HS")
         )
         self._jwks_url: str | None = settings.jwks_url
+        self._token_url: str | None = settings.token_endpoint
+        self._metadata: dict[str, Any] | None = None
         self._jwks: dict[str, dict[str, Any]] | None = None  # kid -> JWK, as published
         self._keys: dict[tuple[str, str], jwt.PyJWK] = {}  # (kid, alg) -> built key
         self._loaded_at: float | None = None  # last successful fetch of the key set
         self._attempted_at: float | None = None  # last fetch attempt, for the throttle
         self._lock = asyncio.Lock()
 
-    async def verify(self, id_token: str) -> OIDCIdentity:
+    async def verify(self, id_token: str, *, nonce: str | None = None) -> OIDCIdentity:
+        """The identity in a valid ID token; with `nonce`, the token must carry exactly it
+        (it answers the authorization request that sent that nonce, not a replayed one)."""
         if not id_token or len(id_token) > MAX_TOKEN_CHARS:
             raise _reject("malformed token")
         try:
@@ -108,6 +129,10 @@ class OIDCVerifier:
 
         key = await self._signing_key(kid, alg)
         claims = self._decode(id_token, key, alg)
+        if nonce is not None:
+            claimed = claims.get("nonce")
+            if not isinstance(claimed, str) or not hmac.compare_digest(claimed, nonce):
+                raise _reject("nonce does not match this sign-in")
         return self._identity(claims)
 
     def claimed_account(self, id_token: str) -> str:
@@ -183,11 +208,24 @@ class OIDCVerifier:
         # The IdP's display name is kept, less what no name needs (see visible_text).
         name = _printable(name)[:200].strip() if isinstance(name, str) else ""
         tenant_ref = claims.get(self._settings.tenant_claim)
+        values: set[str] = set()
+        for claim in self._settings.role_claims:
+            value = claims.get(claim)
+            if isinstance(value, str):
+                values.add(value)
+            elif isinstance(value, list):
+                values.update(item for item in value if isinstance(item, str))
+        claim_names = claims.get("_claim_names")
+        overage = claims.get("hasgroups") is True or (
+            isinstance(claim_names, dict) and "groups" in claim_names
+        )
         return OIDCIdentity(
             subject=subject,
             email=email,
             name=name or email,
             tenant_ref=tenant_ref if isinstance(tenant_ref, str) and tenant_ref else None,
+            role_claim_values=frozenset(values),
+            groups_overage=overage,
         )
 
     async def _signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
@@ -252,8 +290,7 @@ class OIDCVerifier:
 
     async def _fetch_jwks(self) -> dict[str, dict[str, Any]]:
         if self._jwks_url is None:
-            base = self._settings.issuer.rstrip("/")
-            metadata = await self._get_json(f"{base}/.well-known/openid-configuration")
+            metadata = await self._issuer_metadata()
             jwks_uri = metadata.get("jwks_uri")
             if not isinstance(jwks_uri, str) or not jwks_uri:
                 raise _IssuerUnreachable("metadata has no jwks_uri")
@@ -272,6 +309,64 @@ class OIDCVerifier:
         if not jwks:
             raise _IssuerUnreachable("JWKS has no signing keys")
         return jwks
+
+    async def _issuer_metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            base = self._settings.issuer.rstrip("/")
+            self._metadata = await self._get_json(f"{base}/.well-known/openid-configuration")
+        return self._metadata
+
+    async def redeem_code(self, code: str, *, code_verifier: str, redirect_uri: str) -> str:
+        """The ID token the issuer's token endpoint gives for an authorization code and its
+        PKCE verifier; `Unauthorized` naming the issuer's refusal (a used, expired or forged
+        code, a wrong verifier), `ServiceUnavailable` when the issuer cannot be reached."""
+        try:
+            token_url = self._token_url
+            if token_url is None:
+                found = (await self._issuer_metadata()).get("token_endpoint")
+                if not isinstance(found, str) or not found:
+                    raise _IssuerUnreachable("metadata has no token_endpoint")
+                token_url = self._token_url = found
+        except _IssuerUnreachable as error:
+            log.warning("OIDC issuer %s: %s", self._settings.issuer, error)
+            raise ServiceUnavailable("the identity provider cannot be reached") from None
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+            "client_id": self._settings.audience,
+        }
+        headers = {"Accept": "application/json"}
+        secret = self._settings.client_secret
+        if secret is not None:
+            # client_secret_basic, which every OAuth server supports (RFC 6749 2.3.1: each
+            # part form-encoded first).
+            pair = f"{quote(self._settings.audience, safe='')}:"
+            pair += quote(secret.get_secret_value(), safe="")
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        try:
+            response = await self._http.post(token_url, data=form, headers=headers)
+            document = response.json()
+        except httpx.HTTPError as error:
+            log.warning("OIDC token endpoint %s: %s", token_url, type(error).__name__)
+            raise ServiceUnavailable("the identity provider cannot be reached") from None
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            log.warning("OIDC token endpoint %s: %s, not JSON", token_url, response.status_code)
+            raise ServiceUnavailable("the identity provider answered something unreadable")
+        if response.status_code != 200:
+            error_code = _printable(str(document.get("error", response.status_code)))
+            description = document.get("error_description")
+            said = f"{error_code}: {_printable(description)}" if description else error_code
+            raise Unauthorized(
+                f"the identity provider refused the sign-in code ({said[:MAX_IDP_ERROR_CHARS]})"
+            )
+        id_token = document.get("id_token")
+        if not isinstance(id_token, str) or not id_token:
+            raise Unauthorized("the identity provider returned no ID token (is `openid` a scope?)")
+        return id_token
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:

@@ -4,6 +4,11 @@ A sign-in opens an `AuthSession`; its refresh tokens rotate on every use. Presen
 refresh token a second time means it was copied, so the whole session is revoked (OAuth 2.0
 Security BCP, refresh token rotation). Failed sign-ins are throttled per (account, client
 address) with backoff (apiary/auth/throttle.py): 429 and `Retry-After` for that address only.
+
+An OIDC sign-in applies the identity provider's word on roles when a role map is configured
+(`OIDCSettings.role_map`, `tenant_role_maps`): the groups or app roles in the ID token choose
+the member's role at every sign-in, so someone removed from a group loses its role the next
+time they sign in.
 """
 
 from __future__ import annotations
@@ -13,19 +18,20 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from apiary.api_keys.service import api_key_service
 from apiary.audit.service import audit_service
 from apiary.auth.context import Actor, AuthContext
 from apiary.auth.models import AuthSession, RefreshToken
 from apiary.auth.oidc import OIDCIdentity, OIDCVerifier
 from apiary.auth.passwords import verify_password
 from apiary.auth.repository import auth_repository
-from apiary.auth.schemas import LoginRequest, Me, MembershipView, TokenPair
+from apiary.auth.schemas import LoginRequest, Me, MembershipView, OIDCCodeRequest, TokenPair
 from apiary.auth.throttle import LoginThrottle
 from apiary.auth.tokens import AccessClaims, digest, issue_access_token, new_refresh_token
 from apiary.authz.permissions import RANK, Role
 from apiary.authz.scope import TenantScope
 from apiary.billing.entitlements import Feature, check_seat, require_feature
-from apiary.config import Settings
+from apiary.config import OIDCSettings, Settings
 from apiary.db import utcnow
 from apiary.errors import Conflict, Forbidden, Unauthorized
 from apiary.kv import CounterStore
@@ -88,11 +94,53 @@ class AuthService:
             details={"email": email, "method": "password"},
         )
 
+    async def login_oidc_code(
+        self,
+        session: AsyncSession,
+        request: OIDCCodeRequest,
+        *,
+        verifier: OIDCVerifier,
+        settings: Settings,
+        counters: CounterStore,
+        ip: str | None,
+    ) -> TokenPair:
+        """The authorization code flow: redeem the code with its PKCE verifier at the
+        issuer, then sign in with the ID token it gives, which must carry the nonce."""
+        throttle = LoginThrottle(counters, settings)
+        # Whose code it is is unknown until it is redeemed: refusals count per address.
+        account = "oidc:-"
+        await _admit_sign_in(session, throttle, account, ip, {"account": account, "method": "oidc"})
+        try:
+            id_token = await verifier.redeem_code(
+                request.code, code_verifier=request.code_verifier, redirect_uri=request.redirect_uri
+            )
+        except Unauthorized as refused:
+            await throttle.failed(account, ip)
+            await audit_service.record(
+                session,
+                action="auth.oidc_failed",
+                actor=Actor(ip=ip),
+                tenant_id=None,
+                details={"reason": refused.detail[:200]},
+            )
+            refused.keep_changes = True
+            raise
+        return await self.login_oidc(
+            session,
+            id_token,
+            nonce=request.nonce,
+            verifier=verifier,
+            settings=settings,
+            counters=counters,
+            ip=ip,
+        )
+
     async def login_oidc(
         self,
         session: AsyncSession,
         id_token: str,
         *,
+        nonce: str | None = None,
         verifier: OIDCVerifier,
         settings: Settings,
         counters: CounterStore,
@@ -107,7 +155,7 @@ class AuthService:
             session, throttle, account, ip, {"account": account[:200], "method": "oidc"}
         )
         try:
-            identity = await verifier.verify(id_token)
+            identity = await verifier.verify(id_token, nonce=nonce)
             tokens = await self._login_identity(session, identity, settings=settings, ip=ip)
         except (Unauthorized, Forbidden, Conflict) as refused:
             await session.rollback()  # nothing half-provisioned stays; the audit entry does
@@ -166,21 +214,65 @@ class AuthService:
             user.oidc_subject = subject
         if not user.is_active:
             raise Unauthorized("account disabled")
+        mapped = _mapped_role(identity, settings.oidc)
         found = await auth_repository.membership(session, user_id=user.id, tenant_id=tenant.id)
         if found is None:
             await check_seat(session, TenantScope(tenant.id))
             # The IdP's signed tenant claim chose this tenant, so it scopes the new membership.
             membership = TenantScope(tenant.id).add(
-                session, Membership(user_id=user.id, role=settings.oidc.default_role)
+                session, Membership(user_id=user.id, role=mapped or settings.oidc.default_role)
             )
             await session.flush()
             role = Role(membership.role)
         else:
             role = Role(found[0].role)
+            if mapped is not None and mapped is not role:
+                await self._apply_mapped_role(
+                    session, found[0], user, tenant, old=role, new=mapped, ip=ip
+                )
+                role = mapped
         if tenant.status != TenantStatus.ACTIVE:
             raise Forbidden(f"tenant {tenant.name!r} is suspended")
         return await self._open_session(
             session, user, tenant, role, method="oidc", settings=settings, ip=ip
+        )
+
+    async def _apply_mapped_role(
+        self,
+        session: AsyncSession,
+        membership: Membership,
+        user: User,
+        tenant: Tenant,
+        *,
+        old: Role,
+        new: Role,
+        ip: str | None,
+    ) -> None:
+        """The identity provider moved this member to another role: the membership follows,
+        and keys they created that the new role could not grant stop, as when an admin
+        changes the role. The IdP is the source of truth here, so even a tenant's last
+        admin is demoted (the super admin can always restore one)."""
+        membership.role = new
+        await session.flush()
+        # The member acting on their own behalf, in this tenant: the audit entries say so.
+        acting = AuthContext(role=new, tenant_id=tenant.id, actor=Actor(user_id=user.id, ip=ip))
+        revoked = await api_key_service.revoke_created_by(
+            session, acting, user_id=user.id, above=new, reason="creator's role lowered"
+        )
+        await audit_service.record(
+            session,
+            action="member.role_changed",
+            actor=acting.actor,
+            tenant_id=tenant.id,
+            target_type="user",
+            target_id=user.id,
+            details={
+                "email": user.email,
+                "from": old.value,
+                "to": new.value,
+                "keys_revoked": revoked,
+                "source": "oidc",
+            },
         )
 
     async def refresh(
@@ -364,6 +456,28 @@ class AuthService:
 
 
 auth_service = AuthService()
+
+
+def _mapped_role(identity: OIDCIdentity, oidc: OIDCSettings) -> Role | None:
+    """The role the IdP's group or app role claims give, when a role map is in force for the
+    identity's IdP tenant; None when none is (the membership's own role stands)."""
+    role_map = oidc.role_map_for(identity.tenant_ref)
+    if not role_map:
+        return None
+    matched = [Role(role_map[value]) for value in identity.role_claim_values if value in role_map]
+    if matched:
+        return max(matched, key=lambda role: RANK[role])
+    if identity.groups_overage:
+        raise Forbidden(
+            "your identity provider left your groups out of the ID token (too many to list): "
+            "ask its admin to emit only the groups assigned to Apiary's app, or to use app roles"
+        )
+    if oidc.require_mapped_role:
+        raise Forbidden(
+            "none of your groups or app roles at the identity provider gives a role in Apiary: "
+            "ask an admin to add you to one"
+        )
+    return Role(oidc.default_role)
 
 
 async def _admit_sign_in(

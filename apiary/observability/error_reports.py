@@ -41,6 +41,8 @@ EXTRA_DENYLIST = [
     "dsn",
     "access_token",
     "refresh_token",
+    "apiary_refresh",  # the browser's refresh token cookie
+    "code_verifier",  # with an authorization code, it signs someone in
     "client_secret",
     "x-api-key",
     "api-key",

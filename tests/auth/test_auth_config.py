@@ -21,7 +21,7 @@ async def test_auth_config_is_public_and_names_the_oidc_issuer(
     assert oidc is not None  # the test settings configure the local issuer
     assert response.json() == {
         "password": True,
-        "oidc": {"issuer": oidc.issuer, "client_id": oidc.audience},
+        "oidc": {"issuer": oidc.issuer, "client_id": oidc.audience, "scope": oidc.scopes},
     }
 
 

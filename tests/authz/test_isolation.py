@@ -40,6 +40,7 @@ PUBLIC = {
     ("GET", "/api/v1/auth/config"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/oidc"),
+    ("POST", "/api/v1/auth/oidc/code"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),

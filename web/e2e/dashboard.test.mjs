@@ -656,29 +656,25 @@ test("the super admin suspends and resumes a tenant", async () => {
   await row.getByText("active").waitFor();
 });
 
-test("an expired access token is refreshed without leaving the page", async () => {
-  const before = await page.evaluate(
-    () => JSON.parse(localStorage.getItem("apiary.session")).state,
-  );
-  await page.evaluate(() => {
-    const raw = JSON.parse(localStorage.getItem("apiary.session"));
-    raw.state.accessToken = "expired";
-    localStorage.setItem("apiary.session", JSON.stringify(raw));
-  });
+test("a reload keeps the session through the refresh cookie, with no token in storage", async () => {
+  const cookie = async () =>
+    (await page.context().cookies(`${stack.baseUrl}/api/v1/auth/refresh`)).find(
+      (found) => found.name === "apiary_refresh",
+    );
+  const before = await cookie();
+  assert.ok(before?.httpOnly, "the refresh token is an httpOnly cookie");
   await page.reload();
   await page.getByTestId("tenant-acme").waitFor();
-  const after = await page.evaluate(() => JSON.parse(localStorage.getItem("apiary.session")).state);
-  assert.notEqual(after.accessToken, "expired");
-  assert.notEqual(after.refreshToken, before.refreshToken, "refresh tokens rotate");
+  assert.notEqual((await cookie()).value, before.value, "refresh tokens rotate");
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage, ...sessionStorage }));
+  assert.doesNotMatch(stored, /eyJ|apr_/, "no token in localStorage or sessionStorage");
 });
 
-test("an expired session goes back to sign-in on the next request", async () => {
-  await page.evaluate(() => {
-    const raw = JSON.parse(localStorage.getItem("apiary.session"));
-    raw.state.accessToken = "expired";
-    raw.state.refreshToken = "revoked";
-    localStorage.setItem("apiary.session", JSON.stringify(raw));
-  });
+test("without a valid refresh cookie a reload goes back to sign-in", async () => {
+  const [refresh] = (await page.context().cookies(`${stack.baseUrl}/api/v1/auth/refresh`)).filter(
+    (found) => found.name === "apiary_refresh",
+  );
+  await page.context().addCookies([{ ...refresh, value: "apr_revoked" }]);
   await page.reload();
   await page.getByRole("heading", { name: "Sign in to Apiary" }).waitFor();
 });

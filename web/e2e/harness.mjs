@@ -20,6 +20,19 @@ export const VIEWER = { email: "viewer@acme.example", password: "e2e viewer pass
 export const BILLING_ADMIN = { email: "billing@acme.example", password: "e2e billing password" };
 export const UPSTREAM_DELAY_S = 1.5;
 
+// The local identity provider of `startStack({ oidc: true })` (tests/auth/oidc_issuer.py):
+// a confidential client, and an Azure AD style group that the settings map to tenant_admin.
+export const OIDC_CLIENT = { id: "apiary-web", secret: "e2e client secret" };
+export const OIDC_TID = "e2e-idp-tenant";
+export const OIDC_ADMINS_GROUP = "0b7c5c8e-0000-4000-8000-00000000ad01";
+export const OIDC_USER = {
+  email: "ada@acme.example",
+  sub: "ada-oid",
+  tid: OIDC_TID,
+  name: "Ada Lovelace",
+  groups: [OIDC_ADMINS_GROUP],
+};
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -69,7 +82,38 @@ function cli(args, env) {
   return result.stdout;
 }
 
-export async function startStack() {
+/** Start the local identity provider; its issuer URL. */
+async function startIdentityProvider(children) {
+  const idp = start(
+    path.join(VENV_BIN, "python"),
+    [
+      "-m",
+      "tests.auth.oidc_issuer",
+      "--client-id",
+      OIDC_CLIENT.id,
+      "--client-secret",
+      OIDC_CLIENT.secret,
+      "--accounts",
+      JSON.stringify([OIDC_USER]),
+    ],
+    process.env,
+  );
+  children.push(idp);
+  let issuer = "";
+  await waitFor(
+    async () => {
+      issuer = /ISSUER (\S+)/.exec(idp.output)?.[1] ?? "";
+      return issuer !== "";
+    },
+    "the local identity provider",
+    idp,
+  );
+  return issuer;
+}
+
+/** `oidc`: also run the local identity provider, configured as the dashboard's OIDC issuer
+ * with acme linked to its tenant. */
+export async function startStack({ oidc = false } = {}) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "apiary-e2e-"));
   const children = [];
   const stop = async () => {
@@ -120,6 +164,7 @@ export async function startStack() {
       ].join("\n"),
     );
     const port = await freePort();
+    const issuer = oidc ? await startIdentityProvider(children) : null;
     const env = {
       ...process.env,
       APIARY_DATA_DIR: dataDir,
@@ -130,6 +175,16 @@ export async function startStack() {
     };
     // SQLite in the temp dir and in-process throttles, whatever the calling shell set.
     for (const key of ["APIARY_DATABASE_URL", "APIARY_REDIS_URL"]) delete env[key];
+    if (issuer) {
+      Object.assign(env, {
+        APIARY_OIDC__ISSUER: issuer,
+        APIARY_OIDC__AUDIENCE: OIDC_CLIENT.id,
+        APIARY_OIDC__CLIENT_SECRET: OIDC_CLIENT.secret,
+        APIARY_OIDC__TENANT_ROLE_MAPS: JSON.stringify({
+          [OIDC_TID]: { [OIDC_ADMINS_GROUP]: "tenant_admin" },
+        }),
+      });
+    }
 
     const initOutput = cli(["init"], env);
     const superPassword = /password:\s+(\S+)/.exec(initOutput)?.[1];
@@ -162,6 +217,9 @@ export async function startStack() {
     const baseUrl = `http://127.0.0.1:${port}`;
     await waitFor(async () => (await fetch(`${baseUrl}/readyz`)).ok, "apiary serve", server);
 
+    const superAdmin = { email: "admin@apiary.local", password: superPassword };
+    if (issuer) await linkTenant(baseUrl, superAdmin, "acme", OIDC_TID);
+
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
@@ -169,7 +227,8 @@ export async function startStack() {
     return {
       baseUrl,
       browser,
-      superAdmin: { email: "admin@apiary.local", password: superPassword },
+      superAdmin,
+      issuer,
       stop: async () => {
         await browser.close();
         await stop();
@@ -181,6 +240,22 @@ export async function startStack() {
     await stop();
     throw error;
   }
+}
+
+/** Link a tenant to the identity provider's tenant, as the super admin does. */
+async function linkTenant(baseUrl, superAdmin, name, tid) {
+  const headers = {
+    authorization: `Bearer ${await apiSignIn(baseUrl, superAdmin)}`,
+    "content-type": "application/json",
+  };
+  const tenants = await (await fetch(`${baseUrl}/api/v1/tenants`, { headers })).json();
+  const tenant = tenants.items.find((item) => item.name === name);
+  const linked = await fetch(`${baseUrl}/api/v1/tenants/${tenant.id}`, {
+    method: "PATCH",
+    headers,
+    body: JSON.stringify({ oidc_tenant_id: tid }),
+  });
+  if (!linked.ok) throw new Error(`linking ${name} failed: ${linked.status}`);
 }
 
 /** Sign in through the API (for setup steps the test is not about). */

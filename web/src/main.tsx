@@ -1,4 +1,5 @@
 import { ApiError } from "@/api/client";
+import { restoreSession } from "@/stores/auth";
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
@@ -16,6 +17,9 @@ const queryClient = new QueryClient({
     },
   },
 });
+
+// A reload keeps no token: the refresh cookie, if any, brings the session back.
+void restoreSession();
 
 const root = document.getElementById("root");
 if (!root) throw new Error("index.html has no #root");

@@ -7,9 +7,8 @@ const unauthorized = () => new Response('{"error":"Unauthorized"}', { status: 40
 
 describe("createAuthFetch", () => {
   beforeEach(() => {
-    useAuthStore.getState().setTokens({
+    useAuthStore.getState().setSession({
       access_token: "old",
-      refresh_token: "r1",
       expires_in: 900,
     });
   });
@@ -41,6 +40,16 @@ describe("createAuthFetch", () => {
     )(new Request("http://x/api/v1/members"));
     expect(response.status).toBe(401);
     expect(useAuthStore.getState().accessToken).toBeNull();
+  });
+
+  it("marks sign-in, refresh and sign-out as this page's (the refresh cookie's CSRF check)", async () => {
+    const base = vi.fn(async (_: Request) => ok());
+    const authFetch = createAuthFetch(base, async () => null);
+    await authFetch(new Request("http://x/api/v1/auth/logout", { method: "POST" }));
+    await authFetch(new Request("http://x/api/v1/auth/login", { method: "POST", body: "{}" }));
+    await authFetch(new Request("http://x/api/v1/agents"));
+    const sent = base.mock.calls.map((call) => call[0].headers.get("x-apiary-csrf"));
+    expect(sent).toEqual(["1", "1", null]);
   });
 
   it("never refreshes on a failed sign-in", async () => {

@@ -1,4 +1,4 @@
-import { refreshSession, useAuthStore } from "@/stores/auth";
+import { CSRF_HEADER, refreshSession, useAuthStore } from "@/stores/auth";
 // The typed API client: paths and schemas come from `schema.d.ts`, generated from Apiary's
 // OpenAPI spec (`npm run gen:api`); nothing here restates an API type by hand.
 import createClient from "openapi-fetch";
@@ -7,7 +7,12 @@ import type { components, paths } from "./schema";
 export type Schemas = components["schemas"];
 
 // Their 401s mean "wrong credentials", not "session expired": never refresh on them.
-const SIGN_IN_PATHS = ["/api/v1/auth/login", "/api/v1/auth/oidc", "/api/v1/auth/refresh"];
+const SIGN_IN_PATHS = [
+  "/api/v1/auth/login",
+  "/api/v1/auth/oidc",
+  "/api/v1/auth/oidc/code",
+  "/api/v1/auth/refresh",
+];
 
 type Fetch = (request: Request) => Promise<Response>;
 
@@ -21,6 +26,11 @@ export function createAuthFetch(
 ): Fetch {
   return async (request) => {
     const path = new URL(request.url, "http://localhost").pathname;
+    // Sign-in, refresh and sign-out set or use the refresh cookie; the server wants proof
+    // that this page, not another site's, sent them (a header no cross-site form can add).
+    if (path.startsWith("/api/v1/auth/")) {
+      for (const [name, value] of Object.entries(CSRF_HEADER)) request.headers.set(name, value);
+    }
     const token = useAuthStore.getState().accessToken;
     if (!token || SIGN_IN_PATHS.includes(path)) return base(request);
     const retry = request.clone();

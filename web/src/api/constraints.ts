@@ -215,6 +215,26 @@ export const constraints = {
       "maxLength": 1024
     }
   },
+  "OIDCCodeRequest": {
+    "code": {
+      "minLength": 1,
+      "maxLength": 4096
+    },
+    "code_verifier": {
+      "minLength": 43,
+      "maxLength": 128,
+      "pattern": "^[A-Za-z0-9._~-]+$"
+    },
+    "nonce": {
+      "minLength": 16,
+      "maxLength": 256
+    },
+    "redirect_uri": {
+      "minLength": 1,
+      "maxLength": 2048,
+      "pattern": "^https?://"
+    }
+  },
   "OIDCLoginRequest": {
     "id_token": {
       "minLength": 1,

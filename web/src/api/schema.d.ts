@@ -398,7 +398,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** End this session */
+        /** End this session (and the refresh token's, body or cookie) */
         post: operations["logout_api_v1_auth_logout_post"];
         delete?: never;
         options?: never;
@@ -440,6 +440,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/oidc/code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sign in with an authorization code (OIDC code flow with PKCE): Apiary redeems it */
+        post: operations["login_oidc_code_api_v1_auth_oidc_code_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/refresh": {
         parameters: {
             query?: never;
@@ -449,7 +466,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchange a refresh token for a new token pair */
+        /** Exchange a refresh token (body, or the httpOnly cookie) for a new token pair */
         post: operations["refresh_api_v1_auth_refresh_post"];
         delete?: never;
         options?: never;
@@ -2781,6 +2798,12 @@ export interface components {
             /** Password */
             password: string;
             /**
+             * Refresh Cookie
+             * @description Browsers: deliver the refresh token as an httpOnly cookie scoped to /api/v1/auth instead of in the answer (whose refresh_token is then null); needs the X-Apiary-CSRF header
+             * @default false
+             */
+            refresh_cookie?: boolean;
+            /**
              * Tenant
              * @description Tenant id or name to sign in to; default: your first tenant
              */
@@ -2942,11 +2965,56 @@ export interface components {
             client_id: string;
             /** Issuer */
             issuer: string;
+            /**
+             * Scope
+             * @description The scope to ask for in the authorization
+             * @default openid email profile
+             */
+            scope?: string;
+        };
+        /**
+         * OIDCCodeRequest
+         * @description The end of the authorization code flow with PKCE: what the identity provider sent back
+         *     to the browser, and the secrets the browser kept for it.
+         */
+        OIDCCodeRequest: {
+            /**
+             * Code
+             * @description The `code` of the callback
+             */
+            code: string;
+            /**
+             * Code Verifier
+             * @description The PKCE verifier whose S256 challenge the authorization request sent
+             */
+            code_verifier: string;
+            /**
+             * Nonce
+             * @description The nonce of the authorization request; the ID token must carry it
+             */
+            nonce: string;
+            /**
+             * Redirect Uri
+             * @description The redirect_uri of the authorization request, exactly
+             */
+            redirect_uri: string;
+            /**
+             * Refresh Cookie
+             * @description Browsers: deliver the refresh token as an httpOnly cookie scoped to /api/v1/auth instead of in the answer (whose refresh_token is then null); needs the X-Apiary-CSRF header
+             * @default false
+             */
+            refresh_cookie?: boolean;
         };
         /** OIDCLoginRequest */
         OIDCLoginRequest: {
             /** Id Token */
             id_token: string;
+            /**
+             * Refresh Cookie
+             * @description Browsers: deliver the refresh token as an httpOnly cookie scoped to /api/v1/auth instead of in the answer (whose refresh_token is then null); needs the X-Apiary-CSRF header
+             * @default false
+             */
+            refresh_cookie?: boolean;
         };
         /** OpenAIError */
         OpenAIError: {
@@ -3384,8 +3452,11 @@ export interface components {
         };
         /** RefreshRequest */
         RefreshRequest: {
-            /** Refresh Token */
-            refresh_token: string;
+            /**
+             * Refresh Token
+             * @description The refresh token; without it, the apiary_refresh cookie is used (then the X-Apiary-CSRF header is required)
+             */
+            refresh_token?: string | null;
         };
         /**
          * Resumed
@@ -3847,8 +3918,11 @@ export interface components {
             access_token: string;
             /** Expires In */
             expires_in: number;
-            /** Refresh Token */
-            refresh_token: string;
+            /**
+             * Refresh Token
+             * @description The next refresh token (single use); null when it was set as the httpOnly apiary_refresh cookie instead
+             */
+            refresh_token: string | null;
             role: components["schemas"]["Role"];
             /** Tenant Id */
             tenant_id: string | null;
@@ -6255,6 +6329,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter or a field of the body is not valid: the detail names it */
             422: {
                 headers: {
@@ -6447,6 +6530,102 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests: wait for Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    login_oidc_code_api_v1_auth_oidc_code_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OIDCCodeRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPair"];
+                };
+            };
+            /** @description Bad request: the body is not what the operation takes */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A budget is spent, or the plan's entitlement is reached (EntitlementExceeded) */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter or a field of the body is not valid: the detail names it */
             422: {
                 headers: {
@@ -6483,9 +6662,9 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
-                "application/json": components["schemas"]["RefreshRequest"];
+                "application/json": components["schemas"]["RefreshRequest"] | null;
             };
         };
         responses: {
@@ -6509,6 +6688,15 @@ export interface operations {
             };
             /** @description Not authenticated: no credential, or one that is not valid */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -45,7 +45,7 @@ describe("uploadFile", () => {
     vi.stubGlobal("XMLHttpRequest", FakeXhr);
     replies.length = 0;
     sent.length = 0;
-    useAuthStore.getState().setTokens({ access_token: "a1", refresh_token: "r1", expires_in: 900 });
+    useAuthStore.getState().setSession({ access_token: "a1", expires_in: 900 });
   });
   afterEach(() => vi.unstubAllGlobals());
 
@@ -79,7 +79,7 @@ describe("uploadFile", () => {
     vi.stubGlobal(
       "fetch",
       vi.fn(async () =>
-        Response.json({ access_token: "a2", refresh_token: "r2", expires_in: 900 }),
+        Response.json({ access_token: "a2", refresh_token: null, expires_in: 900 }),
       ),
     );
     replies.push({ status: 401, body: { error: "Unauthorized", detail: "expired" } });

@@ -3,17 +3,21 @@ import { Card } from "@/components/ui/card";
 import { Loading } from "@/components/ui/states";
 import { useOidcSignIn } from "@/hooks/queries/auth";
 import { readOidcCallback } from "@/lib/oidc";
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { Link, Navigate } from "react-router-dom";
 
 export function OidcCallback() {
   const signIn = useOidcSignIn();
   const [error, setError] = useState<string | null>(null);
   const { mutate } = signIn;
+  const started = useRef(false);
 
   useEffect(() => {
+    // The callback works once (its attempt is then forgotten): never read it twice.
+    if (started.current) return;
+    started.current = true;
     try {
-      mutate(readOidcCallback(window.location.hash));
+      mutate(readOidcCallback(window.location.search));
     } catch (problem) {
       setError(errorMessage(problem));
     }

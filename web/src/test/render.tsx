@@ -28,7 +28,7 @@ export function renderSignedIn(
   path = "/",
   seed: [readonly unknown[], unknown][] = [],
 ) {
-  useAuthStore.getState().setTokens({ access_token: "a", refresh_token: "r", expires_in: 900 });
+  useAuthStore.getState().setSession({ access_token: "a", expires_in: 900 });
   const queryClient = new QueryClient({
     defaultOptions: { queries: { retry: false, staleTime: Number.POSITIVE_INFINITY } },
   });

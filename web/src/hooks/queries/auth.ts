@@ -1,4 +1,5 @@
 import { api, unwrap } from "@/api/client";
+import type { OidcCodeExchange } from "@/lib/oidc";
 import { useAuthStore } from "@/stores/auth";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
@@ -28,23 +29,25 @@ export function useMe() {
 export function useSignIn() {
   const queryClient = useQueryClient();
   return useMutation({
+    // The refresh token comes back as an httpOnly cookie, never into this page.
     mutationFn: (body: { email: string; password: string }) =>
-      unwrap(api.POST("/api/v1/auth/login", { body })),
+      unwrap(api.POST("/api/v1/auth/login", { body: { ...body, refresh_cookie: true } })),
     onSuccess: (pair) => {
       queryClient.clear();
-      useAuthStore.getState().setTokens(pair);
+      useAuthStore.getState().setSession(pair);
     },
   });
 }
 
+/** Finish the OIDC code flow: the server redeems the code with this attempt's verifier. */
 export function useOidcSignIn() {
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: (idToken: string) =>
-      unwrap(api.POST("/api/v1/auth/oidc", { body: { id_token: idToken } })),
+    mutationFn: (exchange: OidcCodeExchange) =>
+      unwrap(api.POST("/api/v1/auth/oidc/code", { body: { ...exchange, refresh_cookie: true } })),
     onSuccess: (pair) => {
       queryClient.clear();
-      useAuthStore.getState().setTokens(pair);
+      useAuthStore.getState().setSession(pair);
     },
   });
 }
@@ -53,11 +56,9 @@ export function useSignOut() {
   const queryClient = useQueryClient();
   return useMutation({
     mutationFn: async () => {
-      const refreshToken = useAuthStore.getState().refreshToken;
-      // Best effort: the local session ends even when the server cannot be reached.
-      await api
-        .POST("/api/v1/auth/logout", { body: { refresh_token: refreshToken } })
-        .catch(() => undefined);
+      // The server ends the session and clears the cookie. Best effort: the page's
+      // session ends even when the server cannot be reached.
+      await api.POST("/api/v1/auth/logout", {}).catch(() => undefined);
     },
     onSettled: () => {
       useAuthStore.getState().clear();
