@@ -332,6 +332,12 @@ class Settings(BaseSettings):
     # Secrets a rotation replaced, comma-separated: access tokens they signed still verify
     # until they expire (keep them one access-token lifetime, then drop them).
     jwt_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # An EC P-256 private key (PEM): access tokens are then signed with ES256 and its public
+    # key is published at /.well-known/jwks.json for other services; the secrets above
+    # still verify the HS256 tokens signed before. Keys it replaced: their PEMs (private or
+    # public), comma-separated, kept one access-token lifetime.
+    jwt_private_key: SecretStr | None = None
+    jwt_previous_public_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
 
@@ -387,7 +393,9 @@ class Settings(BaseSettings):
     def gateway(self) -> GatewayConfig:
         return GatewayConfig(providers=self.providers, routes=self.routes, prices=self.prices)
 
-    @field_validator("trusted_proxies", "jwt_previous_secrets", mode="before")
+    @field_validator(
+        "trusted_proxies", "jwt_previous_secrets", "jwt_previous_public_keys", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return (
@@ -421,11 +429,32 @@ class Settings(BaseSettings):
             cls._long_secret(value)
         return values
 
+    @field_validator("jwt_private_key")
+    @classmethod
+    def _ec_private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from apiary.auth.tokens import ec_private_key
+
+        if value is not None:
+            ec_private_key(value.get_secret_value())  # ValueError names what is wrong
+        return value
+
+    @field_validator("jwt_previous_public_keys")
+    @classmethod
+    def _ec_public_keys(cls, values: list[str]) -> list[str]:
+        from apiary.auth.tokens import ec_public_key
+
+        for value in values:
+            ec_public_key(value)
+        return values
+
     @model_validator(mode="after")
     def _production_secret(self) -> Settings:
         # Replicas must share the key; one generated into each data dir would not be shared.
         if self.environment == "production" and self.jwt_secret is None:
-            raise ValueError("APIARY_JWT_SECRET is required when APIARY_ENVIRONMENT=production")
+            raise ValueError(
+                "APIARY_JWT_SECRET is required when APIARY_ENVIRONMENT=production (with "
+                "APIARY_JWT_PRIVATE_KEY too, it verifies the HS256 tokens signed before)"
+            )
         return self
 
     @field_validator("qdrant_url")
@@ -490,6 +519,8 @@ class Settings(BaseSettings):
         return SigningKeys(
             self.signing_key,
             tuple(secret.get_secret_value() for secret in self.jwt_previous_secrets),
+            ec_current=self.jwt_private_key.get_secret_value() if self.jwt_private_key else None,
+            ec_previous=tuple(self.jwt_previous_public_keys),
         )
 
     @cached_property

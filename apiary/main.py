@@ -175,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SecurityHeadersMiddleware, oidc_issuer=settings.oidc.issuer if settings.oidc else None
     )
     app.include_router(health.router)
+    app.include_router(auth.well_known_router)
     app.include_router(api_router())
     for openai_router in OPENAI_ROUTERS:
         app.include_router(openai_router)

@@ -40,6 +40,8 @@ from apiary.kit.schemas import Schema
 from apiary.runtime import RuntimeDep
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+# Served at the site's root, where other services look for it.
+well_known_router = APIRouter(tags=["auth"])
 
 Signed = Annotated[AuthContext, authorize(Permission.SELF)]
 
@@ -74,6 +76,30 @@ async def auth_config(runtime: RuntimeDep) -> AuthConfig:
     return AuthConfig(
         oidc=OIDCClientConfig(issuer=oidc.issuer, client_id=oidc.audience, scope=oidc.scopes)
     )
+
+
+class JsonWebKey(Schema):
+    kty: str
+    crv: str
+    x: str
+    y: str
+    kid: str
+    use: str
+    alg: str
+
+
+class JsonWebKeySet(Schema):
+    keys: list[JsonWebKey]
+
+
+@well_known_router.get(
+    "/.well-known/jwks.json",
+    summary="The public keys access tokens are signed with (ES256), for other services",
+)
+async def jwks(runtime: RuntimeDep, response: Response) -> JsonWebKeySet:
+    # Empty while tokens are signed with a shared secret (HS256), which is never published.
+    response.headers["cache-control"] = "public, max-age=300"
+    return JsonWebKeySet.model_validate(runtime.settings.signing_keys.jwks())
 
 
 @router.post("/login", summary="Sign in with email and password", responses=documented(403))

@@ -3,13 +3,20 @@ accepted, so rotating the key signs nobody out (apiary/auth/tokens.py: SigningKe
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from apiary.auth.tokens import SigningKeys
 from apiary.config import ConfigError, Settings, load_settings
@@ -109,4 +116,118 @@ def test_previous_secrets_are_read_comma_separated_and_must_be_long(
     assert keys.previous == (first, second)
     monkeypatch.setenv("APIARY_JWT_PREVIOUS_SECRETS", "too-short")
     with pytest.raises(ConfigError, match="APIARY_JWT_PREVIOUS_SECRETS"):
+        load_settings()
+
+
+def _ec_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _with_ec(settings: Settings, private: str, previous: list[str]) -> Settings:
+    values = settings.model_dump()
+    values.update(
+        jwt_secret=settings.signing_key,
+        jwt_private_key=private,
+        jwt_previous_public_keys=previous,
+    )
+    return Settings(**values)
+
+
+async def _verified_by_jwks(http: httpx.AsyncClient, token: str) -> dict[str, Any]:
+    """What another service does: fetch the JWK Set, pick the key the token names, verify."""
+    fetched = await http.get("/.well-known/jwks.json")
+    assert fetched.status_code == 200, fetched.text
+    key = jwt.PyJWKSet.from_dict(fetched.json())[jwt.get_unverified_header(token)["kid"]]
+    claims: dict[str, Any] = jwt.decode(
+        token, key, algorithms=["ES256"], audience="apiary-api", issuer="apiary"
+    )
+    return claims
+
+
+async def test_es256_tokens_verify_with_the_published_keys_and_hs256_ones_still_work(
+    client: httpx.AsyncClient, runtime: Runtime, settings: Settings
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    assert (await client.get("/.well-known/jwks.json")).json() == {"keys": []}  # HS256 only
+    assert tenant.admin.email is not None
+    first, second = _ec_pem(), _ec_pem()
+    async with _replica(_with_ec(settings, first, [])) as es:
+        # Moving from HS256 to ES256 signs nobody out...
+        assert (await _me(es, tenant.admin.token)).status_code == 200
+        # ... and new tokens are ES256, verifiable by anyone with the published key.
+        signed = await login(es, tenant.admin.email, tenant="acme")
+        assert jwt.get_unverified_header(signed.token)["alg"] == "ES256"
+        assert (await _verified_by_jwks(es, signed.token))["sub"] == tenant.admin.user_id
+        assert "PRIVATE" not in (await es.get("/.well-known/jwks.json")).text
+    # Rotating the EC key: the old one published and accepted until it is dropped.
+    async with _replica(_with_ec(settings, second, [first])) as rotated:
+        published = (await rotated.get("/.well-known/jwks.json")).json()["keys"]
+        assert len(published) == 2
+        assert (await _me(rotated, signed.token)).status_code == 200
+        assert (await _verified_by_jwks(rotated, signed.token))["sub"] == tenant.admin.user_id
+        newer = await login(rotated, tenant.admin.email, tenant="acme")
+        assert (
+            jwt.get_unverified_header(newer.token)["kid"]
+            != jwt.get_unverified_header(signed.token)["kid"]
+        )
+    async with _replica(_with_ec(settings, second, [])) as dropped:
+        refused = await _me(dropped, signed.token)
+        assert refused.status_code == 401
+        assert refused.json()["detail"] == "access token signed with a key no longer accepted"
+        assert (await _me(dropped, newer.token)).status_code == 200
+
+
+async def test_an_hs256_token_keyed_with_the_public_key_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, settings: Settings
+) -> None:
+    # The classic confusion: HMAC "signed" with the published public key, naming its kid.
+    tenant = await make_tenant(runtime, client, "acme")
+    private = _ec_pem()
+    async with _replica(_with_ec(settings, private, [])) as es:
+        kid = (await es.get("/.well-known/jwks.json")).json()["keys"][0]["kid"]
+        claims = jwt.decode(tenant.admin.token, options={"verify_signature": False})
+        public_pem = (
+            serialization.load_pem_private_key(private.encode(), password=None)
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+        def b64(raw: bytes) -> bytes:
+            return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+        header = b64(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}))
+        body = b64(orjson.dumps(claims))
+        signature = b64(hmac.new(public_pem, header + b"." + body, hashlib.sha256).digest())
+        forged = b".".join([header, body, signature]).decode()
+        response = await _me(es, forged)
+        assert response.status_code == 401
+        assert response.json()["detail"] == "invalid access token"
+
+
+def test_a_private_key_that_is_not_ec_p256_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rsa_pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    for wrong, why in ((rsa_pem, "EC P-256"), ("not a key", "PEM private key")):
+        monkeypatch.setenv("APIARY_JWT_PRIVATE_KEY", wrong)
+        with pytest.raises(ConfigError, match=f"APIARY_JWT_PRIVATE_KEY.*{why}"):
+            load_settings()
+    monkeypatch.setenv("APIARY_JWT_PRIVATE_KEY", _ec_pem())
+    monkeypatch.setenv("APIARY_JWT_PREVIOUS_PUBLIC_KEYS", "garbage")
+    with pytest.raises(ConfigError, match="APIARY_JWT_PREVIOUS_PUBLIC_KEYS"):
         load_settings()

@@ -43,6 +43,7 @@ PUBLIC = {
     ("POST", "/api/v1/auth/oidc/code"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/healthz"),
+    ("GET", "/.well-known/jwks.json"),  # public keys only (tests/auth/test_token_keys.py)
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/api/v1/billing/stripe/webhook"),  # signed by Stripe (tests/billing)

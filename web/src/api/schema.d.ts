@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/.well-known/jwks.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The public keys access tokens are signed with (ES256), for other services */
+        get: operations["jwks__well_known_jwks_json_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/billing/close": {
         parameters: {
             query?: never;
@@ -2637,6 +2654,28 @@ export interface components {
             /** Tenant Name */
             tenant_name: string;
         };
+        /** JsonWebKey */
+        JsonWebKey: {
+            /** Alg */
+            alg: string;
+            /** Crv */
+            crv: string;
+            /** Kid */
+            kid: string;
+            /** Kty */
+            kty: string;
+            /** Use */
+            use: string;
+            /** X */
+            x: string;
+            /** Y */
+            y: string;
+        };
+        /** JsonWebKeySet */
+        JsonWebKeySet: {
+            /** Keys */
+            keys: components["schemas"]["JsonWebKey"][];
+        };
         /** KnowledgeBase */
         KnowledgeBase: {
             /** Chunk Overlap */
@@ -4135,6 +4174,26 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    jwks__well_known_jwks_json_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JsonWebKeySet"];
+                };
+            };
+        };
+    };
     close_period_api_v1_admin_billing_close_post: {
         parameters: {
             query?: never;
