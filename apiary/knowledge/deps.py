@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from apiary.config import Settings
+    from apiary.crypto.keyring import Sealer
     from apiary.embeddings.minilm import MiniLMEmbedder
     from apiary.gateway.client import GatewayClient
     from apiary.kit.notify import Notifier
@@ -30,3 +31,6 @@ class SearchDeps(EmbedDeps, Protocol):
 class IngestDeps(SearchDeps, Protocol):
     settings: Settings  # the extraction limits, embedding batches and waits
     notifier: Notifier  # a document's progress, to whoever follows it
+
+    @property
+    def encryption(self) -> Sealer: ...  # a document's bytes, encrypted at rest

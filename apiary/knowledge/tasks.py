@@ -30,7 +30,7 @@ from apiary.knowledge.embedding import Float32Array, embed_texts
 from apiary.knowledge.errors import ExtractionError
 from apiary.knowledge.events import DocumentEventType, document_events_channel
 from apiary.knowledge.extract import ExtractionLimits, extract
-from apiary.knowledge.models import DocumentStatus
+from apiary.knowledge.models import DOCUMENT_CONTENT, DocumentStatus
 from apiary.knowledge.repository import knowledge_repository
 from apiary.knowledge.sparse import SparseVector, document_vector
 from apiary.knowledge.vectors import ChunkPoint
@@ -53,7 +53,7 @@ class _Job:
     knowledge_base_id: uuid.UUID
     filename: str
     content_type: str
-    content: bytes
+    content: bytes  # as stored: encrypted when encryption at rest is on
     embedding_model: str
     chunk_size: int
     chunk_overlap: int
@@ -129,10 +129,13 @@ async def _ingest(deps: IngestDeps, document_id: uuid.UUID, span: tracing.Span |
         return
     vectors = deps.vectors
     try:
+        content = await deps.encryption.decrypt(
+            job.scope.tenant_id, job.content, purpose=DOCUMENT_CONTENT
+        )
         limits = ExtractionLimits.of(deps.settings.knowledge)
-        read = {"apiary.bytes": len(job.content)}
+        read = {"apiary.bytes": len(content)}
         with tracing.span("apiary.knowledge.extract", attributes=read):
-            extracted = await asyncio.to_thread(extract, job.content, job.filename, limits=limits)
+            extracted = await asyncio.to_thread(extract, content, job.filename, limits=limits)
         await _step(
             deps,
             job,
