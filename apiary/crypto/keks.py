@@ -14,8 +14,9 @@ Key Vault key's versioned identifier), so a row names exactly which key it needs
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
@@ -91,6 +92,7 @@ class KeyVaultKeks:
 
     key_id: str
     credential: AsyncTokenCredential
+    options: dict[str, Any] = field(default_factory=dict)  # the SDK clients' (transport)
     _clients: dict[str, CryptographyClient] = field(default_factory=dict)
 
     @property
@@ -107,7 +109,9 @@ class KeyVaultKeks:
 
         client = self._clients.get(key_id)
         if client is None:
-            client = self._clients[key_id] = CryptographyClient(key_id, self.credential)
+            client = self._clients[key_id] = CryptographyClient(
+                key_id, self.credential, **self.options
+            )
         return client
 
     async def wrap(self, data_key: bytes) -> Wrapped:
@@ -187,9 +191,16 @@ def keks_from_settings(settings: EncryptionSettings) -> Keks | None:
     if settings.key_vault_key_id:
         from azure.identity.aio import DefaultAzureCredential
 
+        options: dict[str, Any] = {}
+        # azure-core's aiohttp transport ignores SSL_CERT_FILE once aiohttp is imported
+        # (aiohttp builds its default TLS context at import): hand a CA bundle over.
+        ca_file = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+        if ca_file:
+            options["connection_verify"] = ca_file
         # Managed identity, workload identity or AZURE_CLIENT_ID/SECRET/TENANT_ID: whatever
         # the deployment provides, as for the gateway's Azure AD providers.
-        sources.append(KeyVaultKeks(settings.key_vault_key_id, DefaultAzureCredential()))
+        credential = DefaultAzureCredential(**options)
+        sources.append(KeyVaultKeks(settings.key_vault_key_id, credential, options))
     local = settings.local_keys()
     if local:
         sources.append(LocalKeks(local))
