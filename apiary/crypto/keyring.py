@@ -287,6 +287,11 @@ class Keyring:
             row = await data_key_repository.newest(session, tenant_id)
         return None if row is None else row.version
 
+    def forget(self) -> None:
+        """Drop every data key held unwrapped, as a restarted process would have none."""
+        self._keys.clear()
+        self._current.clear()
+
     async def close(self) -> None:
         if self.keks is not None:
             await self.keks.close()

@@ -50,5 +50,4 @@ def encrypted(runtime: Runtime, kek_one: bytes) -> Iterator[Keyring]:
         yield keyring
     finally:
         keyring.keks = None
-        keyring._keys.clear()
-        keyring._current.clear()
+        keyring.forget()

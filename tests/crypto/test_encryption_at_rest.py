@@ -248,8 +248,7 @@ async def test_data_written_before_encryption_reads_and_reencrypt_encrypts_it(
             assert "Remember PLUM-7731." in context, kind
     finally:
         runtime.encryption.keks = None
-        runtime.encryption._keys.clear()
-        runtime.encryption._current.clear()
+        runtime.encryption.forget()
 
 
 async def test_kek_rotation_rewraps_while_data_exists_and_the_old_kek_can_then_go(
@@ -347,8 +346,7 @@ async def test_a_missing_kek_is_a_clear_error_at_the_api_and_in_ingestion(
 
     # The process restarts with a new KEK only, before anyone ran the rotation.
     encrypted.keks = local(k2=new_key())
-    encrypted._keys.clear()
-    encrypted._current.clear()
+    encrypted.forget()
     response = await client.post(
         f"{BASES}/{kb['id']}/documents",
         headers=tenant.admin.headers,

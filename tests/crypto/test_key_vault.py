@@ -61,8 +61,7 @@ def keyrings(runtime: Runtime) -> Iterator[list[Keyring]]:
     yield made
     keyring = runtime.encryption
     keyring.keks = None
-    keyring._keys.clear()
-    keyring._current.clear()
+    keyring.forget()
 
 
 async def _close(keyrings: list[Keyring]) -> None:
