@@ -106,7 +106,15 @@ class Keyring:
     async def decrypt_text(self, tenant_id: uuid.UUID, stored: str, *, purpose: str) -> str:
         if not envelope.is_sealed_text(stored):
             return stored
-        blob = envelope.from_text(stored)
+        try:
+            blob = envelope.from_text(stored)
+        except ValueError:  # binascii.Error
+            blob = b""
+        if not envelope.is_sealed(blob):  # the prefix, then no ciphertext
+            raise CiphertextInvalid(
+                f"stored {purpose} of tenant {tenant_id} has the ciphertext prefix but is not "
+                "ciphertext"
+            )
         return (await self.decrypt(tenant_id, blob, purpose=purpose)).decode()
 
     async def reseal(self, tenant_id: uuid.UUID, stored: bytes, *, purpose: str) -> bytes | None:

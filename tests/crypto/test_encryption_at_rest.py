@@ -334,6 +334,9 @@ async def test_a_wrong_key_or_misplaced_ciphertext_is_refused(
     with pytest.raises(EncryptionKeyUnavailable, match="data key version 9 of tenant"):
         await encrypted.decrypt(tenant_id, forged, purpose=DOCUMENT_CONTENT)
     assert await encrypted.decrypt(tenant_id, sealed, purpose=DOCUMENT_CONTENT) == b"PLUM-7731"
+    # Text that only looks like ciphertext is refused as such, not a 500.
+    with pytest.raises(CiphertextInvalid, match="not ciphertext"):
+        await encrypted.decrypt_text(tenant_id, envelope.TEXT_PREFIX + "@@@", purpose="x")
 
 
 async def test_a_missing_kek_is_a_clear_error_at_the_api_and_in_ingestion(
