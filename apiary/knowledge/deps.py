@@ -27,10 +27,10 @@ class SearchDeps(EmbedDeps, Protocol):
     session_factory: async_sessionmaker[AsyncSession]
     vectors: VectorStore
 
+    @property
+    def encryption(self) -> Sealer: ...  # documents and chunks' text, encrypted at rest
+
 
 class IngestDeps(SearchDeps, Protocol):
     settings: Settings  # the extraction limits, embedding batches and waits
     notifier: Notifier  # a document's progress, to whoever follows it
-
-    @property
-    def encryption(self) -> Sealer: ...  # a document's bytes, encrypted at rest

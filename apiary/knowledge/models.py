@@ -16,6 +16,7 @@ from apiary.db import Base, IdMixin
 BUNDLED_EMBEDDING_MODEL = "minilm"  # all-MiniLM-L6-v2, in process, no provider call
 # What a document's stored bytes are, to the encryption at rest (bound into the ciphertext).
 DOCUMENT_CONTENT = "knowledge_document.content"
+CHUNK_TEXT = "knowledge_chunk.text"  # a chunk's text in the vector store's payload
 
 
 class DocumentStatus(StrEnum):

@@ -28,6 +28,7 @@ from apiary.knowledge.events import DocumentEventType
 from apiary.knowledge.extract import detect_format
 from apiary.knowledge.models import (
     BUNDLED_EMBEDDING_MODEL,
+    CHUNK_TEXT,
     DOCUMENT_CONTENT,
     DocumentStatus,
     KnowledgeBase,
@@ -363,7 +364,7 @@ async def search(
             )
         )
     hits = rankings[0] if len(rankings) == 1 else _fuse(rankings, top_k)
-    return [_hit(hit) for hit in hits]
+    return [await _hit(deps.encryption, scope.tenant_id, hit) for hit in hits]
 
 
 def passages_for_agent(hits: Sequence[SearchHit]) -> str:
@@ -396,13 +397,15 @@ def _fuse(rankings: list[list[VectorHit]], top_k: int) -> list[VectorHit]:
     ]
 
 
-def _hit(hit: VectorHit) -> SearchHit:
+async def _hit(sealer: Sealer, tenant_id: uuid.UUID, hit: VectorHit) -> SearchHit:
     payload = hit.payload
+    # Chunks indexed before encryption was configured read as they are.
+    text = await sealer.decrypt_text(tenant_id, payload["text"], purpose=CHUNK_TEXT)
     return SearchHit(
         chunk_id=hit.id,
         knowledge_base_id=uuid.UUID(payload["knowledge_base_id"]),
         score=hit.score,
-        text=payload["text"],
+        text=text,
         citation=Citation(
             document_id=uuid.UUID(payload["document_id"]),
             filename=payload["filename"],

@@ -57,6 +57,20 @@ async def _raw_content(runtime: Runtime, document_id: str) -> bytes:
     return bytes(value)
 
 
+async def _stored_chunks(runtime: Runtime, document_id: str) -> list[str]:
+    """A document's chunks' text as the vector store holds it, read with Qdrant's client."""
+
+    def work(client: Any) -> list[str]:
+        return [
+            str(point.payload["text"])
+            for name in runtime.vectors._existing_collections(client)
+            for point in client.scroll(name, limit=10_000, with_payload=True)[0]
+            if point.payload is not None and point.payload["document_id"] == document_id
+        ]
+
+    return await runtime.vectors._call(work)
+
+
 async def _data_keys(runtime: Runtime) -> list[dict[str, Any]]:
     async with runtime.engine.connect() as connection:
         rows = await connection.execute(
@@ -103,6 +117,10 @@ async def test_an_uploaded_document_is_ciphertext_in_the_database_and_still_inge
 
     await ingested(runtime)
     assert (await _document(client, tenant, kb["id"], created["id"]))["status"] == "ready"
+    chunks = await _stored_chunks(runtime, created["id"])
+    assert chunks
+    assert all(chunk.startswith(envelope.TEXT_PREFIX) for chunk in chunks)
+    assert not any("heron" in chunk for chunk in chunks)
     [hit, *_] = await search(client, tenant.admin, kb["id"], "heron landing code")
     assert SECRET in hit["text"]
     # The same bytes again are found by the plaintext's digest: one document, not two.
@@ -213,10 +231,14 @@ async def test_data_written_before_encryption_reads_and_reencrypt_encrypts_it(
             answer="Remembered.",
         )
     assert SECRET.encode() in await _raw_content(runtime, created["id"])
+    assert any(SECRET in chunk for chunk in await _stored_chunks(runtime, created["id"]))
 
     # Encryption is turned on: the old rows still read (re-index, memory) as they are.
     runtime.encryption.keks = local(k1=kek_one)
     try:
+        # Chunks indexed before still read (search decrypts only what is sealed).
+        [hit, *_] = await search(client, tenant.admin, kb["id"], "heron landing code")
+        assert SECRET in hit["text"]
         document = await _reindex(client, runtime, tenant, kb["id"], created["id"])
         assert document["status"] == "ready", document["error"]
         for kind, store in await _stores(runtime, runtime.encryption):
@@ -241,6 +263,9 @@ async def test_data_written_before_encryption_reads_and_reencrypt_encrypts_it(
         assert await reencrypt_database_threads(runtime.session_factory, runtime.encryption) == 0
         document = await _reindex(client, runtime, tenant, kb["id"], created["id"])
         assert document["status"] == "ready", document["error"]
+        chunks = await _stored_chunks(runtime, created["id"])
+        assert chunks
+        assert not any("PLUM-7731" in chunk for chunk in chunks)  # re-indexed: sealed too
         for kind, store in await _stores(runtime, runtime.encryption):
             context = await memory_service.context_text(
                 _Deps(store), tenant_id=tenant_id, agent_id=agent_id, thread_id="t-1"
