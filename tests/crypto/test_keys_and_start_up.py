@@ -113,6 +113,17 @@ async def test_start_up_refuses_when_tenant_data_keys_need_a_kek_it_lacks(
                 pytest.fail("started without the KEK its tenants' data keys need")
         assert "'k1' (1 data keys)" in refused.value.detail
         assert says in refused.value.detail
+    # A worker process's loop refuses the same way, before it takes any task.
+    from apiary.worker.process import ExecutionLoop
+
+    worker_settings = settings.model_copy(
+        update={
+            "encryption": EncryptionSettings(kek=SecretStr(kek_value("k2", new_key()))),
+            "data_dir": tmp_path,
+        }
+    )
+    with pytest.raises(EncryptionKeyUnavailable, match="'k1' \\(1 data keys\\)"):
+        await asyncio.to_thread(ExecutionLoop, worker_settings)
     # With k1 still accepted, the check passes.
     await fresh_keyring(runtime, local(k2=new_key(), k1=kek_one)).check_at_start()
 
