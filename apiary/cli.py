@@ -30,6 +30,11 @@ billing_app = typer.Typer(
     help="Billing: close a month into invoices, send them to Stripe.", no_args_is_help=True
 )
 app.add_typer(billing_app, name="billing")
+encryption_app = typer.Typer(
+    help="Encryption at rest: key-encryption keys, tenants' data keys, re-encryption.",
+    no_args_is_help=True,
+)
+app.add_typer(encryption_app, name="encryption")
 
 T = TypeVar("T")
 
@@ -575,6 +580,103 @@ def audit_prune(
     _print_json({**report.__dict__, "before": report.before.isoformat(), "output": str(output)})
     if not report.ok:
         raise typer.Exit(1)
+
+
+@encryption_app.command("new-kek")
+def encryption_new_kek(
+    kid: Annotated[str, typer.Argument(help="The new KEK's id, e.g. 2026-12")],
+) -> None:
+    """Print a new random KEK as `kid:base64`, the form APIARY_ENCRYPTION__KEK takes."""
+    from pydantic import SecretStr, ValidationError
+
+    from apiary.config import EncryptionSettings
+    from apiary.crypto.keyring import random_kek
+
+    value = f"{kid}:{random_kek()}"
+    try:
+        EncryptionSettings(kek=SecretStr(value))
+    except ValidationError as error:
+        raise _fail(error.errors()[0]["msg"], 2) from None
+    typer.echo(value)
+
+
+@encryption_app.command("status")
+def encryption_status() -> None:
+    """Which KEKs wrap the tenants' data keys, and whether this configuration holds them."""
+
+    async def status(runtime: Any) -> dict[str, Any]:
+        from apiary.crypto.repository import data_key_repository
+
+        async with runtime.session_factory() as session:
+            counts = await data_key_repository.kek_counts(session)
+        missing = await runtime.encryption.missing_keks()
+        return {
+            "enabled": runtime.encryption.enabled,
+            "data_keys_by_kek": counts,
+            "missing_keks": sorted(missing),
+        }
+
+    _print_json(_run(_settings(), status))
+
+
+@encryption_app.command("rotate")
+def encryption_rotate(
+    data_keys: Annotated[
+        bool,
+        typer.Option(
+            "--data-keys",
+            help="Also give every tenant a new data key version for new data (older data "
+            "still reads; `apiary encryption reencrypt` rewrites it)",
+        ),
+    ] = False,
+) -> None:
+    """Re-wrap every tenant's data key under the KEK that now wraps new ones
+    (APIARY_ENCRYPTION__KEK, or the Key Vault key's current version). Safe while the
+    service runs: data is not re-encrypted. Then the previous KEKs can be removed."""
+
+    async def rotate(runtime: Any) -> dict[str, Any]:
+        report = await runtime.encryption.rewrap()
+        result: dict[str, Any] = {
+            "rewrapped": report.rewrapped,
+            "unchanged": report.unchanged,
+            "data_keys_by_kek": report.kek_ids,
+        }
+        if data_keys:
+            result["new_data_key_versions"] = await runtime.encryption.rotate_data_keys()
+        return result
+
+    _print_json(_run(_settings(), rotate))
+
+
+@encryption_app.command("reencrypt")
+def encryption_reencrypt() -> None:
+    """Encrypt what is stored as plaintext (written before encryption was configured) or
+    under an older data key version: documents and conversation memory. Safe to run again,
+    and while the service runs."""
+
+    async def reencrypt(runtime: Any) -> dict[str, int]:
+        from apiary.crypto.errors import EncryptionKeyUnavailable
+        from apiary.knowledge.service import reencrypt_documents
+        from apiary.memory.encrypted_store import (
+            reencrypt_database_threads,
+            reencrypt_redis_threads,
+        )
+
+        if not runtime.encryption.enabled:
+            raise EncryptionKeyUnavailable(
+                "encryption at rest is not configured: set APIARY_ENCRYPTION__KEK or "
+                "APIARY_ENCRYPTION__KEY_VAULT_KEY_ID"
+            )
+        keyring = runtime.encryption
+        result = {
+            "documents": await reencrypt_documents(runtime.session_factory, keyring),
+            "memory_rows": await reencrypt_database_threads(runtime.session_factory, keyring),
+        }
+        if runtime.redis is not None:
+            result["memory_redis_values"] = await reencrypt_redis_threads(runtime.redis, keyring)
+        return result
+
+    _print_json(_run(_settings(), reencrypt))
 
 
 def main() -> None:

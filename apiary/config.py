@@ -8,6 +8,8 @@ SQLite and secrets live in the data dir. Production switches by URL alone
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import secrets
@@ -257,6 +259,104 @@ class AlertSettings(BaseSettings):
         return self
 
 
+_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _parse_kek(value: str) -> tuple[str, bytes]:
+    kid, sep, encoded = value.strip().partition(":")
+    if not sep or not _KID.match(kid):
+        raise ValueError(
+            "a KEK is `kid:base64-of-32-bytes`, the kid letters, digits, '.', '_' or '-' "
+            "(e.g. `2026-12:$(openssl rand -base64 32)`)"
+        )
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise ValueError(f"KEK {kid!r}: the key is not valid base64") from None
+    if len(key) != 32:
+        raise ValueError(f"KEK {kid!r}: the key must be 32 bytes (AES-256), not {len(key)}")
+    return kid, key
+
+
+class EncryptionSettings(BaseSettings):
+    """Encryption at rest of documents and conversation memory (see apiary/crypto/).
+
+    Configured by a key-encryption key from the environment or an Azure Key Vault key;
+    without either, new data is stored as it is."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # The KEK that wraps new data keys: `kid:base64 of 32 random bytes`.
+    kek: SecretStr | None = None
+    # KEKs a rotation replaced, comma-separated: still unwrap until `apiary encryption
+    # rotate` has re-wrapped every data key under the new one; then remove them.
+    previous_keks: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # An Azure Key Vault key (https://<vault>.vault.azure.net/keys/<name>[/<version>]) that
+    # wraps new data keys instead; the environment KEKs above still unwrap.
+    key_vault_key_id: str | None = None
+    # How long a process keeps using a tenant's data key version before looking for a newer
+    # one (after `apiary encryption rotate --data-keys`).
+    current_key_ttl_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("previous_keks", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return (
+            [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, str)
+            else value
+        )
+
+    @field_validator("kek")
+    @classmethod
+    def _valid_kek(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_kek(value.get_secret_value())
+        return value
+
+    @field_validator("previous_keks")
+    @classmethod
+    def _valid_keks(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for value in values:
+            _parse_kek(value.get_secret_value())
+        return values
+
+    @field_validator("key_vault_key_id")
+    @classmethod
+    def _key_vault_key(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = value.rstrip("/").split("/")
+        if not value.startswith("https://") or len(parts) not in (5, 6) or parts[3] != "keys":
+            raise ValueError(
+                "must be a Key Vault key identifier, "
+                "https://<vault>.vault.azure.net/keys/<name>[/<version>]"
+            )
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _distinct_and_active(self) -> EncryptionSettings:
+        if self.previous_keks and self.kek is None and self.key_vault_key_id is None:
+            raise ValueError(
+                "previous_keks only unwrap: set kek (or key_vault_key_id) to the KEK that "
+                "wraps new data keys"
+            )
+        kids = list(self.local_keys())
+        count = (self.kek is not None) + len(self.previous_keks)
+        if len(kids) != count:
+            raise ValueError("two KEKs have the same kid")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.kek is not None or self.key_vault_key_id is not None
+
+    def local_keys(self) -> dict[str, bytes]:
+        """The environment KEKs by kid, the one that wraps first."""
+        values = ([self.kek] if self.kek is not None else []) + self.previous_keks
+        return dict(_parse_kek(value.get_secret_value()) for value in values)
+
+
 class OTelSettings(BaseSettings):
     """OpenTelemetry traces (see apiary/observability/tracing.py); off without an endpoint."""
 
@@ -378,6 +478,7 @@ class Settings(BaseSettings):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
 
     # The gateway (usually from the YAML file): see apiary/gateway/config.py.
     providers: list[ProviderConfig] = Field(default_factory=list)

@@ -143,6 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
+        try:
+            # Tenant data wrapped by a KEK this process lacks: refuse rather than fail later.
+            await runtime.encryption.check_at_start()
+        except BaseException:
+            await runtime.close()
+            raise
         await _load_new_plans(runtime)
         runtime.start()
         await runtime.start_runner()

@@ -15,6 +15,7 @@ from apiary.billing.models import (
     StripeCustomer,
     StripeEvent,
 )
+from apiary.crypto.models import TenantDataKey
 from apiary.db import Base
 from apiary.executions.models import Execution, ExecutionEvent, Subtask
 from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument, KnowledgeDocumentEvent
@@ -60,6 +61,7 @@ __all__ = [
     "SwarmCheckpoint",
     "SwarmCheckpointWrite",
     "Tenant",
+    "TenantDataKey",
     "TenantLimits",
     "ThreadSummary",
     "ThreadTurn",

@@ -26,6 +26,7 @@ from apiary.api_keys.last_used import LastUsedRecorder
 from apiary.auth.key_cache import KeyCache
 from apiary.auth.oidc import OIDCVerifier
 from apiary.config import Settings
+from apiary.crypto.keyring import Keyring, build_keyring
 from apiary.db import GroupCommit
 from apiary.gateway.cache import ResponseCache
 from apiary.gateway.chain import ProviderChain
@@ -37,6 +38,7 @@ from apiary.knowledge.vectors import VectorStore
 from apiary.kv import CounterStore, MemoryCounterStore
 from apiary.limits.enforcer import LimitEnforcer
 from apiary.memory.database_store import DatabaseMemoryStore
+from apiary.memory.encrypted_store import EncryptedMemoryStore
 from apiary.memory.redis_store import RedisMemoryStore
 from apiary.memory.store import MemoryStore
 from apiary.observability import tracing
@@ -77,6 +79,8 @@ class Runtime:
     vectors: VectorStore  # Qdrant; opened on first use (local mode locks its folder)
     ingestion: JobQueue  # knowledge ingestion jobs (document ids), in process for now
     notifier: Notifier
+    # Tenants' data keys: documents and memory encrypted at rest (apiary/crypto/).
+    encryption: Keyring
     memory: MemoryStore  # conversation threads: Redis when configured, else the database
     stored_responses: ResponseWriter  # /v1/responses answers, written behind the request
     alerts: AlertRunner  # alerts raised off a transaction, and their deliveries' sending
@@ -127,6 +131,7 @@ class Runtime:
         semantic_cache = _semantic_cache(settings) if settings.cache.semantic else None
         limits = LimitEnforcer(counters, session_factory, on_budget=alerts)
         ledger = LedgerWriter(session_factory)
+        encryption = build_keyring(settings.encryption, session_factory)
         runtime = cls(
             traces=tracing.install(settings.otel),
             resources=resources,
@@ -162,9 +167,13 @@ class Runtime:
             ingestion=JobQueue("ingestion", workers=settings.knowledge.ingest_workers),
             oidc=OIDCVerifier(settings.oidc, resources.http) if settings.oidc else None,
             notifier=resources.notifier,
-            memory=RedisMemoryStore(redis, idle_ttl_s=settings.swarm.memory_ttl_s)
-            if redis
-            else DatabaseMemoryStore(session_factory),
+            encryption=encryption,
+            memory=EncryptedMemoryStore(
+                RedisMemoryStore(redis, idle_ttl_s=settings.swarm.memory_ttl_s)
+                if redis
+                else DatabaseMemoryStore(session_factory),
+                encryption,
+            ),
             stored_responses=ResponseWriter(writes, interval_s=settings.responses.write_interval_s),
             alerts=alerts,
             swarm_slots=RedisSlots(redis, limit=settings.swarm.tenant_concurrency)
@@ -225,6 +234,7 @@ class Runtime:
         await self.upstream.close()
         await self.counters.close()
         await self.memory.close()
+        await self.encryption.close()
         if self.swarm_slots is not None:
             await self.swarm_slots.close()
         await self.resources.close()  # last: what uses them has stopped

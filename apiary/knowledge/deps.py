@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from apiary.config import Settings
+    from apiary.crypto.keyring import Sealer
     from apiary.embeddings.minilm import MiniLMEmbedder
     from apiary.gateway.client import GatewayClient
     from apiary.kit.notify import Notifier
@@ -25,6 +26,9 @@ class EmbedDeps(Protocol):
 class SearchDeps(EmbedDeps, Protocol):
     session_factory: async_sessionmaker[AsyncSession]
     vectors: VectorStore
+
+    @property
+    def encryption(self) -> Sealer: ...  # documents and chunks' text, encrypted at rest
 
 
 class IngestDeps(SearchDeps, Protocol):

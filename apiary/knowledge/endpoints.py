@@ -113,7 +113,7 @@ async def delete_base(
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"model": Document, "description": "The same content, already uploaded"},
-        **documented(402, 413),
+        **documented(402, 409, 413),
     },
 )
 async def upload_document(
@@ -142,7 +142,13 @@ async def upload_document(
     filename = PurePosixPath(upload.filename.replace("\\", "/")).name[:255]
     content = await upload.read(limit + 1)
     document, created = await knowledge_service.upload(
-        session, auth, kb_id, filename=filename, content=content, max_bytes=limit
+        session,
+        auth,
+        kb_id,
+        filename=filename,
+        content=content,
+        max_bytes=limit,
+        sealer=runtime.encryption,
     )
     if created:
         background.add_task(runtime.ingestion.enqueue, document.id)  # after the commit

@@ -14,6 +14,9 @@ from apiary.authz.scope import TenantOwned
 from apiary.db import Base, IdMixin
 
 BUNDLED_EMBEDDING_MODEL = "minilm"  # all-MiniLM-L6-v2, in process, no provider call
+# What a document's stored bytes are, to the encryption at rest (bound into the ciphertext).
+DOCUMENT_CONTENT = "knowledge_document.content"
+CHUNK_TEXT = "knowledge_chunk.text"  # a chunk's text in the vector store's payload
 
 
 class DocumentStatus(StrEnum):
@@ -60,7 +63,8 @@ class KnowledgeDocument(IdMixin, TenantOwned, Base):
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)  # embedded and stored so far
     last_event_seq: Mapped[int] = mapped_column(Integer, default=0)  # its events' numbering
     # The uploaded bytes, so any worker (not only the one that took the upload) can ingest
-    # or re-index them; deferred so lists never load them.
+    # or re-index them; deferred so lists never load them. Encrypted with the tenant's data
+    # key (apiary/crypto/) when encryption at rest is configured.
     content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")

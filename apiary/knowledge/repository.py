@@ -106,6 +106,21 @@ class KnowledgeRepository:
         )
         return None if tenant_id is None else TenantScope(tenant_id)
 
+    async def documents_after(
+        self, session: AsyncSession, after: uuid.UUID | None, limit: int
+    ) -> list[tuple[uuid.UUID, TenantScope]]:
+        """Every tenant's documents in id order, `limit` at a time, as (id, its scope): for
+        `apiary encryption reencrypt` to walk. Ids only; each is then read through its scope."""
+        statement = (
+            select(KnowledgeDocument.id, KnowledgeDocument.tenant_id)
+            .order_by(KnowledgeDocument.id)
+            .limit(limit)
+        )
+        if after is not None:
+            statement = statement.where(KnowledgeDocument.id > after)
+        rows = await session.execute(statement)
+        return [(document_id, TenantScope(tenant_id)) for document_id, tenant_id in rows.all()]
+
     async def unfinished_document_ids(self, session: AsyncSession) -> list[uuid.UUID]:
         """Documents of every tenant still queued or processing, oldest first: the backlog
         a restarted process picks up. Ids only; each job then works through its scope."""

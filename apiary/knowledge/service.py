@@ -14,12 +14,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from apiary.audit.service import audit_service
 from apiary.auth.context import AuthContext
 from apiary.authz.permissions import Permission
 from apiary.billing.entitlements import check_knowledge_base, check_storage
+from apiary.db import session_scope
 from apiary.errors import Conflict, Forbidden, NotFound, Unprocessable
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.errors import PayloadTooLarge
@@ -27,6 +28,8 @@ from apiary.knowledge.events import DocumentEventType
 from apiary.knowledge.extract import detect_format
 from apiary.knowledge.models import (
     BUNDLED_EMBEDDING_MODEL,
+    CHUNK_TEXT,
+    DOCUMENT_CONTENT,
     DocumentStatus,
     KnowledgeBase,
     KnowledgeDocument,
@@ -38,6 +41,7 @@ from apiary.knowledge.sparse import query_vector
 from apiary.knowledge.vectors import SearchMode, VectorHit
 
 if TYPE_CHECKING:
+    from apiary.crypto.keyring import Sealer
     from apiary.gateway.chain import ProviderChain
     from apiary.knowledge.deps import SearchDeps
     from apiary.knowledge.vectors import VectorStore
@@ -141,9 +145,12 @@ class KnowledgeService:
         filename: str,
         content: bytes,
         max_bytes: int,
+        sealer: Sealer,
     ) -> tuple[KnowledgeDocument, bool]:
         """The new document (queued) and True, or the existing one with the same bytes and
-        False: uploading the same content again never duplicates its chunks."""
+        False: uploading the same content again never duplicates its chunks. The bytes are
+        stored encrypted with the tenant's data key (`sealer`); the digest that finds the
+        same content again is of the plaintext."""
         scope = auth.scope
         base = await knowledge_repository.get_base(session, scope, knowledge_base_id)
         if len(content) > max_bytes:
@@ -159,6 +166,9 @@ class KnowledgeService:
         if existing is not None:
             return existing, False
         await check_storage(session, scope, adding=len(content))
+        # Before this transaction writes: a tenant's first data key is committed in a
+        # transaction of its own (on SQLite, while this one holds no write lock).
+        stored = await sealer.encrypt(scope.tenant_id, content, purpose=DOCUMENT_CONTENT)
         document = knowledge_repository.add_document(
             session,
             scope,
@@ -169,7 +179,7 @@ class KnowledgeService:
                 sha256=sha256,
                 size_bytes=len(content),
                 status=DocumentStatus.QUEUED,
-                content=content,
+                content=stored,
                 created_by=auth.user_id,
                 chunk_count=0,
                 chunks_done=0,
@@ -274,6 +284,35 @@ class KnowledgeService:
 knowledge_service = KnowledgeService()
 
 
+async def reencrypt_documents(
+    session_factory: async_sessionmaker[AsyncSession], sealer: Sealer, *, batch: int = 50
+) -> int:
+    """Encrypt every document's stored bytes with its tenant's newest data key, where they
+    are not already (uploaded before encryption was configured, or under a data key version
+    a rotation replaced); how many were rewritten. Safe to run again, and while serving."""
+    rewritten = 0
+    after: uuid.UUID | None = None
+    while True:
+        async with session_factory() as session:
+            page = await knowledge_repository.documents_after(session, after, batch)
+        for document_id, scope in page:
+            async with session_scope(session_factory) as session:
+                document = await knowledge_repository.get_document(
+                    session, scope, document_id, with_content=True
+                )
+                if document is None:
+                    continue  # deleted meanwhile
+                resealed = await sealer.reseal(
+                    scope.tenant_id, document.content, purpose=DOCUMENT_CONTENT
+                )
+                if resealed is not None:
+                    document.content = resealed
+                    rewritten += 1
+        if len(page) < batch:
+            return rewritten
+        after = page[-1][0]
+
+
 async def search(
     deps: SearchDeps,
     auth: AuthContext,
@@ -325,7 +364,7 @@ async def search(
             )
         )
     hits = rankings[0] if len(rankings) == 1 else _fuse(rankings, top_k)
-    return [_hit(hit) for hit in hits]
+    return [await _hit(deps.encryption, scope.tenant_id, hit) for hit in hits]
 
 
 def passages_for_agent(hits: Sequence[SearchHit]) -> str:
@@ -358,13 +397,15 @@ def _fuse(rankings: list[list[VectorHit]], top_k: int) -> list[VectorHit]:
     ]
 
 
-def _hit(hit: VectorHit) -> SearchHit:
+async def _hit(sealer: Sealer, tenant_id: uuid.UUID, hit: VectorHit) -> SearchHit:
     payload = hit.payload
+    # Chunks indexed before encryption was configured read as they are.
+    text = await sealer.decrypt_text(tenant_id, payload["text"], purpose=CHUNK_TEXT)
     return SearchHit(
         chunk_id=hit.id,
         knowledge_base_id=uuid.UUID(payload["knowledge_base_id"]),
         score=hit.score,
-        text=payload["text"],
+        text=text,
         citation=Citation(
             document_id=uuid.UUID(payload["document_id"]),
             filename=payload["filename"],

@@ -30,7 +30,7 @@ from apiary.knowledge.embedding import Float32Array, embed_texts
 from apiary.knowledge.errors import ExtractionError
 from apiary.knowledge.events import DocumentEventType, document_events_channel
 from apiary.knowledge.extract import ExtractionLimits, extract
-from apiary.knowledge.models import DocumentStatus
+from apiary.knowledge.models import CHUNK_TEXT, DOCUMENT_CONTENT, DocumentStatus
 from apiary.knowledge.repository import knowledge_repository
 from apiary.knowledge.sparse import SparseVector, document_vector
 from apiary.knowledge.vectors import ChunkPoint
@@ -53,7 +53,7 @@ class _Job:
     knowledge_base_id: uuid.UUID
     filename: str
     content_type: str
-    content: bytes
+    content: bytes  # as stored: encrypted when encryption at rest is on
     embedding_model: str
     chunk_size: int
     chunk_overlap: int
@@ -129,10 +129,13 @@ async def _ingest(deps: IngestDeps, document_id: uuid.UUID, span: tracing.Span |
         return
     vectors = deps.vectors
     try:
+        content = await deps.encryption.decrypt(
+            job.scope.tenant_id, job.content, purpose=DOCUMENT_CONTENT
+        )
         limits = ExtractionLimits.of(deps.settings.knowledge)
-        read = {"apiary.bytes": len(job.content)}
+        read = {"apiary.bytes": len(content)}
         with tracing.span("apiary.knowledge.extract", attributes=read):
-            extracted = await asyncio.to_thread(extract, job.content, job.filename, limits=limits)
+            extracted = await asyncio.to_thread(extract, content, job.filename, limits=limits)
         await _step(
             deps,
             job,
@@ -174,7 +177,8 @@ async def _ingest(deps: IngestDeps, document_id: uuid.UUID, span: tracing.Span |
                 dense, sparse = await _embed(deps, job, auth, batch, waits=waits)
             await _step(deps, job, DocumentEventType.UPSERTING, progress)
             with tracing.span("apiary.knowledge.upsert", attributes=batch_attributes):
-                await deps.vectors.upsert(job.scope, _points(job, batch), dense, sparse)
+                points = await _points(deps, job, batch)
+                await deps.vectors.upsert(job.scope, points, dense, sparse)
         await _step(
             deps,
             job,
@@ -258,7 +262,14 @@ def _retry_after_s(error: ApiaryError) -> float:
         return 1.0
 
 
-def _points(job: _Job, batch: list[Chunk]) -> list[ChunkPoint]:
+async def _points(deps: IngestDeps, job: _Job, batch: list[Chunk]) -> list[ChunkPoint]:
+    # The chunk's text is sealed like the document it comes from: a copy of the vector
+    # store's volume holds vectors and citations, not the text.
+    tenant_id = job.scope.tenant_id
+    texts = [
+        await deps.encryption.encrypt_text(tenant_id, chunk.text, purpose=CHUNK_TEXT)
+        for chunk in batch
+    ]
     return [
         ChunkPoint(
             knowledge_base_id=job.knowledge_base_id,
@@ -266,13 +277,13 @@ def _points(job: _Job, batch: list[Chunk]) -> list[ChunkPoint]:
             filename=job.filename,
             content_type=job.content_type,
             chunk_index=chunk.index,
-            text=chunk.text,
+            text=text,
             page=chunk.page,
             section=chunk.section,
             char_start=chunk.char_start,
             char_end=chunk.char_end,
         )
-        for chunk in batch
+        for chunk, text in zip(batch, texts, strict=True)
     ]
 
 

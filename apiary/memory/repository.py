@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.authz.scope import TenantScope
@@ -46,6 +48,21 @@ class MemoryRepository:
             scope.select(ThreadTurn).where(ThreadTurn.execution_id == execution_id)
         )
         return found is not None
+
+    async def rows_after(
+        self,
+        session: AsyncSession,
+        model: type[ThreadTurn] | type[ThreadSummary],
+        after: uuid.UUID | None,
+        limit: int,
+    ) -> Sequence[ThreadTurn | ThreadSummary]:
+        """Every tenant's turns (or summaries) in id order, `limit` at a time: for
+        `apiary encryption reencrypt`, which rewrites each within its own tenant's key."""
+        statement = select(model).order_by(model.id).limit(limit)
+        if after is not None:
+            statement = statement.where(model.id > after)
+        rows = (await session.scalars(statement)).all()
+        return cast("Sequence[ThreadTurn | ThreadSummary]", rows)
 
     def add(
         self, session: AsyncSession, scope: TenantScope, row: ThreadTurn | ThreadSummary

@@ -136,6 +136,11 @@ class ExecutionLoop:
     @staticmethod
     async def _start(settings: Settings) -> Runtime:
         runtime = Runtime.build(settings)  # on the loop that will use it
+        try:
+            await runtime.encryption.check_at_start()  # refuses without the tenants' KEKs
+        except BaseException:
+            await runtime.close()
+            raise
         runtime.start()
         await _warm(runtime)
         return runtime
