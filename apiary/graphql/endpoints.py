@@ -27,7 +27,7 @@ from apiary.db import session_scope
 from apiary.errors import ApiaryError, Unauthorized
 from apiary.graphql.context import GraphQLContext
 from apiary.graphql.schema import schema
-from apiary.runtime import RuntimeDep
+from apiary.runtime import Runtime
 
 PATH = "/graphql"
 # GraphiQL's page loads its scripts and styles from unpkg (pinned, with integrity hashes)
@@ -40,8 +40,17 @@ GRAPHIQL_CSP = (
 )
 
 
+def _runtime(connection: HTTPConnection) -> Runtime:
+    # REST's RuntimeDep reads a Request; this also serves the WebSocket.
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
+
+
+ConnectionRuntime = Annotated[Runtime, Depends(_runtime)]
+
+
 async def _session(
-    connection: HTTPConnection, runtime: RuntimeDep
+    connection: HTTPConnection, runtime: ConnectionRuntime
 ) -> AsyncIterator[AsyncSession | None]:
     if connection.scope["type"] == "websocket":
         yield None  # a subscription opens short units of work as it reads
@@ -52,7 +61,7 @@ async def _session(
 
 async def _context(
     connection: HTTPConnection,
-    runtime: RuntimeDep,
+    runtime: ConnectionRuntime,
     # scope="function": committed before the response is sent, as REST's DbSession.
     session: Annotated[AsyncSession | None, Depends(_session, scope="function")],
 ) -> GraphQLContext:

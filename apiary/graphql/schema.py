@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import QueryDepthLimiter
-from strawberry.types import ExecutionContext
+from strawberry.schema.schema import StreamResult
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from apiary.agents.schemas import AgentCreate, AgentUpdate
 from apiary.agents.service import agent_service
@@ -28,7 +30,7 @@ from apiary.executions.models import ExecutionState
 from apiary.executions.schemas import ExecutionCreate
 from apiary.executions.service import execution_service
 from apiary.graphql import fields, types
-from apiary.graphql.errors import ShapeErrors, log_unexpected
+from apiary.graphql.errors import ShapeErrors, log_unexpected, shaped
 from apiary.graphql.inputs import (
     AgentCreateInput,
     AgentUpdateInput,
@@ -299,9 +301,11 @@ class Mutation:
             execution = await execution_service.cancel(session, auth, id)
             shown = types.Execution.from_row(execution)
         notifier = info.context.runtime.notifier
-        await info.context.after_commit(
-            lambda execution_id: notifier.notify(cancel_channel(execution_id)), id
-        )
+
+        async def stop(execution_id: uuid.UUID) -> None:  # the running sub-agents, at once
+            await notifier.notify(cancel_channel(execution_id))
+
+        await info.context.after_commit(stop, id)
         return shown
 
     @strawberry.mutation
@@ -345,6 +349,36 @@ class ApiarySchema(strawberry.Schema):
         # A client's mistake or a domain refusal is an answer, not an incident: only
         # unexpected errors are logged, with their traceback (which the client never sees).
         log_unexpected(errors)
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """What a WebSocket runs (a subscription's events, or a query sent there): each
+        result's errors shaped as over HTTP, where `ShapeErrors` does it."""
+        results = await super().stream(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            operation_extensions,
+            allowed_operation_types,
+        )
+        return _shaped(results)
+
+
+async def _shaped(results: StreamResult) -> StreamResult:
+    async for result in results:
+        if isinstance(result, ExecutionResult) and result.errors:
+            result.errors = [shaped(error) for error in result.errors]
+        yield result
 
 
 def build_schema() -> strawberry.Schema:
