@@ -34,7 +34,9 @@ def shaped(error: GraphQLError) -> GraphQLError:
     extensions: dict[str, Any]
     if original is None or isinstance(original, GraphQLError):
         message = error.message
-        extensions = {"error": "GraphQLError", "status": 400, **(error.extensions or {})}
+        # Strawberry's depth limiter says it in words only; name it as the cost limit does.
+        name = "QueryTooDeep" if "exceeds maximum operation depth" in message else "GraphQLError"
+        extensions = {"error": name, "status": 400, **(error.extensions or {})}
     elif isinstance(original, ApiaryError):
         message = original.detail
         extensions = {"error": original.name, "status": original.status_code}

@@ -30,7 +30,10 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-MAX_DEPTH = 10
+# Counted from 0 at the root field. The schema's deepest path (a page of executions, each
+# one's agent's version history, each version's definition) is 8: that one is refused, and
+# an agent's history is asked through agent(id).
+MAX_DEPTH = 7
 MAX_COST = 10_000
 
 
