@@ -1,7 +1,7 @@
 """What a GraphQL error shows: REST's words, never internals.
 
 A domain error keeps its detail and says its name and HTTP status in `extensions`, as
-REST's `{"error", "detail"}` body does; an error in the query itself (a syntax error, an
+REST's `{"error", "detail"}` body does (with Apollo's `code` beside them); an error in the query itself (a syntax error, an
 unknown field, a limit) is the client's to read; anything else is "internal error", with
 the request id, and its traceback goes to the log only.
 """
@@ -51,6 +51,7 @@ def shaped(error: GraphQLError) -> GraphQLError:
         request_id = getattr(context, "request_id", None) or "-"
         message = f"internal error (request id {request_id})"
         extensions = {"error": "InternalError", "status": 500}
+    extensions["code"] = _code(extensions["status"], extensions["error"])
     return GraphQLError(
         message,
         nodes=error.nodes,
@@ -60,6 +61,22 @@ def shaped(error: GraphQLError) -> GraphQLError:
         original_error=None,
         extensions=extensions,
     )
+
+
+def _code(status: int, name: str) -> str:
+    """Apollo's `code` convention, which GraphQL clients and tools (schemathesis among them)
+    read to tell the caller's mistake from the server's failure."""
+    if name in ("GraphQLError", "QueryTooDeep", "QueryTooCostly"):
+        return "GRAPHQL_VALIDATION_FAILED"
+    if status == 401:
+        return "UNAUTHENTICATED"
+    if status == 403:
+        return "FORBIDDEN"
+    if status == 503:
+        return "SERVICE_UNAVAILABLE"
+    if status >= 500:
+        return "INTERNAL_SERVER_ERROR"
+    return "BAD_USER_INPUT"  # not found, invalid, conflicting, over budget: the caller's to fix
 
 
 class ShapeErrors(SchemaExtension):

@@ -190,5 +190,5 @@ async def test_the_subscription_refuses_what_rest_refuses(swarm: Swarm) -> None:
         assert message["type"] == "next", message
         assert message["payload"]["data"] is None
         [error] = message["payload"]["errors"]
-        assert error["extensions"] == {"error": "NotFound", "status": 404}
+        assert error["extensions"] == {"error": "NotFound", "status": 404, "code": "BAD_USER_INPUT"}
         assert error["message"] == f"execution {execution['id']} not found"

@@ -77,7 +77,11 @@ async def test_an_unexpected_error_shows_no_internals(
         id=str(execution_id),
     )
     [error] = document["errors"]
-    assert error["extensions"] == {"error": "InternalError", "status": 500}
+    assert error["extensions"] == {
+        "error": "InternalError",
+        "status": 500,
+        "code": "INTERNAL_SERVER_ERROR",
+    }
     assert error["message"].startswith("internal error (request id ")
     for internal in ("Traceback", "validation", "temperature", "pydantic", "sqlalchemy"):
         assert internal not in str(document)
