@@ -1,9 +1,9 @@
 """What a GraphQL error shows: REST's words, never internals.
 
 A domain error keeps its detail and says its name and HTTP status in `extensions`, as
-REST's `{"error", "detail"}` body does (with Apollo's `code` beside them); an error in the query itself (a syntax error, an
-unknown field, a limit) is the client's to read; anything else is "internal error", with
-the request id, and its traceback goes to the log only.
+REST's `{"error", "detail"}` body does (with Apollo's `code` beside them); an error in the
+query itself (a syntax error, an unknown field, a limit) is the client's to read; anything
+else is "internal error", with the request id, and its traceback goes to the log only.
 """
 
 from __future__ import annotations
