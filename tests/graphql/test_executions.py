@@ -192,3 +192,32 @@ async def test_the_subscription_refuses_what_rest_refuses(swarm: Swarm) -> None:
         [error] = message["payload"]["errors"]
         assert error["extensions"] == {"error": "NotFound", "status": 404, "code": "BAD_USER_INPUT"}
         assert error["message"] == f"execution {execution['id']} not found"
+
+
+async def test_a_websockets_client_follows_events_through_a_real_server(swarm: Swarm) -> None:
+    """The README's client: `websockets` over uvicorn, as a script would connect."""
+    import websockets
+
+    from tests.serving import serving
+
+    execution = await swarm.wait((await swarm.start(options={"mode": "single"}))["id"])
+    async with (
+        serving(swarm.gateway.app) as url,
+        websockets.connect(
+            url.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"]
+        ) as socket,
+    ):
+        await socket.send(orjson.dumps(_init(swarm.gateway.key)).decode())
+        assert orjson.loads(await socket.recv())["type"] == "connection_ack"
+        subscribe = {
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": EVENTS, "variables": {"id": execution["id"], "after": 1}},
+        }
+        await socket.send(orjson.dumps(subscribe).decode())
+        received = []
+        while (message := orjson.loads(await socket.recv()))["type"] == "next":
+            received.append(message["payload"]["data"]["executionEvents"])
+        assert message["type"] == "complete"
+    assert received[0]["seq"] == 2
+    assert received[-1]["type"] == "done"
