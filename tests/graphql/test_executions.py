@@ -197,6 +197,7 @@ async def test_the_subscription_refuses_what_rest_refuses(swarm: Swarm) -> None:
 async def test_a_websockets_client_follows_events_through_a_real_server(swarm: Swarm) -> None:
     """The README's client: `websockets` over uvicorn, as a script would connect."""
     import websockets
+    from websockets.typing import Subprotocol
 
     from tests.serving import serving
 
@@ -204,7 +205,8 @@ async def test_a_websockets_client_follows_events_through_a_real_server(swarm: S
     async with (
         serving(swarm.gateway.app) as url,
         websockets.connect(
-            url.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"]
+            url.replace("http://", "ws://") + "/graphql",
+            subprotocols=[Subprotocol("graphql-transport-ws")],
         ) as socket,
     ):
         await socket.send(orjson.dumps(_init(swarm.gateway.key)).decode())
