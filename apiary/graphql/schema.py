@@ -15,7 +15,12 @@ from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -381,9 +386,21 @@ async def _shaped(results: StreamResult) -> StreamResult:
         yield result
 
 
+# The depth rule built once: the same rule on every request lets ValidationCache reuse
+# a document's validation (a dashboard sends the same few documents again and again).
+_DEPTH_RULES = QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules
+
+
+class DepthLimit(AddValidationRules):
+    def __init__(self) -> None:
+        super().__init__(list(_DEPTH_RULES))
+
+
 def build_schema() -> strawberry.Schema:
     extensions: list[Any] = [
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        DepthLimit,
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
         CostLimit,
         ShapeErrors,
     ]
