@@ -35,6 +35,7 @@ from strawberry.extensions import SchemaExtension
 # an agent's history is asked through agent(id).
 MAX_DEPTH = 7
 MAX_COST = 10_000
+MAX_TOKENS = 5_000  # a document's tokens; the execution page's query has about 150
 
 
 def query_cost(

@@ -17,6 +17,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
+    MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     ValidationCache,
@@ -43,7 +44,7 @@ from apiary.graphql.inputs import (
     KnowledgeBaseCreateInput,
     checked,
 )
-from apiary.graphql.limits import MAX_DEPTH, CostLimit
+from apiary.graphql.limits import MAX_DEPTH, MAX_TOKENS, CostLimit
 from apiary.graphql.pagination import Connection, connection, page_params
 from apiary.kit.schemas import INT32_MAX
 from apiary.knowledge.schemas import KnowledgeBaseCreate
@@ -398,6 +399,8 @@ class DepthLimit(AddValidationRules):
 
 def build_schema() -> strawberry.Schema:
     extensions: list[Any] = [
+        # Parsing a huge document costs before any limit below can look at it.
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         DepthLimit,
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),

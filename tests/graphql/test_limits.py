@@ -52,6 +52,16 @@ async def test_a_query_too_costly_is_refused_naming_the_cost(
     assert fine["data"] == {"executions": {"nodes": []}}
 
 
+async def test_a_document_too_long_is_refused_before_it_is_parsed(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    aliases = " ".join(f"a{n}: __typename" for n in range(3000))
+    document = await gql(client, "{ " + aliases + " }", tenant.admin.headers)
+    assert document["data"] is None
+    assert "more than 5000 tokens" in document["errors"][0]["message"]
+
+
 async def test_an_unexpected_error_shows_no_internals(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
