@@ -21,13 +21,16 @@ from apiary.agents.service import agent_service
 from apiary.api_keys import schemas as api_key_schemas
 from apiary.audit import schemas as audit_schemas
 from apiary.authz.permissions import Permission, Role
+from apiary.errors import Unprocessable
 from apiary.executions import schemas as execution_schemas
 from apiary.executions.models import Execution as ExecutionRow
+from apiary.executions.models import ExecutionEvent as ExecutionEventRow
 from apiary.executions.repository import EVENTS_PAGE
 from apiary.executions.service import execution_service
 from apiary.graphql import fields
 from apiary.graphql.context import GraphQLContext
 from apiary.graphql.pagination import Connection, connection, page_params
+from apiary.kit.schemas import INT32_MAX
 from apiary.knowledge import schemas as knowledge_schemas
 from apiary.knowledge.service import knowledge_service
 from apiary.swarm.tools import unique_sources
@@ -160,7 +163,12 @@ class ExecutionEvent:
     created_at: dt.datetime
 
     @classmethod
+    def from_row(cls, row: ExecutionEventRow) -> ExecutionEvent:
+        return cls(seq=row.seq, type=row.type, data=cast(JSON, row.data), created_at=row.created_at)
+
+    @classmethod
     def from_body(cls, body: bytes) -> ExecutionEvent:
+        """An event as the live stream carries it (`executions.events.encode`)."""
         event = orjson.loads(body)
         return cls(
             seq=event["seq"],
@@ -258,10 +266,6 @@ class Execution:
     async def events(
         self, info: Info, after: int = 0, first: int = EVENTS_PAGE
     ) -> list[ExecutionEvent]:
-        from apiary.errors import Unprocessable
-        from apiary.executions.events import encode_row
-        from apiary.kit.schemas import INT32_MAX
-
         if not 0 <= after <= INT32_MAX:
             raise Unprocessable(f"after: must be between 0 and {INT32_MAX}")
         if not 1 <= first <= EVENTS_PAGE:
@@ -270,7 +274,7 @@ class Execution:
         auth = await context.authorize(Permission.EXECUTIONS_READ)
         async with context.db() as session:
             _, rows = await execution_service.events(session, auth, self.id, after=after)
-        return [ExecutionEvent.from_body(encode_row(row).body) for row in rows[:first]]
+        return [ExecutionEvent.from_row(row) for row in rows[:first]]
 
     @fields.field("The execution's model calls, oldest first")
     async def ledger(
