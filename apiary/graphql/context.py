@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
+from apiary.agents.service import agent_service
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import authorize as rest_authorize
 from apiary.authz.permissions import Permission
 from apiary.db import session_scope
 from apiary.errors import Unauthorized
+from apiary.executions.service import execution_service
 
 if TYPE_CHECKING:
     from apiary.agents.models import Agent
@@ -108,9 +110,6 @@ class GraphQLContext(BaseContext):
 
 
 def _loaders(context: GraphQLContext) -> Loaders:
-    from apiary.agents.service import agent_service
-    from apiary.executions.service import execution_service
-
     async def subtasks(ids: list[uuid.UUID]) -> list[list[Subtask]]:
         auth = await context.authorize(Permission.EXECUTIONS_READ)
         async with context.db() as session:
