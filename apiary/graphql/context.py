@@ -93,19 +93,22 @@ class GraphQLContext(BaseContext):
     async def after_commit(
         self, job: Callable[[uuid.UUID], Awaitable[object]], arg: uuid.UUID
     ) -> None:
-        """Run `job(arg)` once the request's work is committed (a run is enqueued only for
-        an execution the database holds), as REST's background tasks do."""
-        if self._session is None:  # a WebSocket's mutation: its unit of work has committed
+        """Run `job(arg)` after a mutation's commit (a run is enqueued only for an
+        execution the database holds): after the response, as REST's background tasks, or
+        at once on a WebSocket, which has none."""
+        if self._session is None or self.background_tasks is None:  # a WebSocket's never run
             await job(arg)
         else:
-            assert self.background_tasks is not None  # an HTTP request has them
             self.background_tasks.add_task(job, arg)
 
     @asynccontextmanager
     async def mutation(self) -> AsyncIterator[AsyncSession]:
-        """A mutation's unit of work: a savepoint, so a mutation that fails leaves nothing
-        behind while the request's other mutations still commit."""
-        async with self.db() as session, session.begin_nested():
+        """A mutation's own unit of work, as a REST request has: committed when it
+        succeeds, rolled back when it fails, whatever the request's other mutations do.
+        (Not a savepoint in the request's session: on SQLite a transaction that reads and
+        then writes fails at once when another connection wrote in between, where a write
+        begun on its own waits its turn.)"""
+        async with session_scope(self.runtime.session_factory) as session:
             yield session
 
 

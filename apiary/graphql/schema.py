@@ -56,7 +56,7 @@ from apiary.users.service import member_service
 Info = types.Info
 First = types.First
 After = types.After
-ExecutionStateEnum = strawberry.enum(ExecutionState, name="ExecutionState")
+ExecutionStateEnum = types.ExecutionStateEnum
 IDEMPOTENCY_KEY_MAX = 200  # as REST's Idempotency-Key header
 
 From = Annotated[
@@ -260,8 +260,10 @@ class CreateExecutionPayload:
 
 @strawberry.type
 class Mutation:
+    # Nullable, as the queries: each mutation commits on its own, so one refused leaves the
+    # others' results in `data` (a client must see what did happen).
     @strawberry.mutation
-    async def create_agent(self, info: Info, input: AgentCreateInput) -> types.Agent:
+    async def create_agent(self, info: Info, input: AgentCreateInput) -> types.Agent | None:
         auth = await info.context.authorize(Permission.AGENTS_WRITE)
         body = checked(AgentCreate, input)
         async with info.context.mutation() as session:
@@ -269,7 +271,9 @@ class Mutation:
             return types.Agent.from_row(agent)
 
     @fields.mutation("Change an agent: a change makes a new version")
-    async def update_agent(self, info: Info, id: uuid.UUID, input: AgentUpdateInput) -> types.Agent:
+    async def update_agent(
+        self, info: Info, id: uuid.UUID, input: AgentUpdateInput
+    ) -> types.Agent | None:
         auth = await info.context.authorize(Permission.AGENTS_WRITE)
         body = checked(AgentUpdate, input)
         async with info.context.mutation() as session:
@@ -282,7 +286,7 @@ class Mutation:
         info: Info,
         input: ExecutionCreateInput,
         idempotency_key: str | None = None,
-    ) -> CreateExecutionPayload:
+    ) -> CreateExecutionPayload | None:
         auth = await info.context.authorize(Permission.EXECUTIONS_RUN)
         if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
             raise Unprocessable(f"idempotencyKey: must be at most {IDEMPOTENCY_KEY_MAX} characters")
@@ -299,7 +303,7 @@ class Mutation:
         return payload
 
     @fields.mutation("Cancel an execution: running sub-agents stop promptly")
-    async def cancel_execution(self, info: Info, id: uuid.UUID) -> types.Execution:
+    async def cancel_execution(self, info: Info, id: uuid.UUID) -> types.Execution | None:
         from apiary.executions.bus import cancel_channel
 
         auth = await info.context.authorize(Permission.EXECUTIONS_RUN)
@@ -317,7 +321,7 @@ class Mutation:
     @strawberry.mutation
     async def create_knowledge_base(
         self, info: Info, input: KnowledgeBaseCreateInput
-    ) -> types.KnowledgeBase:
+    ) -> types.KnowledgeBase | None:
         auth = await info.context.authorize(Permission.KNOWLEDGE_WRITE)
         body = checked(KnowledgeBaseCreate, input)
         async with info.context.mutation() as session:

@@ -25,6 +25,7 @@ from apiary.errors import Unprocessable
 from apiary.executions import schemas as execution_schemas
 from apiary.executions.models import Execution as ExecutionRow
 from apiary.executions.models import ExecutionEvent as ExecutionEventRow
+from apiary.executions.models import ExecutionState
 from apiary.executions.repository import EVENTS_PAGE
 from apiary.executions.service import execution_service
 from apiary.graphql import fields
@@ -42,6 +43,7 @@ Info = strawberry.Info[GraphQLContext, None]
 RoleEnum = strawberry.enum(Role, name="Role")
 UsageDimensionEnum = strawberry.enum(usage_schemas.UsageDimension, name="UsageDimension")
 UsageBucketEnum = strawberry.enum(usage_schemas.UsageBucket, name="UsageBucket")
+ExecutionStateEnum = strawberry.enum(ExecutionState, name="ExecutionState")
 
 First = Annotated[
     int | None, strawberry.argument(description="Items in the page: 1 to 200, 50 by default")
@@ -209,7 +211,7 @@ class Execution:
     task: str
     thread_id: str | None
     options: JSON
-    state: str
+    state: ExecutionStateEnum  # type: ignore[valid-type]
     cancel_requested: bool
     answer: str | None
     error: str | None
@@ -230,7 +232,8 @@ class Execution:
         shown = execution_schemas.Execution.model_validate(row)
         as_json = shown.model_dump(mode="json", include={"options", "figures"})
         return cls(
-            **shown.model_dump(exclude={"options", "figures"}),
+            **shown.model_dump(exclude={"options", "figures", "state"}),
+            state=ExecutionState(shown.state),
             options=as_json["options"],
             figures=as_json["figures"],
             inputs=cast(JSON, row.inputs),

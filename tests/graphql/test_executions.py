@@ -80,7 +80,7 @@ async def test_the_execution_page_in_one_query(swarm: Swarm) -> None:
     assert "errors" not in document, document
     execution = document["data"]["execution"]
     rest = await swarm.get(started["id"])
-    assert execution["state"] == rest["state"] == "succeeded"
+    assert (execution["state"], rest["state"]) == ("SUCCEEDED", "succeeded")
     assert execution["answer"] == rest["answer"]
     assert execution["figures"] == rest["figures"]
     assert execution["agent"] == {"id": swarm.agent_id, "name": "planner"}

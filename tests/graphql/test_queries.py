@@ -59,7 +59,7 @@ async def test_bad_input_is_refused_naming_the_field(
         tenant.admin.headers,
         input={"name": "planner", "maxSubagents": 1000},
     )
-    assert refused["data"] is None
+    assert refused["data"] == {"createAgent": None}
     assert error_names(refused) == ["Unprocessable"]
     assert "input.maxSubagents" in refused["errors"][0]["message"]
     listed = await gql(client, "{ agents { totalCount } }", tenant.admin.headers)
@@ -156,3 +156,27 @@ async def test_a_cursor_this_api_did_not_give_is_a_clear_error(
     assert "not a cursor" in document["errors"][0]["message"]
     too_many = await gql(client, "{ agents(first: 500) { totalCount } }", tenant.admin.headers)
     assert "first: must be between 1 and 200" in too_many["errors"][0]["message"]
+
+
+async def test_each_mutation_of_a_request_stands_on_its_own(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    tenant = await make_tenant(runtime, client, "acme")
+    document = await gql(
+        client,
+        """mutation {
+          first: createAgent(input: {name: "planner"}) { name }
+          again: createAgent(input: {name: "planner"}) { name }
+          other: createAgent(input: {name: "writer"}) { name }
+        }""",
+        tenant.admin.headers,
+    )
+    assert document["data"] == {
+        "first": {"name": "planner"},
+        "again": None,
+        "other": {"name": "writer"},
+    }
+    assert error_names(document) == ["Conflict"]
+    assert document["errors"][0]["path"] == ["again"]
+    listed = await client.get("/api/v1/agents", headers=tenant.admin.headers)
+    assert sorted(agent["name"] for agent in listed.json()["items"]) == ["planner", "writer"]
