@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv deps-test deps-prometheus lint run test clean node web web-api test-web deps-web
+.PHONY: help venv deps-test deps-prometheus lint run test clean node web web-api graphql-schema test-web deps-web
 .PHONY: deploy-lint image check-image
 
 # The dashboard (web/): npm installs from package-lock.json; the build is redone when any
@@ -115,6 +115,10 @@ web: web/dist/index.html ## Build the dashboard into web/dist (when missing or s
 web-api: venv $(NPM_STAMP) ## Regenerate web/openapi.json, web/src/api/schema.d.ts and constraints.ts
 	$(VENV)/bin/apiary openapi --output web/openapi.json
 	cd web && npm run gen:api
+
+# Regenerate the committed GraphQL schema (SDL) after a change to apiary/graphql.
+graphql-schema: venv ## Regenerate docs/schema.graphql
+	$(VENV)/bin/apiary graphql-schema --output docs/schema.graphql
 
 # Debian's Chromium for the end-to-end tests (driven by playwright-core).
 deps-web: node ## Install chromium (apt) if /usr/bin/chromium is missing

@@ -376,6 +376,23 @@ def openapi(
             file.write(text)
 
 
+@app.command("graphql-schema")
+def graphql_schema(
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write to this file instead of stdout")
+    ] = None,
+) -> None:
+    """Print the GraphQL schema (SDL) /graphql serves; docs/schema.graphql is this."""
+    from apiary.graphql.schema import schema
+
+    text = schema.as_str() + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+
+
 @audit_app.command("verify")
 def audit_verify(
     archive: Annotated[

@@ -28,6 +28,7 @@ from apiary.errors import ErrorAnsweringMiddleware, install_error_handlers
 from apiary.executions import endpoints as executions
 from apiary.gateway import anthropic_api, openai_api
 from apiary.gateway import endpoints as providers
+from apiary.graphql.endpoints import graphql_router
 from apiary.kit import heap
 from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router())
     for openai_router in OPENAI_ROUTERS:
         app.include_router(openai_router)
+    app.include_router(graphql_router(settings))
     openai_api.document_hot_routes(app)
     anthropic_api.document_routes(app)
     openapi.install(app)

@@ -23,6 +23,15 @@ class AgentRepository:
     async def get(self, session: AsyncSession, scope: TenantScope, agent_id: uuid.UUID) -> Agent:
         return await scope.get(session, Agent, agent_id)
 
+    async def by_ids(
+        self, session: AsyncSession, scope: TenantScope, agent_ids: Sequence[uuid.UUID]
+    ) -> Sequence[Agent]:
+        if not agent_ids:
+            return []
+        return (
+            await session.scalars(scope.select(Agent).where(Agent.id.in_(set(agent_ids))))
+        ).all()
+
     async def by_name(self, session: AsyncSession, scope: TenantScope, name: str) -> Agent | None:
         return await session.scalar(scope.select(Agent).where(Agent.name == name))
 

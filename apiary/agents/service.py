@@ -125,6 +125,13 @@ class AgentService:
     async def get(self, session: AsyncSession, auth: AuthContext, agent_id: uuid.UUID) -> Agent:
         return await agent_repository.get(session, auth.scope, agent_id)
 
+    async def get_many(
+        self, session: AsyncSession, auth: AuthContext, agent_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, Agent]:
+        """Several agents by id in one read; ids of another tenant (or deleted) are absent."""
+        rows = await agent_repository.by_ids(session, auth.scope, agent_ids)
+        return {agent.id: agent for agent in rows}
+
     async def update(
         self,
         session: AsyncSession,

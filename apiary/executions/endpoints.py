@@ -157,11 +157,12 @@ async def cancel_execution(
     return Execution.model_validate(execution)
 
 
-def _event_stream(
+def event_stream(
     runtime: Runtime, auth: AuthContext, execution_id: uuid.UUID, after: int
 ) -> AsyncIterator[list[EncodedEvent] | None]:
     """Events after `after`, live, until `done` (or the run's end); None marks an idle
-    interval. The notifications carry the events (`executions.events.pack`)."""
+    interval. The SSE, WebSocket and GraphQL subscription streams all follow this one. The
+    notifications carry the events (`executions.events.pack`)."""
 
     async def read(after: int) -> Read:
         async with session_scope(runtime.session_factory) as session:
@@ -197,7 +198,7 @@ async def execution_events(
 ) -> EventStreamResponse:
     await execution_repository.get(session, auth.scope, execution_id)  # 404 before streaming
     start = resume_point(after, last_event_id)
-    return event_stream_response(_event_stream(runtime, auth, execution_id, start))
+    return event_stream_response(event_stream(runtime, auth, execution_id, start))
 
 
 @router.websocket("/{execution_id}/ws")
@@ -231,7 +232,7 @@ async def execution_socket(
         return
     await websocket.accept()
     try:
-        async for batch in _event_stream(runtime, auth, execution_id, after or 0):
+        async for batch in event_stream(runtime, auth, execution_id, after or 0):
             for event in batch or ():
                 await websocket.send_text(event.body.decode())
         await websocket.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -129,6 +129,13 @@ class ExecutionService:
         execution = await execution_repository.get(session, auth.scope, execution_id)
         subtasks = await execution_repository.subtasks(session, auth.scope, execution_id)
         return execution, subtasks
+
+    async def subtasks_of(
+        self, session: AsyncSession, auth: AuthContext, execution_ids: Sequence[uuid.UUID]
+    ) -> Mapping[uuid.UUID, Sequence[Subtask]]:
+        """The subtasks of several executions at once (the GraphQL API's batched read);
+        another tenant's executions simply have none."""
+        return await execution_repository.subtasks_of(session, auth.scope, execution_ids)
 
     async def cancel(
         self, session: AsyncSession, auth: AuthContext, execution_id: uuid.UUID

@@ -14,6 +14,7 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -427,3 +428,127 @@ async def test_a_key_acts_only_in_its_own_tenant(
     emails = [m["email"] for m in members.json()["items"]]
     assert emails == ["admin@bravo-inc.example"]
     assert a.id not in members.text
+
+
+# The GraphQL API, walked the same way: every root field of every operation type, with A's
+# ids where it takes one. A field missing here fails the walk until it is added.
+GRAPHQL_WALK: dict[tuple[str, str], str] = {
+    ("query", "agents"): "{ agents { totalCount nodes { id name systemPrompt } } }",
+    ("query", "agent"): '{ agent(id: "{agent_id}") { id name } }',
+    ("query", "executions"): "{ executions { totalCount nodes { id task answer } } }",
+    ("query", "execution"): '{ execution(id: "{execution_id}") { id task answer } }',
+    ("query", "knowledgeBases"): "{ knowledgeBases { totalCount nodes { id name } } }",
+    ("query", "knowledgeBase"): '{ knowledgeBase(id: "{kb_id}") { id name } }',
+    ("query", "document"): (
+        '{ document(knowledgeBaseId: "{kb_id}", id: "{document_id}") { id filename } }'
+    ),
+    ("query", "usageSummary"): "{ usageSummary { calls costUsd } }",
+    ("query", "usageSeries"): "{ usageSeries(groupBy: MODEL) { rows { key calls } } }",
+    ("query", "members"): "{ members { totalCount nodes { id email } } }",
+    ("query", "member"): '{ member(id: "{membership_id}") { id email } }',
+    ("query", "apiKeys"): "{ apiKeys { totalCount nodes { id name prefix } } }",
+    ("query", "apiKey"): '{ apiKey(id: "{key_id}") { id name } }',
+    ("query", "auditLog"): "{ auditLog { totalCount nodes { action targetId details } } }",
+    ("mutation", "createAgent"): 'mutation { createAgent(input: {name: "walker-{n}"}) { id } }',
+    ("mutation", "updateAgent"): (
+        'mutation { updateAgent(id: "{agent_id}", input: {description: "stolen"}) { id } }'
+    ),
+    ("mutation", "createExecution"): (
+        'mutation { createExecution(input: {agentId: "{agent_id}", task: "steal"}) '
+        "{ execution { id } } }"
+    ),
+    ("mutation", "cancelExecution"): 'mutation { cancelExecution(id: "{execution_id}") { id } }',
+    ("mutation", "createKnowledgeBase"): (
+        'mutation { createKnowledgeBase(input: {name: "walk-kb-{n}"}) { id } }'
+    ),
+    ("subscription", "executionEvents"): (
+        'subscription { executionEvents(executionId: "{execution_id}") { seq data } }'
+    ),
+}
+# Root fields that take one of A's ids: B is told "not found". The others answer B's own.
+GRAPHQL_NOT_FOUND = {
+    "agent",
+    "execution",
+    "knowledgeBase",
+    "document",
+    "member",
+    "apiKey",
+    "updateAgent",
+    "createExecution",
+    "cancelExecution",
+    "executionEvents",
+}
+
+
+def _graphql_fields() -> set[tuple[str, str]]:
+    from apiary.graphql.schema import schema
+
+    graphql_schema = schema._schema
+    roots = {
+        "query": graphql_schema.query_type,
+        "mutation": graphql_schema.mutation_type,
+        "subscription": graphql_schema.subscription_type,
+    }
+    return {(kind, name) for kind, root in roots.items() if root for name in root.fields}
+
+
+def _document(template: str, n: int, resources: dict[str, str]) -> str:
+    document = template
+    for name, value in {**resources, "n": str(n)}.items():
+        document = document.replace("{" + name + "}", value)
+    return document
+
+
+async def _subscribe(app: FastAPI, token: str, document: str) -> dict[str, Any]:
+    from httpx_ws import AsyncWebSocketSession, aconnect_ws
+    from httpx_ws.transport import ASGIWebSocketTransport
+
+    transport = ASGIWebSocketTransport(app=app)
+    socket: AsyncWebSocketSession
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://apiary.test") as http,
+        aconnect_ws("/graphql", http, subprotocols=["graphql-transport-ws"]) as socket,
+    ):
+        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}
+        await socket.send_json(init)
+        assert (await socket.receive_json())["type"] == "connection_ack"
+        await socket.send_json({"id": "1", "type": "subscribe", "payload": {"query": document}})
+        message: dict[str, Any] = await socket.receive_json()
+        return message["payload"] if message["type"] == "next" else {"errors": message}
+
+
+async def test_second_tenant_finds_nothing_of_the_first_through_graphql(
+    app: FastAPI, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    resources, a_admin = await _tenant_a(runtime, client)
+    unwalked = _graphql_fields() - set(GRAPHQL_WALK)
+    assert not unwalked, f"GraphQL root fields unseen by the walk: {sorted(unwalked)}"
+    b = await make_tenant(runtime, client, "bravo-inc")
+    b_key = await make_api_key(runtime, b, Role.TENANT_ADMIN)
+    failures: list[str] = []
+    callers = (("B's admin (JWT)", b.admin), ("B's admin key", b_key))
+    for n, (caller_name, caller) in enumerate(callers):
+        for (kind, name), template in sorted(GRAPHQL_WALK.items()):
+            document = _document(template, n, resources)
+            if kind == "subscription":
+                answer = await _subscribe(app, caller.token, document)
+            else:
+                response = await client.post(
+                    "/graphql", headers=caller.headers, json={"query": document}
+                )
+                assert response.status_code == 200, response.text
+                answer = response.json()
+            errors = [error["extensions"]["error"] for error in answer.get("errors") or []]
+            expected = ["NotFound"] if name in GRAPHQL_NOT_FOUND else []
+            if errors != expected:
+                failures.append(f"{caller_name}: {kind} {name} -> {errors or answer}")
+            if leaked := _leaks(orjson.dumps(answer).decode(), document, resources):
+                failures.append(f"{caller_name}: {kind} {name} leaked {leaked}")
+    assert failures == [], "\n".join(failures)
+    # A's agent and execution are as they were.
+    agent = await client.get(f"/api/v1/agents/{resources['agent_id']}", headers=a_admin.headers)
+    assert agent.json()["description"] == ""
+    async with runtime.session_factory() as session:
+        execution = await session.get(Execution, uuid.UUID(resources["execution_id"]))
+        assert execution is not None
+        assert execution.cancel_requested is False

@@ -17,7 +17,7 @@ from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.db import utcnow
 from apiary.executions.bus import events_channel
-from apiary.executions.endpoints import _event_stream
+from apiary.executions.endpoints import event_stream
 from apiary.executions.event_types import (
     Done,
     Resumed,
@@ -137,7 +137,7 @@ async def test_a_stream_reads_the_table_when_an_announcement_is_missing(
     recorder = await EventRecorder.resume(runtime, scope, execution_id)
     await recorder.emit(StateChanged(state=ExecutionState.RUNNING))
     auth = AuthContext(role=Role.VIEWER, tenant_id=scope.tenant_id, actor=Actor())
-    stream = _event_stream(runtime, auth, execution_id, 0)
+    stream = event_stream(runtime, auth, execution_id, 0)
     assert [(e.seq, e.type) for e in await anext(stream) or ()] == [(1, "state")]
 
     await recorder.emit(_started(0))  # announced: comes from the message
