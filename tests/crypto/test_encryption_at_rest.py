@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import Uuid, bindparam, text
 
 from apiary.agents.models import Agent
@@ -396,34 +395,3 @@ async def test_a_missing_kek_is_a_clear_error_at_the_api_and_in_ingestion(
     assert document["status"] == "failed"
     assert "encryption is not configured" in document["error"]
     assert "'k1'" in document["error"]
-
-
-async def test_redis_memory_written_by_one_keyring_reads_in_another_process(
-    client: httpx.AsyncClient, runtime: Runtime, encrypted: Keyring
-) -> None:
-    if not (TEST_REDIS and runtime.redis is not None):
-        pytest.skip("Redis memory: the PostgreSQL + Redis pass")
-    tenant = await make_tenant(runtime, client)
-    tenant_id, agent_id = uuid.UUID(tenant.id), await _agent(runtime, tenant)
-    # The app's own store (Redis here) through the app's own memory: what executions use.
-    await memory_service.record_turn(
-        runtime,
-        tenant_id=tenant_id,
-        agent_id=agent_id,
-        thread_id="t-1",
-        execution_id=uuid.uuid4(),
-        task="The vault opens with PLUM-7731.",
-        answer="Understood.",
-    )
-    redis = Redis.from_url(TEST_REDIS)
-    try:
-        keys = [key async for key in redis.scan_iter("apiary:memory:*:turns")]
-        values = [await redis.lrange(key, 0, -1) for key in keys]
-    finally:
-        await redis.aclose()
-    assert values
-    assert all(b"PLUM-7731" not in item for items in values for item in items)
-    context = await memory_service.context_text(
-        runtime, tenant_id=tenant_id, agent_id=agent_id, thread_id="t-1"
-    )
-    assert "The vault opens with PLUM-7731." in context
