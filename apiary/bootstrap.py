@@ -143,7 +143,7 @@ async def cli_erase_user(runtime: Runtime, *, user: str) -> dict[str, Any]:
 
     async with session_scope(runtime.session_factory) as session:
         found = await _user_ref(session, user)
-        report = await privacy_service.erase_user(session, PLATFORM, found.id)
+        report = await privacy_service.erase_user(session, PLATFORM, found.id, runtime)
     return report.model_dump(mode="json")
 
 

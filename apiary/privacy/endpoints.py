@@ -87,8 +87,10 @@ async def export_user(
     summary="Erase a person: personal data removed, references kept anonymous",
     responses=documented(403, 404, 409),
 )
-async def erase_user(auth: Person, session: DbSession, user_id: uuid.UUID) -> ErasureReport:
+async def erase_user(
+    auth: Person, session: DbSession, runtime: RuntimeDep, user_id: uuid.UUID
+) -> ErasureReport:
     """Yourself, a member of your tenant who belongs to no other (a tenant admin), or
     anyone but the super admin (the super admin). Erasing again reports `already_erased`.
     409 for the last tenant admin of a tenant."""
-    return await privacy_service.erase_user(session, auth, user_id)
+    return await privacy_service.erase_user(session, auth, user_id, runtime)

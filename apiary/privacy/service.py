@@ -54,7 +54,7 @@ from apiary.privacy.repository import ERASED_DOMAIN, TableRows, exported_columns
 from apiary.privacy.repository import privacy_repository as repository
 from apiary.privacy.schemas import ErasureReport, TenantDeletionReport
 from apiary.tenants.models import Tenant
-from apiary.users.models import User
+from apiary.users.models import Membership, User
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -312,7 +312,11 @@ class PrivacyService:
 
     # -- erasure -------------------------------------------------------------------------
     async def erase_user(
-        self, session: AsyncSession, auth: AuthContext, user_id: uuid.UUID
+        self,
+        session: AsyncSession,
+        auth: AuthContext,
+        user_id: uuid.UUID,
+        deps: PrivacyDeps,
     ) -> ErasureReport:
         user, _ = await self._user_in_reach(session, auth, user_id, erasing=True)
         kept = await self._audit_mentions(session, user.id)
@@ -329,22 +333,24 @@ class PrivacyService:
             )
         memberships = await repository.memberships(session, user.id)
         await self._keep_tenants_administered(session, user, memberships)
-        report = await self._erase(session, user, memberships)
+        report = await self._erase(session, user, memberships, deps)
         await audit_service.record(
             session,
             action="user.erased",
             actor=auth.actor,
             tenant_id=auth.tenant_id,
             target_type="user",
-            target_id=user.id,
+            target_id=user_id,
             details=report.model_dump(mode="json", exclude={"user_id", "already_erased"}),
         )
         return report.model_copy(update={"audit_entries_kept": kept + 1})
 
     async def _erase(
-        self, session: AsyncSession, user: User, memberships: list[Any]
+        self, session: AsyncSession, user: User, memberships: list[Membership], deps: PrivacyDeps
     ) -> ErasureReport:
-        now = utcnow()
+        now, user_id = utcnow(), user.id
+        # The sign-in throttle's counters name the address (`login:known:<email>:...`).
+        await deps.counters.forget_containing([user.email])
         keys = members = 0
         for membership in memberships:
             scope = TenantScope(membership.tenant_id)
@@ -356,10 +362,10 @@ class PrivacyService:
         sessions, tokens = await repository.end_sessions(session, user.id)
         await repository.anonymise(session, user.id)
         await session.flush()
-        session.expire(user)
+        session.expire(user)  # reloaded, anonymous, when next read
         keys_changed(session)  # their keys stop on this replica now, not in seconds
         return ErasureReport(
-            user_id=user.id,
+            user_id=user_id,
             already_erased=False,
             memberships_removed=members,
             invitations_removed=invitations,
@@ -370,7 +376,7 @@ class PrivacyService:
         )
 
     async def _keep_tenants_administered(
-        self, session: AsyncSession, user: User, memberships: list[Any]
+        self, session: AsyncSession, user: User, memberships: list[Membership]
     ) -> None:
         for membership in memberships:
             if membership.role != Role.TENANT_ADMIN:
@@ -417,15 +423,15 @@ class PrivacyService:
         agents = await repository.ids(session, scope, Agent)
         keys = [str(key) for key in await repository.ids(session, scope, ApiKey)]
         threads = await repository.threads(session, scope)
-        sole: list[tuple[User, list[Any]]] = []
+        sole: list[tuple[User, list[Membership]]] = []
         for user_id in await repository.member_ids(session, scope):
             memberships = await repository.memberships(session, user_id)
             user = await repository.user(session, user_id)
             if user is not None and all(m.tenant_id == tenant.id for m in memberships):
                 sole.append((user, memberships))
-        for user, memberships in sole:  # before their memberships go with the tenant's rows
-            await self._erase(session, user, memberships)
         tables = await repository.delete_tenant_rows(session, scope)
+        for user, memberships in sole:  # their sign-ins elsewhere (none tenant), their names
+            await self._erase(session, user, memberships, deps)
         tables[Tenant.__tablename__] = await repository.delete_tenant(session, tenant.id)
         session.expunge(tenant)
         kept = await repository.audit_entries(session, scope)
