@@ -492,6 +492,10 @@ class PrivacyService:
     ) -> tuple[User, list[uuid.UUID]]:
         """The person, and the tenants whose data about them this caller may act on: all
         of theirs for themselves and the super admin, the caller's own for a tenant admin."""
+        if auth.via_key:
+            raise Forbidden(
+                "exporting or erasing a person's data is for a person signed in, not an API key"
+            )
         user = await repository.user(session, user_id)
         if user is None:
             raise NotFound(f"user {user_id} not found")
