@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
@@ -37,6 +38,8 @@ def _download(archive: Archive) -> StreamingResponse:
     return StreamingResponse(
         archive.chunks(),
         media_type="application/zip",
+        # Also when the client goes away mid-download and the chunks are never all read.
+        background=BackgroundTask(archive.close),
         headers={"Content-Disposition": f'attachment; filename="{archive.filename}"'},
     )
 
