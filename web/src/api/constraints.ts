@@ -441,7 +441,8 @@ export const enums = {
     "billing:read",
     "billing:write",
     "plans:manage",
-    "alerts:manage"
+    "alerts:manage",
+    "privacy:manage"
   ],
   "Phase": [
     "decompose",
