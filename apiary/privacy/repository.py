@@ -34,7 +34,7 @@ from apiary.auth.models import AuthSession, RefreshToken
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
 from apiary.db import Base
-from apiary.executions.models import Execution
+from apiary.executions.models import FINISHED, Execution
 from apiary.knowledge.models import KnowledgeDocument
 from apiary.memory.models import ThreadSummary, ThreadTurn
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
@@ -185,7 +185,9 @@ class PrivacyRepository:
         return [(agent, thread, ids) for (agent, thread), ids in sorted(found.items())]
 
     async def running_executions(self, session: AsyncSession, scope: TenantScope) -> int:
-        statement = scope.select(Execution).where(Execution.finished_at.is_(None))
+        statement = scope.select(Execution).where(
+            Execution.state.not_in([state.value for state in FINISHED])
+        )
         counted = await session.scalar(select(func.count()).select_from(statement.subquery()))
         return int(counted or 0)
 

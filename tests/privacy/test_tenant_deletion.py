@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from apiary.audit.service import audit_service
 from apiary.authz.permissions import Role
 from apiary.authz.scope import TenantScope
+from apiary.executions.models import Execution
 from apiary.runtime import Runtime
 from tests.conftest import TEST_REDIS
 from tests.factories import PASSWORD, TenantFixture, login, make_super_admin, make_tenant
@@ -176,3 +177,40 @@ async def test_only_the_super_admin_deletes_a_tenant(
     assert str(unknown) in missing.json()["detail"]
     still = await client.get("/api/v1/auth/me", headers=acme.admin.headers)
     assert still.status_code == 200
+
+
+async def test_a_tenant_with_executions_still_running_is_not_deleted(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    acme = await make_tenant(runtime, client, "acme")
+    root = await make_super_admin(runtime, client)
+    execution_id = uuid.uuid4()
+    async with runtime.session_factory() as session:  # running: a worker holds it now
+        session.add(
+            Execution(
+                id=execution_id,
+                tenant_id=uuid.UUID(acme.id),
+                agent_version=1,
+                agent={},
+                task="still going",
+                state="running",
+                role="developer",
+            )
+        )
+        await session.commit()
+    refused = await client.delete(f"/api/v1/privacy/tenants/{acme.id}", headers=root.headers)
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": "Conflict",
+        "detail": "tenant 'acme' has 1 execution(s) still running: cancel them "
+        "(POST /api/v1/executions/{id}/cancel) or wait for them to end",
+    }
+    assert (await client.get("/api/v1/auth/me", headers=acme.admin.headers)).status_code == 200
+    async with runtime.session_factory() as session:
+        execution = await session.get(Execution, execution_id)
+        assert execution is not None
+        execution.state = "succeeded"
+        await session.commit()
+    deleted = await client.delete(f"/api/v1/privacy/tenants/{acme.id}", headers=root.headers)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["tables"]["executions"] == 1
