@@ -256,9 +256,11 @@ class PrivacyRepository:
         statement = select(func.count()).where(_any(_mentions(user_id)))
         return int(await session.scalar(statement) or 0)
 
-    async def own_sessions(self, session: AsyncSession, user_id: uuid.UUID) -> TableRows:
-        """The person's sign-ins, in every tenant and in none (their own, not a tenant's)."""
+    def own_sessions(self, user_id: uuid.UUID, tenants: list[uuid.UUID] | None) -> TableRows:
+        """The person's sign-ins: into `tenants`, or (None) everywhere and into none."""
         statement = select(AuthSession).where(AuthSession.user_id == user_id)
+        if tenants is not None:
+            statement = statement.where(AuthSession.tenant_id.in_(tenants))
         return TableRows(
             AuthSession.__tablename__,
             statement.order_by(AuthSession.created_at, AuthSession.id),

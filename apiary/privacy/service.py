@@ -178,34 +178,34 @@ class PrivacyService:
             await writer.lines("members.jsonl", _iterate(members))
             for table in repository.tenant_tables(scope):
                 await writer.lines(f"tables/{table.table}.jsonl", repository.rows(session, table))
-            await self._write_memory(session, scope, deps, writer, user_id=None)
+            await self._write_memory(session, [scope], deps, writer, user_id=None)
             await self._write_documents(session, scope, writer, created_by=None)
+            await audit_service.record(
+                session,
+                action="tenant.exported",
+                actor=auth.actor,
+                tenant_id=tenant.id,
+                target_type="tenant",
+                target_id=tenant.id,
+                details={"files": len(writer.counts)},
+            )
+            return writer.finish(
+                f"apiary-tenant-{tenant.id}.zip",
+                {
+                    "format": FORMAT_VERSION,
+                    "kind": "tenant",
+                    "tenant_id": str(tenant.id),
+                    "exported_at": utcnow().isoformat(timespec="seconds"),
+                },
+            )
         except BaseException:
             writer.abandon()
             raise
-        await audit_service.record(
-            session,
-            action="tenant.exported",
-            actor=auth.actor,
-            tenant_id=tenant.id,
-            target_type="tenant",
-            target_id=tenant.id,
-            details={"files": len(writer.counts)},
-        )
-        return writer.finish(
-            f"apiary-tenant-{tenant.id}.zip",
-            {
-                "format": FORMAT_VERSION,
-                "kind": "tenant",
-                "tenant_id": str(tenant.id),
-                "exported_at": utcnow().isoformat(timespec="seconds"),
-            },
-        )
 
     async def export_user(
         self, session: AsyncSession, auth: AuthContext, user_id: uuid.UUID, deps: PrivacyDeps
     ) -> Archive:
-        user, tenants = await self._user_in_reach(session, auth, user_id)
+        user, tenants, whole = await self._user_in_reach(session, auth, user_id)
         writer = _Writer()
         try:
             writer.json("user.json", _profile(user))
@@ -217,7 +217,9 @@ class PrivacyService:
                     if m.tenant_id in tenants
                 ],
             )
-            sessions = await repository.own_sessions(session, user.id)
+            # Their sign-ins: all of them for themselves and the platform, only those into
+            # this tenant for a tenant admin.
+            sessions = repository.own_sessions(user.id, None if whole else tenants)
             await writer.lines(f"tables/{sessions.table}.jsonl", repository.rows(session, sessions))
             by_table: dict[str, list[TableRows]] = {}
             for tenant_id in tenants:
@@ -226,37 +228,37 @@ class PrivacyService:
                         by_table.setdefault(table.table, []).append(table)
             for name, tables in by_table.items():
                 await writer.lines(f"tables/{name}.jsonl", _concat(session, tables))
-            for tenant_id in tenants:
-                scope = TenantScope(tenant_id)
-                await self._write_memory(session, scope, deps, writer, user_id=user.id)
+            scopes = [TenantScope(tenant_id) for tenant_id in tenants]
+            await self._write_memory(session, scopes, deps, writer, user_id=user.id)
+            for scope in scopes:
                 await self._write_documents(session, scope, writer, created_by=user.id)
+            await audit_service.record(
+                session,
+                action="user.exported",
+                actor=auth.actor,
+                tenant_id=auth.tenant_id,
+                target_type="user",
+                target_id=user.id,
+                details={"files": len(writer.counts), "tenants": len(tenants)},
+            )
+            return writer.finish(
+                f"apiary-user-{user.id}.zip",
+                {
+                    "format": FORMAT_VERSION,
+                    "kind": "user",
+                    "user_id": str(user.id),
+                    "tenants": [str(t) for t in tenants],
+                    "exported_at": utcnow().isoformat(timespec="seconds"),
+                },
+            )
         except BaseException:
             writer.abandon()
             raise
-        await audit_service.record(
-            session,
-            action="user.exported",
-            actor=auth.actor,
-            tenant_id=auth.tenant_id,
-            target_type="user",
-            target_id=user.id,
-            details={"files": len(writer.counts), "tenants": len(tenants)},
-        )
-        return writer.finish(
-            f"apiary-user-{user.id}.zip",
-            {
-                "format": FORMAT_VERSION,
-                "kind": "user",
-                "user_id": str(user.id),
-                "tenants": [str(t) for t in tenants],
-                "exported_at": utcnow().isoformat(timespec="seconds"),
-            },
-        )
 
     async def _write_memory(
         self,
         session: AsyncSession,
-        scope: TenantScope,
+        scopes: list[TenantScope],
         deps: PrivacyDeps,
         writer: _Writer,
         *,
@@ -266,6 +268,11 @@ class PrivacyService:
         threads for a tenant, a person's own turns for a person."""
 
         async def threads() -> AsyncIterator[dict[str, Any]]:
+            for scope in scopes:
+                async for thread in _threads_of(scope):
+                    yield thread
+
+        async def _threads_of(scope: TenantScope) -> AsyncIterator[dict[str, Any]]:
             for agent_id, thread_id, executions in await repository.threads(
                 session, scope, user_id=user_id
             ):
@@ -318,7 +325,7 @@ class PrivacyService:
         user_id: uuid.UUID,
         deps: PrivacyDeps,
     ) -> ErasureReport:
-        user, _ = await self._user_in_reach(session, auth, user_id, erasing=True)
+        user, _, _ = await self._user_in_reach(session, auth, user_id, erasing=True)
         kept = await self._audit_mentions(session, user.id)
         if _is_erased(user):
             return ErasureReport(
@@ -489,9 +496,10 @@ class PrivacyService:
         user_id: uuid.UUID,
         *,
         erasing: bool = False,
-    ) -> tuple[User, list[uuid.UUID]]:
-        """The person, and the tenants whose data about them this caller may act on: all
-        of theirs for themselves and the super admin, the caller's own for a tenant admin."""
+    ) -> tuple[User, list[uuid.UUID], bool]:
+        """The person, the tenants whose data about them this caller may act on (all of
+        theirs for themselves and the super admin, the caller's own for a tenant admin),
+        and whether the caller reaches all of it (their data outside any tenant too)."""
         if auth.via_key:
             raise Forbidden(
                 "exporting or erasing a person's data is for a person signed in, not an API key"
@@ -505,10 +513,8 @@ class PrivacyService:
                 "platform (hand that to another account first)"
             )
         tenants = [m.tenant_id for m in await repository.memberships(session, user.id)]
-        if auth.user_id is not None and auth.user_id == user.id:
-            return user, tenants
-        if auth.is_super_admin:
-            return user, tenants
+        if auth.is_super_admin or (auth.user_id is not None and auth.user_id == user.id):
+            return user, tenants, True
         if auth.can(Permission.PRIVACY_MANAGE) and auth.tenant_id in tenants:
             if erasing and len(tenants) > 1:
                 raise Conflict(
@@ -516,7 +522,7 @@ class PrivacyService:
                     "this one (DELETE /api/v1/members/{id}); only they or the platform's "
                     "super admin can erase the account"
                 )
-            return user, [auth.tenant_id] if auth.tenant_id else []
+            return user, [auth.tenant_id] if auth.tenant_id else [], False
         # Someone outside the caller's reach is as absent as someone who never was.
         raise NotFound(f"user {user_id} not found")
 

@@ -124,14 +124,17 @@ async def test_a_person_exports_their_own_data_across_their_tenants(
     )
     assert accepted.status_code == 200, accepted.text
 
+    await login(client, "grace@acme.example", tenant="globex")  # a sign-in into globex
     url = f"/api/v1/privacy/users/{grace.user_id}/export"
     archive = await _download(client, url, grace)
+    assert len(archive.namelist()) == len(set(archive.namelist()))
     profile = orjson.loads(archive.read("user.json"))
     assert (profile["email"], profile["name"]) == ("grace@acme.example", "Grace")
     assert "password_hash" not in profile
     memberships = orjson.loads(archive.read("memberships.json"))
     assert {m["tenant_id"] for m in memberships} == {acme.id, globex.id}
-    assert _lines(archive, "tables/auth_sessions.jsonl")  # their sign-ins
+    sessions = _lines(archive, "tables/auth_sessions.jsonl")  # their sign-ins, everywhere
+    assert {s["tenant_id"] for s in sessions} == {acme.id, globex.id}
     assert archive.read(f"documents/{mine['id']}/mine.md") == MANUAL
     assert not any(theirs["id"] in name for name in archive.namelist())
     bases = _lines(archive, "tables/knowledge_bases.jsonl")
@@ -141,6 +144,10 @@ async def test_a_person_exports_their_own_data_across_their_tenants(
     # reach what acme holds, and an outsider sees no such person.
     by_admin = await _download(client, url, acme.admin)
     assert orjson.loads(by_admin.read("manifest.json"))["tenants"] == [acme.id]
+    seen = _lines(by_admin, "tables/auth_sessions.jsonl")
+    assert seen
+    assert {s["tenant_id"] for s in seen} == {acme.id}  # not the sign-ins into globex
+    assert globex.id.encode() not in b"".join(by_admin.read(n) for n in by_admin.namelist())
     outsider = await make_tenant(runtime, client, "initech")
     hidden = await client.get(url, headers=outsider.admin.headers)
     assert hidden.status_code == 404
