@@ -55,6 +55,7 @@ from apiary.privacy.repository import privacy_repository as repository
 from apiary.privacy.schemas import ErasureReport, TenantDeletionReport
 from apiary.tenants.models import Tenant
 from apiary.users.models import Membership, User
+from apiary.users.repository import membership_repository
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -326,7 +327,7 @@ class PrivacyService:
         deps: PrivacyDeps,
     ) -> ErasureReport:
         user, _, _ = await self._user_in_reach(session, auth, user_id, erasing=True)
-        kept = await self._audit_mentions(session, user.id)
+        kept = await repository.audit_mentions(session, user.id)
         if _is_erased(user):
             return ErasureReport(
                 user_id=user.id,
@@ -389,6 +390,9 @@ class PrivacyService:
             if membership.role != Role.TENANT_ADMIN:
                 continue
             scope = TenantScope(membership.tenant_id)
+            # Under the tenant's lock, as a demotion is: two admins erasing themselves at
+            # once cannot both pass.
+            await membership_repository.lock_tenant(session, scope)
             if await repository.admins(session, scope) != [user.id]:
                 continue
             tenant = await repository.tenant(session, membership.tenant_id)
@@ -403,9 +407,6 @@ class PrivacyService:
                 f"admin deletes the tenant instead (DELETE /api/v1/privacy/tenants/"
                 f"{membership.tenant_id}), which erases its sole members"
             )
-
-    async def _audit_mentions(self, session: AsyncSession, user_id: uuid.UUID) -> int:
-        return await repository.audit_mentions(session, user_id)
 
     # -- tenant deletion -----------------------------------------------------------------
     async def delete_tenant(
