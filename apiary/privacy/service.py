@@ -233,11 +233,10 @@ class PrivacyService:
             await self._write_memory(session, scopes, deps, writer, user_id=user.id)
             for scope in scopes:
                 await self._write_documents(session, scope, writer, created_by=user.id)
-            await audit_service.record(
+            await audit_service.record_by(
                 session,
-                action="user.exported",
-                actor=auth.actor,
-                tenant_id=auth.tenant_id,
+                auth,
+                "user.exported",
                 target_type="user",
                 target_id=user.id,
                 details={"files": len(writer.counts), "tenants": len(tenants)},
@@ -342,11 +341,10 @@ class PrivacyService:
         memberships = await repository.memberships(session, user.id)
         await self._keep_tenants_administered(session, user, memberships)
         report = await self._erase(session, user, memberships, deps)
-        await audit_service.record(
+        await audit_service.record_by(
             session,
-            action="user.erased",
-            actor=auth.actor,
-            tenant_id=auth.tenant_id,
+            auth,
+            "user.erased",
             target_type="user",
             target_id=user_id,
             details=report.model_dump(mode="json", exclude={"user_id", "already_erased"}),
