@@ -7,7 +7,10 @@ through the same services as the API, so the audit log records them too.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+import uuid
+from typing import IO, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary.api_keys.schemas import ApiKeyCreate
 from apiary.api_keys.service import api_key_service
@@ -95,3 +98,59 @@ async def cli_create_api_key(
         "prefix": created.prefix,
         "key": created.key,
     }
+
+
+async def _user_ref(session: AsyncSession, ref: str) -> User:
+    """A user by id or by email, as a person names them in the CLI."""
+    try:
+        user = await user_repository.by_id(session, uuid.UUID(ref))
+    except ValueError:
+        user = await user_repository.by_email(session, ref.lower())
+    if user is None:
+        raise NotFound(f"user {ref!r} not found")
+    return user
+
+
+async def _tenant_ref(session: AsyncSession, ref: str) -> uuid.UUID:
+    found = await tenant_repository.by_ref(session, ref)
+    if found is None:
+        raise NotFound(f"tenant {ref!r} not found")
+    return found.id
+
+
+async def cli_export(
+    runtime: Runtime, *, tenant: str | None, user: str | None, out: IO[bytes]
+) -> str:
+    """Write a tenant's or a person's archive to `out`; return the archive's name."""
+    from apiary.privacy.service import privacy_service
+
+    async with session_scope(runtime.session_factory) as session:
+        if tenant is not None:
+            archive = await privacy_service.export_tenant(
+                session, PLATFORM, await _tenant_ref(session, tenant), runtime
+            )
+        else:
+            assert user is not None
+            found = await _user_ref(session, user)
+            archive = await privacy_service.export_user(session, PLATFORM, found.id, runtime)
+    for chunk in archive.chunks():
+        out.write(chunk)
+    return archive.filename
+
+
+async def cli_erase_user(runtime: Runtime, *, user: str) -> dict[str, Any]:
+    from apiary.privacy.service import privacy_service
+
+    async with session_scope(runtime.session_factory) as session:
+        found = await _user_ref(session, user)
+        report = await privacy_service.erase_user(session, PLATFORM, found.id, runtime)
+    return report.model_dump(mode="json")
+
+
+async def cli_delete_tenant(runtime: Runtime, *, tenant: str) -> dict[str, Any]:
+    from apiary.privacy.service import privacy_service
+
+    async with session_scope(runtime.session_factory) as session:
+        tenant_id = await _tenant_ref(session, tenant)
+        report = await privacy_service.delete_tenant(session, PLATFORM, tenant_id, runtime)
+    return report.model_dump(mode="json")

@@ -35,6 +35,10 @@ encryption_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(encryption_app, name="encryption")
+privacy_app = typer.Typer(
+    help="Data subject rights: export, erase a person, delete a tenant.", no_args_is_help=True
+)
+app.add_typer(privacy_app, name="privacy")
 
 T = TypeVar("T")
 
@@ -694,6 +698,64 @@ def encryption_reencrypt() -> None:
         return result
 
     _print_json(_run(_settings(), reencrypt))
+
+
+@privacy_app.command("export")
+def privacy_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The zip file to write")],
+    tenant: Annotated[
+        str | None, typer.Option(help="Everything of this tenant (name or id)")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="Everything of this person (email or id)")
+    ] = None,
+) -> None:
+    """Write a tenant's or a person's data as a zip: JSON Lines per table, conversation
+    memory, the original documents. In embedded mode (Qdrant in a folder) the server need
+    not stop: an export does not open the vector store."""
+    from apiary.bootstrap import cli_export
+
+    if (tenant is None) == (user is None):
+        raise _fail("give exactly one of --tenant or --user", 2)
+    settings = _settings()
+
+    async def write(runtime: Any) -> str:
+        with output.open("wb") as out:
+            return await cli_export(runtime, tenant=tenant, user=user, out=out)
+
+    try:
+        name = _run(settings, write)
+    except OSError as error:
+        raise _fail(f"cannot write {output}: {error.strerror}", 2) from None
+    _print_json({"archive": name, "output": str(output), "bytes": output.stat().st_size})
+
+
+@privacy_app.command("erase-user")
+def privacy_erase_user(
+    user: Annotated[str, typer.Argument(help="The person's email or id")],
+) -> None:
+    """Erase a person: email, name, password, OIDC subject, sign-ins, memberships gone, keys
+    they made revoked; the audit log keeps their id, now an anonymous account. Print the
+    report as JSON."""
+    from apiary.bootstrap import cli_erase_user
+
+    _print_json(_run(_settings(), lambda runtime: cli_erase_user(runtime, user=user)))
+
+
+@privacy_app.command("delete-tenant")
+def privacy_delete_tenant(
+    tenant: Annotated[str, typer.Argument(help="The tenant's name or id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone")] = False,
+) -> None:
+    """Delete a tenant: every row, its vectors, cache entries, counters and memory; members
+    of no other tenant are erased; its audit entries are kept. Print what was removed as
+    JSON. Embedded (Qdrant in a folder), stop the server first or delete through the API:
+    one process at a time may open that folder."""
+    from apiary.bootstrap import cli_delete_tenant
+
+    if not yes:
+        raise _fail(f"deleting tenant {tenant!r} cannot be undone: add --yes to confirm", 2)
+    _print_json(_run(_settings(), lambda runtime: cli_delete_tenant(runtime, tenant=tenant)))
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from apiary.knowledge import endpoints as knowledge
 from apiary.limits import endpoints as limits
 from apiary.observability.metrics import ObservabilityMiddleware, metrics_response
 from apiary.observability.platform import PlatformMetrics
+from apiary.privacy import endpoints as privacy
 from apiary.responses import endpoints as stored_responses
 from apiary.responses.service import RetentionSweeper
 from apiary.runtime import Runtime
@@ -64,6 +65,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     billing.admin_router,
     alerts.router,
+    privacy.router,
 )
 # The OpenAI-compatible API, at /v1 where OpenAI SDKs expect it.
 OPENAI_ROUTERS: tuple[APIRouter, ...] = (openai_api.router, stored_responses.router)

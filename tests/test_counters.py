@@ -152,6 +152,27 @@ async def test_counters_past_a_double_s_printed_digits_stay_exact(store: Counter
     assert await store.add([Change("spend", big, 60)]) == [2 * big + 3]
 
 
+async def test_forgetting_a_deleted_tenant_takes_its_counters_and_no_others(
+    store: CounterStore,
+) -> None:
+    """A tenant being deleted: every counter naming it or one of its keys goes, however
+    the key is built; another tenant's stay, counts and windows intact."""
+    doomed, key, other = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    await store.add(
+        [
+            Change(f"rl:req:t:{doomed}:1", 1, 60),
+            Change(f"spend:{doomed}:202612", 500, 60),
+            Change(f"rl:req:k:{key}:1", 1, 60),
+            Change(f"rl:req:t:{other}:1", 3, 60),
+        ]
+    )
+    assert await store.forget_containing([doomed, key]) == 3
+    assert await store.get(f"spend:{doomed}:202612") == (0, 0)
+    assert await store.get(f"rl:req:k:{key}:1") == (0, 0)
+    assert (await store.get(f"rl:req:t:{other}:1"))[0] == 3
+    assert await store.forget_containing([doomed, key]) == 0
+
+
 async def test_batches_in_flight_together_each_get_their_own_replies(
     store: CounterStore,
 ) -> None:

@@ -50,6 +50,8 @@ class Permission(StrEnum):
     PLANS_MANAGE = "plans:manage"  # the platform's plans, closing periods, revenue
     # The tenant's alert channels (webhook URLs, e-mail recipients) and their delivery log.
     ALERTS_MANAGE = "alerts:manage"
+    # Data subject rights: export the tenant's data, export or erase a member's personal data.
+    PRIVACY_MANAGE = "privacy:manage"
 
 
 _READ = {
@@ -103,9 +105,10 @@ RANK: dict[Role, int] = {
 
 # What an API key never holds, whatever its role: minting keys (a key that mints keys would
 # outlive its own revocation through them) or revoking them (key management is for people),
-# and answering invitations (joining a tenant is the account owner's own decision).
+# answering invitations (joining a tenant is the account owner's own decision), and
+# exporting or erasing people's data (a decision a person signs in to take).
 KEY_WITHHELD: frozenset[Permission] = frozenset(
-    {Permission.API_KEYS_WRITE, Permission.INVITATIONS_RESPOND}
+    {Permission.API_KEYS_WRITE, Permission.INVITATIONS_RESPOND, Permission.PRIVACY_MANAGE}
 )
 
 

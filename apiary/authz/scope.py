@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    Delete,
     ForeignKey,
     Insert,
     Select,
     Table,
     Update,
     bindparam,
+    delete,
     insert,
     select,
     update,
@@ -66,6 +68,9 @@ class TenantScope:
 
     def update(self, model: type[OwnedT]) -> Update:
         return update(model).where(_tenant_column(model) == self.tenant_id)
+
+    def delete(self, model: type[OwnedT]) -> Delete:
+        return delete(model).where(_tenant_column(model) == self.tenant_id)
 
     def insert_row(self, model: type[OwnedT], /, **values: Any) -> Write:
         """One new row, stamped with this tenant, for a group commit."""

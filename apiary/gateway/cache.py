@@ -67,9 +67,11 @@ def wants_cache(body: dict[str, Any], header: str | None) -> bool:
 
 
 def cache_key(tenant_id: str, body: dict[str, Any]) -> str:
+    """The tenant in clear, then a hash of the rest: deleting a tenant finds its entries
+    by that prefix (`forget_tenant`)."""
     relevant = {k: v for k, v in body.items() if k not in _NOT_IN_KEY}
     canonical = orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(tenant_id.encode() + b"\0" + canonical).hexdigest()
+    return f"{tenant_id}:" + hashlib.sha256(tenant_id.encode() + b"\0" + canonical).hexdigest()
 
 
 class ResponseCache:
@@ -113,6 +115,20 @@ class ResponseCache:
             except Exception:  # losing a cache write costs a future miss, nothing more
                 return
 
+    async def forget_tenant(self, tenant_id: str) -> int:
+        """Drop every entry of a tenant being deleted: here, and in Redis for every replica
+        (another replica's in-process copies expire with the TTL). Returns the Redis
+        entries removed."""
+        prefix = f"{tenant_id}:"
+        for key in [key for key in self._local if key.startswith(prefix)]:
+            del self._local[key]
+        if self._redis is None:
+            return 0
+        removed = 0
+        async for key in self._redis.scan_iter(match=f"apiary:cache:{prefix}*", count=1000):
+            removed += int(await self._redis.unlink(key))
+        return removed
+
     def _remember(self, key: str, response: CachedResponse, now: float) -> None:
         self._local[key] = (now + self._ttl, response)
         self._local.move_to_end(key)
@@ -131,4 +147,4 @@ def bucket_key(tenant_id: str, body: dict[str, Any]) -> str:
     the conversation, which the semantic cache compares by meaning."""
     parameters = {k: v for k, v in body.items() if k not in _PARAMETERS_ONLY}
     canonical = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(tenant_id.encode() + b"\0" + canonical).hexdigest()
+    return f"{tenant_id}:" + hashlib.sha256(tenant_id.encode() + b"\0" + canonical).hexdigest()

@@ -79,6 +79,13 @@ class SemanticCache:
         self._buckets.move_to_end(bucket)
         return response, float(scores[best])
 
+    def forget_tenant(self, tenant_id: str) -> int:
+        """Drop the buckets of a tenant being deleted (their keys start with its id)."""
+        doomed = [bucket for bucket in self._buckets if bucket.startswith(f"{tenant_id}:")]
+        for bucket in doomed:
+            del self._buckets[bucket]
+        return len(doomed)
+
     def put(
         self, bucket: str, vector: npt.NDArray[numpy.float32], response: CachedResponse
     ) -> None:

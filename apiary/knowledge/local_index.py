@@ -284,6 +284,14 @@ class LocalIndex:
         rows = self._shards.get((tenant_id, knowledge_base_id))
         return [] if rows is None else list(rows.row_of)
 
+    def points_of_tenant(self, tenant_id: str) -> list[str]:
+        return [
+            point
+            for (tenant, _), rows in self._shards.items()
+            if tenant == tenant_id
+            for point in rows.row_of
+        ]
+
     def delete(self, point_ids: Iterable[str]) -> None:
         for point_id in point_ids:
             self._remove(point_id)

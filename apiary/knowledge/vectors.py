@@ -325,6 +325,15 @@ class VectorStore:
             lambda index: index.points_of_knowledge_base(tenant, knowledge_base),
         )
 
+    async def delete_tenant(self, scope: TenantScope) -> None:
+        """Every point of the scope's tenant, in every collection (a tenant being deleted)."""
+        tenant = str(scope.tenant_id)
+        await self._delete(
+            scope,
+            _match("tenant_id", tenant),
+            lambda index: index.points_of_tenant(tenant),
+        )
+
     async def count(
         self,
         scope: TenantScope,

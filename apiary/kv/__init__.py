@@ -87,6 +87,11 @@ class CounterStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def forget_containing(self, needles: Sequence[str]) -> int:
+        """Delete every counter whose key contains one of `needles` (the ids of a tenant
+        being deleted, and of its keys); return how many went."""
+        ...
+
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -173,6 +178,12 @@ class MemoryCounterStore:
 
     async def delete(self, key: str) -> None:
         self._counts.pop(key, None)
+
+    async def forget_containing(self, needles: Sequence[str]) -> int:
+        doomed = [key for key in self._counts if any(needle in key for needle in needles)]
+        for key in doomed:
+            del self._counts[key]
+        return len(doomed)
 
     async def ping(self) -> None:
         return None

@@ -256,6 +256,15 @@ class RedisCounterStore:
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._key(key))
 
+    async def forget_containing(self, needles: Sequence[str]) -> int:
+        # One pass over the namespace, however many needles (a tenant's keys can be many).
+        removed = 0
+        encoded = [needle.encode() for needle in needles]
+        async for name in self._redis.scan_iter(match=self._key("*"), count=1000):
+            if any(needle in name for needle in encoded):
+                removed += int(await self._redis.unlink(name))
+        return removed
+
     async def ping(self) -> None:
         await self._redis.ping()
 

@@ -129,7 +129,7 @@ class MemberService:
             tenant_id=scope.tenant_id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": body.role.value},
+            details={"role": body.role.value},
         )
         return MemberCreated(
             **_member(membership, user).model_dump(), temporary_password=temporary_password
@@ -162,7 +162,6 @@ class MemberService:
             target_type="user",
             target_id=user.id,
             details={
-                "email": user.email,
                 "from": old.value,
                 "to": body.role.value,
                 "keys_revoked": revoked,
@@ -195,7 +194,7 @@ class MemberService:
             tenant_id=auth.tenant_id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": membership.role, "keys_revoked": revoked},
+            details={"role": membership.role, "keys_revoked": revoked},
         )
 
     async def _keep_an_admin(self, session: AsyncSession, scope: TenantScope) -> None:
@@ -276,7 +275,7 @@ class InvitationService:
             tenant_id=scope.tenant_id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": body.role.value},
+            details={"role": body.role.value},
         )
         return _invitation(invitation, user)
 
@@ -301,7 +300,7 @@ class InvitationService:
             tenant_id=auth.tenant_id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": invitation.role},
+            details={"role": invitation.role},
         )
 
     async def received(self, session: AsyncSession, auth: AuthContext) -> list[InvitationReceived]:
@@ -329,7 +328,7 @@ class InvitationService:
             tenant_id=tenant.id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": membership.role},
+            details={"role": membership.role},
         )
         return Joined(
             membership_id=membership.id,
@@ -351,7 +350,7 @@ class InvitationService:
             tenant_id=tenant.id,
             target_type="user",
             target_id=user.id,
-            details={"email": user.email, "role": invitation.role},
+            details={"role": invitation.role},
         )
 
     async def _own(

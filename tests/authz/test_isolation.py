@@ -58,6 +58,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/members/invitations"): {"email": "nobody-{n}@b.example", "role": "viewer"},
     ("POST", "/api/v1/invitations/{invitation_id}/accept"): {},
     ("POST", "/api/v1/invitations/{invitation_id}/decline"): {},
+    ("POST", "/api/v1/privacy/users/{user_id}/erasure"): {},
     ("PATCH", "/api/v1/members/{membership_id}"): {"role": "viewer"},
     ("POST", "/api/v1/api-keys"): {"name": "walk", "role": "viewer"},
     ("POST", "/api/v1/tenants"): {"name": "walk-tenant-{n}"},
@@ -108,6 +109,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 }
 # Statuses for routes whose walk body cannot succeed by design.
 EXPECTED: dict[tuple[str, str], set[int]] = {
+    # A's member is nobody B's admin can reach (404); a key acts on no person's data (403).
+    ("GET", "/api/v1/privacy/users/{user_id}/export"): {403, 404},
+    ("POST", "/api/v1/privacy/users/{user_id}/erasure"): {403, 404},
     # Only existing accounts are invited; the walker's email has none.
     ("POST", "/api/v1/members/invitations"): {404},
     ("POST", "/v1/chat/completions"): {404},
@@ -301,6 +305,7 @@ async def _tenant_a(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[s
         "agent_id": agent.json()["id"],
         "execution_id": str(execution_id),
         "membership_id": developer.extra["membership_id"],
+        "user_id": str(developer.user_id),
         "invitation_id": invitation.json()["id"],
         "key_id": key.extra["key_id"],
         "tenant_id": tenant.id,

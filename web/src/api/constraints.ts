@@ -461,7 +461,8 @@ export const enums = {
     "billing:read",
     "billing:write",
     "plans:manage",
-    "alerts:manage"
+    "alerts:manage",
+    "privacy:manage"
   ],
   "Phase": [
     "decompose",

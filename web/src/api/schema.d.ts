@@ -987,6 +987,91 @@ export interface paths {
         patch: operations["change_role_api_v1_members__membership_id__patch"];
         trace?: never;
     };
+    "/api/v1/privacy/tenants/{tenant_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete a tenant and all its data; report what was removed
+         * @description Every row of every tenant-owned table, its vectors, cache entries, counters and
+         *     memory; members of no other tenant are erased. Its audit entries are kept (they name
+         *     ids only). 409 while executions still run.
+         */
+        delete: operations["delete_tenant_api_v1_privacy_tenants__tenant_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/privacy/tenants/{tenant_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export everything of a tenant as a zip (JSON Lines per table, memory, documents)
+         * @description Your own tenant (a tenant admin), or any tenant (the super admin).
+         */
+        get: operations["export_tenant_api_v1_privacy_tenants__tenant_id__export_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/privacy/users/{user_id}/erasure": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Erase a person: personal data removed, references kept anonymous
+         * @description Yourself, a member of your tenant who belongs to no other (a tenant admin), or
+         *     anyone but the super admin (the super admin). Erasing again reports `already_erased`.
+         *     409 for the last tenant admin of a tenant.
+         */
+        post: operations["erase_user_api_v1_privacy_users__user_id__erasure_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/privacy/users/{user_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export a person's data as a zip (profile, sign-ins, rows naming them, documents)
+         * @description Yourself (every tenant you belong to), a member of your tenant (a tenant admin:
+         *     what this tenant holds), or anyone (the super admin).
+         */
+        get: operations["export_user_api_v1_privacy_users__user_id__export_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/providers/health": {
         parameters: {
             query?: never;
@@ -2218,6 +2303,40 @@ export interface components {
             used: number | null;
         };
         /**
+         * ErasureReport
+         * @description What erasing a person removed, and what it kept by reference.
+         */
+        ErasureReport: {
+            /**
+             * Already Erased
+             * @description The account was erased before: nothing more was done (and nothing audited)
+             */
+            already_erased: boolean;
+            /**
+             * Api Keys Revoked
+             * @description Keys the person created, revoked (rows kept)
+             */
+            api_keys_revoked: number;
+            /**
+             * Audit Entries Kept
+             * @description Audit entries naming the person's id, kept unchanged: the id now resolves to an anonymous account, so the hash chain still verifies
+             */
+            audit_entries_kept: number;
+            /** Invitations Removed */
+            invitations_removed: number;
+            /** Memberships Removed */
+            memberships_removed: number;
+            /** Refresh Tokens Removed */
+            refresh_tokens_removed: number;
+            /** Sessions Ended */
+            sessions_ended: number;
+            /**
+             * User Id
+             * Format: uuid
+             */
+            user_id: string;
+        };
+        /**
          * ErrorBody
          * @description Every error Apiary answers outside /v1.
          */
@@ -3277,7 +3396,7 @@ export interface components {
          * Permission
          * @enum {string}
          */
-        Permission: "self" | "invitations:respond" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write" | "providers:read" | "billing:read" | "billing:write" | "plans:manage" | "alerts:manage";
+        Permission: "self" | "invitations:respond" | "tenants:manage" | "members:read" | "members:write" | "api_keys:read" | "api_keys:write" | "audit:read" | "agents:read" | "agents:write" | "executions:read" | "executions:run" | "gateway:call" | "knowledge:read" | "knowledge:write" | "usage:read" | "budgets:write" | "providers:read" | "billing:read" | "billing:write" | "plans:manage" | "alerts:manage" | "privacy:manage";
         /**
          * Phase
          * @enum {string}
@@ -3887,6 +4006,61 @@ export interface components {
             /** Admin User Id */
             admin_user_id: string | null;
             tenant: components["schemas"]["Tenant"];
+        };
+        /**
+         * TenantDeletionReport
+         * @description What deleting a tenant removed, per table and per store.
+         */
+        TenantDeletionReport: {
+            /**
+             * Audit Entries Kept
+             * @description The tenant's audit entries, kept for the retention period; they name only ids
+             */
+            audit_entries_kept: number;
+            /**
+             * Cache Entries
+             * @description Gateway cache entries deleted from Redis
+             */
+            cache_entries: number;
+            /**
+             * Counters
+             * @description Rate-limit, budget and spend counters deleted
+             */
+            counters: number;
+            /**
+             * Memory Threads
+             * @description Conversation threads forgotten
+             */
+            memory_threads: number;
+            /** Name */
+            name: string;
+            /**
+             * Other Keys
+             * @description Other Redis keys naming the tenant (swarm slots, ...)
+             */
+            other_keys: number;
+            /**
+             * Tables
+             * @description Rows deleted, per table
+             */
+            tables: {
+                [key: string]: number;
+            };
+            /**
+             * Tenant Id
+             * Format: uuid
+             */
+            tenant_id: string;
+            /**
+             * Users Erased
+             * @description Members who belonged to no other tenant, erased with it (their rows kept anonymous, as for an erasure)
+             */
+            users_erased: number;
+            /**
+             * Vectors
+             * @description Points deleted from the vector store
+             */
+            vectors: number;
         };
         /** TenantPlan */
         TenantPlan: {
@@ -9497,6 +9671,292 @@ export interface operations {
             };
             /** @description Conflicts with what exists */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_tenant_api_v1_privacy_tenants__tenant_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantDeletionReport"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    export_tenant_api_v1_privacy_tenants__tenant_id__export_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A zip archive */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": unknown;
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    erase_user_api_v1_privacy_users__user_id__erasure_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErasureReport"];
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with what exists */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    export_user_api_v1_privacy_users__user_id__export_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A zip archive */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": unknown;
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found (a resource of another tenant is not found either) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
