@@ -91,7 +91,10 @@ class AuthService:
             action="auth.login_failed",
             actor=Actor(user_id=user.id if user else None, ip=ip),
             tenant_id=tenant_id,
-            details={"email": email, "method": "password"},
+            # An account is named by its id (the actor), never its address, so erasing the
+            # person (apiary/privacy) leaves nothing of it in the append-only log; only an
+            # address that is no account's is kept, to show what was tried.
+            details={"method": "password"} if user else {"email": email, "method": "password"},
         )
 
     async def login_oidc_code(

@@ -76,6 +76,10 @@ async def test_a_person_erases_themselves_and_nothing_names_them_but_their_id(
         },
     )
     assert added.status_code == 201, added.text
+    mistyped = await client.post(
+        "/api/v1/auth/login", json={"email": "ada.lovelace@acme.example", "password": "oops"}
+    )
+    assert mistyped.status_code == 401  # audited, and naming her only by id
     dev = await login(client, "ada.lovelace@acme.example")
     key = await client.post(
         "/api/v1/api-keys", headers=dev.headers, json={"name": "laptop", "role": "developer"}
