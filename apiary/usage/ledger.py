@@ -351,3 +351,18 @@ class LedgerWriter:
                 left = len(self._pending) + self._held
                 log.error("%d ledger entries not written at shutdown", left)
                 return
+
+
+async def store_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
+    """Ledger rows and their rollups in the caller's transaction: how the ledger is written
+    outside the writer (imports, fixtures, sample data). A raw row inserted any other way is
+    missing from every report read from the rollups."""
+    if not entries:
+        return
+    connection = await session.connection()
+    if await partitions.is_partitioned(connection):
+        await partitions.ensure(
+            connection, {partitions.month_of(entry["created_at"]) for entry in entries}
+        )
+    await connection.execute(_INSERT, list(entries))
+    await connection.execute(rollups.upsert(connection.dialect), rollups.aggregate(entries))

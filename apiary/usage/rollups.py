@@ -98,9 +98,9 @@ def aggregate(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def upsert(dialect: Dialect) -> Insert:
     """The INSERT ... ON CONFLICT DO UPDATE adding a rollup row's sums (one per dialect)."""
-    statement = _statements.get(dialect.name)
-    if statement is not None:
-        return statement
+    cached = _statements.get(dialect.name)
+    if cached is not None:
+        return cached
     table = LedgerRollup.__table__
     module: Any = postgresql if dialect.name == "postgresql" else sqlite
     base = module.insert(table)
