@@ -145,6 +145,9 @@ def _key(value: object) -> str | None:
 
 
 Range = tuple[dt.datetime, dt.datetime]
+# Export filters: a ledger column (model, provider, route, api_key_id, agent_id, kind,
+# status) and the value its rows must have.
+ExportFilters = dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,27 +327,27 @@ class UsageRepository:
         rows.sort(key=lambda s: (s.day or dt.date.min, s.key is None, s.key or ""))
         return rows
 
-    async def entries_after(
+    def export_query(
         self,
-        session: AsyncSession,
         scope: TenantScope,
         *,
         start: dt.datetime,
         end: dt.datetime,
-        after: tuple[dt.datetime, uuid.UUID] | None,
-        limit: int,
-    ) -> Sequence[LedgerEntry]:
-        """The next `limit` entries in (created_at, id) order after `after`: keyset paging,
-        so each chunk of an export costs the same however far in it is."""
+        columns: Sequence[str],
+        filters: ExportFilters,
+    ) -> Select[Any]:
+        """The window's entries (only `columns`, as plain rows: no ORM objects) in
+        (created_at, id) order, for a server-side cursor. The order is served by the
+        (tenant, time) index, or (tenant, key, time) when filtered by key, partition after
+        partition."""
         e = LedgerEntry
-        statement = self._raw(scope, [(start, end)])
-        if after is not None:
-            at, row_id = after
-            statement = statement.where(
-                or_(e.created_at > at, and_(e.created_at == at, e.id > row_id))
-            )
-        statement = statement.order_by(e.created_at, e.id).limit(limit)
-        return (await session.scalars(statement)).all()
+        table = e.__table__
+        statement = self._raw(scope, [(start, end)]).with_only_columns(
+            *(table.c[name] for name in columns)
+        )
+        for name, value in filters.items():
+            statement = statement.where(table.c[name] == value)
+        return statement.order_by(e.created_at, e.id)
 
     async def execution_entries(
         self,
