@@ -35,7 +35,7 @@ _INDEXES = (
 
 def _months(bind: sa.Connection) -> list[dt.date]:
     low, high = bind.execute(
-        sa.text("SELECT min(created_at), max(created_at) FROM ledger_entries")
+        sa.text("SELECT min(created_at), max(created_at) FROM ledger_entries_plain")
     ).one()
     now = dt.datetime.now(dt.UTC)
     month = partitions.month_of(low or now)
@@ -174,8 +174,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_ledger_rollups_period_bucket", "ledger_rollups", ["period", "bucket_start"])
-    with op.batch_alter_table("plans", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("ledger_retention_days", sa.Integer(), nullable=True))
+    op.add_column("plans", sa.Column("ledger_retention_days", sa.Integer(), nullable=True))
     if bind.dialect.name == "postgresql":
         _partition(bind)
     else:
@@ -213,7 +212,8 @@ def downgrade() -> None:
         op.execute("DROP TABLE ledger_entries_parted")
     else:
         op.drop_index("ix_ledger_entries_tenant_key_time", table_name="ledger_entries")
-    with op.batch_alter_table("plans", schema=None) as batch_op:
-        batch_op.drop_column("ledger_retention_days")
+    # A plain ALTER TABLE, also on SQLite (3.35+): a batch copy would drop and recreate
+    # `plans`, which tenants reference, and fail once a tenant exists.
+    op.drop_column("plans", "ledger_retention_days")
     op.drop_index("ix_ledger_rollups_period_bucket", table_name="ledger_rollups")
     op.drop_table("ledger_rollups")
