@@ -18,7 +18,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -175,7 +175,7 @@ async def test_0016_keeps_the_ledger_s_rows_and_rolls_them_up(blank_url: str) ->
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                Tenant.__table__.insert(),
+                insert(Tenant),
                 {
                     "id": tenant,
                     "name": "before-0016",
@@ -185,7 +185,7 @@ async def test_0016_keeps_the_ledger_s_rows_and_rolls_them_up(blank_url: str) ->
                     "created_at": start,
                 },
             )
-            await connection.execute(LedgerEntry.__table__.insert(), rows)
+            await connection.execute(insert(LedgerEntry), rows)
     finally:
         await engine.dispose()
 

@@ -120,7 +120,7 @@ def _backfill(bind: sa.Connection) -> None:
                 sums[key] = row
             else:
                 for name in rollups.MEASURES:
-                    known[name] += row[name]  # type: ignore[operator]
+                    known[name] += row[name]
         batch.clear()
 
     for row in bind.execute(select).mappings():
