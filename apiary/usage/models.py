@@ -48,7 +48,7 @@ class LedgerEntry(IdMixin, TenantOwned, Base):
 
 
 class LedgerRollup(Base):
-    """The ledger summed per tenant, hour (or UTC day) and combination of the dimensions
+    """The ledger summed per tenant, hour (or UTC day, or month) and combination of the dimensions
     reports group by. Written in the same transaction as the entries it sums (the ledger
     writer's batches), so it is never behind the raw rows and outlives their retention.
 
@@ -62,7 +62,7 @@ class LedgerRollup(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
-    period: Mapped[str] = mapped_column(String(4), primary_key=True)  # hour | day
+    period: Mapped[str] = mapped_column(String(5), primary_key=True)  # hour | day | month
     bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     dims: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))

@@ -22,7 +22,7 @@ from apiary.authz.scope import TenantScope
 from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
 from apiary.usage.models import LedgerEntry, LedgerRollup
-from apiary.usage.rollups import DAY, HOUR, MEASURES
+from apiary.usage.rollups import DAY, HOUR, MEASURES, MONTH
 from apiary.usage.schemas import UsageDimension
 
 
@@ -152,7 +152,8 @@ ExportFilters = dict[str, object]
 
 @dataclass(frozen=True, slots=True)
 class WindowPlan:
-    """Where each part of a window [start, end) is read from: whole UTC days from the day
+    """Where each part of a window [start, end) is read from: whole calendar months from
+    the month rollups (unless the report groups by day), whole UTC days from the day
     rollups, whole hours around them from the hour rollups, and only the partial hours at
     the window's ends from the raw ledger. Rollups are written in the same transaction as
     the rows they sum, so the current hour is in them too, and the three parts never
@@ -161,6 +162,8 @@ class WindowPlan:
     days: Range | None
     hours: tuple[Range, ...]
     raw: tuple[Range, ...]
+    months: Range | None = None  # whole calendar months, when not grouped by day
+    days_after: Range | None = None  # whole days after the last whole month
 
 
 _HOUR, _DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
@@ -178,7 +181,18 @@ def _ceil(moment: dt.datetime, unit: dt.timedelta) -> dt.datetime:
     return floor if floor == moment else floor + unit
 
 
-def plan_window(start: dt.datetime, end: dt.datetime) -> WindowPlan:
+def _month_floor(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(day=1)  # of a UTC midnight
+
+
+def _month_ceil(moment: dt.datetime) -> dt.datetime:
+    floor = _month_floor(moment)
+    if floor == moment:
+        return floor
+    return (floor + dt.timedelta(days=32)).replace(day=1)
+
+
+def plan_window(start: dt.datetime, end: dt.datetime, *, months: bool = True) -> WindowPlan:
     first_hour, last_hour = _ceil(start, _HOUR), _floor(end, _HOUR)
     if first_hour >= last_hour:
         return WindowPlan(None, (), ((start, end),))
@@ -187,7 +201,18 @@ def plan_window(start: dt.datetime, end: dt.datetime) -> WindowPlan:
     if first_day >= last_day:
         return WindowPlan(None, ((first_hour, last_hour),), raw)
     hours = tuple(r for r in ((first_hour, first_day), (last_day, last_hour)) if r[0] < r[1])
-    return WindowPlan((first_day, last_day), hours, raw)
+    first_month, last_month = _month_ceil(first_day), _month_floor(last_day)
+    if not months or first_month >= last_month:
+        return WindowPlan((first_day, last_day), hours, raw)
+    # Days before the first whole month and after the last are two ranges; the day range
+    # keeps the first, and hours hold none of them, so the second goes in `days_after`.
+    return WindowPlan(
+        (first_day, first_month) if first_day < first_month else None,
+        hours,
+        raw,
+        months=(first_month, last_month),
+        days_after=(last_month, last_day) if last_month < last_day else None,
+    )
 
 
 def _rollup_measures() -> list[ColumnElement[Any]]:
@@ -199,10 +224,11 @@ def _rollup_measures() -> list[ColumnElement[Any]]:
 def _rollup_where(plan: WindowPlan) -> ColumnElement[bool] | None:
     r = LedgerRollup
     parts: list[ColumnElement[bool]] = []
-    if plan.days is not None:
-        parts.append(
-            and_(r.period == DAY, r.bucket_start >= plan.days[0], r.bucket_start < plan.days[1])
-        )
+    for period, span in ((MONTH, plan.months), (DAY, plan.days), (DAY, plan.days_after)):
+        if span is not None:
+            parts.append(
+                and_(r.period == period, r.bucket_start >= span[0], r.bucket_start < span[1])
+            )
     for low, high in plan.hours:
         parts.append(and_(r.period == HOUR, r.bucket_start >= low, r.bucket_start < high))
     return or_(*parts) if parts else None
@@ -230,10 +256,14 @@ class UsageRepository:
         groups: Callable[[type[Any]], dict[str, ColumnElement[Any]]],
         *,
         raw_only: bool = False,
+        by_month: bool = True,
     ) -> dict[tuple[Any, ...], LedgerTotals]:
         """Totals per group over [start, end): rollups plus the raw rows of partial hours
         (or, `raw_only`, a scan of the raw ledger: what the rollups must equal)."""
-        plan = WindowPlan(None, (), ((start, end),)) if raw_only else plan_window(start, end)
+        if raw_only:
+            plan = WindowPlan(None, (), ((start, end),))
+        else:
+            plan = plan_window(start, end, months=by_month)
         found: dict[tuple[Any, ...], LedgerTotals] = {}
         statements: list[Select[Any]] = []
         where = _rollup_where(plan)
@@ -316,7 +346,10 @@ class UsageRepository:
                 chosen["key"] = getattr(model, name)
             return chosen
 
-        found = await self._grouped(session, scope, start, end, groups, raw_only=raw_only)
+        # A month's rollup cannot be split into its days: by-day series read day rollups.
+        found = await self._grouped(
+            session, scope, start, end, groups, raw_only=raw_only, by_month=not with_day
+        )
         merged: dict[tuple[dt.date | None, str | None], LedgerTotals] = {}
         for values, totals in found.items():
             row_day = _as_date(values[0]) if with_day else None

@@ -1,5 +1,5 @@
 """Rollups of the ledger: each batch of entries summed in Python per tenant, hour (and UTC
-day) and dimensions, then added to `ledger_rollups` with one upsert per batch, inside the
+day and month) and dimensions, then added to `ledger_rollups` with one upsert per batch, inside the
 batch's own transaction. The hot path (`LedgerWriter.record`) does nothing more; a batch of
 500 entries usually collapses to a few dozen rollup rows.
 
@@ -36,7 +36,7 @@ MEASURES = (
     "cache_hits",
     "saved_usd",
 )
-HOUR, DAY = "hour", "day"
+HOUR, DAY, MONTH = "hour", "day", "month"
 
 _statements: dict[str, Insert] = {}
 
@@ -61,7 +61,7 @@ def _billable_cached(entry: Mapping[str, Any]) -> int:
 
 
 def aggregate(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The rollup rows (hour and day) that add `entries` (ledger rows as dicts), sorted."""
+    """The rollup rows (hour, day and month) that add `entries` (ledger rows as dicts), sorted."""
     sums: dict[tuple[uuid.UUID, str, dt.datetime, str], dict[str, Any]] = {}
     for entry in entries:
         hour = hour_of(entry["created_at"])
@@ -69,7 +69,8 @@ def aggregate(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         key = dims_key(dims)
         priced = bool(entry["priced"])
         cost = entry["cost_usd"] if priced and entry["cost_usd"] is not None else 0.0
-        for period, bucket in ((HOUR, hour), (DAY, hour.replace(hour=0))):
+        day = hour.replace(hour=0)
+        for period, bucket in ((HOUR, hour), (DAY, day), (MONTH, day.replace(day=1))):
             row = sums.get((entry["tenant_id"], period, bucket, key))
             if row is None:
                 row = {

@@ -95,6 +95,27 @@ def test_a_window_is_split_into_days_hours_and_partial_hours() -> None:
         dt.datetime(2026, 3, 2, tzinfo=dt.UTC),
         dt.datetime(2026, 3, 4, tzinfo=dt.UTC),
     )
+    # Whole months in the middle come from the month rollups, except for series by day.
+    late = dt.datetime(2026, 5, 30, 7, tzinfo=dt.UTC)
+    spans = plan_window(late, dt.datetime(2026, 8, 3, 1, tzinfo=dt.UTC))
+    assert spans.months == (
+        dt.datetime(2026, 6, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
+    )
+    assert spans.days == (
+        dt.datetime(2026, 5, 31, tzinfo=dt.UTC),
+        dt.datetime(2026, 6, 1, tzinfo=dt.UTC),
+    )
+    assert spans.days_after == (
+        dt.datetime(2026, 8, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 8, 3, tzinfo=dt.UTC),
+    )
+    by_day = plan_window(late, dt.datetime(2026, 8, 3, 1, tzinfo=dt.UTC), months=False)
+    assert by_day.months is None
+    assert by_day.days == (
+        dt.datetime(2026, 5, 31, tzinfo=dt.UTC),
+        dt.datetime(2026, 8, 3, tzinfo=dt.UTC),
+    )
     inside = plan_window(t, t + dt.timedelta(minutes=20))
     assert inside.raw == ((t, t + dt.timedelta(minutes=20)),)
     assert not inside.hours
@@ -119,8 +140,8 @@ async def test_reports_from_rollups_equal_a_raw_scan_with_late_and_concurrent_wr
         ]
         for _ in range(4):
             for _ in range(300):
-                if rng.random() < 0.2:  # late: written now, for a past hour
-                    at = now - dt.timedelta(seconds=rng.randint(3600, 4 * 86400))
+                if rng.random() < 0.3:  # late: written now, for a past hour (or month)
+                    at = now - dt.timedelta(seconds=rng.randint(3600, 70 * 86400))
                 else:
                     at = now - dt.timedelta(seconds=rng.randint(0, 3000))
                 rng.choice(writers).record(
@@ -132,12 +153,16 @@ async def test_reports_from_rollups_equal_a_raw_scan_with_late_and_concurrent_wr
     finally:
         await second.dispose()
 
-    windows = [(now - dt.timedelta(days=6), now + dt.timedelta(hours=1))]
-    for _ in range(6):
-        start = now - dt.timedelta(seconds=rng.randint(0, 5 * 86400))
-        windows.append((start, start + dt.timedelta(seconds=rng.randint(60, 3 * 86400))))
+    windows = [(now - dt.timedelta(days=80), now + dt.timedelta(hours=1))]
+    for _ in range(8):
+        start = now - dt.timedelta(seconds=rng.randint(0, 75 * 86400))
+        windows.append((start, start + dt.timedelta(seconds=rng.randint(60, 50 * 86400))))
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     windows.append((day - dt.timedelta(days=3), day))  # whole days only
+    month = day.replace(day=1)
+    before = (month - dt.timedelta(days=1)).replace(day=1)
+    windows.append((before, month))  # one whole calendar month
+    windows.append((before - dt.timedelta(days=9, hours=5), now))  # days, a month, days
     windows.append((now.replace(minute=0, second=0, microsecond=0), now + dt.timedelta(1)))
 
     async with runtime.session_factory() as session:

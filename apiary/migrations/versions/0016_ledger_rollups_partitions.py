@@ -142,7 +142,7 @@ def upgrade() -> None:
     op.create_table(
         "ledger_rollups",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
-        sa.Column("period", sa.String(length=4), nullable=False),
+        sa.Column("period", sa.String(length=5), nullable=False),
         sa.Column("bucket_start", apiary.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("dims", sa.String(length=32), nullable=False),
         sa.Column("kind", sa.String(length=20), nullable=False),
