@@ -6,9 +6,10 @@ rollups and, side by side in the same run, by a scan of the raw rows.
 
 URL is a PostgreSQL server the script may create a database on (e.g. the one
 `scripts/services.sh` starts); without --postgres only SQLite runs. The load is a bulk path:
-rows generated in Python (100 tenants with Zipf-skewed volumes, 20 models, 1-5 API keys and
-0-3 agents per tenant, calls spread over November 2026) and COPYed into the partitioned
-ledger, with their rollups summed in Python as they are made and COPYed too: the same rows
+rows generated in Python (100 tenants with Zipf-skewed volumes, 3-6 of 20 models each, 1-5
+API keys each used directly and by 0-2 agents, each caller on one route, calls spread evenly
+over November 2026; one model is an embedding model, one has no price) and COPYed into the
+partitioned ledger, with their rollups summed in Python as they are made and COPYed too: the same rows
 the ledger writer would have stored. Foreign-key checks are skipped during the COPY
 (`session_replication_role = replica`; the rows' tenants exist). SQLite gets its rows via
 executemany (--sqlite-rows, 0 to skip).
@@ -69,14 +70,17 @@ class World:
         weights = [1 / (rank + 1) ** 1.1 for rank in range(TENANTS)]
         total = sum(weights)
         self.share = [w / total for w in weights]
-        self.keys = {
-            t: [uuid.UUID(int=rng.getrandbits(128)) for _ in range(rng.randint(1, 5))]
-            for t in self.tenants
-        }
-        self.agents = {
-            t: [None, *(uuid.UUID(int=rng.getrandbits(128)) for _ in range(rng.randint(0, 3)))]
-            for t in self.tenants
-        }
+        # Who calls: 1-5 API keys, each used directly and by 0-2 agents of its own, each
+        # caller always through the same route (or none).
+        self.callers: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID | None, str | None]]] = {}
+        for tenant in self.tenants:
+            callers = []
+            for _ in range(rng.randint(1, 5)):
+                key = uuid.UUID(int=rng.getrandbits(128))
+                agents = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(rng.randint(0, 2))]
+                for agent in [None, *agents]:
+                    callers.append((key, agent, rng.choice([None, "default", "cheap"])))
+            self.callers[tenant] = callers
         self.models = {t: rng.sample(MODELS, rng.randint(3, 6)) for t in self.tenants}
 
 
@@ -100,17 +104,15 @@ def generate(
             bits = rng.getrandbits(32)  # one draw, sliced for each choice
             models = world.models[tenant]
             provider, model = models[bits % len(models)]
-            keys = world.keys[tenant]
-            key = keys[(bits >> 4) % len(keys)]
-            agents = world.agents[tenant]
-            agent = agents[(bits >> 8) % len(agents)]
-            route = "default" if n % 3 else None
-            kind = "embedding" if n % 20 == 0 else "chat"
+            callers = world.callers[tenant]
+            key, agent, route = callers[(bits >> 4) % len(callers)]
+            # A model's kind and whether it has a price are the model's own.
+            kind = "embedding" if model == "model-00" else "chat"
             prompt = 50 + (bits >> 12) % 3950
             completion = 0 if kind == "embedding" else 10 + (bits >> 22) % 790
             cache_hit = n % 10 == 0
             cached = prompt // 2 if n % 7 == 0 else 0
-            priced = n % 50 != 0
+            priced = model != "model-19"
             cost = (prompt * 0.15 + completion * 0.6) / 1e6 if priced else None
             saved = 0.0004 if cache_hit else 0.0
             status = "error" if n % 97 == 0 else "ok"
