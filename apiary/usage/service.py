@@ -71,6 +71,7 @@ EXPORT_COLUMNS = (
 # A cell starting with one of these is a formula to a spreadsheet; requested_model and error
 # come from callers and upstreams, so such text is quoted (OWASP "CSV injection").
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_CHARS = frozenset(_FORMULA_START)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,19 +311,21 @@ _TEXT = tuple(
 _CREATED = EXPORT_COLUMNS.index("created_at")
 
 
-def _csv_rows(rows: Sequence[Row[Any]]) -> bytes:
+def _csv_cells(row: Sequence[Any]) -> list[Any]:
+    cells = list(row)
+    cells[_CREATED] = cells[_CREATED].isoformat()
+    for index in _TEXT:
+        value = cells[index]
+        if value and value[0] in _FORMULA_CHARS:
+            cells[index] = "'" + value
+    return cells
+
+
+def _csv_rows(rows: Sequence[Any]) -> bytes:
     # The csv module already writes None as an empty cell, UUIDs and numbers as str() does;
-    # only the time and the text cells need a look. About 4 µs a row.
+    # only the time and the text cells need a look.
     buffer = io.StringIO()
-    write = csv.writer(buffer, lineterminator="\r\n").writerow
-    for row in rows:
-        cells = list(row)
-        cells[_CREATED] = cells[_CREATED].isoformat()
-        for index in _TEXT:
-            value = cells[index]
-            if value and value.startswith(_FORMULA_START):
-                cells[index] = "'" + value
-        write(cells)
+    csv.writer(buffer, lineterminator="\r\n").writerows(map(_csv_cells, rows))
     return buffer.getvalue().encode()
 
 
