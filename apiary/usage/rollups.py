@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,40 +60,59 @@ def _billable_cached(entry: Mapping[str, Any]) -> int:
 
 
 def aggregate(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The rollup rows (hour, day and month) that add `entries` (ledger rows as dicts), sorted."""
-    sums: dict[tuple[uuid.UUID, str, dt.datetime, str], dict[str, Any]] = {}
+    """The rollup rows (hour, day and month) that add `entries` (ledger rows as dicts),
+    sorted. Each entry is added once, to its hour; days and months are summed from the
+    batch's hours (a few dozen), and each distinct dimension tuple is digested once."""
+    hours: dict[tuple[Any, ...], list[Any]] = {}
     for entry in entries:
-        hour = hour_of(entry["created_at"])
-        dims = tuple(entry[name] for name in DIMENSIONS)
-        key = dims_key(dims)
         priced = bool(entry["priced"])
-        cost = entry["cost_usd"] if priced and entry["cost_usd"] is not None else 0.0
+        dims = (
+            entry["kind"],
+            priced,
+            bool(entry["cache_hit"]),
+            entry["model"],
+            entry["provider"],
+            entry["route"],
+            entry["api_key_id"],
+            entry["agent_id"],
+        )
+        key = (entry["tenant_id"], hour_of(entry["created_at"]), dims)
+        sums = hours.get(key)
+        if sums is None:
+            sums = hours[key] = [0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0.0]
+        cost = entry["cost_usd"]
+        sums[0] += 1
+        sums[1] += entry["status"] != "ok"
+        sums[2] += int(entry["prompt_tokens"])
+        sums[3] += int(entry["completion_tokens"])
+        sums[4] += int(entry["cached_tokens"])
+        sums[5] += _billable_cached(entry)
+        sums[6] += float(cost) if priced and cost is not None else 0.0
+        sums[7] += not priced
+        sums[8] += dims[2]
+        sums[9] += float(entry["saved_usd"] or 0.0)
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    digests: dict[tuple[Any, ...], str] = {}
+    for (tenant, hour, dims), sums in hours.items():
+        digest = digests.get(dims)
+        if digest is None:
+            digest = digests[dims] = dims_key(dims)
         day = hour.replace(hour=0)
         for period, bucket in ((HOUR, hour), (DAY, day), (MONTH, day.replace(day=1))):
-            row = sums.get((entry["tenant_id"], period, bucket, key))
+            row = rows.get((tenant, period, bucket, digest))
             if row is None:
-                row = {
-                    "tenant_id": entry["tenant_id"],
+                rows[(tenant, period, bucket, digest)] = {
+                    "tenant_id": tenant,
                     "period": period,
                     "bucket_start": bucket,
-                    "dims": key,
+                    "dims": digest,
                     **dict(zip(DIMENSIONS, dims, strict=True)),
-                    **dict.fromkeys(MEASURES, 0),
-                    "cost_usd": 0.0,
-                    "saved_usd": 0.0,
+                    **dict(zip(MEASURES, sums, strict=True)),
                 }
-                sums[(entry["tenant_id"], period, bucket, key)] = row
-            row["calls"] += 1
-            row["errors"] += entry["status"] != "ok"
-            row["prompt_tokens"] += int(entry["prompt_tokens"])
-            row["completion_tokens"] += int(entry["completion_tokens"])
-            row["cached_tokens"] += int(entry["cached_tokens"])
-            row["billable_cached_tokens"] += _billable_cached(entry)
-            row["cost_usd"] += float(cost)
-            row["unpriced_calls"] += not priced
-            row["cache_hits"] += bool(entry["cache_hit"])
-            row["saved_usd"] += float(entry["saved_usd"] or 0.0)
-    return [sums[key] for key in sorted(sums, key=lambda k: (str(k[0]), k[1], k[2], k[3]))]
+            else:
+                for name, value in zip(MEASURES, sums, strict=True):
+                    row[name] += value
+    return [rows[key] for key in sorted(rows, key=lambda k: (str(k[0]), k[1], k[2], k[3]))]
 
 
 def upsert(dialect: Dialect) -> Insert:
