@@ -9,8 +9,8 @@ URL is a PostgreSQL server the script may create a database on (e.g. the one
 rows generated in Python (100 tenants with Zipf-skewed volumes, 3-6 of 20 models each, 1-5
 API keys each used directly and by 0-2 agents, each caller on one route, calls spread evenly
 over November 2026; one model is an embedding model, one has no price) and COPYed into the
-partitioned ledger, with their rollups summed in Python as they are made and COPYed too: the same rows
-the ledger writer would have stored. Foreign-key checks are skipped during the COPY
+partitioned ledger, with their rollups summed in Python as they are made and COPYed too:
+the same rows the ledger writer would have stored. Foreign-key checks are skipped during the COPY
 (`session_replication_role = replica`; the rows' tenants exist). SQLite gets its rows via
 executemany (--sqlite-rows, 0 to skip).
 
