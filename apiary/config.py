@@ -156,6 +156,19 @@ class ResponsesSettings(BaseSettings):
     write_interval_s: float = Field(default=0.2, gt=0, le=5)
 
 
+class UsageSettings(BaseSettings):
+    """The ledger's upkeep (apiary/usage/): raw-row retention and monthly partitions."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    # Raw ledger rows are kept this long unless the tenant's plan says otherwise
+    # (plans.ledger_retention_days); the hourly and daily rollups are kept for good.
+    ledger_retention_days: int = Field(default=90, ge=1)
+    # How often each API process creates the coming months' partitions (PostgreSQL) and
+    # drops or deletes raw rows past retention.
+    maintain_interval_s: float = Field(default=3600, gt=0)
+
+
 class StripeSettings(BaseSettings):
     """Payments through Stripe (apiary/billing/payments.py); without an API key billing is
     "invoice only" and nothing calls Stripe."""
@@ -475,6 +488,7 @@ class Settings(BaseSettings):
     runner: Literal["inprocess", "celery"] = "inprocess"
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

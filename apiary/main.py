@@ -41,6 +41,7 @@ from apiary.runtime import Runtime
 from apiary.security_headers import SecurityHeadersMiddleware
 from apiary.tenants import endpoints as tenants
 from apiary.usage import endpoints as usage
+from apiary.usage.retention import LedgerMaintainer
 from apiary.users import endpoints as members
 
 log = logging.getLogger("apiary")
@@ -162,11 +163,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper.start()
         anchors = AnchorSchedule(runtime.session_factory, settings.audit)
         anchors.start()
+        maintainer = LedgerMaintainer(
+            runtime.session_factory,
+            default_days=settings.usage.ledger_retention_days,
+            interval_s=settings.usage.maintain_interval_s,
+        )
+        maintainer.start()
         heap.settle("start-up")
         try:
             yield
         finally:
             await anchors.close()
+            await maintainer.close()
             await sweeper.close()
             await runtime.close()
 

@@ -24,7 +24,7 @@ from apiary.memory.models import ThreadSummary, ThreadTurn
 from apiary.responses.models import StoredResponse
 from apiary.swarm.models import SwarmCheckpoint, SwarmCheckpointWrite
 from apiary.tenants.models import Tenant
-from apiary.usage.models import LedgerEntry
+from apiary.usage.models import LedgerEntry, LedgerRollup
 from apiary.users.models import Invitation, Membership, User
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "KnowledgeDocument",
     "KnowledgeDocumentEvent",
     "LedgerEntry",
+    "LedgerRollup",
     "Membership",
     "Plan",
     "PlanChange",

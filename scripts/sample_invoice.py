@@ -14,7 +14,7 @@ import tempfile
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from apiary import migrations
 from apiary.billing.models import Credit, Invoice, InvoiceLine, PlanChange
@@ -24,7 +24,7 @@ from apiary.config import BillingSettings, Settings
 from apiary.db import new_id, session_scope
 from apiary.runtime import Runtime
 from apiary.tenants.models import Tenant
-from apiary.usage.models import LedgerEntry
+from apiary.usage.ledger import store_entries
 
 
 def _at(text: str) -> dt.datetime:
@@ -75,7 +75,7 @@ async def main(out: Path) -> None:
                         "fallback_path": [],
                     }
                 )
-            await session.execute(insert(LedgerEntry.__table__), rows)  # type: ignore[arg-type]
+            await store_entries(session, rows)
         billing = BillingSettings(tax_rate=Decimal("0.2"), issuer="Apiary Cloud")
         await billing_service.close_period(runtime.session_factory, "2026-11", billing)
         async with runtime.session_factory() as session:

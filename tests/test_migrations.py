@@ -5,10 +5,12 @@ that matches the ORM models exactly (a model change without its migration fails 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,12 +18,15 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from apiary import migrations
 from apiary.db import create_engine
 from apiary.models import Base
+from apiary.usage import partitions
+from apiary.usage.schemas import UsageDimension
 
 pytestmark = pytest.mark.both_databases
 
@@ -60,7 +65,7 @@ async def _tables(url: str) -> set[str]:
             names: list[str] = await connection.run_sync(
                 lambda sync: inspect(sync).get_table_names()
             )
-            return set(names)
+            return {name for name in names if not partitions.is_partition(name)}
     finally:
         await engine.dispose()
 
@@ -110,7 +115,9 @@ async def test_migrated_schema_matches_the_models(blank_url: str) -> None:
     await asyncio.to_thread(migrations.upgrade, blank_url)
 
     def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": partitions.include_name}
+        )
         found: list[object] = compare_metadata(context, Base.metadata)
         return found
 
@@ -143,3 +150,89 @@ def test_serving_does_not_import_alembic() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+async def test_0016_keeps_the_ledger_s_rows_and_rolls_them_up(blank_url: str) -> None:
+    """A ledger written before 0016 keeps every row through the upgrade (on PostgreSQL
+    into monthly partitions), its rollups are filled from them, and the downgrade keeps the
+    rows too."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from apiary.authz.scope import TenantScope
+    from apiary.tenants.models import Tenant
+    from apiary.usage.models import LedgerEntry
+    from apiary.usage.repository import usage_repository
+    from tests.factories import TenantFixture
+    from tests.usage.test_usage_api import ledger_row
+
+    await asyncio.to_thread(migrations.upgrade, blank_url, "0015")
+    tenant = uuid.uuid4()
+    fixture = cast(TenantFixture, SimpleNamespace(id=str(tenant)))
+    start = dt.datetime(2026, 9, 30, 22, 15, tzinfo=dt.UTC)
+    rows = [ledger_row(fixture, start + dt.timedelta(minutes=7 * i)) for i in range(60)]
+    engine = create_engine(blank_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(Tenant),
+                {
+                    "id": tenant,
+                    "name": "before-0016",
+                    "status": "active",
+                    "plan": "free",
+                    "currency": "USD",
+                    "created_at": start,
+                },
+            )
+            await connection.execute(insert(LedgerEntry), rows)
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(migrations.upgrade, blank_url)
+
+    window = (dt.datetime(2026, 9, 1, tzinfo=dt.UTC), dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    engine = create_engine(blank_url)
+    try:
+        async with AsyncSession(engine) as session:
+            count = await session.scalar(select(func.count()).select_from(LedgerEntry))
+            assert count == 60
+            scope = TenantScope(tenant)
+            rolled = await usage_repository.series(
+                session,
+                scope,
+                start=window[0],
+                end=window[1],
+                group_by=UsageDimension.DAY,
+                by_day=False,
+            )
+            raw = await usage_repository.series(
+                session,
+                scope,
+                start=window[0],
+                end=window[1],
+                group_by=UsageDimension.DAY,
+                by_day=False,
+                raw_only=True,
+            )
+            assert [(r.key, r.totals.calls) for r in rolled] == [
+                (r.key, r.totals.calls) for r in raw
+            ]
+            assert sum(r.totals.calls for r in rolled) == 60
+            if engine.dialect.name == "postgresql":
+                kind = await session.scalar(
+                    text("SELECT relkind::text FROM pg_class WHERE relname = 'ledger_entries'")
+                )
+                assert kind == "p"  # partitioned
+                children = await session.scalar(text("SELECT count(*) FROM ledger_entries_2026_09"))
+                assert children == 15  # 22:15 to 23:53 on September 30th, every 7 minutes
+    finally:
+        await engine.dispose()
+
+    await asyncio.to_thread(migrations.downgrade, blank_url, "0015")
+    engine = create_engine(blank_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SELECT count(*) FROM ledger_entries")) == 60
+    finally:
+        await engine.dispose()

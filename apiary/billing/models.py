@@ -49,6 +49,9 @@ class Plan(IdMixin, Base):
     # Deleting a plan no tenant uses archives it: the start-up loader then does not bring a
     # shipped default back, and no tenant can be moved onto it.
     archived: Mapped[bool] = mapped_column(default=False)
+    # Days the ledger's raw rows are kept (rollups and invoices are kept for good); none:
+    # the configured default (usage.ledger_retention_days, 90).
+    ledger_retention_days: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -24,7 +24,7 @@ from apiary.kit.repository import paginate
 from apiary.kit.schemas import PageParams
 from apiary.knowledge.models import KnowledgeBase, KnowledgeDocument
 from apiary.tenants.models import Tenant
-from apiary.usage.models import LedgerEntry
+from apiary.usage.repository import usage_repository
 from apiary.users.models import Membership
 
 _FINISHED = tuple(sorted({s.value for s in FINISHED}))
@@ -142,18 +142,12 @@ class BillingRepository:
     async def metering(
         self, session: AsyncSession, scope: TenantScope, *, start: dt.datetime, end: dt.datetime
     ) -> Metering:
-        e = LedgerEntry
-        ledger = (
-            scope.select(e)
-            .where(e.created_at >= start, e.created_at < end)
-            .with_only_columns(
-                func.coalesce(func.sum(e.cost_usd), 0.0),
-                func.count(),
-                func.coalesce(func.sum(e.prompt_tokens), 0),
-                func.coalesce(func.sum(e.completion_tokens), 0),
-            )
-        )
-        cost, calls, prompt, completion = (await session.execute(ledger)).one()
+        # From the ledger's rollups (whole days and hours; raw rows only for a period
+        # boundary inside an hour), which are kept for good: an invoice reissued or a period
+        # closed late never depends on raw rows that retention has dropped.
+        totals = await usage_repository.totals(session, scope, start=start, end=end)
+        cost, calls = totals.cost_usd, totals.calls
+        prompt, completion = totals.prompt_tokens, totals.completion_tokens
         executions = scope.select(Execution).where(
             Execution.created_at >= start, Execution.created_at < end
         )

@@ -27,6 +27,7 @@ Money = Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_pl
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
 # Up to 2**53: exact in JSON readers (and in the spec, whose bounds are floats).
 BigCount = Annotated[int, Field(ge=0, le=2**53)]
+RetentionDays = Annotated[int, Field(ge=1, le=36_500)]
 
 ENTITLEMENTS = (
     "seats",
@@ -64,6 +65,11 @@ class Plan(Schema):
     stripe_price_id: str | None = Field(
         description="The Stripe price of the tenant's Stripe subscription; null: none"
     )
+    ledger_retention_days: int | None = Field(
+        default=None,
+        description="Days the ledger's raw rows are kept (reports and invoices read rollups, "
+        "kept for good); null: the platform's default (usage.ledger_retention_days, 90)",
+    )
     archived: bool
     updated_at: datetime
 
@@ -87,6 +93,9 @@ class _PlanFields(Schema):
     oidc: bool = False
     audit_export: bool = False
     stripe_price_id: StripePriceId | None = None
+    ledger_retention_days: RetentionDays | None = Field(
+        default=None, description="Days raw ledger rows are kept; null: the default (90)"
+    )
 
 
 class PlanCreate(_PlanFields):
@@ -95,7 +104,13 @@ class PlanCreate(_PlanFields):
 
 class PlanUpdate(UpdateSchema):
     nullable = frozenset(
-        {"included_spend_usd", "included_tokens", "stripe_price_id", *ENTITLEMENTS}
+        {
+            "included_spend_usd",
+            "included_tokens",
+            "stripe_price_id",
+            "ledger_retention_days",
+            *ENTITLEMENTS,
+        }
     )
 
     name: PlainLine | None = Field(default=None, min_length=1, max_length=100)
@@ -116,6 +131,7 @@ class PlanUpdate(UpdateSchema):
     oidc: bool | None = None
     audit_export: bool | None = None
     stripe_price_id: StripePriceId | None = None
+    ledger_retention_days: RetentionDays | None = None
 
 
 class EntitlementUsage(Schema):

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from apiary import models
 from apiary.db import create_engine
+from apiary.usage import partitions
 
 config = context.config
 target_metadata = models.Base.metadata
@@ -29,6 +30,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
         compare_type=True,
+        include_name=partitions.include_name,  # the ledger's monthly partitions
     )
     with context.begin_transaction():
         context.run_migrations()

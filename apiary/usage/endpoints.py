@@ -1,9 +1,11 @@
-"""Routes under /api/v1/usage: the tenant's totals, series for charts, and a CSV export."""
+"""Routes under /api/v1/usage: the tenant's totals, series for charts, and exports (CSV,
+JSON Lines) streamed with a date range and filters."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+import uuid
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -11,9 +13,10 @@ from fastapi.responses import StreamingResponse
 from apiary.auth.context import AuthContext
 from apiary.auth.dependencies import DbSession, authorize
 from apiary.authz.permissions import Permission
-from apiary.runtime import RuntimeDep
+from apiary.runtime import Runtime, RuntimeDep
+from apiary.usage.repository import ExportFilters
 from apiary.usage.schemas import UsageBucket, UsageDimension, UsageSeries, UsageSummary
-from apiary.usage.service import Window, resolve_window, usage_service
+from apiary.usage.service import ExportFormat, Window, resolve_window, usage_service
 
 router = APIRouter(prefix="/usage", tags=["usage"])
 
@@ -90,16 +93,71 @@ async def series(
     return await usage_service.series(session, auth.scope, window, group_by=group_by, bucket=bucket)
 
 
+def _filters(
+    model: Annotated[
+        str | None, Query(max_length=200, description="Only calls served by this model")
+    ] = None,
+    provider: Annotated[
+        str | None, Query(max_length=100, description="Only calls served by this provider")
+    ] = None,
+    route: Annotated[
+        str | None, Query(max_length=100, description="Only calls through this route")
+    ] = None,
+    api_key_id: Annotated[uuid.UUID | None, Query(description="Only this API key's calls")] = None,
+    agent_id: Annotated[uuid.UUID | None, Query(description="Only this agent's calls")] = None,
+    kind: Annotated[
+        Literal["chat", "embedding"] | None, Query(description="Only calls of this kind")
+    ] = None,
+    status: Annotated[
+        Literal["ok", "error"] | None, Query(description="Only calls that ended so")
+    ] = None,
+) -> ExportFilters:
+    given = {
+        "model": model,
+        "provider": provider,
+        "route": route,
+        "api_key_id": api_key_id,
+        "agent_id": agent_id,
+        "kind": kind,
+        "status": status,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+Filters = Annotated[ExportFilters, Depends(_filters)]
+
+
+def _export(
+    auth: AuthContext, runtime: Runtime, window: Window, filters: ExportFilters, fmt: ExportFormat
+) -> StreamingResponse:
+    filename = usage_service.export_filename(window, fmt)
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        usage_service.export(runtime.session_factory, auth.scope, window, filters=filters, fmt=fmt),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 @router.get(
     "/export.csv",
-    summary="This tenant's ledger entries in the range, as CSV",
+    summary="This tenant's ledger entries in the range, as CSV, streamed",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-async def export_csv(auth: Reader, runtime: RuntimeDep, window: UsageRange) -> StreamingResponse:
-    filename = usage_service.export_filename(window)
-    return StreamingResponse(
-        usage_service.export_csv(runtime.session_factory, auth.scope, window),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+async def export_csv(
+    auth: Reader, runtime: RuntimeDep, window: UsageRange, filters: Filters
+) -> StreamingResponse:
+    return _export(auth, runtime, window, filters, "csv")
+
+
+@router.get(
+    "/export.jsonl",
+    summary="This tenant's ledger entries in the range, as JSON Lines (one object a line)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def export_jsonl(
+    auth: Reader, runtime: RuntimeDep, window: UsageRange, filters: Filters
+) -> StreamingResponse:
+    return _export(auth, runtime, window, filters, "jsonl")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import uuid
 from collections import deque
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import (
     DataError,
     IntegrityError,
@@ -40,6 +42,7 @@ from apiary.observability.metrics import (
     LEDGER_WRITE_FAILURES,
     labelled,
 )
+from apiary.usage import partitions, rollups
 from apiary.usage.models import LedgerEntry
 
 log = logging.getLogger("apiary.ledger")
@@ -145,6 +148,10 @@ class LedgerWriter:
         self._flushing = asyncio.Lock()
         self.dropped = 0
         self.written = 0
+        # Months known to have a ledger partition (PostgreSQL); None until first checked,
+        # and `_unpartitioned` once the table turns out to be a plain one.
+        self._months: set[dt.date] = set()
+        self._unpartitioned: bool | None = None
 
     @property
     def pending(self) -> int:
@@ -207,6 +214,7 @@ class LedgerWriter:
                 batch.append(self._pending.popleft())
                 done = batch[-1] is last
             try:
+                await self._ensure_partitions(batch)
                 async with session_scope(self._factory) as session:
                     connection = await session.connection()
                     plan = executemany_plan(connection.dialect, _INSERT, frozenset(batch[0]))
@@ -217,6 +225,11 @@ class LedgerWriter:
                     except Exception as error:  # a value its column's type refuses
                         raise _UnwritableRow from error
                     await connection.exec_driver_sql(plan.sql, rows)
+                    # The batch's rollups in its own transaction: never ahead of or behind
+                    # the raw rows they sum.
+                    await connection.execute(
+                        rollups.upsert(connection.dialect), rollups.aggregate(batch)
+                    )
             except (IntegrityError, DataError, _UnwritableRow):
                 # One bad row (its tenant deleted meanwhile, a value its column refuses) must
                 # not block the rest forever: find it by writing the rows one by one.
@@ -236,8 +249,15 @@ class LedgerWriter:
         False when the database itself fails: the rest go back in the queue."""
         for index, entry in enumerate(batch):
             try:
+                entry.setdefault("id", new_id())
+                entry.setdefault("created_at", utcnow())
+                await self._ensure_partitions([entry])
                 async with session_scope(self._factory) as session:
                     await session.execute(_INSERT, [entry])
+                    connection = await session.connection()
+                    await connection.execute(
+                        rollups.upsert(connection.dialect), rollups.aggregate([entry])
+                    )
             except (OperationalError, InterfaceError):
                 LEDGER_WRITE_FAILURES.inc()
                 log.exception("ledger entries not written; will retry")
@@ -263,11 +283,40 @@ class LedgerWriter:
         async with self._flushing:
             mine = self._executions.pop(execution_id, [])
             self._held -= len(mine)
-        return [Write(_INSERT, entry) for entry in mine]
+        if not mine:
+            return []
+        await self._ensure_partitions(mine)
+        upsert = rollups.upsert(self._dialect())
+        return [Write(_INSERT, entry) for entry in mine] + [
+            Write(upsert, row) for row in rollups.aggregate(mine)
+        ]
+
+    def _dialect(self) -> Dialect:
+        bind = self._factory.kw["bind"]
+        dialect: Dialect = bind.dialect
+        return dialect
+
+    async def _ensure_partitions(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Create the ledger partitions `entries` need that are not known to exist (a
+        set lookup per batch; a query only in a month's first batch)."""
+        if self._unpartitioned:
+            return
+        months = {partitions.month_of(entry["created_at"]) for entry in entries} - self._months
+        if not months:
+            return
+        async with session_scope(self._factory) as session:
+            connection = await session.connection()
+            if self._unpartitioned is None:
+                self._unpartitioned = not await partitions.is_partitioned(connection)
+                if self._unpartitioned:
+                    return
+            await partitions.ensure(connection, months)
+        self._months |= months
 
     def put_back(self, writes: Sequence[Write]) -> None:
         """Entries `take`n whose transaction failed: queued again, to be retried."""
-        self._pending.extendleft(reversed([write.params for write in writes]))
+        entries = [write.params for write in writes if write.statement is _INSERT]
+        self._pending.extendleft(reversed(entries))
 
     async def store_soon(
         self,
@@ -302,3 +351,18 @@ class LedgerWriter:
                 left = len(self._pending) + self._held
                 log.error("%d ledger entries not written at shutdown", left)
                 return
+
+
+async def store_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
+    """Ledger rows and their rollups in the caller's transaction: how the ledger is written
+    outside the writer (imports, fixtures, sample data). A raw row inserted any other way is
+    missing from every report read from the rollups."""
+    if not entries:
+        return
+    connection = await session.connection()
+    if await partitions.is_partitioned(connection):
+        await partitions.ensure(
+            connection, {partitions.month_of(entry["created_at"]) for entry in entries}
+        )
+    await connection.execute(_INSERT, list(entries))
+    await connection.execute(rollups.upsert(connection.dialect), rollups.aggregate(entries))

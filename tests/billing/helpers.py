@@ -6,14 +6,14 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
 from apiary.billing.models import PlanChange
 from apiary.db import new_id
 from apiary.executions.models import Execution
 from apiary.runtime import Runtime
 from apiary.tenants.models import Tenant
-from apiary.usage.models import LedgerEntry
+from apiary.usage.ledger import store_entries
 
 
 def at(text: str) -> dt.datetime:
@@ -80,7 +80,7 @@ def ledger_entry(
 
 async def add_ledger(runtime: Runtime, entries: list[dict[str, Any]]) -> None:
     async with runtime.session_factory() as session:
-        await session.execute(insert(LedgerEntry.__table__), entries)  # type: ignore[arg-type]
+        await store_entries(session, entries)
         await session.commit()
 
 

@@ -189,3 +189,32 @@ async def test_bad_plans_are_refused_by_name(client: httpx.AsyncClient, runtime:
     assert unlimited.json()["seats"] is None
     missing = await client.get("/api/v1/admin/plans/gold", headers=root.headers)
     assert missing.status_code == 404
+
+
+async def test_a_plan_s_ledger_retention_is_set_and_cleared(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """How long a plan's raw ledger rows are kept (docs/usage.md): a number of days, or null
+    for the platform's default; zero days would erase the ledger as it is written."""
+    root = await make_super_admin(runtime, client)
+    created = await client.post(
+        "/api/v1/admin/plans",
+        headers=root.headers,
+        json={"key": "short", "name": "Short", "monthly_fee_usd": "1", "ledger_retention_days": 30},
+    )
+    assert created.status_code in (200, 201), created.text
+    assert created.json()["ledger_retention_days"] == 30
+    async with runtime.session_factory() as session:
+        stored = await session.scalar(select(Plan).where(Plan.key == "short"))
+        assert stored is not None
+        assert stored.ledger_retention_days == 30
+    cleared = await client.patch(
+        "/api/v1/admin/plans/short", headers=root.headers, json={"ledger_retention_days": None}
+    )
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["ledger_retention_days"] is None
+    zero = await client.patch(
+        "/api/v1/admin/plans/short", headers=root.headers, json={"ledger_retention_days": 0}
+    )
+    assert zero.status_code == 422
+    assert "ledger_retention_days" in zero.json()["detail"]

@@ -12,14 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
-from sqlalchemy import insert
 
 from apiary.authz.permissions import Role
 from apiary.gateway import catalog
 from apiary.gateway.config import PriceConfig
 from apiary.gateway.providers.base import Usage
 from apiary.runtime import Runtime
-from apiary.usage.models import LedgerEntry
+from apiary.usage.ledger import store_entries
 from tests.factories import TenantFixture, make_api_key, make_member, make_tenant
 from tests.fakes import Reply
 from tests.gateway.conftest import Gateway, GatewayFactory
@@ -79,7 +78,7 @@ def ledger_row(tenant: TenantFixture, at: datetime, **columns: Any) -> dict[str,
 
 async def insert_rows(runtime: Runtime, rows: list[dict[str, Any]]) -> None:
     async with runtime.session_factory() as session:
-        await session.execute(insert(LedgerEntry), rows)
+        await store_entries(session, rows)
         await session.commit()
 
 

@@ -3,7 +3,7 @@ key-encryption key (the row names which). Existing documents and memory stay rea
 plaintext; `apiary encryption reencrypt` encrypts them.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-04 23:40:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import apiary.db
 
 revision: str = "0017"
-down_revision: str | None = "0015"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

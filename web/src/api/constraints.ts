@@ -266,6 +266,10 @@ export const constraints = {
       "minimum": 0,
       "maximum": 2147483647
     },
+    "ledger_retention_days": {
+      "minimum": 1,
+      "maximum": 36500
+    },
     "markup_pct": {
       "minimum": 0,
       "maximum": 1000
@@ -322,6 +326,10 @@ export const constraints = {
     "knowledge_bases": {
       "minimum": 0,
       "maximum": 2147483647
+    },
+    "ledger_retention_days": {
+      "minimum": 1,
+      "maximum": 36500
     },
     "markup_pct": {
       "minimum": 0,

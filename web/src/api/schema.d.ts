@@ -1132,8 +1132,25 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** This tenant's ledger entries in the range, as CSV */
+        /** This tenant's ledger entries in the range, as CSV, streamed */
         get: operations["export_csv_api_v1_usage_export_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/usage/export.jsonl": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This tenant's ledger entries in the range, as JSON Lines (one object a line) */
+        get: operations["export_jsonl_api_v1_usage_export_jsonl_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -3442,6 +3459,11 @@ export interface components {
             key: string;
             /** Knowledge Bases */
             knowledge_bases: number | null;
+            /**
+             * Ledger Retention Days
+             * @description Days the ledger's raw rows are kept (reports and invoices read rollups, kept for good); null: the platform's default (usage.ledger_retention_days, 90)
+             */
+            ledger_retention_days?: number | null;
             /** Markup Pct */
             markup_pct: string;
             /** Max Subagents */
@@ -3504,6 +3526,11 @@ export interface components {
             /** Knowledge Bases */
             knowledge_bases?: number | null;
             /**
+             * Ledger Retention Days
+             * @description Days raw ledger rows are kept; null: the default (90)
+             */
+            ledger_retention_days?: number | null;
+            /**
              * Markup Pct
              * @default 0
              */
@@ -3557,6 +3584,8 @@ export interface components {
             included_tokens?: number | null;
             /** Knowledge Bases */
             knowledge_bases?: number | null;
+            /** Ledger Retention Days */
+            ledger_retention_days?: number | null;
             /** Markup Pct */
             markup_pct?: number | string | null;
             /** Max Subagents */
@@ -10333,6 +10362,20 @@ export interface operations {
                 from?: string | null;
                 /** @description End of the range, excluded: ISO-8601 with a timezone. Default: the start of next month (UTC) */
                 to?: string | null;
+                /** @description Only calls served by this model */
+                model?: string | null;
+                /** @description Only calls served by this provider */
+                provider?: string | null;
+                /** @description Only calls through this route */
+                route?: string | null;
+                /** @description Only this API key's calls */
+                api_key_id?: string | null;
+                /** @description Only this agent's calls */
+                agent_id?: string | null;
+                /** @description Only calls of this kind */
+                kind?: ("chat" | "embedding") | null;
+                /** @description Only calls that ended so */
+                status?: ("ok" | "error") | null;
             };
             header?: never;
             path?: never;
@@ -10347,6 +10390,81 @@ export interface operations {
                 };
                 content: {
                     "text/csv": unknown;
+                };
+            };
+            /** @description Not authenticated: no credential, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not permitted: the caller's role or key may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or a field of the body is not valid: the detail names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency is unavailable: retry after Retry-After seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    export_jsonl_api_v1_usage_export_jsonl_get: {
+        parameters: {
+            query?: {
+                /** @description Start of the range, included: ISO-8601 with a timezone, e.g. 2026-11-01T00:00:00Z. Default: the start of the calendar month (UTC) that `to` closes, i.e. of the current month when `to` is not given either */
+                from?: string | null;
+                /** @description End of the range, excluded: ISO-8601 with a timezone. Default: the start of next month (UTC) */
+                to?: string | null;
+                /** @description Only calls served by this model */
+                model?: string | null;
+                /** @description Only calls served by this provider */
+                provider?: string | null;
+                /** @description Only calls through this route */
+                route?: string | null;
+                /** @description Only this API key's calls */
+                api_key_id?: string | null;
+                /** @description Only this agent's calls */
+                agent_id?: string | null;
+                /** @description Only calls of this kind */
+                kind?: ("chat" | "embedding") | null;
+                /** @description Only calls that ended so */
+                status?: ("ok" | "error") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": unknown;
                 };
             };
             /** @description Not authenticated: no credential, or one that is not valid */
