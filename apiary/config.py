@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
+    BeforeValidator,
     Field,
     IPvAnyNetwork,
     SecretStr,
@@ -40,6 +42,28 @@ from apiary.gateway.config import GatewayConfig, PriceConfig, ProviderConfig, Ro
 
 if TYPE_CHECKING:
     from apiary.auth.tokens import SigningKeys
+
+
+def _split_commas(value: Any) -> Any:
+    """An environment variable's comma-separated value as a list; a YAML list passes as is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    """An http(s) URL, or None when unset or left empty (as a deployment template does)."""
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+# A list setting given in one environment variable, comma-separated.
+CommaSeparated = BeforeValidator(_split_commas)
+# An optional setting naming an http(s) URL.
+HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
 
 # The roles a tenant membership can hold: an identity provider never makes a super admin.
 MemberRole = Literal["tenant_admin", "developer", "viewer", "billing_admin"]
@@ -240,27 +264,11 @@ class AlertSettings(BaseSettings):
     concurrency: int = Field(default=10, ge=1, le=1000)  # deliveries in flight per process
     queue_size: int = Field(default=1000, ge=1)  # alerts raised off a transaction, waiting
     # Platform alerts (a provider's breaker opening) go here: the super admin's channels.
-    platform_webhook_url: str | None = None
+    platform_webhook_url: HttpUrl = None
     platform_webhook_secret: SecretStr | None = None
-    platform_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    platform_emails: Annotated[list[str], NoDecode, CommaSeparated] = Field(default_factory=list)
     # A provider's breaker opening is told once per provider in this many seconds.
     breaker_period_s: int = Field(default=3600, ge=60)
-
-    @field_validator("platform_emails", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return (
-            [part.strip() for part in value.split(",") if part.strip()]
-            if isinstance(value, str)
-            else value
-        )
-
-    @field_validator("platform_webhook_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
 
     @model_validator(mode="after")
     def _platform_webhook_signed(self) -> AlertSettings:
@@ -303,22 +311,15 @@ class EncryptionSettings(BaseSettings):
     kek: SecretStr | None = None
     # KEKs a rotation replaced, comma-separated: still unwrap until `apiary encryption
     # rotate` has re-wrapped every data key under the new one; then remove them.
-    previous_keks: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    previous_keks: Annotated[list[SecretStr], NoDecode, CommaSeparated] = Field(
+        default_factory=list
+    )
     # An Azure Key Vault key (https://<vault>.vault.azure.net/keys/<name>[/<version>]) that
     # wraps new data keys instead; the environment KEKs above still unwrap.
     key_vault_key_id: str | None = None
     # How long a process keeps using a tenant's data key version before looking for a newer
     # one (after `apiary encryption rotate --data-keys`).
     current_key_ttl_s: float = Field(default=300.0, gt=0)
-
-    @field_validator("previous_keks", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return (
-            [part.strip() for part in value.split(",") if part.strip()]
-            if isinstance(value, str)
-            else value
-        )
 
     @field_validator("kek")
     @classmethod
@@ -404,19 +405,10 @@ class AuditSettings(BaseSettings):
     # Anchors of the chain's head, taken every anchor_interval_s by each API process: posted
     # as JSON to anchor_url (with anchor_token as a bearer token) and/or appended to
     # anchor_file, somewhere the database's owner cannot rewrite (docs/security.md).
-    anchor_url: str | None = None
+    anchor_url: HttpUrl = None
     anchor_token: SecretStr | None = None
     anchor_file: Path | None = None
     anchor_interval_s: float = Field(default=3600, gt=0)
-
-    @field_validator("anchor_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if not value:  # set but empty, as a deployment template leaves it: off
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
 
 
 class Settings(BaseSettings):
@@ -444,13 +436,17 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None  # default: generated once into the data dir
     # Secrets a rotation replaced, comma-separated: access tokens they signed still verify
     # until they expire (keep them one access-token lifetime, then drop them).
-    jwt_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    jwt_previous_secrets: Annotated[list[SecretStr], NoDecode, CommaSeparated] = Field(
+        default_factory=list
+    )
     # An EC P-256 private key (PEM): access tokens are then signed with ES256 and its public
     # key is published at /.well-known/jwks.json for other services; the secrets above
     # still verify the HS256 tokens signed before. Keys it replaced: their PEMs (private or
     # public), comma-separated, kept one access-token lifetime.
     jwt_private_key: SecretStr | None = None
-    jwt_previous_public_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_previous_public_keys: Annotated[list[str], NoDecode, CommaSeparated] = Field(
+        default_factory=list
+    )
     access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=300)
 
@@ -462,7 +458,9 @@ class Settings(BaseSettings):
     login_ip_max_failures: int = Field(default=50, ge=1)
     # Peers (CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed: the proxy or
     # ingress in front of Apiary. None by default: the TCP peer is the client.
-    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode, CommaSeparated] = Field(
+        default_factory=list
+    )
 
     bootstrap_admin_email: str = "admin@apiary.local"
 
@@ -481,7 +479,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     # Qdrant: a server URL in production; default: local mode in the data dir (one process).
-    qdrant_url: str | None = None
+    qdrant_url: HttpUrl = None
     qdrant_api_key: SecretStr | None = None
 
     # Where executions run: inside `apiary serve`, or on Celery workers (`apiary worker`).
@@ -507,17 +505,6 @@ class Settings(BaseSettings):
     @property
     def gateway(self) -> GatewayConfig:
         return GatewayConfig(providers=self.providers, routes=self.routes, prices=self.prices)
-
-    @field_validator(
-        "trusted_proxies", "jwt_previous_secrets", "jwt_previous_public_keys", mode="before"
-    )
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        return (
-            [part.strip() for part in value.split(",") if part.strip()]
-            if isinstance(value, str)
-            else value
-        )
 
     @field_validator("database_url")
     @classmethod
@@ -571,13 +558,6 @@ class Settings(BaseSettings):
                 "APIARY_JWT_PRIVATE_KEY too, it verifies the HS256 tokens signed before)"
             )
         return self
-
-    @field_validator("qdrant_url")
-    @classmethod
-    def _qdrant_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
 
     @property
     def qdrant_path(self) -> Path:
