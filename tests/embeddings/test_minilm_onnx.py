@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy
 import numpy.typing as npt
+import onnx
+import onnxruntime
 import pytest
 
 from apiary.embeddings import minilm, minilm_graph
@@ -181,14 +183,69 @@ def test_the_graph_is_the_same_every_time_it_is_built() -> None:
     weights = minilm.model_dir() / "model.safetensors"
 
     first, second = minilm_graph.build(weights), minilm_graph.build(weights)
-
     assert first.SerializeToString() == second.SerializeToString()
-    quantized = minilm_graph.quantize(first)
-    assert quantized.SerializeToString() == minilm_graph.quantize(second).SerializeToString()
-    # int8 weights where they were quantized; the feed-forward down projections stay float.
+    split = minilm_graph.build(weights, split_outliers=True)
+    quantized = minilm_graph.quantize(split)
+    again = minilm_graph.quantize(minilm_graph.build(weights, split_outliers=True))
+    assert quantized.SerializeToString() == again.SerializeToString()
+    # int8 weights everywhere but the products over the outlier channels: the up product's
+    # in every layer, the down product's where GELU has outliers.
     ops = {node.op_type for node in quantized.graph.node}
     assert {"QAttention", "DynamicQuantizeLinear", "MatMulInteger"} <= ops
-    assert sum(node.op_type == "MatMul" for node in quantized.graph.node) == minilm_graph.LAYERS
+    float_products = [node.name for node in quantized.graph.node if node.op_type == "MatMul"]
+    split_downs = sum(1 for channels in minilm_graph.GELU_OUTLIERS if channels)
+    assert len(float_products) == minilm_graph.LAYERS + split_downs
+    assert all(name.endswith(minilm_graph.OUTLIER_SUFFIX) for name in float_products)
+
+
+def _session(graph: onnx.ModelProto) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(
+        graph.SerializeToString(),
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(minilm_graph.FUSIONS_OFF),
+    )
+
+
+def _run(session: onnxruntime.InferenceSession, text: str, outputs: list[str]) -> list[Any]:
+    ids = numpy.array([minilm.load_tokenizer(minilm.model_dir()).encode(text).ids], numpy.int32)
+    result: list[Any] = session.run(outputs, {"input_ids": ids, "attention_mask": ids * 0 + 1})
+    return result
+
+
+def test_splitting_off_the_outlier_channels_is_the_same_float_arithmetic() -> None:
+    weights = minilm.model_dir() / "model.safetensors"
+    plain = _session(minilm_graph.build(weights))
+    split = _session(minilm_graph.build(weights, split_outliers=True))
+
+    for text in (*EDGE_TEXTS[:8], QUESTIONS[0]["question"], "budget " * 60):
+        (one,) = _run(plain, text, ["embeddings"])
+        (other,) = _run(split, text, ["embeddings"])
+        numpy.testing.assert_allclose(one, other, atol=1e-6)
+
+
+def test_the_outlier_channels_are_each_layers_largest(chunks: list[tuple[str, str]]) -> None:
+    """The channels `quantize` leaves in float32 are where the feed-forward products' inputs
+    are largest, on the test corpus as on the text they were found with: every channel that
+    reaches above 12 is listed, and every listed GELU output does."""
+    graph = minilm_graph.build(minilm.model_dir() / "model.safetensors")
+    names = []
+    for layer in range(minilm_graph.LAYERS):
+        for tensor in ("attended", "gelu"):  # the inputs of the up and down products
+            name = f"encoder.layer.{layer}.{tensor}"
+            graph.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+            names.append(name)
+    session = _session(graph)
+    largest = {name: numpy.zeros(1) for name in names}
+    for _, text in chunks[::4]:
+        for name, values in zip(names, _run(session, text, names), strict=True):
+            peak = numpy.abs(values[0]).max(axis=0)
+            largest[name] = numpy.maximum(largest[name], peak)
+
+    for layer in range(minilm_graph.LAYERS):
+        residual = largest[f"encoder.layer.{layer}.attended"]
+        gelu = largest[f"encoder.layer.{layer}.gelu"]
+        assert set(numpy.flatnonzero(residual > 12)) <= set(minilm_graph.RESIDUAL_OUTLIERS)
+        assert set(numpy.flatnonzero(gelu > 12)) == set(minilm_graph.GELU_OUTLIERS[layer])
 
 
 def test_an_unreadable_weights_file_is_a_clear_error(
