@@ -427,8 +427,8 @@ class Settings(BaseSettings):
     # connections 60 s): when the server closes an idle connection first, a request the
     # balancer sends on it at that moment gets no answer (a 502 for its client).
     keep_alive_s: int = Field(default=75, ge=1, le=3600)
-    # `apiary serve` and `apiary worker` hand freed heap pages back to the system this often
-    # (apiary/kit/heap.py: glibc keeps them otherwise, and RSS creeps up); 0 turns it off.
+    # `apiary serve` and `apiary worker` collect cyclic garbage and hand freed heap pages back
+    # to the system this often (apiary/kit/heap.py: otherwise RSS creeps up); 0 turns it off.
     malloc_trim_s: float = Field(default=60.0, ge=0, le=86_400)
     environment: Literal["development", "production", "test"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
