@@ -49,11 +49,11 @@ GRAPH_VERSION = 2
 # (BERT's "massive activations"): five of the residual stream's 384 channels, the same ones
 # in every layer, reach 11-30 where the rest stay under 10, and in the first four layers one
 # or two of the 1536 GELU outputs reach 14-25 where the rest stay under 7 (none stands out
-# in the last two). One uint8 scale over a whole
-# input spends its range on them, which is what made int8 lose accuracy. `quantize` leaves
-# the products over these few channels in float32 (see `build(split_outliers=True)`).
-# Found by running the float32 graph over varied text and taking each layer's largest
-# maxima; tests/embeddings/test_minilm_onnx.py checks they still are.
+# in the last two). One uint8 scale over a whole input spends its range on them, which is
+# what made int8 lose accuracy. `quantize` leaves the products over these few channels in
+# float32 (see `build(split_outliers=True)`). Found by running the float32 graph over varied
+# text and taking each layer's largest maxima; tests/embeddings/test_minilm_onnx.py checks
+# they still are.
 RESIDUAL_OUTLIERS = (63, 99, 127, 157, 223)
 GELU_OUTLIERS = ((856,), (607,), (218, 1004), (358,), (), ())
 OUTLIER_SUFFIX = ".outliers"
