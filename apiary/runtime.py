@@ -232,6 +232,7 @@ class Runtime:
         await self.cache.close()
         await self.providers.close()
         await self.upstream.close()
+        self.limits.give_back_leases()  # queued for the counters' last round trip, below
         await self.counters.close()
         await self.memory.close()
         await self.encryption.close()

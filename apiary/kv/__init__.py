@@ -51,6 +51,10 @@ def _fits(value: int, check: Check) -> bool:
 
 
 class CounterStore(Protocol):
+    # Whether other processes count on the same counters (Redis): the limit enforcer then
+    # leases blocks of them, so most calls make no round trip (apiary/limits/enforcer.py).
+    shared: bool
+
     async def incr(self, key: str, *, ttl_s: int, amount: int = 1) -> int:
         """Add `amount` to `key`, starting a `ttl_s` window if it is new; return the total."""
         ...
@@ -102,6 +106,8 @@ class MemoryCounterStore:
 
     No lock: each method runs to its end without awaiting, so on one event loop no other
     coroutine can interleave with it."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, float]] = {}

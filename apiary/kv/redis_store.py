@@ -111,6 +111,8 @@ class RedisCounterStore:
     does not wait. A sender task writes what is queued as one batch (one _APPLY call) and
     goes on to the next without waiting for replies; the lane's reader hands them out."""
 
+    shared = True
+
     def __init__(self, redis: Redis, *, namespace: str = "apiary") -> None:
         self._redis = redis  # shared by the process (apiary.kit.redis), which closes it
         self._ns = namespace

@@ -22,6 +22,18 @@ budget warning is worked out from the spend the admission saw. On Redis, the tak
 settlements a replica makes while one round trip is on its way share the next one, so
 under load a call costs less than one round trip.
 
+With a shared counter store (Redis), a replica *leases* a block of its counters instead of
+taking one call's share at a time: one `take` of n calls' request slots and n times the
+call's reservation, which the next calls of the same tenant and key spend locally with no
+round trip, for at most `_LEASE_S` and within the minute. What a lease has left when it ends
+is given back. A lease never holds more than 1/`_LEASE_SHARE` of a limit (nor more than
+`_LEASE_CALLS` calls), and a limit too small for a lease of two calls, or a lease that does
+not fit, leaves the call to the exact take: so near a limit admission is as exact as
+without leases (a refusal always comes from an exact take), and far from it a replica holds
+at most a 64th of a limit it may not use (given back within a second). A token-per-minute
+limit is looked at when the lease is taken: calls on the lease may start up to a second
+after other replicas' finished calls pushed the minute's tokens over it.
+
 The tenant's plan (apiary/billing) bounds its own limits: the effective request and token
 rates are the stricter of the two, and a plan without overage makes its included spend a
 monthly budget; a tenant's own limit may be stricter than its plan's, never looser.
@@ -87,6 +99,25 @@ class BudgetListener(Protocol):
 
 
 _LIMITS_TTL_S = 5.0  # how long a replica may use limits it read, before reading again
+_LEASE_S = 1.0  # how long a lease of the shared counters may be spent from
+_LEASE_CALLS = 32  # calls a lease holds at most
+_LEASE_SHARE = 64  # a lease holds at most this fraction (1/64) of each limit
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Request slots and budget taken from the shared counters ahead of the calls that
+    spend them (see the module's docstring)."""
+
+    checks: tuple[Check, ...]  # the take it came from, one call's amounts
+    spend: str | None  # the spend counter among them
+    calls: int  # request slots left
+    budget_micro: int  # reservation left
+    spent_micro: int  # the month's spend when it was taken, the whole lease included
+    until: float  # time.monotonic() past which it is given back
+    # Tokens this replica's calls on it may still add under the token-per-minute limits
+    # (a 64th of the smallest), None without one: past it, calls take exactly again.
+    tokens_left: int | None
 
 
 @dataclass
@@ -98,6 +129,7 @@ class Admission:
     reserved_micro: int = 0
     month: str = ""
     spent_micro: int = 0  # the month's spend when admitted, this call's reservation included
+    lease: _Lease | None = None  # the lease of the shared counters it was admitted on
 
 
 def _month() -> str:
@@ -134,6 +166,8 @@ class LimitEnforcer:
         # Bumped by `forget`: a read that started before a change must not cache what it
         # read (the old limits) once it ends.
         self._changes: dict[uuid.UUID, int] = {}
+        # Leases of the shared counters, by the keys of the checks they were taken for.
+        self._leases: dict[tuple[str, ...], _Lease] = {}
 
     def forget(self, tenant_id: uuid.UUID) -> None:
         """Drop cached limits after a change is committed, so this replica applies them at
@@ -243,6 +277,14 @@ class LimitEnforcer:
             guards.append("budget")
         if not checks:
             return admission
+        if self._counters.shared:
+            leased = self._from_lease(checks, admission.reserved_micro)
+            if leased is None:
+                leased = await self._lease(checks, admission.reserved_micro, spend)
+            if leased is not None:
+                admission.spent_micro = leased.spent_micro
+                admission.lease = leased
+                return admission
         outcome = await self._counters.take(checks, existing=spend)
         if outcome.missing:
             assert spend is not None
@@ -278,6 +320,88 @@ class LimitEnforcer:
         admission.spent_micro = outcome.total
         return admission
 
+    def _from_lease(self, checks: list[Check], reserved_micro: int) -> _Lease | None:
+        """The lease these checks' call may spend from, now spent from; None when there is
+        none (or it ended, or has too little left: then it is given back)."""
+        names = tuple(check.key for check in checks)
+        lease = self._leases.get(names)
+        if lease is None:
+            return None
+        if (
+            lease.calls > 0
+            and lease.budget_micro >= reserved_micro
+            and (lease.tokens_left is None or lease.tokens_left > 0)
+            and time.monotonic() < lease.until
+        ):
+            lease.calls -= 1
+            lease.budget_micro -= reserved_micro
+            return lease
+        self._give_back(names, lease)
+        return None
+
+    async def _lease(
+        self, checks: list[Check], reserved_micro: int, spend: str | None
+    ) -> _Lease | None:
+        """Take a lease of `calls` calls for these checks, this call's share spent from it;
+        None when the limits are too small for one or it does not fit."""
+        calls = _LEASE_CALLS
+        tokens_left: int | None = None
+        for check in checks:
+            if check.amount > 0:
+                calls = min(calls, check.limit // (_LEASE_SHARE * check.amount))
+            else:  # a look: a token-per-minute limit
+                share = check.limit // _LEASE_SHARE
+                tokens_left = share if tokens_left is None else min(tokens_left, share)
+        if calls < 2 or tokens_left == 0:
+            return None
+        block = [Check(c.key, c.amount * calls, c.limit, c.ttl_s) for c in checks]
+        outcome = await self._counters.take(block, existing=spend)
+        if outcome.refused is not None or outcome.missing:
+            return None  # the exact take decides, and says why
+        names = tuple(check.key for check in checks)
+        lease = _Lease(
+            checks=tuple(checks),
+            spend=spend,
+            calls=calls - 1,
+            budget_micro=reserved_micro * (calls - 1),
+            spent_micro=outcome.total,
+            until=time.monotonic() + _LEASE_S,
+            tokens_left=tokens_left,
+        )
+        earlier = self._leases.get(names)
+        if earlier is not None:  # another call of the same kind leased meanwhile
+            self._give_back(names, earlier)
+        self._leases[names] = lease
+        asyncio.get_running_loop().call_later(_LEASE_S, self._expire, names, lease)
+        return lease
+
+    def give_back_leases(self) -> None:
+        """End every lease (the process is stopping): what they hold goes back to the
+        shared counters with their next round trip."""
+        for names, lease in list(self._leases.items()):
+            self._give_back(names, lease)
+
+    def _expire(self, names: tuple[str, ...], lease: _Lease) -> None:
+        if self._leases.get(names) is lease:
+            self._give_back(names, lease)
+
+    def _give_back(self, names: tuple[str, ...], lease: _Lease) -> None:
+        """End a lease: what it has left goes back to the shared counters."""
+        if self._leases.get(names) is lease:
+            del self._leases[names]
+        changes: list[Change] = []
+        for check in lease.checks:
+            if check.key == lease.spend:
+                if lease.budget_micro:
+                    changes.append(
+                        Change(check.key, -lease.budget_micro, check.ttl_s, existing=True)
+                    )
+            elif check.amount > 0 and lease.calls:
+                changes.append(Change(check.key, -check.amount * lease.calls, check.ttl_s))
+        lease.calls = lease.budget_micro = 0
+        if changes:
+            self._counters.add_soon(changes)
+
     async def settle(
         self, admission: Admission, *, tokens: int, cost_usd: float | None
     ) -> str | None:
@@ -287,6 +411,9 @@ class LimitEnforcer:
             return None
         tenant = _name(auth.scope.tenant_id)
         minute = int(time.time() // 60)
+        lease = admission.lease
+        if lease is not None and lease.tokens_left is not None:
+            lease.tokens_left -= tokens
         changes: list[Change] = []
         if limits.tenant_tpm is not None and tokens:
             changes.append(Change(f"rl:tok:t:{tenant}:{minute}", tokens, 61))
