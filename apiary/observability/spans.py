@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -254,6 +254,9 @@ class LightTracer(trace.Tracer):
         self.scope = scope
         self.ratio = ratio
         self.bound = bound_for(ratio)
+        # Where a span with no span current looks for a parent that is not in
+        # OpenTelemetry's context (tracing.py: the server span of a dropped request).
+        self.orphan_parent: Callable[[], trace.Span | None] | None = None
 
     def keeps(self, trace_id: int) -> bool:
         """The ratio sampler's decision for a new trace."""
@@ -271,6 +274,10 @@ class LightTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         parent = trace.get_current_span(context).get_span_context()
+        if not parent.is_valid and context is None and self.orphan_parent is not None:
+            dropped = self.orphan_parent()  # a dropped request's server span, not current
+            if dropped is not None:
+                return dropped
         if not parent.is_valid:  # a new trace: the ratio decides
             trace_id = new_trace_id()
             return self.start(name, trace_id, None, self.keeps(trace_id), kind, attributes, links)

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
+    NonRecordingSpan,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
@@ -32,7 +34,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from apiary.observability.spans import new_trace_id
+from apiary.observability.spans import UNSAMPLED, new_span_id, new_trace_id
 
 if TYPE_CHECKING:
     from apiary.config import OTelSettings
@@ -117,6 +119,7 @@ def install(settings: OTelSettings) -> bool:
         InstrumentationScope("apiary"),
         settings.sampling_ratio,
     )
+    _tracer.orphan_parent = _dropped_request_span
     TRACER = _tracer
     log.info(
         "tracing on: OTLP/HTTP to %s, sampling ratio %g",
@@ -176,8 +179,24 @@ def inject() -> dict[str, str]:
     """The current context as W3C headers (`traceparent`), to carry across a process hop."""
     carrier: dict[str, str] = {}
     if TRACER is not None:
-        _PROPAGATOR.inject(carrier)
+        _PROPAGATOR.inject(carrier, _dropped_request_context())
     return carrier
+
+
+def _dropped_request_span() -> Span | None:
+    """The server span of the dropped request being served, if any (for spans started
+    under it with no span current)."""
+    request = _request.get()
+    return request.span if request is not None and not request.sampled else None
+
+
+def _dropped_request_context() -> otel_context.Context | None:
+    """With no span current, the context of a dropped request's server span (which is
+    not made current: see `start_server_span`); else None, the current context."""
+    request = _request.get()
+    if request is None or request.sampled or trace.get_current_span().get_span_context().is_valid:
+        return None
+    return trace.set_span_in_context(request.span)
 
 
 def extract(carrier: Mapping[str, str]) -> otel_context.Context:
@@ -205,8 +224,7 @@ def current_ids() -> tuple[str, str] | None:
     if request is not None and not request.sampled:
         # A dropped request records no span under its server span: its lines carry its ids.
         if request.ids is None:
-            own = request.span.get_span_context()
-            request.ids = format(own.trace_id, "032x"), format(own.span_id, "016x")
+            request.ids = format(request.trace_id, "032x"), format(request.span_id, "016x")
         return request.ids
     found = trace.get_current_span().get_span_context()
     if not found.is_valid:
@@ -218,16 +236,29 @@ _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 class ServerSpan:
-    """What `start_server_span` made current, for `end_server_span` to undo."""
+    """What `start_server_span` made current, for `end_server_span` to undo. A dropped
+    request's span is made only if something asks for it (`span`)."""
 
-    __slots__ = ("ids", "request_token", "sampled", "span", "token")
+    __slots__ = ("_span", "ids", "request_token", "sampled", "span_id", "token", "trace_id")
 
-    def __init__(self, span: Span, token: object) -> None:
-        self.span = span
-        self.token = token
-        self.sampled = span.is_recording()
+    def __init__(
+        self, span: Span | None, token: object, *, trace_id: int = 0, span_id: int = 0
+    ) -> None:
+        self._span = span
+        self.token = token  # None: nothing was attached to OpenTelemetry's context
+        self.sampled = span is not None and span.is_recording()
+        self.trace_id, self.span_id = trace_id, span_id
         self.ids: tuple[str, str] | None = None  # hex, once a log line asked
         self.request_token: Token[ServerSpan | None] | None = None
+
+    @property
+    def span(self) -> Span:
+        if self._span is None:
+            context = SpanContext(
+                self.trace_id, self.span_id, is_remote=False, trace_flags=UNSAMPLED
+            )
+            self._span = NonRecordingSpan(context)
+        return self._span
 
 
 def start_server_span(
@@ -237,22 +268,30 @@ def start_server_span(
     when the request carries a `traceparent`. Named by method alone until the route
     template is known (`end_server_span`), never by the raw path.
 
-    A request of its own trace is sampled here, once: the ones dropped get a non-recording
-    span of a fresh trace id (log lines and a Celery hop still carry it, flagged unsampled)
-    and their children skip building spans altogether (`active`)."""
+    A request of its own trace is sampled here, once: the ones dropped get a fresh trace id
+    (log lines, a Celery hop and spans started under it carry it, flagged unsampled), are
+    not made current in OpenTelemetry's context, and their children skip building spans
+    altogether (`active`)."""
     carrier = {
         name.decode(): value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS
     }
-    attributes = {"http.request.method": method, "url.path": path}
-    server: Span
     parent = _PROPAGATOR.extract(carrier) if carrier else None
+    attributes: dict[str, AttributeValue]
+    server: Span
     if parent is None:
         assert _tracer is not None  # tracing is on: the caller checked TRACER
         trace_id = new_trace_id()
-        server = _tracer.start(
-            method, trace_id, None, _tracer.keeps(trace_id), SpanKind.SERVER, attributes
-        )
+        if not _tracer.keeps(trace_id):
+            # Dropped: nothing goes into OpenTelemetry's context (a copy and two sets a
+            # request). Its ids are kept for its log lines, `inject` and spans started
+            # under it (`LightTracer.start_span` asks `_dropped_request_span`).
+            started = ServerSpan(None, None, trace_id=trace_id, span_id=new_span_id())
+            started.request_token = _request.set(started)
+            return started
+        attributes = {"http.request.method": method, "url.path": path}
+        server = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
     else:
+        attributes = {"http.request.method": method, "url.path": path}
         server = tracer.start_span(
             method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
@@ -265,10 +304,12 @@ def start_server_span(
 def end_server_span(
     started: ServerSpan, *, method: str, route: str, status: int, error: str | None
 ) -> None:
-    server = started.span
     if started.request_token is not None:
         _request.reset(started.request_token)
+    if started.token is None:  # a dropped request: nothing was attached
+        return
     otel_context.detach(started.token)  # type: ignore[arg-type]  # the token `attach` returned
+    server = started.span
     if not server.is_recording():
         return
     server.update_name(f"{method} {route}")

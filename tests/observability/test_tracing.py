@@ -643,3 +643,33 @@ def test_apiarys_light_spans_export_what_the_sdks_spans_would() -> None:
     ]
     sent = ExportTraceServiceRequest.FromString(otlp_wire.encode_spans(ours))  # type: ignore[arg-type]
     assert sent == encode_spans(as_sdk)
+
+
+def test_a_dropped_request_hands_its_trace_on_unsampled() -> None:
+    """A request the sampler drops is not made current in OpenTelemetry's context, yet
+    everything that carries its trace carries the same one, flagged unsampled: its log
+    lines' ids, the `traceparent` of a Celery hop, and spans started under it."""
+    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=0.0))
+    try:
+        assert tracing.TRACER is not None
+        started = tracing.start_server_span(tracing.TRACER, "POST", "/api/v1/executions", [])
+        try:
+            ids = tracing.current_ids()
+            assert ids is not None
+            trace_id, span_id = ids
+            assert tracing.inject() == {"traceparent": f"00-{trace_id}-{span_id}-02"}
+            assert tracing.active() is None  # the hot path builds nothing under it
+            with tracing.span("send apiary.run_execution") as child:
+                assert child is not None
+                context = child.get_span_context()
+                assert format(context.trace_id, "032x") == trace_id
+                assert not context.trace_flags.sampled
+                assert not child.is_recording()
+                assert tracing.inject()["traceparent"].startswith(f"00-{trace_id}-")
+        finally:
+            tracing.end_server_span(
+                started, method="POST", route="/api/v1/executions", status=201, error=None
+            )
+        assert tracing.current_ids() is None  # the request is over
+    finally:
+        tracing.shutdown()
