@@ -278,9 +278,10 @@ class LimitEnforcer:
         if not checks:
             return admission
         if self._counters.shared:
-            leased = self._from_lease(checks, admission.reserved_micro)
+            names = tuple(check.key for check in checks)
+            leased = self._from_lease(names, admission.reserved_micro)
             if leased is None:
-                leased = await self._lease(checks, admission.reserved_micro, spend)
+                leased = await self._lease(names, checks, admission.reserved_micro, spend)
             if leased is not None:
                 admission.spent_micro = leased.spent_micro
                 admission.lease = leased
@@ -320,10 +321,9 @@ class LimitEnforcer:
         admission.spent_micro = outcome.total
         return admission
 
-    def _from_lease(self, checks: list[Check], reserved_micro: int) -> _Lease | None:
-        """The lease these checks' call may spend from, now spent from; None when there is
-        none (or it ended, or has too little left: then it is given back)."""
-        names = tuple(check.key for check in checks)
+    def _from_lease(self, names: tuple[str, ...], reserved_micro: int) -> _Lease | None:
+        """The lease for the call checking the counters `names`, now spent from; None when
+        there is none (or it ended, or has too little left: then it is given back)."""
         lease = self._leases.get(names)
         if lease is None:
             return None
@@ -340,7 +340,7 @@ class LimitEnforcer:
         return None
 
     async def _lease(
-        self, checks: list[Check], reserved_micro: int, spend: str | None
+        self, names: tuple[str, ...], checks: list[Check], reserved_micro: int, spend: str | None
     ) -> _Lease | None:
         """Take a lease of `calls` calls for these checks, this call's share spent from it;
         None when the limits are too small for one or it does not fit."""
@@ -358,7 +358,6 @@ class LimitEnforcer:
         outcome = await self._counters.take(block, existing=spend)
         if outcome.refused is not None or outcome.missing:
             return None  # the exact take decides, and says why
-        names = tuple(check.key for check in checks)
         lease = _Lease(
             checks=tuple(checks),
             spend=spend,
