@@ -25,8 +25,10 @@ generator, so the profiles are shorter and the verdicts are:
   slope of a least-squares line through its samples, times the window's length) within 5%
   of its mean over that window, plus the steady criteria at the soak rate. Memory is PSS
   summed over the tree (RSS with shared pages divided among their sharers: PostgreSQL's
-  backends all map its shared buffers, so their RSS sum counts them once per backend);
-  both are recorded.
+  backends all map its shared buffers, so their RSS sum counts them once per backend), less
+  its part in shared memory segments: that part is PostgreSQL's buffer cache, which fills
+  as the database grows, and is judged instead against the segment's size (`SHOW
+  shared_memory_size`). RSS, PSS and the shared part are all recorded.
 
 p95 is Locust's, over every request of the run; a `/v1` call counts what Apiary adds (its
 time less the fake upstream's delay for it, see the locustfile). It prints a table beside
@@ -176,16 +178,21 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def _pss(pid: int) -> int:
-    """Proportional set size: RSS with each shared page divided among its sharers, so a
-    tree's sum counts PostgreSQL's shared buffers (or a forked pool's pages) once."""
+def _pss(pid: int) -> tuple[int, int]:
+    """(PSS, its shared-memory part): the proportional set size is RSS with each shared
+    page divided among its sharers, so a tree's sum counts PostgreSQL's shared buffers (or
+    a forked pool's pages) once; `Pss_Shmem` is the part in shared memory segments, which
+    for PostgreSQL is its buffer cache, filling up to `shared_buffers` as pages are read."""
+    pss = shmem = 0
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
+                pss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss_Shmem:"):
+                shmem = int(line.split()[1]) * 1024
     except (OSError, IndexError, ValueError):
         pass
-    return 0
+    return pss, shmem
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -240,11 +247,14 @@ class Sampler:
         elapsed = max(now - self._at, 1e-6)
         rss_mib: dict[str, float] = {}
         pss_mib: dict[str, float] = {}
+        shmem_mib: dict[str, float] = {}
         cpu_pct: dict[str, float] = {}
         for name, root in self.roots().items():
             pids = [root] if name == "upstream+runner" else _tree(root, table)
             rss_mib[name] = sum(_rss(pid) for pid in pids) / 2**20
-            pss_mib[name] = sum(_pss(pid) for pid in pids) / 2**20
+            sizes = [_pss(pid) for pid in pids]
+            pss_mib[name] = sum(pss for pss, _ in sizes) / 2**20
+            shmem_mib[name] = sum(shmem for _, shmem in sizes) / 2**20
             cpu = sum(table[pid][2] for pid in pids)
             if name in self._cpu:
                 cpu_pct[name] = 100 * max(0.0, cpu - self._cpu[name]) / elapsed
@@ -261,6 +271,7 @@ class Sampler:
             "t": time.time(),
             "rss_mib": rss_mib,
             "pss_mib": pss_mib,
+            "shmem_mib": shmem_mib,
             "cpu_pct": cpu_pct,
         }
         dsn = self.topology.database_url.replace("postgresql+asyncpg://", "postgresql://")
@@ -283,6 +294,12 @@ class Sampler:
                 # connections opened and closed), each a backend forked and authenticated.
                 sample["pg_sessions_opened"] = await connection.fetchval(
                     "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                )
+                # The shared memory segment's whole size (buffers and the rest): the
+                # bound on the PostgreSQL tree's `Pss_Shmem`.
+                sample["pg_shared_memory_mib"] = await connection.fetchval(
+                    "SELECT setting::float8 FROM pg_settings"
+                    " WHERE name = 'shared_memory_size' AND unit = 'MB'"
                 )
                 sample["db_size_mib"] = (
                     await connection.fetchval("SELECT pg_database_size(current_database())") / 2**20
@@ -419,15 +436,22 @@ async def locust_run(
 # -- verdicts --------------------------------------------------------------------------------
 
 
+def private_mib(sample: dict[str, Any], name: str) -> float:
+    """A process tree's memory less what it holds in shared memory segments: what a leak
+    would grow. For PostgreSQL that leaves out its buffer cache, which fills up to
+    `shared_buffers` as the database grows and is judged against that bound instead."""
+    return float(sample["pss_mib"][name] - sample.get("shmem_mib", {}).get(name, 0.0))
+
+
 def rss_growth(samples: list[dict[str, Any]], since: float) -> dict[str, float]:
-    """Per process tree: the least-squares slope of its memory (PSS summed over the tree)
-    over the samples after `since`, times the window's length, as a fraction of the
-    window's mean (0.05 = grew 5%)."""
+    """Per process tree: the least-squares slope of its private memory (`private_mib`,
+    summed over the tree) over the samples after `since`, times the window's length, as a
+    fraction of the window's mean (0.05 = grew 5%)."""
     window = [s for s in samples if s["t"] >= since]
     growth: dict[str, float] = {}
     names = {name for s in window for name in s["pss_mib"] if name != "locust"}
     for name in sorted(names):
-        points = [(s["t"], s["pss_mib"][name]) for s in window if name in s["pss_mib"]]
+        points = [(s["t"], private_mib(s, name)) for s in window if name in s["pss_mib"]]
         if len(points) < 3:
             continue
         ts, ys = [p[0] for p in points], [p[1] for p in points]
@@ -438,6 +462,23 @@ def rss_growth(samples: list[dict[str, Any]], since: float) -> dict[str, float]:
         slope = sum((t - mean_t) * (y - mean_y) for t, y in points) / var
         growth[name] = slope * (ts[-1] - ts[0]) / mean_y
     return growth
+
+
+def shared_memory_checks(samples: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """PostgreSQL's buffer cache, left out of its memory's slope (`private_mib`), must stay
+    within the shared memory segment it was given."""
+    held = [s["shmem_mib"]["postgres"] for s in samples if "postgres" in s.get("shmem_mib", {})]
+    bounds = [s["pg_shared_memory_mib"] for s in samples if s.get("pg_shared_memory_mib")]
+    if not held or not bounds:
+        return []
+    peak, bound = max(held), min(bounds)
+    return [
+        (
+            "PostgreSQL's shared memory in its segment",
+            f"at most {peak:.0f} of {bound:.0f} MiB",
+            peak <= bound,
+        )
+    ]
 
 
 def steady_checks(step: Step, p95_limit: float) -> list[tuple[str, str, bool]]:
@@ -484,7 +525,8 @@ def print_samples(samples: list[dict[str, Any]]) -> None:
             continue
         rss = f"{seen[0]['rss_mib'][name]:7.1f} -> {seen[-1]['rss_mib'][name]:7.1f}"
         pss = f"{seen[0]['pss_mib'][name]:7.1f} -> {seen[-1]['pss_mib'][name]:7.1f}"
-        print(f"  {name:16} RSS {rss}   PSS {pss}   CPU {mean_cpu:5.1f}%")
+        own = f"{private_mib(seen[0], name):7.1f} -> {private_mib(seen[-1], name):7.1f}"
+        print(f"  {name:16} RSS {rss}   PSS {pss}   private {own}   CPU {mean_cpu:5.1f}%")
     machine = [s["cpu_pct"]["machine"] for s in samples if "machine" in s.get("cpu_pct", {})]
     if machine:
         mean = sum(machine) / len(machine)
@@ -623,6 +665,7 @@ async def run(args: argparse.Namespace) -> int:
                         abs(value) <= RSS_FLAT,
                     )
                 )
+            checks.extend(shared_memory_checks(sampler.samples))
     passed = print_verdict(profile, checks, measured)
 
     RESULTS.mkdir(parents=True, exist_ok=True)

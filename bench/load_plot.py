@@ -87,11 +87,15 @@ def main() -> None:
     figure, axis = plt.subplots(figsize=(9, 4.5))
     names = sorted({name for s in samples for name in s["pss_mib"]})
     for name in names:
-        points = [(minutes(s["t"]), s["pss_mib"][name]) for s in samples if name in s["pss_mib"]]
+        points = [
+            (minutes(s["t"]), s["pss_mib"][name] - s.get("shmem_mib", {}).get(name, 0.0))
+            for s in samples
+            if name in s["pss_mib"]
+        ]
         axis.plot([p[0] for p in points], [p[1] for p in points], label=name, marker=".")
     if result["profile"] == "soak" and result["steps"]:
         axis.axvline(minutes(start + result["warmup_s"]), color="grey", linestyle=":")
-    ylabel = "MiB (PSS, summed over the process tree)"
+    ylabel = "MiB (PSS less shared memory, per process tree)"
     axis.set(xlabel="minutes", ylabel=ylabel, title=f"Memory, {title}")
     axis.legend(fontsize="small", ncol=2)
     figure.tight_layout()

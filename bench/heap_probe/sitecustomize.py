@@ -14,7 +14,9 @@ outside the frozen start-up set (with `APIARY_HEAP_PROBE_TRACE=TypeA,TypeB`, wha
 newest of those), and the size of each SQLAlchemy LRU cache. Comparing two records tells a
 leak (objects of some type keep growing), fragmentation (in-use flat, held memory rising), a
 cache still filling and garbage waiting for the collector (objects rising, then falling at a
-full pass) apart. Other processes (Locust, the harness) import this and do nothing.
+full pass) apart. So does `bench/load.py` itself (the harness: the fake upstream and the
+sampler) when it runs with this folder on its own PYTHONPATH; other processes (Locust)
+import this and do nothing.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def _run(folder: str, interval: float) -> None:
 def _start() -> None:
     folder = os.environ.get("APIARY_HEAP_PROBE_DIR")
     argv = " ".join(sys.orig_argv)
-    if not folder or not re.search(r"apiary\S*\s+(serve|worker)\b", argv):
+    if not folder or not re.search(r"apiary\S*\s+(serve|worker)\b|bench/load\.py", argv):
         return
     os.makedirs(folder, exist_ok=True)
     _watch_sqlalchemy_caches()
