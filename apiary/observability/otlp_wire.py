@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from apiary.observability.spans import UNSET as _UNSET
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -92,13 +95,15 @@ _PAIRS: dict[tuple[bytes, str, str], bytes] = {}
 _CACHED = 4096  # entries each cache holds at most: a bound, not an eviction policy
 
 
+def _key(key: str) -> bytes:
+    encoded = _field(b"\x0a", key.encode())
+    if len(_KEYS) < _CACHED:
+        _KEYS[key] = encoded
+    return encoded
+
+
 def _key_value(key: str, value: Any) -> bytes:
-    encoded = _KEYS.get(key)
-    if encoded is None:
-        encoded = _field(b"\x0a", key.encode())
-        if len(_KEYS) < _CACHED:
-            _KEYS[key] = encoded
-    return encoded + _field(b"\x12", _value(value))
+    return (_KEYS.get(key) or _key(key)) + _field(b"\x12", _value(value))
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -109,15 +114,23 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     plain: Mapping[str, Any] = getattr(attributes, "_dict", attributes)
     parts = []
     for key, value in plain.items():
-        if type(value) is str and len(value) <= 64:
+        kind = type(value)
+        if kind is str and len(value) <= 64:
             pair = _PAIRS.get((tag, key, value))
             if pair is None:
                 pair = _field(tag, _key_value(key, value))
                 if len(_PAIRS) < _CACHED:
                     _PAIRS[tag, key, value] = pair
             parts.append(pair)
-        else:
-            parts.append(_field(tag, _key_value(key, value)))
+            continue
+        if kind is int or kind is float:  # counts, costs, codes: written here, not cached
+            encoded_key = _KEYS.get(key) or _key(key)
+            number = b"\x18" + _varint(value & _U64) if kind is int else b"\x21" + _DOUBLE(value)
+            # An AnyValue of a number is at most 11 bytes: its length is one byte.
+            pair = encoded_key + b"\x12" + _SMALL[len(number)] + number
+            parts.append(tag + _varint(len(pair)) + pair)
+            continue
+        parts.append(_field(tag, _key_value(key, value)))
     return b"".join(parts)
 
 
@@ -150,25 +163,44 @@ def _link(link: Link) -> bytes:
     return b"".join(parts)
 
 
+# A span's fixed fields in one `pack` each: trace_id (field 1, 16 bytes big-endian, as two
+# halves) and span_id (field 2, 8 bytes); parent_span_id (field 4); start and end times
+# (fields 7 and 8, fixed64 little-endian).
+_IDS = struct.Struct(">HQQHQ").pack
+_PARENT = struct.Struct(">HQ").pack
+_TIMES = struct.Struct("<BQBQ").pack
+_IDS_TAGS = (0x0A10, 0x1208)
+# Span names come from code and route templates: a few dozen, each encoded once with
+# its kind (fields 5 and 6).
+_NAMED: dict[tuple[str, int], bytes] = {}
+_UNSET_STATUS = _STATUSES[StatusCode.UNSET]
+
+
+def _named(name: str, kind: SpanKind) -> bytes:
+    key = (name, kind._value_)  # the member's value: an Enum's own hash runs in Python
+    encoded = _NAMED.get(key)
+    if encoded is None:
+        encoded = _field(b"\x2a", name.encode()) + _KINDS[kind]
+        if len(_NAMED) < _CACHED:
+            _NAMED[key] = encoded
+    return encoded
+
+
 def _span(span: ReadableSpan) -> bytes:
+    # SpanContext is a tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
+    # by index, not through its properties, a function call each.
     context = span.get_span_context()
     assert context is not None  # a finished SDK span always has one
+    trace_id, span_id, _, _, state = context[:5]
     parent = span.parent
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
-    if state := _trace_state(context):
-        parts.append(_field(b"\x1a", state.encode()))
+    parts = [_IDS(_IDS_TAGS[0], trace_id >> 64, trace_id & _U64, _IDS_TAGS[1], span_id)]
+    if state is not DEFAULT_TRACE_STATE and state:
+        parts.append(_field(b"\x1a", _trace_state(context).encode()))
     if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        parts.append(_PARENT(0x2208, parent[1]))
     parts += (
-        _field(b"\x2a", span.name.encode()),
-        _KINDS[span.kind],
-        b"\x39" + _FIXED64(span.start_time or 0),
-        b"\x41" + _FIXED64(span.end_time or 0),
+        _named(span.name, span.kind),
+        _TIMES(0x39, span.start_time or 0, 0x41, span.end_time or 0),
         # The SDK span's own fields, not its properties, which copy each into a new
         # tuple or mapping proxy (the test comparing with the library's encoder guards it).
         _attributes(b"\x4a", getattr(span, "_attributes", None) or span.attributes),
@@ -184,13 +216,15 @@ def _span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
-    if status.description:
-        code = status.status_code.value
+    if status is _UNSET:  # most spans: the shared status a span starts with
+        parts.append(_UNSET_STATUS)
+    elif status.description:
+        code = status.status_code._value_
         described = _field(b"\x12", status.description.encode())
         parts.append(_field(b"\x7a", described + (b"\x18" + _SMALL[code] if code else b"")))
     else:
         parts.append(_STATUSES[status.status_code])
-    parts.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
+    parts.append(_REMOTE_PARENT if parent is not None and parent[2] else _LOCAL_PARENT)
     return b"".join(parts)
 
 
@@ -208,19 +242,27 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialized `ExportTraceServiceRequest` of `spans`: one ResourceSpans per
     resource, one ScopeSpans per instrumentation scope within it, as the library groups
     them."""
-    # A provider's spans share one Resource object: grouped by identity, since hashing a
-    # Resource serializes its attributes to JSON.
-    grouped: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
+    # A provider's spans share one Resource and one scope object: grouped by identity,
+    # since hashing a Resource serializes its attributes to JSON and a scope's hash runs
+    # in Python. Equal objects that are not the same one are merged below.
+    by_identity: dict[tuple[int, int], tuple[Resource, InstrumentationScope | None, list[bytes]]]
+    by_identity = {}
     for span in spans:
-        resource = span.resource
+        resource, scope = span.resource, span.instrumentation_scope
+        group = by_identity.get((id(resource), id(scope)))
+        if group is None:
+            group = by_identity[id(resource), id(scope)] = (resource, scope, [])
+        one = _span(span)
+        group[2].append(b"\x12" + _varint(len(one)) + one)
+    grouped: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[bytes]]]] = {}
+    for resource, scope, encoded_spans in by_identity.values():
         _, scopes = grouped.setdefault(id(resource), (resource, {}))
-        scopes.setdefault(span.instrumentation_scope, []).append(_span(span))
+        scopes.setdefault(scope, []).extend(encoded_spans)
     out = []
     for resource, scopes in grouped.values():
         parts = [_field(b"\x0a", _attributes(b"\x0a", resource.attributes))]
         for scope, encoded in scopes.items():
-            body = [_field(b"\x0a", _scope(scope))]
-            body += (_field(b"\x12", one) for one in encoded)
+            body = [_field(b"\x0a", _scope(scope)), *encoded]
             if scope is not None and scope.schema_url:
                 body.append(_field(b"\x1a", scope.schema_url.encode()))
             parts.append(_field(b"\x12", b"".join(body)))

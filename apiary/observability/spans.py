@@ -5,8 +5,9 @@ lock, each start goes through a sampler object and the span processors, each end
 the span into a readable snapshot. On the /v1 path a kept call's five spans cost about
 165 µs of the GIL that way (docs/benchmarks.md, issue 17), most of tracing's cost. This
 span keeps what Apiary uses (a name, a kind, ids and parent, times, a plain attribute
-dict, events, links, a status) and hands itself, finished, to the SDK's batch processor
-and `otlp_wire`'s exporter, which read the same fields they read from an SDK span.
+dict, events, links, a status) and hands itself, finished, to the span queue
+(`span_queue`) and `otlp_wire`'s exporter, which read the same fields they read from an
+SDK span (so an SDK span processor takes them too, as the tests' does).
 
 Sampling is the SDK's default rule, written out: a span under a parent follows the
 parent's flag (a remote parent's too, so a trace is kept or dropped whole); a new trace is
@@ -44,10 +45,12 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Event, SpanProcessor
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+    from apiary.observability.span_queue import SpanQueue
+
 _ID_LIMIT = (1 << 64) - 1
 SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
-_UNSET = Status(StatusCode.UNSET)
+UNSET = Status(StatusCode.UNSET)  # a span's status until one is set: one shared object
 
 
 def bound_for(ratio: float) -> int:
@@ -65,7 +68,7 @@ def new_span_id() -> int:
 
 class RecordedSpan(trace.Span):
     """A sampled span being recorded; handed to the processor when it ends. Its fields
-    have the names `otlp_wire` and the SDK's batch processor read on an SDK span."""
+    have the names `otlp_wire` and the SDK's span processors read on an SDK span."""
 
     __slots__ = (
         "_attributes",
@@ -104,7 +107,7 @@ class RecordedSpan(trace.Span):
         )
         self._events: list[Event] | None = None
         self._links = list(links) if links else None
-        self.status = _UNSET
+        self.status = UNSET
         self.start_time = time.time_ns()
         self.end_time: int | None = None
 
@@ -244,7 +247,7 @@ class LightTracer(trace.Tracer):
 
     def __init__(
         self,
-        processor: SpanProcessor,
+        processor: SpanQueue | SpanProcessor,
         resource: Resource,
         scope: InstrumentationScope,
         ratio: float,

@@ -92,10 +92,10 @@ def install(settings: OTelSettings) -> bool:
         return False
     # Imported here: a process with tracing off never loads the SDK or the exporter.
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from apiary.observability.otlp_wire import SpanExporter
+    from apiary.observability.span_queue import SpanQueue
     from apiary.observability.spans import LightTracer
 
     headers = settings.headers.get_secret_value() if settings.headers else None
@@ -104,13 +104,8 @@ def install(settings: OTelSettings) -> bool:
     # costs about a millisecond of the export thread's time, under the GIL the requests
     # need), and room for 8192 spans, four seconds of a busy API pod's sampled calls,
     # before any is dropped while a slow collector answers.
-    processor = BatchSpanProcessor(
-        exporter,
-        schedule_delay_millis=1000,
-        max_queue_size=8192,
-        max_export_batch_size=2048,
-    )
-    # The SDK's span processor and exporter, Apiary's own lighter spans (spans.py).
+    processor = SpanQueue(exporter, delay_s=1.0, max_queued=8192, batch=2048)
+    # The SDK's exporter, Apiary's own lighter spans (spans.py) and queue (span_queue.py).
     # Parent-based: a trace started upstream (a traceparent header, the API's side of a
     # Celery hop) is kept or dropped as a whole, never in pieces.
     _tracer = LightTracer(
