@@ -53,7 +53,8 @@ def _call() -> None:
                 "apiary.tenant_id": TENANT,
             },
         )
-        with tracing.trace.use_span(call, end_on_exit=False):
+        using = getattr(tracing, "using", None)  # builds before it used OpenTelemetry's
+        with using(call) if using else tracing.trace.use_span(call, end_on_exit=False):
             if admit := tracing.TRACER and tracing.active():  # BilledCall.admit
                 with admit.start_as_current_span("apiary.limits.admit"):
                     pass

@@ -419,7 +419,7 @@ class GatewayClient:
             },
         )
         try:
-            with tracing.trace.use_span(span, end_on_exit=False):
+            with tracing.using(span):
                 reply = await self._chat(auth, body, cache_header, started)
         except BaseException:
             span.end()

@@ -38,6 +38,7 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 if TYPE_CHECKING:
@@ -51,6 +52,23 @@ _ID_LIMIT = (1 << 64) - 1
 SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 UNSAMPLED = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 UNSET = Status(StatusCode.UNSET)  # a span's status until one is set: one shared object
+
+
+def local_context(
+    trace_id: int, span_id: int, flags: TraceFlags, state: TraceState | None = None
+) -> SpanContext:
+    """`SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=state)`
+    for ids known to be valid (never 0), made as the tuple it is without its constructor's
+    Python-level checks (tests/observability/test_tracing.py holds the two equal)."""
+    fields = (
+        trace_id,
+        span_id,
+        False,
+        flags,
+        DEFAULT_TRACE_STATE if state is None else state,
+        True,
+    )
+    return tuple.__new__(SpanContext, fields)
 
 
 def bound_for(ratio: float) -> int:
@@ -205,8 +223,9 @@ class RecordedSpan(trace.Span):
         return f"RecordedSpan({self.name!r}, span_id={self._context.span_id:016x})"
 
 
-class _Current:
-    """`start_as_current_span`'s context manager: a class, cheaper than a generator's."""
+class Current:
+    """`span` made current for a block (`start_as_current_span`'s context manager, and
+    `tracing.using`'s): a class, cheaper than a generator-based one."""
 
     __slots__ = ("_end", "_record_exception", "_set_status", "_span", "_token")
 
@@ -231,7 +250,9 @@ class _Current:
     ) -> None:
         otel_context.detach(self._token)  # type: ignore[arg-type]  # what attach returned
         span = self._span
-        if error is not None and span.is_recording():
+        # Exceptions only, as OpenTelemetry's `use_span`: a cancellation (a caller gone) or a
+        # generator closed is not the span's failure.
+        if isinstance(error, Exception) and span.is_recording():
             if self._record_exception:
                 span.record_exception(error, escaped=True)
             if self._set_status:
@@ -277,25 +298,18 @@ class LightTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         parent = trace.get_current_span(context).get_span_context()
-        if not parent.is_valid and context is None and self.orphan_parent is not None:
+        # A SpanContext is a tuple: its fields unpacked at once, not through five properties.
+        trace_id, _, _, flags, state, valid = parent
+        if not valid and context is None and self.orphan_parent is not None:
             dropped = self.orphan_parent()  # a dropped request's server span, not current
             if dropped is not None:
                 return dropped
-        if not parent.is_valid:  # a new trace: the ratio decides
+        if not valid:  # a new trace: the ratio decides
             trace_id = new_trace_id()
             return self.start(name, trace_id, None, self.keeps(trace_id), kind, attributes, links)
         # Under a parent, local or remote: its flag decides, so a trace is kept whole.
-        return self.start(
-            name,
-            parent.trace_id,
-            parent,
-            parent.trace_flags.sampled,
-            kind,
-            attributes,
-            links,
-            parent.trace_flags,
-            parent.trace_state,
-        )
+        sampled = bool(flags & TraceFlags.SAMPLED)
+        return self.start(name, trace_id, parent, sampled, kind, attributes, links, flags, state)
 
     def start(
         self,
@@ -310,12 +324,8 @@ class LightTracer(trace.Tracer):
         state: trace.TraceState | None = None,
     ) -> trace.Span:
         """A span of `trace_id` whose sampling is already decided."""
-        context = SpanContext(
-            trace_id,
-            new_span_id(),
-            is_remote=False,
-            trace_flags=flags or (SAMPLED if sampled else UNSAMPLED),
-            trace_state=state,
+        context = local_context(
+            trace_id, new_span_id(), flags or (SAMPLED if sampled else UNSAMPLED), state
         )
         if not sampled:
             return NonRecordingSpan(context)
@@ -332,6 +342,6 @@ class LightTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> _Current:
+    ) -> Current:
         span = self.start_span(name, context, kind, attributes, links)
-        return _Current(span, record_exception, set_status_on_exception, end_on_exit)
+        return Current(span, record_exception, set_status_on_exception, end_on_exit)

@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from apiary.observability.spans import UNSAMPLED, new_span_id, new_trace_id
+from apiary.observability.spans import UNSAMPLED, Current, new_span_id, new_trace_id
 
 if TYPE_CHECKING:
     from apiary.config import OTelSettings
@@ -161,6 +161,13 @@ def span(
     if TRACER is None:
         return _NO_SPAN
     return TRACER.start_as_current_span(name, kind=kind, attributes=attributes)
+
+
+def using(span: Span) -> AbstractContextManager[Span]:
+    """`span` current for the block and not ended after it; an exception escaping the block
+    is recorded on it (OpenTelemetry's `use_span(span, end_on_exit=False)`, without its
+    generator)."""
+    return Current(span, record_exception=True, set_status=True, end=False)
 
 
 def record_error(span: Span, error: BaseException | str) -> None:

@@ -21,12 +21,14 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.trace import SpanContext, StatusCode, TraceState
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
 from apiary.authz.permissions import Role
 from apiary.config import OTelSettings
 from apiary.observability import tracing
 from apiary.observability.logging import configure_logging
+from apiary.observability.spans import SAMPLED, UNSAMPLED, local_context
 from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
@@ -671,5 +673,46 @@ def test_a_dropped_request_hands_its_trace_on_unsampled() -> None:
                 started, method="POST", route="/api/v1/executions", status=201, error=None
             )
         assert tracing.current_ids() is None  # the request is over
+    finally:
+        tracing.shutdown()
+
+
+def test_a_span_context_built_as_a_tuple_is_the_one_the_constructor_builds() -> None:
+    """`local_context` skips SpanContext's constructor on the hot path: what it makes
+    must be equal to, and read the same as, what the constructor makes."""
+    state = TraceState([("vendor", "x")])
+    for flags, trace_state in ((SAMPLED, None), (UNSAMPLED, state)):
+        made = local_context(0x1F << 64 | 7, 0xABC, flags, trace_state)
+        expected = SpanContext(
+            0x1F << 64 | 7, 0xABC, is_remote=False, trace_flags=flags, trace_state=trace_state
+        )
+        assert made == expected
+        assert (made.trace_id, made.span_id, made.is_remote, made.is_valid) == (
+            expected.trace_id,
+            expected.span_id,
+            False,
+            True,
+        )
+        assert made.trace_flags == flags
+        assert made.trace_state == expected.trace_state
+
+
+def test_an_error_escaping_a_current_span_marks_it_but_a_cancellation_does_not() -> None:
+    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=1.0))
+    try:
+        tracer = tracing.TRACER
+        assert tracer is not None
+        failed = tracer.start_span("failed")
+        with pytest.raises(ValueError, match="bad input"), tracing.using(failed):
+            raise ValueError("bad input")
+        cancelled = tracer.start_span("cancelled")
+        with pytest.raises(asyncio.CancelledError), tracing.using(cancelled):
+            raise asyncio.CancelledError
+        assert failed.is_recording()  # `using` ends neither
+        assert cancelled.is_recording()
+        assert failed.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
+        assert [event.name for event in failed.events] == ["exception"]  # type: ignore[attr-defined]
+        assert cancelled.status.status_code is StatusCode.UNSET  # type: ignore[attr-defined]
+        assert not cancelled.events  # type: ignore[attr-defined]
     finally:
         tracing.shutdown()
