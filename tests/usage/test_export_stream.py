@@ -3,17 +3,26 @@ and filters, and memory that does not grow with the rows exported."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
 from apiary.authz.scope import TenantScope
 from apiary.runtime import Runtime
-from apiary.usage.service import ExportFormat, Window, resolve_window, usage_service
+from apiary.usage.service import (
+    EXPORT_COLUMNS,
+    ExportFormat,
+    Window,
+    resolve_window,
+    usage_service,
+)
 from tests.factories import make_tenant
 from tests.usage.test_usage_api import MARCH, csv_lines, get, insert_rows, ledger_row
 
@@ -103,3 +112,59 @@ async def test_export_memory_does_not_grow_with_the_rows(
         assert (few, many) == (3000 + header, 30_000 + header)
         assert size > 4_000_000
         assert many_peak < 1.5 * few_peak, f"{fmt}: {few_peak} B for 3k rows, {many_peak} for 30k"
+
+
+async def test_csv_cells_read_the_same_on_every_database(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """On PostgreSQL the database writes the time and the formula guard of each row (SQL),
+    on SQLite Python does: the file reads the same either way, cell for cell, as the rows'
+    own values written by Python's csv module."""
+    tenant = await make_tenant(runtime, client, "cells")
+    at = datetime(2026, 3, 9, 14, 5, 7, tzinfo=UTC)
+    rows = [
+        ledger_row(tenant, at),  # a whole second: isoformat writes no fraction
+        ledger_row(tenant, at + timedelta(microseconds=1), status="error", error="-1 quota"),
+        ledger_row(tenant, at + timedelta(seconds=1, microseconds=250_000), cost_usd=None),
+        *(
+            ledger_row(tenant, at + timedelta(seconds=2 + i), requested_model=f"{start}x")
+            for i, start in enumerate(["=", "+", "-", "@", "\t", "\r", "a", "'"])
+        ),
+        ledger_row(tenant, at + timedelta(seconds=20), route="=cmd|' /C calc'!A0", cache_hit=True),
+    ]
+    await insert_rows(runtime, rows)
+
+    response = await get(client, "export.csv", tenant.admin.headers, **MARCH)
+    assert response.status_code == 200
+    header, *cells = list(csv.reader(io.StringIO(response.text, newline="")))
+    assert tuple(header) == EXPORT_COLUMNS
+
+    def written(row: dict[str, Any]) -> list[str]:
+        values: list[Any] = [row[name] for name in EXPORT_COLUMNS]
+        values[0] = row["created_at"].isoformat()
+        for name in ("kind", "status", "requested_model", "route", "provider", "model", "error"):
+            value = row[name]
+            if value and value[0] in "=+-@\t\r":
+                values[EXPORT_COLUMNS.index(name)] = "'" + value
+        return next(csv.reader(io.StringIO(_csv_line(values), newline="")))
+
+    assert cells == [written(row) for row in rows]
+    assert cells[0][0] == "2026-03-09T14:05:07+00:00"
+    assert cells[1][0] == "2026-03-09T14:05:07.000001+00:00"
+    assert cells[1][-1] == "'-1 quota"
+    assert [line[4] for line in cells[3:11]] == [
+        "'=x",
+        "'+x",
+        "'-x",
+        "'@x",
+        "'\tx",
+        "'\rx",
+        "ax",
+        "'x",
+    ]
+
+
+def _csv_line(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()
