@@ -443,15 +443,32 @@ def private_mib(sample: dict[str, Any], name: str) -> float:
     return float(sample["pss_mib"][name] - sample.get("shmem_mib", {}).get(name, 0.0))
 
 
-def rss_growth(samples: list[dict[str, Any]], since: float) -> dict[str, float]:
-    """Per process tree: the least-squares slope of its private memory (`private_mib`,
-    summed over the tree) over the samples after `since`, times the window's length, as a
-    fraction of the window's mean (0.05 = grew 5%)."""
-    window = [s for s in samples if s["t"] >= since]
+def memory_of(sample: dict[str, Any], name: str) -> float | None:
+    """The memory a soak judges for one process tree in one sample: its private memory;
+    for PostgreSQL, per client connection. PostgreSQL forks a backend per connection, each
+    with its own catalog and plan caches, and the replicas' and workers' pools open
+    connections as load needs them, up to their bounds: its total grows with that count,
+    while a leak would grow what each backend holds."""
+    if name not in sample["pss_mib"]:
+        return None
+    private = private_mib(sample, name)
+    if name != "postgres":
+        return private
+    connections = sample.get("pg_connections")
+    return private / connections if connections else None
+
+
+def rss_growth(
+    samples: list[dict[str, Any]], since: float, until: float = math.inf
+) -> dict[str, float]:
+    """Per process tree: the least-squares slope of `memory_of` over the samples taken
+    between `since` and `until` (after the warm-up, while the load ran), times the
+    window's length, as a fraction of the window's mean (0.05 = grew 5%)."""
+    window = [s for s in samples if since <= s["t"] <= until]
     growth: dict[str, float] = {}
     names = {name for s in window for name in s["pss_mib"] if name != "locust"}
     for name in sorted(names):
-        points = [(s["t"], private_mib(s, name)) for s in window if name in s["pss_mib"]]
+        points = [(s["t"], y) for s in window if (y := memory_of(s, name)) is not None]
         if len(points) < 3:
             continue
         ts, ys = [p[0] for p in points], [p[1] for p in points]
@@ -462,6 +479,40 @@ def rss_growth(samples: list[dict[str, Any]], since: float) -> dict[str, float]:
         slope = sum((t - mean_t) * (y - mean_y) for t, y in points) / var
         growth[name] = slope * (ts[-1] - ts[0]) / mean_y
     return growth
+
+
+def soak_checks(
+    samples: list[dict[str, Any]], since: float, until: float
+) -> tuple[dict[str, float], list[tuple[str, str, bool]]]:
+    """The soak's memory verdicts: each tree flat after the warm-up, PostgreSQL's buffer
+    cache within its segment."""
+    growth = rss_growth(samples, since, until)
+    checks = []
+    for name, value in growth.items():
+        what = "memory of postgres per connection" if name == "postgres" else f"memory of {name}"
+        checks.append(
+            (f"{what} flat within 5%", f"{100 * value:+.1f}% after warm-up", abs(value) <= RSS_FLAT)
+        )
+    window = [s for s in samples if since <= s["t"] <= until and "pg_connections" in s]
+    if window:
+        first, last = window[0]["pg_connections"], window[-1]["pg_connections"]
+        most = max(s["pg_connections"] for s in window)
+        print(f"  PostgreSQL client connections after warm-up: {first} -> {last} (at most {most})")
+    return growth, checks + shared_memory_checks(samples)
+
+
+def judge(path: Path) -> int:
+    """The soak verdicts of a recorded run (bench/results/load-soak-*.json), as `run` gives
+    them: for a run recorded before a verdict changed."""
+    result = json.loads(path.read_text())
+    if result["profile"] != "soak" or not result["steps"]:
+        raise SystemExit(f"{path}: not a soak run")
+    step = result["steps"][0]
+    since = step["started_at"] + result["warmup_s"]
+    until = step["started_at"] + result["duration_s"]
+    _, checks = soak_checks(result["samples"], since, until)
+    measured = f"{step['rate']:g} req/s for {result['duration_s']:g} s, commit {result['commit']}"
+    return 0 if print_verdict("soak", checks, measured) else 1
 
 
 def shared_memory_checks(samples: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
@@ -554,9 +605,9 @@ def print_samples(samples: list[dict[str, Any]]) -> None:
 
 def print_verdict(profile: str, checks: list[tuple[str, str, bool]], measured: str) -> bool:
     print(f"\n{profile}: plan {PLAN[profile]}; here {measured}")
-    print(f"  {'criterion':42} {'measured':34} verdict")
+    print(f"  {'criterion':50} {'measured':34} verdict")
     for criterion, value, passed in checks:
-        print(f"  {criterion:42} {value:34} {'PASS' if passed else 'FAIL'}")
+        print(f"  {criterion:50} {value:34} {'PASS' if passed else 'FAIL'}")
     return all(passed for _, _, passed in checks)
 
 
@@ -656,16 +707,10 @@ async def run(args: argparse.Namespace) -> int:
         checks = steady_checks(step, STEADY_P95_MS)
         measured = f"{step.rate:g} req/s for {step.duration_s:g} s"
         if profile == "soak":
-            growth = rss_growth(sampler.samples, step.started_at + warmup)
-            for name, value in growth.items():
-                checks.append(
-                    (
-                        f"memory of {name} flat within 5%",
-                        f"{100 * value:+.1f}% after warm-up",
-                        abs(value) <= RSS_FLAT,
-                    )
-                )
-            checks.extend(shared_memory_checks(sampler.samples))
+            # Samples after the load stopped (Locust's figures being read) are not judged.
+            until = step.started_at + step.duration_s
+            growth, memory = soak_checks(sampler.samples, step.started_at + warmup, until)
+            checks += memory
     passed = print_verdict(profile, checks, measured)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -727,6 +772,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, help="soak: seconds left out of the RSS slope")
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
     parser.add_argument(
+        "--judge",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="print the soak verdicts of a recorded run instead of running one",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -734,6 +785,8 @@ def main() -> None:
         help="set in every process of the topology (a setting to try), repeatable",
     )
     args = parser.parse_args()
+    if args.judge is not None:
+        sys.exit(judge(args.judge))
     try:
         args.env = dict(item.split("=", 1) for item in args.env)
     except ValueError:
