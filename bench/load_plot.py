@@ -87,7 +87,7 @@ def main() -> None:
     figure, axis = plt.subplots(figsize=(9, 4.5))
     names = sorted({name for s in samples for name in s["pss_mib"]})
     for name in names:
-        points = [
+        points = [  # load.py's private_mib (this script runs in the load venv, apart)
             (minutes(s["t"]), s["pss_mib"][name] - s.get("shmem_mib", {}).get(name, 0.0))
             for s in samples
             if name in s["pss_mib"]

@@ -163,13 +163,13 @@ def _link(link: Link) -> bytes:
     return b"".join(parts)
 
 
-# A span's fixed fields in one `pack` each: trace_id (field 1, 16 bytes big-endian, as two
-# halves) and span_id (field 2, 8 bytes); parent_span_id (field 4); start and end times
-# (fields 7 and 8, fixed64 little-endian).
+# A span's fixed fields in one `pack` each, each behind its tag (and length) bytes:
+# trace_id (0x0a 0x10: field 1, 16 bytes big-endian, as two halves) and span_id (0x12 0x08:
+# field 2, 8 bytes); parent_span_id (0x22 0x08: field 4); start and end times (0x39, 0x41:
+# fields 7 and 8, fixed64 little-endian).
 _IDS = struct.Struct(">HQQHQ").pack
 _PARENT = struct.Struct(">HQ").pack
 _TIMES = struct.Struct("<BQBQ").pack
-_IDS_TAGS = (0x0A10, 0x1208)
 # Span names come from code and route templates: a few dozen, each encoded once with
 # its kind (fields 5 and 6).
 _NAMED: dict[tuple[str, int], bytes] = {}
@@ -193,7 +193,7 @@ def _span(span: ReadableSpan) -> bytes:
     assert context is not None  # a finished SDK span always has one
     trace_id, span_id, _, _, state = context[:5]
     parent = span.parent
-    parts = [_IDS(_IDS_TAGS[0], trace_id >> 64, trace_id & _U64, _IDS_TAGS[1], span_id)]
+    parts = [_IDS(0x0A10, trace_id >> 64, trace_id & _U64, 0x1208, span_id)]
     if state is not DEFAULT_TRACE_STATE and state:
         parts.append(_field(b"\x1a", _trace_state(context).encode()))
     if parent is not None:
