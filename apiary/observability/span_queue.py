@@ -7,10 +7,14 @@ its own metrics: about 2 µs a span of the GIL the requests being served need. H
 finished span costs a length check and a deque append (both atomic under the GIL, so no
 lock), and the fork check runs once, at the fork (`os.register_at_fork`).
 
-The thread wakes every `delay_s`, or as soon as `batch` spans wait, and exports what is
-queued in batches of at most `batch`. At most `max_queued` spans wait: past that, while a
-slow collector holds the export up, new spans are dropped and counted (`dropped`), and a
-warning names how many.
+The thread wakes every `delay_s`, or as soon as `batch` spans wait, and exports the spans
+waiting when it woke, in batches of at most `batch`; woken by a full batch, it sends full
+batches only. Spans that end while a POST is under way wait for the next wake: draining
+the queue until it is empty instead sent, under a steady stream of spans, one small POST
+after another (at a sampling ratio of 1, 138 spans a POST, 0.8 ms of the GIL each).
+
+At most `max_queued` spans wait: past that, while a slow collector holds the export up,
+new spans are dropped and counted (`dropped`), and a warning names how many.
 """
 
 from __future__ import annotations
@@ -88,15 +92,20 @@ class SpanQueue:
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.wait(self._delay_s)
+            full = self._wake.wait(self._delay_s)  # False: the tick
             self._wake.clear()
-            self._export_queued()
+            self._export_queued(partial=not full)
 
-    def _export_queued(self) -> None:
+    def _export_queued(self, *, partial: bool = True) -> None:
+        """Export the spans waiting now, in batches; `partial=False` leaves a last batch
+        short of `batch` for the next wake."""
         with self._exporting:
             queue = self._queue
-            while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), self._batch))]
+            waiting = len(queue)
+            while waiting >= self._batch or (partial and waiting):
+                size = min(waiting, self._batch)
+                waiting -= size
+                batch = [queue.popleft() for _ in range(size)]
                 try:
                     self._exporter.export(batch)
                 except Exception:  # the thread must outlive one failed export

@@ -50,6 +50,39 @@ def test_a_full_batch_is_exported_at_once_not_at_the_next_tick() -> None:
         queue.shutdown()
 
 
+class Blocking(Recorder):
+    """A collector that holds each export until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[Any]) -> None:
+        self.started.set()
+        assert self.release.wait(5)
+        super().export(spans)
+
+
+def test_spans_ending_during_an_export_wait_for_a_batch_not_a_post_of_their_own() -> None:
+    recorder = Blocking()
+    queue = _queue(recorder, delay_s=60, batch=4)
+    try:
+        for span in ("a", "b", "c", "d"):
+            queue.on_end(span)  # type: ignore[arg-type]
+        assert recorder.started.wait(5)
+        queue.on_end("e")  # type: ignore[arg-type]  # while the first POST is under way
+        recorder.release.set()
+        assert recorder.exported.wait(5)
+        time.sleep(0.2)  # time enough for a second POST, were one coming
+        assert recorder.batches == [["a", "b", "c", "d"]]
+        queue.force_flush()
+        assert recorder.batches == [["a", "b", "c", "d"], ["e"]]
+    finally:
+        recorder.release.set()
+        queue.shutdown()
+
+
 def test_past_its_bound_spans_are_dropped_and_counted_and_the_rest_go_in_batches(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
