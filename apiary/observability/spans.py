@@ -324,9 +324,9 @@ class LightTracer(trace.Tracer):
         state: trace.TraceState | None = None,
     ) -> trace.Span:
         """A span of `trace_id` whose sampling is already decided."""
-        context = local_context(
-            trace_id, new_span_id(), flags or (SAMPLED if sampled else UNSAMPLED), state
-        )
+        if flags is None:  # a trace of our own: its id is random, as the flag says
+            flags = SAMPLED if sampled else UNSAMPLED
+        context = local_context(trace_id, new_span_id(), flags, state)
         if not sampled:
             return NonRecordingSpan(context)
         return RecordedSpan(self, name, context, parent, kind, attributes, links)

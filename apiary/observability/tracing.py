@@ -298,7 +298,10 @@ def start_server_span(
             method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
     token = otel_context.attach(trace.set_span_in_context(server, parent))
-    started = ServerSpan(server, token)
+    # The ids are kept for log lines, as a dropped request's are: a request continuing a
+    # trace its caller did not sample records nothing, yet its lines carry that trace.
+    context = server.get_span_context()
+    started = ServerSpan(server, token, trace_id=context.trace_id, span_id=context.span_id)
     started.request_token = _request.set(started)
     return started
 

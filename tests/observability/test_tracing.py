@@ -9,6 +9,7 @@ import asyncio
 import io
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -244,6 +245,48 @@ async def test_log_lines_carry_the_trace_and_span_ids(
     [access] = [line for line in lines if line["logger"] == "apiary.access"]
     assert access["trace_id"] == server.trace_id.hex()
     assert access["span_id"] == server.span_id.hex()
+
+
+async def test_a_request_the_caller_did_not_sample_records_nothing_yet_logs_its_trace(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    """A `traceparent` flagged unsampled is followed whole: no span of that trace is
+    exported, and the request's log lines carry the caller's trace id and a span id of
+    its own (they once carried zeros)."""
+    gateway: Gateway = await make_gateway()
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        async with gateway.http() as http:
+            unsampled = await http.post(
+                "/v1/chat/completions",
+                headers={
+                    "Authorization": f"Bearer {gateway.key}",
+                    "traceparent": f"00-{caller_trace}-b7ad6b7169203331-00",
+                },
+                json={"model": "default", "messages": HELLO},
+            )
+            # A request of its own trace afterwards: once its spans arrive, the first
+            # request's would have too.
+            sampled = await http.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {gateway.key}"},
+                json={"model": "default", "messages": HELLO},
+            )
+        assert unsampled.status_code == sampled.status_code == 200
+    finally:
+        logging.getLogger().handlers.clear()
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    assert server.trace_id.hex() != caller_trace
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    first, second = [line for line in lines if line["logger"] == "apiary.access"]
+    assert first["trace_id"] == caller_trace
+    assert re.fullmatch("[0-9a-f]{16}", first["span_id"])
+    assert first["span_id"] not in ("0" * 16, "b7ad6b7169203331")
+    assert second["trace_id"] == server.trace_id.hex()
 
 
 async def test_without_an_endpoint_nothing_is_installed(runtime: Runtime) -> None:
@@ -673,6 +716,29 @@ def test_a_dropped_request_hands_its_trace_on_unsampled() -> None:
                 started, method="POST", route="/api/v1/executions", status=201, error=None
             )
         assert tracing.current_ids() is None  # the request is over
+    finally:
+        tracing.shutdown()
+
+
+def test_a_trace_continued_from_a_caller_hands_on_the_callers_flags() -> None:
+    """Trace flags come from the caller: sampled or not as it decided, and without the
+    random-trace-id flag, which only the service that made the id may set."""
+    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=1.0))
+    try:
+        assert tracing.TRACER is not None
+        caller = "0af7651916cd43dd8448eb211c80319c"
+        for flags in ("00", "01"):
+            headers = [(b"traceparent", f"00-{caller}-b7ad6b7169203331-{flags}".encode())]
+            started = tracing.start_server_span(tracing.TRACER, "POST", "/v1/x", headers)
+            try:
+                ids = tracing.current_ids()
+                assert ids is not None
+                assert ids[0] == caller
+                assert tracing.inject() == {"traceparent": f"00-{caller}-{ids[1]}-{flags}"}
+            finally:
+                tracing.end_server_span(
+                    started, method="POST", route="/v1/x", status=200, error=None
+                )
     finally:
         tracing.shutdown()
 
