@@ -37,6 +37,13 @@ cell, and prints traced/untraced requests/s against the target of 0.95 at json c
     .venv/bin/python bench/gateway.py --skip-litellm --tracing --log-levels INFO \
         --modes json --concurrencies 10 --repeat 3
 
+Two server processes of one build differ by more than that 5% (docs/benchmarks.md), so
+`--tracing-alternate SECONDS` also measures tracing's cost inside the traced server
+itself: tracing switched off and on in turn every SECONDS (bench/alternate/), and the CPU
+a request takes in each, paired phase by phase (mean difference and its standard error).
+The traced server's own rows then mix both phases: its req/s share above is not the
+figure in such a run, the in-process share is.
+
 It prints a table, the Apiary/LiteLLM ratios against the targets of issue 3 (and with
 `--production`, production against embedded against issue 16's targets), and writes
 everything to bench/results/gateway-<date>.json. Everything it starts, it stops.
@@ -48,6 +55,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -1082,6 +1090,70 @@ def tracing_verdicts(untraced: TargetRun, traced: TargetRun) -> dict[str, Any]:
     }
 
 
+def traced_env(
+    otlp_url: str,
+    args: argparse.Namespace,
+    source: Path | None,
+    workdir: Path,
+    name: str,
+    alternations: list[tuple[str, Path]],
+) -> dict[str, str]:
+    """A traced server's environment; with `--tracing-alternate`, bench/alternate/ first on
+    its path, switching its tracing off and on (the phase lines' file is added to
+    `alternations`)."""
+    env = {
+        "APIARY_OTEL__ENDPOINT": otlp_url,
+        "APIARY_OTEL__SAMPLING_RATIO": str(args.tracing_ratio),
+    }
+    if args.tracing_alternate:
+        lines = workdir / f"alternate-{len(alternations)}.txt"
+        alternations.append((name, lines))
+        tree = source if source is not None else ROOT
+        env["PYTHONPATH"] = f"{BENCH / 'alternate'}{os.pathsep}{tree}"
+        env["BENCH_TRACING_ALTERNATE_S"] = str(args.tracing_alternate)
+        env["BENCH_TRACING_ALTERNATE_OUT"] = str(lines)
+    return env
+
+
+def alternation_summary(lines: Path, phase_s: float) -> dict[str, Any] | None:
+    """The traced server's phases (bench/alternate/sitecustomize.py) under load: CPU µs a
+    request with tracing off and on, pooled, and their difference paired phase by phase
+    (an "on" phase with the "off" phase just before it), so drift in the machine's speed
+    cancels. Phases while other servers were measured (idle) or only partly loaded (at
+    a cell's edges: under half the median count) are left out."""
+    if not lines.exists():
+        return None
+    phases = [line.split() for line in lines.read_text().splitlines() if line.strip()]
+    rows = [(on == "1", int(count), float(cpu)) for on, count, cpu in phases]
+    loaded = [count for _, count, _ in rows if count > 0]
+    if not loaded:
+        return None
+    floor = statistics.median(loaded) / 2
+    kept = [row if row[1] >= floor else None for row in rows]
+    added = [
+        now[2] / now[1] * 1e6 - before[2] / before[1] * 1e6
+        for before, now in itertools.pairwise(kept)
+        if before is not None and now is not None and now[0] and not before[0]
+    ]
+    if len(added) < 2:
+        return None
+    off = [row for row in kept if row is not None and not row[0]]
+    on = [row for row in kept if row is not None and row[0]]
+    off_us = sum(cpu for *_, cpu in off) / sum(count for _, count, _ in off) * 1e6
+    on_us = sum(cpu for *_, cpu in on) / sum(count for _, count, _ in on) * 1e6
+    return {
+        "phase_s": phase_s,
+        "pairs": len(added),
+        "off_us": round(off_us, 1),
+        "on_us": round(on_us, 1),
+        "added_us": round(statistics.mean(added), 2),
+        "added_us_se": round(statistics.stdev(added) / len(added) ** 0.5, 2),
+        # A server bound by one core serves requests/s in inverse proportion to the CPU
+        # each takes: the share of req/s tracing leaves.
+        "share": round(off_us / on_us, 4),
+    }
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -1184,6 +1256,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="APIARY_OTEL__SAMPLING_RATIO of the traced builds",
     )
     parser.add_argument(
+        "--tracing-alternate",
+        type=float,
+        metavar="SECONDS",
+        help="with --tracing: also switch tracing off and on in turn every SECONDS inside "
+        "the traced server, and compare its CPU per request in the two (bench/alternate/)",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="also measure a bare pass-through on Apiary's server stack "
@@ -1272,6 +1351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     production_runs: list[tuple[str, TargetRun]] = []  # each beside apiary_runs' same entry
     messages_runs: list[tuple[TargetRun, TargetRun]] = []  # (chat, /v1/messages), one build
     traced_runs: list[tuple[str, TargetRun]] = []  # likewise
+    alternations: list[tuple[str, Path]] = []  # (traced run's name, its phase lines)
+    alternated: dict[str, dict[str, Any]] = {}
     otlp_url: str | None = None
     backends: Backends | None = None
     litellm_run: TargetRun | None = None
@@ -1334,10 +1415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 backends=backends.new()
                                 if backends is not None and deployment == "production"
                                 else None,
-                                extra_env={
-                                    "APIARY_OTEL__ENDPOINT": str(otlp_url),
-                                    "APIARY_OTEL__SAMPLING_RATIO": str(args.tracing_ratio),
-                                }
+                                extra_env=traced_env(
+                                    str(otlp_url), args, source, workdir, name, alternations
+                                )
                                 if deployment == "traced"
                                 else None,
                             )
@@ -1391,6 +1471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             apiary_runs.append((key_name, run))
             run_targets(targets, upstream=upstream, args=args)
             runs.extend(target.run for target in targets)
+            for name, lines in alternations:
+                found = alternation_summary(lines, args.tracing_alternate)
+                if found is not None:
+                    alternated[name] = found
             if otlp_url is not None:
                 with urllib.request.urlopen(f"{otlp_url}/stats", timeout=5) as answer:  # noqa: S310
                     otlp_received = json.loads(answer.read())
@@ -1448,6 +1532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"traced_vs_untraced_{level}": tracing_verdicts(untraced, traced)
             for (level, untraced), (_, traced) in zip(apiary_runs, traced_runs, strict=False)
         },
+        **({"tracing_alternated_in_process": alternated} if alternated else {}),
         **{
             f"production_vs_embedded_{level}": production_verdicts(embedded, production)
             for (level, embedded), (_, production) in zip(
@@ -1497,6 +1582,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, check in verdict["targets"].items():
             mark = "PASS" if check["met"] else "FAIL"
             print(f"  {mark}  {name:<22} {_fmt(check['value'], 3):>8}   target {check['target']}")
+    for name, phases in alternated.items():
+        print(
+            f"{name}, tracing off and on in turn every {phases['phase_s']:g} s in one process "
+            f"({phases['pairs']} pairs of phases): CPU {phases['off_us']:.1f} -> "
+            f"{phases['on_us']:.1f} µs/req, {phases['added_us']:+.1f} ± "
+            f"{phases['added_us_se']:.1f} µs; share {phases['share']:.3f} against the target "
+            f"of {TARGET_TRACING_RPS_SHARE:g}"
+        )
+        print("  (its rows and req/s share above mix both phases: this line is the figure)")
     if litellm_run is None:
         print(f"LiteLLM: {litellm_note}")
     print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
