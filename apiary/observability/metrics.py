@@ -165,7 +165,9 @@ _QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 access_log = logging.getLogger("apiary.access")
 
 
-def _request_id_from(scope: Scope) -> str:
+def _callers_request_id(scope: Scope) -> str | None:
+    """The caller's `X-Request-ID`, if it has a sane shape (None: the request gets one of
+    ours)."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             candidate: str = value.decode("latin-1")
@@ -173,7 +175,7 @@ def _request_id_from(scope: Scope) -> str:
             if _REQUEST_ID_SHAPE.fullmatch(candidate):
                 return candidate
             break
-    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+    return None
 
 
 def _route_template(scope: Scope, *, entry_root_path: str) -> str:
@@ -212,7 +214,10 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _request_id_from(scope)
+        callers = _callers_request_id(scope)
+        # Ours: 128 random bits in hex, as random as uuid4().hex without building a UUID,
+        # and the shape of a W3C trace id, which tracing takes it for (`start_server_span`).
+        request_id = callers or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         context = RequestContext(request_id=request_id)
         token = request_context.set(context)
@@ -223,7 +228,11 @@ class ObservabilityMiddleware:
         tracer = tracing.TRACER
         if tracer is not None:
             server_span = tracing.start_server_span(
-                tracer, scope["method"], scope["path"], scope["headers"]
+                tracer,
+                scope["method"],
+                scope["path"],
+                scope["headers"],
+                random_id=None if callers else request_id,
             )
 
         async def send_with_request_id(message: Message) -> None:

@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from apiary.observability.spans import UNSAMPLED, Current, new_span_id, new_trace_id
+from apiary.observability.spans import UNSAMPLED, Current, new_trace_id
 
 if TYPE_CHECKING:
     from apiary.config import OTelSettings
@@ -66,8 +66,12 @@ _NO_SPAN: AbstractContextManager[None] = nullcontext()
 TRACES_PATH = "/v1/traces"
 
 # The current request's server span (None outside a request): its children read whether
-# it is sampled there instead of looking up the current span (`active`, `current_ids`).
+# it is sampled there instead of looking up the current span (`active`).
 _request: ContextVar[ServerSpan | None] = ContextVar("apiary_trace_request", default=None)
+# The trace id (hex) of the request being served when the sampler dropped it, else None.
+# A dropped request makes nothing current: its log lines, a Celery hop and spans started
+# under it read its trace here, and its span id is the trace id's first 16 digits.
+_dropped: ContextVar[str | None] = ContextVar("apiary_trace_dropped", default=None)
 
 
 def traces_url(endpoint: str) -> str:
@@ -142,6 +146,8 @@ def active() -> Tracer | None:
     under it would record nothing, so the hot path skips even building them (the use is
     `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
     current span, the sampler decides for a new trace as usual."""
+    if _dropped.get() is not None:
+        return None
     request = _request.get()
     if request is not None:  # in a request: decided once, at its server span
         return TRACER if request.sampled else None
@@ -188,17 +194,23 @@ def inject() -> dict[str, str]:
 def _dropped_request_span() -> Span | None:
     """The server span of the dropped request being served, if any (for spans started
     under it with no span current)."""
-    request = _request.get()
-    return request.span if request is not None and not request.sampled else None
+    dropped = _dropped.get()
+    if dropped is None:
+        return None
+    # A span id of 0 (its trace id's first half all zeros, one chance in 2**64) is not
+    # valid: 1 stands in for it.
+    span_id = int(dropped[:16], 16) or 1
+    context = SpanContext(int(dropped, 16), span_id, is_remote=False, trace_flags=UNSAMPLED)
+    return NonRecordingSpan(context)
 
 
 def _dropped_request_context() -> otel_context.Context | None:
     """With no span current, the context of a dropped request's server span (which is
     not made current: see `start_server_span`); else None, the current context."""
-    request = _request.get()
-    if request is None or request.sampled or trace.get_current_span().get_span_context().is_valid:
+    span = _dropped_request_span()
+    if span is None or trace.get_current_span().get_span_context().is_valid:
         return None
-    return trace.set_span_in_context(request.span)
+    return trace.set_span_in_context(span)
 
 
 def extract(carrier: Mapping[str, str]) -> otel_context.Context:
@@ -222,97 +234,93 @@ def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
     if TRACER is None:
         return None
-    request = _request.get()
-    if request is not None and not request.sampled:
-        # A dropped request records no span under its server span: its lines carry its ids.
-        if request.ids is None:
-            request.ids = format(request.trace_id, "032x"), format(request.span_id, "016x")
-        return request.ids
+    dropped = _dropped.get()
+    if dropped is not None:  # nothing is current in a dropped request: its lines carry its ids
+        return dropped, dropped[:16]
     found = trace.get_current_span().get_span_context()
     if not found.is_valid:
         return None
     return format(found.trace_id, "032x"), format(found.span_id, "016x")
 
 
-_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
-
-
 class ServerSpan:
-    """What `start_server_span` made current, for `end_server_span` to undo. A dropped
-    request's span is made only if something asks for it (`span`)."""
+    """What `start_server_span` made current, for `end_server_span` to undo."""
 
-    __slots__ = ("_span", "ids", "request_token", "sampled", "span_id", "token", "trace_id")
+    __slots__ = ("request_token", "sampled", "span", "token")
 
-    def __init__(
-        self, span: Span | None, token: object, *, trace_id: int = 0, span_id: int = 0
-    ) -> None:
-        self._span = span
-        self.token = token  # None: nothing was attached to OpenTelemetry's context
-        self.sampled = span is not None and span.is_recording()
-        self.trace_id, self.span_id = trace_id, span_id
-        self.ids: tuple[str, str] | None = None  # hex, once a log line asked
+    def __init__(self, span: Span, token: object) -> None:
+        self.span = span
+        self.token = token  # what OpenTelemetry's `attach` returned
+        self.sampled = span.is_recording()
         self.request_token: Token[ServerSpan | None] | None = None
-
-    @property
-    def span(self) -> Span:
-        if self._span is None:
-            context = SpanContext(
-                self.trace_id, self.span_id, is_remote=False, trace_flags=UNSAMPLED
-            )
-            self._span = NonRecordingSpan(context)
-        return self._span
 
 
 def start_server_span(
-    tracer: trace.Tracer, method: str, path: str, headers: list[tuple[bytes, bytes]]
-) -> ServerSpan:
+    tracer: trace.Tracer,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    random_id: str | None = None,
+) -> ServerSpan | Token[str | None]:
     """The SERVER span of one HTTP request, made current; it continues the caller's trace
     when the request carries a `traceparent`. Named by method alone until the route
     template is known (`end_server_span`), never by the raw path.
 
-    A request of its own trace is sampled here, once: the ones dropped get a fresh trace id
-    (log lines, a Celery hop and spans started under it carry it, flagged unsampled), are
-    not made current in OpenTelemetry's context, and their children skip building spans
-    altogether (`active`)."""
-    carrier = {
-        name.decode(): value.decode("latin-1") for name, value in headers if name in _TRACE_HEADERS
-    }
-    parent = _PROPAGATOR.extract(carrier) if carrier else None
-    attributes: dict[str, AttributeValue]
+    `random_id`: the request id when Apiary made it (32 hex digits of 128 random bits, as
+    a W3C trace id is), which then is the request's trace id: the id a client sees in
+    `X-Request-ID` finds its trace. A request of its own trace is sampled here, once. A
+    dropped one does next to nothing: its trace id is noted (`_dropped`) for its log
+    lines, a Celery hop and spans started under it, which carry it flagged unsampled;
+    nothing is made current and its children skip building spans altogether (`active`).
+    Returns what `end_server_span` takes."""
+    traceparent = tracestate = None
+    for name, value in headers:
+        if name == b"traceparent":
+            traceparent = value
+        elif name == b"tracestate":
+            tracestate = value
+    attributes: dict[str, AttributeValue] = {"http.request.method": method, "url.path": path}
     server: Span
-    if parent is None:
+    parent: otel_context.Context | None = None
+    if traceparent is None:
         assert _tracer is not None  # tracing is on: the caller checked TRACER
-        trace_id = new_trace_id()
-        if not _tracer.keeps(trace_id):
-            # Dropped: nothing goes into OpenTelemetry's context (a copy and two sets a
-            # request). Its ids are kept for its log lines, `inject` and spans started
-            # under it (`LightTracer.start_span` asks `_dropped_request_span`).
-            started = ServerSpan(None, None, trace_id=trace_id, span_id=new_span_id())
-            started.request_token = _request.set(started)
-            return started
-        attributes = {"http.request.method": method, "url.path": path}
+        if random_id is not None:
+            # The ratio sampler's test (`LightTracer.keeps`) on the id's low 64 bits.
+            if int(random_id[16:], 16) >= _tracer.bound:
+                return _dropped.set(random_id)
+            trace_id = int(random_id, 16)
+        else:
+            trace_id = new_trace_id()
+            if not _tracer.keeps(trace_id):
+                return _dropped.set(format(trace_id, "032x"))
         server = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
     else:
-        attributes = {"http.request.method": method, "url.path": path}
+        carrier = {"traceparent": traceparent.decode("latin-1")}
+        if tracestate is not None:
+            carrier["tracestate"] = tracestate.decode("latin-1")
+        parent = _PROPAGATOR.extract(carrier)
         server = tracer.start_span(
             method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
-    token = otel_context.attach(trace.set_span_in_context(server, parent))
-    # The ids are kept for log lines, as a dropped request's are: a request continuing a
-    # trace its caller did not sample records nothing, yet its lines carry that trace.
-    context = server.get_span_context()
-    started = ServerSpan(server, token, trace_id=context.trace_id, span_id=context.span_id)
+    started = ServerSpan(server, otel_context.attach(trace.set_span_in_context(server, parent)))
     started.request_token = _request.set(started)
     return started
 
 
 def end_server_span(
-    started: ServerSpan, *, method: str, route: str, status: int, error: str | None
+    started: ServerSpan | Token[str | None],
+    *,
+    method: str,
+    route: str,
+    status: int,
+    error: str | None,
 ) -> None:
+    if isinstance(started, Token):  # a dropped request: only its trace id was noted
+        _dropped.reset(started)
+        return
     if started.request_token is not None:
         _request.reset(started.request_token)
-    if started.token is None:  # a dropped request: nothing was attached
-        return
     otel_context.detach(started.token)  # type: ignore[arg-type]  # the token `attach` returned
     server = started.span
     if not server.is_recording():

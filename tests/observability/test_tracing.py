@@ -222,6 +222,27 @@ async def test_a_request_continues_the_callers_trace(
     assert server.parent_span_id.hex() == "b7ad6b7169203331"
 
 
+async def test_the_request_id_a_client_sees_is_its_trace_id_unless_the_client_chose_it(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    client = gateway.client()  # the OpenAI SDK
+    ours = await client.chat.completions.with_raw_response.create(model="default", messages=HELLO)
+    chosen = await client.chat.completions.with_raw_response.create(
+        model="default", messages=HELLO, extra_headers={"X-Request-ID": "order-42"}
+    )
+    await client.close()
+    served = "POST /v1/chat/completions"
+    await spans.wait(lambda got: len([s for s in got if s.name == served]) == 2)
+    request_id = ours.headers["x-request-id"]
+    assert spans.one(served, bytes.fromhex(request_id)).name == served
+    # A client's own id is echoed, and its trace gets a random id of its own.
+    assert chosen.headers["x-request-id"] == "order-42"
+    [other] = [s for s in spans.named(served) if s.trace_id.hex() != request_id]
+    assert other.trace_id != bytes(16)
+
+
 async def test_log_lines_carry_the_trace_and_span_ids(
     make_gateway: Any,  # noqa: F811 - the imported fixture
     spans: Spans,
@@ -488,9 +509,19 @@ async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_not
             for line in map(orjson.loads, stream.getvalue().splitlines())
             if line["logger"] == "apiary.access" and line["path"] == "/v1/chat/completions"
         ]
+        access = [
+            line
+            for line in map(orjson.loads, stream.getvalue().splitlines())
+            if line["logger"] == "apiary.access"
+        ]
+        # The request id Apiary makes is the trace id: the one a client sees finds the trace.
+        assert all(line["trace_id"] == line["request_id"] for line in access)
         assert tracing._tracer is not None
         bound = tracing._tracer.bound
         kept = {t for t in logged if int.from_bytes(t[8:], "big") < bound}
+        for line in access:  # a dropped request's span id: its trace id's first half
+            if int(line["trace_id"][16:], 16) >= bound:
+                assert line["span_id"] == line["trace_id"][:16]
         assert len(set(logged)) == 24
         assert 0 < len(kept) < 24  # 2^-24 either way
         served = "POST /v1/chat/completions"
