@@ -3,9 +3,11 @@
 `TRACER` is None until `install` finds an endpoint, and code on the hot path tests it
 before building any span or attribute (`tracer = tracing.TRACER and tracing.active()`):
 with tracing off a /v1 call pays one module attribute read per instrumented step, nothing
-more, and with tracing on a request the sampler dropped builds only its server span (the
-children of an unsampled span would record nothing). Code off the hot path uses
-`span(...)`, which hands back a shared null context when off.
+more, and with tracing on a request the sampler dropped builds no span at all: its trace
+id is noted for its log lines (the children of an unsampled span would record nothing).
+Code off the hot path uses `span(...)`, which hands back a shared null context when off.
+A request without a `traceparent` takes the request id Apiary made for it as its trace
+id, so the `X-Request-ID` a client sees finds the trace.
 
 The context crosses Celery as a W3C `traceparent` header on the task message (`inject`
 at send, `extract` at run), so a worker's spans join the trace of the request that
