@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import SpanContext, StatusCode, TraceState
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
@@ -38,7 +39,7 @@ from tests.knowledge.helpers import create_base, ingested, upload
 from tests.swarm.conftest import FINAL
 from tests.swarm.test_celery_worker import Workers, celery_app, workers  # noqa: F401 - fixtures
 
-HELLO = [{"role": "user", "content": "hello gateway"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello gateway"}]
 
 
 def free_port() -> int:
