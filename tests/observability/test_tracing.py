@@ -40,6 +40,21 @@ from tests.swarm.conftest import FINAL
 from tests.swarm.test_celery_worker import Workers, celery_app, workers  # noqa: F401 - fixtures
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello gateway"}]
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"  # a caller's trace id, W3C's example
+
+
+async def _chat(
+    http: httpx.AsyncClient, key: str, *, traceparent: str | None = None
+) -> httpx.Response:
+    """One non-streamed /v1 chat call, as the caller of a traced service sends it."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
+    return await http.post(
+        "/v1/chat/completions",
+        headers=headers,
+        json={"model": "default", "messages": HELLO},
+    )
 
 
 def free_port() -> int:
@@ -130,11 +145,7 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     )
     gateway.upstream.set_default("openai", Fail(503))
     async with gateway.http() as http:
-        response = await http.post(
-            "/v1/chat/completions",
-            headers={"Authorization": f"Bearer {gateway.key}"},
-            json={"model": "default", "messages": HELLO},
-        )
+        response = await _chat(http, gateway.key)
     assert response.status_code == 200, response.text
     await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
 
@@ -206,20 +217,14 @@ async def test_a_request_continues_the_callers_trace(
     spans: Spans,
 ) -> None:
     gateway: Gateway = await make_gateway()
-    caller_trace = "0af7651916cd43dd8448eb211c80319c"
     async with gateway.http() as http:
-        response = await http.post(
-            "/v1/chat/completions",
-            headers={
-                "Authorization": f"Bearer {gateway.key}",
-                "traceparent": f"00-{caller_trace}-b7ad6b7169203331-01",
-            },
-            json={"model": "default", "messages": HELLO},
+        response = await _chat(
+            http, gateway.key, traceparent=f"00-{CALLER_TRACE}-b7ad6b7169203331-01"
         )
     assert response.status_code == 200, response.text
     await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
     server = spans.one("POST /v1/chat/completions")
-    assert server.trace_id.hex() == caller_trace
+    assert server.trace_id.hex() == CALLER_TRACE
     assert server.parent_span_id.hex() == "b7ad6b7169203331"
 
 
@@ -253,11 +258,7 @@ async def test_log_lines_carry_the_trace_and_span_ids(
     configure_logging("INFO", stream=stream)
     try:
         async with gateway.http() as http:
-            response = await http.post(
-                "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {gateway.key}"},
-                json={"model": "default", "messages": HELLO},
-            )
+            response = await _chat(http, gateway.key)
         assert response.status_code == 200
     finally:
         logging.getLogger().handlers.clear()
@@ -277,35 +278,25 @@ async def test_a_request_the_caller_did_not_sample_records_nothing_yet_logs_its_
     exported, and the request's log lines carry the caller's trace id and a span id of
     its own (they once carried zeros)."""
     gateway: Gateway = await make_gateway()
-    caller_trace = "0af7651916cd43dd8448eb211c80319c"
     stream = io.StringIO()
     configure_logging("INFO", stream=stream)
     try:
         async with gateway.http() as http:
-            unsampled = await http.post(
-                "/v1/chat/completions",
-                headers={
-                    "Authorization": f"Bearer {gateway.key}",
-                    "traceparent": f"00-{caller_trace}-b7ad6b7169203331-00",
-                },
-                json={"model": "default", "messages": HELLO},
+            unsampled = await _chat(
+                http, gateway.key, traceparent=f"00-{CALLER_TRACE}-b7ad6b7169203331-00"
             )
             # A request of its own trace afterwards: once its spans arrive, the first
             # request's would have too.
-            sampled = await http.post(
-                "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {gateway.key}"},
-                json={"model": "default", "messages": HELLO},
-            )
+            sampled = await _chat(http, gateway.key)
         assert unsampled.status_code == sampled.status_code == 200
     finally:
         logging.getLogger().handlers.clear()
     await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
     server = spans.one("POST /v1/chat/completions")
-    assert server.trace_id.hex() != caller_trace
+    assert server.trace_id.hex() != CALLER_TRACE
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     first, second = [line for line in lines if line["logger"] == "apiary.access"]
-    assert first["trace_id"] == caller_trace
+    assert first["trace_id"] == CALLER_TRACE
     assert re.fullmatch("[0-9a-f]{16}", first["span_id"])
     assert first["span_id"] not in ("0" * 16, "b7ad6b7169203331")
     assert second["trace_id"] == server.trace_id.hex()
@@ -499,11 +490,7 @@ async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_not
         gateway: Gateway = await make_gateway()
         async with gateway.http() as http:
             for _ in range(24):
-                response = await http.post(
-                    "/v1/chat/completions",
-                    headers={"Authorization": f"Bearer {gateway.key}"},
-                    json={"model": "default", "messages": HELLO},
-                )
+                response = await _chat(http, gateway.key)
                 assert response.status_code == 200, response.text
         logged = [
             bytes.fromhex(line["trace_id"])
@@ -758,7 +745,7 @@ def test_a_trace_continued_from_a_caller_hands_on_the_callers_flags() -> None:
     assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=1.0))
     try:
         assert tracing.TRACER is not None
-        caller = "0af7651916cd43dd8448eb211c80319c"
+        caller = CALLER_TRACE
         for flags in ("00", "01"):
             headers = [(b"traceparent", f"00-{caller}-b7ad6b7169203331-{flags}".encode())]
             started = tracing.start_server_span(tracing.TRACER, "POST", "/v1/x", headers)
