@@ -142,6 +142,11 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     runtime: Runtime = request.getfixturevalue("runtime")
     await runtime.ledger.flush()  # the last test's calls, before their tenants go
     await runtime.ingestion.join()  # the last test's ingestion jobs, before their rows go
+    # The last test's alerts written, and no delivery in flight while the tables empty:
+    # a dispatcher recording an attempt holds its delivery's row, and TRUNCATE deadlocked
+    # with it (CI, 2026-12-05).
+    await runtime.alerts.emitter.join()
+    await runtime.alerts.dispatcher.close()
     runtime.key_cache.invalidate()
     async with runtime.engine.begin() as connection:
         tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
@@ -153,6 +158,7 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     # The shipped plans, as a start-up loads them (tenants refer to them).
     await load_default_plans(runtime.session_factory)
     runtime.limits.forget_all()
+    runtime.alerts.dispatcher.start()
     if TEST_REDIS:
         redis = Redis.from_url(TEST_REDIS)
         await redis.flushdb()
