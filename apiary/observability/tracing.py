@@ -282,7 +282,6 @@ def start_server_span(
             traceparent = value
         elif name == b"tracestate":
             tracestate = value
-    attributes: dict[str, AttributeValue] = {"http.request.method": method, "url.path": path}
     server: Span
     parent: otel_context.Context | None = None
     if traceparent is None:
@@ -296,6 +295,7 @@ def start_server_span(
             trace_id = new_trace_id()
             if not _tracer.keeps(trace_id):
                 return _dropped.set(format(trace_id, "032x"))
+        attributes = {"http.request.method": method, "url.path": path}  # kept requests only
         server = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
     else:
         carrier = {"traceparent": traceparent.decode("latin-1")}
@@ -303,7 +303,10 @@ def start_server_span(
             carrier["tracestate"] = tracestate.decode("latin-1")
         parent = _PROPAGATOR.extract(carrier)
         server = tracer.start_span(
-            method, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": path},
         )
     started = ServerSpan(server, otel_context.attach(trace.set_span_in_context(server, parent)))
     started.request_token = _request.set(started)
