@@ -36,6 +36,70 @@ def _call() -> None:
     """The tracing steps of one non-streamed chat call that the first provider answers."""
     from apiary.observability import tracing
 
+    if not hasattr(tracing, "child"):  # builds before the request's steps had their own
+        _call_before_child()
+        return
+    started: Any = None
+    if tracing.TRACER is not None:
+        started = tracing.start_server_span(tracing.TRACER, "POST", "/v1/chat/completions", HEADERS)
+    if scope := tracing.TRACER is not None and tracing.child("apiary.authenticate"):
+        with scope as span:  # apiary/auth/dependencies.py
+            span.set_attribute("apiary.auth.kind", "api_key")
+            span.set_attribute("apiary.tenant_id", TENANT)
+    call = tracing.TRACER is not None and tracing.child(  # GatewayClient.chat
+        "chat default",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "default",
+            "apiary.tenant_id": TENANT,
+        },
+        end=False,
+    )
+    if call:
+        with call as call_span:
+            if admit := tracing.TRACER is not None and tracing.child("apiary.limits.admit"):
+                tracing.current_span()  # BilledCall.admit keeps the call's span
+                with admit:
+                    pass
+            if attempt := tracing.TRACER is not None and tracing.child(  # Gateway.complete
+                "apiary.gateway.attempt",
+                kind=tracing.SpanKind.CLIENT,
+                attributes=ATTEMPT,
+                record_exception=False,
+            ):
+                with attempt as span:
+                    span.set_attribute("gen_ai.response.model", "gpt-4o-mini")
+            call_span.set_attributes(DESCRIBED)  # _describe_call
+        call_span.set_attribute("apiary.cache", "off")
+        call_span.end()
+    if tracing.TRACER is not None:
+        tracing.current_ids()  # the access log line
+        route = "/v1/chat/completions"
+        tracing.end_server_span(started, method="POST", route=route, status=200, error=None)
+
+
+ATTEMPT: dict[str, Any] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.system": "openai",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "apiary.provider": "fake",
+}
+DESCRIBED: dict[str, Any] = {
+    "gen_ai.usage.input_tokens": 12,
+    "gen_ai.usage.output_tokens": 9,
+    "apiary.attempts": 1,
+    "gen_ai.system": "openai",
+    "apiary.provider": "fake",
+    "gen_ai.response.model": "gpt-4o-mini",
+    "apiary.cost_usd": 0.00001,
+    "apiary.route": "default",
+}
+
+
+def _call_before_child() -> None:
+    """The same steps as builds before `tracing.child` made them."""
+    from apiary.observability import tracing
+
     tracer = tracing.TRACER
     started: Any = None
     if tracer is not None:
@@ -62,27 +126,11 @@ def _call() -> None:
                 with attempt.start_as_current_span(
                     "apiary.gateway.attempt",
                     kind=tracing.SpanKind.CLIENT,
-                    attributes={
-                        "gen_ai.operation.name": "chat",
-                        "gen_ai.system": "openai",
-                        "gen_ai.request.model": "gpt-4o-mini",
-                        "apiary.provider": "fake",
-                    },
+                    attributes=ATTEMPT,
                     record_exception=False,
                 ) as span:
                     span.set_attribute("gen_ai.response.model", "gpt-4o-mini")
-            call.set_attributes(  # _describe_call
-                {
-                    "gen_ai.usage.input_tokens": 12,
-                    "gen_ai.usage.output_tokens": 9,
-                    "apiary.attempts": 1,
-                    "gen_ai.system": "openai",
-                    "apiary.provider": "fake",
-                    "gen_ai.response.model": "gpt-4o-mini",
-                    "apiary.cost_usd": 0.00001,
-                    "apiary.route": "default",
-                }
-            )
+            call.set_attributes(DESCRIBED)  # _describe_call
         call.set_attribute("apiary.cache", "off")
         call.end()
     if tracing.TRACER is not None:

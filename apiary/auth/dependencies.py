@@ -119,11 +119,11 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    tracer = tracing.TRACER and tracing.active()
-    if tracer is None:
+    scope = tracing.TRACER is not None and tracing.child("apiary.authenticate")
+    if not scope:
         auth = await _identify(credentials, ip, runtime)
     else:
-        with tracer.start_as_current_span("apiary.authenticate") as span:
+        with scope as span:
             span.set_attribute(
                 "apiary.auth.kind", "api_key" if credentials[:4] == "apy_" else "token"
             )

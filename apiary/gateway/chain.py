@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,13 +64,14 @@ class CallResult:
         return len(self.fallback_path) + (1 if self.target else 0)
 
 
-@contextmanager
-def _attempt_span(
-    tracer: tracing.Tracer, handle: ProviderHandle, target: Target, operation: str
-) -> Iterator[tracing.Span]:
-    """One attempt on one provider (its retries included), a child of the gateway call:
-    a call that falls back shows one such span per provider tried."""
-    with tracer.start_as_current_span(
+def _attempt(
+    handle: ProviderHandle, target: Target, operation: str
+) -> AbstractContextManager[tracing.Span] | None:
+    """One attempt on one provider (its retries included), a child of the gateway call: a
+    call that falls back shows one such span per provider tried. Called with tracing on;
+    None when it records nothing. The caller names a provider's failure on it
+    (`tracing.record_error`)."""
+    return tracing.child(
         "apiary.gateway.attempt",
         kind=tracing.SpanKind.CLIENT,
         attributes={
@@ -80,28 +81,24 @@ def _attempt_span(
             "apiary.provider": target.provider,
         },
         record_exception=False,
-    ) as span:
-        try:
-            yield span
-        except ProviderError as error:
-            tracing.record_error(span, error.kind)
-            raise
+    )
 
 
 def _skipped(result: CallResult, target: Target, why: str) -> None:
     """A provider passed over without a call (its breaker open)."""
     result.fallback_path.append(f"{target.key}: {why}")
-    tracer = tracing.TRACER and tracing.active()
-    if tracer is not None:
-        tracer.start_span(
-            "apiary.gateway.attempt",
-            kind=tracing.SpanKind.CLIENT,
-            attributes={
-                "gen_ai.request.model": target.model,
-                "apiary.provider": target.provider,
-                "apiary.skipped": why,
-            },
-        ).end()
+    scope = tracing.TRACER is not None and tracing.child(
+        "apiary.gateway.attempt",
+        kind=tracing.SpanKind.CLIENT,
+        attributes={
+            "gen_ai.request.model": target.model,
+            "apiary.provider": target.provider,
+            "apiary.skipped": why,
+        },
+    )
+    if scope:
+        with scope:
+            pass
 
 
 _NO_SPAN = nullcontext()
@@ -171,18 +168,24 @@ class ProviderChain:
 
     async def complete(self, request: JSON, decision: Decision) -> CallResult:
         result = CallResult(decision=decision)
-        tracer = tracing.TRACER and tracing.active()
         for target in decision.chain:
             handle = self.handles[target.provider]
             if not handle.breaker.allow():
                 _skipped(result, target, "circuit open")
                 continue
             try:
-                if tracer is None:
+                scope = tracing.TRACER is not None and _attempt(handle, target, "chat")
+                if not scope:
                     completion = await self._call_with_retries(handle, target, request, result)
                 else:
-                    with _attempt_span(tracer, handle, target, "chat") as span:
-                        completion = await self._call_with_retries(handle, target, request, result)
+                    with scope as span:
+                        try:
+                            completion = await self._call_with_retries(
+                                handle, target, request, result
+                            )
+                        except ProviderError as error:
+                            tracing.record_error(span, error.kind)
+                            raise
                         span.set_attribute("gen_ai.response.model", completion.model)
             except ProviderError as error:
                 result.error = error
@@ -248,8 +251,8 @@ class ProviderChain:
             except ProviderError as error:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
-                if tracer := tracing.TRACER and tracing.active():
-                    with _attempt_span(tracer, handle, target, "chat") as span:
+                if scope := tracing.TRACER is not None and _attempt(handle, target, "chat"):
+                    with scope as span:
                         tracing.record_error(span, error.kind)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
@@ -264,8 +267,9 @@ class ProviderChain:
                 raise
             result.target = target
             result.ttft_s = time.perf_counter() - started
-            if tracer := tracing.TRACER and tracing.active():  # the stream goes on after
-                with _attempt_span(tracer, handle, target, "chat") as span:
+            # Recorded once the first token is in (with the time to it); the stream goes on.
+            if scope := tracing.TRACER is not None and _attempt(handle, target, "chat"):
+                with scope as span:
                     span.set_attribute("apiary.ttft_s", result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
         raise AllProvidersFailed(result)
@@ -300,17 +304,18 @@ class ProviderChain:
         for target in decision.chain:
             handle = self.handles[target.provider]
             try:
-                tracer = tracing.TRACER and tracing.active()
-                with (
-                    _attempt_span(tracer, handle, target, "embeddings")
-                    if tracer is not None
-                    else _NO_SPAN
-                ):
-                    async with handle.limiter.slot() as waited:
-                        result.queue_s += waited
-                        started = time.perf_counter()
-                        completion = await handle.provider.embed(request, target.model)
-                        result.upstream_s += time.perf_counter() - started
+                traced = tracing.TRACER is not None and _attempt(handle, target, "embeddings")
+                with traced or _NO_SPAN as span:
+                    try:
+                        async with handle.limiter.slot() as waited:
+                            result.queue_s += waited
+                            started = time.perf_counter()
+                            completion = await handle.provider.embed(request, target.model)
+                            result.upstream_s += time.perf_counter() - started
+                    except ProviderError as error:
+                        if span is not None:
+                            tracing.record_error(span, error.kind)
+                        raise
             except ProviderError as error:
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")

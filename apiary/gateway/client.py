@@ -214,15 +214,15 @@ class BilledCall:
         started: float,
     ) -> BilledCall:
         providers = client.providers
-        tracer = tracing.TRACER and tracing.active()
-        if tracer is None:
+        scope = tracing.TRACER is not None and tracing.child("apiary.limits.admit")
+        if not scope:
             admission = await client.limits.admit(
                 auth,
                 estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
             )
             return cls(client, auth, body, kind, started, admission)
-        call_span = tracing.trace.get_current_span()
-        with tracer.start_as_current_span("apiary.limits.admit"):
+        call_span = tracing.current_span()
+        with scope:
             admission = await client.limits.admit(
                 auth,
                 estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
@@ -315,7 +315,7 @@ def _cache_hit(
         )
     )
     if tracing.TRACER is not None:
-        span = tracing.trace.get_current_span()
+        span = tracing.current_span()
         span.set_attribute("apiary.cache", f"hit {kind}")
         span.set_attribute("gen_ai.response.model", hit.model)
         span.set_attribute("apiary.provider", hit.provider)
@@ -407,19 +407,19 @@ class GatewayClient:
         started: float | None = None,
     ) -> ChatReply | ChatStream:
         """One chat completion; a `ChatStream` when `body["stream"]` is set."""
-        tracer = tracing.TRACER and tracing.active()
-        if tracer is None:
-            return await self._chat(auth, body, cache_header, started)
-        span = tracer.start_span(
+        scope = tracing.TRACER is not None and tracing.child(
             f"chat {body.get('model')}",
             attributes={
                 "gen_ai.operation.name": "chat",
                 "gen_ai.request.model": str(body.get("model")),
                 "apiary.tenant_id": str(auth.scope.tenant_id),
             },
+            end=False,  # a stream's lasts as long as the stream
         )
+        if not scope:
+            return await self._chat(auth, body, cache_header, started)
         try:
-            with tracing.using(span):
+            with scope as span:  # an exception is recorded on it as it leaves the block
                 reply = await self._chat(auth, body, cache_header, started)
         except BaseException:
             span.end()
@@ -491,15 +491,17 @@ class GatewayClient:
         self, auth: AuthContext, body: dict[str, Any], *, started: float | None = None
     ) -> ChatReply:
         """Embeddings through the routed chain, accounted like chat calls."""
-        tracer = tracing.TRACER and tracing.active()
-        if tracer is None:
+        scope = tracing.TRACER is not None and tracing.child(
+            f"embeddings {body.get('model')}",
+            attributes={
+                "gen_ai.operation.name": "embeddings",
+                "gen_ai.request.model": str(body.get("model")),
+                "apiary.tenant_id": str(auth.scope.tenant_id),
+            },
+        )
+        if not scope:
             return await self._embed(auth, body, started)
-        attributes = {
-            "gen_ai.operation.name": "embeddings",
-            "gen_ai.request.model": str(body.get("model")),
-            "apiary.tenant_id": str(auth.scope.tenant_id),
-        }
-        with tracer.start_as_current_span(f"embeddings {body.get('model')}", attributes=attributes):
+        with scope:
             return await self._embed(auth, body, started)
 
     async def _embed(

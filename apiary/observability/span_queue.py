@@ -24,6 +24,7 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -78,17 +79,32 @@ class SpanQueue:
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._queue
         if len(queue) >= self._max_queued:
-            self.dropped += 1
-            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8, ...: not a line a span
-                log.warning(
-                    "span queue full (%d spans waiting for the collector): %d dropped so far",
-                    len(queue),
-                    self.dropped,
-                )
+            self._drop(1)
             return
         queue.append(span)
         if len(queue) == self._batch:
             self._wake.set()
+
+    def on_end_all(self, spans: Sequence[ReadableSpan]) -> None:
+        """The spans of one request, queued at once (`RequestTrace.close`)."""
+        queue = self._queue
+        if len(queue) + len(spans) > self._max_queued:
+            self._drop(len(spans))
+            return
+        before = len(queue)
+        queue.extend(spans)
+        if before < self._batch <= len(queue):
+            self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        dropped, self.dropped = self.dropped, self.dropped + count
+        # A line on passing 1, 2, 4, 8... spans dropped, not a line a span.
+        if dropped.bit_length() != self.dropped.bit_length():
+            log.warning(
+                "span queue full (%d spans waiting for the collector): %d dropped so far",
+                len(self._queue),
+                self.dropped,
+            )
 
     def _run(self) -> None:
         while not self._closed:

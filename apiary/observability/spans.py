@@ -93,6 +93,7 @@ class RecordedSpan(trace.Span):
         "_context",
         "_events",
         "_links",
+        "_trace",
         "_tracer",
         "end_time",
         "kind",
@@ -114,8 +115,10 @@ class RecordedSpan(trace.Span):
         kind: SpanKind,
         attributes: Attributes,
         links: Sequence[Link] | None,
+        request: RequestTrace | None = None,
     ) -> None:
         self._tracer = tracer
+        self._trace = request  # the request's trace it belongs to, if recorded in one
         self.name = name
         self._context = context
         self.parent = parent
@@ -217,6 +220,11 @@ class RecordedSpan(trace.Span):
         if self.end_time is not None:
             return  # ended twice: the first end stands
         self.end_time = end_time or time.time_ns()
+        request = self._trace
+        if request is not None and request.open:
+            request.ended.append(self)  # handed on with the request's other spans
+            return
+        self._trace = None  # ended after its request: see `RequestTrace.close`
         self._tracer.processor.on_end(self)  # type: ignore[arg-type]  # reads the same fields
 
     def __repr__(self) -> str:
@@ -249,17 +257,112 @@ class Current:
         tb: TracebackType | None,
     ) -> None:
         otel_context.detach(self._token)  # type: ignore[arg-type]  # what attach returned
-        span = self._span
-        # Exceptions only, as OpenTelemetry's `use_span`: a cancellation (a caller gone) or a
-        # generator closed is not the span's failure.
-        if isinstance(error, Exception) and span.is_recording():
-            if self._record_exception:
-                span.record_exception(error, escaped=True)
-            if self._set_status:
-                described = f"{type(error).__name__}: {error}"
-                span.set_status(Status(StatusCode.ERROR, described))
-        if self._end:
-            span.end()
+        _leave(self._span, error, self._record_exception, self._set_status, self._end)
+
+
+def _leave(
+    span: trace.Span,
+    error: BaseException | None,
+    record_exception: bool,
+    set_status: bool,
+    end: bool,
+) -> None:
+    """The block `span` was current for is over: an exception that escaped it marks the
+    span failed (exceptions only, as OpenTelemetry's `use_span`: a cancellation, a caller
+    gone, or a generator closed is not the span's failure), then the span ends if `end`."""
+    if isinstance(error, Exception) and span.is_recording():
+        if record_exception:
+            span.record_exception(error, escaped=True)
+        if set_status:
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    if end:
+        span.end()
+
+
+class RequestTrace:
+    """The spans of one sampled HTTP request, recorded apart from OpenTelemetry's context.
+
+    A span made current through OpenTelemetry's context costs a new context mapping and a
+    context variable set and reset each time, and each span ended goes to the span queue on
+    its own. A sampled request is one in ten at the default ratio, so its code runs cold
+    (out of the CPU's caches) and each instruction on it counts several times over
+    (docs/benchmarks.md, issue 17). So the request's own steps (authentication, limits, the
+    gateway call and its attempts: `tracing.child`) are current here instead (`current`),
+    their ended spans wait here (`ended`), and the request hands them to the queue together
+    when its server span (`root`) ends. A span still open then (a stream's, if its
+    generator is closed late) goes to the queue alone when it ends.
+
+    Spans started through OpenTelemetry's API under the request (a Celery hop's) take
+    `current` as their parent (`LightTracer.orphan_parent`), and a step started while such a
+    span is current is a span of OpenTelemetry's context, as outside a request."""
+
+    __slots__ = ("current", "ended", "open", "root", "token")
+
+    def __init__(self, root: RecordedSpan) -> None:
+        self.root = root
+        self.current: RecordedSpan = root
+        self.ended: list[RecordedSpan] = []
+        self.open = True
+        self.token: object = None  # what setting the request's context variable returned
+        root._trace = self
+
+    def child(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes,
+        *,
+        end: bool,
+        record_exception: bool,
+    ) -> InTrace:
+        """A span under the current one, current for the block it is used in."""
+        parent = self.current._context
+        trace_id, _, _, flags, state = parent[:5]
+        context = local_context(trace_id, new_span_id(), flags, state)
+        root = self.root
+        span = RecordedSpan(root._tracer, name, context, parent, kind, attributes, None, self)
+        return InTrace(self, span, record_exception=record_exception, end=end)
+
+    def close(self) -> None:
+        """The root has ended: hand every span ended so far to the queue at once."""
+        self.open = False
+        ended = self.ended
+        for span in ended:
+            # A span and its trace refer to each other: left so, every request's spans
+            # would be garbage only the cyclic collector frees, later and at a cost.
+            span._trace = None
+        self.root._tracer.end_all(ended)
+
+
+class InTrace:
+    """A span of a `RequestTrace` made its current span for a block: `Current` without
+    OpenTelemetry's context."""
+
+    __slots__ = ("_end", "_previous", "_record_exception", "_span", "_trace")
+
+    def __init__(
+        self, request: RequestTrace, span: RecordedSpan, *, record_exception: bool, end: bool
+    ) -> None:
+        self._trace = request
+        self._span = span
+        self._record_exception = record_exception
+        self._end = end
+        self._previous = span
+
+    def __enter__(self) -> RecordedSpan:
+        request = self._trace
+        self._previous = request.current
+        request.current = self._span
+        return self._span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._trace.current = self._previous
+        _leave(self._span, error, self._record_exception, True, self._end)
 
 
 class LightTracer(trace.Tracer):
@@ -279,8 +382,17 @@ class LightTracer(trace.Tracer):
         self.ratio = ratio
         self.bound = bound_for(ratio)
         # Where a span with no span current looks for a parent that is not in
-        # OpenTelemetry's context (tracing.py: the server span of a dropped request).
-        self.orphan_parent: Callable[[], trace.Span | None] | None = None
+        # OpenTelemetry's context (tracing.py: the request being served, its current span).
+        self.orphan_parent: Callable[[], SpanContext | None] | None = None
+        # Hands a request's spans to the processor (`RequestTrace.close`): at once to the
+        # span queue, one by one to any other processor.
+        self.end_all: Callable[[list[RecordedSpan]], None] = (
+            getattr(processor, "on_end_all", None) or self._end_each
+        )
+
+    def _end_each(self, spans: list[RecordedSpan]) -> None:
+        for span in spans:
+            self.processor.on_end(span)  # type: ignore[arg-type]  # reads the same fields
 
     def keeps(self, trace_id: int) -> bool:
         """The ratio sampler's decision for a new trace."""
@@ -298,12 +410,10 @@ class LightTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         parent = trace.get_current_span(context).get_span_context()
+        if not parent.is_valid and context is None and self.orphan_parent is not None:
+            parent = self.orphan_parent() or parent  # the request being served, not current
         # A SpanContext is a tuple: its fields unpacked at once, not through five properties.
         trace_id, _, _, flags, state, valid = parent
-        if not valid and context is None and self.orphan_parent is not None:
-            dropped = self.orphan_parent()  # a dropped request's server span, not current
-            if dropped is not None:
-                return dropped
         if not valid:  # a new trace: the ratio decides
             trace_id = new_trace_id()
             return self.start(name, trace_id, None, self.keeps(trace_id), kind, attributes, links)

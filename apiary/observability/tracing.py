@@ -1,11 +1,13 @@
 """OpenTelemetry traces, exported over OTLP/HTTP when `APIARY_OTEL__ENDPOINT` is set.
 
 `TRACER` is None until `install` finds an endpoint, and code on the hot path tests it
-before building any span or attribute (`tracer = tracing.TRACER and tracing.active()`):
+before building any span or attribute (`tracing.TRACER is not None and tracing.child(...)`):
 with tracing off a /v1 call pays one module attribute read per instrumented step, nothing
 more, and with tracing on a request the sampler dropped builds no span at all: its trace
 id is noted for its log lines (the children of an unsampled span would record nothing).
-Code off the hot path uses `span(...)`, which hands back a shared null context when off.
+A sampled request records its steps on itself (`RequestTrace`, in spans.py), apart from
+OpenTelemetry's context. Code off the hot path uses `span(...)`, which hands back a shared
+null context when off.
 A request without a `traceparent` takes the request id Apiary made for it as its trace
 id, so the `X-Request-ID` a client sees finds the trace.
 
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
+    INVALID_SPAN,
     NonRecordingSpan,
     Span,
     SpanContext,
@@ -36,7 +39,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from apiary.observability.spans import UNSAMPLED, Current, new_trace_id
+from apiary.observability.spans import UNSAMPLED, Current, RequestTrace, new_trace_id
 
 if TYPE_CHECKING:
     from apiary.config import OTelSettings
@@ -49,7 +52,9 @@ __all__ = [
     "SpanKind",
     "Tracer",
     "active",
+    "child",
     "current_ids",
+    "current_span",
     "extract",
     "inject",
     "install",
@@ -67,13 +72,14 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
 TRACES_PATH = "/v1/traces"
 
-# The current request's server span (None outside a request): its children read whether
-# it is sampled there instead of looking up the current span (`active`).
-_request: ContextVar[ServerSpan | None] = ContextVar("apiary_trace_request", default=None)
-# The trace id (hex) of the request being served when the sampler dropped it, else None.
-# A dropped request makes nothing current: its log lines, a Celery hop and spans started
-# under it read its trace here, and its span id is the trace id's first 16 digits.
-_dropped: ContextVar[str | None] = ContextVar("apiary_trace_dropped", default=None)
+# The request being served, as tracing sees it (None outside a request, and in a request
+# whose caller sent a trace it did not sample, which OpenTelemetry's context carries):
+# - sampled, its `RequestTrace`: its steps are recorded there, not in OpenTelemetry's
+#   context (spans.py says why);
+# - dropped by the sampler, its trace id in hex. A dropped request makes nothing current:
+#   its log lines, a Celery hop and spans started under it read its trace here, and its
+#   span id is the trace id's first 16 digits.
+_request: ContextVar[RequestTrace | str | None] = ContextVar("apiary_trace", default=None)
 
 
 def traces_url(endpoint: str) -> str:
@@ -120,7 +126,7 @@ def install(settings: OTelSettings) -> bool:
         InstrumentationScope("apiary"),
         settings.sampling_ratio,
     )
-    _tracer.orphan_parent = _dropped_request_span
+    _tracer.orphan_parent = _request_parent
     TRACER = _tracer
     log.info(
         "tracing on: OTLP/HTTP to %s, sampling ratio %g",
@@ -148,15 +154,65 @@ def active() -> Tracer | None:
     under it would record nothing, so the hot path skips even building them (the use is
     `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
     current span, the sampler decides for a new trace as usual."""
-    if _dropped.get() is not None:
-        return None
     request = _request.get()
     if request is not None:  # in a request: decided once, at its server span
-        return TRACER if request.sampled else None
+        return None if isinstance(request, str) else TRACER
     parent = trace.get_current_span().get_span_context()
     if parent.is_valid and not parent.trace_flags.sampled:
         return None
     return TRACER
+
+
+def child(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    end: bool = True,
+    record_exception: bool = True,
+) -> AbstractContextManager[Span] | None:
+    """A span for one step of the work under way, current for the block it is used in
+    and ended after it (unless `end` is False); None when the step would record nothing
+    (its trace dropped), so that the caller skips building its attributes too. The use,
+    free with tracing off, is
+
+        scope = tracing.TRACER is not None and tracing.child("apiary.step")
+        if not scope:
+            ...
+        else:
+            with scope as span:
+                ...
+
+    In a sampled request it is recorded in the request's trace (`RequestTrace`), else
+    under OpenTelemetry's current span. An exception escaping the block marks the span
+    failed (and is recorded on it, unless `record_exception` is False)."""
+    request = _request.get()
+    if request is not None:
+        if isinstance(request, str):
+            return None  # a dropped request
+        if request.open and trace.get_current_span() is INVALID_SPAN:
+            return request.child(name, kind, attributes, end=end, record_exception=record_exception)
+    tracer = active()
+    if tracer is None:
+        return None
+    return tracer.start_as_current_span(
+        name,
+        kind=kind,
+        attributes=attributes,
+        record_exception=record_exception,
+        end_on_exit=end,
+    )
+
+
+def current_span() -> Span:
+    """The span of the step under way (OpenTelemetry's `get_current_span`, which does not
+    see a sampled request's own steps)."""
+    found = trace.get_current_span()
+    if found is INVALID_SPAN:
+        request = _request.get()
+        if isinstance(request, RequestTrace) and request.open:
+            return request.current
+    return found
 
 
 def span(
@@ -189,30 +245,32 @@ def inject() -> dict[str, str]:
     """The current context as W3C headers (`traceparent`), to carry across a process hop."""
     carrier: dict[str, str] = {}
     if TRACER is not None:
-        _PROPAGATOR.inject(carrier, _dropped_request_context())
+        _PROPAGATOR.inject(carrier, _request_context())
     return carrier
 
 
-def _dropped_request_span() -> Span | None:
-    """The server span of the dropped request being served, if any (for spans started
-    under it with no span current)."""
-    dropped = _dropped.get()
-    if dropped is None:
+def _request_parent() -> SpanContext | None:
+    """The context of the request being served, for spans started under it with no span
+    current: its current step's when it is sampled, its server span's when dropped."""
+    request = _request.get()
+    if request is None:
         return None
-    # A span id of 0 (its trace id's first half all zeros, one chance in 2**64) is not
-    # valid: 1 stands in for it.
-    span_id = int(dropped[:16], 16) or 1
-    context = SpanContext(int(dropped, 16), span_id, is_remote=False, trace_flags=UNSAMPLED)
-    return NonRecordingSpan(context)
+    if isinstance(request, RequestTrace):
+        return request.current.get_span_context()
+    # A dropped request's span id is its trace id's first half; when that is all zeros (one
+    # chance in 2**64) 1 stands in for it, 0 not being a valid span id.
+    span_id = int(request[:16], 16) or 1
+    return SpanContext(int(request, 16), span_id, is_remote=False, trace_flags=UNSAMPLED)
 
 
-def _dropped_request_context() -> otel_context.Context | None:
-    """With no span current, the context of a dropped request's server span (which is
-    not made current: see `start_server_span`); else None, the current context."""
-    span = _dropped_request_span()
-    if span is None or trace.get_current_span().get_span_context().is_valid:
+def _request_context() -> otel_context.Context | None:
+    """With no span current, the context of the request being served (which does not
+    make its spans current in OpenTelemetry's context: see `start_server_span`); else
+    None, the current context."""
+    if trace.get_current_span() is not INVALID_SPAN:
         return None
-    return trace.set_span_in_context(span)
+    parent = _request_parent()
+    return None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def extract(carrier: Mapping[str, str]) -> otel_context.Context:
@@ -236,25 +294,26 @@ def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
     if TRACER is None:
         return None
-    dropped = _dropped.get()
-    if dropped is not None:  # nothing is current in a dropped request: its lines carry its ids
-        return dropped, dropped[:16]
+    request = _request.get()
+    if isinstance(request, str):  # a dropped request: its lines carry its ids
+        return request, request[:16]
     found = trace.get_current_span().get_span_context()
     if not found.is_valid:
-        return None
+        if not isinstance(request, RequestTrace):
+            return None
+        found = request.current.get_span_context()  # a sampled request's step
     return format(found.trace_id, "032x"), format(found.span_id, "016x")
 
 
 class ServerSpan:
-    """What `start_server_span` made current, for `end_server_span` to undo."""
+    """The server span of a request whose caller's trace was not sampled, made current in
+    OpenTelemetry's context, for `end_server_span` to undo."""
 
-    __slots__ = ("request_token", "sampled", "span", "token")
+    __slots__ = ("span", "token")
 
     def __init__(self, span: Span, token: object) -> None:
         self.span = span
         self.token = token  # what OpenTelemetry's `attach` returned
-        self.sampled = span.is_recording()
-        self.request_token: Token[ServerSpan | None] | None = None
 
 
 def start_server_span(
@@ -264,57 +323,70 @@ def start_server_span(
     headers: list[tuple[bytes, bytes]],
     *,
     random_id: str | None = None,
-) -> ServerSpan | Token[str | None]:
-    """The SERVER span of one HTTP request, made current; it continues the caller's trace
-    when the request carries a `traceparent`. Named by method alone until the route
-    template is known (`end_server_span`), never by the raw path.
+) -> RequestTrace | ServerSpan | Token[RequestTrace | str | None]:
+    """The SERVER span of one HTTP request; it continues the caller's trace when the
+    request carries a `traceparent`. Named by method alone until the route template is
+    known (`end_server_span`), never by the raw path.
 
     `random_id`: the request id when Apiary made it (32 hex digits of 128 random bits, as
     a W3C trace id is), which then is the request's trace id: the id a client sees in
-    `X-Request-ID` finds its trace. A request of its own trace is sampled here, once. A
-    dropped one does next to nothing: its trace id is noted (`_dropped`) for its log
-    lines, a Celery hop and spans started under it, which carry it flagged unsampled;
-    nothing is made current and its children skip building spans altogether (`active`).
-    Returns what `end_server_span` takes."""
+    `X-Request-ID` finds its trace. A request of its own trace is sampled here, once.
+
+    A sampled request's spans are recorded in its `RequestTrace`, not in OpenTelemetry's
+    context. A dropped one does next to nothing: its trace id is noted for its log lines,
+    a Celery hop and spans started under it, which carry it flagged unsampled; its steps
+    skip building spans altogether (`child`). A caller's unsampled trace is followed in
+    OpenTelemetry's context, as the caller's flags and state must be handed on. Returns
+    what `end_server_span` takes."""
     traceparent = tracestate = None
     for name, value in headers:
         if name == b"traceparent":
             traceparent = value
         elif name == b"tracestate":
             tracestate = value
-    server: Span
-    parent: otel_context.Context | None = None
-    if traceparent is None:
-        assert _tracer is not None  # tracing is on: the caller checked TRACER
-        if random_id is not None:
-            # The ratio sampler's test (`LightTracer.keeps`) on the id's low 64 bits.
-            if int(random_id[16:], 16) >= _tracer.bound:
-                return _dropped.set(random_id)
-            trace_id = int(random_id, 16)
-        else:
-            trace_id = new_trace_id()
-            if not _tracer.keeps(trace_id):
-                return _dropped.set(format(trace_id, "032x"))
-        attributes = {"http.request.method": method, "url.path": path}  # kept requests only
-        server = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
-    else:
+    assert _tracer is not None  # tracing is on: the caller checked TRACER
+    remote: SpanContext | None = None
+    if traceparent is not None:
         carrier = {"traceparent": traceparent.decode("latin-1")}
         if tracestate is not None:
             carrier["tracestate"] = tracestate.decode("latin-1")
         parent = _PROPAGATOR.extract(carrier)
-        server = tracer.start_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
+        remote = trace.get_current_span(parent).get_span_context()
+        if not remote.is_valid:
+            remote = None  # a malformed traceparent: a trace of our own
+        elif not remote.trace_flags.sampled:
+            server = tracer.start_span(
+                method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": path},
+            )
+            current = trace.set_span_in_context(server, parent)
+            return ServerSpan(server, otel_context.attach(current))
+    attributes = {"http.request.method": method, "url.path": path}
+    if remote is not None:
+        flags, state = remote.trace_flags, remote.trace_state
+        root = _tracer.start(
+            method, remote.trace_id, remote, True, SpanKind.SERVER, attributes, None, flags, state
         )
-    started = ServerSpan(server, otel_context.attach(trace.set_span_in_context(server, parent)))
-    started.request_token = _request.set(started)
-    return started
+    else:
+        if random_id is not None:
+            # The ratio sampler's test (`LightTracer.keeps`) on the id's low 64 bits.
+            if int(random_id[16:], 16) >= _tracer.bound:
+                return _request.set(random_id)
+            trace_id = int(random_id, 16)
+        else:
+            trace_id = new_trace_id()
+            if not _tracer.keeps(trace_id):
+                return _request.set(format(trace_id, "032x"))
+        root = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
+    request = RequestTrace(root)  # type: ignore[arg-type]  # a sampled span is a RecordedSpan
+    request.token = _request.set(request)
+    return request
 
 
 def end_server_span(
-    started: ServerSpan | Token[str | None],
+    started: RequestTrace | ServerSpan | Token[RequestTrace | str | None],
     *,
     method: str,
     route: str,
@@ -322,17 +394,17 @@ def end_server_span(
     error: str | None,
 ) -> None:
     if isinstance(started, Token):  # a dropped request: only its trace id was noted
-        _dropped.reset(started)
+        _request.reset(started)
         return
-    if started.request_token is not None:
-        _request.reset(started.request_token)
-    otel_context.detach(started.token)  # type: ignore[arg-type]  # the token `attach` returned
-    server = started.span
-    if not server.is_recording():
+    if isinstance(started, ServerSpan):  # a caller's unsampled trace: nothing recorded
+        otel_context.detach(started.token)  # type: ignore[arg-type]  # what `attach` returned
         return
-    server.update_name(f"{method} {route}")
+    _request.reset(started.token)  # type: ignore[arg-type]  # what setting it returned
+    server = started.root
+    server.name = f"{method} {route}"
     server.set_attribute("http.route", route)
     server.set_attribute("http.response.status_code", status)
     if error is not None or status >= 500:
         record_error(server, error or str(status))
     server.end()
+    started.close()

@@ -129,3 +129,20 @@ def test_shutdown_exports_what_waits_and_shuts_the_exporter_down() -> None:
     assert all(len(batch) <= 2 for batch in recorder.batches)
     assert recorder.shut
     assert queue.force_flush() is False  # closed: nothing more is taken
+
+
+def test_a_requests_spans_are_queued_together_and_dropped_together_past_the_bound() -> None:
+    recorder = Recorder()
+    queue = _queue(recorder, delay_s=60, max_queued=5, batch=4)
+    try:
+        queue.on_end_all(["a1", "a2", "a3"])  # type: ignore[list-item]
+        assert not recorder.batches  # short of a batch: it waits for the tick
+        queue.on_end_all(["b1", "b2"])  # type: ignore[list-item]  # a full batch wakes the thread
+        assert recorder.exported.wait(5)
+        assert recorder.batches == [["a1", "a2", "a3", "b1"]]
+        queue.on_end_all(["c1", "c2", "c3", "c4", "c5"])  # type: ignore[list-item]
+        assert queue.dropped == 5  # with "b2" waiting there is no room for all five
+        queue.force_flush()
+        assert recorder.batches[1:] == [["b2"]]
+    finally:
+        queue.shutdown()

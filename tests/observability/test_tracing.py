@@ -30,7 +30,7 @@ from apiary.authz.permissions import Role
 from apiary.config import OTelSettings
 from apiary.observability import tracing
 from apiary.observability.logging import configure_logging
-from apiary.observability.spans import SAMPLED, UNSAMPLED, local_context
+from apiary.observability.spans import SAMPLED, UNSAMPLED, RecordedSpan, local_context
 from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
@@ -606,6 +606,16 @@ def test_the_wire_encoder_writes_the_message_the_otlp_library_would() -> None:
     provider.shutdown()
 
 
+class Finished:
+    """A span processor keeping each span it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.spans: list[RecordedSpan] = []
+
+    def on_end(self, span: RecordedSpan) -> None:
+        self.spans.append(span)
+
+
 def test_apiarys_light_spans_export_what_the_sdks_spans_would() -> None:
     # apiary/observability/spans.py records Apiary's spans in place of the SDK's: the
     # message sent for them must be the one the library would write for an SDK span with
@@ -630,14 +640,7 @@ def test_apiarys_light_spans_export_what_the_sdks_spans_would() -> None:
     )
 
     from apiary.observability import otlp_wire
-    from apiary.observability.spans import LightTracer, RecordedSpan
-
-    class Finished:
-        def __init__(self) -> None:
-            self.spans: list[RecordedSpan] = []
-
-        def on_end(self, span: RecordedSpan) -> None:
-            self.spans.append(span)
+    from apiary.observability.spans import LightTracer
 
     finished = Finished()
     tracer = LightTracer(
@@ -801,3 +804,81 @@ def test_an_error_escaping_a_current_span_marks_it_but_a_cancellation_does_not()
         assert not cancelled.events  # type: ignore[attr-defined]
     finally:
         tracing.shutdown()
+
+
+def test_a_sampled_requests_steps_are_its_spans_handed_on_together() -> None:
+    """A sampled request records its steps apart from OpenTelemetry's context
+    (`RequestTrace`): each step is the child of the one it ran in, a span started through
+    OpenTelemetry's API under it takes the step under way as its parent, and the request's
+    spans reach the processor when its server span ends, freed then by reference counting
+    (they once formed cycles only the collector freed). A step still open then (a stream's)
+    follows alone when it ends."""
+    import gc
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from apiary.observability.spans import LightTracer
+
+    finished = Finished()
+    tracer = LightTracer(
+        finished,  # type: ignore[arg-type]  # the one method a processor needs here
+        Resource.create({"service.name": "t"}),
+        InstrumentationScope("apiary"),
+        ratio=1.0,
+    )
+    tracer.orphan_parent = tracing._request_parent  # as `install` sets it
+    previous, tracing.TRACER, tracing._tracer = tracing.TRACER, tracer, tracer
+    gc.collect()
+    gc.disable()
+    try:
+        started = tracing.start_server_span(tracer, "POST", "/v1/chat/completions", [])
+        server_ids = tracing.current_ids()
+        stream = tracing.child("chat m", end=False)
+        assert stream is not None
+        with stream as call:
+            auth = tracing.child("apiary.limits.admit")
+            assert auth is not None
+            with auth as admit:
+                assert tracing.current_span() is admit
+                with tracer.start_as_current_span("send apiary.run_execution") as send:
+                    assert tracing.inject()["traceparent"].split("-")[2] == format(
+                        send.get_span_context().span_id, "016x"
+                    )
+        assert tracing.current_ids() == server_ids  # back at the server span
+        assert [span.name for span in finished.spans] == ["send apiary.run_execution"]
+        tracing.end_server_span(
+            started, method="POST", route="/v1/chat/completions", status=200, error=None
+        )
+        names = [span.name for span in finished.spans]
+        assert names == [
+            "send apiary.run_execution",
+            "apiary.limits.admit",
+            "POST /v1/chat/completions",
+        ]
+        sent, admitted, server = finished.spans
+        assert sent.parent == admitted.get_span_context()
+        assert admitted.parent == call.get_span_context()
+        assert call.parent == server.get_span_context()  # type: ignore[attr-defined]
+        assert server.parent is None
+        call.end()  # the stream ended after the request
+        assert finished.spans[-1] is call
+        assert len({span.get_span_context().trace_id for span in finished.spans}) == 1
+
+        def another_request() -> None:
+            started = tracing.start_server_span(tracer, "POST", "/v1/chat/completions", [])
+            call, admit = tracing.child("chat m"), tracing.child("admit")
+            assert call is not None
+            assert admit is not None
+            with call, admit:
+                pass
+            tracing.end_server_span(started, method="POST", route="/", status=200, error=None)
+
+        finished.spans.clear()
+        del call, admit, send, sent, admitted, server, started, stream, auth
+        another_request()
+        finished.spans.clear()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        tracing.TRACER, tracing._tracer = previous, previous  # type: ignore[assignment]
