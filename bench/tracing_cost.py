@@ -36,42 +36,38 @@ def _call() -> None:
     """The tracing steps of one non-streamed chat call that the first provider answers."""
     from apiary.observability import tracing
 
-    if not hasattr(tracing, "child"):  # builds before the request's steps had their own
+    if not hasattr(tracing, "recording"):  # builds before the request's steps had their own
         _call_before_child()
         return
     started: Any = None
     if tracing.TRACER is not None:
         started = tracing.start_server_span(tracing.TRACER, "POST", "/v1/chat/completions", HEADERS)
-    if scope := tracing.TRACER is not None and tracing.child("apiary.authenticate"):
-        with scope as span:  # apiary/auth/dependencies.py
+    if tracing.TRACER is not None and tracing.recording():  # apiary/auth/dependencies.py
+        with tracing.child("apiary.authenticate") as span:
             span.set_attribute("apiary.auth.kind", "api_key")
             span.set_attribute("apiary.tenant_id", TENANT)
-    call = tracing.TRACER is not None and tracing.child(  # GatewayClient.chat
-        "chat default",
-        attributes={
+    if tracing.TRACER is not None and tracing.recording():  # GatewayClient.chat
+        attributes = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": "default",
             "apiary.tenant_id": TENANT,
-        },
-        end=False,
-    )
-    if call:
-        with call as call_span:
-            if admit := tracing.TRACER is not None and tracing.child("apiary.limits.admit"):
-                tracing.current_span()  # BilledCall.admit keeps the call's span
-                with admit:
+        }
+        with tracing.child("chat default", attributes=attributes, end=False) as call:
+            if tracing.TRACER is not None and tracing.recording():  # BilledCall.admit
+                tracing.current_span()  # it keeps the call's span
+                with tracing.child("apiary.limits.admit"):
                     pass
-            if attempt := tracing.TRACER is not None and tracing.child(  # Gateway.complete
-                "apiary.gateway.attempt",
-                kind=tracing.SpanKind.CLIENT,
-                attributes=ATTEMPT,
-                record_exception=False,
-            ):
-                with attempt as span:
+            if tracing.TRACER is not None and tracing.recording():  # Gateway.complete
+                with tracing.child(
+                    "apiary.gateway.attempt",
+                    kind=tracing.SpanKind.CLIENT,
+                    attributes=ATTEMPT,
+                    record_exception=False,
+                ) as span:
                     span.set_attribute("gen_ai.response.model", "gpt-4o-mini")
-            call_span.set_attributes(DESCRIBED)  # _describe_call
-        call_span.set_attribute("apiary.cache", "off")
-        call_span.end()
+            call.set_attributes(DESCRIBED)  # _describe_call
+        call.set_attribute("apiary.cache", "off")
+        call.end()
     if tracing.TRACER is not None:
         tracing.current_ids()  # the access log line
         route = "/v1/chat/completions"
@@ -97,18 +93,20 @@ DESCRIBED: dict[str, Any] = {
 
 
 def _call_before_child() -> None:
-    """The same steps as builds before `tracing.child` made them."""
+    """The same steps as builds before `tracing.recording` and `tracing.child` made them."""
     from apiary.observability import tracing
+
+    active = getattr(tracing, "active")  # noqa: B009 - gone from builds since
 
     tracer = tracing.TRACER
     started: Any = None
     if tracer is not None:
         started = tracing.start_server_span(tracer, "POST", "/v1/chat/completions", HEADERS)
-    if step := tracing.TRACER and tracing.active():  # apiary/auth/dependencies.py
+    if step := tracing.TRACER and active():  # apiary/auth/dependencies.py
         with step.start_as_current_span("apiary.authenticate") as span:
             span.set_attribute("apiary.auth.kind", "api_key")
             span.set_attribute("apiary.tenant_id", TENANT)
-    if step := tracing.TRACER and tracing.active():  # GatewayClient.chat
+    if step := tracing.TRACER and active():  # GatewayClient.chat
         call = step.start_span(
             "chat default",
             attributes={
@@ -119,10 +117,10 @@ def _call_before_child() -> None:
         )
         using = getattr(tracing, "using", None)  # builds before it used OpenTelemetry's
         with using(call) if using else tracing.trace.use_span(call, end_on_exit=False):
-            if admit := tracing.TRACER and tracing.active():  # BilledCall.admit
+            if admit := tracing.TRACER and active():  # BilledCall.admit
                 with admit.start_as_current_span("apiary.limits.admit"):
                     pass
-            if attempt := tracing.TRACER and tracing.active():  # Gateway.complete
+            if attempt := tracing.TRACER and active():  # Gateway.complete
                 with attempt.start_as_current_span(
                     "apiary.gateway.attempt",
                     kind=tracing.SpanKind.CLIENT,

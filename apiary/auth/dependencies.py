@@ -119,11 +119,10 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    scope = tracing.TRACER is not None and tracing.child("apiary.authenticate")
-    if not scope:
+    if tracing.TRACER is None or not tracing.recording():
         auth = await _identify(credentials, ip, runtime)
     else:
-        with scope as span:
+        with tracing.child("apiary.authenticate") as span:
             span.set_attribute(
                 "apiary.auth.kind", "api_key" if credentials[:4] == "apy_" else "token"
             )

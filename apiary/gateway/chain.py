@@ -66,11 +66,10 @@ class CallResult:
 
 def _attempt(
     handle: ProviderHandle, target: Target, operation: str
-) -> AbstractContextManager[tracing.Span] | None:
+) -> AbstractContextManager[tracing.Span]:
     """One attempt on one provider (its retries included), a child of the gateway call: a
-    call that falls back shows one such span per provider tried. Called with tracing on;
-    None when it records nothing. The caller names a provider's failure on it
-    (`tracing.record_error`)."""
+    call that falls back shows one such span per provider tried. For tracing on and
+    `recording()`; the caller names a provider's failure on it (`tracing.record_error`)."""
     return tracing.child(
         "apiary.gateway.attempt",
         kind=tracing.SpanKind.CLIENT,
@@ -87,17 +86,16 @@ def _attempt(
 def _skipped(result: CallResult, target: Target, why: str) -> None:
     """A provider passed over without a call (its breaker open)."""
     result.fallback_path.append(f"{target.key}: {why}")
-    scope = tracing.TRACER is not None and tracing.child(
-        "apiary.gateway.attempt",
-        kind=tracing.SpanKind.CLIENT,
-        attributes={
-            "gen_ai.request.model": target.model,
-            "apiary.provider": target.provider,
-            "apiary.skipped": why,
-        },
-    )
-    if scope:
-        with scope:
+    if tracing.TRACER is not None and tracing.recording():
+        with tracing.child(
+            "apiary.gateway.attempt",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.request.model": target.model,
+                "apiary.provider": target.provider,
+                "apiary.skipped": why,
+            },
+        ):
             pass
 
 
@@ -174,11 +172,10 @@ class ProviderChain:
                 _skipped(result, target, "circuit open")
                 continue
             try:
-                scope = tracing.TRACER is not None and _attempt(handle, target, "chat")
-                if not scope:
+                if tracing.TRACER is None or not tracing.recording():
                     completion = await self._call_with_retries(handle, target, request, result)
                 else:
-                    with scope as span:
+                    with _attempt(handle, target, "chat") as span:
                         try:
                             completion = await self._call_with_retries(
                                 handle, target, request, result
@@ -251,8 +248,8 @@ class ProviderChain:
             except ProviderError as error:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
-                if scope := tracing.TRACER is not None and _attempt(handle, target, "chat"):
-                    with scope as span:
+                if tracing.TRACER is not None and tracing.recording():
+                    with _attempt(handle, target, "chat") as span:
                         tracing.record_error(span, error.kind)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
@@ -268,8 +265,8 @@ class ProviderChain:
             result.target = target
             result.ttft_s = time.perf_counter() - started
             # Recorded once the first token is in (with the time to it); the stream goes on.
-            if scope := tracing.TRACER is not None and _attempt(handle, target, "chat"):
-                with scope as span:
+            if tracing.TRACER is not None and tracing.recording():
+                with _attempt(handle, target, "chat") as span:
                     span.set_attribute("apiary.ttft_s", result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
         raise AllProvidersFailed(result)
@@ -304,8 +301,8 @@ class ProviderChain:
         for target in decision.chain:
             handle = self.handles[target.provider]
             try:
-                traced = tracing.TRACER is not None and _attempt(handle, target, "embeddings")
-                with traced or _NO_SPAN as span:
+                traced = tracing.TRACER is not None and tracing.recording()
+                with _attempt(handle, target, "embeddings") if traced else _NO_SPAN as span:
                     try:
                         async with handle.limiter.slot() as waited:
                             result.queue_s += waited

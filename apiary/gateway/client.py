@@ -214,15 +214,14 @@ class BilledCall:
         started: float,
     ) -> BilledCall:
         providers = client.providers
-        scope = tracing.TRACER is not None and tracing.child("apiary.limits.admit")
-        if not scope:
+        if tracing.TRACER is None or not tracing.recording():
             admission = await client.limits.admit(
                 auth,
                 estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
             )
             return cls(client, auth, body, kind, started, admission)
         call_span = tracing.current_span()
-        with scope:
+        with tracing.child("apiary.limits.admit"):
             admission = await client.limits.admit(
                 auth,
                 estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
@@ -407,7 +406,9 @@ class GatewayClient:
         started: float | None = None,
     ) -> ChatReply | ChatStream:
         """One chat completion; a `ChatStream` when `body["stream"]` is set."""
-        scope = tracing.TRACER is not None and tracing.child(
+        if tracing.TRACER is None or not tracing.recording():
+            return await self._chat(auth, body, cache_header, started)
+        scope = tracing.child(
             f"chat {body.get('model')}",
             attributes={
                 "gen_ai.operation.name": "chat",
@@ -416,8 +417,6 @@ class GatewayClient:
             },
             end=False,  # a stream's lasts as long as the stream
         )
-        if not scope:
-            return await self._chat(auth, body, cache_header, started)
         try:
             with scope as span:  # an exception is recorded on it as it leaves the block
                 reply = await self._chat(auth, body, cache_header, started)
@@ -491,17 +490,16 @@ class GatewayClient:
         self, auth: AuthContext, body: dict[str, Any], *, started: float | None = None
     ) -> ChatReply:
         """Embeddings through the routed chain, accounted like chat calls."""
-        scope = tracing.TRACER is not None and tracing.child(
+        if tracing.TRACER is None or not tracing.recording():
+            return await self._embed(auth, body, started)
+        with tracing.child(
             f"embeddings {body.get('model')}",
             attributes={
                 "gen_ai.operation.name": "embeddings",
                 "gen_ai.request.model": str(body.get("model")),
                 "apiary.tenant_id": str(auth.scope.tenant_id),
             },
-        )
-        if not scope:
-            return await self._embed(auth, body, started)
-        with scope:
+        ):
             return await self._embed(auth, body, started)
 
     async def _embed(

@@ -1,7 +1,7 @@
 """OpenTelemetry traces, exported over OTLP/HTTP when `APIARY_OTEL__ENDPOINT` is set.
 
 `TRACER` is None until `install` finds an endpoint, and code on the hot path tests it
-before building any span or attribute (`tracing.TRACER is not None and tracing.child(...)`):
+before building any span or attribute (`if tracing.TRACER is None or not tracing.recording()`):
 with tracing off a /v1 call pays one module attribute read per instrumented step, nothing
 more, and with tracing on a request the sampler dropped builds no span at all: its trace
 id is noted for its log lines (the children of an unsampled span would record nothing).
@@ -51,7 +51,6 @@ __all__ = [
     "Span",
     "SpanKind",
     "Tracer",
-    "active",
     "child",
     "current_ids",
     "current_span",
@@ -59,6 +58,7 @@ __all__ = [
     "inject",
     "install",
     "record_error",
+    "recording",
     "shutdown",
     "span",
     "trace",
@@ -149,18 +149,21 @@ def flush(timeout_ms: int = 5000) -> None:
         _tracer.processor.force_flush(timeout_ms)
 
 
-def active() -> Tracer | None:
-    """The tracer, unless the current span belongs to a trace the sampler dropped: spans
-    under it would record nothing, so the hot path skips even building them (the use is
-    `tracing.TRACER and tracing.active()`, which costs nothing with tracing off). With no
-    current span, the sampler decides for a new trace as usual."""
+def recording() -> bool:
+    """Whether a step started now would be recorded: false in a request the sampler
+    dropped, or under a span of a trace not sampled. Hot-path code asks before building a
+    step's name and attributes, and with tracing off does not even ask:
+
+        if tracing.TRACER is None or not tracing.recording():
+            ...  # the step untraced
+        else:
+            with tracing.child("apiary.step", attributes={...}) as span:
+                ...  # the same step"""
     request = _request.get()
     if request is not None:  # in a request: decided once, at its server span
-        return None if isinstance(request, str) else TRACER
+        return not isinstance(request, str)
     parent = trace.get_current_span().get_span_context()
-    if parent.is_valid and not parent.trace_flags.sampled:
-        return None
-    return TRACER
+    return not parent.is_valid or bool(parent.trace_flags.sampled)
 
 
 def child(
@@ -170,32 +173,21 @@ def child(
     attributes: Mapping[str, AttributeValue] | None = None,
     end: bool = True,
     record_exception: bool = True,
-) -> AbstractContextManager[Span] | None:
-    """A span for one step of the work under way, current for the block it is used in
-    and ended after it (unless `end` is False); None when the step would record nothing
-    (its trace dropped), so that the caller skips building its attributes too. The use,
-    free with tracing off, is
-
-        scope = tracing.TRACER is not None and tracing.child("apiary.step")
-        if not scope:
-            ...
-        else:
-            with scope as span:
-                ...
-
-    In a sampled request it is recorded in the request's trace (`RequestTrace`), else
-    under OpenTelemetry's current span. An exception escaping the block marks the span
-    failed (and is recorded on it, unless `record_exception` is False)."""
+) -> AbstractContextManager[Span]:
+    """A span for one step of the work under way (with tracing on and `recording()`),
+    current for the block it is used in and ended after it, unless `end` is False. In a
+    sampled request it is recorded in the request's trace (`RequestTrace`), else under
+    OpenTelemetry's current span. An exception escaping the block marks the span failed
+    (and is recorded on it, unless `record_exception` is False)."""
     request = _request.get()
-    if request is not None:
-        if isinstance(request, str):
-            return None  # a dropped request
-        if request.open and trace.get_current_span() is INVALID_SPAN:
-            return request.child(name, kind, attributes, end=end, record_exception=record_exception)
-    tracer = active()
-    if tracer is None:
-        return None
-    return tracer.start_as_current_span(
+    if (
+        isinstance(request, RequestTrace)
+        and request.open
+        and trace.get_current_span() is INVALID_SPAN
+    ):
+        return request.child(name, kind, attributes, end=end, record_exception=record_exception)
+    assert _tracer is not None, "tracing.child is for tracing on: test tracing.TRACER first"
+    return _tracer.start_as_current_span(
         name,
         kind=kind,
         attributes=attributes,
