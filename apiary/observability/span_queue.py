@@ -14,7 +14,9 @@ the queue until it is empty instead sent, under a steady stream of spans, one sm
 after another (at a sampling ratio of 1, 138 spans a POST, 0.8 ms of the GIL each).
 
 At most `max_queued` spans wait: past that, while a slow collector holds the export up,
-new spans are dropped and counted (`dropped`), and a warning names how many.
+new spans are dropped and counted (`dropped`), and a warning names how many. A request's
+spans, queued together (`on_end_all`), are dropped together when they do not all fit, so
+the bound does not cut a request's trace into pieces.
 """
 
 from __future__ import annotations

@@ -5,17 +5,18 @@ lock, each start goes through a sampler object and the span processors, each end
 the span into a readable snapshot. On the /v1 path a kept call's five spans cost about
 165 µs of the GIL that way (docs/benchmarks.md, issue 17), most of tracing's cost. This
 span keeps what Apiary uses (a name, a kind, ids and parent, times, a plain attribute
-dict, events, links, a status) and hands itself, finished, to the span queue
-(`span_queue`) and `otlp_wire`'s exporter, which read the same fields they read from an
-SDK span (so an SDK span processor takes them too, as the tests' does).
+dict, events, links, a status). Finished, it goes to the span queue (`span_queue`), alone
+or with the other spans of its request (`RequestTrace`), and on to `otlp_wire`'s
+exporter, which read the same fields they read from an SDK span (so an SDK span
+processor takes them too, as the tests' does).
 
 Sampling is the SDK's default rule, written out: a span under a parent follows the
 parent's flag (a remote parent's too, so a trace is kept or dropped whole); a new trace is
 kept when its random id's low 64 bits fall under the ratio's bound, as `TraceIdRatioBased`
 decides, so every service sampling by ratio agrees on a given trace.
 
-Unlike the SDK's, these spans are not guarded by a lock: Apiary records a span from one
-task at a time. Attribute values of None are dropped, as the SDK drops them.
+Unlike the SDK's, these spans are not guarded by a lock: a span is recorded by the task
+that started it. Attribute values of None are dropped, as the SDK drops them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +95,7 @@ class RecordedSpan(trace.Span):
         "_context",
         "_events",
         "_links",
-        "_trace",
+        "_request_trace",
         "_tracer",
         "end_time",
         "kind",
@@ -115,10 +117,10 @@ class RecordedSpan(trace.Span):
         kind: SpanKind,
         attributes: Attributes,
         links: Sequence[Link] | None,
-        request: RequestTrace | None = None,
+        request_trace: RequestTrace | None = None,
     ) -> None:
         self._tracer = tracer
-        self._trace = request  # the request's trace it belongs to, if recorded in one
+        self._request_trace = request_trace  # the trace it is recorded in, if any
         self.name = name
         self._context = context
         self.parent = parent
@@ -220,20 +222,25 @@ class RecordedSpan(trace.Span):
         if self.end_time is not None:
             return  # ended twice: the first end stands
         self.end_time = end_time or time.time_ns()
-        request = self._trace
-        if request is not None and request.open:
-            request.ended.append(self)  # handed on with the request's other spans
+        request_trace = self._request_trace
+        if request_trace is not None and request_trace.open:
+            request_trace.ended.append(self)  # handed on with the request's other spans
             return
-        self._trace = None  # ended after its request: see `RequestTrace.close`
+        self._request_trace = None  # ended after its request: see `RequestTrace.close`
         self._tracer.processor.on_end(self)  # type: ignore[arg-type]  # reads the same fields
+
+    def open_trace(self) -> RequestTrace | None:
+        """The request trace this span is recorded in, while its request is served."""
+        request_trace = self._request_trace
+        return request_trace if request_trace is not None and request_trace.open else None
 
     def __repr__(self) -> str:
         return f"RecordedSpan({self.name!r}, span_id={self._context.span_id:016x})"
 
 
 class Current:
-    """`span` made current for a block (`start_as_current_span`'s context manager, and
-    `tracing.using`'s): a class, cheaper than a generator-based one."""
+    """`span` made current for a block (`start_as_current_span`'s context manager): a
+    class, cheaper than a generator-based one."""
 
     __slots__ = ("_end", "_record_exception", "_set_status", "_span", "_token")
 
@@ -279,35 +286,45 @@ def _leave(
         span.end()
 
 
+# The request being served, as tracing sees it: when sampled, the step of its trace under
+# way (its server span between steps), a `RecordedSpan` of its `RequestTrace`; when dropped
+# by the sampler, its trace id in hex; else None (outside a request, and in a request whose
+# caller sent a trace it did not sample, which OpenTelemetry's context carries). A context
+# variable, so a task the request starts carries the step it started in, as it would carry
+# OpenTelemetry's context, and its own steps do not become the request's.
+request_step: ContextVar[RecordedSpan | str | None] = ContextVar("apiary_trace", default=None)
+
+
 class RequestTrace:
     """The spans of one sampled HTTP request, recorded apart from OpenTelemetry's context.
 
-    A span made current through OpenTelemetry's context costs a new context mapping and a
-    context variable set and reset each time, and each span ended goes to the span queue on
-    its own. A sampled request is one in ten at the default ratio, so its code runs cold
-    (out of the CPU's caches) and each instruction on it counts several times over
-    (docs/benchmarks.md, issue 17). So the request's own steps (authentication, limits, the
-    gateway call and its attempts: `tracing.child`) are current here instead (`current`),
-    their ended spans wait here (`ended`), and the request hands them to the queue together
-    when its server span (`root`) ends. A span still open then (a stream's, if its
-    generator is closed late) goes to the queue alone when it ends.
+    A span made current through OpenTelemetry's context costs a new context mapping, a
+    `Context` object and a context-variable set and reset each time, and each span ended
+    goes to the span queue on its own. At a ratio such as 0.1 a sampled request is a rare
+    one, so its code runs cold (out of the CPU's caches) and each instruction on it counts
+    several times over (docs/benchmarks.md, issue 17). So the request's own steps
+    (authentication, limits, the gateway call and its attempts, in the request's task or in
+    tasks it starts: `tracing.child`) are made current in `request_step` alone, their ended
+    spans wait here (`ended`), and the request hands them to the queue together when its
+    server span (`root`) ends. A span still open then (a stream's, if its generator is
+    closed late) goes to the queue alone when it ends.
 
-    Spans started through OpenTelemetry's API under the request (a Celery hop's) take
-    `current` as their parent (`LightTracer.orphan_parent`), and a step started while such a
-    span is current is a span of OpenTelemetry's context, as outside a request."""
+    Spans started through OpenTelemetry's API under the request (a Celery hop's) take the
+    step under way as their parent (`LightTracer.orphan_parent`), and a step started while
+    such a span is current is a span of OpenTelemetry's context, as outside a request."""
 
-    __slots__ = ("current", "ended", "open", "root", "token")
+    __slots__ = ("ended", "open", "root", "token")
 
     def __init__(self, root: RecordedSpan) -> None:
         self.root = root
-        self.current: RecordedSpan = root
         self.ended: list[RecordedSpan] = []
         self.open = True
-        self.token: object = None  # what setting the request's context variable returned
-        root._trace = self
+        self.token: object = None  # what setting `request_step` to the root returned
+        root._request_trace = self
 
     def child(
         self,
+        parent: RecordedSpan,
         name: str,
         kind: SpanKind,
         attributes: Attributes,
@@ -315,44 +332,40 @@ class RequestTrace:
         end: bool,
         record_exception: bool,
     ) -> InTrace:
-        """A span under the current one, current for the block it is used in."""
-        parent = self.current._context
-        trace_id, _, _, flags, state = parent[:5]
+        """A span under `parent`, current for the block it is used in."""
+        parent_context = parent._context
+        trace_id, _, _, flags, state = parent_context[:5]
         context = local_context(trace_id, new_span_id(), flags, state)
-        root = self.root
-        span = RecordedSpan(root._tracer, name, context, parent, kind, attributes, None, self)
-        return InTrace(self, span, record_exception=record_exception, end=end)
+        span = RecordedSpan(
+            self.root._tracer, name, context, parent_context, kind, attributes, None, self
+        )
+        return InTrace(span, record_exception=record_exception, end=end)
 
     def close(self) -> None:
         """The root has ended: hand every span ended so far to the queue at once."""
         self.open = False
-        ended = self.ended
+        ended, self.ended = self.ended, []
         for span in ended:
             # A span and its trace refer to each other: left so, every request's spans
             # would be garbage only the cyclic collector frees, later and at a cost.
-            span._trace = None
+            span._request_trace = None
         self.root._tracer.end_all(ended)
 
 
 class InTrace:
-    """A span of a `RequestTrace` made its current span for a block: `Current` without
-    OpenTelemetry's context."""
+    """A span of a `RequestTrace` made the request's current step for a block: `Current`
+    without OpenTelemetry's context."""
 
-    __slots__ = ("_end", "_previous", "_record_exception", "_span", "_trace")
+    __slots__ = ("_end", "_record_exception", "_span", "_token")
 
-    def __init__(
-        self, request: RequestTrace, span: RecordedSpan, *, record_exception: bool, end: bool
-    ) -> None:
-        self._trace = request
+    def __init__(self, span: RecordedSpan, *, record_exception: bool, end: bool) -> None:
         self._span = span
         self._record_exception = record_exception
         self._end = end
-        self._previous = span
+        self._token: Token[RecordedSpan | str | None] | None = None
 
     def __enter__(self) -> RecordedSpan:
-        request = self._trace
-        self._previous = request.current
-        request.current = self._span
+        self._token = request_step.set(self._span)
         return self._span
 
     def __exit__(
@@ -361,7 +374,7 @@ class InTrace:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._trace.current = self._previous
+        request_step.reset(self._token)  # type: ignore[arg-type]  # set by __enter__
         _leave(self._span, error, self._record_exception, True, self._end)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
@@ -39,7 +39,13 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from apiary.observability.spans import UNSAMPLED, Current, RequestTrace, new_trace_id
+from apiary.observability.spans import (
+    UNSAMPLED,
+    RecordedSpan,
+    RequestTrace,
+    new_trace_id,
+    request_step,
+)
 
 if TYPE_CHECKING:
     from apiary.config import OTelSettings
@@ -71,15 +77,6 @@ _tracer: LightTracer | None = None  # TRACER, as its own type
 _PROPAGATOR = TraceContextTextMapPropagator()
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
 TRACES_PATH = "/v1/traces"
-
-# The request being served, as tracing sees it (None outside a request, and in a request
-# whose caller sent a trace it did not sample, which OpenTelemetry's context carries):
-# - sampled, its `RequestTrace`: its steps are recorded there, not in OpenTelemetry's
-#   context (spans.py says why);
-# - dropped by the sampler, its trace id in hex. A dropped request makes nothing current:
-#   its log lines, a Celery hop and spans started under it read its trace here, and its
-#   span id is the trace id's first 16 digits.
-_request: ContextVar[RequestTrace | str | None] = ContextVar("apiary_trace", default=None)
 
 
 def traces_url(endpoint: str) -> str:
@@ -159,9 +156,9 @@ def recording() -> bool:
         else:
             with tracing.child("apiary.step", attributes={...}) as span:
                 ...  # the same step"""
-    request = _request.get()
-    if request is not None:  # in a request: decided once, at its server span
-        return not isinstance(request, str)
+    step = request_step.get()
+    if step is not None:  # in a request: decided once, at its server span
+        return not isinstance(step, str)
     parent = trace.get_current_span().get_span_context()
     return not parent.is_valid or bool(parent.trace_flags.sampled)
 
@@ -176,18 +173,22 @@ def child(
 ) -> AbstractContextManager[Span]:
     """A span for one step of the work under way (with tracing on and `recording()`),
     current for the block it is used in and ended after it, unless `end` is False. In a
-    sampled request it is recorded in the request's trace (`RequestTrace`), else under
-    OpenTelemetry's current span. An exception escaping the block marks the span failed
-    (and is recorded on it, unless `record_exception` is False)."""
-    request = _request.get()
+    sampled request it is recorded in the request's trace (`RequestTrace`) under the step
+    under way, else under OpenTelemetry's current span. An exception escaping the block
+    marks the span failed (and is recorded on it, unless `record_exception` is False)."""
+    step = request_step.get()
     if (
-        isinstance(request, RequestTrace)
-        and request.open
+        isinstance(step, RecordedSpan)
+        and (request_trace := step.open_trace()) is not None
         and trace.get_current_span() is INVALID_SPAN
     ):
-        return request.child(name, kind, attributes, end=end, record_exception=record_exception)
-    assert _tracer is not None, "tracing.child is for tracing on: test tracing.TRACER first"
-    return _tracer.start_as_current_span(
+        return request_trace.child(
+            step, name, kind, attributes, end=end, record_exception=record_exception
+        )
+    tracer = _tracer
+    if tracer is None:  # shut down since the caller looked (the process is stopping)
+        return nullcontext(INVALID_SPAN)
+    return tracer.start_as_current_span(
         name,
         kind=kind,
         attributes=attributes,
@@ -201,9 +202,9 @@ def current_span() -> Span:
     see a sampled request's own steps)."""
     found = trace.get_current_span()
     if found is INVALID_SPAN:
-        request = _request.get()
-        if isinstance(request, RequestTrace) and request.open:
-            return request.current
+        step = request_step.get()
+        if isinstance(step, RecordedSpan) and step.open_trace() is not None:
+            return step
     return found
 
 
@@ -217,13 +218,6 @@ def span(
     if TRACER is None:
         return _NO_SPAN
     return TRACER.start_as_current_span(name, kind=kind, attributes=attributes)
-
-
-def using(span: Span) -> AbstractContextManager[Span]:
-    """`span` current for the block and not ended after it; an exception escaping the block
-    is recorded on it (OpenTelemetry's `use_span(span, end_on_exit=False)`, without its
-    generator)."""
-    return Current(span, record_exception=True, set_status=True, end=False)
 
 
 def record_error(span: Span, error: BaseException | str) -> None:
@@ -244,11 +238,11 @@ def inject() -> dict[str, str]:
 def _request_parent() -> SpanContext | None:
     """The context of the request being served, for spans started under it with no span
     current: its current step's when it is sampled, its server span's when dropped."""
-    request = _request.get()
+    request = request_step.get()
     if request is None:
         return None
-    if isinstance(request, RequestTrace):
-        return request.current.get_span_context()
+    if isinstance(request, RecordedSpan):
+        return request.get_span_context()
     # A dropped request's span id is its trace id's first half; when that is all zeros (one
     # chance in 2**64) 1 stands in for it, 0 not being a valid span id.
     span_id = int(request[:16], 16) or 1
@@ -286,14 +280,14 @@ def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
     if TRACER is None:
         return None
-    request = _request.get()
+    request = request_step.get()
     if isinstance(request, str):  # a dropped request: its lines carry its ids
         return request, request[:16]
     found = trace.get_current_span().get_span_context()
     if not found.is_valid:
-        if not isinstance(request, RequestTrace):
+        if not isinstance(request, RecordedSpan):
             return None
-        found = request.current.get_span_context()  # a sampled request's step
+        found = request.get_span_context()  # a sampled request's step
     return format(found.trace_id, "032x"), format(found.span_id, "016x")
 
 
@@ -301,10 +295,9 @@ class ServerSpan:
     """The server span of a request whose caller's trace was not sampled, made current in
     OpenTelemetry's context, for `end_server_span` to undo."""
 
-    __slots__ = ("span", "token")
+    __slots__ = ("token",)
 
-    def __init__(self, span: Span, token: object) -> None:
-        self.span = span
+    def __init__(self, token: object) -> None:
         self.token = token  # what OpenTelemetry's `attach` returned
 
 
@@ -315,7 +308,7 @@ def start_server_span(
     headers: list[tuple[bytes, bytes]],
     *,
     random_id: str | None = None,
-) -> RequestTrace | ServerSpan | Token[RequestTrace | str | None]:
+) -> RequestTrace | ServerSpan | Token[RecordedSpan | str | None]:
     """The SERVER span of one HTTP request; it continues the caller's trace when the
     request carries a `traceparent`. Named by method alone until the route template is
     known (`end_server_span`), never by the raw path.
@@ -327,7 +320,7 @@ def start_server_span(
     A sampled request's spans are recorded in its `RequestTrace`, not in OpenTelemetry's
     context. A dropped one does next to nothing: its trace id is noted for its log lines,
     a Celery hop and spans started under it, which carry it flagged unsampled; its steps
-    skip building spans altogether (`child`). A caller's unsampled trace is followed in
+    skip building spans altogether (`recording`). A caller's unsampled trace is followed in
     OpenTelemetry's context, as the caller's flags and state must be handed on. Returns
     what `end_server_span` takes."""
     traceparent = tracestate = None
@@ -347,14 +340,8 @@ def start_server_span(
         if not remote.is_valid:
             remote = None  # a malformed traceparent: a trace of our own
         elif not remote.trace_flags.sampled:
-            server = tracer.start_span(
-                method,
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes={"http.request.method": method, "url.path": path},
-            )
-            current = trace.set_span_in_context(server, parent)
-            return ServerSpan(server, otel_context.attach(current))
+            server = tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+            return ServerSpan(otel_context.attach(trace.set_span_in_context(server, parent)))
     attributes = {"http.request.method": method, "url.path": path}
     if remote is not None:
         flags, state = remote.trace_flags, remote.trace_state
@@ -365,20 +352,21 @@ def start_server_span(
         if random_id is not None:
             # The ratio sampler's test (`LightTracer.keeps`) on the id's low 64 bits.
             if int(random_id[16:], 16) >= _tracer.bound:
-                return _request.set(random_id)
+                return request_step.set(random_id)
             trace_id = int(random_id, 16)
         else:
             trace_id = new_trace_id()
             if not _tracer.keeps(trace_id):
-                return _request.set(format(trace_id, "032x"))
+                return request_step.set(format(trace_id, "032x"))
         root = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
-    request = RequestTrace(root)  # type: ignore[arg-type]  # a sampled span is a RecordedSpan
-    request.token = _request.set(request)
+    assert isinstance(root, RecordedSpan)  # a sampled span
+    request = RequestTrace(root)
+    request.token = request_step.set(root)
     return request
 
 
 def end_server_span(
-    started: RequestTrace | ServerSpan | Token[RequestTrace | str | None],
+    started: RequestTrace | ServerSpan | Token[RecordedSpan | str | None],
     *,
     method: str,
     route: str,
@@ -386,12 +374,13 @@ def end_server_span(
     error: str | None,
 ) -> None:
     if isinstance(started, Token):  # a dropped request: only its trace id was noted
-        _request.reset(started)
+        request_step.reset(started)
         return
     if isinstance(started, ServerSpan):  # a caller's unsampled trace: nothing recorded
         otel_context.detach(started.token)  # type: ignore[arg-type]  # what `attach` returned
         return
-    _request.reset(started.token)  # type: ignore[arg-type]  # what setting it returned
+    request_step.reset(started.token)  # type: ignore[arg-type]  # what setting it returned
+    started.token = None  # a Token holds its Context: not kept past the request
     server = started.root
     server.name = f"{method} {route}"
     server.set_attribute("http.route", route)

@@ -13,7 +13,8 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,13 @@ from apiary.authz.permissions import Role
 from apiary.config import OTelSettings
 from apiary.observability import tracing
 from apiary.observability.logging import configure_logging
-from apiary.observability.spans import SAMPLED, UNSAMPLED, RecordedSpan, local_context
+from apiary.observability.spans import (
+    SAMPLED,
+    UNSAMPLED,
+    LightTracer,
+    RecordedSpan,
+    local_context,
+)
 from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
@@ -184,6 +191,28 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert attributes(second)["apiary.provider"] == "claude"
     assert attributes(second)["gen_ai.request.model"] == "claude-sonnet-4"
     assert "error.type" not in attributes(second)
+
+
+async def test_the_prompts_of_one_completions_call_are_calls_side_by_side_in_its_trace(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    """`/v1/completions` runs a list of prompts as gateway calls together: each is a
+    child of the request with its own admission and attempt under it, not under the
+    other prompt's."""
+    gateway: Gateway = await make_gateway()
+    completion = await gateway.client().completions.create(
+        model="default", prompt=["first prompt", "second prompt"], max_tokens=8
+    )
+    assert len(completion.choices) == 2
+    await spans.wait(lambda got: any(s.name == "POST /v1/completions" for s in got))
+    server = spans.one("POST /v1/completions")
+    calls = spans.named("chat default", server.trace_id)
+    assert [call.parent_span_id for call in calls] == [server.span_id, server.span_id]
+    await spans.wait(lambda got: len([s for s in got if s.name == "apiary.gateway.attempt"]) == 2)
+    for step in ("apiary.limits.admit", "apiary.gateway.attempt"):
+        parents = sorted(s.parent_span_id for s in spans.named(step, server.trace_id))
+        assert parents == sorted(call.span_id for call in calls), step
 
 
 async def test_a_streamed_call_is_described_when_its_stream_ends(
@@ -640,7 +669,6 @@ def test_apiarys_light_spans_export_what_the_sdks_spans_would() -> None:
     )
 
     from apiary.observability import otlp_wire
-    from apiary.observability.spans import LightTracer
 
     finished = Finished()
     tracer = LightTracer(
@@ -785,40 +813,12 @@ def test_a_span_context_built_as_a_tuple_is_the_one_the_constructor_builds() -> 
         assert made.trace_state == expected.trace_state
 
 
-def test_an_error_escaping_a_current_span_marks_it_but_a_cancellation_does_not() -> None:
-    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=1.0))
-    try:
-        tracer = tracing.TRACER
-        assert tracer is not None
-        failed = tracer.start_span("failed")
-        with pytest.raises(ValueError, match="bad input"), tracing.using(failed):
-            raise ValueError("bad input")
-        cancelled = tracer.start_span("cancelled")
-        with pytest.raises(asyncio.CancelledError), tracing.using(cancelled):
-            raise asyncio.CancelledError
-        assert failed.is_recording()  # `using` ends neither
-        assert cancelled.is_recording()
-        assert failed.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
-        assert [event.name for event in failed.events] == ["exception"]  # type: ignore[attr-defined]
-        assert cancelled.status.status_code is StatusCode.UNSET  # type: ignore[attr-defined]
-        assert not cancelled.events  # type: ignore[attr-defined]
-    finally:
-        tracing.shutdown()
-
-
-def test_a_sampled_requests_steps_are_its_spans_handed_on_together() -> None:
-    """A sampled request records its steps apart from OpenTelemetry's context
-    (`RequestTrace`): each step is the child of the one it ran in, a span started through
-    OpenTelemetry's API under it takes the step under way as its parent, and the request's
-    spans reach the processor when its server span ends, freed then by reference counting
-    (they once formed cycles only the collector freed). A step still open then (a stream's)
-    follows alone when it ends."""
-    import gc
-
+@pytest.fixture
+def light_tracer() -> Iterator[tuple[LightTracer, Finished]]:
+    """Apiary's tracer at ratio 1 as `install` sets it up, its finished spans kept in order
+    (`Finished`) rather than exported."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    from apiary.observability.spans import LightTracer
 
     finished = Finished()
     tracer = LightTracer(
@@ -829,26 +829,75 @@ def test_a_sampled_requests_steps_are_its_spans_handed_on_together() -> None:
     )
     tracer.orphan_parent = tracing._request_parent  # as `install` sets it
     previous, tracing.TRACER, tracing._tracer = tracing.TRACER, tracer, tracer
+    try:
+        yield tracer, finished
+    finally:
+        tracing.TRACER, tracing._tracer = previous, previous  # type: ignore[assignment]
+
+
+def test_an_error_escaping_a_step_marks_it_but_a_cancellation_does_not(
+    light_tracer: tuple[LightTracer, Finished],
+) -> None:
+    """In a sampled request's trace and in OpenTelemetry's context alike."""
+    tracer, _ = light_tracer
+    started = tracing.start_server_span(tracer, "POST", "/v1/chat/completions", [])
+    try:
+
+        def in_trace(name: str) -> AbstractContextManager[tracing.Span]:
+            return tracing.child(name, end=False)  # the request's own step
+
+        def in_context(name: str) -> AbstractContextManager[tracing.Span]:
+            return tracer.start_as_current_span(name, end_on_exit=False)
+
+        for step in (in_trace, in_context):
+            with pytest.raises(ValueError, match="bad input"), step("failed") as failed:
+                raise ValueError("bad input")
+            with pytest.raises(asyncio.CancelledError), step("cancelled") as cancelled:
+                raise asyncio.CancelledError
+            assert failed.is_recording()  # neither is ended by the block
+            assert cancelled.is_recording()
+            assert failed.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
+            assert [event.name for event in failed.events] == ["exception"]  # type: ignore[attr-defined]
+            assert cancelled.status.status_code is StatusCode.UNSET  # type: ignore[attr-defined]
+            assert not cancelled.events  # type: ignore[attr-defined]
+    finally:
+        tracing.end_server_span(started, method="POST", route="/", status=200, error=None)
+
+
+def test_a_sampled_requests_steps_are_its_spans_handed_on_together(
+    light_tracer: tuple[LightTracer, Finished],
+) -> None:
+    """A sampled request records its steps apart from OpenTelemetry's context
+    (`RequestTrace`): each step is the child of the one it ran in, a span started through
+    OpenTelemetry's API under it takes the step under way as its parent, and the request's
+    spans reach the processor when its server span ends, freed then by reference counting
+    (they once formed cycles only the collector freed). A step still open then (a stream's)
+    follows alone when it ends."""
+    import gc
+
+    tracer, finished = light_tracer
     gc.collect()
     gc.disable()
     try:
         started = tracing.start_server_span(tracer, "POST", "/v1/chat/completions", [])
-        server_ids = tracing.current_ids()
-        assert tracing.recording()
-        with (
-            tracing.child("chat m", end=False) as call,
-            tracing.child("apiary.limits.admit") as admit,
-        ):
-            assert tracing.current_span() is admit
-            with tracer.start_as_current_span("send apiary.run_execution") as send:
-                assert tracing.inject()["traceparent"].split("-")[2] == format(
-                    send.get_span_context().span_id, "016x"
-                )
-        assert tracing.current_ids() == server_ids  # back at the server span
-        assert [span.name for span in finished.spans] == ["send apiary.run_execution"]
-        tracing.end_server_span(
-            started, method="POST", route="/v1/chat/completions", status=200, error=None
-        )
+        try:
+            server_ids = tracing.current_ids()
+            assert tracing.recording()
+            with (
+                tracing.child("chat m", end=False) as call,
+                tracing.child("apiary.limits.admit") as admit,
+            ):
+                assert tracing.current_span() is admit
+                with tracer.start_as_current_span("send apiary.run_execution") as send:
+                    assert tracing.inject()["traceparent"].split("-")[2] == format(
+                        send.get_span_context().span_id, "016x"
+                    )
+            assert tracing.current_ids() == server_ids  # back at the server span
+            assert [span.name for span in finished.spans] == ["send apiary.run_execution"]
+        finally:
+            tracing.end_server_span(
+                started, method="POST", route="/v1/chat/completions", status=200, error=None
+            )
         names = [span.name for span in finished.spans]
         assert names == [
             "send apiary.run_execution",
@@ -872,9 +921,52 @@ def test_a_sampled_requests_steps_are_its_spans_handed_on_together() -> None:
 
         finished.spans.clear()
         del call, admit, send, sent, admitted, server, started
+        gc.collect()  # whatever else the test process left
         another_request()
         finished.spans.clear()
         assert gc.collect() == 0
     finally:
         gc.enable()
-        tracing.TRACER, tracing._tracer = previous, previous  # type: ignore[assignment]
+
+
+def test_tasks_a_sampled_request_runs_together_keep_their_own_steps(
+    light_tracer: tuple[LightTracer, Finished],
+) -> None:
+    """The prompts of one `/v1/completions` call run as tasks together: each task's steps
+    nest under its own call span, and each call under the request (the tasks once shared
+    the request's current step, and one task's attempt became the other's parent)."""
+    tracer, finished = light_tracer
+
+    async def prompt(index: int) -> None:
+        with tracing.child(f"chat {index}"):
+            await asyncio.sleep(0)  # the other task starts its call meanwhile
+            with tracing.child(f"attempt {index}"):
+                await asyncio.sleep(0.01 * (2 - index))  # and they end out of order
+
+    async def request() -> None:
+        started = tracing.start_server_span(tracer, "POST", "/v1/completions", [])
+        try:
+            await asyncio.gather(prompt(0), prompt(1))
+            with tracing.child("after"):  # the request's own step, after its tasks
+                pass
+        finally:
+            tracing.end_server_span(
+                started, method="POST", route="/v1/completions", status=200, error=None
+            )
+
+    asyncio.run(request())
+    spans = {span.name: span for span in finished.spans}
+    assert set(spans) == {
+        "chat 0",
+        "chat 1",
+        "attempt 0",
+        "attempt 1",
+        "after",
+        "POST /v1/completions",
+    }
+    server = spans["POST /v1/completions"].get_span_context()
+    for index in (0, 1):
+        call = spans[f"chat {index}"]
+        assert call.parent == server
+        assert spans[f"attempt {index}"].parent == call.get_span_context()
+    assert spans["after"].parent == server
