@@ -18,15 +18,16 @@ a process.
 
 Texts are tokenized (truncated to 256 word pieces), sorted by length and run one per batch
 (float32 may batch several, padded to the longest: one per run wastes nothing on padding
-and measured fastest), spread over one worker thread per core. ONNX Runtime gets one
-intra-op thread per core too, set explicitly and without spin-waiting (idle threads that
-spin burn a core other work on a shared machine needs): a lone text, a search query, then
-runs on every core (a 9-token query took 2.5 ms against 4.8 ms on one thread), and during
-ingestion the concurrent runs share the pool (measured a little ahead of one thread per
-run, 16.3 against 13.1 chunks/s on a loaded machine). numpy's BLAS is not involved, so the
-numpy reference's one-thread BLAS limit is not applied here. Sessions are thread-safe, so
-`embed` may be called from many threads at once; the model loads once per process and
-precision, behind a lock.
+and measured fastest; int8 runs one text at a time, in a graph built for it), spread over
+one worker thread per core, and each run is computed on its worker's thread alone (ONNX
+Runtime's intra-op pool is one thread: none). Measured on the 2-core machine
+(docs/benchmarks.md): two runs side by side, one per core, embed 1.95x one run's chunks/s,
+where one session sharing a two-thread pool between two runs gave 138 chunks/s against
+165; and a lone 14-token query took 1.1 ms on one thread against 1.6 ms on two, handing
+work to a sleeping pool thread costing more than the split saves. numpy's BLAS is not
+involved, so the numpy reference's one-thread BLAS limit is not applied here. Sessions are
+thread-safe, so `embed` may be called from many threads at once; the model loads once per
+process and precision, behind a lock.
 """
 
 from __future__ import annotations
@@ -113,11 +114,11 @@ def _session(graph: onnx.ModelProto) -> object:
     from apiary.embeddings.minilm_graph import FUSIONS_OFF
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = cpu_count()
+    # Each run on the thread that calls it (see the module's docstring): runs go side by
+    # side on the embedder's worker threads instead.
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    # Idle pool threads would otherwise spin for the next run, burning a core others need.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
     return onnxruntime.InferenceSession(
@@ -134,7 +135,8 @@ def _load_session(folder: Path, precision: Precision) -> object:
 
     weights = folder / "model.safetensors"
     try:
-        graph = minilm_graph.build(weights, split_outliers=precision == "int8")
+        int8 = precision == "int8"  # run one text at a time: see `MiniLMEmbedder`
+        graph = minilm_graph.build(weights, split_outliers=int8, one_text=int8)
     except Exception as error:  # a truncated or foreign file: say which one
         raise ModelFilesMissingError(f"{weights} is not a readable MiniLM model: {error}") from (
             error
@@ -201,7 +203,8 @@ class MiniLMEmbedder:
             raise ValueError(f"precision must be 'fp32' or 'int8', not {precision!r}")
         self._precision: Precision = precision
         # Dynamic quantization scales each run's activations by their range over the whole
-        # batch, so an int8 vector would change with its batch mates: one text per run.
+        # batch, so an int8 vector would change with its batch mates: one text per run (and
+        # the int8 graph, built for that, has no attention mask for padding).
         # (One per run is also the fastest for float32: measured 47 chunks/s against 37 in
         # padded batches of 32.)
         self._batch_size = 1 if precision == "int8" else batch_size
