@@ -6,12 +6,13 @@ imported (it exists to feed sentence-transformers, and so torch, which we do not
 On first use `minilm_graph` writes the model as an ONNX graph from those weights, in memory
 and deterministically (nothing is downloaded or cached on disk), and ONNX Runtime runs it.
 
-Two precisions. "int8", the default, runs the graph with int8 weights and dynamically
-quantized activations, the few outlier channels of the feed-forward products kept in float32
-(`minilm_graph.quantize`): about 2.2x the float32 graph's chunks/s on 800-character chunks
-and 3x faster on a short query, every vector within cosine 0.99 of the float32 model's
-(0.996 on the knowledge test corpus, 0.992 on a one-character text) and the corpus's
-recall@5 unchanged (tests/embeddings/test_minilm_onnx.py; figures in docs/benchmarks.md).
+Two precisions. "int8", the default, runs a graph for one text per run with int8 weights
+and dynamically quantized activations, the few outlier channels of the feed-forward
+products kept out of the activations' range (`minilm_graph.quantize`, `SPREAD_PARTS`):
+about 2.7x the float32 graph's chunks/s on 800-character chunks and 2x faster on a short
+query, every vector within cosine 0.99 of the float32 model's (0.997 on the knowledge test
+corpus, 0.992 on a one-character text) and the corpus's recall@5 unchanged
+(tests/embeddings/test_minilm_onnx.py; figures in docs/benchmarks.md).
 "fp32" is sentence-transformers' arithmetic exactly (within 1e-6 of the independent
 reference in tests/embeddings). A session takes one to two seconds to build at first use in
 a process.
@@ -24,10 +25,11 @@ Runtime's intra-op pool is one thread: none). Measured on the 2-core machine
 (docs/benchmarks.md): two runs side by side, one per core, embed 1.95x one run's chunks/s,
 where one session sharing a two-thread pool between two runs gave 138 chunks/s against
 165; and a lone 14-token query took 1.1 ms on one thread against 1.6 ms on two, handing
-work to a sleeping pool thread costing more than the split saves. numpy's BLAS is not
-involved, so the numpy reference's one-thread BLAS limit is not applied here. Sessions are
-thread-safe, so `embed` may be called from many threads at once; the model loads once per
-process and precision, behind a lock.
+work to a sleeping pool thread costing more than the split saves (a lone text of 256 word
+pieces, which only a long gateway input sends, takes 16 ms against 13 on two threads).
+numpy's BLAS is not involved, so the numpy reference's one-thread BLAS limit is not applied
+here. Sessions are thread-safe, so `embed` may be called from many threads at once; the
+model loads once per process and precision, behind a lock.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class _LoadedModel:
     session: object
     workers: ThreadPoolExecutor
     threads: int
+    one_text: bool  # its graph takes one text per run (no attention mask): see `_one_text`
 
 
 _loaded: dict[Precision, _LoadedModel] = {}
@@ -129,14 +132,22 @@ def _session(graph: onnx.ModelProto) -> object:
     )
 
 
+def _one_text(precision: Precision) -> bool:
+    """Whether `precision` runs on a graph for one text per run, whose attention has no mask
+    for padding (`minilm_graph.build(one_text=True)`): int8, which runs one text at a time
+    anyway (see `MiniLMEmbedder`)."""
+    return precision == "int8"
+
+
 def _load_session(folder: Path, precision: Precision) -> object:
     """An ONNX Runtime session on the graph built from the weights in `folder`."""
     from apiary.embeddings import minilm_graph
 
     weights = folder / "model.safetensors"
     try:
-        int8 = precision == "int8"  # run one text at a time: see `MiniLMEmbedder`
-        graph = minilm_graph.build(weights, split_outliers=int8, one_text=int8)
+        graph = minilm_graph.build(
+            weights, split_outliers=precision == "int8", one_text=_one_text(precision)
+        )
     except Exception as error:  # a truncated or foreign file: say which one
         raise ModelFilesMissingError(f"{weights} is not a readable MiniLM model: {error}") from (
             error
@@ -170,12 +181,15 @@ def _load_model(precision: Precision) -> _LoadedModel:
                         max_workers=threads, thread_name_prefix=f"minilm-{precision}"
                     ),
                     threads=threads,
+                    one_text=_one_text(precision),
                 )
     return model
 
 
 def _embed_batch(model: _LoadedModel, encodings: Sequence[Encoding]) -> Float32Array:
     """Unit-length vectors for one batch, right-padded to its longest text."""
+    if model.one_text and len(encodings) != 1:  # padding would change every vector
+        raise ValueError(f"this graph embeds one text per run, not {len(encodings)}")
     lengths = [len(encoding.ids) for encoding in encodings]
     width = max(lengths)
     token_ids = numpy.zeros((len(encodings), width), dtype=numpy.int32)

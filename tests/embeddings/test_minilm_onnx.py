@@ -170,7 +170,10 @@ def test_recall_at_5_on_the_test_corpus_is_unchanged(
 
 def test_an_int8_vector_does_not_depend_on_the_texts_beside_it() -> None:
     text = "How do I rotate an API key without downtime?"
+    # More texts than cores, so that runs of several texts would be formed if the int8
+    # graph (no attention mask: a padded run gives wrong vectors) were ever sent any.
     others = ["A much longer text about budgets, hires and the warehouse. " * 6, "short", "x"]
+    others += [f"filler text number {n}" for n in range(4 * minilm.cpu_count())]
     embedder = MiniLMEmbedder(precision="int8", batch_size=32)  # one text per run regardless
 
     alone = embedder.embed([text])[0]
@@ -228,7 +231,8 @@ def test_the_int8_graphs_rewrites_are_the_same_float_arithmetic(one_text: bool) 
 
 
 def test_the_outlier_channels_are_each_layers_largest(chunks: list[tuple[str, str]]) -> None:
-    """The channels `quantize` leaves in float32 are where the feed-forward products' inputs
+    """The channels `build(split_outliers=True)` keeps out of the int8 range (the GELU ones
+    in a float32 product, the residual ones spread) are where the feed-forward products' inputs
     are largest, on the test corpus as on the text they were found with: every channel that
     reaches above 12 is listed, and every listed GELU output does."""
     graph = minilm_graph.build(minilm.model_dir() / "model.safetensors")
