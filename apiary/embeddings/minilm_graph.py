@@ -46,7 +46,7 @@ LAYERS = 6
 INTERMEDIATE = 1536
 LAYER_NORM_EPS = 1e-12
 OPSET = 18
-# Bumped whenever the graph built from the same weights changes: it is part of the cache key.
+# Bumped whenever the graph built from the same weights changes; the model's producer_version.
 GRAPH_VERSION = 3
 
 # Input channels of the feed-forward products whose values run far larger than all others
