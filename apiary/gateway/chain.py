@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Protocol
 
 from apiary.gateway import catalog
@@ -64,23 +65,40 @@ class CallResult:
         return len(self.fallback_path) + (1 if self.target else 0)
 
 
-def _attempt(
-    handle: ProviderHandle, target: Target, operation: str
-) -> AbstractContextManager[tracing.Span]:
+class _Attempt:
     """One attempt on one provider (its retries included), a child of the gateway call: a
     call that falls back shows one such span per provider tried. For tracing on and
-    `recording()`; the caller names a provider's failure on it (`tracing.record_error`)."""
-    return tracing.child(
-        "apiary.gateway.attempt",
-        kind=tracing.SpanKind.CLIENT,
-        attributes={
-            "gen_ai.operation.name": operation,
-            "gen_ai.system": handle.provider.config.kind,
-            "gen_ai.request.model": target.model,
-            "apiary.provider": target.provider,
-        },
-        record_exception=False,
-    )
+    `recording()`. A provider's failure escaping the block is named on the span
+    (`tracing.record_error`, with the error's kind) before the span ends."""
+
+    __slots__ = ("_scope", "_span")
+
+    def __init__(self, handle: ProviderHandle, target: Target, operation: str) -> None:
+        self._scope = tracing.child(
+            "apiary.gateway.attempt",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": operation,
+                "gen_ai.system": handle.provider.config.kind,
+                "gen_ai.request.model": target.model,
+                "apiary.provider": target.provider,
+            },
+            record_exception=False,
+        )
+
+    def __enter__(self) -> tracing.Span:
+        self._span = self._scope.__enter__()
+        return self._span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if isinstance(error, ProviderError):
+            tracing.record_error(self._span, error.kind)
+        return self._scope.__exit__(kind, error, tb)
 
 
 def _skipped(result: CallResult, target: Target, why: str) -> None:
@@ -175,14 +193,8 @@ class ProviderChain:
                 if tracing.TRACER is None or not tracing.recording():
                     completion = await self._call_with_retries(handle, target, request, result)
                 else:
-                    with _attempt(handle, target, "chat") as span:
-                        try:
-                            completion = await self._call_with_retries(
-                                handle, target, request, result
-                            )
-                        except ProviderError as error:
-                            tracing.record_error(span, error.kind)
-                            raise
+                    with _Attempt(handle, target, "chat") as span:
+                        completion = await self._call_with_retries(handle, target, request, result)
                         span.set_attribute("gen_ai.response.model", completion.model)
             except ProviderError as error:
                 result.error = error
@@ -249,7 +261,7 @@ class ProviderChain:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
                 if tracing.TRACER is not None and tracing.recording():
-                    with _attempt(handle, target, "chat") as span:
+                    with _Attempt(handle, target, "chat") as span:
                         tracing.record_error(span, error.kind)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
@@ -266,7 +278,7 @@ class ProviderChain:
             result.ttft_s = time.perf_counter() - started
             # Recorded once the first token is in (with the time to it); the stream goes on.
             if tracing.TRACER is not None and tracing.recording():
-                with _attempt(handle, target, "chat") as span:
+                with _Attempt(handle, target, "chat") as span:
                     span.set_attribute("apiary.ttft_s", result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
         raise AllProvidersFailed(result)
@@ -302,17 +314,12 @@ class ProviderChain:
             handle = self.handles[target.provider]
             try:
                 traced = tracing.TRACER is not None and tracing.recording()
-                with _attempt(handle, target, "embeddings") if traced else _NO_SPAN as span:
-                    try:
-                        async with handle.limiter.slot() as waited:
-                            result.queue_s += waited
-                            started = time.perf_counter()
-                            completion = await handle.provider.embed(request, target.model)
-                            result.upstream_s += time.perf_counter() - started
-                    except ProviderError as error:
-                        if span is not None:
-                            tracing.record_error(span, error.kind)
-                        raise
+                with _Attempt(handle, target, "embeddings") if traced else _NO_SPAN:
+                    async with handle.limiter.slot() as waited:
+                        result.queue_s += waited
+                        started = time.perf_counter()
+                        completion = await handle.provider.embed(request, target.model)
+                        result.upstream_s += time.perf_counter() - started
             except ProviderError as error:
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
