@@ -119,13 +119,11 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    if tracing.TRACER is None or not tracing.recording():
+    if tracing.TRACER is None or tracing.dropped():
         auth = await _identify(credentials, ip, runtime)
     else:
-        with tracing.child("apiary.authenticate") as span:
-            span.set_attribute(
-                "apiary.auth.kind", "api_key" if credentials[:4] == "apy_" else "token"
-            )
+        kind = "api_key" if credentials[:4] == "apy_" else "token"
+        with tracing.child("apiary.authenticate", attributes={"apiary.auth.kind": kind}) as span:
             auth = await _identify(credentials, ip, runtime)
             if auth.tenant_id is not None:
                 span.set_attribute("apiary.tenant_id", str(auth.tenant_id))

@@ -67,8 +67,8 @@ class CallResult:
 
 class _Attempt:
     """One attempt on one provider (its retries included), a child of the gateway call: a
-    call that falls back shows one such span per provider tried. For tracing on and
-    `recording()`. A provider's failure escaping the block is named on the span
+    call that falls back shows one such span per provider tried. For tracing on in a
+    request not `dropped()`. A provider's failure escaping the block is named on the span
     (`tracing.record_error`, with the error's kind) before the span ends."""
 
     __slots__ = ("_scope", "_span")
@@ -104,7 +104,7 @@ class _Attempt:
 def _skipped(result: CallResult, target: Target, why: str) -> None:
     """A provider passed over without a call (its breaker open)."""
     result.fallback_path.append(f"{target.key}: {why}")
-    if tracing.TRACER is not None and tracing.recording():
+    if tracing.TRACER is not None and not tracing.dropped():
         with tracing.child(
             "apiary.gateway.attempt",
             kind=tracing.SpanKind.CLIENT,
@@ -190,7 +190,7 @@ class ProviderChain:
                 _skipped(result, target, "circuit open")
                 continue
             try:
-                if tracing.TRACER is None or not tracing.recording():
+                if tracing.TRACER is None or tracing.dropped():
                     completion = await self._call_with_retries(handle, target, request, result)
                 else:
                     with _Attempt(handle, target, "chat") as span:
@@ -260,7 +260,7 @@ class ProviderChain:
             except ProviderError as error:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
-                if tracing.TRACER is not None and tracing.recording():
+                if tracing.TRACER is not None and not tracing.dropped():
                     with _Attempt(handle, target, "chat") as span:
                         tracing.record_error(span, error.kind)
                 result.error = error
@@ -277,7 +277,7 @@ class ProviderChain:
             result.target = target
             result.ttft_s = time.perf_counter() - started
             # Recorded once the first token is in (with the time to it); the stream goes on.
-            if tracing.TRACER is not None and tracing.recording():
+            if tracing.TRACER is not None and not tracing.dropped():
                 with _Attempt(handle, target, "chat") as span:
                     span.set_attribute("apiary.ttft_s", result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
@@ -313,7 +313,7 @@ class ProviderChain:
         for target in decision.chain:
             handle = self.handles[target.provider]
             try:
-                traced = tracing.TRACER is not None and tracing.recording()
+                traced = tracing.TRACER is not None and not tracing.dropped()
                 with _Attempt(handle, target, "embeddings") if traced else _NO_SPAN:
                     async with handle.limiter.slot() as waited:
                         result.queue_s += waited

@@ -214,7 +214,7 @@ class BilledCall:
         started: float,
     ) -> BilledCall:
         providers = client.providers
-        if tracing.TRACER is None or not tracing.recording():
+        if tracing.TRACER is None or tracing.dropped():
             admission = await client.limits.admit(
                 auth,
                 estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
@@ -406,7 +406,7 @@ class GatewayClient:
         started: float | None = None,
     ) -> ChatReply | ChatStream:
         """One chat completion; a `ChatStream` when `body["stream"]` is set."""
-        if tracing.TRACER is None or not tracing.recording():
+        if tracing.TRACER is None or tracing.dropped():
             return await self._chat(auth, body, cache_header, started)
         scope = tracing.child(
             f"chat {body.get('model')}",
@@ -490,7 +490,7 @@ class GatewayClient:
         self, auth: AuthContext, body: dict[str, Any], *, started: float | None = None
     ) -> ChatReply:
         """Embeddings through the routed chain, accounted like chat calls."""
-        if tracing.TRACER is None or not tracing.recording():
+        if tracing.TRACER is None or tracing.dropped():
             return await self._embed(auth, body, started)
         with tracing.child(
             f"embeddings {body.get('model')}",

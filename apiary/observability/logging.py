@@ -242,8 +242,13 @@ def log_info(logger: logging.Logger, message: str, fields: Mapping[str, object])
         "request_id": context.request_id if context else None,
         "tenant_id": context.tenant_id if context else None,
     }
-    if tracing.TRACER is not None and (ids := tracing.current_ids()) is not None:
-        payload["trace_id"], payload["span_id"] = ids
+    if tracing.TRACER is not None:
+        # A request the sampler dropped (nine in ten at a 10% ratio) has the ids
+        # `current_ids` would give, its trace id and that id's first half, at no call.
+        dropped = tracing.dropped()
+        ids = (dropped, dropped[:16]) if type(dropped) is str else tracing.current_ids()
+        if ids is not None:
+            payload["trace_id"], payload["span_id"] = ids
     for key, value in fields.items():
         if key.startswith("_"):  # as on a LogRecord, where such names are never extras
             continue

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+from contextvars import Token
 from typing import Final, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -271,9 +272,12 @@ class ObservabilityMiddleware:
                     },
                 )
             if tracer is not None:  # after the access line, which carries its trace id
-                tracing.end_server_span(
-                    server_span, method=method, route=route, status=status, error=error
-                )
+                if isinstance(server_span, Token):  # dropped: only its trace id was noted
+                    server_span.var.reset(server_span)
+                else:
+                    tracing.end_server_span(
+                        server_span, method=method, route=route, status=status, error=error
+                    )
             request_context.reset(token)
 
 

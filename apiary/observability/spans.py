@@ -93,9 +93,12 @@ class RecordedSpan(trace.Span):
     __slots__ = (
         "_attributes",
         "_context",
+        "_end_on_exit",
         "_events",
         "_links",
+        "_record_exception",
         "_request_trace",
+        "_token",
         "_tracer",
         "end_time",
         "kind",
@@ -125,14 +128,18 @@ class RecordedSpan(trace.Span):
         self._context = context
         self.parent = parent
         self.kind = kind
-        self._attributes: dict[str, AttributeValue] = (
-            {k: v for k, v in attributes.items() if v is not None} if attributes else {}
-        )
+        self._attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+        if None in self._attributes.values():  # a scan in C: the hot path passes no None
+            self._attributes = {k: v for k, v in self._attributes.items() if v is not None}
         self._events: list[Event] | None = None
         self._links = list(links) if links else None
         self.status = UNSET
         self.start_time = time.time_ns()
         self.end_time: int | None = None
+        # As a step of its request's trace, made current for a block (`child`):
+        self._token: Token[RecordedSpan | None] | None = None
+        self._record_exception = True
+        self._end_on_exit = True
 
     # What the exporter and the batch processor read.
     @property
@@ -234,6 +241,55 @@ class RecordedSpan(trace.Span):
         request_trace = self._request_trace
         return request_trace if request_trace is not None and request_trace.open else None
 
+    def child(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Attributes,
+        *,
+        end: bool,
+        record_exception: bool,
+    ) -> RecordedSpan | None:
+        """A step under this one in its request's trace, to be made current for a block
+        (`with`: the request's step under way for the block, in `request_step`); None
+        once the request is over. `end`: whether the block's end ends it."""
+        request_trace = self._request_trace
+        if request_trace is None or not request_trace.open:
+            return None
+        parent = self._context
+        trace_id, _, _, flags, state = parent[:5]
+        # `local_context(trace_id, new_span_id(), flags, state)` written out: every call on
+        # a sampled request's path costs several times its weight (RequestTrace's note).
+        span_id = random.getrandbits(64) or 1
+        context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
+        span = RecordedSpan(self._tracer, name, context, parent, kind, attributes, None)
+        span._request_trace = request_trace
+        span._end_on_exit = end
+        span._record_exception = record_exception
+        return span
+
+    def __enter__(self) -> RecordedSpan:  # a step of a request's trace (`child`)
+        self._token = request_step.set(self)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        request_step.reset(self._token)  # type: ignore[arg-type]  # set by __enter__
+        self._token = None  # a Token holds its Context: not kept past the block
+        if error is not None:
+            _leave(self, error, self._record_exception, True, self._end_on_exit)
+        elif self._end_on_exit and self.end_time is None:
+            request_trace = self._request_trace
+            if request_trace is not None and request_trace.open:
+                self.end_time = time.time_ns()  # `end` in its request, written out
+                request_trace.ended.append(self)
+            else:
+                self.end()
+
     def __repr__(self) -> str:
         return f"RecordedSpan({self.name!r}, span_id={self._context.span_id:016x})"
 
@@ -286,13 +342,17 @@ def _leave(
         span.end()
 
 
-# The request being served, as tracing sees it: when sampled, the step of its trace under
-# way (its server span between steps), a `RecordedSpan` of its `RequestTrace`; when dropped
-# by the sampler, its trace id in hex; else None (outside a request, and in a request whose
-# caller sent a trace it did not sample, which OpenTelemetry's context carries). A context
-# variable, so a task the request starts carries the step it started in, as it would carry
+# The sampled request being served: the step of its trace under way (its server span
+# between steps), a `RecordedSpan` of its `RequestTrace`; else None. A context variable, so
+# a task the request starts carries the step it started in, as it would carry
 # OpenTelemetry's context, and its own steps do not become the request's.
-request_step: ContextVar[RecordedSpan | str | None] = ContextVar("apiary_trace", default=None)
+request_step: ContextVar[RecordedSpan | None] = ContextVar("apiary_trace", default=None)
+
+# A request being served whose trace is not recorded: its trace id in hex when the sampler
+# dropped it, True when its caller sent a trace it did not sample (which OpenTelemetry's
+# context carries); else None. Hot-path code reads it through `tracing.dropped`, a call
+# into C with no Python frame of its own.
+dropped_trace: ContextVar[str | bool | None] = ContextVar("apiary_dropped", default=None)
 
 
 class RequestTrace:
@@ -301,17 +361,19 @@ class RequestTrace:
     A span made current through OpenTelemetry's context costs a new context mapping, a
     `Context` object and a context-variable set and reset each time, and each span ended
     goes to the span queue on its own. At a ratio such as 0.1 a sampled request is a rare
-    one, so its code runs cold (out of the CPU's caches) and each instruction on it counts
-    several times over (docs/benchmarks.md, issue 17). So the request's own steps
-    (authentication, limits, the gateway call and its attempts, in the request's task or in
-    tasks it starts: `tracing.child`) are made current in `request_step` alone, their ended
+    one, so its code runs cold (out of the CPU's caches) and each call on it costs several
+    times what it costs in a loop (docs/benchmarks.md, issue 17). So the request's own steps
+    (authentication, limits, the gateway call and its attempts, a Celery hop: `tracing.child`
+    and `tracing.span`, in the request's task or in tasks it starts) are spans made current
+    in `request_step` alone (`RecordedSpan.child`, used as a context manager), their ended
     spans wait here (`ended`), and the request hands them to the queue together when its
     server span (`root`) ends. A span still open then (a stream's, if its generator is
     closed late) goes to the queue alone when it ends.
 
-    Spans started through OpenTelemetry's API under the request (a Celery hop's) take the
-    step under way as their parent (`LightTracer.orphan_parent`), and a step started while
-    such a span is current is a span of OpenTelemetry's context, as outside a request."""
+    So no span is current in OpenTelemetry's context in a sampled request, and its steps
+    need not look there. A span started through OpenTelemetry's API under the request (by
+    an instrumentation library) takes the step under way as its parent
+    (`LightTracer.orphan_parent`)."""
 
     __slots__ = ("ended", "open", "root", "token")
 
@@ -322,25 +384,6 @@ class RequestTrace:
         self.token: object = None  # what setting `request_step` to the root returned
         root._request_trace = self
 
-    def child(
-        self,
-        parent: RecordedSpan,
-        name: str,
-        kind: SpanKind,
-        attributes: Attributes,
-        *,
-        end: bool,
-        record_exception: bool,
-    ) -> InTrace:
-        """A span under `parent`, current for the block it is used in."""
-        parent_context = parent._context
-        trace_id, _, _, flags, state = parent_context[:5]
-        context = local_context(trace_id, new_span_id(), flags, state)
-        span = RecordedSpan(
-            self.root._tracer, name, context, parent_context, kind, attributes, None, self
-        )
-        return InTrace(span, record_exception=record_exception, end=end)
-
     def close(self) -> None:
         """The root has ended: hand every span ended so far to the queue at once."""
         self.open = False
@@ -350,32 +393,6 @@ class RequestTrace:
             # would be garbage only the cyclic collector frees, later and at a cost.
             span._request_trace = None
         self.root._tracer.end_all(ended)
-
-
-class InTrace:
-    """A span of a `RequestTrace` made the request's current step for a block: `Current`
-    without OpenTelemetry's context."""
-
-    __slots__ = ("_end", "_record_exception", "_span", "_token")
-
-    def __init__(self, span: RecordedSpan, *, record_exception: bool, end: bool) -> None:
-        self._span = span
-        self._record_exception = record_exception
-        self._end = end
-        self._token: Token[RecordedSpan | str | None] | None = None
-
-    def __enter__(self) -> RecordedSpan:
-        self._token = request_step.set(self._span)
-        return self._span
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        request_step.reset(self._token)  # type: ignore[arg-type]  # set by __enter__
-        _leave(self._span, error, self._record_exception, True, self._end)
 
 
 class LightTracer(trace.Tracer):

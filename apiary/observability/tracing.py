@@ -1,10 +1,11 @@
 """OpenTelemetry traces, exported over OTLP/HTTP when `APIARY_OTEL__ENDPOINT` is set.
 
 `TRACER` is None until `install` finds an endpoint, and code on the hot path tests it
-before building any span or attribute (`if tracing.TRACER is None or not tracing.recording()`):
+before building any span or attribute (`if tracing.TRACER is None or tracing.dropped()`):
 with tracing off a /v1 call pays one module attribute read per instrumented step, nothing
 more, and with tracing on a request the sampler dropped builds no span at all: its trace
-id is noted for its log lines (the children of an unsampled span would record nothing).
+id is noted for its log lines (the children of an unsampled span would record nothing),
+and each step asks `dropped()`, a context variable's `get`, not a Python function.
 A sampled request records its steps on itself (`RequestTrace`, in spans.py), apart from
 OpenTelemetry's context. Code off the hot path uses `span(...)`, which hands back a shared
 null context when off.
@@ -40,9 +41,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from apiary.observability.spans import (
+    SAMPLED,
     UNSAMPLED,
     RecordedSpan,
     RequestTrace,
+    dropped_trace,
+    local_context,
+    new_span_id,
     new_trace_id,
     request_step,
 )
@@ -60,6 +65,7 @@ __all__ = [
     "child",
     "current_ids",
     "current_span",
+    "dropped",
     "extract",
     "inject",
     "install",
@@ -146,19 +152,31 @@ def flush(timeout_ms: int = 5000) -> None:
         _tracer.processor.force_flush(timeout_ms)
 
 
-def recording() -> bool:
-    """Whether a step started now would be recorded: false in a request the sampler
-    dropped, or under a span of a trace not sampled. Hot-path code asks before building a
-    step's name and attributes, and with tracing off does not even ask:
+# Truthy in a request whose trace is not recorded (`spans.dropped_trace`): its trace id,
+# or True. Hot-path code asks before building a step's name and attributes, and with
+# tracing off does not even ask:
+#
+#     if tracing.TRACER is None or tracing.dropped():
+#         ...  # the step untraced
+#     else:
+#         with tracing.child("apiary.step", attributes={...}) as span:
+#             ...  # the same step
+#
+# The bound `get` of a context variable: asking costs no Python frame, on a path where
+# nine requests in ten ask four times and record nothing (docs/benchmarks.md, issue 17).
+# Outside a request it is None, and `child` decides (under an unsampled span, a span that
+# records nothing).
+dropped = dropped_trace.get
 
-        if tracing.TRACER is None or not tracing.recording():
-            ...  # the step untraced
-        else:
-            with tracing.child("apiary.step", attributes={...}) as span:
-                ...  # the same step"""
-    step = request_step.get()
-    if step is not None:  # in a request: decided once, at its server span
-        return not isinstance(step, str)
+
+def recording() -> bool:
+    """Whether a step started now would be recorded: false in a request whose trace is
+    not recorded, or under a span of a trace not sampled (`dropped` only knows the
+    former)."""
+    if dropped_trace.get():
+        return False
+    if request_step.get() is not None:  # a sampled request
+        return True
     parent = trace.get_current_span().get_span_context()
     return not parent.is_valid or bool(parent.trace_flags.sampled)
 
@@ -171,20 +189,18 @@ def child(
     end: bool = True,
     record_exception: bool = True,
 ) -> AbstractContextManager[Span]:
-    """A span for one step of the work under way (with tracing on and `recording()`),
+    """A span for one step of the work under way (with tracing on and not `dropped()`),
     current for the block it is used in and ended after it, unless `end` is False. In a
     sampled request it is recorded in the request's trace (`RequestTrace`) under the step
     under way, else under OpenTelemetry's current span. An exception escaping the block
     marks the span failed (and is recorded on it, unless `record_exception` is False)."""
     step = request_step.get()
     if (
-        isinstance(step, RecordedSpan)
-        and (request_trace := step.open_trace()) is not None
-        and trace.get_current_span() is INVALID_SPAN
+        step is not None
+        and (span := step.child(name, kind, attributes, end=end, record_exception=record_exception))
+        is not None
     ):
-        return request_trace.child(
-            step, name, kind, attributes, end=end, record_exception=record_exception
-        )
+        return span
     tracer = _tracer
     if tracer is None:  # shut down since the caller looked (the process is stopping)
         return nullcontext(INVALID_SPAN)
@@ -198,14 +214,12 @@ def child(
 
 
 def current_span() -> Span:
-    """The span of the step under way (OpenTelemetry's `get_current_span`, which does not
-    see a sampled request's own steps)."""
-    found = trace.get_current_span()
-    if found is INVALID_SPAN:
-        step = request_step.get()
-        if isinstance(step, RecordedSpan) and step.open_trace() is not None:
-            return step
-    return found
+    """The span of the step under way: a sampled request's own (which OpenTelemetry's
+    `get_current_span` does not see), else OpenTelemetry's current span."""
+    step = request_step.get()
+    if step is not None and step.open_trace() is not None:
+        return step
+    return trace.get_current_span()
 
 
 def span(
@@ -214,10 +228,11 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, AttributeValue] | None = None,
 ) -> AbstractContextManager[Span | None]:
-    """A current span for the block, or a null context (yielding None) with tracing off."""
+    """A current span for the block, or a null context (yielding None) with tracing off.
+    In a sampled request, a step of its trace (`child`)."""
     if TRACER is None:
         return _NO_SPAN
-    return TRACER.start_as_current_span(name, kind=kind, attributes=attributes)
+    return child(name, kind=kind, attributes=attributes)
 
 
 def record_error(span: Span, error: BaseException | str) -> None:
@@ -239,14 +254,15 @@ def _request_parent() -> SpanContext | None:
     """The context of the request being served, for spans started under it with no span
     current: its current step's when it is sampled, its server span's when dropped."""
     request = request_step.get()
-    if request is None:
-        return None
-    if isinstance(request, RecordedSpan):
+    if request is not None:
         return request.get_span_context()
+    dropped_id = dropped_trace.get()
+    if type(dropped_id) is not str:  # not in a request, or its caller's trace is current
+        return None
     # A dropped request's span id is its trace id's first half; when that is all zeros (one
     # chance in 2**64) 1 stands in for it, 0 not being a valid span id.
-    span_id = int(request[:16], 16) or 1
-    return SpanContext(int(request, 16), span_id, is_remote=False, trace_flags=UNSAMPLED)
+    span_id = int(dropped_id[:16], 16) or 1
+    return SpanContext(int(dropped_id, 16), span_id, is_remote=False, trace_flags=UNSAMPLED)
 
 
 def _request_context() -> otel_context.Context | None:
@@ -280,25 +296,31 @@ def current_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span, in the hex form trace viewers show."""
     if TRACER is None:
         return None
-    request = request_step.get()
-    if isinstance(request, str):  # a dropped request: its lines carry its ids
-        return request, request[:16]
-    found = trace.get_current_span().get_span_context()
-    if not found.is_valid:
-        if not isinstance(request, RecordedSpan):
-            return None
-        found = request.get_span_context()  # a sampled request's step
-    return format(found.trace_id, "032x"), format(found.span_id, "016x")
+    dropped_id = dropped_trace.get()
+    if type(dropped_id) is str:  # a dropped request: its lines carry its ids
+        return dropped_id, dropped_id[:16]
+    step = request_step.get()
+    if step is not None and step.open_trace() is not None:  # a sampled request's step
+        found = step.get_span_context()
+    else:
+        found = trace.get_current_span().get_span_context()
+        if not found.is_valid:
+            if step is None:
+                return None
+            found = step.get_span_context()  # a step outliving its request (a stream's)
+    trace_id, span_id = found[:2]  # a SpanContext is a tuple: no property calls
+    return format(trace_id, "032x"), format(span_id, "016x")
 
 
 class ServerSpan:
     """The server span of a request whose caller's trace was not sampled, made current in
     OpenTelemetry's context, for `end_server_span` to undo."""
 
-    __slots__ = ("token",)
+    __slots__ = ("dropped", "token")
 
-    def __init__(self, token: object) -> None:
+    def __init__(self, token: object, dropped: Token[str | bool | None]) -> None:
         self.token = token  # what OpenTelemetry's `attach` returned
+        self.dropped = dropped  # what setting `dropped_trace` returned
 
 
 def start_server_span(
@@ -308,7 +330,7 @@ def start_server_span(
     headers: list[tuple[bytes, bytes]],
     *,
     random_id: str | None = None,
-) -> RequestTrace | ServerSpan | Token[RecordedSpan | str | None]:
+) -> RequestTrace | ServerSpan | Token[str | bool | None]:
     """The SERVER span of one HTTP request; it continues the caller's trace when the
     request carries a `traceparent`. Named by method alone until the route template is
     known (`end_server_span`), never by the raw path.
@@ -341,7 +363,8 @@ def start_server_span(
             remote = None  # a malformed traceparent: a trace of our own
         elif not remote.trace_flags.sampled:
             server = tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
-            return ServerSpan(otel_context.attach(trace.set_span_in_context(server, parent)))
+            token = otel_context.attach(trace.set_span_in_context(server, parent))
+            return ServerSpan(token, dropped_trace.set(True))
     attributes = {"http.request.method": method, "url.path": path}
     if remote is not None:
         flags, state = remote.trace_flags, remote.trace_state
@@ -352,13 +375,14 @@ def start_server_span(
         if random_id is not None:
             # The ratio sampler's test (`LightTracer.keeps`) on the id's low 64 bits.
             if int(random_id[16:], 16) >= _tracer.bound:
-                return request_step.set(random_id)
+                return dropped_trace.set(random_id)
             trace_id = int(random_id, 16)
         else:
             trace_id = new_trace_id()
             if not _tracer.keeps(trace_id):
-                return request_step.set(format(trace_id, "032x"))
-        root = _tracer.start(method, trace_id, None, True, SpanKind.SERVER, attributes)
+                return dropped_trace.set(format(trace_id, "032x"))
+        context = local_context(trace_id, new_span_id(), SAMPLED, None)
+        root = RecordedSpan(_tracer, method, context, None, SpanKind.SERVER, attributes, None)
     assert isinstance(root, RecordedSpan)  # a sampled span
     request = RequestTrace(root)
     request.token = request_step.set(root)
@@ -366,7 +390,7 @@ def start_server_span(
 
 
 def end_server_span(
-    started: RequestTrace | ServerSpan | Token[RecordedSpan | str | None],
+    started: RequestTrace | ServerSpan | Token[str | bool | None],
     *,
     method: str,
     route: str,
@@ -374,17 +398,17 @@ def end_server_span(
     error: str | None,
 ) -> None:
     if isinstance(started, Token):  # a dropped request: only its trace id was noted
-        request_step.reset(started)
+        dropped_trace.reset(started)
         return
     if isinstance(started, ServerSpan):  # a caller's unsampled trace: nothing recorded
+        dropped_trace.reset(started.dropped)
         otel_context.detach(started.token)  # type: ignore[arg-type]  # what `attach` returned
         return
     request_step.reset(started.token)  # type: ignore[arg-type]  # what setting it returned
     started.token = None  # a Token holds its Context: not kept past the request
     server = started.root
     server.name = f"{method} {route}"
-    server.set_attribute("http.route", route)
-    server.set_attribute("http.response.status_code", status)
+    server.set_attributes({"http.route": route, "http.response.status_code": status})
     if error is not None or status >= 500:
         record_error(server, error or str(status))
     server.end()

@@ -753,7 +753,8 @@ def test_a_dropped_request_hands_its_trace_on_unsampled() -> None:
             assert ids is not None
             trace_id, span_id = ids
             assert tracing.inject() == {"traceparent": f"00-{trace_id}-{span_id}-02"}
-            assert not tracing.recording()  # the hot path builds nothing under it
+            assert tracing.dropped() == trace_id  # the hot path builds nothing under it
+            assert not tracing.recording()
             with tracing.span("send apiary.run_execution") as child:
                 assert child is not None
                 context = child.get_span_context()
@@ -766,6 +767,31 @@ def test_a_dropped_request_hands_its_trace_on_unsampled() -> None:
                 started, method="POST", route="/api/v1/executions", status=201, error=None
             )
         assert tracing.current_ids() is None  # the request is over
+        assert not tracing.dropped()
+    finally:
+        tracing.shutdown()
+
+
+def test_a_request_continuing_an_unsampled_trace_records_nothing_under_it() -> None:
+    """A caller's trace it did not sample: the hot path's steps are skipped (`dropped`),
+    and the request's log lines carry the caller's trace id, until the request ends."""
+    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=1.0))
+    try:
+        assert tracing.TRACER is not None
+        caller = [(b"traceparent", f"00-{CALLER_TRACE}-b7ad6b7169203331-00".encode())]
+        started = tracing.start_server_span(tracing.TRACER, "POST", "/v1/embeddings", caller)
+        try:
+            assert tracing.dropped() is True
+            assert not tracing.recording()
+            ids = tracing.current_ids()
+            assert ids is not None
+            assert ids[0] == CALLER_TRACE
+        finally:
+            tracing.end_server_span(
+                started, method="POST", route="/v1/embeddings", status=200, error=None
+            )
+        assert not tracing.dropped()
+        assert tracing.current_ids() is None
     finally:
         tracing.shutdown()
 
@@ -883,6 +909,7 @@ def test_a_sampled_requests_steps_are_its_spans_handed_on_together(
         try:
             server_ids = tracing.current_ids()
             assert tracing.recording()
+            assert not tracing.dropped()
             with (
                 tracing.child("chat m", end=False) as call,
                 tracing.child("apiary.limits.admit") as admit,
