@@ -281,14 +281,23 @@ def extract(carrier: Mapping[str, str]) -> otel_context.Context:
 
 @contextmanager
 def attached(carrier: Mapping[str, str] | None) -> Iterator[None]:
-    """Make the context carried in `carrier` (from `inject`) current for the block."""
+    """Make the context carried in `carrier` (from `inject`) current for the block. A trace
+    its sender did not sample is also `dropped()` for the block, so the hot path's steps
+    under it (a sub-agent's gateway calls) skip building spans, as in the request."""
     if TRACER is None or not carrier:
         yield
         return
-    token = otel_context.attach(extract(carrier))
+    context = extract(carrier)
+    token = otel_context.attach(context)
+    parent = trace.get_current_span(context).get_span_context()
+    unsampled = (
+        dropped_trace.set(True) if parent.is_valid and not parent.trace_flags.sampled else None
+    )
     try:
         yield
     finally:
+        if unsampled is not None:
+            dropped_trace.reset(unsampled)
         otel_context.detach(token)
 
 
@@ -342,9 +351,12 @@ def start_server_span(
     A sampled request's spans are recorded in its `RequestTrace`, not in OpenTelemetry's
     context. A dropped one does next to nothing: its trace id is noted for its log lines,
     a Celery hop and spans started under it, which carry it flagged unsampled; its steps
-    skip building spans altogether (`recording`). A caller's unsampled trace is followed in
-    OpenTelemetry's context, as the caller's flags and state must be handed on. Returns
-    what `end_server_span` takes."""
+    skip building spans altogether (`dropped`). A caller's unsampled trace is followed in
+    OpenTelemetry's context, as the caller's flags and state must be handed on (and is
+    `dropped` too). Returns what `end_server_span` takes.
+
+    One request per task: a request is never served inside another's context, whose
+    trace its context variables would then also hold."""
     traceparent = tracestate = None
     for name, value in headers:
         if name == b"traceparent":

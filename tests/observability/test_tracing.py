@@ -24,7 +24,7 @@ import pytest
 from fastapi import FastAPI
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from opentelemetry.trace import SpanContext, StatusCode, TraceState
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceState
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
 from apiary.authz.permissions import Role
@@ -297,6 +297,31 @@ async def test_log_lines_carry_the_trace_and_span_ids(
     [access] = [line for line in lines if line["logger"] == "apiary.access"]
     assert access["trace_id"] == server.trace_id.hex()
     assert access["span_id"] == server.span_id.hex()
+
+
+async def test_a_dropped_requests_log_line_carries_its_request_id_as_its_trace_id(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+) -> None:
+    """At ratio 0 every request is dropped: its access line still carries its trace id
+    (the request id Apiary made, which the client sees) and a span id (that id's first
+    half), and nothing of its trace is left set once it is answered."""
+    gateway: Gateway = await make_gateway()
+    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=0.0))
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        async with gateway.http() as http:
+            response = await _chat(http, gateway.key)
+        assert response.status_code == 200
+        assert tracing.dropped() is None
+    finally:
+        logging.getLogger().handlers.clear()
+        await asyncio.to_thread(tracing.shutdown)
+    request_id = response.headers["x-request-id"]
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    [access] = [line for line in lines if line["logger"] == "apiary.access"]
+    assert access["trace_id"] == request_id
+    assert access["span_id"] == request_id[:16]
 
 
 async def test_a_request_the_caller_did_not_sample_records_nothing_yet_logs_its_trace(
@@ -954,6 +979,55 @@ def test_a_sampled_requests_steps_are_its_spans_handed_on_together(
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_a_span_started_in_a_sampled_request_is_a_step_of_its_trace(
+    light_tracer: tuple[LightTracer, Finished],
+) -> None:
+    """`tracing.span` in a sampled request (the Celery hop's `send`) is one of its steps:
+    current for its block, named by `inject` and by log lines, and handed on with the
+    request's other spans."""
+    tracer, finished = light_tracer
+    started = tracing.start_server_span(tracer, "POST", "/api/v1/executions", [])
+    try:
+        with tracing.span("send apiary.run_execution", kind=SpanKind.PRODUCER) as send:
+            assert send is not None
+            span_id = format(send.get_span_context().span_id, "016x")
+            assert tracing.current_span() is send
+            assert tracing.inject()["traceparent"].split("-")[2] == span_id
+            ids = tracing.current_ids()
+            assert ids is not None
+            assert ids[1] == span_id
+        assert finished.spans == []  # it waits for its request
+    finally:
+        tracing.end_server_span(
+            started, method="POST", route="/api/v1/executions", status=201, error=None
+        )
+    sent, server = finished.spans
+    assert sent.name == "send apiary.run_execution"
+    assert sent.kind is SpanKind.PRODUCER
+    assert sent.parent == server.get_span_context()
+
+
+def test_a_worker_under_an_unsampled_trace_skips_its_steps() -> None:
+    """A Celery task carrying a trace its sender did not sample (`attached`) is `dropped`
+    for its block, so the gateway calls of its sub-agents build no spans; a sampled one is
+    not."""
+    assert tracing.install(OTelSettings(endpoint="http://127.0.0.1:9", sampling_ratio=1.0))
+    try:
+        unsampled = {"traceparent": f"00-{CALLER_TRACE}-b7ad6b7169203331-00"}
+        with tracing.attached(unsampled):
+            assert tracing.dropped() is True
+            assert not tracing.recording()
+            ids = tracing.current_ids()
+            assert ids is not None
+            assert ids[0] == CALLER_TRACE
+        assert tracing.dropped() is None
+        with tracing.attached({"traceparent": f"00-{CALLER_TRACE}-b7ad6b7169203331-01"}):
+            assert tracing.dropped() is None
+            assert tracing.recording()
+    finally:
+        tracing.shutdown()
 
 
 def test_tasks_a_sampled_request_runs_together_keep_their_own_steps(
