@@ -258,10 +258,7 @@ class RecordedSpan(trace.Span):
             return None
         parent = self._context
         trace_id, _, _, flags, state = parent[:5]
-        # `local_context(trace_id, new_span_id(), flags, state)` written out: every call on
-        # a sampled request's path costs several times its weight (RequestTrace's note).
-        span_id = random.getrandbits(64) or 1
-        context = tuple.__new__(SpanContext, (trace_id, span_id, False, flags, state, True))
+        context = local_context(trace_id, new_span_id(), flags, state)
         span = RecordedSpan(self._tracer, name, context, parent, kind, attributes, None)
         span._request_trace = request_trace
         span._end_on_exit = end
@@ -282,13 +279,8 @@ class RecordedSpan(trace.Span):
         self._token = None  # a Token holds its Context: not kept past the block
         if error is not None:
             _leave(self, error, self._record_exception, True, self._end_on_exit)
-        elif self._end_on_exit and self.end_time is None:
-            request_trace = self._request_trace
-            if request_trace is not None and request_trace.open:
-                self.end_time = time.time_ns()  # `end` in its request, written out
-                request_trace.ended.append(self)
-            else:
-                self.end()
+        elif self._end_on_exit:
+            self.end()
 
     def __repr__(self) -> str:
         return f"RecordedSpan({self.name!r}, span_id={self._context.span_id:016x})"
