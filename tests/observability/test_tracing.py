@@ -482,9 +482,11 @@ async def test_a_swarm_on_a_celery_worker_joins_the_trace_of_the_request_that_cr
     assert execution["state"] == "succeeded", execution
 
     # The API's spans (this process) and the worker's (exported by it) share one trace.
+    # The worker's consumer span ends last, after every step inside it, and its exporter
+    # sends spans in the order they ended: once it is here, the rest are too.
     await spans.wait(
         lambda got: (
-            any(s.name == "apiary.swarm.synthesize" for s in got)
+            any(s.name == "process apiary.run_execution" for s in got)
             and any(s.name == "POST /api/v1/executions" for s in got)
         )
     )
