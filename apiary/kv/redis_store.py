@@ -259,6 +259,9 @@ class RedisCounterStore:
         await self._redis.delete(self._key(key))
 
     async def forget_containing(self, needles: Sequence[str]) -> int:
+        # Settlements still waiting for a round trip go first: sent after the deletion,
+        # they would create some of its counters again.
+        await self._send_pending()
         # One pass over the namespace, however many needles (a tenant's keys can be many).
         removed = 0
         encoded = [needle.encode() for needle in needles]
@@ -270,9 +273,9 @@ class RedisCounterStore:
     async def ping(self) -> None:
         await self._redis.ping()
 
-    async def close(self) -> None:
-        """Send the settlements still waiting for a round trip, then disconnect: a replica
-        that stops does not lose what its last calls spent."""
+    async def _send_pending(self) -> None:
+        """Send the settlements still waiting for a round trip now, and wait (a bounded
+        time) for every batch in flight to be answered."""
         if self._pending and self._sender is not None and not self._sender.done():
             if self._wake is not None and not self._wake.done():
                 self._wake.set_result(None)
@@ -280,6 +283,12 @@ class RedisCounterStore:
                 await asyncio.wait_for(asyncio.shield(self._sender), timeout=2)
         if self._lane is not None:
             await self._lane.drain()
+
+    async def close(self) -> None:
+        """Send the settlements still waiting for a round trip, then disconnect: a replica
+        that stops does not lose what its last calls spent."""
+        await self._send_pending()
+        if self._lane is not None:
             await self._lane.close()
         await self._lane_pool.aclose()
 

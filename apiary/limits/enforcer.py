@@ -396,7 +396,12 @@ class LimitEnforcer:
                         Change(check.key, -lease.budget_micro, check.ttl_s, existing=True)
                     )
             elif check.amount > 0 and lease.calls:
-                changes.append(Change(check.key, -check.amount * lease.calls, check.ttl_s))
+                # Only to a window still there: one that has ended (or was deleted with
+                # its tenant) holds nothing to give back to, and adding to it would start
+                # it again.
+                changes.append(
+                    Change(check.key, -check.amount * lease.calls, check.ttl_s, existing=True)
+                )
         lease.calls = lease.budget_micro = 0
         if changes:
             self._counters.add_soon(changes)

@@ -111,6 +111,31 @@ async def test_what_a_lease_did_not_use_goes_back(gateway: Gateway) -> None:
     assert spent - spent_before == 5 * 2_000  # micro-dollars: $0.002 a call
 
 
+async def test_a_tenant_s_counters_deleted_under_a_lease_stay_deleted(gateway: Gateway) -> None:
+    """Deleting a tenant deletes its counters (privacy/service.py). A lease this replica
+    still holds ends afterwards (at its expiry, a second later), and a settlement may still
+    be waiting for its round trip: neither starts a deleted counter again."""
+    await set_limits(gateway, gateway.tenant.admin, key_rpm=64_000, tenant_tpm=10_000_000)
+    auth = await _developer(gateway)
+    await _away_from_a_minute_boundary()
+    counters, enforcer = gateway.runtime.counters, gateway.runtime.limits
+    minute = int(time.time() // 60)
+    requests = f"rl:req:k:{auth.actor.api_key_id}:{minute}"
+    tokens = f"rl:tok:t:{auth.scope.tenant_id}:{minute}"
+    admission = await enforcer.admit(auth, estimate_cost_usd=lambda: 0.01)
+    assert admission.lease is not None
+    await counters.add([])
+    assert (await counters.get(requests))[0] > 1  # the lease's block, taken ahead
+
+    await enforcer.settle(admission, tokens=10, cost_usd=0.002)  # queued, not yet sent
+    assert await counters.forget_containing([str(auth.scope.tenant_id), str(auth.actor.api_key_id)])
+    enforcer.give_back_leases()
+    await counters.add([])  # a round trip: anything given back has been applied
+
+    assert await counters.get(requests) == (0, 0)
+    assert await counters.get(tokens) == (0, 0)
+
+
 async def test_two_replicas_on_leases_never_pass_a_request_limit(gateway: Gateway) -> None:
     """6,400 a minute: leases of 32 calls each. Two replicas taking turns admit at most
     the limit, and at least the limit less what each may hold unused (a 64th of it)."""
