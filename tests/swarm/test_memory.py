@@ -227,11 +227,15 @@ async def test_an_idle_thread_expires_on_redis(
     swarm: Swarm, settings: Settings, tmp_path: Path
 ) -> None:
     tenant_id, agent_id = uuid.UUID(swarm.gateway.tenant.id), uuid.UUID(swarm.agent_id)
-    async with _another_worker(settings, tmp_path, memory_ttl_s=1) as runtime:
+    async with _another_worker(settings, tmp_path, memory_ttl_s=3) as runtime:
         await _record(runtime, tenant_id, agent_id, "first")
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(2.0)
         await _record(runtime, tenant_id, agent_id, "second")  # restarts the idle time
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)
+        # Over 3 s since the first turn, under 3 s since the second: still remembered.
         assert "first" in await _remembered(runtime, tenant_id, agent_id)
-        await asyncio.sleep(1.0)
+        for _ in range(100):  # then idle past its 3 s: gone
+            if await _remembered(runtime, tenant_id, agent_id) == "":
+                break
+            await asyncio.sleep(0.1)
         assert await _remembered(runtime, tenant_id, agent_id) == ""

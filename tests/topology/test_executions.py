@@ -219,7 +219,13 @@ async def test_a_tenant_s_running_sub_agents_are_bounded_across_both_workers(
         await asyncio.sleep(1.5)
         try:
             execution_id = await _start(cluster, agent_id, key)
-            while _plans_asked(upstream) < plans:  # noqa: ASYNC110 - the other took it
+            deadline = asyncio.get_running_loop().time() + 30
+            while _plans_asked(upstream) < plans:  # until the running worker takes it
+                # Resumed in `finally` either way: a job the stopped worker still took
+                # fails here, not by hanging until the pass's timeout.
+                assert asyncio.get_running_loop().time() < deadline, (
+                    f"no plan asked of {idle}'s peer"
+                )
                 await asyncio.sleep(0.05)
         finally:
             cluster.resume(idle)
