@@ -31,6 +31,9 @@ class LastUsedRecorder:
         self._interval = interval_s
         self._pending: dict[uuid.UUID, datetime] = {}
         self._task: asyncio.Task[None] | None = None
+        # One write at a time: a caller's `flush` (a test, `close`) waits for the one the
+        # timer started, so what was noted before it is written when it returns.
+        self._writing = asyncio.Lock()
 
     def note(self, key_id: uuid.UUID, when: datetime) -> None:
         self._pending[key_id] = when
@@ -45,6 +48,10 @@ class LastUsedRecorder:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._writing:
+            await self._write()
+
+    async def _write(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
@@ -61,8 +68,14 @@ class LastUsedRecorder:
                 )
         except Exception:
             log.exception("could not record API key use for %d keys; will retry", len(batch))
-            for key_id, when in batch.items():
-                self._pending.setdefault(key_id, when)
+            self._restore(batch)
+        except asyncio.CancelledError:  # `close` stopped the timer mid-write: it writes them
+            self._restore(batch)
+            raise
+
+    def _restore(self, batch: dict[uuid.UUID, datetime]) -> None:
+        for key_id, when in batch.items():
+            self._pending.setdefault(key_id, when)
 
     async def close(self) -> None:
         if self._task is not None:
