@@ -17,7 +17,7 @@ from apiary.runtime import Runtime
 from tests.auth.oidc_issuer import LocalIssuer
 from tests.factories import Caller, TenantFixture, make_member, make_super_admin, make_tenant
 from tests.fakes.upstream import Slow
-from tests.gateway.conftest import Gateway, GatewayFactory
+from tests.gateway.conftest import Gateway, GatewayFactory, minute_to_spare
 from tests.knowledge.helpers import BASES, create_base, ingested, upload
 from tests.swarm.conftest import Swarm, build_swarm
 
@@ -212,6 +212,7 @@ async def test_the_plans_rate_bounds_a_looser_tenant_limit(
     await put_on(client, root, gateway.tenant.id, "slow")
     await _set_limits(gateway, gateway.tenant, tenant_rpm=100)  # looser: the plan's 3 holds
     openai_client = gateway.client()
+    await minute_to_spare()
     for _ in range(3):
         await openai_client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
     with pytest.raises(openai.RateLimitError) as caught:
@@ -230,6 +231,7 @@ async def test_a_stricter_tenant_limit_wins(
     await put_on(client, root, gateway.tenant.id, "slow")
     await _set_limits(gateway, gateway.tenant, tenant_rpm=2)
     openai_client = gateway.client()
+    await minute_to_spare()
     for _ in range(2):
         await openai_client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
     with pytest.raises(openai.RateLimitError) as caught:

@@ -3,6 +3,8 @@ tenant with an API key, and the official openai SDK as the client of /v1."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -137,3 +139,11 @@ async def make_gateway(
 async def gateway(make_gateway: GatewayFactory) -> Gateway:
     built: Gateway = await make_gateway()
     return built
+
+
+async def minute_to_spare(seconds: float = 5.0) -> None:
+    """Request-rate windows are wall-clock minutes: a test counting calls against a rate
+    limit starts with at least `seconds` of the minute left, else in the next one."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        await asyncio.sleep(left + 0.05)

@@ -15,7 +15,7 @@ from anthropic.types import ImageBlockParam, MessageParam, ToolParam
 from apiary.authz.permissions import Role
 from tests.factories import make_api_key
 from tests.fakes import Fail, Reply, StreamThenDrop, ToolCall
-from tests.gateway.conftest import Gateway, GatewayFactory
+from tests.gateway.conftest import Gateway, GatewayFactory, minute_to_spare
 
 WEATHER: ToolParam = {
     "name": "weather",
@@ -452,6 +452,7 @@ async def test_rate_limits_budgets_and_the_cache_apply(gateway: Gateway) -> None
     assert response.status_code == 200, response.text
     ask: list[MessageParam] = [{"role": "user", "content": "cache me"}]
     client = claude(gateway)
+    await minute_to_spare()
     first = await client.messages.with_raw_response.create(
         model="oai/gpt-4o-mini", max_tokens=8, messages=ask, extra_body={"temperature": 0}
     )

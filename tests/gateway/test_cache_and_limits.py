@@ -24,7 +24,7 @@ from apiary.limits.enforcer import Admission
 from apiary.usage.ledger import ledger_row
 from tests.factories import Caller, make_api_key, make_member, make_tenant
 from tests.fakes import Fail
-from tests.gateway.conftest import Gateway, GatewayFactory
+from tests.gateway.conftest import Gateway, GatewayFactory, minute_to_spare
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello cache"}]
 
@@ -114,6 +114,7 @@ async def test_sampling_requests_are_not_cached_unless_asked(gateway: Gateway) -
 async def test_key_request_rate_limit_is_429_with_retry_after(gateway: Gateway) -> None:
     await set_limits(gateway, gateway.tenant.admin, key_rpm=2)
     client = gateway.client()
+    await minute_to_spare()
     for _ in range(2):
         await client.chat.completions.create(model="oai/gpt-4o-mini", messages=HELLO)
     with pytest.raises(openai.RateLimitError) as caught:
@@ -355,6 +356,7 @@ async def test_semantic_cache_answers_a_paraphrase_but_not_another_question(
 async def test_embeddings_count_against_the_key_request_rate(gateway: Gateway) -> None:
     await set_limits(gateway, gateway.tenant.admin, key_rpm=3)
     client = gateway.client()
+    await minute_to_spare()
     for _ in range(3):
         await client.embeddings.create(model="oai/text-embedding-3-small", input="alpha")
     with pytest.raises(openai.RateLimitError) as caught:

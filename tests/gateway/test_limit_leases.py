@@ -4,7 +4,6 @@ and gives back what it did not use; near a limit every call is taken exactly."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from apiary.kv import Check, CounterStore, Outcome
 from apiary.limits.enforcer import Admission, LimitEnforcer
 from tests.conftest import TEST_REDIS
 from tests.factories import make_api_key
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, minute_to_spare
 from tests.gateway.test_cache_and_limits import set_limits
 
 pytestmark = pytest.mark.skipif(not TEST_REDIS, reason="leases are taken from Redis")
@@ -53,8 +52,7 @@ async def _developer(gateway: Gateway) -> AuthContext:
 
 async def _away_from_a_minute_boundary() -> None:
     """Request windows are minutes: a test counting in one waits out a boundary near."""
-    if time.time() % 60 > 45:
-        await asyncio.sleep(61 - time.time() % 60)
+    await minute_to_spare(15)
 
 
 async def test_far_from_its_limits_a_replica_takes_a_lease_for_many_calls(

@@ -29,7 +29,7 @@ from apiary.runtime import Runtime
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, Reply, StreamThenDrop, ToolCall
 from tests.fakes.upstream import Family
-from tests.gateway.conftest import Gateway, GatewayFactory
+from tests.gateway.conftest import Gateway, GatewayFactory, minute_to_spare
 
 WEATHER_TOOL: FunctionToolParam = {
     "type": "function",
@@ -519,6 +519,7 @@ async def test_the_chat_cache_and_rate_limits_apply(gateway: Gateway) -> None:
             "/api/v1/limits", headers=gateway.tenant.admin.headers, json={"key_rpm": 1}
         )
     assert limited.status_code == 200, limited.text
+    await minute_to_spare()
     await client.responses.create(model="oai/gpt-4o-mini", input="one more")
     with pytest.raises(openai.RateLimitError) as caught:
         await client.responses.create(model="oai/gpt-4o-mini", input="too many")

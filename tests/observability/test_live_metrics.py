@@ -26,6 +26,7 @@ from tests.observability.live import (
     METRICS_TOKEN,
     REPO,
     Live,
+    Samples,
     declared,
     drive,
     metric_names,
@@ -172,8 +173,14 @@ async def test_scrape_reports_the_database_down_and_ledger_writes_failing(live: 
             # Cached, the call is answered; its ledger entry waits for the database.
             call = await http.post("/v1/chat/completions", headers=auth, json=chat)
             assert call.status_code == 200, call.text
-            await asyncio.sleep(1.5)  # the writer tries every half second
-            found = samples(await live.scrape())
+
+            async def failed_writes() -> Samples | None:
+                # The ledger's writer tries every half second: until one try has failed.
+                scraped = samples(await live.scrape())
+                failures = value(scraped, "apiary_ledger_write_failures_total")
+                return scraped if failures > before else None
+
+            found = await _until(failed_writes, timeout_s=15) or samples(await live.scrape())
         finally:
             await live.topology.postgres_up()
     assert value(found, "apiary_database_up") == 0
