@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextvars import Token
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,18 @@ def _call() -> None:
         return
     # `tracing.dropped`, or what builds before it asked (`not tracing.recording()`).
     dropped = getattr(tracing, "dropped", None) or (lambda: not tracing.recording())
+    # The request id the middleware makes for every request, which (since `dropped`) is
+    # also its trace id, sampled once.
+    request_id = os.urandom(16).hex()
     started: Any = None
     if tracing.TRACER is not None:
-        started = tracing.start_server_span(tracing.TRACER, "POST", "/v1/chat/completions", HEADERS)
+        path = "/v1/chat/completions"
+        if hasattr(tracing, "dropped"):
+            started = tracing.start_server_span(
+                tracing.TRACER, "POST", path, HEADERS, random_id=request_id
+            )
+        else:
+            started = tracing.start_server_span(tracing.TRACER, "POST", path, HEADERS)
     if tracing.TRACER is not None and not dropped():  # apiary/auth/dependencies.py
         with tracing.child("apiary.authenticate") as span:
             span.set_attribute("apiary.auth.kind", "api_key")
@@ -72,8 +82,15 @@ def _call() -> None:
         call.set_attribute("apiary.cache", "off")
         call.end()
     if tracing.TRACER is not None:
-        tracing.current_ids()  # the access log line
         route = "/v1/chat/completions"
+        if hasattr(tracing, "dropped") and isinstance(started, Token):
+            # Dropped, as ObservabilityMiddleware and `log_info` take it: the access line's
+            # ids without a call, the context variable reset in place.
+            trace_id: Any = dropped()  # the hex id of a request the sampler dropped
+            _ = (trace_id, trace_id[:16])
+            started.var.reset(started)
+            return
+        tracing.current_ids()  # the access log line
         tracing.end_server_span(started, method="POST", route=route, status=200, error=None)
 
 
