@@ -31,8 +31,9 @@ class LastUsedRecorder:
         self._interval = interval_s
         self._pending: dict[uuid.UUID, datetime] = {}
         self._task: asyncio.Task[None] | None = None
-        # One write at a time: a caller's `flush` (a test, `close`) waits for the one the
-        # timer started, so what was noted before it is written when it returns.
+        # One write at a time: a caller's `flush` (a test, a request to see the time) waits
+        # for the one the timer started, so what was noted before it is written when it
+        # returns. (`close` cancels the timer's write instead, and writes its batch again.)
         self._writing = asyncio.Lock()
 
     def note(self, key_id: uuid.UUID, when: datetime) -> None:
@@ -83,4 +84,6 @@ class LastUsedRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        with contextlib.suppress(TimeoutError):  # a shutdown does not wait on a held row
+            async with asyncio.timeout(5):
+                await self.flush()

@@ -22,7 +22,8 @@ class Check(NamedTuple):  # a tuple: several are built per gateway call, a datac
 class Change(NamedTuple):
     """Add `amount` to `key`, starting a `ttl_s` window if it is new; with `existing`, only
     if the key is there (a spend counter the store lost must be started from the ledger
-    again, not from this one change)."""
+    again, not from this one change; a lease's give-back has nothing to go back to in a
+    window that has gone)."""
 
     key: str
     amount: int

@@ -14,7 +14,7 @@ import pytest
 from apiary.auth.context import Actor, AuthContext
 from apiary.authz.permissions import Role
 from apiary.errors import TooManyRequests
-from apiary.kv import Check, CounterStore, Outcome
+from apiary.kv import Check, CounterStore, Outcome, redis_store
 from apiary.limits.enforcer import Admission, LimitEnforcer
 from tests.conftest import TEST_REDIS
 from tests.factories import make_api_key
@@ -109,7 +109,9 @@ async def test_what_a_lease_did_not_use_goes_back(gateway: Gateway) -> None:
     assert spent - spent_before == 5 * 2_000  # micro-dollars: $0.002 a call
 
 
-async def test_a_tenant_s_counters_deleted_under_a_lease_stay_deleted(gateway: Gateway) -> None:
+async def test_a_tenant_s_counters_deleted_under_a_lease_stay_deleted(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deleting a tenant deletes its counters (privacy/service.py). A lease this replica
     still holds ends afterwards (at its expiry, a second later), and a settlement may still
     be waiting for its round trip: neither starts a deleted counter again."""
@@ -125,6 +127,9 @@ async def test_a_tenant_s_counters_deleted_under_a_lease_stay_deleted(gateway: G
     await counters.add([])
     assert (await counters.get(requests))[0] > 1  # the lease's block, taken ahead
 
+    # Settlements wait for the next call's round trip, or this long (5 s here, not 10 ms,
+    # so the deletion surely comes before it).
+    monkeypatch.setattr(redis_store, "SETTLE_WITHIN_S", 5.0)
     await enforcer.settle(admission, tokens=10, cost_usd=0.002)  # queued, not yet sent
     assert await counters.forget_containing([str(auth.scope.tenant_id), str(auth.actor.api_key_id)])
     enforcer.give_back_leases()
