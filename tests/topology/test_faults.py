@@ -52,8 +52,7 @@ async def test_postgres_restart_answers_503_and_loses_nothing(cluster: Topology)
             ).status_code == 200
             served += 1
         execution_id = await _start(cluster, agent_id, swarm_key)
-        while not any(t.startswith("subtask") for t in upstream.in_flight.values()):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)  # until the fan-out is under way
+        await _fanning_out(a, execution_id, swarm)
 
         await cluster.postgres_down()
         down_at = time.monotonic()
@@ -113,8 +112,7 @@ async def test_redis_restart_fails_limits_closed_and_loses_nothing(cluster: Topo
 
     async with cluster.http("api-a") as a, cluster.http("api-b") as b:
         running = await _start(cluster, agent_id, swarm_key)
-        while not any(t.startswith("subtask") for t in upstream.in_flight.values()):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)  # until the fan-out is under way
+        await _fanning_out(a, running, swarm)
 
         await cluster.redis_down()
         down_at = time.monotonic()
@@ -173,3 +171,16 @@ async def test_redis_restart_fails_limits_closed_and_loses_nothing(cluster: Topo
         assert listed["total"] == 1 + len(created)
         served = len(free_calls)
         assert await _usage_calls(a, free.headers, served) == served
+
+
+async def _fanning_out(http: httpx.AsyncClient, execution_id: str, headers: dict[str, str]) -> None:
+    """Until this execution's own sub-agents run. (Sub-agent calls in flight at the
+    upstream may be an earlier test's execution, still finishing: taking those for this
+    one's let a fault start while its message was still on its way to a worker.)"""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        execution = (await http.get(f"/api/v1/executions/{execution_id}", headers=headers)).json()
+        if any(s["status"] == "running" for s in execution.get("subtasks", [])):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"never fanned out: {execution}"
+        await asyncio.sleep(0.05)
