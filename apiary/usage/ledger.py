@@ -140,6 +140,7 @@ class LedgerWriter:
         self._pending: deque[dict[str, Any]] = deque(maxlen=max_pending)
         self._executions: dict[uuid.UUID, list[dict[str, Any]]] = {}  # swarm calls' entries
         self._held = 0  # how many entries `_executions` holds
+        self._writing = 0  # how many entries the batch being written holds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # One flush at a time: a caller that finds a flush under way waits for it and then
@@ -155,8 +156,9 @@ class LedgerWriter:
 
     @property
     def pending(self) -> int:
-        """Entries queued and not written yet (for the metrics scrape)."""
-        return len(self._pending) + self._held
+        """Entries queued and not written yet, the batch being written included (for the
+        metrics scrape, which may run in another thread while a write is under way)."""
+        return len(self._pending) + self._held + self._writing
 
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one entry (a dict of LedgerEntry columns). Never blocks, never raises."""
@@ -213,6 +215,7 @@ class LedgerWriter:
             while self._pending and len(batch) < self._batch_size and not done:
                 batch.append(self._pending.popleft())
                 done = batch[-1] is last
+            self._writing = len(batch)
             try:
                 await self._ensure_partitions(batch)
                 async with session_scope(self._factory) as session:
@@ -233,14 +236,18 @@ class LedgerWriter:
             except (IntegrityError, DataError, _UnwritableRow):
                 # One bad row (its tenant deleted meanwhile, a value its column refuses) must
                 # not block the rest forever: find it by writing the rows one by one.
-                if not await self._write_one_by_one(batch):
+                written = await self._write_one_by_one(batch)
+                self._writing = 0  # written, dropped, or back in the queue
+                if not written:
                     return
                 continue
             except Exception:
+                self._pending.extendleft(reversed(batch))  # back in the queue, then counted
+                self._writing = 0
                 LEDGER_WRITE_FAILURES.inc()
                 log.exception("ledger batch of %d entries not written; will retry", len(batch))
-                self._pending.extendleft(reversed(batch))
                 return
+            self._writing = 0
             self.written += len(batch)
 
     async def _write_one_by_one(self, batch: list[dict[str, Any]]) -> bool:
@@ -259,9 +266,10 @@ class LedgerWriter:
                         rollups.upsert(connection.dialect), rollups.aggregate([entry])
                     )
             except (OperationalError, InterfaceError):
+                self._pending.extendleft(reversed(batch[index:]))  # back, then counted
+                self._writing = 0
                 LEDGER_WRITE_FAILURES.inc()
                 log.exception("ledger entries not written; will retry")
-                self._pending.extendleft(reversed(batch[index:]))
                 return False
             except (StatementError, KeyError, TypeError, ValueError) as error:
                 self.dropped += 1
