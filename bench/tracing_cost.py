@@ -38,7 +38,7 @@ def _call() -> None:
     """The tracing steps of one non-streamed chat call that the first provider answers."""
     from apiary.observability import tracing
 
-    if not hasattr(tracing, "recording"):  # builds before the request's steps had their own
+    if not hasattr(tracing, "child"):  # builds before the request's steps had their own
         _call_before_child()
         return
     # `tracing.dropped`, or what builds before it asked (`not tracing.recording()`).

@@ -70,7 +70,6 @@ __all__ = [
     "inject",
     "install",
     "record_error",
-    "recording",
     "shutdown",
     "span",
     "trace",
@@ -167,18 +166,6 @@ def flush(timeout_ms: int = 5000) -> None:
 # Outside a request it is None, and `child` decides (under an unsampled span, a span that
 # records nothing).
 dropped = dropped_trace.get
-
-
-def recording() -> bool:
-    """Whether a step started now would be recorded: false in a request whose trace is
-    not recorded, or under a span of a trace not sampled (`dropped` only knows the
-    former)."""
-    if dropped_trace.get():
-        return False
-    if request_step.get() is not None:  # a sampled request
-        return True
-    parent = trace.get_current_span().get_span_context()
-    return not parent.is_valid or bool(parent.trace_flags.sampled)
 
 
 def child(
