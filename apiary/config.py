@@ -164,6 +164,10 @@ class SwarmSettings(BaseSettings):
     # A run renews its lease on an execution every third of this; a run that dies without
     # releasing it holds the execution this long before another worker may resume it.
     lease_s: float = Field(default=30.0, ge=1)
+    # Celery: an unfinished execution no run has held for this long, and that no message in
+    # the broker names (lost with Redis), is published again; the API looks this often.
+    requeue_after_s: float = Field(default=120.0, gt=0)
+    requeue_interval_s: float = Field(default=60.0, gt=0)
 
 
 class ResponsesSettings(BaseSettings):

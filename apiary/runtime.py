@@ -49,6 +49,8 @@ from apiary.usage.ledger import LedgerWriter
 from apiary.worker.runner import Runner, create_runner
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from redis.asyncio import Redis
 
     from apiary.embeddings.minilm import MiniLMEmbedder
@@ -181,7 +183,11 @@ class Runtime:
             else None,
         )
         runtime.runner = create_runner(
-            settings, run=runtime._run_execution, unfinished=runtime._unfinished_executions
+            settings,
+            run=runtime._run_execution,
+            unfinished=runtime._unfinished_executions,
+            idle=runtime._idle_executions,
+            redis=redis,
         )
         return runtime
 
@@ -214,6 +220,12 @@ class Runtime:
 
         async with self.session_factory() as session:
             return list(await execution_repository.unfinished_ids(session))
+
+    async def _idle_executions(self, idle_since: datetime) -> list[uuid.UUID]:
+        from apiary.executions.repository import execution_repository
+
+        async with self.session_factory() as session:
+            return list(await execution_repository.idle_unfinished_ids(session, idle_since))
 
     async def start_runner(self) -> None:
         """Start running executions here (in-process runner), resuming unfinished ones."""

@@ -282,6 +282,21 @@ class ExecutionRepository:
         )
         return (await session.scalars(statement)).all()
 
+    async def idle_unfinished_ids(
+        self, session: AsyncSession, idle_since: datetime
+    ) -> Sequence[uuid.UUID]:
+        """Unfinished executions no run has held since `idle_since`: a lease that lapsed
+        before it, or none and no change after it (for the requeue sweep, across tenants)."""
+        statement = (
+            select(Execution.id)
+            .where(
+                Execution.state.not_in([s.value for s in FINISHED]),
+                func.coalesce(Execution.lease_until, Execution.updated_at) < idle_since,
+            )
+            .order_by(Execution.created_at)
+        )
+        return (await session.scalars(statement)).all()
+
     async def tenant_and_state(
         self, session: AsyncSession, execution_id: uuid.UUID
     ) -> tuple[uuid.UUID, ExecutionState] | None:

@@ -129,6 +129,13 @@ LEDGER_DROPPED: Final = Counter(
     registry=REGISTRY,
 )
 
+EXECUTIONS_REQUEUED: Final = Counter(
+    "apiary_executions_requeued_total",
+    "Unfinished executions published to the workers again: no message in the broker named "
+    "them (lost with Redis).",
+    registry=REGISTRY,
+)
+
 
 def observe_upstream(provider: str, model: str, upstream_s: float, ttft_s: float | None) -> None:
     """One finished upstream call's latency (and a stream's time to first token)."""

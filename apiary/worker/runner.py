@@ -2,8 +2,9 @@
 
 `InProcessRunner` (embedded, the default) runs executions as asyncio tasks inside
 `apiary serve` and, when it starts, resumes every execution left unfinished by the last
-process. `CeleryRunner` (production) only enqueues: `apiary worker` processes run them.
-Either way, `enqueue` is called after the transaction that created the execution commits.
+process. `CeleryRunner` (production) enqueues, and publishes again what lost its message
+(`apiary.worker.requeue`): `apiary worker` processes run them. Either way, `enqueue` is
+called after the transaction that created the execution commits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from apiary.config import Settings
+    from apiary.worker.requeue import IdleUnfinished
 
 log = logging.getLogger("apiary.worker")
 
@@ -140,13 +144,24 @@ def _broker_unreachable() -> tuple[type[BaseException], ...]:
 
 
 class CeleryRunner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: Redis, idle: IdleUnfinished) -> None:
+        from apiary.worker.requeue import RequeueSweep
+
         self._settings = settings
         self._retrying: set[asyncio.Task[None]] = set()
         self._unreachable = _broker_unreachable()
+        # Workers resume executions (a redelivered message carries the id); this publishes
+        # again those whose message is gone.
+        self.requeue = RequeueSweep(
+            redis,
+            idle,
+            self.enqueue,
+            after_s=settings.swarm.requeue_after_s,
+            interval_s=settings.swarm.requeue_interval_s,
+        )
 
     async def start(self) -> None:
-        return None  # workers resume executions: a redelivered message carries the id
+        self.requeue.start()
 
     async def enqueue(self, execution_id: uuid.UUID) -> None:
         try:
@@ -182,6 +197,7 @@ class CeleryRunner:
             return
 
     async def close(self) -> None:
+        await self.requeue.close()
         if self._retrying:  # never published: they stay queued (README, "Fault policies")
             log.error("%d executions not yet published stay queued", len(self._retrying))
         for task in list(self._retrying):
@@ -189,10 +205,18 @@ class CeleryRunner:
         self._retrying.clear()
 
 
-def create_runner(settings: Settings, run: RunExecution, unfinished: ListUnfinished) -> Runner:
-    """The runner `settings.runner` names; `run` and `unfinished` serve the in-process one."""
+def create_runner(
+    settings: Settings,
+    *,
+    run: RunExecution,
+    unfinished: ListUnfinished,
+    idle: IdleUnfinished,
+    redis: Redis | None,
+) -> Runner:
+    """The runner `settings.runner` names; `run` and `unfinished` serve the in-process one,
+    `idle` and `redis` the Celery one's requeue sweep."""
     if settings.runner == "celery":
-        if not settings.redis_url:
+        if not settings.redis_url or redis is None:
             raise ValueError("APIARY_RUNNER=celery needs APIARY_REDIS_URL (the Celery broker)")
-        return CeleryRunner(settings)
+        return CeleryRunner(settings, redis, idle)
     return InProcessRunner(run, unfinished)

@@ -7,12 +7,14 @@ they are absent."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,22 @@ import orjson
 import pytest
 import yaml
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from redis.asyncio import Redis
+from sqlalchemy import func, select, update
 
 from apiary.authz.permissions import Role
 from apiary.config import Settings, SwarmSettings
+from apiary.db import utcnow
+from apiary.executions.models import Execution
 from apiary.main import create_app
+from apiary.observability.metrics import REGISTRY
 from apiary.runtime import Runtime
 from apiary.swarm.models import SwarmCheckpointWrite
 from apiary.usage.models import LedgerEntry
+from apiary.worker.celery_app import QUEUE
+from apiary.worker.requeue import execution_of, ids_in_broker
 from tests.conftest import TEST_REDIS
-from tests.factories import make_api_key, make_tenant
+from tests.factories import Caller, make_api_key, make_tenant
 from tests.fakes import FakeUpstream, Reply, Slow
 from tests.gateway.conftest import providers
 from tests.swarm.conftest import FINAL, PRICES, ROUTES
@@ -106,19 +114,32 @@ def workers(settings: Settings, fake_upstream: FakeUpstream, tmp_path: Path) -> 
     pool.stop_all()
 
 
-@pytest.fixture
-async def celery_app(settings: Settings, fake_upstream: FakeUpstream) -> AsyncIterator[FastAPI]:
+@asynccontextmanager
+async def _celery_api(
+    settings: Settings, upstream: FakeUpstream, swarm: SwarmSettings
+) -> AsyncIterator[FastAPI]:
     configured = settings.model_copy(
         update={
-            "providers": providers(fake_upstream),
+            "providers": providers(upstream),
             "routes": ROUTES,
             "prices": PRICES,
             "runner": "celery",
-            "swarm": SwarmSettings(visibility_timeout_s=VISIBILITY_S),
+            "swarm": swarm,
         }
     )
     app = create_app(configured)
     async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def celery_app(settings: Settings, fake_upstream: FakeUpstream) -> AsyncIterator[FastAPI]:
+    # The requeue sweep looks twice a second: in every test here it must find each message
+    # (queued, held by a worker, restored from a killed one) and publish nothing twice.
+    swarm = SwarmSettings(
+        visibility_timeout_s=VISIBILITY_S, requeue_after_s=1, requeue_interval_s=0.5
+    )
+    async with _celery_api(settings, fake_upstream, swarm) as app:
         yield app
 
 
@@ -280,3 +301,115 @@ def uuid_of(value: str) -> Any:
     import uuid
 
     return uuid.UUID(value)
+
+
+async def _start_execution(http: httpx.AsyncClient, key: Caller, agent_id: str, task: str) -> str:
+    started = await http.post(
+        "/api/v1/executions", headers=key.headers, json={"agent_id": agent_id, "task": task}
+    )
+    assert started.status_code == 202, started.text
+    return str(started.json()["id"])
+
+
+def _requeued() -> float:
+    return REGISTRY.get_sample_value("apiary_executions_requeued_total") or 0.0
+
+
+async def _broker() -> Redis:
+    return Redis.from_url(str(TEST_REDIS), decode_responses=True)
+
+
+async def test_an_execution_whose_message_was_lost_is_published_again_and_runs_once(
+    celery_app: FastAPI, workers: Workers, fake_upstream: FakeUpstream
+) -> None:
+    """Redis loses the queue (a restart without its data): the execution it held stays
+    queued until the API's requeue sweep publishes it again; a worker then runs it once."""
+    runtime: Runtime = celery_app.state.runtime
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=celery_app), base_url="http://t")
+    tenant = await make_tenant(runtime, http, "celery-lost")
+    key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+    agent = await http.post("/api/v1/agents", headers=key.headers, json={"name": "lost"})
+    assert agent.status_code == 201, agent.text
+    fake_upstream.set_default("openai", Reply(text="found again", usage=(5, 5)))
+    requeued_before = _requeued()
+
+    execution_id = await _start_execution(http, key, agent.json()["id"], "lost in Redis")
+    redis = await _broker()
+    assert await ids_in_broker(redis) == {execution_id}
+    await redis.delete(QUEUE)  # no worker has taken it yet: the message is gone for good
+    assert await ids_in_broker(redis) == set()
+
+    workers.start()
+    execution: dict[str, Any] = {}
+    for _ in range(600):
+        execution = (
+            await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
+        ).json()
+        if execution["state"] in FINAL:
+            break
+        await asyncio.sleep(0.1)
+    assert execution["state"] == "succeeded", execution
+    assert execution["answer"] == "found again"
+    await asyncio.sleep(1.5)  # three more sweeps: the message it was given is not sent again
+    assert _requeued() - requeued_before == 1
+    async with runtime.session_factory() as session:
+        stored = await session.get(Execution, uuid_of(execution_id))
+    assert stored is not None
+    assert stored.attempts == 1  # one run, never resumed
+    # The plan (not JSON, so the task runs as one sub-agent) and that sub-agent: once each.
+    assert len(fake_upstream.requests_for("openai")) == 2
+    await redis.aclose()
+    await http.aclose()
+
+
+@pytest.mark.usefixtures("app")  # the clean slate: an empty queue and no other executions
+async def test_the_requeue_sweep_publishes_only_what_no_message_names(
+    settings: Settings, fake_upstream: FakeUpstream
+) -> None:
+    """Without workers: an execution waiting in the queue, one a worker holds (Kombu's
+    `unacked` hash), one finished and one just made are left alone; only the idle one whose
+    message is gone is published, and once."""
+    swarm = SwarmSettings(requeue_after_s=60, requeue_interval_s=3600)  # sweeps by hand only
+    async with _celery_api(settings, fake_upstream, swarm) as app:
+        runtime: Runtime = app.state.runtime
+        sweep = runtime.runner.requeue  # type: ignore[attr-defined]
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        tenant = await make_tenant(runtime, http, "celery-sweep")
+        key = await make_api_key(runtime, tenant, Role.DEVELOPER)
+        agent = (await http.post("/api/v1/agents", headers=key.headers, json={"name": "s"})).json()
+        waiting, held, lost, done = [
+            await _start_execution(http, key, agent["id"], task)
+            for task in ("waiting", "held", "lost", "done")
+        ]
+        async with runtime.session_factory() as session:  # idle for an hour, by their clock
+            await session.execute(
+                update(Execution).values(updated_at=utcnow() - dt.timedelta(hours=1))
+            )
+            await session.execute(
+                update(Execution).where(Execution.id == uuid_of(done)).values(state="succeeded")
+            )
+            await session.commit()
+        assert await sweep.sweep() == []  # every one of them still has its message
+
+        redis = await _broker()
+        queued = await redis.lrange(QUEUE, 0, -1)
+        messages = {execution_of(orjson.loads(raw)): raw for raw in queued}
+        assert set(messages) == {waiting, held, lost, done}
+        await redis.delete(QUEUE)
+        await redis.rpush(QUEUE, messages[waiting])
+        # What a worker's Kombu writes when it takes a message: [message, exchange, queue].
+        held_entry = orjson.dumps([orjson.loads(messages[held]), "", QUEUE])
+        await redis.hset("unacked", "held-tag", held_entry)
+        fresh = await _start_execution(http, key, agent["id"], "just made")
+        for raw in await redis.lrange(QUEUE, 0, -1):  # its message, lost
+            if execution_of(orjson.loads(raw)) == fresh:
+                await redis.lrem(QUEUE, 0, str(raw))
+
+        assert await sweep.sweep() == [uuid_of(lost)]
+        assert await ids_in_broker(redis) == {waiting, held, lost}
+        assert await sweep.sweep() == []  # published: found in the queue now
+        assert fresh not in await ids_in_broker(redis)  # not idle yet: left for a later sweep
+
+        await redis.hdel("unacked", "held-tag")
+        await redis.aclose()
+        await http.aclose()

@@ -1,0 +1,163 @@
+"""Publishing again the executions whose Celery message was lost.
+
+With Redis as the broker, an execution's message waits in the queue's list until a worker
+takes it, then sits in Kombu's `unacked` hash until the worker acknowledges it after the
+run (late acknowledgement); a dead worker's message goes back to the list after the
+visibility timeout. Two gaps remain where a committed execution has no message anywhere,
+and so would stay `queued` (or half run) for ever:
+
+- a worker takes a message from the list (BRPOP) and then records it in the hash, two
+  round trips: a Redis that stops between them has lost it;
+- a Redis restarted without its data (no persistence, a replacement node) has lost every
+  message.
+
+So each API process with the Celery runner sweeps every `swarm.requeue_interval_s`, one
+replica at a time (a Redis lock): the unfinished executions no run has held for
+`swarm.requeue_after_s` (`idle_unfinished_ids`) whose id is in no message of the list or
+the hash are published again. A duplicate does no harm: a run holds the execution's lease
+(`apiary.swarm.lease`), and a finished execution is not run again. The broker is read only
+when the database names a candidate, which an execution waiting in a long backlog also is:
+the list is then read in pages, once a sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from apiary.db import utcnow
+from apiary.observability.metrics import EXECUTIONS_REQUEUED
+from apiary.worker.celery_app import QUEUE, TASK_NAME
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("apiary.worker")
+
+LOCK_KEY = "apiary:requeue-sweep"
+PAGE = 500  # messages read from the list per round trip
+# The unfinished executions idle since a time (the repository's `idle_unfinished_ids`).
+IdleUnfinished = Callable[[datetime], Awaitable[list[uuid.UUID]]]
+Publish = Callable[[uuid.UUID], Awaitable[None]]
+
+
+def _queue_keys() -> list[str]:
+    """The Redis lists Kombu keeps the queue in: one per priority step, the first under
+    the queue's own name (kombu.transport.redis, `Channel._q_for_pri`)."""
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    return [QUEUE if step == 0 else f"{QUEUE}{Channel.sep}{step}" for step in PRIORITY_STEPS]
+
+
+def execution_of(message: Any) -> str | None:
+    """The execution id a Kombu message for `apiary.run_execution` carries, else None.
+    Celery's message protocol 2: the body is `[args, kwargs, embed]`, base64 on Redis."""
+    try:
+        if message["headers"]["task"] != TASK_NAME:
+            return None
+        body = message["body"]
+        if message["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = orjson.loads(body)[0]
+        return str(args[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _ids(raw_messages: Iterable[bytes | str], *, unacked: bool) -> set[str]:
+    found: set[str] = set()
+    for raw in raw_messages:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if unacked:  # the hash holds [message, exchange, routing key]
+            message = message[0] if isinstance(message, list) and message else None
+        if isinstance(message, dict) and (execution_id := execution_of(message)):
+            found.add(execution_id)
+    return found
+
+
+async def ids_in_broker(redis: Redis) -> set[str]:
+    """The execution ids of every message waiting in the queue or held by a worker."""
+    from kombu.transport.redis import Channel
+
+    found: set[str] = set()
+    for key in _queue_keys():
+        start = 0
+        while page := await redis.lrange(key, start, start + PAGE - 1):
+            found |= _ids(page, unacked=False)
+            start += PAGE
+    # The messages workers hold: a few per worker, so one read.
+    return found | _ids(await redis.hvals(Channel.unacked_key), unacked=True)
+
+
+class RequeueSweep:
+    """Every `interval_s`, publishes again what `sweep` finds; runs in the API processes."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        idle_unfinished: IdleUnfinished,
+        publish: Publish,
+        *,
+        after_s: float,
+        interval_s: float,
+    ) -> None:
+        self._redis = redis
+        self._idle_unfinished = idle_unfinished
+        self._publish = publish
+        self._after_s = after_s
+        self._interval_s = interval_s
+        self._owner = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="requeue-sweep")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def sweep(self) -> list[uuid.UUID]:
+        """Publish again each idle unfinished execution no message names; those published."""
+        idle_since = utcnow() - timedelta(seconds=self._after_s)
+        candidates = await self._idle_unfinished(idle_since)
+        if not candidates:
+            return []
+        in_broker = await ids_in_broker(self._redis)
+        lost = [execution_id for execution_id in candidates if str(execution_id) not in in_broker]
+        for execution_id in lost:
+            log.warning(
+                "execution %s has no message in the broker (lost with Redis?); publishing it again",
+                execution_id,
+            )
+            await self._publish(execution_id)
+            EXECUTIONS_REQUEUED.inc()
+        return lost
+
+    async def _claim(self) -> bool:
+        """This replica's turn: one sweep an interval across the replicas."""
+        ttl_ms = max(1, int(self._interval_s * 1000 * 0.9))
+        return bool(await self._redis.set(LOCK_KEY, self._owner, nx=True, px=ttl_ms))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                if await self._claim():
+                    await self.sweep()
+            except Exception as error:  # Redis or the database away: next time
+                log.warning("the requeue sweep failed (%s: %s)", type(error).__name__, error)
