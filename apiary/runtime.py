@@ -186,7 +186,7 @@ class Runtime:
             settings,
             run=runtime._run_execution,
             unfinished=runtime._unfinished_executions,
-            idle=runtime._idle_executions,
+            idle_unfinished=runtime._idle_executions,
             redis=redis,
         )
         return runtime
@@ -221,11 +221,11 @@ class Runtime:
         async with self.session_factory() as session:
             return list(await execution_repository.unfinished_ids(session))
 
-    async def _idle_executions(self, idle_since: datetime) -> list[uuid.UUID]:
+    async def _idle_executions(self, idle_since: datetime) -> list[tuple[uuid.UUID, int]]:
         from apiary.executions.repository import execution_repository
 
         async with self.session_factory() as session:
-            return list(await execution_repository.idle_unfinished_ids(session, idle_since))
+            return await execution_repository.idle_unfinished(session, idle_since)
 
     async def start_runner(self) -> None:
         """Start running executions here (in-process runner), resuming unfinished ones."""

@@ -282,20 +282,23 @@ class ExecutionRepository:
         )
         return (await session.scalars(statement)).all()
 
-    async def idle_unfinished_ids(
+    async def idle_unfinished(
         self, session: AsyncSession, idle_since: datetime
-    ) -> Sequence[uuid.UUID]:
-        """Unfinished executions no run has held since `idle_since`: a lease that lapsed
-        before it, or none and no change after it (for the requeue sweep, across tenants)."""
+    ) -> list[tuple[uuid.UUID, int]]:
+        """Unfinished executions no run holds and none has held since `idle_since` (a
+        lease that lapsed before it; or none, and no change of state after it), with their
+        runs so far (for the requeue sweep, across tenants). A run that ended without
+        finishing releases its lease, so its execution is one at once: its message is
+        then back in the queue or held for a retry."""
         statement = (
-            select(Execution.id)
+            select(Execution.id, Execution.attempts)
             .where(
                 Execution.state.not_in([s.value for s in FINISHED]),
                 func.coalesce(Execution.lease_until, Execution.updated_at) < idle_since,
             )
             .order_by(Execution.created_at)
         )
-        return (await session.scalars(statement)).all()
+        return [(row[0], row[1]) for row in await session.execute(statement)]
 
     async def tenant_and_state(
         self, session: AsyncSession, execution_id: uuid.UUID

@@ -12,12 +12,17 @@ and so would stay `queued` (or half run) for ever:
   message.
 
 So each API process with the Celery runner sweeps every `swarm.requeue_interval_s`, one
-replica at a time (a Redis lock): the unfinished executions no run has held for
-`swarm.requeue_after_s` (`idle_unfinished_ids`) whose id is in no message of the list or
-the hash are published again. A duplicate does no harm: a run holds the execution's lease
-(`apiary.swarm.lease`), and a finished execution is not run again. The broker is read only
-when the database names a candidate, which an execution waiting in a long backlog also is:
-the list is then read in pages, once a sweep.
+replica at a time (a Redis lock): an unfinished execution no run has held for
+`swarm.requeue_after_s` (`idle_unfinished_ids`) whose id is in no message of the lists or
+the hash, in two sweeps running, is published again. Two, because the broker is not read
+in one atomic step: a message moving between list and hash while it is read (a worker
+taking it, Kombu restoring a dead worker's) can be missed once, never twice. A duplicate
+would do no harm anyway: a run holds the execution's lease (`apiary.swarm.lease`), and a
+finished execution is not run again. An execution already run `MAX_RUNS` times is not
+published again (its runs fail: it is logged, once, for an operator to look at), and a
+message of ours the sweep cannot read stops the sweep rather than have it publish every
+execution again. The broker is read only when the database names a candidate, which an
+execution waiting in a long backlog also is: the lists are then read in pages, once a sweep.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ log = logging.getLogger("apiary.worker")
 
 LOCK_KEY = "apiary:requeue-sweep"
 PAGE = 500  # messages read from the list per round trip
-# The unfinished executions idle since a time (the repository's `idle_unfinished_ids`).
-IdleUnfinished = Callable[[datetime], Awaitable[list[uuid.UUID]]]
+MAX_RUNS = 3  # runs an execution may have had and still be published again
+# The unfinished executions idle since a time, with their runs so far (the repository's
+# `idle_unfinished_ids`).
+IdleUnfinished = Callable[[datetime], Awaitable[list[tuple[uuid.UUID, int]]]]
 Publish = Callable[[uuid.UUID], Awaitable[None]]
 
 
@@ -57,19 +64,26 @@ def _queue_keys() -> list[str]:
     return [QUEUE if step == 0 else f"{QUEUE}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
+class UnreadableMessage(Exception):
+    """A message for `apiary.run_execution` whose execution id cannot be read."""
+
+
 def execution_of(message: Any) -> str | None:
-    """The execution id a Kombu message for `apiary.run_execution` carries, else None.
-    Celery's message protocol 2: the body is `[args, kwargs, embed]`, base64 on Redis."""
+    """The execution id a Kombu message for `apiary.run_execution` carries; None for
+    another task's. Celery's message protocol 2: the body is `[args, kwargs, embed]`,
+    base64 on Redis."""
     try:
         if message["headers"]["task"] != TASK_NAME:
             return None
+    except (KeyError, TypeError):
+        return None
+    try:
         body = message["body"]
         if message["properties"].get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = orjson.loads(body)[0]
-        return str(args[0])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
+        return str(orjson.loads(body)[0][0])
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise UnreadableMessage(f"{TASK_NAME} message {message.get('headers', {})}") from error
 
 
 def _ids(raw_messages: Iterable[bytes | str], *, unacked: bool) -> set[str]:
@@ -78,7 +92,7 @@ def _ids(raw_messages: Iterable[bytes | str], *, unacked: bool) -> set[str]:
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            continue
+            continue  # not a Kombu message: not ours
         if unacked:  # the hash holds [message, exchange, routing key]
             message = message[0] if isinstance(message, list) and message else None
         if isinstance(message, dict) and (execution_id := execution_of(message)):
@@ -87,7 +101,8 @@ def _ids(raw_messages: Iterable[bytes | str], *, unacked: bool) -> set[str]:
 
 
 async def ids_in_broker(redis: Redis) -> set[str]:
-    """The execution ids of every message waiting in the queue or held by a worker."""
+    """The execution ids of every message waiting in the queue or held by a worker.
+    Raises `UnreadableMessage`."""
     from kombu.transport.redis import Channel
 
     found: set[str] = set()
@@ -119,6 +134,8 @@ class RequeueSweep:
         self._interval_s = interval_s
         self._owner = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
+        self._missing: set[uuid.UUID] = set()  # no message named them in the last sweep
+        self._given_up: set[uuid.UUID] = set()  # run MAX_RUNS times: logged once
 
     def start(self) -> None:
         if self._task is None:
@@ -132,13 +149,20 @@ class RequeueSweep:
             self._task = None
 
     async def sweep(self) -> list[uuid.UUID]:
-        """Publish again each idle unfinished execution no message names; those published."""
+        """Publish again each idle unfinished execution no message named in this sweep or
+        the last; those published."""
         idle_since = utcnow() - timedelta(seconds=self._after_s)
         candidates = await self._idle_unfinished(idle_since)
         if not candidates:
+            self._missing = set()
             return []
         in_broker = await ids_in_broker(self._redis)
-        lost = [execution_id for execution_id in candidates if str(execution_id) not in in_broker]
+        missing = {
+            execution_id
+            for execution_id, runs in candidates
+            if str(execution_id) not in in_broker and not self._gave_up(execution_id, runs)
+        }
+        lost, self._missing = sorted(missing & self._missing), missing - self._missing
         for execution_id in lost:
             log.warning(
                 "execution %s has no message in the broker (lost with Redis?); publishing it again",
@@ -147,6 +171,19 @@ class RequeueSweep:
             await self._publish(execution_id)
             EXECUTIONS_REQUEUED.inc()
         return lost
+
+    def _gave_up(self, execution_id: uuid.UUID, runs: int) -> bool:
+        if runs < MAX_RUNS:
+            return False
+        if execution_id not in self._given_up:
+            self._given_up.add(execution_id)
+            log.error(
+                "execution %s is unfinished after %d runs and has no message in the broker; "
+                "not published again",
+                execution_id,
+                runs,
+            )
+        return True
 
     async def _claim(self) -> bool:
         """This replica's turn: one sweep an interval across the replicas."""
@@ -159,5 +196,5 @@ class RequeueSweep:
             try:
                 if await self._claim():
                     await self.sweep()
-            except Exception as error:  # Redis or the database away: next time
+            except Exception as error:  # Redis or the database away, a message unread: next time
                 log.warning("the requeue sweep failed (%s: %s)", type(error).__name__, error)

@@ -144,7 +144,7 @@ def _broker_unreachable() -> tuple[type[BaseException], ...]:
 
 
 class CeleryRunner:
-    def __init__(self, settings: Settings, redis: Redis, idle: IdleUnfinished) -> None:
+    def __init__(self, settings: Settings, redis: Redis, idle_unfinished: IdleUnfinished) -> None:
         from apiary.worker.requeue import RequeueSweep
 
         self._settings = settings
@@ -154,7 +154,7 @@ class CeleryRunner:
         # again those whose message is gone.
         self.requeue = RequeueSweep(
             redis,
-            idle,
+            idle_unfinished,
             self.enqueue,
             after_s=settings.swarm.requeue_after_s,
             interval_s=settings.swarm.requeue_interval_s,
@@ -210,13 +210,13 @@ def create_runner(
     *,
     run: RunExecution,
     unfinished: ListUnfinished,
-    idle: IdleUnfinished,
+    idle_unfinished: IdleUnfinished,
     redis: Redis | None,
 ) -> Runner:
     """The runner `settings.runner` names; `run` and `unfinished` serve the in-process one,
-    `idle` and `redis` the Celery one's requeue sweep."""
+    `idle_unfinished` and `redis` the Celery one's requeue sweep."""
     if settings.runner == "celery":
         if not settings.redis_url or redis is None:
             raise ValueError("APIARY_RUNNER=celery needs APIARY_REDIS_URL (the Celery broker)")
-        return CeleryRunner(settings, redis, idle)
+        return CeleryRunner(settings, redis, idle_unfinished)
     return InProcessRunner(run, unfinished)
