@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from apiary import migrations
 from apiary.billing.defaults import load_default_plans
@@ -148,13 +150,12 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await runtime.alerts.emitter.join()
     await runtime.alerts.dispatcher.close()
     runtime.key_cache.invalidate()
-    async with runtime.engine.begin() as connection:
-        tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
-        if connection.dialect.name == "postgresql":
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    if runtime.engine.dialect.name == "postgresql":
+        async with runtime.engine.begin() as connection:
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                await connection.execute(text(f"DELETE FROM {table}"))
+    else:
+        await _empty_sqlite(runtime, tables)
     # The shipped plans, as a start-up loads them (tenants refer to them).
     await load_default_plans(runtime.session_factory)
     runtime.limits.forget_all()
@@ -166,6 +167,31 @@ async def _clean_slate(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     else:
         await runtime.counters.close()  # the in-process store: forget every counter
     yield
+
+
+async def _empty_sqlite(runtime: Runtime, tables: list[str], attempts: int = 3) -> None:
+    """Every row deleted, on a fresh connection each try. Once in CI (2026-12-06) the first
+    DELETE met "database is locked" after the 5 s busy timeout, a background writer of the
+    last test or a pooled connection's stale read (which the busy timeout does not wait
+    out) in the way; neither showed in some forty runs here. A retry is taken on a new
+    connection, with a warning naming the tasks then running, so a run that needs one says
+    where to look instead of failing the next test."""
+    for attempt in range(attempts):
+        try:
+            async with runtime.engine.begin() as connection:
+                for table in tables:
+                    await connection.execute(text(f"DELETE FROM {table}"))
+            return
+        except OperationalError as error:
+            if "database is locked" not in str(error) or attempt + 1 == attempts:
+                raise
+            this = asyncio.current_task()
+            running = sorted(task.get_name() for task in asyncio.all_tasks() if task is not this)
+            warnings.warn(
+                f"emptying SQLite met a lock (try {attempt + 1}); tasks running: {running}",
+                stacklevel=1,
+            )
+            await runtime.engine.dispose()  # the pooled connections, a stale one among them
 
 
 @pytest.fixture
