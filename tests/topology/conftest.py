@@ -35,6 +35,9 @@ async def topology(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[To
             "APIARY_SWARM__VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
             "APIARY_SWARM__LEASE_S": str(LEASE_S),
             "APIARY_SWARM__TENANT_CONCURRENCY": str(TENANT_CONCURRENCY),
+            # An execution whose message Redis lost runs again within seconds.
+            "APIARY_SWARM__REQUEUE_AFTER_S": "2",
+            "APIARY_SWARM__REQUEUE_INTERVAL_S": "1",
         },
     )
     yield up

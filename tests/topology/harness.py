@@ -428,12 +428,14 @@ class Topology:
     def _redis_port(self) -> str:
         return (self._services / "redis.port").read_text().strip()
 
-    async def redis_down(self) -> None:
+    async def redis_down(self, *, keep_data: bool = True) -> None:
         """Stop Redis as a restart does: its data saved to disk first, loaded again by
-        `redis_up` (a Redis used as a broker runs with persistence)."""
+        `redis_up` (a Redis used as a broker runs with persistence). `keep_data=False`: as
+        one without persistence, or a replacement node, comes back: empty."""
+        how = "save" if keep_data else "nosave"
         await asyncio.to_thread(
             subprocess.run,
-            ["redis-cli", "-h", "127.0.0.1", "-p", self._redis_port(), "shutdown", "save"],
+            ["redis-cli", "-h", "127.0.0.1", "-p", self._redis_port(), "shutdown", how],
             capture_output=True,
             check=False,
         )
@@ -442,6 +444,8 @@ class Topology:
             if not pid_file.exists():
                 break
             await asyncio.sleep(0.05)
+        if not keep_data:  # an earlier restart's snapshot would be loaded again
+            (self._services / "redis" / "dump.rdb").unlink(missing_ok=True)
 
     async def redis_up(self) -> None:
         services = self._services

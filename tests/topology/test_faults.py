@@ -13,7 +13,7 @@ import pytest
 from tests.fakes import Reply, Slow
 from tests.topology.conftest import new_key, new_tenant, wait_final
 from tests.topology.harness import Topology
-from tests.topology.test_executions import TASK, _agent, _decomposition, _start
+from tests.topology.test_executions import TASK, _agent, _decomposition, _plans_asked, _start
 
 pytestmark = pytest.mark.services
 
@@ -171,6 +171,47 @@ async def test_redis_restart_fails_limits_closed_and_loses_nothing(cluster: Topo
         assert listed["total"] == 1 + len(created)
         served = len(free_calls)
         assert await _usage_calls(a, free.headers, served) == served
+
+
+async def test_redis_restarted_without_its_data_loses_no_execution(cluster: Topology) -> None:
+    """Redis comes back empty (no persistence, or a replacement node) while executions wait
+    for a worker: their messages are gone with it, and the API's requeue sweep publishes
+    them again once they have been idle for a while. Each runs, once."""
+    owner = await new_tenant(cluster, "redis-empty")
+    _, key = await new_key(cluster, owner)
+    agent_id = await _agent(cluster, owner, key)
+    cluster.upstream.answers[TASK] = _decomposition()
+    cluster.upstream.set_default("openai", Reply(text="done", usage=(5, 5)))
+    headers = {"Authorization": f"Bearer {key}"}
+
+    workers = [name for name, process in cluster.processes.items() if process.port is None]
+    for name in workers:  # nobody takes the messages off the queue
+        cluster.kill(name)
+    waiting = [await _start(cluster, agent_id, key) for _ in range(2)]
+    await cluster.redis_down(keep_data=False)
+    await cluster.redis_up()
+    await cluster.heal()  # the workers again, on an empty queue
+    async with cluster.http("api-b") as b:
+        for execution_id in waiting:
+            execution = await wait_final(b, execution_id, headers, 90)
+            assert execution["state"] == "succeeded", execution
+    logs = "".join(cluster.processes[name].logs() for name in ("api-a", "api-b"))
+    for execution_id in waiting:
+        assert logs.count(f"execution {execution_id} has no message in the broker") == 1
+    assert _plans_asked(cluster.upstream) == len(waiting)  # each planned once: run once
+
+    # The next scenario starts with limits answered on both replicas: a connection the
+    # restart dropped fails one call (503, fail closed) before it is replaced, as above.
+    async with cluster.http("api-a") as a, cluster.http("api-b") as b:
+        changed = await a.patch("/api/v1/limits", headers=owner.headers, json={"key_rpm": 1000})
+        assert changed.status_code == 200, changed.text
+        deadline = time.monotonic() + 10
+        for http in (a, b):
+            while (
+                await http.post("/v1/chat/completions", headers=headers, json=CHAT)
+            ).status_code != 200:
+                assert time.monotonic() < deadline, "limits did not recover by themselves"
+                await asyncio.sleep(0.2)
 
 
 async def _fanning_out(http: httpx.AsyncClient, execution_id: str, headers: dict[str, str]) -> None:
