@@ -13,7 +13,7 @@ and so would stay `queued` (or half run) for ever:
 
 So each API process with the Celery runner sweeps every `swarm.requeue_interval_s`, one
 replica at a time (a Redis lock): an unfinished execution no run has held for
-`swarm.requeue_after_s` (`idle_unfinished_ids`) whose id is in no message of the lists or
+`swarm.requeue_after_s` (`idle_unfinished`) whose id is in no message of the lists or
 the hash, in two sweeps running, is published again. Two, because the broker is not read
 in one atomic step: a message moving between list and hash while it is read (a worker
 taking it, Kombu restoring a dead worker's) can be missed once, never twice. A duplicate
@@ -51,7 +51,7 @@ LOCK_KEY = "apiary:requeue-sweep"
 PAGE = 500  # messages read from the list per round trip
 MAX_RUNS = 3  # runs an execution may have had and still be published again
 # The unfinished executions idle since a time, with their runs so far (the repository's
-# `idle_unfinished_ids`).
+# `idle_unfinished`).
 IdleUnfinished = Callable[[datetime], Awaitable[list[tuple[uuid.UUID, int]]]]
 Publish = Callable[[uuid.UUID], Awaitable[None]]
 

@@ -198,8 +198,9 @@ class CeleryRunner:
 
     async def close(self) -> None:
         await self.requeue.close()
-        if self._retrying:  # never published: they stay queued (README, "Fault policies")
-            log.error("%d executions not yet published stay queued", len(self._retrying))
+        if self._retrying:  # never published: a replica's requeue sweep publishes them later
+            count = len(self._retrying)
+            log.error("%d executions not yet published wait for a requeue sweep", count)
         for task in list(self._retrying):
             task.cancel()
         self._retrying.clear()
