@@ -221,7 +221,7 @@ class Runtime:
         async with self.session_factory() as session:
             return list(await execution_repository.unfinished_ids(session))
 
-    async def _idle_executions(self, idle_since: datetime) -> list[tuple[uuid.UUID, int]]:
+    async def _idle_executions(self, idle_since: datetime) -> list[uuid.UUID]:
         from apiary.executions.repository import execution_repository
 
         async with self.session_factory() as session:

@@ -282,23 +282,21 @@ class ExecutionRepository:
         )
         return (await session.scalars(statement)).all()
 
-    async def idle_unfinished(
-        self, session: AsyncSession, idle_since: datetime
-    ) -> list[tuple[uuid.UUID, int]]:
+    async def idle_unfinished(self, session: AsyncSession, idle_since: datetime) -> list[uuid.UUID]:
         """Unfinished executions no run holds and none has held since `idle_since` (a
-        lease that lapsed before it; or none, and no change of state after it), with their
-        runs so far (for the requeue sweep, across tenants). A run that ended without
+        lease that lapsed before it; or none, and no change of state after it), for the
+        requeue sweep, across tenants. A run that ended without
         finishing releases its lease, so its execution is one at once: its message is
         then back in the queue or held for a retry."""
         statement = (
-            select(Execution.id, Execution.attempts)
+            select(Execution.id)
             .where(
                 Execution.state.not_in([s.value for s in FINISHED]),
                 func.coalesce(Execution.lease_until, Execution.updated_at) < idle_since,
             )
             .order_by(Execution.created_at)
         )
-        return [(row[0], row[1]) for row in await session.execute(statement)]
+        return list((await session.scalars(statement)).all())
 
     async def tenant_and_state(
         self, session: AsyncSession, execution_id: uuid.UUID

@@ -14,14 +14,16 @@ and so would stay `queued` (or half run) for ever:
 So each API process with the Celery runner sweeps every `swarm.requeue_interval_s`, one
 replica at a time (a Redis lock): an unfinished execution no run has held for
 `swarm.requeue_after_s` (`idle_unfinished`) whose id is in no message of the lists or
-the hash, in two sweeps running, is published again. Two, because the broker is not read
-in one atomic step: a message moving between list and hash while it is read (a worker
-taking it, Kombu restoring a dead worker's) can be missed once, never twice. A duplicate
-would do no harm anyway: a run holds the execution's lease (`apiary.swarm.lease`), and a
-finished execution is not run again. An execution already run `MAX_RUNS` times is not
-published again (its runs fail: it is logged, once, for an operator to look at), and a
-message of ours the sweep cannot read stops the sweep rather than have it publish every
-execution again. The broker is read only when the database names a candidate, which an
+the hash, in two sweeps running (whichever replicas ran them: the last sweep's misses are
+kept in Redis), is published again. Two, because the broker is not read in one atomic
+step: a message moving between list and hash while it is read (a worker taking it, Kombu
+restoring a dead worker's) can be missed once, never twice. A duplicate would do no harm
+anyway: a run holds the execution's lease (`apiary.swarm.lease`), and a finished
+execution is not run again. An execution is published again at most `MAX_REQUEUES` times
+(counted in Redis; a run that keeps losing its message, or keeps failing without
+finishing, is then logged once as an error, for an operator to look at), and a message of
+ours the sweep cannot read stops the sweep rather than have it publish every execution
+again. The broker is read only when the database names a candidate, which an
 execution waiting in a long backlog also is: the lists are then read in pages, once a sweep.
 """
 
@@ -48,11 +50,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("apiary.worker")
 
 LOCK_KEY = "apiary:requeue-sweep"
+MISSING_KEY = "apiary:requeue-missing"  # the ids the last sweep found no message for
+REQUEUES_KEY = "apiary:requeued:{}"  # times an execution was published again
+MAX_REQUEUES = 3
+REQUEUES_TTL_S = 86_400  # renewed while the execution is still swept
 PAGE = 500  # messages read from the list per round trip
-MAX_RUNS = 3  # runs an execution may have had and still be published again
-# The unfinished executions idle since a time, with their runs so far (the repository's
-# `idle_unfinished`).
-IdleUnfinished = Callable[[datetime], Awaitable[list[tuple[uuid.UUID, int]]]]
+# The unfinished executions idle since a time (the repository's `idle_unfinished`).
+IdleUnfinished = Callable[[datetime], Awaitable[list[uuid.UUID]]]
 Publish = Callable[[uuid.UUID], Awaitable[None]]
 
 
@@ -84,6 +88,10 @@ def execution_of(message: Any) -> str | None:
         return str(orjson.loads(body)[0][0])
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise UnreadableMessage(f"{TASK_NAME} message {message.get('headers', {})}") from error
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _ids(raw_messages: Iterable[bytes | str], *, unacked: bool) -> set[str]:
@@ -134,8 +142,6 @@ class RequeueSweep:
         self._interval_s = interval_s
         self._owner = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
-        self._missing: set[uuid.UUID] = set()  # no message named them in the last sweep
-        self._given_up: set[uuid.UUID] = set()  # run MAX_RUNS times: logged once
 
     def start(self) -> None:
         if self._task is None:
@@ -154,36 +160,44 @@ class RequeueSweep:
         idle_since = utcnow() - timedelta(seconds=self._after_s)
         candidates = await self._idle_unfinished(idle_since)
         if not candidates:
-            self._missing = set()
+            await self._redis.delete(MISSING_KEY)
             return []
         in_broker = await ids_in_broker(self._redis)
-        missing = {
-            execution_id
-            for execution_id, runs in candidates
-            if str(execution_id) not in in_broker and not self._gave_up(execution_id, runs)
-        }
-        lost, self._missing = sorted(missing & self._missing), missing - self._missing
-        for execution_id in lost:
+        missing = {str(c) for c in candidates if str(c) not in in_broker}
+        before = {_text(member) for member in await self._redis.smembers(MISSING_KEY)}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(MISSING_KEY)
+            if first_misses := missing - before:
+                pipe.sadd(MISSING_KEY, *first_misses)
+                pipe.expire(MISSING_KEY, max(1, int(self._interval_s * 3)))
+            await pipe.execute()
+        published = []
+        for execution_id in sorted(missing & before):
+            if await self._published_too_often(execution_id):
+                continue
             log.warning(
                 "execution %s has no message in the broker (lost with Redis?); publishing it again",
                 execution_id,
             )
-            await self._publish(execution_id)
+            await self._publish(uuid.UUID(execution_id))
             EXECUTIONS_REQUEUED.inc()
-        return lost
+            published.append(uuid.UUID(execution_id))
+        return published
 
-    def _gave_up(self, execution_id: uuid.UUID, runs: int) -> bool:
-        if runs < MAX_RUNS:
-            return False
-        if execution_id not in self._given_up:
-            self._given_up.add(execution_id)
+    async def _published_too_often(self, execution_id: str) -> bool:
+        key = REQUEUES_KEY.format(execution_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, REQUEUES_TTL_S)
+            times, _ = await pipe.execute()
+        if times == MAX_REQUEUES + 1:  # said once; it stays unfinished for an operator
             log.error(
-                "execution %s is unfinished after %d runs and has no message in the broker; "
+                "execution %s lost its message again after being published again %d times; "
                 "not published again",
                 execution_id,
-                runs,
+                MAX_REQUEUES,
             )
-        return True
+        return int(times) > MAX_REQUEUES
 
     async def _claim(self) -> bool:
         """This replica's turn: one sweep an interval across the replicas."""

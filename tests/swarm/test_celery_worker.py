@@ -7,7 +7,9 @@ they are absent."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
+import logging
 import os
 import signal
 import subprocess
@@ -314,6 +316,13 @@ async def _start_execution(http: httpx.AsyncClient, key: Caller, agent_id: str, 
     return str(started.json()["id"])
 
 
+async def _lose(redis: Redis, execution_id: str) -> None:
+    """Its messages taken off the queue, as a Redis that lost them."""
+    for raw in await redis.lrange(QUEUE, 0, -1):
+        if execution_of(orjson.loads(raw)) == execution_id:
+            await redis.lrem(QUEUE, 0, str(raw))
+
+
 def _requeued() -> float:
     return REGISTRY.get_sample_value("apiary_executions_requeued_total") or 0.0
 
@@ -366,11 +375,12 @@ async def test_an_execution_whose_message_was_lost_is_published_again_and_runs_o
 
 @pytest.mark.usefixtures("app")  # the clean slate: an empty queue and no other executions
 async def test_the_requeue_sweep_publishes_only_what_no_message_names(
-    settings: Settings, fake_upstream: FakeUpstream
+    settings: Settings, fake_upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without workers: an execution waiting in the queue, one a worker holds (Kombu's
     `unacked` hash), one finished and one just made are left alone; only the idle one whose
-    message is gone is published, once it was missing in two sweeps, and once."""
+    message is gone is published, once it was missing in two sweeps (of any replica), and
+    at most three times."""
     swarm = SwarmSettings(requeue_after_s=60, requeue_interval_s=3600)  # sweeps by hand only
     async with _celery_api(settings, fake_upstream, swarm) as app:
         runtime: Runtime = app.state.runtime
@@ -403,15 +413,24 @@ async def test_the_requeue_sweep_publishes_only_what_no_message_names(
         held_entry = orjson.dumps([orjson.loads(messages[held]), "", QUEUE])
         await redis.hset("unacked", "held-tag", held_entry)
         fresh = await _start_execution(http, key, agent["id"], "just made")
-        for raw in await redis.lrange(QUEUE, 0, -1):  # its message, lost
-            if execution_of(orjson.loads(raw)) == fresh:
-                await redis.lrem(QUEUE, 0, str(raw))
+        await _lose(redis, fresh)
 
         try:
             assert await sweep.sweep() == []  # missing once: perhaps moving between keys
-            assert await sweep.sweep() == [uuid_of(lost)]  # missing twice: lost
+            other_replica = copy.copy(sweep)  # the misses are kept in Redis, not in a replica
+            assert await other_replica.sweep() == [uuid_of(lost)]  # missing twice: lost
             assert await ids_in_broker(redis) == {waiting, held, lost}  # not `fresh`: not idle
             assert await sweep.sweep() == []  # published: found in the queue now
+            # Lost again and again: published at most three times, then left to an operator.
+            for _ in range(2):
+                await _lose(redis, lost)
+                assert await sweep.sweep() == []
+                assert await sweep.sweep() == [uuid_of(lost)]
+            await _lose(redis, lost)
+            assert await sweep.sweep() == []
+            with caplog.at_level(logging.ERROR, logger="apiary.worker"):
+                assert await sweep.sweep() == []
+            assert f"execution {lost} lost its message again" in caplog.text
             # A message of ours it cannot read stops the sweep: it would publish everything.
             await redis.rpush(
                 QUEUE, orjson.dumps({"headers": {"task": TASK_NAME}, "body": "?", "properties": {}})

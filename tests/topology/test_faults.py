@@ -9,7 +9,9 @@ from collections import Counter
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from apiary.worker.requeue import ids_in_broker
 from tests.fakes import Reply, Slow
 from tests.topology.conftest import new_key, new_tenant, wait_final
 from tests.topology.harness import Topology
@@ -188,6 +190,13 @@ async def test_redis_restarted_without_its_data_loses_no_execution(cluster: Topo
     for name in workers:  # nobody takes the messages off the queue
         cluster.kill(name)
     waiting = [await _start(cluster, agent_id, key) for _ in range(2)]
+    async with Redis.from_url(cluster.redis_url) as broker:  # published after the 202
+        deadline = time.monotonic() + 10
+        while not set(waiting) <= await ids_in_broker(broker):
+            assert time.monotonic() < deadline, "the executions were never published"
+            await asyncio.sleep(0.05)
+    apis = ("api-a", "api-b")
+    log_starts = {name: cluster.processes[name].log_path.stat().st_size for name in apis}
     await cluster.redis_down(keep_data=False)
     await cluster.redis_up()
     await cluster.heal()  # the workers again, on an empty queue
@@ -195,7 +204,10 @@ async def test_redis_restarted_without_its_data_loses_no_execution(cluster: Topo
         for execution_id in waiting:
             execution = await wait_final(b, execution_id, headers, 90)
             assert execution["state"] == "succeeded", execution
-    logs = "".join(cluster.processes[name].logs() for name in ("api-a", "api-b"))
+    logs = "".join(
+        cluster.processes[name].log_path.read_bytes()[log_starts[name] :].decode(errors="replace")
+        for name in apis
+    )
     for execution_id in waiting:
         assert logs.count(f"execution {execution_id} has no message in the broker") == 1
     assert _plans_asked(cluster.upstream) == len(waiting)  # each planned once: run once
