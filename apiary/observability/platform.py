@@ -43,10 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("apiary.metrics")
 
 PROBE_TIMEOUT_S: Final = 2.0
-# Kombu's Redis transport keeps a queue as one list per priority step (0, 3, 6, 9): the
-# plain name for the default priority, the name + "\x06\x16" + step for the others.
-_PRIORITY_STEPS: Final = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-_UNACKED: Final = "unacked"  # Kombu's hash of messages taken by a worker, not yet acknowledged
 
 
 class _Families(Collector):
@@ -300,11 +296,12 @@ class PlatformMetrics:
         return families
 
     async def _queue(self, redis: Redis) -> tuple[int, int, int | None]:
-        queue = _queue_name()
+        from apiary.worker.celery_app import QUEUE_LISTS, UNACKED
+
         async with redis.pipeline(transaction=False) as pipe:
-            for step in _PRIORITY_STEPS:
-                pipe.llen(queue + step)
-            pipe.hlen(_UNACKED)
+            for key in QUEUE_LISTS:
+                pipe.llen(key)
+            pipe.hlen(UNACKED)
             replies = await pipe.execute()
         depth = sum(int(n) for n in replies[:-1])
         unacked = int(replies[-1])

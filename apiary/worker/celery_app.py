@@ -19,6 +19,12 @@ from apiary.config import Settings
 
 TASK_NAME = "apiary.run_execution"
 QUEUE = "apiary-executions"
+# Where Kombu's Redis transport keeps the queue's messages (the metrics probe counts them,
+# the requeue sweep reads them): one list per priority step (0, 3, 6, 9), the queue's own
+# name for the default one, name + "\x06\x16" + step for the others (`Channel._q_for_pri`);
+# a message a worker took and has not acknowledged sits in the `unacked` hash.
+QUEUE_LISTS = tuple(QUEUE + step for step in ("", "\x06\x163", "\x06\x166", "\x06\x169"))
+UNACKED = "unacked"
 
 
 def restore_interval_s(visibility_timeout_s: int) -> int:

@@ -42,7 +42,7 @@ import orjson
 
 from apiary.db import utcnow
 from apiary.observability.metrics import EXECUTIONS_REQUEUED
-from apiary.worker.celery_app import QUEUE, TASK_NAME
+from apiary.worker.celery_app import QUEUE_LISTS, TASK_NAME, UNACKED
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -58,14 +58,6 @@ PAGE = 500  # messages read from the list per round trip
 # The unfinished executions idle since a time (the repository's `idle_unfinished`).
 IdleUnfinished = Callable[[datetime], Awaitable[list[uuid.UUID]]]
 Publish = Callable[[uuid.UUID], Awaitable[None]]
-
-
-def _queue_keys() -> list[str]:
-    """The Redis lists Kombu keeps the queue in: one per priority step, the first under
-    the queue's own name (kombu.transport.redis, `Channel._q_for_pri`)."""
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-    return [QUEUE if step == 0 else f"{QUEUE}{Channel.sep}{step}" for step in PRIORITY_STEPS]
 
 
 class UnreadableMessage(Exception):
@@ -111,16 +103,14 @@ def _ids(raw_messages: Iterable[bytes | str], *, unacked: bool) -> set[str]:
 async def ids_in_broker(redis: Redis) -> set[str]:
     """The execution ids of every message waiting in the queue or held by a worker.
     Raises `UnreadableMessage`."""
-    from kombu.transport.redis import Channel
-
     found: set[str] = set()
-    for key in _queue_keys():
+    for key in QUEUE_LISTS:
         start = 0
         while page := await redis.lrange(key, start, start + PAGE - 1):
             found |= _ids(page, unacked=False)
             start += PAGE
     # The messages workers hold: a few per worker, so one read.
-    return found | _ids(await redis.hvals(Channel.unacked_key), unacked=True)
+    return found | _ids(await redis.hvals(UNACKED), unacked=True)
 
 
 class RequeueSweep:

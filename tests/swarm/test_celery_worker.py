@@ -37,13 +37,14 @@ from apiary.observability.metrics import REGISTRY
 from apiary.runtime import Runtime
 from apiary.swarm.models import SwarmCheckpointWrite
 from apiary.usage.models import LedgerEntry
-from apiary.worker.celery_app import QUEUE, TASK_NAME
+from apiary.worker.celery_app import QUEUE, QUEUE_LISTS, TASK_NAME, UNACKED
 from apiary.worker.requeue import UnreadableMessage, execution_of, ids_in_broker
 from tests.conftest import TEST_REDIS
 from tests.factories import Caller, make_api_key, make_tenant
 from tests.fakes import FakeUpstream, Reply, Slow
 from tests.gateway.conftest import providers
 from tests.swarm.conftest import FINAL, PRICES, ROUTES
+from tests.topology.conftest import wait_final
 
 pytestmark = pytest.mark.services
 
@@ -197,14 +198,7 @@ async def test_sigkilled_worker_is_resumed_without_repeating_finished_subagents(
 
     fake_upstream.set_default("openai", Reply(text="resumed", usage=(5, 5)))
     workers.start()
-    execution: dict[str, Any] = {}
-    for _ in range(1200):
-        execution = (
-            await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
-        ).json()
-        if execution["state"] in FINAL:
-            break
-        await asyncio.sleep(0.1)
+    execution = await wait_final(http, execution_id, key.headers, 120)
     assert execution["state"] == "succeeded", execution
     assert execution["answer"]
 
@@ -352,14 +346,7 @@ async def test_an_execution_whose_message_was_lost_is_published_again_and_runs_o
     assert execution_id not in await ids_in_broker(redis)
 
     workers.start()
-    execution: dict[str, Any] = {}
-    for _ in range(600):
-        execution = (
-            await http.get(f"/api/v1/executions/{execution_id}", headers=key.headers)
-        ).json()
-        if execution["state"] in FINAL:
-            break
-        await asyncio.sleep(0.1)
+    execution = await wait_final(http, execution_id, key.headers, 60)
     assert execution["state"] == "succeeded", execution
     assert execution["answer"] == "found again"
     assert _requeued() - requeued_before == 1  # the message it was given was found after
@@ -411,13 +398,15 @@ async def test_the_requeue_sweep_publishes_only_what_no_message_names(
         await redis.rpush(QUEUE, messages[waiting])
         # What a worker's Kombu writes when it takes a message: [message, exchange, queue].
         held_entry = orjson.dumps([orjson.loads(messages[held]), "", QUEUE])
-        await redis.hset("unacked", "held-tag", held_entry)
+        await redis.hset(UNACKED, "held-tag", held_entry)
         fresh = await _start_execution(http, key, agent["id"], "just made")
         await _lose(redis, fresh)
 
         try:
             assert await sweep.sweep() == []  # missing once: perhaps moving between keys
             other_replica = copy.copy(sweep)  # the misses are kept in Redis, not in a replica
+            assert await sweep._claim()  # one replica sweeps an interval: the other waits
+            assert not await other_replica._claim()
             assert await other_replica.sweep() == [uuid_of(lost)]  # missing twice: lost
             assert await ids_in_broker(redis) == {waiting, held, lost}  # not `fresh`: not idle
             assert await sweep.sweep() == []  # published: found in the queue now
@@ -439,6 +428,17 @@ async def test_the_requeue_sweep_publishes_only_what_no_message_names(
                 await sweep.sweep()
         finally:
             await redis.delete(QUEUE)
-            await redis.hdel("unacked", "held-tag")
+            await redis.hdel(UNACKED, "held-tag")
             await redis.aclose()
             await http.aclose()
+
+
+def test_the_queue_keys_read_are_where_kombu_keeps_the_messages() -> None:
+    """The metrics probe and the requeue sweep read the broker's keys by name: they must be
+    the ones the installed Kombu writes."""
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    channel = object.__new__(Channel)  # its key naming only: no connection
+    named = tuple(channel._q_for_pri(QUEUE, step) for step in PRIORITY_STEPS)  # type: ignore[no-untyped-call]
+    assert named == QUEUE_LISTS
+    assert Channel.unacked_key == UNACKED
