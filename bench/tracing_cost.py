@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import operator
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", b"100"),
 ]
+_HEADER_NAME = operator.itemgetter(0)
 TENANT = "5f0c8a4e-8d3b-4f4e-9d55-4c3f1b1e2a10"
 
 
@@ -49,7 +51,15 @@ def _call() -> None:
     started: Any = None
     if tracing.TRACER is not None:
         path = "/v1/chat/completions"
-        if hasattr(tracing, "dropped"):
+        drops_from = getattr(tracing, "DROPS_FROM", None)
+        if (
+            drops_from is not None
+            and request_id[16:] >= drops_from
+            and b"traceparent" not in map(_HEADER_NAME, HEADERS)
+        ):
+            # Sampled out by ObservabilityMiddleware itself, since `DROPS_FROM`: no call.
+            started = tracing.note_dropped(request_id)
+        elif hasattr(tracing, "dropped"):
             started = tracing.start_server_span(
                 tracing.TRACER, "POST", path, HEADERS, random_id=request_id
             )

@@ -57,10 +57,12 @@ if TYPE_CHECKING:
     from apiary.observability.spans import LightTracer
 
 __all__ = [
+    "DROPS_FROM",
     "TRACER",
     "AttributeValue",
     "Span",
     "SpanKind",
+    "Started",
     "Tracer",
     "child",
     "current_ids",
@@ -69,6 +71,7 @@ __all__ = [
     "extract",
     "inject",
     "install",
+    "note_dropped",
     "record_error",
     "shutdown",
     "span",
@@ -79,6 +82,11 @@ log = logging.getLogger("apiary.tracing")
 
 TRACER: trace.Tracer | None = None
 _tracer: LightTracer | None = None  # TRACER, as its own type
+# The ratio sampler's test on a request id of Apiary's own (32 lowercase hex digits, its
+# trace id), written for a comparison of text: the request is sampled out when the id's
+# second half (its low 64 bits) is at or above this. None when no request is (ratio 1).
+# Set with TRACER; ObservabilityMiddleware decides most requests with it, without a call.
+DROPS_FROM: str | None = None
 _PROPAGATOR = TraceContextTextMapPropagator()
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
 TRACES_PATH = "/v1/traces"
@@ -101,7 +109,7 @@ def install(settings: OTelSettings) -> bool:
     """Install the tracer provider and its OTLP exporter when an endpoint is configured;
     returns whether this call installed it (its caller then calls `shutdown`). Once per
     process: a later call keeps the first provider."""
-    global TRACER, _tracer
+    global TRACER, _tracer, DROPS_FROM
     if settings.endpoint is None or TRACER is not None:
         return False
     # Imported here: a process with tracing off never loads the SDK or the exporter.
@@ -129,6 +137,7 @@ def install(settings: OTelSettings) -> bool:
         settings.sampling_ratio,
     )
     _tracer.orphan_parent = _request_parent
+    DROPS_FROM = format(_tracer.bound, "016x") if _tracer.bound < 1 << 64 else None
     TRACER = _tracer
     log.info(
         "tracing on: OTLP/HTTP to %s, sampling ratio %g",
@@ -140,8 +149,8 @@ def install(settings: OTelSettings) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and remove the provider (tracing is off afterwards)."""
-    global TRACER, _tracer
-    tracer, _tracer, TRACER = _tracer, None, None
+    global TRACER, _tracer, DROPS_FROM
+    tracer, _tracer, TRACER, DROPS_FROM = _tracer, None, None, None
     if tracer is not None:
         tracer.processor.shutdown()
 
@@ -166,6 +175,9 @@ def flush(timeout_ms: int = 5000) -> None:
 # Outside a request it is None, and `child` decides (under an unsampled span, a span that
 # records nothing).
 dropped = dropped_trace.get
+# Marks the request being served as sampled out, with its trace id (`start_server_span`'s
+# answer for such a request; reset with `Token.var.reset`): the bound `set`, no frame.
+note_dropped = dropped_trace.set
 
 
 def child(
@@ -319,6 +331,11 @@ class ServerSpan:
         self.dropped = dropped  # what setting `dropped_trace` returned
 
 
+# What `start_server_span` returns and `end_server_span` takes: a sampled request's trace,
+# a caller's unsampled trace followed, or (a request sampled out) the token of its mark.
+Started = RequestTrace | ServerSpan | Token[str | bool | None]
+
+
 def start_server_span(
     tracer: trace.Tracer,
     method: str,
@@ -326,7 +343,7 @@ def start_server_span(
     headers: list[tuple[bytes, bytes]],
     *,
     random_id: str | None = None,
-) -> RequestTrace | ServerSpan | Token[str | bool | None]:
+) -> Started:
     """The SERVER span of one HTTP request; it continues the caller's trace when the
     request carries a `traceparent`. Named by method alone until the route template is
     known (`end_server_span`), never by the raw path.
@@ -373,7 +390,7 @@ def start_server_span(
     else:
         if random_id is not None:
             # The ratio sampler's test (`LightTracer.keeps`) on the id's low 64 bits.
-            if int(random_id[16:], 16) >= _tracer.bound:
+            if DROPS_FROM is not None and random_id[16:] >= DROPS_FROM:
                 return dropped_trace.set(random_id)
             trace_id = int(random_id, 16)
         else:
@@ -389,7 +406,7 @@ def start_server_span(
 
 
 def end_server_span(
-    started: RequestTrace | ServerSpan | Token[str | bool | None],
+    started: Started,
     *,
     method: str,
     route: str,

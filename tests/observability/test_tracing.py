@@ -595,6 +595,36 @@ async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_not
         await collected.close()
 
 
+async def test_a_callers_sampled_trace_is_kept_whatever_the_ratio_says_of_the_request(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    receiver: tuple[OtelTapHttpProtobufReceiver, str],
+) -> None:
+    # At ratio 0 the middleware samples out every request of a trace of its own before
+    # any call (`tracing.DROPS_FROM`), but a request whose caller sent a sampled
+    # traceparent is the caller's to decide: it is recorded, in the caller's trace.
+    tap, endpoint = receiver
+    collected = Spans(tap)
+    await asyncio.sleep(0)
+    assert tracing.install(OTelSettings(endpoint=endpoint, sampling_ratio=0.0))
+    try:
+        gateway: Gateway = await make_gateway()
+        async with gateway.http() as http:
+            own = await _chat(http, gateway.key)
+            callers = await _chat(
+                http, gateway.key, traceparent=f"00-{CALLER_TRACE}-b7ad6b7169203331-01"
+            )
+        assert own.status_code == callers.status_code == 200
+        served = "POST /v1/chat/completions"
+        await collected.wait(lambda got: any(s.name == served for s in got))
+        await asyncio.sleep(0.3)  # nothing else is on its way
+        assert {s.trace_id.hex() for s in collected.received} == {CALLER_TRACE}
+        server = collected.one(served, bytes.fromhex(CALLER_TRACE))
+        assert server.parent_span_id.hex() == "b7ad6b7169203331"
+    finally:
+        await asyncio.to_thread(tracing.shutdown)
+        await collected.close()
+
+
 def test_the_wire_encoder_writes_the_message_the_otlp_library_would() -> None:
     # Exports go through apiary/observability/otlp_wire.py, not the library's encoder:
     # every field a span can carry must come out the same.
