@@ -65,40 +65,80 @@ class CallResult:
         return len(self.fallback_path) + (1 if self.target else 0)
 
 
+def _record_attempt(
+    handle: ProviderHandle,
+    target: Target,
+    operation: str,
+    started_ns: int,
+    *,
+    model: str | None = None,
+    error: BaseException | None = None,
+    ttft_s: float | None = None,
+) -> None:
+    """One attempt on one provider (its retries included), recorded once it is over as a
+    child of the gateway call, from `started_ns` (`time.time_ns()`) to now. A provider's
+    failure is named on it (`tracing.record_error`, with the error's kind)."""
+    attributes: dict[str, tracing.AttributeValue] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.system": handle.provider.config.kind,
+        "gen_ai.request.model": target.model,
+        "apiary.provider": target.provider,
+    }
+    if model is not None:
+        attributes["gen_ai.response.model"] = model
+    if ttft_s is not None:
+        attributes["apiary.ttft_s"] = ttft_s
+    with tracing.child(
+        "apiary.gateway.attempt", kind=tracing.SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        tracing.started_at(span, started_ns)
+        if isinstance(error, ProviderError):
+            tracing.record_error(span, error.kind)
+        elif isinstance(error, Exception):
+            described = f"{type(error).__name__}: {error}"
+            span.set_status(tracing.Status(tracing.StatusCode.ERROR, described))
+
+
 class _Attempt:
-    """One attempt on one provider (its retries included), a child of the gateway call: a
-    call that falls back shows one such span per provider tried. For tracing on in a
-    request not `dropped()`. A provider's failure escaping the block is named on the span
-    (`tracing.record_error`, with the error's kind) before the span ends."""
+    """Times one attempt on one provider (its retries included), for tracing on in a
+    request not `dropped()`, and records it (`_record_attempt`) unless it is the call's
+    first and answered: such a call, the common one, is described by its own span alone
+    (which provider answered, the model, the upstream time: `_describe_call`), one span
+    fewer for every kept call to record and export (docs/benchmarks.md, issue 17). A call
+    that did anything else (a provider failed or was passed over) shows one span per
+    provider tried, the one that answered included."""
 
-    __slots__ = ("_scope", "_span")
+    __slots__ = ("_first", "_handle", "_operation", "_started", "_target", "model")
 
-    def __init__(self, handle: ProviderHandle, target: Target, operation: str) -> None:
-        self._scope = tracing.child(
-            "apiary.gateway.attempt",
-            kind=tracing.SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": operation,
-                "gen_ai.system": handle.provider.config.kind,
-                "gen_ai.request.model": target.model,
-                "apiary.provider": target.provider,
-            },
-            record_exception=False,
-        )
+    def __init__(
+        self, handle: ProviderHandle, target: Target, operation: str, result: CallResult
+    ) -> None:
+        self._handle = handle
+        self._target = target
+        self._operation = operation
+        self._first = not result.fallback_path  # no provider tried or passed over before
+        self.model: str | None = None  # the model that answered, once one has
 
-    def __enter__(self) -> tracing.Span:
-        self._span = self._scope.__enter__()
-        return self._span
+    def __enter__(self) -> _Attempt:
+        self._started = time.time_ns()
+        return self
 
     def __exit__(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        if isinstance(error, ProviderError):
-            tracing.record_error(self._span, error.kind)
-        return self._scope.__exit__(kind, error, tb)
+    ) -> None:
+        if error is None and self._first:
+            return
+        _record_attempt(
+            self._handle,
+            self._target,
+            self._operation,
+            self._started,
+            model=self.model,
+            error=error,
+        )
 
 
 def _skipped(result: CallResult, target: Target, why: str) -> None:
@@ -193,9 +233,9 @@ class ProviderChain:
                 if tracing.TRACER is None or tracing.dropped():
                     completion = await self._call_with_retries(handle, target, request, result)
                 else:
-                    with _Attempt(handle, target, "chat") as span:
+                    with _Attempt(handle, target, "chat", result) as attempt:
                         completion = await self._call_with_retries(handle, target, request, result)
-                        span.set_attribute("gen_ai.response.model", completion.model)
+                        attempt.model = completion.model
             except ProviderError as error:
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
@@ -250,6 +290,7 @@ class ProviderChain:
             slot = handle.limiter.slot()
             result.queue_s += await slot.__aenter__()
             started = time.perf_counter()
+            started_ns = time.time_ns() if tracing.TRACER is not None else 0
             chunks = aiter(handle.provider.stream(request, target.model, state))
             held: list[bytes] = []
             try:
@@ -261,8 +302,7 @@ class ProviderChain:
                 await slot.__aexit__(None, None, None)
                 handle.breaker.record(error)
                 if tracing.TRACER is not None and not tracing.dropped():
-                    with _Attempt(handle, target, "chat") as span:
-                        tracing.record_error(span, error.kind)
+                    _record_attempt(handle, target, "chat", started_ns, error=error)
                 result.error = error
                 result.fallback_path.append(f"{target.key}: {error.kind}")
                 if not error.falls_back:
@@ -276,10 +316,10 @@ class ProviderChain:
                 raise
             result.target = target
             result.ttft_s = time.perf_counter() - started
-            # Recorded once the first token is in (with the time to it); the stream goes on.
-            if tracing.TRACER is not None and not tracing.dropped():
-                with _Attempt(handle, target, "chat") as span:
-                    span.set_attribute("apiary.ttft_s", result.ttft_s)
+            # Recorded once the first token is in (with the time to it), the stream going on,
+            # when the call fell back; else the call's span says it (`_describe_call`).
+            if result.fallback_path and tracing.TRACER is not None and not tracing.dropped():
+                _record_attempt(handle, target, "chat", started_ns, ttft_s=result.ttft_s)
             return result, self._rest(held, chunks, handle, state, result, slot, started)
         raise AllProvidersFailed(result)
 
@@ -314,7 +354,7 @@ class ProviderChain:
             handle = self.handles[target.provider]
             try:
                 traced = tracing.TRACER is not None and not tracing.dropped()
-                with _Attempt(handle, target, "embeddings") if traced else _NO_SPAN:
+                with _Attempt(handle, target, "embeddings", result) if traced else _NO_SPAN:
                     async with handle.limiter.slot() as waited:
                         result.queue_s += waited
                         started = time.perf_counter()

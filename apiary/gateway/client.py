@@ -272,7 +272,14 @@ def _describe_call(
         "gen_ai.usage.input_tokens": entry["prompt_tokens"],
         "gen_ai.usage.output_tokens": entry["completion_tokens"],
         "apiary.attempts": result.attempts,
+        # The provider's share of the call's time (its retries included): with no attempt
+        # spans under a call answered at once, the split between it and Apiary's own time.
+        "apiary.upstream_s": result.upstream_s,
     }
+    if result.ttft_s is not None:
+        described["apiary.ttft_s"] = result.ttft_s
+    if result.queue_s:
+        described["apiary.queue_s"] = result.queue_s
     if target is not None:
         described["gen_ai.system"] = providers.handles[target.provider].provider.config.kind
         described["apiary.provider"] = target.provider

@@ -63,6 +63,8 @@ __all__ = [
     "Span",
     "SpanKind",
     "Started",
+    "Status",
+    "StatusCode",
     "Tracer",
     "child",
     "current_ids",
@@ -75,6 +77,7 @@ __all__ = [
     "record_error",
     "shutdown",
     "span",
+    "started_at",
     "trace",
 ]
 
@@ -210,6 +213,13 @@ def child(
         record_exception=record_exception,
         end_on_exit=end,
     )
+
+
+def started_at(span: Span, start_ns: int) -> None:
+    """Date a span just started back to `start_ns` (`time.time_ns()`): a step recorded once
+    it is over (a gateway call's attempt, when it has to be)."""
+    if isinstance(span, RecordedSpan):
+        span.start_time = start_ns
 
 
 def current_span() -> Span:

@@ -186,6 +186,7 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert described["apiary.route"] == "default"
     assert described["apiary.cache"] == "off"
     assert described["apiary.attempts"] == 2
+    assert described["apiary.upstream_s"] > 0
 
     # The failed provider (its retries included) and the one that answered, in order.
     assert [a.parent_span_id for a in attempts] == [call.span_id, call.span_id]
@@ -196,7 +197,13 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert first.status.code == first.status.STATUS_CODE_ERROR
     assert attributes(second)["apiary.provider"] == "claude"
     assert attributes(second)["gen_ai.request.model"] == "claude-sonnet-4"
+    assert attributes(second)["gen_ai.response.model"] == described["gen_ai.response.model"]
     assert "error.type" not in attributes(second)
+    assert second.status.code == second.status.STATUS_CODE_UNSET
+    # Each covers its own time: the failed one (its retries) ends before the other starts.
+    assert call.start_time_unix_nano <= first.start_time_unix_nano < first.end_time_unix_nano
+    assert first.end_time_unix_nano <= second.start_time_unix_nano < second.end_time_unix_nano
+    assert second.end_time_unix_nano <= call.end_time_unix_nano
 
 
 async def test_the_prompts_of_one_completions_call_are_calls_side_by_side_in_its_trace(
@@ -215,10 +222,16 @@ async def test_the_prompts_of_one_completions_call_are_calls_side_by_side_in_its
     server = spans.one("POST /v1/completions")
     calls = spans.named("chat default", server.trace_id)
     assert [call.parent_span_id for call in calls] == [server.span_id, server.span_id]
-    await spans.wait(lambda got: len([s for s in got if s.name == "apiary.gateway.attempt"]) == 2)
-    for step in ("apiary.limits.admit", "apiary.gateway.attempt"):
-        parents = sorted(s.parent_span_id for s in spans.named(step, server.trace_id))
-        assert parents == sorted(call.span_id for call in calls), step
+    parents = sorted(s.parent_span_id for s in spans.named("apiary.limits.admit", server.trace_id))
+    assert parents == sorted(call.span_id for call in calls)
+    # Each answered by the first provider tried: the call's span says so, no attempt span.
+    assert spans.named("apiary.gateway.attempt", server.trace_id) == []
+    for call in calls:
+        assert attributes(call)["apiary.provider"] == "oai"
+        assert attributes(call)["apiary.attempts"] == 1
+        assert 0 < attributes(call)["apiary.upstream_s"] * 1e9 <= (
+            call.end_time_unix_nano - call.start_time_unix_nano
+        )
 
 
 async def test_a_streamed_call_is_described_when_its_stream_ends(
@@ -243,8 +256,38 @@ async def test_a_streamed_call_is_described_when_its_stream_ends(
     assert described["gen_ai.system"] == "openai"
     assert described["gen_ai.usage.output_tokens"] > 0
     assert call.end_time_unix_nano <= server.end_time_unix_nano
-    [attempt] = spans.named("apiary.gateway.attempt", server.trace_id)
-    assert attempt.parent_span_id == call.span_id
+    assert 0 < described["apiary.ttft_s"] <= described["apiary.upstream_s"]
+    assert spans.named("apiary.gateway.attempt", server.trace_id) == []  # answered at once
+
+
+async def test_a_streamed_call_that_falls_back_shows_each_provider_tried(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    gateway.upstream.set_default("openai", Fail(503))
+    async with gateway.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {gateway.key}"},
+            json={"model": "default", "messages": HELLO, "stream": True},
+        )
+    assert response.status_code == 200, response.text
+    assert "[DONE]" in response.text
+    await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
+    server = spans.one("POST /v1/chat/completions")
+    call = spans.one("chat default", server.trace_id)
+    assert attributes(call)["apiary.provider"] == "claude"
+    failed, answered = sorted(
+        spans.named("apiary.gateway.attempt", server.trace_id),
+        key=lambda s: s.start_time_unix_nano,
+    )
+    assert [failed.parent_span_id, answered.parent_span_id] == [call.span_id, call.span_id]
+    assert attributes(failed)["apiary.provider"] == "oai"
+    assert attributes(failed)["error.type"] == "server"
+    assert failed.start_time_unix_nano < failed.end_time_unix_nano  # its retries
+    assert attributes(answered)["apiary.provider"] == "claude"
+    assert attributes(answered)["apiary.ttft_s"] == attributes(call)["apiary.ttft_s"]
 
 
 async def test_a_request_continues_the_callers_trace(
@@ -587,8 +630,7 @@ async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_not
             call = collected.one("chat default", trace_id)
             assert call.parent_span_id == server.span_id
             assert collected.one("apiary.limits.admit", trace_id).parent_span_id == call.span_id
-            [attempt] = collected.named("apiary.gateway.attempt", trace_id)
-            assert attempt.parent_span_id == call.span_id
+            assert collected.named("apiary.gateway.attempt", trace_id) == []
     finally:
         logging.getLogger().handlers.clear()
         await asyncio.to_thread(tracing.shutdown)
