@@ -417,6 +417,7 @@ class GatewayClient:
             return await self._chat(auth, body, cache_header, started)
         scope = tracing.child(
             f"chat {body.get('model')}",
+            kind=tracing.SpanKind.CLIENT,  # the GenAI client span: a call to a model
             attributes={
                 "gen_ai.operation.name": "chat",
                 "gen_ai.request.model": str(body.get("model")),
@@ -501,6 +502,7 @@ class GatewayClient:
             return await self._embed(auth, body, started)
         with tracing.child(
             f"embeddings {body.get('model')}",
+            kind=tracing.SpanKind.CLIENT,
             attributes={
                 "gen_ai.operation.name": "embeddings",
                 "gen_ai.request.model": str(body.get("model")),

@@ -175,6 +175,7 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert call.parent_span_id == server.span_id
     assert admit.parent_span_id == call.span_id
 
+    assert call.kind == Span.SPAN_KIND_CLIENT  # the GenAI client span, attempts or none
     described = attributes(call)
     assert described["gen_ai.operation.name"] == "chat"
     assert described["gen_ai.request.model"] == "default"
@@ -229,8 +230,10 @@ async def test_the_prompts_of_one_completions_call_are_calls_side_by_side_in_its
     for call in calls:
         assert attributes(call)["apiary.provider"] == "oai"
         assert attributes(call)["apiary.attempts"] == 1
-        assert 0 < attributes(call)["apiary.upstream_s"] * 1e9 <= (
-            call.end_time_unix_nano - call.start_time_unix_nano
+        assert (
+            0
+            < attributes(call)["apiary.upstream_s"] * 1e9
+            <= (call.end_time_unix_nano - call.start_time_unix_nano)
         )
 
 
