@@ -193,8 +193,9 @@ async def test_batches_in_flight_together_each_get_their_own_replies(
 @pytest.mark.skipif(not TEST_REDIS, reason="no test Redis")
 async def test_the_store_recovers_when_redis_drops_it_and_forgets_the_script() -> None:
     """What a Redis restart does to a replica: its connections cut and the scripts it
-    loaded gone. A call at that moment may fail (the API answers 503 then); the next
-    ones work again, on a new connection that loads the script again."""
+    loaded gone. A call sent at that moment, on the lane just used, may fail (the API
+    answers 503 then); the next ones work again, on a new connection that loads the
+    script again."""
     import redis.asyncio
     import redis.exceptions
 
@@ -215,6 +216,46 @@ async def test_the_store_recovers_when_redis_drops_it_and_forgets_the_script() -
             await store.take([Check("calls", 1, 10, 60)])
         assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()
         assert 3 <= (await store.get("calls"))[0] <= 4
+    finally:
+        await store.close()
+        await client.aclose()
+        await admin.aclose()
+
+
+@pytest.mark.skipif(not TEST_REDIS, reason="no test Redis")
+async def test_after_a_pause_a_cut_connection_fails_no_call_and_loses_no_settlement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis restarted while a replica was quiet (its lane cut, the script gone): the next
+    batch finds the lane dead by a PING first and goes on a new one, so neither the call
+    that comes first nor a settlement riding alone is lost."""
+    import redis.asyncio
+
+    from apiary.kv import redis_store
+
+    monkeypatch.setattr(redis_store, "LANE_QUIET_S", 0.05)  # the pause, made short
+    assert TEST_REDIS is not None
+    namespace = f"test-{uuid.uuid4().hex}"
+    client = connect(TEST_REDIS)
+    store = RedisCounterStore(client, namespace=namespace)
+    admin = redis.asyncio.Redis.from_url(TEST_REDIS)
+
+    async def cut_after_a_pause() -> None:
+        await admin.script_flush()
+        lanes = [c for c in await admin.client_list() if c["name"] == f"{namespace}-counters"]
+        assert len(lanes) == 1
+        await admin.client_kill_filter(_id=lanes[0]["id"])
+        await asyncio.sleep(0.1)
+
+    try:
+        assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()
+        await cut_after_a_pause()
+        assert await store.take([Check("calls", 1, 10, 60)]) == Outcome()  # not an error
+        await cut_after_a_pause()
+        store.add_soon([Change("spend", 7, 60)])  # a settlement nobody waits for
+        await asyncio.sleep(0.1)  # sent within SETTLE_WITHIN_S
+        assert (await store.get("spend"))[0] == 7
+        assert (await store.get("calls"))[0] == 2
     finally:
         await store.close()
         await client.aclose()

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import cast
@@ -101,6 +102,11 @@ _TAKE, _ADD = 1, 2  # the operations' codes in _APPLY
 # How long a settlement may wait for a take to share a round trip with. The counters it
 # changes lag by that much on other replicas; a take on this replica always sees it.
 SETTLE_WITHIN_S = 0.01
+# A lane quiet this long is PINGed before it carries a batch: a Redis restarted meanwhile
+# cut its connection, and a batch sent on it would fail with every caller in it (and lose
+# the settlements riding with them), where a new lane serves them. Under load a lane is
+# never quiet this long, so the check costs a round trip only after a pause in traffic.
+LANE_QUIET_S = 1.0
 _ROUND_TRIP_TIMEOUT_S = COMMAND_TIMEOUT_S  # the process's Redis policy (apiary.kit.redis)
 
 
@@ -247,6 +253,8 @@ class RedisCounterStore:
             tail.append(" ".join(map(str, words)).encode())
             waiters = [done for _, _, done in batch]
             try:
+                if self._lane is not None and self._lane.quiet_for() >= LANE_QUIET_S:
+                    await self._lane.check()  # breaks it if Redis no longer answers on it
                 if self._lane is None or self._lane.broken:
                     self._lane = await _Lane.open(self._lane_pool, self._sha)
                 await self._lane.send(tail, waiters)
@@ -306,6 +314,7 @@ class _Lane:
         self._sha = sha
         self._in_flight: deque[tuple[list[bytes], _Waiters]] = deque()
         self._reader: asyncio.Task[None] | None = None
+        self._last_sent = time.monotonic()
 
     @classmethod
     async def open(cls, pool: ConnectionPool, sha: bytes) -> _Lane:
@@ -326,6 +335,24 @@ class _Lane:
         assert loaded == sha, "Redis named the script differently"
         return cls(connection, sha)
 
+    def quiet_for(self) -> float:
+        """Seconds since the last batch was written, 0 while one is in flight."""
+        return 0.0 if self._in_flight else time.monotonic() - self._last_sent
+
+    async def check(self) -> None:
+        """A PING round trip, with nothing in flight (so no batch's reply is read here);
+        the lane is broken if it gets no PONG in time."""
+        try:
+            async with asyncio.timeout(_ROUND_TRIP_TIMEOUT_S):
+                await self.connection.send_packed_command(_resp([b"PING"]), check_health=False)
+                answered = await self.connection.read_response()
+        except Exception as error:  # a restart's cut connection, or no answer in time
+            await self._break(error)
+            return
+        if answered != b"PONG":
+            await self._break(redis_errors.ConnectionError(f"PING answered {answered!r}"))
+        self._last_sent = time.monotonic()
+
     async def send(self, tail: list[bytes], waiters: _Waiters, *, script: bool = False) -> None:
         """Write one batch (EVALSHA, or with `script` EVAL with the script's text, and then
         `tail`: the keys and the argument); its waiters get their replies when the reader
@@ -334,6 +361,7 @@ class _Lane:
         # In flight before the write, and nothing awaited between the two (redis-py writes
         # before its first await): the order of `_in_flight` is the order on the wire.
         self._in_flight.append((tail, waiters))
+        self._last_sent = time.monotonic()
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read())
         try:
