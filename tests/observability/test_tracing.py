@@ -51,17 +51,16 @@ CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"  # a caller's trace id, W3C's 
 
 
 async def _chat(
-    http: httpx.AsyncClient, key: str, *, traceparent: str | None = None
+    http: httpx.AsyncClient, key: str, *, traceparent: str | None = None, stream: bool = False
 ) -> httpx.Response:
-    """One non-streamed /v1 chat call, as the caller of a traced service sends it."""
+    """One /v1 chat call, as the caller of a traced service sends it."""
     headers = {"Authorization": f"Bearer {key}"}
     if traceparent is not None:
         headers["traceparent"] = traceparent
-    return await http.post(
-        "/v1/chat/completions",
-        headers=headers,
-        json={"model": "default", "messages": HELLO},
-    )
+    body: dict[str, Any] = {"model": "default", "messages": HELLO}
+    if stream:
+        body["stream"] = True
+    return await http.post("/v1/chat/completions", headers=headers, json=body)
 
 
 def _a_step_records() -> bool:
@@ -243,11 +242,7 @@ async def test_a_streamed_call_is_described_when_its_stream_ends(
 ) -> None:
     gateway: Gateway = await make_gateway()
     async with gateway.http() as http:
-        response = await http.post(
-            "/v1/chat/completions",
-            headers={"Authorization": f"Bearer {gateway.key}"},
-            json={"model": "default", "messages": HELLO, "stream": True},
-        )
+        response = await _chat(http, gateway.key, stream=True)
     assert response.status_code == 200, response.text
     assert "[DONE]" in response.text
     await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
@@ -270,11 +265,7 @@ async def test_a_streamed_call_that_falls_back_shows_each_provider_tried(
     gateway: Gateway = await make_gateway()
     gateway.upstream.set_default("openai", Fail(503))
     async with gateway.http() as http:
-        response = await http.post(
-            "/v1/chat/completions",
-            headers={"Authorization": f"Bearer {gateway.key}"},
-            json={"model": "default", "messages": HELLO, "stream": True},
-        )
+        response = await _chat(http, gateway.key, stream=True)
     assert response.status_code == 200, response.text
     assert "[DONE]" in response.text
     await spans.wait(lambda got: any(s.name == "POST /v1/chat/completions" for s in got))
@@ -291,6 +282,25 @@ async def test_a_streamed_call_that_falls_back_shows_each_provider_tried(
     assert failed.start_time_unix_nano < failed.end_time_unix_nano  # its retries
     assert attributes(answered)["apiary.provider"] == "claude"
     assert attributes(answered)["apiary.ttft_s"] == attributes(call)["apiary.ttft_s"]
+
+
+async def test_an_embeddings_call_is_the_client_span_and_its_first_answer_no_attempt(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    gateway: Gateway = await make_gateway()
+    result = await gateway.client().embeddings.create(
+        model="oai/text-embedding-3-small", input="alpha"
+    )
+    assert result.data
+    await spans.wait(lambda got: any(s.name == "POST /v1/embeddings" for s in got))
+    server = spans.one("POST /v1/embeddings")
+    call = spans.one("embeddings oai/text-embedding-3-small", server.trace_id)
+    assert call.parent_span_id == server.span_id
+    assert call.kind == Span.SPAN_KIND_CLIENT
+    assert attributes(call)["apiary.provider"] == "oai"
+    assert attributes(call)["apiary.upstream_s"] > 0
+    assert spans.named("apiary.gateway.attempt", server.trace_id) == []
 
 
 async def test_a_request_continues_the_callers_trace(
