@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0
-# An idle pooled connection is checked (PING) before it is used again after this long, so
-# one that a restarted Redis dropped is replaced instead of failing the command.
+# A pooled connection Redis closed (a restart) is replaced as it is handed out. One that died
+# without being closed (a network cut) is found by a PING before it is used again after this
+# long; the command that found it fails (nothing is retried: an INCRBY sent twice would
+# count twice), and the next one gets a new connection.
 HEALTH_CHECK_INTERVAL_S = 30
 
 
@@ -30,10 +32,16 @@ def connect(url: str) -> Redis:
     """A client over a new connection pool, with the policy above (connections are made
     on first use, so this never blocks or fails on an unreachable Redis)."""
     from redis.asyncio import Redis  # only when configured: it costs 20 MiB
+    from redis.maint_notifications import MaintNotificationsConfig
 
     return Redis.from_url(
         url,
         socket_timeout=COMMAND_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        # Off, as Apiary speaks RESP2, where these notifications never come. Left on
+        # ("auto"), redis-py 8 also skips its check that a pooled connection is still open
+        # before it hands it out: after a Redis restart every pooled connection then fails
+        # its next command (an API call answered 503) instead of being replaced.
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )

@@ -212,18 +212,14 @@ async def test_redis_restarted_without_its_data_loses_no_execution(cluster: Topo
         assert logs.count(f"execution {execution_id} has no message in the broker") == 1
     assert _plans_asked(cluster.upstream) == len(waiting)  # each planned once: run once
 
-    # The next scenario starts with limits answered on both replicas: a connection the
-    # restart dropped fails one call (503, fail closed) before it is replaced, as above.
+    # Limits are answered on both replicas at once: the connections the restart closed
+    # (the counters' lane, the shared client's pool) are replaced, not failed on.
     async with cluster.http("api-a") as a, cluster.http("api-b") as b:
         changed = await a.patch("/api/v1/limits", headers=owner.headers, json={"key_rpm": 1000})
         assert changed.status_code == 200, changed.text
-        deadline = time.monotonic() + 10
         for http in (a, b):
-            while (
-                await http.post("/v1/chat/completions", headers=headers, json=CHAT)
-            ).status_code != 200:
-                assert time.monotonic() < deadline, "limits did not recover by themselves"
-                await asyncio.sleep(0.2)
+            answered = await http.post("/v1/chat/completions", headers=headers, json=CHAT)
+            assert answered.status_code == 200, answered.text
 
 
 async def _fanning_out(http: httpx.AsyncClient, execution_id: str, headers: dict[str, str]) -> None:
