@@ -65,10 +65,18 @@ def _call() -> None:
             )
         else:
             started = tracing.start_server_span(tracing.TRACER, "POST", path, HEADERS)
+    # Since `LimitEnforcer._count`, a step that only reads memory (a cached key, the
+    # in-process counters or a lease) is no span: the request's span names the tenant.
+    from apiary.limits.enforcer import LimitEnforcer
+
+    steps_that_wait = hasattr(LimitEnforcer, "_count")
     if tracing.TRACER is not None and not dropped():  # apiary/auth/dependencies.py
-        with tracing.child("apiary.authenticate") as span:
-            span.set_attribute("apiary.auth.kind", "api_key")
-            span.set_attribute("apiary.tenant_id", TENANT)
+        if steps_that_wait:
+            tracing.current_span().set_attribute("apiary.tenant_id", TENANT)
+        else:
+            with tracing.child("apiary.authenticate") as span:
+                span.set_attribute("apiary.auth.kind", "api_key")
+                span.set_attribute("apiary.tenant_id", TENANT)
     if tracing.TRACER is not None and not dropped():  # GatewayClient.chat
         attributes = {
             "gen_ai.operation.name": "chat",
@@ -82,8 +90,9 @@ def _call() -> None:
         with tracing.child("chat default", kind=kind, attributes=attributes, end=False) as call:
             if tracing.TRACER is not None and not dropped():  # BilledCall.admit
                 tracing.current_span()  # it keeps the call's span
-                with tracing.child("apiary.limits.admit"):
-                    pass
+                if not steps_that_wait:
+                    with tracing.child("apiary.limits.admit"):
+                        pass
             if not answered_at_once and tracing.TRACER is not None and not dropped():
                 with tracing.child(  # Gateway.complete, in builds before `started_at`
                     "apiary.gateway.attempt",

@@ -58,24 +58,8 @@ async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthConte
     key_digest = digest(key)
     verified = runtime.key_cache.get(key_digest)
     if verified is None:
-        prefix = api_key_prefix(key)
-        found = None
-        if prefix:
-            async with runtime.lookups() as session:
-                found = await auth_repository.api_key_by_prefix(session, prefix)
-        if found is None or not digests_match(found[0].key_hash, key_digest):
-            raise Unauthorized("invalid API key")
-        api_key, tenant = found
-        if api_key.revoked_at is not None:
-            raise Unauthorized("API key revoked")
-        if tenant.status != TenantStatus.ACTIVE:
-            raise Forbidden(f"tenant {tenant.name!r} is suspended")
-        verified = VerifiedKey(
-            key_id=api_key.id,
-            tenant_id=tenant.id,
-            role=Role(api_key.role),
-            expires_at=api_key.expires_at,
-        )
+        with tracing.span("apiary.authenticate", attributes={"apiary.auth.kind": "api_key"}):
+            verified = await _verify_key(key, key_digest, runtime)
         runtime.key_cache.put(key_digest, verified)
     if verified.expires_at is not None and verified.expires_at <= now:
         raise Unauthorized("API key expired")
@@ -84,6 +68,28 @@ async def _from_api_key(key: str, ip: str | None, runtime: Runtime) -> AuthConte
         role=verified.role,
         tenant_id=verified.tenant_id,
         actor=Actor(api_key_id=verified.key_id, ip=ip),
+    )
+
+
+async def _verify_key(key: str, key_digest: str, runtime: Runtime) -> VerifiedKey:
+    """The key's row, checked: a read of the database (the verified key is then cached)."""
+    prefix = api_key_prefix(key)
+    found = None
+    if prefix:
+        async with runtime.lookups() as session:
+            found = await auth_repository.api_key_by_prefix(session, prefix)
+    if found is None or not digests_match(found[0].key_hash, key_digest):
+        raise Unauthorized("invalid API key")
+    api_key, tenant = found
+    if api_key.revoked_at is not None:
+        raise Unauthorized("API key revoked")
+    if tenant.status != TenantStatus.ACTIVE:
+        raise Forbidden(f"tenant {tenant.name!r} is suspended")
+    return VerifiedKey(
+        key_id=api_key.id,
+        tenant_id=tenant.id,
+        role=Role(api_key.role),
+        expires_at=api_key.expires_at,
     )
 
 
@@ -119,14 +125,9 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
     # Who is calling is read in a short session of its own, released before the endpoint
     # runs: a request never holds one pooled connection while waiting for another, and a
     # gateway call whose key is cached touches no connection at all.
-    if tracing.TRACER is None or tracing.dropped():
-        auth = await _identify(credentials, ip, runtime)
-    else:
-        kind = "api_key" if credentials[:4] == "apy_" else "token"
-        with tracing.child("apiary.authenticate", attributes={"apiary.auth.kind": kind}) as span:
-            auth = await _identify(credentials, ip, runtime)
-            if auth.tenant_id is not None:
-                span.set_attribute("apiary.tenant_id", str(auth.tenant_id))
+    auth = await _identify(credentials, ip, runtime)
+    if auth.tenant_id is not None and tracing.TRACER is not None and not tracing.dropped():
+        tracing.current_span().set_attribute("apiary.tenant_id", str(auth.tenant_id))
     context = request_context.get()
     if context is not None and auth.tenant_id is not None:
         context.tenant_id = str(auth.tenant_id)
@@ -136,8 +137,9 @@ async def authenticate(credentials: str, ip: str | None, runtime: Runtime) -> Au
 async def _identify(credentials: str, ip: str | None, runtime: Runtime) -> AuthContext:
     if credentials.startswith("apy_"):
         return await _from_api_key(credentials, ip, runtime)
-    async with runtime.lookups() as session:
-        return await _from_access_token(session, credentials, runtime.settings.signing_keys, ip)
+    with tracing.span("apiary.authenticate", attributes={"apiary.auth.kind": "access_token"}):
+        async with runtime.lookups() as session:
+            return await _from_access_token(session, credentials, runtime.settings.signing_keys, ip)
 
 
 async def current_auth(request: Request, runtime: RuntimeDep) -> AuthContext:

@@ -214,19 +214,12 @@ class BilledCall:
         started: float,
     ) -> BilledCall:
         providers = client.providers
+        admission = await client.limits.admit(
+            auth, estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind)
+        )
         if tracing.TRACER is None or tracing.dropped():
-            admission = await client.limits.admit(
-                auth,
-                estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
-            )
             return cls(client, auth, body, kind, started, admission)
-        call_span = tracing.current_span()
-        with tracing.child("apiary.limits.admit"):
-            admission = await client.limits.admit(
-                auth,
-                estimate_cost_usd=lambda: _estimate_cost(providers, decision, body, kind=kind),
-            )
-        return cls(client, auth, body, kind, started, admission, call_span)
+        return cls(client, auth, body, kind, started, admission, tracing.current_span())
 
     async def settle(
         self, result: CallResult, *, streamed: bool = False

@@ -67,6 +67,7 @@ from apiary.kv import Change, Check, CounterStore
 from apiary.limits.repository import limits_repository
 from apiary.limits.schemas import Limits
 from apiary.limits.service import NO_LIMITS
+from apiary.observability import tracing
 from apiary.observability.metrics import LIMIT_REFUSED
 
 MICRO = 1_000_000
@@ -278,10 +279,34 @@ class LimitEnforcer:
         if not checks:
             return admission
         if self._counters.shared:
+            leased = self._from_lease(
+                tuple(check.key for check in checks), admission.reserved_micro
+            )
+            if leased is not None:  # counted already, in this process's lease
+                admission.spent_micro = leased.spent_micro
+                admission.lease = leased
+                return admission
+        # Counted in Redis (a round trip, a step of its own in a sampled request's trace)
+        # or in the process's own store.
+        if not self._counters.shared or tracing.TRACER is None or tracing.dropped():
+            return await self._count(admission, checks, guards, spend, now)
+        with tracing.child("apiary.limits.admit"):
+            return await self._count(admission, checks, guards, spend, now)
+
+    async def _count(
+        self,
+        admission: Admission,
+        checks: list[Check],
+        guards: list[str],
+        spend: str | None,
+        now: float,
+    ) -> Admission:
+        """Add the call to the counters `checks`, or to a new lease of them; raise the
+        refusal of the first `guards` it does not fit under."""
+        tenant_id, limits = admission.auth.scope.tenant_id, admission.limits
+        if self._counters.shared:
             names = tuple(check.key for check in checks)
-            leased = self._from_lease(names, admission.reserved_micro)
-            if leased is None:
-                leased = await self._lease(names, checks, admission.reserved_micro, spend)
+            leased = await self._lease(names, checks, admission.reserved_micro, spend)
             if leased is not None:
                 admission.spent_micro = leased.spent_micro
                 admission.lease = leased
@@ -299,7 +324,11 @@ class LimitEnforcer:
             source = self._from_plan.get(tenant_id, {}).get(guard)
             if guard == "budget":
                 self._budget_alert(
-                    tenant, admission.month, outcome.value, limits.monthly_budget_usd, refused=True
+                    _name(tenant_id),
+                    admission.month,
+                    outcome.value,
+                    limits.monthly_budget_usd,
+                    refused=True,
                 )
             if guard == "budget" and source is not None:
                 raise PaymentRequired(

@@ -39,9 +39,11 @@ from apiary.observability.spans import (
     local_context,
 )
 from apiary.runtime import Runtime
+from tests.conftest import TEST_REDIS
 from tests.factories import make_api_key, make_tenant
 from tests.fakes import Fail, FakeUpstream, Reply, ToolCall
-from tests.gateway.conftest import Gateway, make_gateway  # noqa: F401 - the fixture
+from tests.gateway.conftest import Gateway, make_gateway, minute_to_spare  # noqa: F401 - fixture
+from tests.gateway.test_cache_and_limits import set_limits
 from tests.knowledge.helpers import create_base, ingested, upload
 from tests.swarm.conftest import FINAL
 from tests.swarm.test_celery_worker import Workers, celery_app, workers  # noqa: F401 - fixtures
@@ -166,13 +168,14 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert attributes(server)["http.route"] == "/v1/chat/completions"
     assert attributes(server)["http.response.status_code"] == 200
     trace_id = server.trace_id
-    authenticate = spans.one("apiary.authenticate", trace_id)
+    assert attributes(server)["apiary.tenant_id"] == str(gateway.tenant.id)
+    authenticate = spans.one("apiary.authenticate", trace_id)  # a new key: read and cached
     call = spans.one("chat default", trace_id)
-    admit = spans.one("apiary.limits.admit", trace_id)
     attempts = spans.named("apiary.gateway.attempt", trace_id)
     assert authenticate.parent_span_id == server.span_id
+    assert attributes(authenticate)["apiary.auth.kind"] == "api_key"
     assert call.parent_span_id == server.span_id
-    assert admit.parent_span_id == call.span_id
+    assert spans.named("apiary.limits.admit", trace_id) == []  # no limits: nothing to count
 
     assert call.kind == Span.SPAN_KIND_CLIENT  # the GenAI client span, attempts or none
     described = attributes(call)
@@ -206,6 +209,57 @@ async def test_a_v1_call_that_falls_back_is_one_trace_with_an_attempt_per_provid
     assert second.end_time_unix_nano <= call.end_time_unix_nano
 
 
+@pytest.mark.skipif(not TEST_REDIS, reason="limits count in Redis in production")
+async def test_authentication_and_admission_are_steps_when_they_wait_on_a_store(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    """A key's first call reads the key from the database and takes a lease of the
+    tenant's counters in Redis: each a step of its trace. The next call, served from the
+    key cache and the lease, records neither; its request span still names the tenant."""
+    gateway: Gateway = await make_gateway()
+    await set_limits(gateway, gateway.tenant.admin, key_rpm=1000)
+    client = gateway.client()
+    for _ in range(2):
+        await client.chat.completions.create(model="default", messages=HELLO)
+    served = "POST /v1/chat/completions"
+    await spans.wait(lambda got: sum(s.name == served for s in got) == 2)
+    first, second = sorted(spans.named(served), key=lambda s: s.start_time_unix_nano)
+    assert attributes(first)["apiary.tenant_id"] == str(gateway.tenant.id)
+    assert attributes(second)["apiary.tenant_id"] == str(gateway.tenant.id)
+
+    assert spans.one("apiary.authenticate", first.trace_id).parent_span_id == first.span_id
+    call = spans.one("chat default", first.trace_id)
+    assert spans.one("apiary.limits.admit", first.trace_id).parent_span_id == call.span_id
+    assert spans.named("apiary.authenticate", second.trace_id) == []
+    assert spans.named("apiary.limits.admit", second.trace_id) == []
+    assert spans.one("chat default", second.trace_id).parent_span_id == second.span_id
+
+
+@pytest.mark.skipif(not TEST_REDIS, reason="limits count in Redis in production")
+async def test_a_refusal_is_the_admission_step_s_error(
+    make_gateway: Any,  # noqa: F811 - the imported fixture
+    spans: Spans,
+) -> None:
+    """A limit too small to lease is counted in Redis call by call: each call's admission
+    is a step, and the one refused is marked failed, naming the refusal."""
+    gateway: Gateway = await make_gateway()
+    await set_limits(gateway, gateway.tenant.admin, key_rpm=1)
+    await minute_to_spare()
+    async with gateway.http() as http:
+        assert (await _chat(http, gateway.key)).status_code == 200
+        assert (await _chat(http, gateway.key)).status_code == 429
+    served = "POST /v1/chat/completions"
+    await spans.wait(lambda got: sum(s.name == served for s in got) == 2)
+    first, second = sorted(spans.named(served), key=lambda s: s.start_time_unix_nano)
+    admitted = spans.one("apiary.limits.admit", first.trace_id)
+    refused = spans.one("apiary.limits.admit", second.trace_id)
+    assert admitted.status.code == admitted.status.STATUS_CODE_UNSET
+    assert refused.status.code == refused.status.STATUS_CODE_ERROR
+    assert refused.status.message.startswith("TooManyRequests: API key request rate limit")
+    assert attributes(second)["http.response.status_code"] == 429
+
+
 async def test_the_prompts_of_one_completions_call_are_calls_side_by_side_in_its_trace(
     make_gateway: Any,  # noqa: F811 - the imported fixture
     spans: Spans,
@@ -222,8 +276,6 @@ async def test_the_prompts_of_one_completions_call_are_calls_side_by_side_in_its
     server = spans.one("POST /v1/completions")
     calls = spans.named("chat default", server.trace_id)
     assert [call.parent_span_id for call in calls] == [server.span_id, server.span_id]
-    parents = sorted(s.parent_span_id for s in spans.named("apiary.limits.admit", server.trace_id))
-    assert parents == sorted(call.span_id for call in calls)
     # Each answered by the first provider tried: the call's span says so, no attempt span.
     assert spans.named("apiary.gateway.attempt", server.trace_id) == []
     for call in calls:
@@ -639,11 +691,13 @@ async def test_at_a_ratio_a_request_is_kept_whole_by_its_trace_id_or_records_not
         assert exported & set(logged) == kept
         for trace_id in kept:
             server = collected.one(served, trace_id)
-            assert collected.one("apiary.authenticate", trace_id).parent_span_id == server.span_id
             call = collected.one("chat default", trace_id)
             assert call.parent_span_id == server.span_id
-            assert collected.one("apiary.limits.admit", trace_id).parent_span_id == call.span_id
             assert collected.named("apiary.gateway.attempt", trace_id) == []
+        # The key is read from the database once, by the first request: only its trace
+        # has an authentication step, if it was kept.
+        read = [s for s in collected.named("apiary.authenticate") if s.trace_id in kept]
+        assert len(read) == int(logged[0] in kept)
     finally:
         logging.getLogger().handlers.clear()
         await asyncio.to_thread(tracing.shutdown)
