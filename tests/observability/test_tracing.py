@@ -219,6 +219,7 @@ async def test_authentication_and_admission_are_steps_when_they_wait_on_a_store(
     key cache and the lease, records neither; its request span still names the tenant."""
     gateway: Gateway = await make_gateway()
     await set_limits(gateway, gateway.tenant.admin, key_rpm=1000)
+    await minute_to_spare()  # the lease is of this minute's counters
     client = gateway.client()
     for _ in range(2):
         await client.chat.completions.create(model="default", messages=HELLO)
@@ -242,7 +243,8 @@ async def test_a_refusal_is_the_admission_step_s_error(
     spans: Spans,
 ) -> None:
     """A limit too small to lease is counted in Redis call by call: each call's admission
-    is a step, and the one refused is marked failed, naming the refusal."""
+    is a step, and the one refused is marked failed, naming the refusal (as it was when
+    every admission was a step)."""
     gateway: Gateway = await make_gateway()
     await set_limits(gateway, gateway.tenant.admin, key_rpm=1)
     await minute_to_spare()
