@@ -132,6 +132,11 @@ class Admission:
     spent_micro: int = 0  # the month's spend when admitted, this call's reservation included
     lease: _Lease | None = None  # the lease of the shared counters it was admitted on
 
+    def on_lease(self, lease: _Lease) -> Admission:
+        """Admitted on `lease`: counted already, from what the lease took."""
+        self.spent_micro, self.lease = lease.spent_micro, lease
+        return self
+
 
 def _month() -> str:
     now = time.gmtime()  # a tenth of the cost of datetime.now(UTC).strftime(...)
@@ -283,9 +288,7 @@ class LimitEnforcer:
                 tuple(check.key for check in checks), admission.reserved_micro
             )
             if leased is not None:  # counted already, in this process's lease
-                admission.spent_micro = leased.spent_micro
-                admission.lease = leased
-                return admission
+                return admission.on_lease(leased)
         # Counted in Redis (a round trip, a step of its own in a sampled request's trace)
         # or in the process's own store.
         if not self._counters.shared or tracing.TRACER is None or tracing.dropped():
@@ -308,9 +311,7 @@ class LimitEnforcer:
             names = tuple(check.key for check in checks)
             leased = await self._lease(names, checks, admission.reserved_micro, spend)
             if leased is not None:
-                admission.spent_micro = leased.spent_micro
-                admission.lease = leased
-                return admission
+                return admission.on_lease(leased)
         outcome = await self._counters.take(checks, existing=spend)
         if outcome.missing:
             assert spend is not None
